@@ -1,0 +1,60 @@
+"""bptt: backpropagation through time for recurrent networks, with hand-derived gradients on
+NumPy.
+
+Layout: sequences are time-major (T, B, D); a state field is (B, H); parameters are a flat
+dict of arrays named '<level>.<param>'. See docs/derivations.md for every backward step.
+"""
+
+from .activations import ACTIVATIONS, get_activation
+from .algorithms import Gradient, Tape, full_bptt, scan_backward, scan_forward
+from .cells import (
+    CELLS,
+    GRU,
+    LSTM,
+    Cell,
+    Elman,
+    ElmanState,
+    GRUState,
+    Jordan,
+    JordanState,
+    LSTMState,
+    make_cell,
+)
+from .diagnostics import GradcheckResult, gradcheck, numeric_grad
+from .layers import Dense, Embedding, Level, Recurrent, rnn
+from .losses import Loss
+from .model import Model, ModelState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "CELLS",
+    "Cell",
+    "Dense",
+    "Elman",
+    "ElmanState",
+    "Embedding",
+    "GRU",
+    "GRUState",
+    "Gradient",
+    "GradcheckResult",
+    "Jordan",
+    "JordanState",
+    "LSTM",
+    "LSTMState",
+    "Level",
+    "Loss",
+    "Model",
+    "ModelState",
+    "Recurrent",
+    "Tape",
+    "full_bptt",
+    "get_activation",
+    "gradcheck",
+    "make_cell",
+    "numeric_grad",
+    "rnn",
+    "scan_backward",
+    "scan_forward",
+]

@@ -1,0 +1,107 @@
+"""Running one cell over a segment of time, forward and backward.
+
+These two loops are the core of full BPTT; the other gradient algorithms order the same
+`cell.step` / `cell.step_back` calls differently.
+
+Masks. `mask` is a boolean (T, B) array; on a step where mask[t, b] is False, sequence b's state
+is HELD (state_t = state_{t-1}) and its output is zero. So a padded batch computes exactly what
+its sequences compute one by one, and a reversed scan over right-padded sequences starts each
+sequence at its own last real step. In the backward loop a held step passes the state gradient
+through unchanged and gives the cell nothing:
+
+    dstate_{t-1} = where(m_t, step_back(cache_t, dstate_t, dout_t).dstate, dstate_t)
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..cells.base import Cell, Params, state_map
+
+
+class Tape(NamedTuple):
+    """What a forward scan keeps for its backward scan."""
+
+    caches: list  # one cache per step, in time order (None on fully masked steps)
+    mask: np.ndarray | None  # (T, B) bool, or None
+    reverse: bool
+
+
+def _order(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def _mask_flags(mask: np.ndarray | None, T: int) -> tuple[np.ndarray, np.ndarray]:
+    if mask is None:
+        return np.ones(T, bool), np.zeros(T, bool)
+    return mask.all(axis=1), ~mask.any(axis=1)
+
+
+def scan_forward(
+    cell: Cell,
+    params: Params,
+    xp: np.ndarray,
+    state: Any,
+    mask: np.ndarray | None = None,
+    reverse: bool = False,
+    keep: bool = True,
+) -> tuple[np.ndarray, Any, Tape | None]:
+    """Run `cell` over xp (T, B, G) from `state`.
+
+    Returns the outputs (T, B, O), the state after the last step processed (t = T for a forward
+    scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`."""
+    T, B = xp.shape[:2]
+    outs = np.empty((T, B, cell.output_size), dtype=xp.dtype)
+    caches: list = [None] * T if keep else []
+    full, empty = _mask_flags(mask, T)
+    for t in _order(T, reverse):
+        if empty[t]:  # nothing to compute: every sequence holds its state
+            outs[t] = 0.0
+            continue
+        new, out, cache = cell.step(params, state, xp[t])
+        if not full[t]:
+            m = mask[t][:, None]  # (B, 1)
+            new = state_map(lambda a, b: np.where(m, a, b), new, state)
+            out = np.where(m, out, 0.0)
+        outs[t] = out
+        if keep:
+            caches[t] = cache
+        state = new
+    return outs, state, (Tape(caches, mask, reverse) if keep else None)
+
+
+def scan_backward(
+    cell: Cell,
+    params: Params,
+    tape: Tape,
+    douts: np.ndarray,
+    dstate: Any,
+    grads: Params,
+) -> tuple[np.ndarray, Any]:
+    """Backpropagate through the steps recorded in `tape`.
+
+    douts: (T, B, O) gradient of the loss with respect to each step's output;
+    dstate: gradient with respect to the final state (zeros for delta(T+1) = 0).
+    Adds the recurrent parameters' gradients into `grads`; returns dL/dxp (T, B, G) and the
+    gradient with respect to the initial state."""
+    caches, mask, reverse = tape
+    T = len(caches)
+    B = douts.shape[1]
+    G = cell.gates * cell.hidden_size
+    dxp = np.empty((T, B, G), dtype=douts.dtype)
+    full, empty = _mask_flags(mask, T)
+    for t in _order(T, not reverse):
+        if empty[t]:
+            dxp[t] = 0.0
+            continue
+        if full[t]:
+            dstate, dxp[t] = cell.step_back(params, caches[t], dstate, douts[t], grads)
+            continue
+        m = mask[t][:, None]
+        d_in = state_map(lambda a: np.where(m, a, 0.0), dstate)
+        d_prev, dxp_t = cell.step_back(params, caches[t], d_in, np.where(m, douts[t], 0.0), grads)
+        dstate = state_map(lambda a, b: np.where(m, a, b), d_prev, dstate)
+        dxp[t] = dxp_t
+    return dxp, dstate

@@ -1,0 +1,41 @@
+"""Recurrent cells: the math of one time step (see base.py for the contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Cell, Params, State, state_map
+from .elman import Elman, ElmanState
+from .gru import GRU, GRUState
+from .jordan import Jordan, JordanState
+from .lstm import LSTM, LSTMState
+
+CELLS: dict[str, type[Cell]] = {c.kind: c for c in (Elman, Jordan, GRU, LSTM)}
+
+
+def make_cell(kind: str, input_size: int, hidden_size: int, **options: Any) -> Cell:
+    """Build a cell by name ('elman', 'jordan', 'gru', 'lstm')."""
+    if kind not in CELLS:
+        raise ValueError(f"cell: expected one of {sorted(CELLS)}, received {kind!r}")
+    try:
+        return CELLS[kind](input_size, hidden_size, **options)
+    except TypeError as e:  # an option this cell does not take
+        raise ValueError(f"cell {kind!r}: {e}") from None
+
+
+__all__ = [
+    "CELLS",
+    "Cell",
+    "Elman",
+    "ElmanState",
+    "GRU",
+    "GRUState",
+    "Jordan",
+    "JordanState",
+    "LSTM",
+    "LSTMState",
+    "Params",
+    "State",
+    "make_cell",
+    "state_map",
+]

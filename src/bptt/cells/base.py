@@ -1,0 +1,137 @@
+"""The contract every recurrent cell fulfils: the math of ONE time step, forward and backward.
+
+A cell knows nothing of sequences, truncation, memory or optimizers. The gradient algorithms
+(full, truncated, checkpointed BPTT, RTRL, ...) call these methods in the order they choose.
+
+Layout: a sequence is time-major (T, B, D), a state field is (B, H). Parameters are a
+``dict[str, ndarray]``; gradients are a dict with the same keys and shapes.
+
+Every cell here has an input projection ``xp = x W_ih^T + b`` that does not depend on the state,
+so it is computed for all T steps as ONE matrix product before the time loop (`project`), and
+its weight gradient is ONE matrix product after the backward loop (`project_back`). Only the
+recurrent product runs step by step:
+
+    forward   step(params, state, xp_t)              -> (state_t, out_t, cache_t)
+    backward  step_back(params, cache_t, dstate_t, dout_t, grads) -> (dstate_{t-1}, dxp_t)
+
+`step_back` is the vector-Jacobian product of `step`: given the gradient of the loss with
+respect to the new state and to the step's output, it returns the gradient with respect to the
+previous state and to xp_t, and ADDS the step's contribution to the recurrent parameters'
+gradients into `grads` (the shared weights' gradient is the sum over the unrolled copies).
+Caches are returned values holding what the backward step needs (activations, the previous
+state), never recomputed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from .. import _checks
+
+Params = dict[str, np.ndarray]
+State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
+
+
+def state_map(fn, *states: NamedTuple) -> NamedTuple:
+    """Apply `fn` field by field to states of the same type."""
+    first = states[0]
+    return type(first)(*(fn(*fields) for fields in zip(*states)))
+
+
+class Cell(ABC):
+    """Base class: holds sizes and hyperparameters, no arrays.
+
+    Subclasses set `kind`, `State` (a NamedTuple type), `gates` (the input projection has
+    gates * hidden_size columns) and implement `step` and `step_back`.
+    """
+
+    kind: ClassVar[str]
+    State: ClassVar[type]
+    gates: ClassVar[int] = 1
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+
+    # ---- sizes and parameters --------------------------------------------------------------
+    @property
+    def output_size(self) -> int:
+        """Width of the output the next level sees (H for all cells but Jordan)."""
+        return self.hidden_size
+
+    def state_sizes(self) -> dict[str, int]:
+        """Width of each state field, e.g. {'h': H, 'c': H}."""
+        return {f: self.hidden_size for f in self.State._fields}
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        G, H, D = self.gates * self.hidden_size, self.hidden_size, self.input_size
+        return {"W_ih": (G, D), "W_hh": (G, H), "b_ih": (G,), "b_hh": (G,)}
+
+    def init_params(self, rng: np.random.Generator, dtype: Any = np.float64) -> Params:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as torch.nn.RNN/GRU/LSTM."""
+        k = 1.0 / np.sqrt(self.hidden_size)
+        return {
+            name: rng.uniform(-k, k, size=shape).astype(dtype)
+            for name, shape in self.param_shapes().items()
+        }
+
+    def zero_state(self, batch: int, dtype: Any = np.float64) -> NamedTuple:
+        return self.State(*(np.zeros((batch, n), dtype) for n in self.state_sizes().values()))
+
+    # ---- whole-sequence input projection ---------------------------------------------------
+    def _folded_bias(self, params: Params) -> np.ndarray:
+        """The bias added to the input projection: b_ih plus whatever part of b_hh commutes
+        with the recurrent product (all of it for Elman and LSTM), so the step adds none."""
+        return params["b_ih"] + params["b_hh"]
+
+    def _fold_bias_back(self, grads: Params, db: np.ndarray) -> None:
+        grads["b_ih"] += db
+        grads["b_hh"] += db
+
+    def project(self, params: Params, x: np.ndarray) -> np.ndarray:
+        """xp = x W_ih^T + bias for all steps at once.
+
+        x: (T, B, D) floats, or (T, B) integer tokens, for which the product with a one-hot
+        row is a gather of columns of W_ih. Returns (T, B, G)."""
+        W = params["W_ih"]  # (G, D)
+        b = self._folded_bias(params)
+        if x.ndim == 2:  # tokens: one-hot(x) W_ih^T = W_ih^T[x]
+            return np.ascontiguousarray(W.T)[x] + b
+        T, B, D = x.shape
+        return (x.reshape(T * B, D) @ W.T + b).reshape(T, B, -1)
+
+    def project_back(
+        self, params: Params, x: np.ndarray, dxp: np.ndarray, grads: Params, need_dx: bool = True
+    ) -> np.ndarray | None:
+        """Accumulate dW_ih = sum_t dxp_t^T x_t and the bias gradients; return dx (T, B, D).
+
+        For token inputs the weight gradient is a scatter-add into the looked-up columns and
+        no dx is returned."""
+        T, B, G = dxp.shape
+        d2 = dxp.reshape(T * B, G)
+        self._fold_bias_back(grads, d2.sum(axis=0))
+        if x.ndim == 2:
+            np.add.at(grads["W_ih"].T, x.reshape(-1), d2)
+            return None
+        x2 = x.reshape(T * B, -1)
+        grads["W_ih"] += d2.T @ x2
+        if not need_dx:
+            return None
+        return (d2 @ params["W_ih"]).reshape(T, B, -1)
+
+    # ---- one time step ---------------------------------------------------------------------
+    @abstractmethod
+    def step(self, params: Params, state: NamedTuple, xp_t: np.ndarray) -> tuple[NamedTuple, np.ndarray, Any]:
+        """(state_{t-1}, xp_t) -> (state_t, out_t, cache_t)."""
+
+    @abstractmethod
+    def step_back(
+        self, params: Params, cache: Any, dstate: NamedTuple, dout: np.ndarray, grads: Params
+    ) -> tuple[NamedTuple, np.ndarray]:
+        """(cache_t, dL/dstate_t, dL/dout_t) -> (dL/dstate_{t-1}, dL/dxp_t); adds dparams."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"

@@ -1,0 +1,74 @@
+"""Long short-term memory (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al.
+2000) in torch.nn.LSTM's exact parametrisation.
+
+Gate order i, f, g, o in W_ih (4H, D), W_hh (4H, H), b_ih (4H), b_hh (4H):
+
+    [a_i, a_f, a_g, a_o] = W_ih x + b_ih + W_hh h + b_hh
+    i = sigma(a_i)   f = sigma(a_f)   g = tanh(a_g)   o = sigma(a_o)
+    c' = f * c + i * g
+    h' = o * tanh(c')
+
+Backward step (derivations.md, "LSTM"), with gh = dL/dh', gc = dL/dc' (from step t+1):
+
+    do  = gh * tanh(c')
+    dc  = gc + gh * o * (1 - tanh(c')^2)
+    di  = dc * g,  df = dc * c,  dg = dc * i,  dc_prev = dc * f
+    da  = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]      # (B, 4H)
+    dW_hh += da^T h,   dh_prev = da W_hh,   dxp = da
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..activations import sigmoid
+from .base import Cell, Params
+
+
+class LSTMState(NamedTuple):
+    h: np.ndarray  # (B, H)
+    c: np.ndarray  # (B, H)
+
+
+class LSTMCache(NamedTuple):
+    h_prev: np.ndarray  # (B, H)
+    c_prev: np.ndarray  # (B, H)
+    gates: np.ndarray  # (B, 4H) activations [i, f, g, o]
+    tc: np.ndarray  # (B, H) tanh(c')
+
+
+class LSTM(Cell):
+    kind = "lstm"
+    State = LSTMState
+    gates = 4
+
+    def step(self, params: Params, state: LSTMState, xp_t: np.ndarray):
+        H = self.hidden_size
+        act = xp_t + state.h @ params["W_hh"].T  # (B, 4H) pre-activations, biases folded
+        sigmoid(act[:, : 2 * H], out=act[:, : 2 * H])  # i, f
+        np.tanh(act[:, 2 * H : 3 * H], out=act[:, 2 * H : 3 * H])  # g
+        sigmoid(act[:, 3 * H :], out=act[:, 3 * H :])  # o
+        i, f, g, o = act[:, :H], act[:, H : 2 * H], act[:, 2 * H : 3 * H], act[:, 3 * H :]
+        c = f * state.c + i * g
+        tc = np.tanh(c)
+        h = o * tc
+        return LSTMState(h, c), h, LSTMCache(state.h, state.c, act, tc)
+
+    def step_back(self, params: Params, cache: LSTMCache, dstate: LSTMState, dout, grads: Params):
+        H = self.hidden_size
+        h_prev, c_prev, act, tc = cache
+        i, f, g, o = act[:, :H], act[:, H : 2 * H], act[:, 2 * H : 3 * H], act[:, 3 * H :]
+        gh = dstate.h + dout
+        dc = dstate.c + gh * o * (1.0 - tc * tc)
+        da = np.empty_like(act)  # (B, 4H)
+        np.multiply(dc, g, out=da[:, :H])  # di
+        np.multiply(dc, c_prev, out=da[:, H : 2 * H])  # df
+        np.multiply(gh, tc, out=da[:, 3 * H :])  # do
+        sig = da[:, :H * 2]
+        sig *= act[:, : 2 * H] * (1.0 - act[:, : 2 * H])
+        da[:, 3 * H :] *= o * (1.0 - o)
+        np.multiply(dc * i, 1.0 - g * g, out=da[:, 2 * H : 3 * H])  # dg through tanh
+        grads["W_hh"] += da.T @ h_prev
+        return LSTMState(da @ params["W_hh"], dc * f), da

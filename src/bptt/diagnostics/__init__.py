@@ -1,0 +1,17 @@
+"""Diagnostics: measuring a gradient algorithm against another (gradient checking first)."""
+
+from .gradcheck import GradcheckResult, gradcheck, numeric_grad, relative_error
+from .sweep import Case, Problem, random_problem, run_case, standard_cases, variant_cases
+
+__all__ = [
+    "Case",
+    "GradcheckResult",
+    "Problem",
+    "gradcheck",
+    "numeric_grad",
+    "random_problem",
+    "relative_error",
+    "run_case",
+    "standard_cases",
+    "variant_cases",
+]

@@ -1,0 +1,214 @@
+"""Levels a model is composed of: feed-forward levels applied at every time step, and recurrent
+levels (one cell, or two for a bidirectional layer) whose time loop a gradient algorithm runs.
+
+A level is declared with its output size only; `Model` builds it with its input size and a name,
+which prefixes its parameters: 'lstm1.W_ih', 'lstm1.reverse.W_hh', 'dense2.W'.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _checks
+from .activations import get_activation
+from .cells import CELLS, Cell, make_cell
+from .cells.base import Params
+
+
+class Level:
+    """Common parts: a name, sizes, and the map from local to global parameter names."""
+
+    kind: str = "level"
+    recurrent: bool = False
+
+    def __init__(self, size: int, name: str | None = None) -> None:
+        self.size = _checks.positive_int(f"{self.kind} size", size)
+        self.name = name
+        self.input_size: int | None = None
+
+    def build(self, input_size: int, name: str, tokens: bool) -> None:
+        self.input_size = input_size
+        self.name = self.name or name
+
+    @property
+    def output_size(self) -> int:
+        return self.size
+
+    def local_shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {f"{self.name}.{k}": s for k, s in self.local_shapes().items()}
+
+    def sub(self, params: Params, prefix: str = "") -> Params:
+        """The level's parameters under their local names (same arrays, no copies)."""
+        head = f"{self.name}.{prefix}"
+        return {k: params[head + k] for k in self._local_names(prefix)}
+
+    def _local_names(self, prefix: str) -> list[str]:
+        return list(self.local_shapes())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.size}, name={self.name!r})"
+
+
+class Embedding(Level):
+    """Token lookup: y[t, b] = W[x[t, b]], W (vocab, size). Its gradient is a scatter-add of
+    dy into the looked-up rows; no one-hot matrix is ever formed."""
+
+    kind = "embed"
+
+    def build(self, input_size: int, name: str, tokens: bool) -> None:
+        if not tokens:
+            raise ValueError(
+                "Embedding: expected integer token inputs (Model(..., tokens=True)), "
+                "received a model with float inputs"
+            )
+        super().build(input_size, name, tokens)
+
+    def local_shapes(self):
+        return {"W": (self.input_size, self.size)}
+
+    def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
+        return {"W": rng.standard_normal((self.input_size, self.size)).astype(dtype)}
+
+    def forward(self, p: Params, x: np.ndarray):
+        return p["W"][x], x  # (T, B, E); cache: the tokens
+
+    def backward(self, p: Params, x: np.ndarray, dy: np.ndarray, g: Params, need_dx: bool):
+        np.add.at(g["W"], x.reshape(-1), dy.reshape(-1, self.size))
+        return None
+
+
+class Dense(Level):
+    """Time-distributed affine map y = f(x W^T + b), W (size, input_size), applied to all
+    (T, B) positions as one matrix product. With f = identity and the model's last level this
+    is the readout W (hidden -> output) of the classic notation."""
+
+    kind = "dense"
+
+    def __init__(self, size: int, activation: str = "identity", name: str | None = None) -> None:
+        super().__init__(size, name)
+        self.activation = get_activation(activation)
+
+    def build(self, input_size: int, name: str, tokens: bool) -> None:
+        if tokens:
+            raise ValueError(
+                "Dense: expected float inputs; a model on integer tokens starts with an "
+                "Embedding or a Recurrent level"
+            )
+        super().build(input_size, name, tokens)
+
+    def local_shapes(self):
+        return {"W": (self.size, self.input_size), "b": (self.size,)}
+
+    def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
+        k = 1.0 / np.sqrt(self.input_size)  # torch.nn.Linear's default
+        return {n: rng.uniform(-k, k, size=s).astype(dtype) for n, s in self.local_shapes().items()}
+
+    def forward(self, p: Params, x: np.ndarray):
+        T, B, D = x.shape
+        y = self.activation.forward((x.reshape(T * B, D) @ p["W"].T + p["b"]).reshape(T, B, -1))
+        return y, (x, y)
+
+    def backward(self, p: Params, cache, dy: np.ndarray, g: Params, need_dx: bool):
+        x, y = cache
+        T, B, D = x.shape
+        d = self.activation.backward(y, dy).reshape(T * B, -1)  # (TB, size)
+        g["W"] += d.T @ x.reshape(T * B, D)
+        g["b"] += d.sum(axis=0)
+        return (d @ p["W"]).reshape(T, B, D) if need_dx else None
+
+    def __repr__(self) -> str:
+        return f"Dense({self.size}, activation={self.activation.name!r}, name={self.name!r})"
+
+
+class Direction(NamedTuple):
+    key: str  # the state's key in a model state dict: 'lstm1' or 'lstm1.reverse'
+    prefix: str  # parameter prefix within the level: '' or 'reverse.'
+    reverse: bool
+    cell: Cell
+
+
+class Recurrent(Level):
+    """A recurrent layer: one cell ('elman', 'jordan', 'gru', 'lstm'), or two for a
+    bidirectional layer (forward and time-reversed, outputs concatenated [fwd, rev] as in
+    torch). With `learn_init`, the initial state is a learned parameter '<name>.h0' (and
+    '.c0' for LSTM) broadcast over the batch; otherwise it is zeros unless given."""
+
+    recurrent = True
+
+    def __init__(
+        self,
+        cell: str,
+        size: int,
+        bidirectional: bool = False,
+        learn_init: bool = False,
+        name: str | None = None,
+        **cell_options: Any,
+    ) -> None:
+        if cell not in CELLS:
+            raise ValueError(f"cell: expected one of {sorted(CELLS)}, received {cell!r}")
+        self.kind = cell
+        super().__init__(size, name)
+        self.bidirectional = bool(bidirectional)
+        self.learn_init = bool(learn_init)
+        self.cell_options = cell_options
+        self.directions: list[Direction] = []
+
+    def build(self, input_size: int, name: str, tokens: bool) -> None:
+        super().build(input_size, name, tokens)
+        dirs = [("", False)] + ([("reverse.", True)] if self.bidirectional else [])
+        self.directions = [
+            Direction(
+                self.name + ("." + p[:-1] if p else ""),
+                p,
+                rev,
+                make_cell(self.kind, input_size, self.size, **self.cell_options),
+            )
+            for p, rev in dirs
+        ]
+
+    @property
+    def output_size(self) -> int:
+        return sum(d.cell.output_size for d in self.directions) if self.directions else self.size
+
+    def local_shapes(self):
+        shapes = {}
+        for d in self.directions:
+            shapes.update({d.prefix + k: s for k, s in d.cell.param_shapes().items()})
+            if self.learn_init:
+                shapes.update({f"{d.prefix}{f}0": (n,) for f, n in d.cell.state_sizes().items()})
+        return shapes
+
+    def _local_names(self, prefix: str) -> list[str]:
+        d = next(d for d in self.directions if d.prefix == prefix)
+        names = list(d.cell.param_shapes())
+        if self.learn_init:
+            names += [f"{f}0" for f in d.cell.state_sizes()]
+        return names
+
+    def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
+        p = {}
+        for d in self.directions:
+            p.update({d.prefix + k: v for k, v in d.cell.init_params(rng, dtype).items()})
+            if self.learn_init:
+                p.update({f"{d.prefix}{f}0": np.zeros(n, dtype) for f, n in d.cell.state_sizes().items()})
+        return p
+
+    def __repr__(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in self.cell_options.items())
+        return (
+            f"Recurrent({self.kind!r}, {self.size}, bidirectional={self.bidirectional}, "
+            f"learn_init={self.learn_init}{opts}, name={self.name!r})"
+        )
+
+
+def rnn(
+    cell: str, size: int, layers: int = 1, bidirectional: bool = False, **options: Any
+) -> list[Recurrent]:
+    """`layers` stacked recurrent levels, like torch.nn.RNN/GRU/LSTM(num_layers=layers)."""
+    n = _checks.positive_int("layers", layers)
+    return [Recurrent(cell, size, bidirectional=bidirectional, **options) for _ in range(n)]

@@ -1,0 +1,103 @@
+"""Losses on the model's last level output y.
+
+    'ce'  softmax cross-entropy:  l(t, b) = -log softmax(y[t, b])[target[t, b]]   (nats)
+    'mse' squared error:          l(t, b) = 1/2 * sum_k (y[t, b, k] - target[t, b, k])^2
+
+at='every': every counted position (t, b) carries a loss; a position counts when its mask entry
+is True (all count without a mask). at='last': only each sequence's last counted step (its
+last True mask entry, or t = T for no mask) carries a loss: sequence classification/regression.
+
+The loss is the AVERAGE over the counted (time, batch) positions, N of them:
+L = (1/N) sum l(t, b). Targets at uncounted positions are ignored (any padding value will do).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+
+KINDS = ("ce", "mse")
+AT = ("every", "last")
+
+
+def last_index(mask: np.ndarray | None, T: int, B: int) -> np.ndarray:
+    """Index of each sequence's last counted step, (B,)."""
+    if mask is None:
+        return np.full(B, T - 1)
+    return T - 1 - np.argmax(mask[::-1], axis=0)
+
+
+class Loss:
+    def __init__(self, kind: str = "ce", at: str = "every") -> None:
+        if kind not in KINDS:
+            raise ValueError(f"loss: expected one of {KINDS}, received {kind!r}")
+        if at not in AT:
+            raise ValueError(f"at: expected one of {AT}, received {at!r}")
+        self.kind, self.at = kind, at
+
+    def check_targets(
+        self, targets, T: int, B: int, size: int, dtype: np.dtype, mask: np.ndarray | None
+    ) -> np.ndarray:
+        _checks.array("targets", targets)
+        lead = (T, B) if self.at == "every" else (B,)
+        layout = "(T, B" if self.at == "every" else "(B"
+        if self.kind == "ce":
+            _checks.shape("targets", targets, lead, layout + ") class indices")
+            _checks.integer("targets", targets)
+            counted = mask if self.at == "every" else None
+            _checks.in_range("targets", targets, size, where=counted)
+        else:
+            _checks.shape("targets", targets, lead + (size,), layout + ", O)")
+            _checks.dtype_is("targets", targets, dtype)
+            vals = targets[mask] if (mask is not None and self.at == "every") else targets
+            _checks.finite("targets", vals)
+        return targets
+
+    def _select(self, y: np.ndarray, targets: np.ndarray, mask: np.ndarray | None):
+        """The counted positions: (y there (N, K), targets there, index into (T, B))."""
+        T, B, K = y.shape
+        if self.at == "last":
+            idx = (last_index(mask, T, B), np.arange(B))
+            return y[idx], targets, idx
+        if mask is None:
+            return y.reshape(T * B, K), targets.reshape(T * B, *targets.shape[2:]), slice(None)
+        return y[mask], targets[mask], mask
+
+    def _terms(self, ys: np.ndarray, ts: np.ndarray, need_grad: bool):
+        """Per-position losses l (N,) and, if asked, dl/dy (N, K)."""
+        if self.kind == "ce":
+            z = ys - ys.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            s = e.sum(axis=1, keepdims=True)
+            rows = np.arange(len(ts))
+            per = np.log(s[:, 0]) - z[rows, ts]
+            if not need_grad:
+                return per, None
+            d = e / s  # softmax - onehot(target)
+            d[rows, ts] -= 1.0
+            return per, d
+        d = ys - ts
+        return 0.5 * (d * d).sum(axis=1), d
+
+    def value(self, y: np.ndarray, targets: np.ndarray, mask: np.ndarray | None) -> float:
+        """The loss alone: (1/N) sum of l(t, b) over the N counted positions."""
+        ys, ts, _ = self._select(y, targets, mask)
+        return float(self._terms(ys, ts, False)[0].sum() / len(ys))
+
+    def value_and_grad(
+        self, y: np.ndarray, targets: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[float, np.ndarray]:
+        """The loss and dL/dy (same shape and dtype as y, zero at uncounted positions)."""
+        ys, ts, idx = self._select(y, targets, mask)
+        n = len(ys)
+        per, d = self._terms(ys, ts, True)
+        d *= 1.0 / n
+        if isinstance(idx, slice):
+            return float(per.sum() / n), d.reshape(y.shape)
+        dy = np.zeros_like(y)
+        dy[idx] = d
+        return float(per.sum() / n), dy
+
+    def __repr__(self) -> str:
+        return f"Loss({self.kind!r}, at={self.at!r})"
