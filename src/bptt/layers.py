@@ -96,8 +96,8 @@ class Dense(Level):
     def build(self, input_size: int, name: str, tokens: bool) -> None:
         if tokens:
             raise ValueError(
-                "Dense: expected float inputs; a model on integer tokens starts with an "
-                "Embedding or a Recurrent level"
+                "Dense: expected float inputs (a model on integer tokens starts with an "
+                "Embedding or a Recurrent level), received a model with tokens=True as its input"
             )
         super().build(input_size, name, tokens)
 

@@ -117,7 +117,10 @@ class Model:
         missing = sorted(set(self._shapes) - set(params))
         extra = sorted(set(params) - set(self._shapes))
         if missing or extra:
-            raise ValueError(f"params: expected keys {sorted(self._shapes)}, missing {missing}, unexpected {extra}")
+            raise ValueError(
+                f"params: expected keys {sorted(self._shapes)}, received keys with {missing} missing "
+                f"and {extra} unexpected"
+            )
         dtype = None
         for k, shape in self._shapes.items():
             a = _checks.array(f"params[{k!r}]", params[k])
@@ -163,7 +166,7 @@ class Model:
                 m = m.astype(bool)
             if not m.any(axis=0).all():
                 b = int(np.flatnonzero(~m.any(axis=0))[0])
-                raise ValueError(f"mask: expected every sequence to have a counted step, sequence {b} has none")
+                raise ValueError(f"mask: expected every sequence to have a counted step, received sequence {b} with none")
             if m.all():
                 m = None
         if need_targets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .base import Cell, Params, State, state_map
@@ -17,10 +18,12 @@ def make_cell(kind: str, input_size: int, hidden_size: int, **options: Any) -> C
     """Build a cell by name ('elman', 'jordan', 'gru', 'lstm')."""
     if kind not in CELLS:
         raise ValueError(f"cell: expected one of {sorted(CELLS)}, received {kind!r}")
-    try:
-        return CELLS[kind](input_size, hidden_size, **options)
-    except TypeError as e:  # an option this cell does not take
-        raise ValueError(f"cell {kind!r}: {e}") from None
+    cls = CELLS[kind]
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "input_size", "hidden_size")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"cell {kind!r}: expected options among {allowed}, received {unknown}")
+    return cls(input_size, hidden_size, **options)
 
 
 __all__ = [

@@ -121,8 +121,9 @@ def gradcheck(
 
     Everything must be float64. Returns a GradcheckResult; `result.passed` is max error <= tol.
     """
-    if model.check_params(params) != np.float64:
-        raise ValueError("gradcheck: expected float64 params (central differences need them)")
+    dtype = model.check_params(params)
+    if dtype != np.float64:
+        raise ValueError(f"gradcheck: expected float64 params (central differences need them), received {dtype}")
     g = algorithm(model, params, x, targets, mask, state0)
     res = GradcheckResult(tol=tol)
     batch = model.check_batch(params, x, targets, mask, state0)
