@@ -65,6 +65,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check at most N random entries per array (default: all)")
     g.add_argument("--no-variants", action="store_true", help="only the standard sweep")
     g.set_defaults(func=_cmd_gradcheck)
+
+    from .train import commands
+
+    t = sub.add_parser(
+        "train",
+        help="train a recurrent network on text or a time series (default: a char-LSTM on Botchan)",
+        description="Train a recurrent network by BPTT. With no arguments: a character-level LSTM on "
+        "the bundled novel Botchan, a few minutes on 2 cores. Writes a run folder with config.json, "
+        "checkpoint.npz, best.npz, metrics.jsonl and loss.png. Ctrl-C saves and exits; --resume continues.",
+    )
+    commands.add_train_arguments(t)
+    t.set_defaults(func=commands.cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a trained text run")
+    s.add_argument("run", metavar="RUN", help="run folder")
+    s.add_argument("--prime", default="", help="text to start from")
+    s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
+    s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1.0)")
+    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely characters only")
+    s.add_argument("--seed", type=int, default=None, help="seed of the sampling")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which parameters (default best)")
+    s.set_defaults(func=commands.cmd_sample)
+
+    f = sub.add_parser("forecast", help="iterated multi-step forecast of a trained series run")
+    f.add_argument("run", metavar="RUN", help="run folder")
+    f.add_argument("--data", help="the values that follow the history (the truth); NMSE is printed against them")
+    f.add_argument("--history", help="the series to start from (default: the run's training data file)")
+    f.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the length of --data, or 100)")
+    f.add_argument("--column", default=None, help="column of the files (default: the run's)")
+    f.add_argument("--out", help="plot file (default: RUN/forecast.png)")
+    f.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    f.set_defaults(func=commands.cmd_forecast)
+
+    e = sub.add_parser("evaluate", help="loss of a trained run on new data")
+    e.add_argument("run", metavar="RUN", help="run folder")
+    e.add_argument("--data", required=True, help="text or series file")
+    e.add_argument("--column", default=None, help="series: column (default: the run's)")
+    e.add_argument("--warmup", type=int, default=0, help="series: steps excluded from the score at the start")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.set_defaults(func=commands.cmd_evaluate)
     return parser
 
 
@@ -76,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
+    except ValueError as e:  # a user mistake: say what was expected and received, no traceback
+        print(f"bptt {args.command}: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -9,7 +9,8 @@ so the mapping is only a renaming:
     '<level>.b_hh'          <-> 'bias_hh_l{k}'
     '<dense>.W', '<dense>.b' <-> the Linear readout's 'weight', 'bias'
 
-where k counts the recurrent levels. Initial states map to torch's h0 / c0 of shape
+where k counts the recurrent levels. A model on integer tokens corresponds to torch fed with
+one-hot vectors (W_ih is (G, vocabulary) in both). Initial states map to torch's h0 / c0 of shape
 (layers * directions, B, H), ordered layer-major, forward direction first. No torch import here.
 """
 
@@ -37,12 +38,11 @@ def _check_torch_shaped(model: Model) -> None:
         and len(model.levels) == len(rec) + 1
         and isinstance(model.levels[-1], Dense)
         and model.levels[-1].activation.name == "identity"
-        and not model.tokens
     )
     if not ok:
         raise ValueError(
             "interop: expected a model of N identical Elman/GRU/LSTM levels followed by one "
-            f"linear Dense level on float inputs, received {model!r}"
+            f"linear Dense level, received {model!r}"
         )
 
 

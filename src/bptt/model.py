@@ -302,6 +302,17 @@ class Model:
         y, final, _ = self.forward_levels(params, b.x, b.mask, b.state0, keep=False)
         return y, final
 
+    def step(self, params: Params, state: ModelState, x_t: np.ndarray) -> tuple[np.ndarray, ModelState]:
+        """One time step for generation: x_t (B,) tokens or (B, D) floats -> (y_t (B, K), state).
+
+        `state` must hold every direction (start from `initial_state`). Inputs are not checked
+        here (this is the inner loop of sampling); bidirectional models cannot step."""
+        if self.bidirectional:
+            raise ValueError("step: expected a unidirectional model, received a bidirectional one "
+                             "(its output at t depends on inputs after t)")
+        y, final, _ = self.forward_levels(params, x_t[None], None, state, keep=False)
+        return y[0], final
+
     def loss(
         self, params: Params, x: Any, targets: Any, mask: Any = None, state0: ModelState | None = None
     ) -> float:

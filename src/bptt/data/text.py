@@ -1,0 +1,102 @@
+"""Character-level text: reading, vocabulary, encoding, splitting and stateful streams.
+
+Unknown characters. The vocabulary is the set of characters of the TRAINING text. Text encoded
+later (validation, `bptt evaluate` on another file, a sampling prime) may hold characters
+outside it; the rule is to SKIP them: they are removed before encoding, so the model never sees
+them and they carry no loss. Their count is returned so that it can be reported (bits per
+character are then on in-vocabulary characters).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+BUNDLED = "botchan"  # the default corpus shipped inside the package (see data/botchan/SOURCE.md)
+
+
+def bundled_text_path() -> str:
+    return str(resources.files("bptt.data").joinpath("botchan/botchan_body.txt"))
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """Read a UTF-8 text file, with a clear ValueError for a missing, empty or binary file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"data file: expected an existing file, received {path!r}")
+    raw = open(path, "rb").read()
+    if not raw.strip():
+        raise ValueError(f"data file {path!r}: expected text, received an empty file")
+    if b"\x00" in raw[:65536]:
+        raise ValueError(f"data file {path!r}: expected UTF-8 text, received binary data (NUL bytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"data file {path!r}: expected UTF-8 text, received undecodable bytes at offset {e.start}"
+        ) from None
+    return text.replace("\r\n", "\n")
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Sorted characters; id i <-> chars[i]."""
+
+    chars: str
+
+    @classmethod
+    def from_text(cls, text: str) -> "Vocab":
+        if not text:
+            raise ValueError("vocabulary: expected non-empty text, received an empty string")
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    @property
+    def _codes(self) -> np.ndarray:
+        return _codepoints(self.chars)
+
+    def encode(self, text: str) -> tuple[np.ndarray, int]:
+        """(ids as int32, number of unknown characters skipped)."""
+        cp = _codepoints(text)
+        codes = self._codes
+        idx = np.minimum(np.searchsorted(codes, cp), len(codes) - 1)
+        known = codes[idx] == cp
+        return idx[known].astype(np.int32), int((~known).sum())
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
+
+
+def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The first (1 - val_fraction) for training, the last val_fraction for validation."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction: expected a number in [0, 1), received {val_fraction!r}")
+    n_val = int(round(len(ids) * val_fraction))
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+
+
+def batchify(ids: np.ndarray, batch: int) -> np.ndarray:
+    """B contiguous streams, (N, B): stream b is ids[b*N : (b+1)*N] (the tail that does not fill
+    a row is dropped), so that a state carried from one segment to the next continues the same
+    text in every column (torch's word_language_model `batchify`)."""
+    n = len(ids) // batch
+    if n < 2:
+        raise ValueError(
+            f"batch size: expected at most {len(ids) // 2} streams for {len(ids)} tokens, received {batch}"
+        )
+    return np.ascontiguousarray(ids[: n * batch].reshape(batch, n).T)
+
+
+def segments(streams: np.ndarray, seq_len: int) -> list[tuple[int, int]]:
+    """(start, length) of consecutive segments of inputs; targets are shifted by one."""
+    n = len(streams) - 1  # the last token has no target
+    return [(i, min(seq_len, n - i)) for i in range(0, n, seq_len)]

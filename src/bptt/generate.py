@@ -1,0 +1,73 @@
+"""Running a trained model forward on its own outputs: text sampling and iterated forecasting."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cells.base import Params
+from .data.text import Vocab
+from .model import Model
+
+
+def _probabilities(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < len(z):
+        cut = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= cut, z, -np.inf)
+    z -= z.max()
+    p = np.exp(z)
+    return p / p.sum()
+
+
+def sample_text(
+    model: Model,
+    params: Params,
+    vocab: Vocab,
+    prime: str = "",
+    length: int = 500,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> str:
+    """Prime the state on `prime` (unknown characters skipped), then draw `length` characters,
+    each from softmax(logits / temperature) restricted to the top_k most likely."""
+    if not model.tokens or model.loss_fn.kind != "ce":
+        raise ValueError("sample: expected a character model (token inputs, 'ce' loss), received another kind")
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a number > 0, received {temperature!r}")
+    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k: expected a positive integer, received {top_k!r}")
+    if not (isinstance(length, int) and length >= 0):
+        raise ValueError(f"length: expected a non-negative integer, received {length!r}")
+    rng = rng or np.random.default_rng()
+    ids, _ = vocab.encode(prime)
+    if len(ids) == 0:  # start from a newline if the vocabulary has one
+        ids = np.array([vocab.chars.find("\n") if "\n" in vocab.chars else 0], np.int32)
+    state = model.initial_state(params, 1)[0]
+    y, state = model.forward(params, ids[:, None], state0=state)
+    logits = y[-1, 0]
+    out = []
+    for _ in range(length):
+        k = int(rng.choice(len(vocab), p=_probabilities(logits, temperature, top_k)))
+        out.append(k)
+        y_t, state = model.step(params, state, np.array([k]))
+        logits = y_t[0]
+    return vocab.decode(out)
+
+
+def forecast(model: Model, params: Params, history: np.ndarray, horizon: int) -> np.ndarray:
+    """Iterated forecast: run the model over `history` (normalised values, (T,)), then feed each
+    one-step prediction back as the next input. Returns `horizon` predictions (normalised)."""
+    if model.tokens or model.loss_fn.kind != "mse" or model.input_size != 1 or model.output_size != 1:
+        raise ValueError("forecast: expected a univariate series model (1 input, 1 output, 'mse'), received another kind")
+    if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
+        raise ValueError(f"horizon: expected a positive integer, received {horizon!r}")
+    dtype = model.check_params(params)
+    x = np.asarray(history, dtype)[:, None, None]
+    y, state = model.forward(params, x)
+    preds = np.empty(horizon, dtype)
+    preds[0] = y[-1, 0, 0]
+    for h in range(1, horizon):
+        y_t, state = model.step(params, state, preds[h - 1 : h, None])
+        preds[h] = y_t[0, 0]
+    return preds

@@ -1,0 +1,174 @@
+"""`bptt train | sample | forecast | evaluate`: what each command does, given parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+import numpy as np
+
+from ..data import series as ser
+from ..data import text as txt
+from ..generate import forecast, sample_text
+from .config import TrainConfig, load_toml
+from .plots import plot_series
+from .runs import load_run
+from .tasks import stream_loss, text_metrics
+
+HELP = {
+    "data": "text or series file (default: the bundled novel Botchan)",
+    "task": "text or series",
+    "column": "series: column name or 0-based index (default: the last column)",
+    "val_fraction": "the last fraction of the data is held out for validation",
+    "cell": "elman, jordan, gru or lstm",
+    "hidden": "units per recurrent layer",
+    "layers": "stacked recurrent layers",
+    "embed": "text: embedding width (0: token ids go straight into the recurrent layer)",
+    "optimizer": "sgd, momentum, nesterov, adagrad, rmsprop, adam, rprop or quickprop",
+    "lr": "learning rate (peak of the schedule)",
+    "schedule": "constant or cosine (linear warm-up, then cosine decay to --min-lr)",
+    "warmup": "warm-up updates of the cosine schedule",
+    "min_lr": "final learning rate of the cosine schedule",
+    "momentum": "momentum of the momentum and nesterov optimizers",
+    "weight_decay": "decoupled weight decay (adam)",
+    "clip": "clip the gradient's global norm to this (0: off)",
+    "clip_value": "clip each gradient entry to [-v, v] (0: off)",
+    "plateau_patience": "cut the lr after this many evaluations without improvement (0: off)",
+    "plateau_factor": "factor the lr is cut by on a plateau",
+    "batch_size": "sequences (streams) per batch",
+    "seq_len": "time steps per batch (the BPTT length)",
+    "batching": "stream (state carried across batches) or window (random windows); default: stream for text, window for series",
+    "steps": "training updates",
+    "epochs": "passes over the training data (overrides --steps when > 0)",
+    "max_seconds": "stop after this many seconds of training (0: no limit)",
+    "eval_every": "evaluate on the validation split every N updates",
+    "patience": "stop early after this many evaluations without improvement (0: off)",
+    "dtype": "float32 or float64",
+    "seed": "seed of all randomness (initial weights, batches)",
+    "threads": "BLAS threads (0: the default, 1)",
+    "out": "run folder (default: runs/<timestamp>)",
+    "sample_length": "text: characters sampled at the end",
+    "progress": "show a progress bar",
+}
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.toml", help="read these keys from a TOML file; flags override it")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (flags override its config)")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        d = getattr(defaults, f.name)
+        shown = repr(d) if isinstance(d, str) else d
+        if isinstance(d, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{HELP.get(f.name, '')} (default: {d})")
+        else:
+            p.add_argument(flag, dest=f.name, type=type(d), default=argparse.SUPPRESS, metavar=type(d).__name__.upper(),
+                           help=f"{HELP.get(f.name, '')} (default: {shown})")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import Trainer
+
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.keys()}
+    if args.resume:
+        if args.config:
+            raise ValueError("--config: expected no config file with --resume (the run's own config is used), received one")
+        trainer = Trainer(resume=args.resume, overrides=given)
+    else:
+        base = load_toml(args.config) if args.config else {}
+        cfg = TrainConfig.from_dict({**base, **given}, args.config or "flags")
+        trainer = Trainer(cfg)
+    res = trainer.run()
+    cfg, task = trainer.cfg, trainer.task
+    ev = res.best or res.last_eval
+    print(f"trained {res.step} steps in {res.train_seconds:.1f} s ({res.tokens_per_s:,.0f} tokens/s); {res.extra['threads']}")
+    if ev:
+        if task.kind == "text":
+            print(f"best validation: {ev['loss']:.4f} nats/char = {ev['bpc']:.3f} bits/char (step {ev.get('step', res.step)})")
+        else:
+            print(f"best validation one-step NMSE: {ev['nmse']:.4f} (step {ev.get('step', res.step)})")
+    if res.stopped in ("interrupted", "diverged"):
+        return 130 if res.stopped == "interrupted" else 1
+    run = load_run(res.run_dir)
+    if task.kind == "text" and cfg.sample_length:
+        text = sample_text(run.model, run.params, run.vocab, length=cfg.sample_length, temperature=0.8,
+                           rng=np.random.default_rng(cfg.seed))
+        with open(os.path.join(res.run_dir, "sample.txt"), "w") as f:
+            f.write(text)
+        print("sample (temperature 0.8):\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
+    elif task.kind == "series" and task.n_val:
+        pred = task.one_step_predictions(run.model, run.params, task.z)[task.n_train - 1 :]
+        plot_series(os.path.join(res.run_dir, "prediction.png"), task.values[task.n_train :], pred,
+                    f"one-step predictions on the validation split, NMSE {ser.nmse(pred, task.values[task.n_train:]):.4f}",
+                    task.values[: task.n_train])
+    print(f"run folder: {res.run_dir}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    run = load_run(args.run, args.checkpoint)
+    text = sample_text(run.model, run.params, run.vocab, args.prime or "", args.length, args.temperature, args.top_k,
+                       np.random.default_rng(args.seed))
+    sys.stdout.write((args.prime or "") + text + "\n")
+    return 0
+
+
+def _series_of(run, path: str, column) -> np.ndarray:
+    col = column if column is not None else (run.cfg.column or None)
+    values, _ = ser.read_series(path, col)
+    return values
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    run = load_run(args.run, args.checkpoint)
+    if run.cfg.task != "series":
+        raise ValueError(f"RUN: expected a run of --task series, received a {run.cfg.task} run")
+    hist_path = args.history or run.cfg.data
+    if not hist_path or not os.path.isfile(hist_path):
+        raise ValueError(f"--history: expected the series to start from (the run's data file {run.cfg.data!r} is not there), received {args.history!r}")
+    history = _series_of(run, hist_path, args.column)
+    truth = _series_of(run, args.data, args.column) if args.data else None
+    horizon = args.horizon or (len(truth) if truth is not None else 100)
+    norm = run.normalizer
+    pred = norm.inverse(forecast(run.model, run.params, norm(history), horizon).astype(np.float64))
+    out = args.out or os.path.join(run.folder, "forecast.png")
+    if truth is not None:
+        n = min(horizon, len(truth))
+        score = ser.nmse(pred[:n], truth[:n])
+        print(f"iterated {n}-step forecast from {len(history)} values of {hist_path}: NMSE {score:.4f} "
+              f"(MSE {np.mean((pred[:n] - truth[:n]) ** 2):.4g}, variance of the truth {np.var(truth[:n]):.4g})")
+        plot_series(out, truth[:n], pred[:n], f"iterated forecast, NMSE {score:.4f}", history)
+    else:
+        print(" ".join(f"{v:.6g}" for v in pred))
+        plot_series(out, pred, pred, "iterated forecast (no truth given)", history)
+    print(f"plot: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = load_run(args.run, args.checkpoint)
+    if run.cfg.task == "text":
+        ids, unknown = run.vocab.encode(txt.read_text(args.data))
+        if len(ids) < 2:
+            raise ValueError(f"--data: expected at least 2 known characters, received {len(ids)}")
+        streams = txt.batchify(ids, max(1, min(run.cfg.batch_size, len(ids) // (2 * run.cfg.seq_len))))
+        loss, n = stream_loss(run.model, run.params, streams, run.cfg.seq_len)
+        m = text_metrics(loss)
+        print(f"{args.data}: {n:,} predictions, {m['loss']:.4f} nats/char = {m['bpc']:.3f} bits/char, "
+              f"perplexity {m['ppl']:.2f}; {unknown} unknown characters skipped")
+        return 0
+    values = _series_of(run, args.data, args.column)
+    norm = run.normalizer
+    z = norm(values).astype(run.cfg.dtype)
+    y, _ = run.model.forward(run.params, z[:-1, None, None])
+    pred = norm.inverse(y[:, 0, 0].astype(np.float64))[args.warmup :]
+    truth = values[1:][args.warmup :]
+    print(f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {args.warmup}): "
+          f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}")
+    return 0

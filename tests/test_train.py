@@ -1,0 +1,217 @@
+"""The trainer and the CLI: runs, checkpoints, resume, interruption, learning."""
+
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from bptt.cli import main
+from bptt.train import TrainConfig, Trainer
+from bptt.train import checkpoint as ckpt
+from bptt.train.runs import load_run
+
+WORDS = "the cat sat on a mat while a dog ran to the big red barn and the bird sang ".split()
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    p = tmp_path_factory.mktemp("data") / "words.txt"
+    p.write_text(" ".join(rng.choice(WORDS, size=4000)) + "\n")
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def series_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("series")
+    t = np.arange(460)
+    v = np.sin(2 * np.pi * t / 23.0) + 0.5 * np.sin(2 * np.pi * t / 7.0)
+    np.savetxt(d / "train.dat", v[:400])
+    np.savetxt(d / "cont.dat", v[400:])
+    return str(d / "train.dat"), str(d / "cont.dat")
+
+
+def small(out, **kw):
+    base = dict(hidden=16, steps=12, eval_every=4, batch_size=4, seq_len=20, dtype="float64", out=str(out),
+                progress=False, sample_length=0, warmup=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def interrupt_at(n):
+    def on_step(step, loss):
+        if step == n:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C
+    return on_step
+
+
+@pytest.mark.parametrize("kind", ["text-stream", "series-window"])
+def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file, series_files, kind):
+    extra = dict(data=text_file, plateau_patience=1) if kind == "text-stream" else dict(
+        data=series_files[0], task="series", cell="gru", optimizer="momentum", lr=0.05)
+    a = Trainer(small(tmp_path / "a", **extra)).run()
+    b = Trainer(small(tmp_path / "b", **extra)).run(on_step=interrupt_at(6))
+    assert b.stopped == "interrupted" and b.step == 6
+    c = Trainer(resume=str(tmp_path / "b"), log=lambda s: None).run()
+    assert a.step == c.step == 12 and c.stopped == "done"
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], c.params[k], err_msg=k)
+    # the metrics of the resumed run continue the interrupted one's without duplicates
+    rows = [json.loads(ln) for ln in open(tmp_path / "b" / "metrics.jsonl")]
+    steps = [r["step"] for r in rows if r["split"] == "train"]
+    assert steps == list(range(1, 13))
+
+
+def test_same_seed_same_run_other_seed_other_run(tmp_path, text_file):
+    p1 = Trainer(small(tmp_path / "1", data=text_file, steps=3)).run().params
+    p2 = Trainer(small(tmp_path / "2", data=text_file, steps=3)).run().params
+    p3 = Trainer(small(tmp_path / "3", data=text_file, steps=3, seed=1)).run().params
+    assert all((p1[k] == p2[k]).all() for k in p1)
+    assert not all((p1[k] == p3[k]).all() for k in p1)
+
+
+def test_checkpoint_files(tmp_path, text_file):
+    Trainer(small(tmp_path / "r", data=text_file, steps=4)).run()
+    folder = tmp_path / "r"
+    names = sorted(os.listdir(folder))
+    assert names == ["best.npz", "checkpoint.npz", "config.json", "loss.png", "metrics.jsonl"]
+    with np.load(folder / "checkpoint.npz", allow_pickle=False) as z:
+        assert any(k.startswith("opt/") for k in z.files) and any(k.startswith("state/") for k in z.files)
+    c = ckpt.load(str(folder / "checkpoint.npz"))
+    assert c.meta["step"] == 4 and c.meta["config"]["hidden"] == 16 and "vocab" in c.meta
+    cfg = json.load(open(folder / "config.json"))
+    assert cfg["config"]["data"] == text_file and "BLAS" in cfg["threads"]
+
+
+def test_corrupted_or_truncated_checkpoints(tmp_path, text_file, capsys):
+    Trainer(small(tmp_path / "r", data=text_file, steps=4)).run()
+    for name in ("best.npz", "checkpoint.npz"):
+        path = tmp_path / "r" / name
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError, match="corrupted or truncated"):
+            ckpt.load(str(path))
+    assert main(["sample", str(tmp_path / "r")]) == 2
+    assert "corrupted or truncated" in capsys.readouterr().err
+    path.write_bytes(b"PK\x03\x04" + os.urandom(200))
+    with pytest.raises(ValueError, match="corrupted or truncated"):
+        ckpt.load(str(path))
+
+
+def test_atomic_write_leaves_nothing_half_written(tmp_path):
+    target = tmp_path / "x.json"
+    ckpt.write_json(str(target), {"a": 1})
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        ckpt.atomic_write(str(target), boom)
+    assert json.load(open(target)) == {"a": 1} and os.listdir(tmp_path) == ["x.json"]
+
+
+def test_divergence_stops_with_a_message(tmp_path, text_file, monkeypatch):
+    import bptt.train.trainer as tr
+
+    real = tr.full_bptt
+
+    def nan_grads(*a, **k):
+        g = real(*a, **k)
+        return g._replace(loss=math.nan, grads={n: v * np.nan for n, v in g.grads.items()})
+
+    monkeypatch.setattr(tr, "full_bptt", nan_grads)
+    logs = []
+    res = Trainer(small(tmp_path / "d", data=text_file, steps=40, eval_every=100), log=logs.append).run()
+    assert res.stopped == "diverged" and res.step == tr.DIVERGED_AFTER
+    assert any("diverged" in s for s in logs)
+    first = load_run(str(tmp_path / "d"), "last").params
+    assert all(np.isfinite(v).all() for v in first.values())  # the NaN never reached the weights
+
+
+def test_text_learns(tmp_path, text_file):
+    res = Trainer(small(tmp_path / "t", data=text_file, steps=150, eval_every=50, dtype="float32",
+                        hidden=32, lr=0.01)).run()
+    text = open(text_file).read()
+    counts = np.unique(list(text), return_counts=True)[1]
+    unigram = float(-(counts / counts.sum() * np.log(counts / counts.sum())).sum())
+    assert res.best["loss"] < 0.7 * unigram, (res.best, unigram)
+
+
+def test_series_learns_and_forecasts(tmp_path, series_files, capsys):
+    run = str(tmp_path / "s")
+    rc = main(["train", "--task", "series", "--data", series_files[0], "--cell", "gru", "--hidden", "16",
+               "--steps", "300", "--seq-len", "40", "--batch-size", "8", "--lr", "0.01", "--eval-every", "100",
+               "--out", run, "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    nmse = float(out.split("one-step NMSE: ")[1].split()[0])
+    assert nmse < 0.02, out
+    assert os.path.isfile(os.path.join(run, "prediction.png"))
+    assert main(["forecast", run, "--data", series_files[1]]) == 0
+    out = capsys.readouterr().out
+    assert float(out.split("NMSE ")[1].split()[0]) < 0.5, out  # predicting the mean scores 1
+    assert os.path.isfile(os.path.join(run, "forecast.png"))
+    assert main(["evaluate", run, "--data", series_files[1], "--warmup", "10"]) == 0
+    assert "NMSE" in capsys.readouterr().out
+
+
+def test_cli_train_sample_evaluate(tmp_path, text_file, capsys):
+    run = str(tmp_path / "c")
+    toml = tmp_path / "c.toml"
+    toml.write_text('hidden = 12\nsteps = 8\nseq_len = 16\nbatch_size = 4\ncell = "gru"\n')
+    rc = main(["train", "--config", str(toml), "--data", text_file, "--steps", "6", "--eval-every", "3",
+               "--out", run, "--no-progress", "--sample-length", "30"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "sample (temperature 0.8)" in out and "run folder" in out
+    saved = json.load(open(os.path.join(run, "config.json")))["config"]
+    assert saved["hidden"] == 12 and saved["cell"] == "gru" and saved["steps"] == 6  # the flag overrides the file
+    assert len(open(os.path.join(run, "sample.txt")).read()) == 30
+    assert main(["sample", run, "--prime", "the ", "--length", "25", "--top-k", "3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the ") and len(out.rstrip("\n")) == 29
+    assert main(["evaluate", run, "--data", text_file]) == 0
+    assert "bits/char" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["train", "--hidden", "-3"], "hidden: expected a positive integer, received -3"),
+        (["train", "--cell", "rnn"], "cell: expected one of"),
+        (["train", "--task", "series"], "expected a series file"),
+        (["train", "--data", "/nonexistent/file.txt"], "expected an existing file"),
+        (["train", "--optimizer", "adamax"], "optimizer: expected one of"),
+        (["sample", "/nonexistent/run"], "expected a run folder"),
+        (["train", "--resume", "/nonexistent/run"], "expected a run folder with checkpoint.npz"),
+    ],
+)
+def test_cli_errors_are_sentences(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_toml_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("hidden = 12\nlearning_rate = 0.1\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "received unknown ['learning_rate']" in capsys.readouterr().err
+    bad.write_text("hidden = 'big'\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "hidden: expected a int, received 'big'" in capsys.readouterr().err
+    bad.write_text("hidden = = 1\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "expected valid TOML" in capsys.readouterr().err
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("gradcheck", "train", "sample", "forecast", "evaluate"):
+        assert cmd in out
