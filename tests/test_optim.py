@@ -50,6 +50,34 @@ def test_rprop_by_hand():
     assert state.step["w"][0] == pytest.approx(0.006)
 
 
+def test_quickprop_by_hand():
+    # E = (w - 3)^2, slope S = 2 (w - 3); lr 0.1, mu 1.75 (shrink factor mu / (1 + mu) = 0.636)
+    # 1: no previous step: dw = -0.1 * -4 = 0.4                                 -> w = 1.4
+    # 2: S = -3.2 <= 0.636 * -4: maximum step 1.75 * 0.4, plus -0.1 * S = 0.32 -> w = 2.42
+    # 3: S = -1.16: parabola jump -1.16 / (-3.2 + 1.16) * 1.02 = 0.58, plus 0.116 -> w = 3.116
+    # 4: S = 0.232 (minimum crossed: no gradient term), jump 0.232 / -1.392 * 0.696 -> w = 3
+    quad = lambda w: [2 * (w - 3)]
+    for w0, expected in [(1.0, [1.4, 2.42, 3.116, 3.0]), (5.0, [4.6, 3.58, 2.884, 3.0])]:
+        t = optim.quickprop(0.1, mu=1.75)
+        params = {"w": np.array([w0])}
+        state, ws = t.init(params), []
+        for _ in range(4):
+            u, state = t.update({"w": np.array(quad(params["w"][0]))}, state, params)
+            params = optim.apply_updates(params, u)
+            ws.append(params["w"][0])
+        assert ws == pytest.approx(expected, abs=1e-12)
+    # decay adds decay * w to the slope: first step -lr * (g + decay * w)
+    t = optim.quickprop(0.1, decay=0.5)
+    u, _ = t.update({"w": np.array([1.0])}, t.init({"w": np.array([2.0])}), {"w": np.array([2.0])})
+    assert u["w"][0] == pytest.approx(-0.1 * (1.0 + 0.5 * 2.0))
+    # equal slopes (no parabola): the maximum step mu * dw_prev, plus the gradient term
+    t = optim.quickprop(0.1, mu=1.75)
+    p = {"w": np.array([0.0])}
+    u, s = t.update({"w": np.array([-1.0])}, t.init(p), p)
+    u, s = t.update({"w": np.array([-1.0])}, s, p)
+    assert u["w"][0] == pytest.approx(1.75 * 0.1 + 0.1)
+
+
 def test_clipping_and_guards():
     t = optim.clip_by_global_norm(1.0)
     g = {"a": np.array([3.0]), "b": np.array([4.0])}

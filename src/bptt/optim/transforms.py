@@ -182,18 +182,22 @@ class QuickpropState(NamedTuple):
 
 
 def quickprop(lr: float = 0.1, mu: float = 1.75, decay: float = 0.0) -> Transform:
-    """Quickprop (Fahlman 1988). Each weight's error curve is taken for a parabola through the
-    current and previous slopes S = dE/dw + decay * w, and the step jumps to its minimum:
+    """Quickprop (Fahlman 1988) with the per-weight rule of SNNS's `Quickprop`. Each weight's
+    error curve is taken for a parabola through the current and previous slopes
+    S = dE/dw + decay * w; with the previous step dw_prev and shrink factor f = mu / (1 + mu):
 
-        quadratic step   q = S / (S_prev - S) * dw_prev
-        where the parabola is not concave up or the jump grows too fast,
-        |q| > mu |dw_prev|  ->  q = mu * |dw_prev| * (-sign S)      (maximum growth factor mu)
-        gradient term    -lr * S, added when dw_prev = 0 or S has the sign of S_prev
-                         (the minimum is not yet crossed)
-        dw = q + gradient term
+        dw_prev = 0:  dw = -lr * S                                   (a plain gradient step)
+        dw_prev > 0:  dw = [-lr * S  if S < 0]                       (still going downhill)
+                         + mu * dw_prev                 if S <= f * S_prev  (maximum growth)
+                           S / (S_prev - S) * dw_prev   otherwise           (parabola minimum)
+        dw_prev < 0:  the mirror image (S > 0, S >= f * S_prev)
 
+    S <= f * S_prev is exactly the case where the parabola's jump would exceed mu * dw_prev or
+    point backwards. Where S_prev = S the jump is undefined; the maximum step is taken there.
+    `decay` is SNNS's decay term (a weight decay: + decay * w in the slope).
     A complete optimizer: its updates are not scaled by a learning rate again."""
     eps_, mu_, nu = float(lr), float(mu), float(decay)
+    shrink = mu_ / (1.0 + mu_)
 
     def init(params: Params) -> QuickpropState:
         return QuickpropState(_zeros(params), _zeros(params))
@@ -205,13 +209,13 @@ def quickprop(lr: float = 0.1, mu: float = 1.75, decay: float = 0.0) -> Transfor
             Sp, dp = state.prev_slope[k], state.prev_step[k]
             denom = Sp - S
             with np.errstate(divide="ignore", invalid="ignore"):
-                q = np.where(denom != 0, S / np.where(denom != 0, denom, 1.0) * dp, 0.0)
-            limit = mu_ * np.abs(dp)
-            # the parabola's minimum lies beyond mu * dw_prev, or behind us: take the max step
-            too_far = (np.abs(q) > limit) | (S * Sp > 0) & (np.abs(S) >= np.abs(Sp))
-            q = np.where(too_far, -np.sign(S) * limit, q)
-            grad_term = np.where((dp == 0) | (S * Sp > 0), -eps_ * S, 0.0)
-            u[k] = (q + grad_term).astype(gk.dtype)
+                jump = S / np.where(denom != 0, denom, 1.0) * dp
+            up, down = dp > 0, dp < 0
+            max_step = np.where(up, S <= shrink * Sp, S >= shrink * Sp) | (denom == 0)
+            quad = np.where(max_step, mu_ * dp, jump)
+            downhill = (up & (S < 0)) | (down & (S > 0)) | (dp == 0)
+            dw = np.where(downhill, -eps_ * S, 0.0) + np.where(dp != 0, quad, 0.0)
+            u[k] = dw.astype(gk.dtype)
             slopes[k] = S
         return u, QuickpropState(slopes, u)
 
