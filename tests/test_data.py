@@ -114,3 +114,21 @@ def test_nmse():
     t = np.array([1.0, 2.0, 3.0, 4.0])
     assert nmse(np.full(4, t.mean()), t) == pytest.approx(1.0)
     assert nmse(t, t) == 0.0
+
+
+def test_ar_baseline_recovers_a_known_process():
+    from bptt.data.series import ar_predict, fit_ar
+
+    rng = np.random.default_rng(0)
+    z = np.zeros(3000)
+    for t in range(2, len(z)):  # z(t) = 0.3 + 0.6 z(t-1) - 0.2 z(t-2) + noise
+        z[t] = 0.3 + 0.6 * z[t - 1] - 0.2 * z[t - 2] + 0.01 * rng.standard_normal()
+    coef = fit_ar(z, 2)
+    np.testing.assert_allclose(coef, [0.3, 0.6, -0.2], atol=0.02)
+    pred = ar_predict(coef, z)
+    assert pred.shape == (len(z) - 2,)
+    assert pred[0] == pytest.approx(coef[0] + coef[1] * z[1] + coef[2] * z[0])
+    with pytest.raises(ValueError, match="order: expected a positive integer"):
+        fit_ar(z, 0)
+    with pytest.raises(ValueError, match="at least 8 values"):
+        fit_ar(z[:5], 3)

@@ -135,3 +135,24 @@ def random_windows(z: np.ndarray, batch: int, length: int, rng: np.random.Genera
     idx = starts[None, :] + np.arange(length)[:, None]  # (T, B)
     z = np.asarray(z, dtype)
     return z[idx][..., None], z[idx + 1][..., None]
+
+
+def fit_ar(z: np.ndarray, order: int) -> np.ndarray:
+    """Least-squares autoregression z(t) = c + a_1 z(t-1) + ... + a_p z(t-p) on the series z;
+    returns [c, a_1, ..., a_p]. A linear baseline for one-step forecasts."""
+    z = np.asarray(z, np.float64)
+    if not (isinstance(order, (int, np.integer)) and order >= 1):
+        raise ValueError(f"order: expected a positive integer, received {order!r}")
+    if len(z) < 2 * order + 2:
+        raise ValueError(f"fit_ar: expected at least {2 * order + 2} values for order {order}, received {len(z)}")
+    X = np.column_stack([np.ones(len(z) - order)] + [z[order - k : len(z) - k] for k in range(1, order + 1)])
+    coef, *_ = np.linalg.lstsq(X, z[order:], rcond=None)
+    return coef
+
+
+def ar_predict(coef: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """One-step predictions of z[p:] from the p values before each (len(z) - p values)."""
+    z = np.asarray(z, np.float64)
+    p = len(coef) - 1
+    X = np.column_stack([np.ones(len(z) - p)] + [z[p - k : len(z) - k] for k in range(1, p + 1)])
+    return X @ coef
