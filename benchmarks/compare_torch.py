@@ -124,8 +124,8 @@ def main(argv=None) -> int:
 
     rel = abs(ours - theirs) / theirs
     print(f"validation loss (nats/char, {n:,} predictions):")
-    print(f"  bptt   {ours:.4f}   training {t_bptt:6.1f} s (with its evaluation and checkpoints)")
-    print(f"  torch  {theirs:.4f}   training {t_torch:6.1f} s   (its own forward pass gives {theirs_torch_eval:.4f})")
+    print(f"  bptt   {ours:.5f}   training {t_bptt:6.1f} s (with its evaluation and checkpoints)")
+    print(f"  torch  {theirs:.5f}   training {t_torch:6.1f} s   (its own forward pass gives {theirs_torch_eval:.5f})")
     print(f"  relative difference {100 * rel:.2f}%  ({'within' if rel <= 0.02 else 'NOT within'} 2%)")
     return 0 if rel <= 0.02 else 1
 
