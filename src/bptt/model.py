@@ -257,8 +257,24 @@ class Model:
 
         dfinal: gradient with respect to each direction's final state (missing: zeros, i.e.
         delta(T+1) = 0). Returns the gradient with respect to each initial state."""
+        return self.backward_range(params, tapes, dy, dfinal, grads, 0, len(self.levels), scan_back)[0]
+
+    def backward_range(
+        self,
+        params: Params,
+        tapes: list,
+        dy: np.ndarray,
+        dfinal: ModelState | None,
+        grads: Params,
+        lo: int,
+        hi: int,
+        scan_back: Callable = scan_backward,
+    ) -> tuple[ModelState, np.ndarray | None]:
+        """backward_levels for levels lo .. hi-1 only (tapes indexed like self.levels; dy is the
+        gradient at level hi-1's output). Returns the initial-state gradients of the directions
+        in that range and the gradient at level lo's input (None for lo = 0)."""
         dstate0: ModelState = {}
-        for i in range(len(self.levels) - 1, -1, -1):
+        for i in range(hi - 1, lo - 1, -1):
             lv, tape = self.levels[i], tapes[i]
             need_dx = i > 0
             if not lv.recurrent:
@@ -278,7 +294,7 @@ class Model:
                 dx_d = d.cell.project_back(p, x, dxp, g, need_dx)
                 dx = dx_d if dx is None else dx + dx_d
             dy = dx
-        return dstate0
+        return dstate0, dy
 
     def add_init_grads(self, grads: Params, dstate0: ModelState, given: frozenset) -> None:
         """Learned initial states receive the batch-summed initial-state gradient (when the

@@ -79,13 +79,16 @@ def scan_backward(
     douts: np.ndarray,
     dstate: Any,
     grads: Params,
+    scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Any]:
     """Backpropagate through the steps recorded in `tape`.
 
     douts: (T, B, O) gradient of the loss with respect to each step's output;
-    dstate: gradient with respect to the final state (zeros for delta(T+1) = 0).
+    dstate: gradient with respect to the final state (zeros for delta(T+1) = 0);
+    scale: optional (T, B) factors on the backward message leaving step t towards the step
+    before it (0 cuts it: a truncation point; 1/(1 - c) reweights it, as in ARTBP).
     Adds the recurrent parameters' gradients into `grads`; returns dL/dxp (T, B, G) and the
-    gradient with respect to the initial state."""
+    gradient with respect to the initial state (scaled by the first step's factor)."""
     caches, mask, reverse = tape
     T = len(caches)
     B = douts.shape[1]
@@ -95,13 +98,15 @@ def scan_backward(
     for t in _order(T, not reverse):
         if empty[t]:
             dxp[t] = 0.0
-            continue
-        if full[t]:
+        elif full[t]:
             dstate, dxp[t] = cell.step_back(params, caches[t], dstate, douts[t], grads)
-            continue
-        m = mask[t][:, None]
-        d_in = state_map(lambda a: np.where(m, a, 0.0), dstate)
-        d_prev, dxp_t = cell.step_back(params, caches[t], d_in, np.where(m, douts[t], 0.0), grads)
-        dstate = state_map(lambda a, b: np.where(m, a, b), d_prev, dstate)
-        dxp[t] = dxp_t
+        else:
+            m = mask[t][:, None]
+            d_in = state_map(lambda a: np.where(m, a, 0.0), dstate)
+            d_prev, dxp_t = cell.step_back(params, caches[t], d_in, np.where(m, douts[t], 0.0), grads)
+            dstate = state_map(lambda a, b: np.where(m, a, b), d_prev, dstate)
+            dxp[t] = dxp_t
+        if scale is not None:
+            f = scale[t][:, None].astype(douts.dtype, copy=False)
+            dstate = state_map(lambda a: a * f, dstate)
     return dxp, dstate

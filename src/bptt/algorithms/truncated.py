@@ -1,0 +1,251 @@
+"""Truncated BPTT(k1, k2) over a stream (Williams & Peng 1990's BPTT(h; h') with k1 = h', k2 = h).
+
+The network runs continually over a long stream; its state is carried from one segment to the
+next. Every k1 steps (at the end of a segment, time t) the errors of the segment's steps
+t-k1+1 .. t are injected and propagated back to the start of the window t-k2+1, and no further:
+
+    grad(t) = sum_{tau = t-k1+1}^{t}  sum_{s = t-k2+1}^{tau}  dE(tau)/dh(tau) . dh(tau)/dh(s) . d+h(s)/dW
+
+where d+h(s)/dW is step s's immediate dependence on the weights. So the newest error (tau = t)
+travels back k2 steps (k2 - 1 transitions), the oldest injected one (tau = t-k1+1) k2 - k1 + 1
+steps; the state gradient entering the window's first step from before it is dropped (the
+truncation), and the one at its end is zero (delta(t+1) = 0: no later error has been seen yet).
+k1 = k2 is the common chunked form (each segment backpropagated on its own); k1 = 1 the real-time
+form (an update after every step); k1 < k2 overlapping windows; k1 = k2 >= T full BPTT.
+
+Nothing is recomputed: each step's forward cache is kept while a later window can still reach
+it (the last k2 - k1 steps of history), and every window's backward pass reuses those caches.
+The caches of steps in the history were computed with the parameters of their time: with
+updates between windows (online learning) that is Williams & Peng's real-time approximation.
+
+A segment's errors are those of all its steps (averaged over its counted positions), so a short
+last segment of n < k1 steps injects n errors and reaches k2 - k1 steps before itself.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from ..cells.base import Params, state_map
+from .full import Gradient
+from .scan import Tape, scan_backward
+
+if TYPE_CHECKING:
+    from ..model import Model, ModelState
+
+
+def check_streamable(model: Model, what: str) -> None:
+    """Streaming (state carried across segments) needs a model whose output at t depends only on
+    inputs up to t."""
+    if model.bidirectional:
+        raise ValueError(
+            f"{what}: expected a unidirectional model (state carried forward in time), received a "
+            "bidirectional one: its reverse direction needs the whole sequence, so it cannot stream"
+        )
+
+
+def _positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected a positive integer, received {v!r}")
+    return int(v)
+
+
+# ---- joining and cutting the per-level tapes of consecutive segments -------------------------
+def _cat(parts: list, B: int) -> Any:
+    a = parts[0]
+    if a is None:
+        return None
+    if isinstance(a, Tape):
+        masks = [p.mask for p in parts]
+        if all(m is None for m in masks):
+            mask = None
+        else:
+            mask = np.concatenate(
+                [np.ones((len(p.caches), B), bool) if p.mask is None else p.mask for p in parts]
+            )
+        return Tape([c for p in parts for c in p.caches], mask, a.reverse)
+    if isinstance(a, np.ndarray):
+        return np.concatenate(parts, axis=0)
+    if isinstance(a, tuple):  # (x, [tapes]) of a recurrent level, (x, y) of a dense one
+        return tuple(_cat([p[i] for p in parts], B) for i in range(len(a)))
+    if isinstance(a, list):
+        return [_cat([p[i] for p in parts], B) for i in range(len(a))]
+    raise TypeError(f"cannot join tape part {type(a).__name__}")  # pragma: no cover
+
+
+def _tail(part: Any, n: int) -> Any:
+    """The last n steps of a tape part."""
+    if part is None:
+        return None
+    if isinstance(part, Tape):
+        return Tape(part.caches[-n:], None if part.mask is None else part.mask[-n:], part.reverse)
+    if isinstance(part, np.ndarray):
+        return part[-n:]
+    if isinstance(part, tuple):
+        return tuple(_tail(p, n) for p in part)
+    if isinstance(part, list):
+        return [_tail(p, n) for p in part]
+    raise TypeError(f"cannot cut tape part {type(part).__name__}")  # pragma: no cover
+
+
+class TBPTT:
+    """Truncated BPTT(k1, k2) on a stream, one segment at a time.
+
+        algo = TBPTT(model, k1=20, k2=50)
+        for x, y in segments_of_k1_steps:          # (k1, B[, D]) inputs and targets
+            g = algo(params, x, y)                  # the window gradient (Gradient)
+            params = update(params, g.grads)        # online: the next segment uses new weights
+
+    The state is carried from segment to segment (`state`, `reset`). `g.final_state` is the state
+    after the segment; `g.dstate0` the gradient at the window's first step (before truncation).
+    """
+
+    def __init__(self, model: Model, k1: int, k2: int | None = None) -> None:
+        check_streamable(model, "tbptt")
+        self.k1 = _positive_int("k1", k1)
+        self.k2 = self.k1 if k2 is None else _positive_int("k2", k2)
+        if self.k2 < self.k1:
+            raise ValueError(
+                f"k2: expected k2 >= k1 (errors of the last k1 steps are backpropagated k2 steps), "
+                f"received k1={self.k1}, k2={self.k2}"
+            )
+        if any(lv.learn_init for lv in model.recurrent_levels):
+            raise ValueError(
+                "tbptt: expected a model without learned initial states (learn_init=False): a "
+                "carried state is not the learned one, received a model with learn_init=True"
+            )
+        self.model = model
+        rec = [i for i, lv in enumerate(model.levels) if lv.recurrent]
+        self.head = rec[-1] + 1  # levels from here on are time-local (readout)
+        self.state: ModelState | None = None
+        self.batch: int | None = None
+        self._history: list = []  # per past segment: (steps, tapes of levels < head, cut (B,) or None)
+        self._pending_cut: np.ndarray | None = None
+        self.steps = 0  # steps processed since the last full reset
+
+    # ---- state -----------------------------------------------------------------------------
+    def reset(self, streams: Any = None) -> None:
+        """Start over: all streams (streams=None) or those where the (B,) boolean mask is True.
+        A reset stream starts its next step from the initial state, and no gradient crosses the
+        reset point."""
+        if streams is None or self.state is None:
+            self.state, self.batch, self._history, self._pending_cut, self.steps = None, None, [], None, 0
+            return
+        m = np.asarray(streams)
+        if m.shape != (self.batch,) or m.dtype != bool:
+            raise ValueError(
+                f"streams: expected a ({self.batch},) boolean array (one flag per stream), received "
+                f"{m.dtype} array of shape {m.shape}"
+            )
+        init = None
+        for key, s in self.state.items():
+            if init is None:
+                init = self.model.initial_state(self._params_for_init, self.batch)[0]
+            self.state[key] = state_map(lambda a, b: np.where(m[:, None], b, a), s, init[key])
+        self._pending_cut = m if self._pending_cut is None else (self._pending_cut | m)
+
+    # ---- one segment -----------------------------------------------------------------------
+    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
+        model = self.model
+        B = np.shape(x)[1] if np.ndim(x) >= 2 else None
+        if self.state is not None and B != self.batch:
+            raise ValueError(
+                f"x: expected {self.batch} streams (the batch size of the carried state), received "
+                f"{B}; call reset() before changing the batch size"
+            )
+        b = model.check_batch(params, x, targets, mask, self.state)
+        n = b.x.shape[0]
+        if n > self.k2:
+            raise ValueError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
+        self._params_for_init = params
+        y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
+        loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
+        grads = model.zero_grads(params)
+        # the time-local top levels see only this segment's errors
+        _, dh = model.backward_range(params, tapes, dy, None, grads, self.head, len(model.levels))
+        # the window: up to k2 - n earlier steps of history, then this segment
+        keep = self.k2 - n
+        hist, have = [], 0
+        for steps, past, cut in reversed(self._history):
+            if have >= keep:
+                break
+            take = min(steps, keep - have)
+            hist.append((take, past if take == steps else [_tail(p, take) for p in past], cut if take == steps else None))
+            have += take
+        hist.reverse()
+        cut_now = self._pending_cut
+        parts = [p for _, p, _ in hist] + [tapes[: self.head]]
+        B = b.x.shape[1]
+        window = [_cat([p[i] for p in parts], B) for i in range(self.head)] if hist else tapes[: self.head]
+        W = have + n
+        scale = None
+        cuts = [(c, s) for (s, _, c) in hist] + [(cut_now, n)]
+        if any(c is not None for c, _ in cuts):
+            scale = np.ones((W, B))
+            row = 0
+            for c, s in cuts:
+                if c is not None:
+                    scale[row] = np.where(c, 0.0, 1.0)  # the message leaving this segment's first step
+                row += s
+        if have:
+            dh = np.concatenate([np.zeros((have,) + dh.shape[1:], dh.dtype), dh])
+        scan_back = scan_backward if scale is None else partial(scan_backward, scale=scale)
+        dstate0, _ = model.backward_range(params, window, dh, None, grads, 0, self.head, scan_back)
+        # remember what later windows can reach: the last k2 - k1 steps
+        self._history.append((n, tapes[: self.head], cut_now))
+        self._pending_cut = None
+        self._trim(self.k2 - self.k1)
+        self.state, self.batch = final, B
+        self.steps += n
+        return Gradient(loss, grads, dstate0, final)
+
+    def _trim(self, keep: int) -> None:
+        out, have = [], 0
+        for steps, past, cut in reversed(self._history):
+            if have >= keep:
+                break
+            take = min(steps, keep - have)
+            out.append((take, past if take == steps else [_tail(p, take) for p in past], cut if take == steps else None))
+            have += take
+        self._history = out[::-1]
+
+
+def segments(T: int, k1: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive segments of k1 steps over T (the last may be shorter)."""
+    for s in range(0, T, k1):
+        yield s, min(T, s + k1)
+
+
+def tbptt(
+    model: Model,
+    params: Params,
+    x: Any,
+    targets: Any,
+    k1: int,
+    k2: int | None = None,
+    mask: Any = None,
+    state0: ModelState | None = None,
+) -> tuple[list[Gradient], Gradient]:
+    """TBPTT(k1, k2) over a whole stream with fixed parameters.
+
+    Returns the gradient of every window and their combination: the sum of the window gradients
+    weighted by each window's share of the counted positions (so that k1 = k2 >= T gives exactly
+    full BPTT's gradient of the average loss), the average loss, and the final state."""
+    if model.loss_fn.at != "every":
+        raise ValueError("tbptt: expected a model with a loss at every step (at='every'), received at='last'")
+    algo = TBPTT(model, k1, k2)
+    if state0 is not None:
+        algo.state, algo.batch = state0, np.shape(x)[1]
+    T = np.shape(x)[0]
+    out, weights = [], []
+    for s, e in segments(T, algo.k1):
+        m = None if mask is None else np.asarray(mask)[s:e]
+        out.append(algo(params, x[s:e], targets[s:e], m))
+        weights.append(float(np.count_nonzero(m)) if m is not None else float(e - s))
+    w = np.asarray(weights) / sum(weights)
+    grads = {k: sum(wi * g.grads[k] for wi, g in zip(w, out)).astype(params[k].dtype) for k in params}
+    loss = float(sum(wi * g.loss for wi, g in zip(w, out)))
+    return out, Gradient(loss, grads, out[0].dstate0, out[-1].final_state)
