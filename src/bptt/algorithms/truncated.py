@@ -167,15 +167,8 @@ class TBPTT:
         # the time-local top levels see only this segment's errors
         _, dh = model.backward_range(params, tapes, dy, None, grads, self.head, len(model.levels))
         # the window: up to k2 - n earlier steps of history, then this segment
-        keep = self.k2 - n
-        hist, have = [], 0
-        for steps, past, cut in reversed(self._history):
-            if have >= keep:
-                break
-            take = min(steps, keep - have)
-            hist.append((take, past if take == steps else [_tail(p, take) for p in past], cut if take == steps else None))
-            have += take
-        hist.reverse()
+        hist = _last_steps(self._history, self.k2 - n)
+        have = sum(steps for steps, _, _ in hist)
         cut_now = self._pending_cut
         parts = [p for _, p, _ in hist] + [tapes[: self.head]]
         B = b.x.shape[1]
@@ -197,20 +190,22 @@ class TBPTT:
         # remember what later windows can reach: the last k2 - k1 steps
         self._history.append((n, tapes[: self.head], cut_now))
         self._pending_cut = None
-        self._trim(self.k2 - self.k1)
+        self._history = _last_steps(self._history, self.k2 - self.k1)
         self.state, self.batch = final, B
         self.steps += n
         return Gradient(loss, grads, dstate0, final)
 
-    def _trim(self, keep: int) -> None:
-        out, have = [], 0
-        for steps, past, cut in reversed(self._history):
-            if have >= keep:
-                break
-            take = min(steps, keep - have)
-            out.append((take, past if take == steps else [_tail(p, take) for p in past], cut if take == steps else None))
-            have += take
-        self._history = out[::-1]
+def _last_steps(history: list, keep: int) -> list:
+    """The last `keep` steps of a history of (steps, tapes, cut) segments; a segment cut short
+    loses its first steps, and with them its cut (which sat on its first step)."""
+    out, have = [], 0
+    for steps, past, cut in reversed(history):
+        if have >= keep:
+            break
+        take = min(steps, keep - have)
+        out.append((take, past if take == steps else [_tail(p, take) for p in past], cut if take == steps else None))
+        have += take
+    return out[::-1]
 
 
 def segments(T: int, k1: int) -> Iterator[tuple[int, int]]:
