@@ -215,3 +215,40 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("gradcheck", "train", "sample", "forecast", "evaluate"):
         assert cmd in out
+
+
+# ---- gradient algorithms in the trainer --------------------------------------------------------
+def test_tbptt_chunks_and_artbp_at_zero_are_the_full_algorithm(tmp_path, text_file, series_files):
+    """TBPTT(k, k) on streams is what full BPTT over carried-state batches computes; ARTBP with
+    c = 0 is full BPTT: whole runs end with bitwise-equal parameters."""
+    log = lambda s: None  # noqa: E731
+    for extra in (dict(data=text_file), dict(data=series_files[0], task="series", cell="gru")):
+        ref = Trainer(small(tmp_path / f"full{len(extra)}", **extra), log=log).run()
+        for name, alg in [("tb", dict(algorithm="tbptt", k1=20)), ("ar", dict(algorithm="artbp"))]:
+            run = Trainer(small(tmp_path / f"{name}{len(extra)}", **extra, **alg), log=log).run()
+            for k in ref.params:
+                np.testing.assert_array_equal(run.params[k], ref.params[k], err_msg=f"{name} {k}")
+
+
+def test_tbptt_overlapping_windows_train_and_are_recorded(tmp_path, text_file):
+    cfg = small(tmp_path / "r", data=text_file, algorithm="tbptt", k1=5, k2=15, steps=40, lr=0.01)
+    res = Trainer(cfg, log=lambda s: None).run()
+    saved = json.load(open(tmp_path / "r" / "config.json"))["config"]
+    assert (saved["algorithm"], saved["k1"], saved["k2"], saved["seq_len"]) == ("tbptt", 5, 15, 5)
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "r" / "metrics.jsonl") if '"train"' in line]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.3
+    assert res.step == 40
+
+
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(algorithm="tbtt"), "algorithm: expected one of"),
+        (dict(algorithm="tbptt", k1=10, k2=5), "k2: expected a number >= k1 = 10"),
+        (dict(k1=5), "k1, k2: expected only with --algorithm tbptt"),
+        (dict(algorithm="artbp", truncation_prob=1.0), r"truncation_prob: expected a number in \[0, 1\)"),
+    ],
+)
+def test_algorithm_options_are_checked(tmp_path, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        small(tmp_path / "x", **kw).validate()

@@ -46,6 +46,8 @@ def truncation_factors(
             f"truncation probability: expected a number or {T} numbers in [0, 1), received "
             f"{c if np.ndim(c) == 0 else f'an array of shape {np.shape(c)}'}"
         )
+    if not cs.any():  # nothing can be cut: no draws (the generator is left as it was)
+        return np.ones((T, B))
     cut = rng.random((T, B)) < cs[:, None]
     keep = 1.0 / (1.0 - cs[:, None]) if reweight else np.ones((T, 1))
     return np.where(cut, 0.0, keep)

@@ -18,6 +18,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+ALGORITHMS = ("full", "tbptt", "random", "artbp")
+
+
 @dataclass
 class TrainConfig:
     # data
@@ -42,6 +45,11 @@ class TrainConfig:
     clip_value: float = 0.0  # elementwise gradient limit; 0 disables
     plateau_patience: int = 0  # evaluations without improvement before the lr is cut; 0 off
     plateau_factor: float = 0.5
+    # gradient algorithm
+    algorithm: str = "full"  # full | tbptt | random | artbp
+    k1: int = 0  # tbptt: steps per segment (an update every k1 steps); 0: seq_len. Sets seq_len.
+    k2: int = 0  # tbptt: steps each window reaches back (>= k1); 0: k1
+    truncation_prob: float = 0.0  # random / artbp: probability of a truncation at each step
     # batches
     batch_size: int = 32
     seq_len: int = 100
@@ -77,13 +85,15 @@ class TrainConfig:
             raise bad("schedule", "'constant' or 'cosine'")
         if self.batching not in ("", "stream", "window"):
             raise bad("batching", "'stream' or 'window'")
+        if self.algorithm not in ALGORITHMS:
+            raise bad("algorithm", f"one of {list(ALGORITHMS)}")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", "'float32' or 'float64'")
         for key in ("hidden", "layers", "batch_size", "seq_len", "eval_every"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise bad(key, "a positive integer")
-        for key in ("steps", "embed", "warmup", "patience", "plateau_patience", "threads", "sample_length", "seed"):
+        for key in ("k1", "k2", "steps", "embed", "warmup", "patience", "plateau_patience", "threads", "sample_length", "seed"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise bad(key, "a non-negative integer")
@@ -91,6 +101,17 @@ class TrainConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise bad(key, "a non-negative number")
+        if isinstance(self.truncation_prob, bool) or not isinstance(self.truncation_prob, (int, float)) or not 0 <= self.truncation_prob < 1:
+            raise bad("truncation_prob", "a number in [0, 1)")
+        if self.algorithm == "tbptt":
+            if self.k1:
+                self.seq_len = self.k1  # the segment length is k1
+            self.k1 = self.seq_len
+            self.k2 = self.k2 or self.k1
+            if self.k2 < self.k1:
+                raise bad("k2", f"a number >= k1 = {self.k1}")
+        elif self.k1 or self.k2:
+            raise ValueError(f"k1, k2: expected only with --algorithm tbptt, received them with {self.algorithm!r}")
         if not self.lr > 0:
             raise bad("lr", "a number > 0")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -27,6 +27,8 @@ import numpy as np
 
 from .. import __version__, optim
 from ..algorithms.full import full_bptt
+from ..algorithms.randomized import randomized_bptt
+from ..algorithms.truncated import TBPTT, check_streamable, tbptt
 from ..cells.base import Params
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -127,6 +129,9 @@ class Trainer:
             )
         self.task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
         self.model = self.task.build_model()
+        self._tbptt = None
+        if self.cfg.algorithm != "full":
+            check_streamable(self.model, f"--algorithm {self.cfg.algorithm}")
         spe = self.task.steps_per_epoch()
         self.total_steps = math.ceil(self.cfg.epochs * spe) if self.cfg.epochs else self.cfg.steps
         self.optimizer = optim.make_optimizer(
@@ -137,6 +142,28 @@ class Trainer:
             momentum=self.cfg.momentum,
             weight_decay=self.cfg.weight_decay,
         )
+
+    # ---- the gradient algorithm ----------------------------------------------------------------
+    def _gradient(self, params, x, y, state0, rng):
+        """One batch's gradient by the configured algorithm. tbptt on streams: an online update
+        per k1-step segment, windows reaching k2 steps back (the history of earlier segments is
+        kept in memory; after a resume it starts empty); on random windows: TBPTT(k1, k2) over
+        each window with the weights fixed, one update per batch."""
+        cfg, model = self.cfg, self.model
+        if cfg.algorithm == "full":
+            return full_bptt(model, params, x, y, None, state0)
+        if cfg.algorithm in ("random", "artbp"):
+            return randomized_bptt(model, params, x, y, cfg.truncation_prob, rng, None, state0,
+                                   reweight=cfg.algorithm == "artbp")
+        if self.task.mode == "stream":
+            if self._tbptt is None:
+                self._tbptt = TBPTT(model, cfg.k1, cfg.k2)
+            if state0 is None or self._tbptt.state is None:
+                self._tbptt.reset()
+                if state0 is not None:  # resumed: the carried state, without the window history
+                    self._tbptt.state, self._tbptt.batch = state0, x.shape[1]
+            return self._tbptt(params, x, y)
+        return tbptt(model, params, x, y, cfg.k1, cfg.k2, None, state0)[1]
 
     # ---- state ---------------------------------------------------------------------------------
     def _fresh(self):
@@ -202,7 +229,7 @@ class Trainer:
         self.log(
             f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}, {n_params:,} parameters, {cfg.dtype}; "
             f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), clip {cfg.clip or 'off'}; batch {cfg.batch_size} x "
-            f"{cfg.seq_len} ({task.mode}); {self.total_steps} steps; {threads}"
+            f"{cfg.seq_len} ({task.mode}); {self.total_steps} steps; {_algorithm(cfg)}; {threads}"
         )
         self.log(f"run folder: {self.run_dir}" + (f" (resumed at step {start})" if self.resumed else ""))
 
@@ -216,7 +243,7 @@ class Trainer:
             while step < self.total_steps:
                 t0 = time.perf_counter()
                 x, y, reset = task.batch(step, rng)
-                g = full_bptt(model, params, x, y, None, None if (reset or carried is None) else carried)
+                g = self._gradient(params, x, y, None if (reset or carried is None) else carried, rng)
                 updates, opt_state = self.optimizer.update(g.grads, opt_state, params)
                 params = optim.apply_updates(params, updates)
                 carried = g.final_state if task.mode == "stream" else None
@@ -299,6 +326,14 @@ class Trainer:
             self.run_dir, step, params, trackers.get("best"), last_eval, stopped, t_train,
             tokens_done / wall if wall > 0 else 0.0, {"threads": threads, "parameters": n_params},
         )
+
+
+def _algorithm(cfg: TrainConfig) -> str:
+    if cfg.algorithm == "tbptt":
+        return f"TBPTT(k1={cfg.k1}, k2={cfg.k2})"
+    if cfg.algorithm in ("random", "artbp"):
+        return f"{cfg.algorithm} truncation, c = {cfg.truncation_prob:g}"
+    return "full BPTT per batch"
 
 
 def _current_lr(opt, state, cfg: TrainConfig, total: int) -> float:
