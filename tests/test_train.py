@@ -246,6 +246,7 @@ def test_tbptt_overlapping_windows_train_and_are_recorded(tmp_path, text_file):
         (dict(algorithm="tbtt"), "algorithm: expected one of"),
         (dict(algorithm="tbptt", k1=10, k2=5), "k2: expected a number >= k1 = 10"),
         (dict(k1=5), "k1, k2: expected only with --algorithm tbptt"),
+        (dict(truncation_prob=0.1), "truncation_prob: expected only with --algorithm random or artbp"),
         (dict(algorithm="artbp", truncation_prob=1.0), r"truncation_prob: expected a number in \[0, 1\)"),
     ],
 )

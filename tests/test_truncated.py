@@ -279,3 +279,14 @@ def test_truncation_factors():
         truncation_factors(3, 2, 1.0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="3 numbers"):
         truncation_factors(3, 2, [0.1, 0.2], np.random.default_rng(0))
+
+
+def test_randomized_on_a_bidirectional_model_at_c_zero_is_full_bptt():
+    rng = np.random.default_rng(8)
+    model = Model(3, [rnn("gru", 4, bidirectional=True), Dense(2)], loss="mse")
+    params = model.init_params(rng)
+    x, y = rng.standard_normal((6, 2, 3)), rng.standard_normal((6, 2, 2))
+    g = full_bptt(model, params, x, y)
+    r = randomized_bptt(model, params, x, y, 0.0, np.random.default_rng(0))
+    for k in params:
+        np.testing.assert_array_equal(r.grads[k], g.grads[k])

@@ -16,7 +16,9 @@ random-length truncation.
 
 The draws are per (step, sequence): each sequence of a batch gets its own truncation points.
 The message into the initial state is drawn too (row 0), so learned initial states get an
-unbiased gradient as well.
+unbiased gradient as well. In a bidirectional level the reverse direction's message leaving
+step t (towards t+1) gets the same factor; each path's factors are still independent with mean
+1, so the estimate stays unbiased.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import numpy as np
 from ..cells.base import Params
 from .full import Gradient
 from .scan import scan_backward
-from .truncated import check_streamable
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -69,7 +70,6 @@ def randomized_bptt(
 
     c: truncation probability per step (number or (T,) array); rng: where the draws come from;
     factors: (T, B) message factors to use instead of drawing (see truncation_factors)."""
-    check_streamable(model, "randomized truncation")
     b = model.check_batch(params, x, targets, mask, state0)
     T, B = b.x.shape[:2]
     if factors is None:

@@ -95,6 +95,8 @@ def scan_backward(
     G = cell.gates * cell.hidden_size
     dxp = np.empty((T, B, G), dtype=douts.dtype)
     full, empty = _mask_flags(mask, T)
+    if scale is not None:
+        scale = np.asarray(scale, douts.dtype)[..., None]  # (T, B, 1), cast once
     for t in _order(T, not reverse):
         if empty[t]:
             dxp[t] = 0.0
@@ -107,6 +109,6 @@ def scan_backward(
             dstate = state_map(lambda a, b: np.where(m, a, b), d_prev, dstate)
             dxp[t] = dxp_t
         if scale is not None:
-            f = scale[t][:, None].astype(douts.dtype, copy=False)
+            f = scale[t]
             dstate = state_map(lambda a: a * f, dstate)
     return dxp, dstate

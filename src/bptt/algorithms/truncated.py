@@ -124,7 +124,6 @@ class TBPTT:
         self.batch: int | None = None
         self._history: list = []  # per past segment: (steps, tapes of levels < head, cut (B,) or None)
         self._pending_cut: np.ndarray | None = None
-        self.steps = 0  # steps processed since the last full reset
 
     # ---- state -----------------------------------------------------------------------------
     def reset(self, streams: Any = None) -> None:
@@ -132,7 +131,7 @@ class TBPTT:
         A reset stream starts its next step from the initial state, and no gradient crosses the
         reset point."""
         if streams is None or self.state is None:
-            self.state, self.batch, self._history, self._pending_cut, self.steps = None, None, [], None, 0
+            self.state, self.batch, self._history, self._pending_cut = None, None, [], None
             return
         m = np.asarray(streams)
         if m.shape != (self.batch,) or m.dtype != bool:
@@ -140,12 +139,17 @@ class TBPTT:
                 f"streams: expected a ({self.batch},) boolean array (one flag per stream), received "
                 f"{m.dtype} array of shape {m.shape}"
             )
-        init = None
-        for key, s in self.state.items():
-            if init is None:
-                init = self.model.initial_state(self._params_for_init, self.batch)[0]
-            self.state[key] = state_map(lambda a, b: np.where(m[:, None], b, a), s, init[key])
+        # no learned initial states (refused above): a restarted stream starts from zeros
+        self.state = {k: state_map(lambda a: np.where(m[:, None], 0.0, a).astype(a.dtype, copy=False), s)
+                      for k, s in self.state.items()}
         self._pending_cut = m if self._pending_cut is None else (self._pending_cut | m)
+
+    def start_from(self, state: ModelState) -> None:
+        """Start over from a given state (e.g. a checkpoint's carried state), with no window
+        history before it."""
+        self.reset()
+        self.state = dict(state)
+        self.batch = next(iter(state.values()))[0].shape[0]
 
     # ---- one segment -----------------------------------------------------------------------
     def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
@@ -160,7 +164,6 @@ class TBPTT:
         n = b.x.shape[0]
         if n > self.k2:
             raise ValueError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
-        self._params_for_init = params
         y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
         grads = model.zero_grads(params)
@@ -192,8 +195,8 @@ class TBPTT:
         self._pending_cut = None
         self._history = _last_steps(self._history, self.k2 - self.k1)
         self.state, self.batch = final, B
-        self.steps += n
         return Gradient(loss, grads, dstate0, final)
+
 
 def _last_steps(history: list, keep: int) -> list:
     """The last `keep` steps of a history of (steps, tapes, cut) segments; a segment cut short
@@ -233,7 +236,7 @@ def tbptt(
         raise ValueError("tbptt: expected a model with a loss at every step (at='every'), received at='last'")
     algo = TBPTT(model, k1, k2)
     if state0 is not None:
-        algo.state, algo.batch = state0, np.shape(x)[1]
+        algo.start_from(state0)
     T = np.shape(x)[0]
     out, weights = [], []
     for s, e in segments(T, algo.k1):

@@ -112,6 +112,10 @@ class TrainConfig:
                 raise bad("k2", f"a number >= k1 = {self.k1}")
         elif self.k1 or self.k2:
             raise ValueError(f"k1, k2: expected only with --algorithm tbptt, received them with {self.algorithm!r}")
+        if self.truncation_prob and self.algorithm not in ("random", "artbp"):
+            raise ValueError(
+                f"truncation_prob: expected only with --algorithm random or artbp, received it with {self.algorithm!r}"
+            )
         if not self.lr > 0:
             raise bad("lr", "a number > 0")
         if not 0.0 <= self.val_fraction < 1.0:

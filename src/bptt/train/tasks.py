@@ -50,7 +50,32 @@ def stream_loss(model: Model, params, streams: np.ndarray, seq_len: int) -> tupl
     return total / count, count
 
 
-class TextTask:
+class _Batches:
+    """What both tasks share: B streams cut into consecutive segments, or random windows."""
+
+    cfg: TrainConfig
+    mode: str
+    n_train: int
+    streams: np.ndarray
+    segs: list
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.seq_len
+
+    def steps_per_epoch(self) -> int:
+        if self.mode == "stream":
+            return len(self.segs)
+        return max(1, math.ceil(self.n_train / self.tokens_per_step))
+
+    def _stream_batch(self, step: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(inputs, next-step targets, whether this segment starts a pass over the data)."""
+        i = step % len(self.segs)
+        start, length = self.segs[i]
+        return self.streams[start : start + length], self.streams[start + 1 : start + 1 + length], i == 0
+
+
+class TextTask(_Batches):
     kind = "text"
 
     def __init__(self, cfg: TrainConfig, vocab: txt.Vocab | None = None) -> None:
@@ -79,22 +104,11 @@ class TextTask:
     def build_model(self) -> Model:
         return build_model(self.cfg, len(self.vocab))
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.cfg.batch_size * self.cfg.seq_len
-
-    def steps_per_epoch(self) -> int:
-        if self.mode == "stream":
-            return len(self.segs)
-        return max(1, math.ceil(self.n_train / self.tokens_per_step))
-
     def batch(self, step: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
         """(x (T, B) ids, targets (T, B), whether to start from the initial state)."""
         c = self.cfg
         if self.mode == "stream":
-            i = step % len(self.segs)
-            start, length = self.segs[i]
-            return self.streams[start : start + length], self.streams[start + 1 : start + 1 + length], i == 0
+            return self._stream_batch(step)
         starts = rng.integers(0, self.n_train - c.seq_len, size=c.batch_size)
         idx = starts[None, :] + np.arange(c.seq_len)[:, None]
         return self.train_ids[idx], self.train_ids[idx + 1], True
@@ -120,7 +134,7 @@ def text_metrics(loss: float) -> dict[str, float]:
     return {"loss": loss, "bpc": loss / math.log(2.0), "ppl": math.exp(min(loss, 700.0))}
 
 
-class SeriesTask:
+class SeriesTask(_Batches):
     kind = "series"
 
     def __init__(self, cfg: TrainConfig, normalizer: ser.Normalizer | None = None) -> None:
@@ -139,7 +153,7 @@ class SeriesTask:
             raise ValueError(f"val_fraction: expected at least 3 training values, received {self.n_train}")
         self.mode = cfg.batching_mode
         if self.mode == "stream":
-            self.streams = txt.batchify(self.z_train, cfg.batch_size)[..., None]
+            self.streams = txt.batchify(self.z_train, cfg.batch_size)[..., None].astype(self.dtype)
             self.segs = txt.segments(self.streams, cfg.seq_len)
         elif cfg.seq_len > self.n_train - 2:
             raise ValueError(
@@ -153,21 +167,9 @@ class SeriesTask:
     def build_model(self) -> Model:
         return build_model(self.cfg)
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.cfg.batch_size * self.cfg.seq_len
-
-    def steps_per_epoch(self) -> int:
-        if self.mode == "stream":
-            return len(self.segs)
-        return max(1, math.ceil(self.n_train / self.tokens_per_step))
-
     def batch(self, step: int, rng: np.random.Generator):
         if self.mode == "stream":
-            i = step % len(self.segs)
-            start, length = self.segs[i]
-            s = self.streams.astype(self.dtype, copy=False)
-            return s[start : start + length], s[start + 1 : start + 1 + length], i == 0
+            return self._stream_batch(step)
         x, y = ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
         return x, y, True
 

@@ -1,6 +1,7 @@
 """The training loop a user runs, top to bottom:
 
-    batch -> gradient (full BPTT on the segment) -> optimizer update -> [evaluate, checkpoint]
+    batch -> gradient (--algorithm: full BPTT, TBPTT, random/ARTBP truncation) -> optimizer update
+          -> [evaluate, checkpoint]
 
 A run folder holds config.json, checkpoint.npz (latest), best.npz (best validation),
 metrics.jsonl (one JSON object per line), loss.png and, for text, sample.txt.
@@ -28,7 +29,7 @@ import numpy as np
 from .. import __version__, optim
 from ..algorithms.full import full_bptt
 from ..algorithms.randomized import randomized_bptt
-from ..algorithms.truncated import TBPTT, check_streamable, tbptt
+from ..algorithms.truncated import TBPTT, tbptt
 from ..cells.base import Params
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -129,9 +130,8 @@ class Trainer:
             )
         self.task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
         self.model = self.task.build_model()
-        self._tbptt = None
-        if self.cfg.algorithm != "full":
-            check_streamable(self.model, f"--algorithm {self.cfg.algorithm}")
+        # TBPTT keeps its window history across batches (and checks that the model can stream)
+        self._tbptt = TBPTT(self.model, self.cfg.k1, self.cfg.k2) if self.cfg.algorithm == "tbptt" else None
         spe = self.task.steps_per_epoch()
         self.total_steps = math.ceil(self.cfg.epochs * spe) if self.cfg.epochs else self.cfg.steps
         self.optimizer = optim.make_optimizer(
@@ -156,12 +156,10 @@ class Trainer:
             return randomized_bptt(model, params, x, y, cfg.truncation_prob, rng, None, state0,
                                    reweight=cfg.algorithm == "artbp")
         if self.task.mode == "stream":
-            if self._tbptt is None:
-                self._tbptt = TBPTT(model, cfg.k1, cfg.k2)
-            if state0 is None or self._tbptt.state is None:
+            if state0 is None:  # a new pass over the data
                 self._tbptt.reset()
-                if state0 is not None:  # resumed: the carried state, without the window history
-                    self._tbptt.state, self._tbptt.batch = state0, x.shape[1]
+            elif self._tbptt.state is None:  # resumed: the carried state, without the window history
+                self._tbptt.start_from(state0)
             return self._tbptt(params, x, y)
         return tbptt(model, params, x, y, cfg.k1, cfg.k2, None, state0)[1]
 
