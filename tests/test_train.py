@@ -253,3 +253,46 @@ def test_tbptt_overlapping_windows_train_and_are_recorded(tmp_path, text_file):
 def test_algorithm_options_are_checked(tmp_path, kw, msg):
     with pytest.raises(ValueError, match=msg):
         small(tmp_path / "x", **kw).validate()
+
+
+@pytest.mark.parametrize("alg", [dict(), dict(algorithm="tbptt", k1=5, k2=15)])
+def test_batch_update_is_one_step_with_the_whole_pass_gradient(tmp_path, text_file, alg):
+    """--update batch (SNNS's BBPTT): one update per pass, with the gradient of the pass's
+    average loss: TBPTT over the whole stream with the weights fixed, state carried between
+    segments (k1 = k2 = seq_len for full BPTT per batch)."""
+    from bptt.algorithms import tbptt
+
+    cfg = small(tmp_path / "b", data=text_file, update="batch", optimizer="sgd", schedule="constant", lr=0.5,
+                clip=0.0, steps=1, **alg)
+    tr = Trainer(cfg, log=lambda s: None)
+    p0 = tr._fresh()[0]
+    res = tr.run()
+    s = tr.task.streams
+    k = tr.cfg.seq_len
+    _, g = tbptt(tr.model, p0, s[:-1], s[1:], k, tr.cfg.k2 or k)
+    assert tr.batches_per_update == len(tr.task.segs) > 10
+    for name in p0:
+        np.testing.assert_allclose(res.params[name], p0[name] - 0.5 * g.grads[name], rtol=1e-12, atol=1e-14)
+    losses = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert losses[0]["loss"] == pytest.approx(g.loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("how", [
+    dict(update="batch", optimizer="quickprop", lr=0.05, steps=25, batch_size=16),  # SNNS QPTT
+    dict(update="batch", optimizer="momentum", lr=0.5, momentum=0.9, steps=25, batch_size=16),  # SNNS BBPTT (+ momentum)
+    dict(algorithm="tbptt", k1=10, k2=20, optimizer="momentum", lr=0.5, momentum=0.9, steps=80),  # SNNS BPTT
+])
+def test_snns_update_modes_learn(tmp_path, text_file, how):
+    cfg = small(tmp_path / "r", data=text_file, schedule="constant", clip=0.0, eval_every=1000, **how)
+    res = Trainer(cfg, log=lambda s: None).run()
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl") if '"train"' in line]
+    assert res.step == how["steps"] and len(rows) == how["steps"]
+    first, last = rows[0]["loss"], np.mean([r["loss"] for r in rows[-3:]])
+    assert last < first - 0.5, (first, last)
+
+
+def test_batch_update_needs_streams(tmp_path, series_files):
+    with pytest.raises(ValueError, match="update: 'batch' .* expected --batching stream, received 'window'"):
+        small(tmp_path / "x", data=series_files[0], task="series", update="batch").validate()
+    with pytest.raises(ValueError, match="update: expected one of"):
+        small(tmp_path / "x", update="epoch").validate()

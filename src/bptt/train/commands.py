@@ -41,6 +41,7 @@ HELP = {
     "k1": "tbptt: steps per segment and update (sets --seq-len; 0: --seq-len)",
     "k2": "tbptt: steps each window backpropagates (>= k1; 0: k1)",
     "truncation_prob": "random/artbp: probability c of a truncation at each step",
+    "update": "online (an update after every batch: every k1 steps with tbptt on streams, SNNS's BPTT; per minibatch otherwise) or batch (one update per pass over the training data with the mean gradient of all its segments, SNNS's BBPTT; with --optimizer quickprop, QPTT); --steps then counts passes",
     "batch_size": "sequences (streams) per batch",
     "seq_len": "time steps per batch (the BPTT length)",
     "batching": "stream (state carried across batches) or window (random windows); default: stream for text, window for series",

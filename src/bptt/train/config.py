@@ -19,6 +19,7 @@ else:  # pragma: no cover - Python 3.10
 
 
 ALGORITHMS = ("full", "tbptt", "random", "artbp")
+UPDATES = ("online", "batch")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainConfig:
     k1: int = 0  # tbptt: steps per segment (an update every k1 steps); 0: seq_len. Sets seq_len.
     k2: int = 0  # tbptt: steps each window reaches back (>= k1); 0: k1
     truncation_prob: float = 0.0  # random / artbp: probability of a truncation at each step
+    update: str = "online"  # online: after every batch (SNNS BPTT) | batch: once per pass (SNNS BBPTT/QPTT)
     # batches
     batch_size: int = 32
     seq_len: int = 100
@@ -87,6 +89,8 @@ class TrainConfig:
             raise bad("batching", "'stream' or 'window'")
         if self.algorithm not in ALGORITHMS:
             raise bad("algorithm", f"one of {list(ALGORITHMS)}")
+        if self.update not in UPDATES:
+            raise bad("update", f"one of {list(UPDATES)}")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", "'float32' or 'float64'")
         for key in ("hidden", "layers", "batch_size", "seq_len", "eval_every"):
@@ -124,6 +128,11 @@ class TrainConfig:
             raise bad("plateau_factor", "a number in (0, 1)")
         if self.steps == 0 and self.epochs == 0:
             raise bad("steps", "a positive number of steps (or epochs > 0)")
+        if self.update == "batch" and self.batching_mode != "stream":
+            raise ValueError(
+                "update: 'batch' accumulates the gradient over one pass through the data in order, so it "
+                f"expected --batching stream, received {self.batching_mode!r}"
+            )
         if self.task == "series" and self.embed:
             raise bad("embed", "0 for a series task")
         return self

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__, optim
-from ..algorithms.full import full_bptt
+from ..algorithms.full import Gradient, full_bptt
 from ..algorithms.randomized import randomized_bptt
 from ..algorithms.truncated import TBPTT, tbptt
 from ..cells.base import Params
@@ -132,8 +132,13 @@ class Trainer:
         self.model = self.task.build_model()
         # TBPTT keeps its window history across batches (and checks that the model can stream)
         self._tbptt = TBPTT(self.model, self.cfg.k1, self.cfg.k2) if self.cfg.algorithm == "tbptt" else None
-        spe = self.task.steps_per_epoch()
+        # online: an update per batch; batch: an update per pass over the data (all its segments)
+        self.batches_per_update = self.task.steps_per_epoch() if self.cfg.update == "batch" else 1
+        spe = self.task.steps_per_epoch() // self.batches_per_update
         self.total_steps = math.ceil(self.cfg.epochs * spe) if self.cfg.epochs else self.cfg.steps
+        self.tokens_per_update = (
+            self.cfg.batch_size * sum(n for _, n in self.task.segs) if self.cfg.update == "batch" else self.task.tokens_per_step
+        )
         self.optimizer = optim.make_optimizer(
             self.cfg.optimizer,
             schedule_for(self.cfg, self.total_steps),
@@ -162,6 +167,27 @@ class Trainer:
                 self._tbptt.start_from(state0)
             return self._tbptt(params, x, y)
         return tbptt(model, params, x, y, cfg.k1, cfg.k2, None, state0)[1]
+
+    def _update_gradient(self, params, carried, step, rng) -> Gradient:
+        """The gradient of update number `step`. online: that of one batch (from the carried state
+        unless the batch starts a pass). batch: SNNS's BBPTT/QPTT rule, the gradients of all
+        segments of one pass over the data with the weights fixed, state carried from segment to
+        segment, combined as the gradient of the pass's average loss (each segment weighted by its
+        share of the positions: the sum of per-segment gradients times 1/P for equal segments)."""
+        task = self.task
+        if self.batches_per_update == 1:
+            x, y, reset = task.batch(step, rng)
+            return self._gradient(params, x, y, None if (reset or carried is None) else carried, rng)
+        P = self.batches_per_update
+        state, loss, grads, total = None, 0.0, None, 0
+        for i in range(P):
+            x, y, _ = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
+            g = self._gradient(params, x, y, state, rng)
+            n = x.shape[0]
+            state, total, loss = g.final_state, total + n, loss + n * g.loss
+            grads = {k: n * v.astype(np.float64) for k, v in g.grads.items()} if grads is None else {
+                k: grads[k] + n * v for k, v in g.grads.items()}
+        return Gradient(loss / total, {k: (v / total).astype(params[k].dtype) for k, v in grads.items()}, None, None)
 
     # ---- state ---------------------------------------------------------------------------------
     def _fresh(self):
@@ -240,21 +266,20 @@ class Trainer:
         with limiter, _Interrupt() as interrupt, open(metrics_path, "a") as mfile:
             while step < self.total_steps:
                 t0 = time.perf_counter()
-                x, y, reset = task.batch(step, rng)
-                g = self._gradient(params, x, y, None if (reset or carried is None) else carried, rng)
+                g = self._update_gradient(params, carried, step, rng)
                 updates, opt_state = self.optimizer.update(g.grads, opt_state, params)
                 params = optim.apply_updates(params, updates)
                 carried = g.final_state if task.mode == "stream" else None
                 step += 1
                 dt = time.perf_counter() - t0
                 t_train += dt
-                tokens_done += task.tokens_per_step
+                tokens_done += self.tokens_per_update
                 skip = optim.find_states(opt_state, optim.SkipState)[0]
                 bad_in_a_row = bad_in_a_row + 1 if skip.last_skipped else 0
                 clip = optim.find_states(opt_state, optim.ClipState)
                 row = {"step": step, "split": "train", "loss": g.loss if math.isfinite(g.loss) else None,
                        "lr": _current_lr(self.optimizer, opt_state, cfg, self.total_steps), "time": round(t_train, 3),
-                       "tokens_per_s": round(task.tokens_per_step / dt, 1)}
+                       "tokens_per_s": round(self.tokens_per_update / dt, 1)}
                 if clip:
                     row["grad_norm"] = clip[0].norm
                 if skip.last_skipped:
@@ -264,7 +289,7 @@ class Trainer:
                     ema = g.loss if ema is None else 0.95 * ema + 0.05 * g.loss
                 if bar is not None:
                     bar.update(1)
-                    post = {"loss": f"{ema:.4f}" if ema is not None else "nan", "tok/s": f"{task.tokens_per_step / dt:,.0f}"}
+                    post = {"loss": f"{ema:.4f}" if ema is not None else "nan", "tok/s": f"{self.tokens_per_update / dt:,.0f}"}
                     if last_eval:
                         post["val"] = f"{last_eval['loss']:.4f}"
                     bar.set_postfix(post, refresh=False)
@@ -328,10 +353,12 @@ class Trainer:
 
 def _algorithm(cfg: TrainConfig) -> str:
     if cfg.algorithm == "tbptt":
-        return f"TBPTT(k1={cfg.k1}, k2={cfg.k2})"
-    if cfg.algorithm in ("random", "artbp"):
-        return f"{cfg.algorithm} truncation, c = {cfg.truncation_prob:g}"
-    return "full BPTT per batch"
+        how = f"TBPTT(k1={cfg.k1}, k2={cfg.k2})"
+    elif cfg.algorithm in ("random", "artbp"):
+        how = f"{cfg.algorithm} truncation, c = {cfg.truncation_prob:g}"
+    else:
+        how = "full BPTT per batch"
+    return how + ("; batch update per pass" if cfg.update == "batch" else "; online update per batch")
 
 
 def _current_lr(opt, state, cfg: TrainConfig, total: int) -> float:
