@@ -290,3 +290,69 @@ def test_randomized_on_a_bidirectional_model_at_c_zero_is_full_bptt():
     r = randomized_bptt(model, params, x, y, 0.0, np.random.default_rng(0))
     for k in params:
         np.testing.assert_array_equal(r.grads[k], g.grads[k])
+
+
+from bptt.algorithms import ARTBP  # noqa: E402
+
+
+def _run_online(algo, params, x, y, s0):
+    """ARTBP over the whole stream with the weights fixed: segment gradients combined by their
+    share of the positions, and the drawn lengths."""
+    algo.reset(s0)
+    T, t, lengths, grads = len(x), 0, [], None
+    while t < T:
+        L = algo.draw_length(T - t)
+        g = algo(params, x[t:t + L], y[t:t + L])
+        w = L / T
+        grads = {k: w * v for k, v in g.grads.items()} if grads is None else {k: grads[k] + w * v for k, v in g.grads.items()}
+        lengths.append(L)
+        t += L
+    return grads, lengths
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("c", [0.3, lambda L: min(0.1 * L, 0.9)])
+def test_online_artbp_equals_randomized_truncation_with_the_same_draws(cell, c):
+    """Segment by segment (state carried, backprop at each drawn truncation) gives what one
+    randomized-truncation pass over the stream gives with the same cuts and weights."""
+    rng = np.random.default_rng(11)
+    model, params, x, y, s0 = problem(cell, rng, T=12, B=2)
+    algo = ARTBP(model, c, np.random.default_rng(5))
+    grads, lengths = _run_online(algo, params, x, y, s0)
+    assert sum(lengths) == 12 and len(lengths) > 1
+    factors = np.concatenate([algo.factors(L) for L in lengths])
+    r = randomized_bptt(model, params, x, y, None, None, None, s0, factors=np.repeat(factors[:, None], 2, 1))
+    for k in params:
+        assert rel(grads[k], r.grads[k]) <= 1e-12, k
+
+
+def test_online_artbp_with_length_dependent_c_is_unbiased():
+    """c(L) = 0.15 L (truncation more likely the longer the segment), 3000 seeded streams:
+    every entry of the averaged gradient lies within 4.5 standard errors of full BPTT's."""
+    rng = np.random.default_rng(12)
+    model, params, x, y, s0 = problem("gru", rng, T=8, B=1, stacked=False)
+    exact = full_bptt(model, params, x, y, None, s0).grads
+
+    def draw(i):
+        return _run_online(ARTBP(model, lambda L: min(0.15 * L, 0.95), np.random.default_rng(i)), params, x, y, s0)[0]
+
+    st = estimator_stats(draw, exact, 3000)
+    assert st.max_z < 4.5, st.summary()
+    assert st.variance > 0
+
+
+def test_online_artbp_errors():
+    rng = np.random.default_rng(0)
+    model, params, x, y, s0 = problem("elman", rng)
+    with pytest.raises(ValueError, match=r"c: expected a number in \[0, 1\)"):
+        ARTBP(model, 1.0, rng)
+    algo = ARTBP(model, lambda L: 1.0, rng)
+    with pytest.raises(ValueError, match=r"c: expected c\(1\) in \[0, 1\)"):
+        algo.draw_length(5)
+    algo = ARTBP(model, 0.5, rng)
+    algo(params, x[:3], y[:3])
+    with pytest.raises(ValueError, match="expected 2 streams"):
+        algo(params, x[3:5, :1], y[3:5, :1])
+    bi = Model(3, [rnn("gru", 4, bidirectional=True), Dense(2)], loss="mse")
+    with pytest.raises(ValueError, match="artbp: expected a unidirectional model"):
+        ARTBP(bi, 0.1, rng)

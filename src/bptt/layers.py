@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _checks
 from .activations import get_activation
-from .cells import CELLS, Cell, make_cell
+from .cells import Cell, cell_class, make_cell
 from .cells.base import Params
 
 
@@ -149,9 +149,8 @@ class Recurrent(Level):
         name: str | None = None,
         **cell_options: Any,
     ) -> None:
-        if cell not in CELLS:
-            raise ValueError(f"cell: expected one of {sorted(CELLS)}, received {cell!r}")
-        self.kind = cell
+        self.cell_type = cell_class(cell)  # a name, or a Cell subclass of one's own
+        self.kind = self.cell_type.kind
         super().__init__(size, name)
         self.bidirectional = bool(bidirectional)
         self.learn_init = bool(learn_init)
@@ -166,7 +165,7 @@ class Recurrent(Level):
                 self.name + ("." + p[:-1] if p else ""),
                 p,
                 rev,
-                make_cell(self.kind, input_size, self.size, **self.cell_options),
+                make_cell(self.cell_type, input_size, self.size, **self.cell_options),
             )
             for p, rev in dirs
         ]

@@ -2,11 +2,11 @@
 kept in memory between them. All consume the same cell interface (cells/base.py)."""
 
 from .full import Gradient, full_bptt
-from .randomized import randomized_bptt, truncation_factors
+from .randomized import ARTBP, randomized_bptt, truncation_factors
 from .scan import Tape, scan_backward, scan_forward
 from .truncated import TBPTT, tbptt
 
 __all__ = [
-    "Gradient", "TBPTT", "Tape", "full_bptt", "randomized_bptt", "scan_backward", "scan_forward",
+    "ARTBP", "Gradient", "TBPTT", "Tape", "full_bptt", "randomized_bptt", "scan_backward", "scan_forward",
     "tbptt", "truncation_factors",
 ]

@@ -82,3 +82,91 @@ def randomized_bptt(
     dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, scale=factors))
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)
+
+
+class ARTBP:
+    """ARTBP online over a stream (Tallec & Ollivier 2017): the network runs continually, its
+    state carried on; truncation points are drawn in the forward pass, and at each one the
+    segment since the previous truncation is backpropagated with its messages reweighted, and
+    the weights may be updated before the stream goes on.
+
+        algo = ARTBP(model, c=1/32, rng=np.random.default_rng(0))
+        t = 0
+        while t < T:
+            L = algo.draw_length(T - t)          # steps until the next truncation (or the end)
+            g = algo(params, x[t:t+L], y[t:t+L])  # that segment's reweighted gradient
+            params = update(params, g.grads)     # online: the next segment uses new weights
+            t += L
+
+    c: the truncation probability, a number in [0, 1) or a function of the current segment's
+    length: c(L) is the probability of a truncation after a segment has run L steps (L >= 1),
+    e.g. growing with L to bound the memory on average. Where no truncation was drawn after
+    L steps, the message crossing that point backwards is multiplied by 1 / (1 - c(L)); each
+    such factor has mean 1, the draws do not depend on the data, so the gradient summed over
+    the segments is an unbiased estimate of full BPTT's (with the weights held fixed; with
+    updates between segments it is the online approximation, as for TBPTT). The truncations are
+    shared by the B streams of a batch, so that all streams update together. Draws come from
+    `rng` only. With the same draws, the segment gradients summed (weighted by positions) equal
+    `randomized_bptt` with `factors` = `self.factors(lengths)`.
+    """
+
+    def __init__(self, model: Model, c: Any, rng: np.random.Generator) -> None:
+        from .truncated import check_streamable
+
+        check_streamable(model, "artbp")
+        if callable(c):
+            self.c = c
+        else:
+            if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0 <= c < 1:
+                raise ValueError(f"c: expected a number in [0, 1) or a function of the segment length, received {c!r}")
+            self.c = lambda L, _c=float(c): _c
+        self.model, self.rng = model, rng
+        self.state: ModelState | None = None
+        self.batch: int | None = None
+
+    def prob(self, L: int) -> float:
+        """c(L), checked: a truncation after L steps needs probability in [0, 1)."""
+        p = float(self.c(L))
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"c: expected c({L}) in [0, 1) (a truncation must be possible to skip), received {p!r}")
+        return p
+
+    def draw_length(self, limit: int) -> int:
+        """The next segment's length: steps run until a truncation is drawn, at most `limit`
+        (where the data ends; no truncation is drawn there)."""
+        limit = int(limit)
+        if limit < 1:
+            raise ValueError(f"limit: expected at least 1 step, received {limit}")
+        L = 1
+        while L < limit and not self.rng.random() < self.prob(L):
+            L += 1
+        return L
+
+    def factors(self, L: int) -> np.ndarray:
+        """(L,) factors on a segment's backward messages: 0 out of its first step (the
+        truncation before it), 1 / (1 - c(i)) out of step i = 1 .. L-1 of the segment."""
+        return np.array([0.0] + [1.0 / (1.0 - self.prob(i)) for i in range(1, L)])
+
+    def reset(self, state: ModelState | None = None) -> None:
+        """Start the streams over from zeros (or from `state`)."""
+        self.state = None if state is None else dict(state)
+        self.batch = None if state is None else next(iter(state.values()))[0].shape[0]
+
+    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
+        """The gradient of one segment (x: its L steps), from the carried state."""
+        model = self.model
+        B = np.shape(x)[1] if np.ndim(x) >= 2 else None
+        if self.state is not None and B != self.batch:
+            raise ValueError(
+                f"x: expected {self.batch} streams (the batch size of the carried state), received "
+                f"{B}; call reset() before changing the batch size"
+            )
+        b = model.check_batch(params, x, targets, mask, self.state)
+        L, B = b.x.shape[:2]
+        scale = np.broadcast_to(self.factors(L)[:, None], (L, B))
+        y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
+        loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
+        grads = model.zero_grads(params)
+        dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, scale=scale))
+        self.state, self.batch = final, B
+        return Gradient(loss, grads, dstate0, final)

@@ -39,11 +39,16 @@ if TYPE_CHECKING:
 
 def check_streamable(model: Model, what: str) -> None:
     """Streaming (state carried across segments) needs a model whose output at t depends only on
-    inputs up to t."""
+    inputs up to t, and whose segments start from the carried state, not a learned one."""
     if model.bidirectional:
         raise ValueError(
             f"{what}: expected a unidirectional model (state carried forward in time), received a "
             "bidirectional one: its reverse direction needs the whole sequence, so it cannot stream"
+        )
+    if any(lv.learn_init for lv in model.recurrent_levels):
+        raise ValueError(
+            f"{what}: expected a model without learned initial states (learn_init=False): a "
+            "carried state is not the learned one, received a model with learn_init=True"
         )
 
 
@@ -111,11 +116,6 @@ class TBPTT:
             raise ValueError(
                 f"k2: expected k2 >= k1 (errors of the last k1 steps are backpropagated k2 steps), "
                 f"received k1={self.k1}, k2={self.k2}"
-            )
-        if any(lv.learn_init for lv in model.recurrent_levels):
-            raise ValueError(
-                "tbptt: expected a model without learned initial states (learn_init=False): a "
-                "carried state is not the learned one, received a model with learn_init=True"
             )
         self.model = model
         rec = [i for i, lv in enumerate(model.levels) if lv.recurrent]

@@ -14,11 +14,19 @@ from .lstm import LSTM, LSTMState
 CELLS: dict[str, type[Cell]] = {c.kind: c for c in (Elman, Jordan, GRU, LSTM)}
 
 
-def make_cell(kind: str, input_size: int, hidden_size: int, **options: Any) -> Cell:
-    """Build a cell by name ('elman', 'jordan', 'gru', 'lstm')."""
+def cell_class(kind: str | type[Cell]) -> type[Cell]:
+    """The cell class for a name ('elman', 'jordan', 'gru', 'lstm'), or a Cell subclass itself
+    (a cell of one's own, fulfilling the contract in base.py)."""
+    if isinstance(kind, type) and issubclass(kind, Cell):
+        return kind
     if kind not in CELLS:
-        raise ValueError(f"cell: expected one of {sorted(CELLS)}, received {kind!r}")
-    cls = CELLS[kind]
+        raise ValueError(f"cell: expected one of {sorted(CELLS)} or a Cell subclass, received {kind!r}")
+    return CELLS[kind]
+
+
+def make_cell(kind: str | type[Cell], input_size: int, hidden_size: int, **options: Any) -> Cell:
+    """Build a cell by name ('elman', 'jordan', 'gru', 'lstm') or from a Cell subclass."""
+    cls = cell_class(kind)
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "input_size", "hidden_size")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -39,6 +47,7 @@ __all__ = [
     "LSTMState",
     "Params",
     "State",
+    "cell_class",
     "make_cell",
     "state_map",
 ]
