@@ -43,6 +43,20 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments.influence import influence_experiment, plot_influence
+
+    try:
+        Ks = tuple(int(k) for k in args.k.split(","))
+    except ValueError:
+        raise ValueError(f"--k: expected comma-separated positive integers, received {args.k!r}") from None
+    res = influence_experiment(args.steps, args.lr, Ks, args.c, args.seeds)
+    if args.out:
+        plot_influence(res, args.out)
+        print(f"plot: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bptt",
@@ -65,6 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check at most N random entries per array (default: all)")
     g.add_argument("--no-variants", action="store_true", help="only the standard sweep")
     g.set_defaults(func=_cmd_gradcheck)
+
+    x = sub.add_parser("experiment", help="run a named experiment comparing gradient algorithms")
+    xs = x.add_subparsers(dest="experiment", metavar="NAME", required=True)
+    ib = xs.add_parser(
+        "influence-balancing",
+        help="Tallec & Ollivier's influence balancing: TBPTT(1, K) against ARTBP",
+        description="A 23-unit linear system whose truncated gradients point the wrong way: TBPTT(1, K) "
+        "for each K and ARTBP with truncation probability c (several seeds) learn theta online from "
+        "theta(0) = 0.5; the optimum is -1/6. Prints each run's end point and plots theta over time.",
+    )
+    ib.add_argument("--steps", type=int, default=20000, help="time steps of the stream (default 20000)")
+    ib.add_argument("--lr", type=float, default=1e-4, help="SGD rate per time step (default 1e-4)")
+    ib.add_argument("--k", default="1,10,20,50", help="truncation lengths K of TBPTT(1, K) (default 1,10,20,50)")
+    ib.add_argument("--c", type=float, default=1 / 32, help="ARTBP truncation probability (default 1/32)")
+    ib.add_argument("--seeds", type=int, default=5, help="ARTBP seeds (default 5)")
+    ib.add_argument("--out", default="influence_balancing.png", help="plot file ('' for none)")
+    ib.set_defaults(func=_cmd_experiment)
 
     from .train import commands
 
