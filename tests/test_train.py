@@ -48,10 +48,17 @@ def interrupt_at(n):
     return on_step
 
 
-@pytest.mark.parametrize("kind", ["text-stream", "series-window"])
+@pytest.mark.parametrize("kind", ["text-stream", "series-window", "text-tbptt-overlap", "text-artbp", "text-batch-update"])
 def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file, series_files, kind):
-    extra = dict(data=text_file, plateau_patience=1) if kind == "text-stream" else dict(
-        data=series_files[0], task="series", cell="gru", optimizer="momentum", lr=0.05)
+    """Also for TBPTT with k1 < k2 (the caches its next windows reach are in the checkpoint),
+    random truncation (its draws come from the saved generator) and batch updates."""
+    extra = {
+        "text-stream": dict(data=text_file, plateau_patience=1),
+        "series-window": dict(data=series_files[0], task="series", cell="gru", optimizer="momentum", lr=0.05),
+        "text-tbptt-overlap": dict(data=text_file, algorithm="tbptt", k1=5, k2=23, cell="gru"),
+        "text-artbp": dict(data=text_file, algorithm="artbp", truncation_prob=0.2),
+        "text-batch-update": dict(data=text_file, update="batch", batch_size=32, cell="elman"),
+    }[kind]
     a = Trainer(small(tmp_path / "a", **extra)).run()
     b = Trainer(small(tmp_path / "b", **extra)).run(on_step=interrupt_at(6))
     assert b.stopped == "interrupted" and b.step == 6
@@ -296,3 +303,20 @@ def test_batch_update_needs_streams(tmp_path, series_files):
         small(tmp_path / "x", data=series_files[0], task="series", update="batch").validate()
     with pytest.raises(ValueError, match="update: expected one of"):
         small(tmp_path / "x", update="epoch").validate()
+
+
+def test_stored_structures_rebuild_only_bptt_classes():
+    from bptt._treeio import decode, encode
+    from bptt.algorithms.scan import Tape
+    from bptt.cells.lstm import LSTMState
+
+    tree = {"h": [(3, [Tape([LSTMState(np.ones((2, 3)) * i, np.zeros((2, 3))) for i in range(4)], None, False)], None)]}
+    arrays = {}
+    desc = encode(tree, arrays, "alg/")
+    assert len(arrays) == 2  # the per-step caches are stacked, one array per field
+    back = decode(json.loads(json.dumps(desc)), arrays)
+    tape = back["h"][0][1][0]
+    assert isinstance(tape, Tape) and len(tape.caches) == 4 and back["h"][0][0] == 3
+    np.testing.assert_array_equal(tape.caches[2].h, np.full((2, 3), 2.0))
+    with pytest.raises(ValueError, match="expected a bptt class"):
+        decode({"nt": "os:system", "f": []}, {})

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from .._treeio import decode, encode
 from ..cells.base import Params, state_map
 from .full import Gradient
 from .scan import Tape, scan_backward
@@ -150,6 +151,19 @@ class TBPTT:
         self.reset()
         self.state = dict(state)
         self.batch = next(iter(state.values()))[0].shape[0]
+
+    def history(self) -> tuple[Any, dict[str, np.ndarray]]:
+        """What later windows can still reach (the kept caches of the last k2 - k1 steps and
+        any pending per-stream cut), as a JSON description and named arrays for a checkpoint."""
+        arrays: dict[str, np.ndarray] = {}
+        desc = encode({"history": self._history, "cut": self._pending_cut}, arrays, "alg/tbptt/")
+        return desc, arrays
+
+    def restore(self, state: ModelState, desc: Any, arrays: dict[str, np.ndarray]) -> None:
+        """Continue from a checkpoint: the carried state and the history saved by `history()`."""
+        self.start_from(state)
+        h = decode(desc, arrays)
+        self._history, self._pending_cut = h["history"], h["cut"]
 
     # ---- one segment -----------------------------------------------------------------------
     def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:

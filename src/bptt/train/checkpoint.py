@@ -53,10 +53,13 @@ class Checkpoint:
     opt: dict[str, np.ndarray]  # flattened optimizer state (optim.unflatten_state restores it)
     state: dict[str, dict[str, np.ndarray]]  # carried state: direction key -> field -> (B, n)
     meta: dict[str, Any]
+    extra: dict[str, np.ndarray] | None = None  # arrays of an algorithm's own state ('alg/...')
 
 
-def save(path: str, params, opt_flat: dict[str, np.ndarray], state, meta: dict[str, Any]) -> None:
+def save(path: str, params, opt_flat: dict[str, np.ndarray], state, meta: dict[str, Any],
+         extra: dict[str, np.ndarray] | None = None) -> None:
     arrays: dict[str, np.ndarray] = {f"param/{k}": v for k, v in params.items()}
+    arrays.update(extra or {})
     arrays.update(opt_flat)
     for key, s in (state or {}).items():
         for f, a in zip(s._fields, s):
@@ -86,4 +89,5 @@ def load(path: str) -> Checkpoint:
         if k.startswith("state/"):
             _, key, f = k.split("/", 2)
             state.setdefault(key, {})[f] = v
-    return Checkpoint(params, opt, state, meta)
+    extra = {k: v for k, v in files.items() if k.startswith("alg/")}
+    return Checkpoint(params, opt, state, meta, extra)

@@ -151,9 +151,9 @@ class Trainer:
     # ---- the gradient algorithm ----------------------------------------------------------------
     def _gradient(self, params, x, y, state0, rng):
         """One batch's gradient by the configured algorithm. tbptt on streams: an online update
-        per k1-step segment, windows reaching k2 steps back (the history of earlier segments is
-        kept in memory; after a resume it starts empty); on random windows: TBPTT(k1, k2) over
-        each window with the weights fixed, one update per batch."""
+        per k1-step segment, windows reaching k2 steps back (the caches of earlier segments are
+        kept, and saved in the checkpoint); on random windows: TBPTT(k1, k2) over each window
+        with the weights fixed, one update per batch."""
         cfg, model = self.cfg, self.model
         if cfg.algorithm == "full":
             return full_bptt(model, params, x, y, None, state0)
@@ -221,12 +221,17 @@ class Trainer:
         }
 
     def _save(self, name: str, params, opt_state, carried, step, rng, trackers) -> None:
+        meta, extra = self._meta(step, rng, trackers), None
+        if self._tbptt is not None and carried is not None and opt_state is not None:
+            # the windows of the next segments reach back into earlier ones: keep their caches
+            meta["tbptt_history"], extra = self._tbptt.history()
         ckpt.save(
             os.path.join(self.run_dir, name),
             params,
             optim.flatten_state(opt_state) if opt_state is not None else {},
             carried,
-            self._meta(step, rng, trackers),
+            meta,
+            extra,
         )
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -238,6 +243,8 @@ class Trainer:
         metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
         if self.resumed:
             params, opt_state, rng, carried, start, trackers = self._restore(self.resumed)
+            if self._tbptt is not None and carried is not None and "tbptt_history" in self.resumed.meta:
+                self._tbptt.restore(carried, self.resumed.meta["tbptt_history"], self.resumed.extra or {})
             _truncate_metrics(metrics_path, start)
         else:
             params, opt_state, rng, carried, start, trackers = self._fresh()
