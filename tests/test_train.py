@@ -320,3 +320,24 @@ def test_stored_structures_rebuild_only_bptt_classes():
     np.testing.assert_array_equal(tape.caches[2].h, np.full((2, 3), 2.0))
     with pytest.raises(ValueError, match="expected a bptt class"):
         decode({"nt": "os:system", "f": []}, {})
+
+
+SHARED = os.environ.get("BPTT_SHARED_DATA") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare", "input.txt")
+
+
+@pytest.mark.skipif(not os.path.isfile(SHAKESPEARE), reason="tiny Shakespeare not found beside the repository")
+def test_cli_tbptt_char_lstm_on_tiny_shakespeare_beats_the_unigram_baseline(tmp_path, capsys):
+    """`bptt train --algorithm tbptt --k1 k --k2 k`: 32 streams carried across batches; after
+    200 updates the validation loss is below the training text's unigram entropy."""
+    out = tmp_path / "ts"
+    assert main(["train", "--data", SHAKESPEARE, "--algorithm", "tbptt", "--k1", "25", "--k2", "25",
+                 "--hidden", "64", "--steps", "200", "--eval-every", "200", "--lr", "0.01",
+                 "--no-progress", "--sample-length", "0", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    unigram = float(log.split("unigram entropy ")[1].split()[0])
+    assert 3.2 < unigram < 3.4  # about 4.77 bits per character
+    cfg = json.load(open(out / "config.json"))["config"]
+    assert (cfg["algorithm"], cfg["k1"], cfg["k2"], cfg["batching"] or "stream") == ("tbptt", 25, 25, "stream")
+    val = [json.loads(ln) for ln in open(out / "metrics.jsonl") if '"val"' in ln][-1]["loss"]
+    assert val < unigram - 0.5, (val, unigram)

@@ -100,3 +100,11 @@ def segments(streams: np.ndarray, seq_len: int) -> list[tuple[int, int]]:
     """(start, length) of consecutive segments of inputs; targets are shifted by one."""
     n = len(streams) - 1  # the last token has no target
     return [(i, min(seq_len, n - i)) for i in range(0, n, seq_len)]
+
+
+def unigram_entropy(ids: np.ndarray, vocab_size: int) -> float:
+    """Entropy in nats of the character frequencies of `ids`: the loss of the best model that
+    ignores context, the baseline a sequence model must beat."""
+    counts = np.bincount(np.asarray(ids).ravel(), minlength=vocab_size)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())

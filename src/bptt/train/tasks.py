@@ -92,6 +92,7 @@ class TextTask(_Batches):
                 f"seq_len: expected fewer than {len(train)} steps for {len(train)} training characters, received {cfg.seq_len}"
             )
         self.train_ids = train
+        self.unigram = txt.unigram_entropy(train, len(self.vocab))
         self.mode = cfg.batching_mode
         if self.mode == "stream":
             self.streams = txt.batchify(train, cfg.batch_size)
@@ -127,6 +128,7 @@ class TextTask(_Batches):
             f"text {self.source}: {self.n_train + self.n_val:,} characters, vocabulary {len(self.vocab)}, "
             f"train {self.n_train:,} / validation {self.n_val:,}"
             + (f", {self.unknown} unknown skipped" if self.unknown else "")
+            + f"; unigram entropy {self.unigram:.4f} nats/char (the no-context baseline)"
         )
 
 

@@ -3,6 +3,9 @@
     batch -> gradient (--algorithm: full BPTT, TBPTT, random/ARTBP truncation) -> optimizer update
           -> [evaluate, checkpoint]
 
+With --update batch, the gradient of one update is that of a whole pass over the data (all
+its batches in order, the weights fixed): SNNS's BBPTT, or QPTT with Quickprop.
+
 A run folder holds config.json, checkpoint.npz (latest), best.npz (best validation),
 metrics.jsonl (one JSON object per line), loss.png and, for text, sample.txt.
 
