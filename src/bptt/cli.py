@@ -57,6 +57,42 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from .bench import all_cases, markdown, run_bench
+    from .bench.contenders import PEERS, available
+    from .train.checkpoint import atomic_write
+
+    cases = all_cases(tuple(_names(args.cells)), tuple(_names(args.sizes)))
+    wanted = ["bptt"] + [p for p in (_names(args.peers) if args.peers else PEERS) if p != "bptt"]
+    unknown = sorted(set(wanted) - {"bptt", *PEERS})
+    if unknown:
+        raise ValueError(f"--peers: expected names among {list(PEERS)}, received {unknown}")
+    missing = [p for p in wanted if not available(p)]
+    if missing and args.peers:
+        raise ValueError(f"--peers: expected {', '.join(missing)} to be installed (pip install \"bptt[bench]\"), received none")
+    names = [p for p in wanted if available(p)]
+    if missing:
+        print(f"bench: {', '.join(missing)} not installed, measuring without (pip install \"bptt[bench]\")")
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
+        raise ValueError(f"expected --repeats >= 1, --warmup >= 0, --threads >= 1, received "
+                         f"{args.repeats}, {args.warmup}, {args.threads}")
+    res = run_bench(cases, names, args.threads, args.repeats, args.warmup, not args.no_memory)
+    table = markdown(res)
+    print()
+    print(table)
+    if args.json:
+        atomic_write(args.json, lambda f: f.write((_json.dumps(res, indent=1) + "\n").encode()))
+    if args.markdown:
+        atomic_write(args.markdown, lambda f: f.write(table.encode()))
+    return 0
+
+
+def _names(s: str) -> list[str]:
+    return [n.strip() for n in s.split(",") if n.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bptt",
@@ -96,6 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--seeds", type=int, default=5, help="ARTBP seeds (default 5)")
     ib.add_argument("--out", default="influence_balancing.png", help="plot file ('' for none)")
     ib.set_defaults(func=_cmd_experiment)
+
+    b = sub.add_parser(
+        "bench",
+        help="time the training step of bptt against PyTorch and JAX (if installed)",
+        description="One float32 training step (forward, cross-entropy at every step, full BPTT) of "
+        "Elman/GRU/LSTM on token inputs, against torch (nn.RNN/GRU/LSTM + Linear, loss.backward) and JAX "
+        "(lax.scan + value_and_grad, jit) on the same weights; gradients checked equal first; contenders "
+        "alternated, medians; tokens/s, GFLOP/s against a GEMM roofline, peak memory per contender.",
+    )
+    b.add_argument("--cells", default="elman,gru,lstm", help="subset of elman,gru,lstm (default: all)")
+    b.add_argument("--sizes", default="small,medium,long", help="subset of small,medium,long (default: all)")
+    b.add_argument("--peers", default="", help="subset of torch,jax (default: those installed)")
+    b.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/XLA threads for every contender (default 1)")
+    b.add_argument("--repeats", type=int, default=7, help="timed rounds (default 7)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    b.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    b.add_argument("--json", help="write the results here")
+    b.add_argument("--markdown", help="write the table here")
+    b.set_defaults(func=_cmd_bench)
 
     from .train import commands
 

@@ -1,0 +1,53 @@
+"""`bptt bench`: the contenders compute the same gradients; the command prints its table and
+writes JSON; the memory probe reports. No timings are asserted."""
+
+import json
+
+import pytest
+
+from bptt.bench import Case, all_cases, markdown, run_bench
+from bptt.bench.contenders import make_bptt, make_torch, case_params
+from bptt.bench.harness import max_rel_error, peak_memory
+from bptt.cli import main
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+def test_torch_contender_computes_bptts_gradient(cell):
+    pytest.importorskip("torch")
+    case = Case(cell, "small")
+    x, y = case.data()
+    p = case_params(case)
+    lb, gb = make_bptt(case, p, x, y).grads()
+    lt, gt = make_torch(case, p, x, y).grads()
+    assert abs(lb - lt) <= 1e-5 * lb
+    assert max_rel_error(gt, gb) < 1e-4
+    assert case.flops == 6.0 * 100 * 32 * ({"elman": 1, "gru": 3, "lstm": 4}[cell] * 128 * 128 + 128 * 65)
+
+
+def test_run_bench_bptt_alone_and_table():
+    res = run_bench([Case("elman", "small")], ["bptt"], repeats=2, warmup=0, memory=False, log=lambda s: None)
+    row = res["cases"][0]
+    assert len(row["contenders"]["bptt"]["times"]) == 2 and res["gemm_gflops"] > 0
+    table = markdown(res)
+    assert "| elman small (D=65, H=128, B=32, T=100) |" in table and "1 thread(s) for all" in table
+
+
+def test_memory_probe_runs_in_its_own_process():
+    m = peak_memory(Case("elman", "small"), "bptt", 1, steps=1)
+    assert m is not None and m["peak_mib"] >= m["baseline_mib"] > 0
+
+
+def test_cli_bench(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "b.json"
+    assert main(["bench", "--cells", "elman", "--sizes", "small", "--peers", "torch", "--repeats", "1",
+                 "--warmup", "0", "--no-memory", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["cases"][0]["grad_check"]["torch"] < 1e-3
+    assert "bptt / fastest peer" in capsys.readouterr().out
+    assert main(["bench", "--cells", "rnn"]) == 2
+    assert "bench cells: expected names among" in capsys.readouterr().err
+    assert main(["bench", "--peers", "tensorflow"]) == 2
+    assert "--peers: expected names among" in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        all_cases(("lstm",), ("huge",))
