@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _checks
+from ._ops import scatter_add_rows
 from .activations import get_activation
 from .cells import Cell, cell_class, make_cell
 from .cells.base import Params
@@ -78,7 +79,7 @@ class Embedding(Level):
         return p["W"][x], x  # (T, B, E); cache: the tokens
 
     def backward(self, p: Params, x: np.ndarray, dy: np.ndarray, g: Params, need_dx: bool):
-        np.add.at(g["W"], x.reshape(-1), dy.reshape(-1, self.size))
+        scatter_add_rows(g["W"], x.reshape(-1), dy.reshape(-1, self.size))
         return None
 
 

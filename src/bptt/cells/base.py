@@ -30,6 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from .. import _checks
+from .._ops import scatter_add_rows
 
 Params = dict[str, np.ndarray]
 State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
@@ -114,7 +115,7 @@ class Cell(ABC):
         d2 = dxp.reshape(T * B, G)
         self._fold_bias_back(grads, d2.sum(axis=0))
         if x.ndim == 2:
-            np.add.at(grads["W_ih"].T, x.reshape(-1), d2)
+            scatter_add_rows(grads["W_ih"].T, x.reshape(-1), d2)
             return None
         x2 = x.reshape(T * B, -1)
         grads["W_ih"] += d2.T @ x2
