@@ -292,22 +292,20 @@ def test_randomized_on_a_bidirectional_model_at_c_zero_is_full_bptt():
         np.testing.assert_array_equal(r.grads[k], g.grads[k])
 
 
-from bptt.algorithms import ARTBP  # noqa: E402
+from bptt.algorithms import ARTBP, GradientMean  # noqa: E402
 
 
 def _run_online(algo, params, x, y, s0):
     """ARTBP over the whole stream with the weights fixed: segment gradients combined by their
     share of the positions, and the drawn lengths."""
-    algo.reset(s0)
-    T, t, lengths, grads = len(x), 0, [], None
+    algo.start_from(s0)
+    T, t, lengths, mean = len(x), 0, [], GradientMean()
     while t < T:
         L = algo.draw_length(T - t)
-        g = algo(params, x[t:t + L], y[t:t + L])
-        w = L / T
-        grads = {k: w * v for k, v in g.grads.items()} if grads is None else {k: grads[k] + w * v for k, v in g.grads.items()}
+        mean.add(algo(params, x[t:t + L], y[t:t + L]), L)
         lengths.append(L)
         t += L
-    return grads, lengths
+    return mean.result(params).grads, lengths
 
 
 @pytest.mark.parametrize("cell", CELLS)

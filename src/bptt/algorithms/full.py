@@ -53,3 +53,35 @@ def full_bptt(
     dstate0 = model.backward_levels(params, tapes, dy, None, grads)
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)
+
+
+class GradientMean:
+    """Segment gradients combined into the gradient of the average loss over all their counted
+    positions: each weighted by its share of the positions (accumulated in float64, cast back
+    once). Used for a stream cut into segments with the weights fixed (TBPTT windows, a pass of
+    batch updates). `result` keeps the first segment's dstate0 and the last one's final state."""
+
+    def __init__(self) -> None:
+        self.total, self.loss = 0.0, 0.0
+        self.grads: dict | None = None
+        self.first: Gradient | None = None
+        self.last: Gradient | None = None
+
+    def add(self, g: Gradient, positions: float) -> None:
+        w = float(positions)
+        if self.grads is None:
+            self.grads, self.first = {k: w * v.astype("float64") for k, v in g.grads.items()}, g
+        else:
+            for k, v in g.grads.items():
+                self.grads[k] += w * v
+        self.total += w
+        self.loss += w * g.loss
+        self.last = g
+
+    def result(self, params: Params) -> Gradient:
+        if self.grads is None or not self.total > 0:
+            raise ValueError("GradientMean: expected at least one segment with counted positions, received none")
+        if self.first is self.last:  # the mean of one segment is that segment, bit for bit
+            return self.first
+        grads = {k: (v / self.total).astype(params[k].dtype) for k, v in self.grads.items()}
+        return Gradient(self.loss / self.total, grads, self.first.dstate0, self.last.final_state)

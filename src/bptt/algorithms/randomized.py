@@ -31,6 +31,7 @@ import numpy as np
 from ..cells.base import Params
 from .full import Gradient
 from .scan import scan_backward
+from .truncated import check_carried_batch, check_streamable
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -111,8 +112,6 @@ class ARTBP:
     """
 
     def __init__(self, model: Model, c: Any, rng: np.random.Generator) -> None:
-        from .truncated import check_streamable
-
         check_streamable(model, "artbp")
         if callable(c):
             self.c = c
@@ -147,20 +146,19 @@ class ARTBP:
         truncation before it), 1 / (1 - c(i)) out of step i = 1 .. L-1 of the segment."""
         return np.array([0.0] + [1.0 / (1.0 - self.prob(i)) for i in range(1, L)])
 
-    def reset(self, state: ModelState | None = None) -> None:
-        """Start the streams over from zeros (or from `state`)."""
-        self.state = None if state is None else dict(state)
-        self.batch = None if state is None else next(iter(state.values()))[0].shape[0]
+    def reset(self) -> None:
+        """Start the streams over from zeros."""
+        self.state, self.batch = None, None
+
+    def start_from(self, state: ModelState) -> None:
+        """Start the streams over from a given state."""
+        self.state = dict(state)
+        self.batch = next(iter(state.values()))[0].shape[0]
 
     def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
         """The gradient of one segment (x: its L steps), from the carried state."""
         model = self.model
-        B = np.shape(x)[1] if np.ndim(x) >= 2 else None
-        if self.state is not None and B != self.batch:
-            raise ValueError(
-                f"x: expected {self.batch} streams (the batch size of the carried state), received "
-                f"{B}; call reset() before changing the batch size"
-            )
+        check_carried_batch(self.batch if self.state is not None else None, x)
         b = model.check_batch(params, x, targets, mask, self.state)
         L, B = b.x.shape[:2]
         scale = np.broadcast_to(self.factors(L)[:, None], (L, B))

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._treeio import decode, encode
 from ..cells.base import Params, state_map
-from .full import Gradient
+from .full import Gradient, GradientMean
 from .scan import Tape, scan_backward
 
 if TYPE_CHECKING:
@@ -50,6 +50,16 @@ def check_streamable(model: Model, what: str) -> None:
         raise ValueError(
             f"{what}: expected a model without learned initial states (learn_init=False): a "
             "carried state is not the learned one, received a model with learn_init=True"
+        )
+
+
+def check_carried_batch(batch: int | None, x: Any) -> None:
+    """A carried state fits only the same number of streams."""
+    B = np.shape(x)[1] if np.ndim(x) >= 2 else None
+    if batch is not None and B != batch:
+        raise ValueError(
+            f"x: expected {batch} streams (the batch size of the carried state), received "
+            f"{B}; call reset() before changing the batch size"
         )
 
 
@@ -168,12 +178,7 @@ class TBPTT:
     # ---- one segment -----------------------------------------------------------------------
     def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
         model = self.model
-        B = np.shape(x)[1] if np.ndim(x) >= 2 else None
-        if self.state is not None and B != self.batch:
-            raise ValueError(
-                f"x: expected {self.batch} streams (the batch size of the carried state), received "
-                f"{B}; call reset() before changing the batch size"
-            )
+        check_carried_batch(self.batch if self.state is not None else None, x)
         b = model.check_batch(params, x, targets, mask, self.state)
         n = b.x.shape[0]
         if n > self.k2:
@@ -252,12 +257,9 @@ def tbptt(
     if state0 is not None:
         algo.start_from(state0)
     T = np.shape(x)[0]
-    out, weights = [], []
+    out, mean = [], GradientMean()
     for s, e in segments(T, algo.k1):
         m = None if mask is None else np.asarray(mask)[s:e]
         out.append(algo(params, x[s:e], targets[s:e], m))
-        weights.append(float(np.count_nonzero(m)) if m is not None else float(e - s))
-    w = np.asarray(weights) / sum(weights)
-    grads = {k: sum(wi * g.grads[k] for wi, g in zip(w, out)).astype(params[k].dtype) for k in params}
-    loss = float(sum(wi * g.loss for wi, g in zip(w, out)))
-    return out, Gradient(loss, grads, out[0].dstate0, out[-1].final_state)
+        mean.add(out[-1], np.count_nonzero(m) if m is not None else (e - s) * np.shape(x)[1])
+    return out, mean.result(params)

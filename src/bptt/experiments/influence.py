@@ -125,7 +125,7 @@ def run_influence(
     rate = lr if callable(lr) else (lambda t, _lr=float(lr): _lr)
     if method == "artbp":
         algo: Any = ARTBP(model, c, np.random.default_rng(seed))
-        algo.reset(s0)
+        algo.start_from(s0)
         label = f"ARTBP c = {_c_label(c)}"
     elif method in ("tbptt", "tbptt-chunks"):
         algo = TBPTT(model, 1 if method == "tbptt" else K, K)

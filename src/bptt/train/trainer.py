@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__, optim
-from ..algorithms.full import Gradient, full_bptt
+from ..algorithms.full import Gradient, GradientMean, full_bptt
 from ..algorithms.randomized import randomized_bptt
 from ..algorithms.truncated import TBPTT, tbptt
 from ..cells.base import Params
@@ -181,16 +181,14 @@ class Trainer:
         if self.batches_per_update == 1:
             x, y, reset = task.batch(step, rng)
             return self._gradient(params, x, y, None if (reset or carried is None) else carried, rng)
-        P = self.batches_per_update
-        state, loss, grads, total = None, 0.0, None, 0
+        P, state, mean = self.batches_per_update, None, GradientMean()
         for i in range(P):
             x, y, _ = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
             g = self._gradient(params, x, y, state, rng)
-            n = x.shape[0]
-            state, total, loss = g.final_state, total + n, loss + n * g.loss
-            grads = {k: n * v.astype(np.float64) for k, v in g.grads.items()} if grads is None else {
-                k: grads[k] + n * v for k, v in g.grads.items()}
-        return Gradient(loss / total, {k: (v / total).astype(params[k].dtype) for k, v in grads.items()}, None, None)
+            state = g.final_state
+            mean.add(g, x.shape[0] * x.shape[1])
+        # the next pass starts from the initial state: nothing is carried across updates
+        return mean.result(params)._replace(final_state=None)
 
     # ---- state ---------------------------------------------------------------------------------
     def _fresh(self):
