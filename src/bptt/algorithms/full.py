@@ -9,9 +9,11 @@ Hinton & Williams 1986). Memory is O(T) caches per level.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..cells.base import Params
+from .scan import scan_backward
 
 if TYPE_CHECKING:  # the model imports the time loops from this package
     from ..model import Model, ModelState
@@ -50,7 +52,8 @@ def full_bptt(
     y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
     loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
     grads = model.zero_grads(params)
-    dstate0 = model.backward_levels(params, tapes, dy, None, grads)
+    # the tapes are used once: their work buffers take the gradients (scan_backward consume=True)
+    dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, consume=True))
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)
 

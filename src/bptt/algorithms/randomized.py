@@ -80,7 +80,7 @@ def randomized_bptt(
     y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
     loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
     grads = model.zero_grads(params)
-    dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, scale=factors))
+    dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, scale=factors, consume=True))
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)
 

@@ -207,10 +207,12 @@ class TBPTT:
                 row += s
         if have:
             dh = np.concatenate([np.zeros((have,) + dh.shape[1:], dh.dtype), dh])
-        scan_back = scan_backward if scale is None else partial(scan_backward, scale=scale)
+        # with k1 = k2 no later window reaches back into these tapes: they are consumed (as in
+        # full BPTT, whose computation TBPTT(k, k) then is, bit for bit)
+        scan_back = partial(scan_backward, scale=scale, consume=self.k2 == self.k1)
         dstate0, _ = model.backward_range(params, window, dh, None, grads, 0, self.head, scan_back)
         # remember what later windows can reach: the last k2 - k1 steps
-        self._history.append((n, tapes[: self.head], cut_now))
+        self._history.append((n, [_tail(p, n) for p in tapes[: self.head]], cut_now))  # (no work buffers)
         self._pending_cut = None
         self._history = _last_steps(self._history, self.k2 - self.k1)
         self.state, self.batch = final, B

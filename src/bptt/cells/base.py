@@ -36,6 +36,25 @@ Params = dict[str, np.ndarray]
 State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
 
 
+class TokenRows:
+    """The input projection of token inputs, gathered step by step: rows[t] = table[x[t]]
+    ((B, G), a fresh array), where table = W_ih^T + bias is (V, G). Quacks like the (T, B, G)
+    array it stands for in the time loops (shape, dtype, indexing by a step)."""
+
+    def __init__(self, table: np.ndarray, x: np.ndarray) -> None:
+        self.table = np.ascontiguousarray(table)
+        self.x = x
+        self.shape = (x.shape[0], x.shape[1], table.shape[1])
+        self.dtype = table.dtype
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return self.table[self.x[t]]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.table[self.x]
+        return out if dtype is None else out.astype(dtype)
+
+
 def state_map(fn, *states: NamedTuple) -> NamedTuple:
     """Apply `fn` field by field to states of the same type."""
     first = states[0]
@@ -92,15 +111,17 @@ class Cell(ABC):
         grads["b_ih"] += db
         grads["b_hh"] += db
 
-    def project(self, params: Params, x: np.ndarray) -> np.ndarray:
+    def project(self, params: Params, x: np.ndarray) -> np.ndarray | TokenRows:
         """xp = x W_ih^T + bias for all steps at once.
 
-        x: (T, B, D) floats, or (T, B) integer tokens, for which the product with a one-hot
-        row is a gather of columns of W_ih. Returns (T, B, G)."""
+        x: (T, B, D) floats -> (T, B, G) array (one matrix product), or (T, B) integer tokens ->
+        `TokenRows`, which gives step t's (B, G) rows on indexing: the product with a one-hot
+        row is a gather from the (V, G) table W_ih^T + bias, done step by step so that no
+        (T, B, G) array is held."""
         W = params["W_ih"]  # (G, D)
         b = self._folded_bias(params)
         if x.ndim == 2:  # tokens: one-hot(x) W_ih^T = W_ih^T[x]
-            return np.ascontiguousarray(W.T)[x] + b
+            return TokenRows(W.T + b, x)
         T, B, D = x.shape
         return (x.reshape(T * B, D) @ W.T + b).reshape(T, B, -1)
 
@@ -126,13 +147,39 @@ class Cell(ABC):
     # ---- one time step ---------------------------------------------------------------------
     @abstractmethod
     def step(self, params: Params, state: NamedTuple, xp_t: np.ndarray) -> tuple[NamedTuple, np.ndarray, Any]:
-        """(state_{t-1}, xp_t) -> (state_t, out_t, cache_t)."""
+        """(state_{t-1}, xp_t) -> (state_t, out_t, cache_t).
+
+        A cell whose `work_size()` is not None also takes `work=`, a (B, work_size) row of a
+        buffer the time loop allocated once for the whole segment; the step keeps the bulk of
+        its cache there (the gate activations) instead of in arrays of its own."""
 
     @abstractmethod
     def step_back(
         self, params: Params, cache: Any, dstate: NamedTuple, dout: np.ndarray, grads: Params
     ) -> tuple[NamedTuple, np.ndarray]:
         """(cache_t, dL/dstate_t, dL/dout_t) -> (dL/dstate_{t-1}, dL/dxp_t); adds dparams."""
+
+    # ---- consumed tapes (optional; full BPTT's fast path) ---------------------------------
+    def work_size(self) -> int | None:
+        """Columns of the per-step work row `step` accepts (None: the cell takes no buffer)."""
+        return None
+
+    def step_back_consume(self, params: Params, cache: Any, dstate: NamedTuple, dout: np.ndarray) -> NamedTuple:
+        """`step_back` for a tape that is used once: writes dL/dxp_t (and whatever
+        `consume_grads` needs) over the cache's own work row and leaves the recurrent weights'
+        gradient to `consume_grads`, which forms it for all steps in one matrix product.
+        Returns dL/dstate_{t-1}. Only for cells with a work_size()."""
+        raise NotImplementedError(f"{type(self).__name__} has no consumed-tape backward step")
+
+    def recurrent_input(self, cache: Any) -> np.ndarray:
+        """The (B, H) state the step multiplied by W_hh (h_{t-1})."""
+        raise NotImplementedError(f"{type(self).__name__} has no consumed-tape backward step")
+
+    def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
+        """After `step_back_consume` over all T steps: add the recurrent parameters' gradients
+        from the work buffer (T, B, work_size) and the recurrent inputs (T, B, H); return dL/dxp
+        (T, B, G) (a view of `work`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no consumed-tape backward step")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"

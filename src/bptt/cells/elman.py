@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _kernels
 from ..activations import get_activation
 from .base import Cell, Params
 
@@ -29,7 +30,7 @@ class ElmanState(NamedTuple):
 
 class ElmanCache(NamedTuple):
     h_prev: np.ndarray  # (B, H) s(t-1)
-    h: np.ndarray  # (B, H) s(t) = f(a(t)); f'(a) is written through it
+    h: np.ndarray  # (B, H) s(t) = f(a(t)); f'(a) is written through it (a row of the work buffer)
 
 
 class Elman(Cell):
@@ -41,15 +42,48 @@ class Elman(Cell):
         super().__init__(input_size, hidden_size)
         self.activation = get_activation(activation)
 
-    def step(self, params: Params, state: ElmanState, xp_t: np.ndarray):
-        a = xp_t + state.h @ params["W_hh"].T  # (B, H); b_hh is folded into xp
-        h = self.activation.forward(a)
+    def work_size(self) -> int:
+        return self.hidden_size
+
+    def _fused(self, dtype) -> bool:
+        return self.activation.name == "tanh" and _kernels.active(dtype)
+
+    def step(self, params: Params, state: ElmanState, xp_t: np.ndarray, work: np.ndarray | None = None):
+        a = np.matmul(state.h, params["W_hh"].T, out=work)  # (B, H); b_hh is folded into xp
+        if self._fused(a.dtype):
+            _kernels.elman_fwd(xp_t, a)
+            h = a
+        else:
+            a += xp_t
+            h = self.activation.forward(a)
+            if work is not None and h is not work:
+                work[...] = h
+                h = work
         return ElmanState(h), h, ElmanCache(state.h, h)
 
+    def _back(self, cache: ElmanCache, dstate: ElmanState, dout, delta: np.ndarray) -> None:
+        if self._fused(cache.h.dtype):
+            _kernels.elman_bwd(cache.h, dstate.h, dout, delta)
+        else:
+            delta[...] = self.activation.backward(cache.h, dstate.h + dout)
+
     def step_back(self, params: Params, cache: ElmanCache, dstate: ElmanState, dout, grads: Params):
-        delta = self.activation.backward(cache.h, dstate.h + dout)  # (B, H)
+        delta = np.empty_like(cache.h)  # (B, H)
+        self._back(cache, dstate, dout, delta)
         grads["W_hh"] += delta.T @ cache.h_prev
         return ElmanState(delta @ params["W_hh"]), delta
+
+    def step_back_consume(self, params: Params, cache: ElmanCache, dstate: ElmanState, dout):
+        self._back(cache, dstate, dout, cache.h)
+        return ElmanState(cache.h @ params["W_hh"])
+
+    def recurrent_input(self, cache: ElmanCache) -> np.ndarray:
+        return cache.h_prev
+
+    def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
+        T, B, H = work.shape
+        grads["W_hh"] += work.reshape(T * B, H).T @ h_prev.reshape(T * B, -1)
+        return work
 
     def __repr__(self) -> str:
         return (

@@ -18,6 +18,10 @@ Backward step (derivations.md, "GRU"), g = dL/dh':
     dxp  = [da_r, da_z, da_n]                # gradient at the input projection
     drec = [da_r, da_z, da_n * r]            # gradient at the recurrent product h W_hh^T
     dW_hh += drec^T h,   db_hn += sum(da_n * r),   dh += drec W_hh
+
+The cache is (h, work) with work = [r, z, n, hn] (B, 4H), a row of the tape's work buffer. A
+consumed tape's backward step overwrites it with [da_r, da_z, da_n, da_n r]: dxp is its first
+3H columns and the recurrent product's gradient its columns r, z and the last H.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _kernels
 from ..activations import sigmoid
 from .base import Cell, Params
 
@@ -36,9 +41,7 @@ class GRUState(NamedTuple):
 
 class GRUCache(NamedTuple):
     h_prev: np.ndarray  # (B, H)
-    rz: np.ndarray  # (B, 2H) sigma outputs r | z
-    n: np.ndarray  # (B, H)
-    hn: np.ndarray  # (B, H) W_hn h + b_hn
+    work: np.ndarray  # (B, 4H) [r, z, n, hn], hn = W_hn h + b_hn
 
 
 class GRU(Cell):
@@ -57,34 +60,70 @@ class GRU(Cell):
         grads["b_ih"] += db
         grads["b_hh"][: 2 * H] += db[: 2 * H]
 
-    def step(self, params: Params, state: GRUState, xp_t: np.ndarray):
+    def work_size(self) -> int:
+        return 4 * self.hidden_size
+
+    def step(self, params: Params, state: GRUState, xp_t: np.ndarray, work: np.ndarray | None = None):
         H = self.hidden_size
         h = state.h
         rec = h @ params["W_hh"].T  # (B, 3H)
-        rz = sigmoid(xp_t[:, : 2 * H] + rec[:, : 2 * H])
-        hn = rec[:, 2 * H :] + params["b_hh"][2 * H :]
-        n = np.tanh(xp_t[:, 2 * H :] + rz[:, :H] * hn)
+        if work is None:
+            work = np.empty((h.shape[0], 4 * H), dtype=h.dtype)
+        if _kernels.active(h.dtype):
+            h_new = np.empty_like(h)
+            _kernels.gru_fwd(xp_t, rec, params["b_hh"][2 * H :], h, work, h_new)
+            return GRUState(h_new), h_new, GRUCache(h, work)
+        rz = sigmoid(xp_t[:, : 2 * H] + rec[:, : 2 * H], out=work[:, : 2 * H])
+        hn = np.add(rec[:, 2 * H :], params["b_hh"][2 * H :], out=work[:, 3 * H :])
+        n = np.tanh(xp_t[:, 2 * H :] + rz[:, :H] * hn, out=work[:, 2 * H : 3 * H])
         z = rz[:, H:]
         h_new = n + z * (h - n)
-        return GRUState(h_new), h_new, GRUCache(h, rz, n, hn)
+        return GRUState(h_new), h_new, GRUCache(h, work)
+
+    def _back(self, cache: GRUCache, dstate: GRUState, dout, da: np.ndarray, drec: np.ndarray) -> np.ndarray:
+        """Write [da_r, da_z, da_n, da_n r] into da (B, 4H) (which may be cache.work) and the
+        gradient at h W_hh^T into drec (B, 3H); return the direct path dL/dh' * z."""
+        h, work = cache
+        if _kernels.active(h.dtype):
+            dhz = np.empty_like(h)
+            _kernels.gru_bwd(work, h, dstate.h, dout, da, drec, dhz)
+            return dhz
+        H = self.hidden_size
+        r, z, n, hn = work[:, :H], work[:, H : 2 * H], work[:, 2 * H : 3 * H], work[:, 3 * H :]
+        g = dstate.h + dout
+        da_n = g * (1.0 - z) * (1.0 - n * n)
+        da_r = da_n * hn * (r * (1.0 - r))
+        da_z = g * (h - n) * (z * (1.0 - z))
+        da_nr = da_n * r
+        dhz = g * z
+        for k, blk in enumerate((da_r, da_z, da_n, da_nr)):  # written only now: da may be work
+            da[:, k * H : (k + 1) * H] = blk
+        drec[:, : 2 * H] = da[:, : 2 * H]
+        drec[:, 2 * H :] = da_nr
+        return dhz
 
     def step_back(self, params: Params, cache: GRUCache, dstate: GRUState, dout, grads: Params):
         H = self.hidden_size
-        h, rz, n, hn = cache
-        r, z = rz[:, :H], rz[:, H:]
-        g = dstate.h + dout
-        dxp = np.empty((g.shape[0], 3 * H), dtype=g.dtype)
-        da_n = dxp[:, 2 * H :]
-        np.multiply(g * (1.0 - z), 1.0 - n * n, out=da_n)
-        dr = da_n * hn
-        dz = g * (h - n)
-        drz = dxp[:, : 2 * H]
-        drz[:, :H] = dr
-        drz[:, H:] = dz
-        drz *= rz * (1.0 - rz)
-        drec = dxp.copy()
-        drec[:, 2 * H :] *= r
-        grads["W_hh"] += drec.T @ h
+        da = np.empty_like(cache.work)
+        drec = np.empty((da.shape[0], 3 * H), dtype=da.dtype)
+        dhz = self._back(cache, dstate, dout, da, drec)
+        grads["W_hh"] += drec.T @ cache.h_prev
         grads["b_hh"][2 * H :] += drec[:, 2 * H :].sum(axis=0)
-        dh = g * z + drec @ params["W_hh"]
-        return GRUState(dh), dxp
+        return GRUState(dhz + drec @ params["W_hh"]), da[:, : 3 * H]
+
+    def step_back_consume(self, params: Params, cache: GRUCache, dstate: GRUState, dout):
+        drec = np.empty((cache.work.shape[0], 3 * self.hidden_size), dtype=cache.work.dtype)
+        dhz = self._back(cache, dstate, dout, cache.work, drec)
+        return GRUState(dhz + drec @ params["W_hh"])
+
+    def recurrent_input(self, cache: GRUCache) -> np.ndarray:
+        return cache.h_prev
+
+    def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
+        T, B, G4 = work.shape
+        H = G4 // 4
+        w2, hp = work.reshape(T * B, G4), h_prev.reshape(T * B, -1)
+        grads["W_hh"][: 2 * H] += w2[:, : 2 * H].T @ hp
+        grads["W_hh"][2 * H :] += w2[:, 3 * H :].T @ hp
+        grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
+        return work[..., : 3 * H]

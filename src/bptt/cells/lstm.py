@@ -15,6 +15,11 @@ Backward step (derivations.md, "LSTM"), with gh = dL/dh', gc = dL/dc' (from step
     di  = dc * g,  df = dc * c,  dg = dc * i,  dc_prev = dc * f
     da  = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]      # (B, 4H)
     dW_hh += da^T h,   dh_prev = da W_hh,   dxp = da
+
+The cache is (h, c, gates, c'): tanh(c') is recomputed in the backward step (one tanh per
+element, cheaper than storing it for every step). In float32 with the compiled kernels on, the
+elementwise part of each direction is one fused loop (bptt._kernels); the NumPy code below is
+the reference it is tested against, and the float64 path.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _kernels
 from ..activations import sigmoid
 from .base import Cell, Params
 
@@ -35,8 +41,8 @@ class LSTMState(NamedTuple):
 class LSTMCache(NamedTuple):
     h_prev: np.ndarray  # (B, H)
     c_prev: np.ndarray  # (B, H)
-    gates: np.ndarray  # (B, 4H) activations [i, f, g, o]
-    tc: np.ndarray  # (B, H) tanh(c')
+    gates: np.ndarray  # (B, 4H) activations [i, f, g, o] (a row of the tape's work buffer)
+    c: np.ndarray  # (B, H) c'
 
 
 class LSTM(Cell):
@@ -44,31 +50,58 @@ class LSTM(Cell):
     State = LSTMState
     gates = 4
 
-    def step(self, params: Params, state: LSTMState, xp_t: np.ndarray):
+    def work_size(self) -> int:
+        return 4 * self.hidden_size
+
+    def step(self, params: Params, state: LSTMState, xp_t: np.ndarray, work: np.ndarray | None = None):
         H = self.hidden_size
-        act = xp_t + state.h @ params["W_hh"].T  # (B, 4H) pre-activations, biases folded
+        act = np.matmul(state.h, params["W_hh"].T, out=work)  # (B, 4H)
+        if _kernels.active(act.dtype):
+            c, h = np.empty_like(state.c), np.empty_like(state.h)
+            _kernels.lstm_fwd(xp_t, act, state.c, c, h)
+            return LSTMState(h, c), h, LSTMCache(state.h, state.c, act, c)
+        act += xp_t  # pre-activations, biases folded into xp
         sigmoid(act[:, : 2 * H], out=act[:, : 2 * H])  # i, f
         np.tanh(act[:, 2 * H : 3 * H], out=act[:, 2 * H : 3 * H])  # g
         sigmoid(act[:, 3 * H :], out=act[:, 3 * H :])  # o
         i, f, g, o = act[:, :H], act[:, H : 2 * H], act[:, 2 * H : 3 * H], act[:, 3 * H :]
         c = f * state.c + i * g
-        tc = np.tanh(c)
-        h = o * tc
-        return LSTMState(h, c), h, LSTMCache(state.h, state.c, act, tc)
+        h = o * np.tanh(c)
+        return LSTMState(h, c), h, LSTMCache(state.h, state.c, act, c)
 
-    def step_back(self, params: Params, cache: LSTMCache, dstate: LSTMState, dout, grads: Params):
+    def _back(self, cache: LSTMCache, dstate: LSTMState, dout: np.ndarray, da: np.ndarray) -> np.ndarray:
+        """Write dL/d(pre-activations) into da (which may be cache.gates); return dL/dc_prev."""
+        h_prev, c_prev, act, c = cache
+        if _kernels.active(act.dtype):
+            dc_prev = np.empty_like(c)
+            _kernels.lstm_bwd(act, c_prev, c, dstate.h, dout, dstate.c, da, dc_prev)
+            return dc_prev
         H = self.hidden_size
-        h_prev, c_prev, act, tc = cache
         i, f, g, o = act[:, :H], act[:, H : 2 * H], act[:, 2 * H : 3 * H], act[:, 3 * H :]
+        tc = np.tanh(c)
         gh = dstate.h + dout
         dc = dstate.c + gh * o * (1.0 - tc * tc)
-        da = np.empty_like(act)  # (B, 4H)
-        np.multiply(dc, g, out=da[:, :H])  # di
-        np.multiply(dc, c_prev, out=da[:, H : 2 * H])  # df
-        np.multiply(gh, tc, out=da[:, 3 * H :])  # do
-        sig = da[:, :H * 2]
-        sig *= act[:, : 2 * H] * (1.0 - act[:, : 2 * H])
-        da[:, 3 * H :] *= o * (1.0 - o)
-        np.multiply(dc * i, 1.0 - g * g, out=da[:, 2 * H : 3 * H])  # dg through tanh
-        grads["W_hh"] += da.T @ h_prev
-        return LSTMState(da @ params["W_hh"], dc * f), da
+        blocks = (dc * g * (i * (1.0 - i)), dc * c_prev * (f * (1.0 - f)), dc * i * (1.0 - g * g),
+                  gh * tc * (o * (1.0 - o)))
+        dc_prev = dc * f
+        for k, blk in enumerate(blocks):  # written only now: da may be the gates it was computed from
+            da[:, k * H : (k + 1) * H] = blk
+        return dc_prev
+
+    def step_back(self, params: Params, cache: LSTMCache, dstate: LSTMState, dout, grads: Params):
+        da = np.empty_like(cache.gates)  # (B, 4H)
+        dc_prev = self._back(cache, dstate, dout, da)
+        grads["W_hh"] += da.T @ cache.h_prev
+        return LSTMState(da @ params["W_hh"], dc_prev), da
+
+    def step_back_consume(self, params: Params, cache: LSTMCache, dstate: LSTMState, dout):
+        dc_prev = self._back(cache, dstate, dout, cache.gates)
+        return LSTMState(cache.gates @ params["W_hh"], dc_prev)
+
+    def recurrent_input(self, cache: LSTMCache) -> np.ndarray:
+        return cache.h_prev
+
+    def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
+        T, B, G = work.shape
+        grads["W_hh"] += work.reshape(T * B, G).T @ h_prev.reshape(T * B, -1)
+        return work
