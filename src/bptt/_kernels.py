@@ -93,22 +93,29 @@ if AVAILABLE:
         for k in range(a.shape[0]):
             out[k] = tanh32(a[k])
 
+    # Loops run over one row b at a time (1-D views); each loop reads and writes either the same
+    # index of an array or distinct arrays, so the compiler vectorises it. Backward kernels that
+    # may write over their input (a consumed tape) build the row in a scratch row first.
+
     @_jit
     def elman_fwd(xp, act):
         """act (B, H) holds h W_hh^T; becomes h' = tanh(xp + act)."""
-        B, H = act.shape
-        for b in range(B):
-            for j in range(H):
-                act[b, j] = tanh32(xp[b, j] + act[b, j])
+        for b in range(act.shape[0]):
+            a, x = act[b], xp[b]
+            for j in range(a.shape[0]):
+                a[j] = tanh32(x[j] + a[j])
 
     @_jit
     def elman_bwd(h, dh, dout, delta):
-        """delta = (dh + dout) (1 - h^2); delta may be h."""
-        B, H = h.shape
-        for b in range(B):
+        """delta = (dh + dout) (1 - h^2); delta may be h (then pass the same array twice)."""
+        H = h.shape[1]
+        row = np.empty(H, h.dtype)
+        for b in range(h.shape[0]):
+            y, g1, g2, d = h[b], dh[b], dout[b], delta[b]
             for j in range(H):
-                y = h[b, j]
-                delta[b, j] = (dh[b, j] + dout[b, j]) * (_ONE - y * y)
+                row[j] = (g1[j] + g2[j]) * (_ONE - y[j] * y[j])
+            for j in range(H):
+                d[j] = row[j]
 
     @_jit
     def lstm_fwd(xp, gates, c_prev, c, h):
@@ -116,76 +123,91 @@ if AVAILABLE:
         B, G = gates.shape
         H = G // 4
         for b in range(B):
+            a, x = gates[b], xp[b]
+            for k in range(2 * H):
+                a[k] = sigm32(x[k] + a[k])
+            for k in range(2 * H, 3 * H):
+                a[k] = tanh32(x[k] + a[k])
+            for k in range(3 * H, G):
+                a[k] = sigm32(x[k] + a[k])
+            cp, cr, hr = c_prev[b], c[b], h[b]
             for j in range(H):
-                i = sigm32(xp[b, j] + gates[b, j])
-                f = sigm32(xp[b, H + j] + gates[b, H + j])
-                g = tanh32(xp[b, 2 * H + j] + gates[b, 2 * H + j])
-                o = sigm32(xp[b, 3 * H + j] + gates[b, 3 * H + j])
-                cn = f * c_prev[b, j] + i * g
-                gates[b, j] = i
-                gates[b, H + j] = f
-                gates[b, 2 * H + j] = g
-                gates[b, 3 * H + j] = o
-                c[b, j] = cn
-                h[b, j] = o * tanh32(cn)
+                cr[j] = a[H + j] * cp[j] + a[j] * a[2 * H + j]
+            for j in range(H):
+                hr[j] = a[3 * H + j] * tanh32(cr[j])
 
     @_jit
     def lstm_bwd(gates, c_prev, c, dh, dout, dc, da, dc_prev):
         """da (B, 4H) = dL/d[pre-activations] (may be `gates`); dc_prev = dL/dc_{t-1}."""
         B, G = gates.shape
         H = G // 4
+        row = np.empty(G, gates.dtype)
+        dcs = np.empty(H, gates.dtype)
         for b in range(B):
+            a, cr, g1, g2, gc = gates[b], c[b], dh[b], dout[b], dc[b]
             for j in range(H):
-                i = gates[b, j]
-                f = gates[b, H + j]
-                g = gates[b, 2 * H + j]
-                o = gates[b, 3 * H + j]
-                tc = tanh32(c[b, j])
-                gh = dh[b, j] + dout[b, j]
-                d = dc[b, j] + gh * o * (_ONE - tc * tc)
-                da[b, j] = d * g * i * (_ONE - i)
-                da[b, H + j] = d * c_prev[b, j] * f * (_ONE - f)
-                da[b, 2 * H + j] = d * i * (_ONE - g * g)
-                da[b, 3 * H + j] = gh * tc * o * (_ONE - o)
-                dc_prev[b, j] = d * f
+                tc = tanh32(cr[j])
+                gh = g1[j] + g2[j]
+                o = a[3 * H + j]
+                dcs[j] = gc[j] + gh * o * (_ONE - tc * tc)
+                row[3 * H + j] = gh * tc * o * (_ONE - o)
+            cp, dp = c_prev[b], dc_prev[b]
+            for j in range(H):
+                i, f, g, d = a[j], a[H + j], a[2 * H + j], dcs[j]
+                dp[j] = d * f
+                row[j] = d * g * i * (_ONE - i)
+                row[H + j] = d * cp[j] * f * (_ONE - f)
+                row[2 * H + j] = d * i * (_ONE - g * g)
+            out = da[b]
+            for k in range(G):
+                out[k] = row[k]
 
     @_jit
     def gru_fwd(xp, rec, b_hn, h, work, h_new):
         """rec (B, 3H) = h W_hh^T; work (B, 4H) <- [r, z, n, hn]; h_new = n + z (h - n)."""
         B, H = h.shape
         for b in range(B):
+            x, rc, w = xp[b], rec[b], work[b]
+            for k in range(2 * H):
+                w[k] = sigm32(x[k] + rc[k])
             for j in range(H):
-                r = sigm32(xp[b, j] + rec[b, j])
-                z = sigm32(xp[b, H + j] + rec[b, H + j])
-                hn = rec[b, 2 * H + j] + b_hn[j]
-                n = tanh32(xp[b, 2 * H + j] + r * hn)
-                work[b, j] = r
-                work[b, H + j] = z
-                work[b, 2 * H + j] = n
-                work[b, 3 * H + j] = hn
-                h_new[b, j] = n + z * (h[b, j] - n)
+                w[3 * H + j] = rc[2 * H + j] + b_hn[j]
+            for j in range(H):
+                w[2 * H + j] = tanh32(x[2 * H + j] + w[j] * w[3 * H + j])
+            hp, hn = h[b], h_new[b]
+            for j in range(H):
+                n = w[2 * H + j]
+                hn[j] = n + w[H + j] * (hp[j] - n)
 
     @_jit
     def gru_bwd(work, h, dh, dout, da, drec, dhz):
         """da (B, 4H) <- [da_r, da_z, da_n, da_n r] (may be `work`); drec (B, 3H) <- the gradient
         at h W_hh^T, [da_r, da_z, da_n r]; dhz <- (dh + dout) z (the direct path to h)."""
         B, H = h.shape
+        row = np.empty(4 * H, work.dtype)
         for b in range(B):
+            w, hp, g1, g2, dz_, dr = work[b], h[b], dh[b], dout[b], dhz[b], drec[b]
             for j in range(H):
-                r = work[b, j]
-                z = work[b, H + j]
-                n = work[b, 2 * H + j]
-                hn = work[b, 3 * H + j]
-                g = dh[b, j] + dout[b, j]
+                r, z, n, hn = w[j], w[H + j], w[2 * H + j], w[3 * H + j]
+                g = g1[j] + g2[j]
                 dan = g * (_ONE - z) * (_ONE - n * n)
-                dar = dan * hn * r * (_ONE - r)
-                daz = g * (h[b, j] - n) * z * (_ONE - z)
-                danr = dan * r
-                da[b, j] = dar
-                da[b, H + j] = daz
-                da[b, 2 * H + j] = dan
-                da[b, 3 * H + j] = danr
-                drec[b, j] = dar
-                drec[b, H + j] = daz
-                drec[b, 2 * H + j] = danr
-                dhz[b, j] = g * z
+                row[j] = dan * hn * r * (_ONE - r)
+                row[H + j] = g * (hp[j] - n) * z * (_ONE - z)
+                row[2 * H + j] = dan
+                row[3 * H + j] = dan * r
+                dz_[j] = g * z
+            for k in range(2 * H):
+                dr[k] = row[k]
+            for j in range(H):
+                dr[2 * H + j] = row[3 * H + j]
+            out = da[b]
+            for k in range(4 * H):
+                out[k] = row[k]
+
+    @_jit
+    def scatter_add(target, idx, rows):
+        """target[idx[n]] += rows[n] for every n; target (V, G) C-contiguous."""
+        for n in range(idx.shape[0]):
+            t, r = target[idx[n]], rows[n]
+            for k in range(r.shape[0]):
+                t[k] += r[k]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _kernels
+
 
 def scatter_add_rows(target: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
     """target[idx[n]] += rows[n] for every n (repeated indices accumulate): the gradient of a
@@ -12,6 +14,11 @@ def scatter_add_rows(target: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> N
 
     target (V, G) (may be a transposed view), idx (N,) ints in [0, V), rows (N, G)."""
     if len(idx) == 0:
+        return
+    if _kernels.AVAILABLE and _kernels.enabled():  # one compiled pass over the rows
+        acc = np.zeros(target.shape, dtype=rows.dtype)
+        _kernels.scatter_add(acc, np.ascontiguousarray(idx), rows)
+        target += acc
         return
     order = np.argsort(idx, kind="stable")
     sidx = idx[order]
