@@ -17,7 +17,7 @@ def scatter_add_rows(target: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> N
         return
     if _kernels.AVAILABLE and _kernels.enabled():  # one compiled pass over the rows
         acc = np.zeros(target.shape, dtype=rows.dtype)
-        _kernels.scatter_add(acc, np.ascontiguousarray(idx), rows)
+        _kernels.scatter_add(acc, np.ascontiguousarray(idx, dtype=np.int64), rows)
         target += acc
         return
     order = np.argsort(idx, kind="stable")

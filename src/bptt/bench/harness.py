@@ -40,6 +40,16 @@ def _blas_limit(n: int):
     return threadpool_limits(limits=n)
 
 
+def _kernels_line() -> str:
+    from .. import _kernels
+
+    if not _kernels.enabled():
+        return "bptt float32 kernels off (NumPy path)"
+    import numba
+
+    return f"bptt float32 kernels: Numba {numba.__version__}"
+
+
 def gemm_gflops(n: int = 1024, repeats: int = 7) -> float:
     """NumPy float32 (n x n) @ (n x n): GFLOP/s, median of `repeats` after one warm-up."""
     rng = np.random.default_rng(0)
@@ -104,7 +114,7 @@ def run_bench(
         torch.set_num_threads(threads)
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"), "machine": _machine(), "threads": threads,
-        "repeats": repeats, "warmup": warmup, "versions": {}, "cases": [],
+        "repeats": repeats, "warmup": warmup, "versions": {}, "cases": [], "kernels": _kernels_line(),
         "flops": "3 * 2 * T * B * (G*H*H + H*V): recurrent and readout products, forward + 2 backward",
     }
     with _blas_limit(threads):
@@ -166,7 +176,8 @@ def markdown(results: dict[str, Any]) -> str:
     names = list(results["cases"][0]["contenders"]) if results["cases"] else ["bptt"]
     v = ", ".join(f"{n} {results['versions'].get(n, '?')}" for n in names)
     lines = [
-        f"{results['machine']}; {results['threads']} thread(s) for all; {v}; NumPy {np.__version__}; {results['date']}.",
+        f"{results['machine']}; {results['threads']} thread(s) for all; {v}; NumPy {np.__version__}; "
+        f"{results.get('kernels', 'kernels unknown')}; {results['date']}.",
         f"Median of {results['repeats']} alternated repeats after {results['warmup']} warm-up rounds; "
         f"GEMM roofline {results['gemm_gflops']:.1f} GFLOP/s (NumPy float32 1024^3); FLOPs = {results['flops']}.",
         "",

@@ -52,7 +52,7 @@ HELP = {
     "patience": "stop early after this many evaluations without improvement (0: off)",
     "dtype": "float32 or float64",
     "seed": "seed of all randomness (initial weights, batches)",
-    "threads": "BLAS threads (0: the default, 1)",
+    "threads": "BLAS threads (0: the usable cores, at most 2; use 1 on a machine shared with other jobs)",
     "out": "run folder (default: runs/<timestamp>)",
     "sample_length": "text: characters sampled at the end",
     "progress": "show a progress bar",

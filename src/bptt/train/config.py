@@ -64,7 +64,7 @@ class TrainConfig:
     # numerics and reproducibility
     dtype: str = "float32"
     seed: int = 0
-    threads: int = 0  # BLAS threads; 0: the default (1)
+    threads: int = 0  # BLAS threads; 0: the default (default_threads(): the usable cores, at most 2)
     # output
     out: str = ""  # run folder; empty: runs/<timestamp>
     sample_length: int = 400

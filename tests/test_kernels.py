@@ -1,0 +1,179 @@
+"""The compiled float32 kernels against the NumPy reference path, and consumed tapes (full
+BPTT's in-place backward with one weight product) against the step-by-step backward."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import _kernels, full_bptt
+from bptt._ops import scatter_add_rows
+from bptt.algorithms.scan import scan_backward, scan_forward
+from bptt.cells import make_cell
+from bptt.diagnostics import random_problem, relative_error, standard_cases
+
+needs_numba = pytest.mark.skipif(not _kernels.AVAILABLE, reason="numba is not installed")
+CELLS = ["elman", "gru", "lstm"]
+
+
+@needs_numba
+def test_tanh32_is_float32_accurate():
+    x = np.concatenate([np.linspace(-12, 12, 400_001), [0.0, 1e-30, -1e-30, 1e-6, 50.0, -50.0, 1e30]])
+    x = x.astype(np.float32)
+    y = np.empty_like(x)
+    _kernels.tanh_(x, y)
+    ref = np.tanh(x.astype(np.float64))
+    err = np.abs(y - ref)
+    assert err.max() <= 4e-7  # a few float32 ulp of 1
+    small = np.abs(x) < 1e-3
+    assert (err[small] <= 4e-7 * np.abs(ref[small]) + 1e-37).all()  # relative near 0
+    assert (y[x == 0] == 0).all()
+    assert np.array_equal(np.sign(y), np.sign(x))
+
+
+def _step_inputs(kind, B=5, H=7, D=4, seed=0):
+    rng = np.random.default_rng(seed)
+    cell = make_cell(kind, D, H)
+    p = {k: v.astype(np.float32) for k, v in cell.init_params(rng).items()}
+    for k in p:
+        p[k] += rng.uniform(-0.5, 0.5, p[k].shape).astype(np.float32)  # non-zero biases, larger weights
+    state = cell.State(*(rng.standard_normal((B, n)).astype(np.float32) for n in cell.state_sizes().values()))
+    xp = (2 * rng.standard_normal((B, cell.gates * H))).astype(np.float32)
+    dstate = cell.State(*(rng.standard_normal((B, n)).astype(np.float32) for n in cell.state_sizes().values()))
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    return cell, p, state, xp, dstate, dout
+
+
+def _close(a, b, tol=2e-6):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.abs(a - b).max() <= tol * max(1.0, np.abs(b).max()), np.abs(a - b).max()
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", CELLS)
+def test_kernel_step_equals_numpy_step(kind):
+    """One forward and backward step, kernels on vs off, in both backward modes."""
+    cell, p, state, xp, dstate, dout = _step_inputs(kind)
+    out = {}
+    for on in (True, False):
+        with _kernels.use_kernels(on):
+            work = np.empty((xp.shape[0], cell.work_size()), np.float32)
+            new, y, cache = cell.step(p, state, xp, work=work)
+            grads = {k: np.zeros_like(v) for k, v in p.items()}
+            dprev, dxp = cell.step_back(p, cache, dstate, dout, grads)
+            dprev_c = cell.step_back_consume(p, cache, dstate, dout)  # overwrites work
+            cgrads = {k: np.zeros_like(v) for k, v in p.items()}
+            dxp_c = cell.consume_grads(p, work[None], cell.recurrent_input(cache)[None], cgrads)[0]
+            out[on] = (new, y, dprev, dxp, grads, dprev_c, dxp_c, cgrads)
+    (n1, y1, d1, x1, g1, dc1, xc1, gc1), (n0, y0, d0, x0, g0, dc0, xc0, gc0) = out[True], out[False]
+    for a, b in zip(n1 + (y1,) + d1 + (x1,) + dc1 + (xc1,), n0 + (y0,) + d0 + (x0,) + dc0 + (xc0,)):
+        assert a.dtype == np.float32
+        _close(a, b)
+    for k in g0:
+        _close(g1[k], g0[k])
+        _close(gc1[k], gc0[k])
+        _close(gc0[k], g0[k])  # the consumed step's deferred gradient is the step's own
+    _close(xc0, x0)
+    for a, b in zip(dc0, d0):
+        _close(a, b)
+
+
+@needs_numba
+@pytest.mark.parametrize("case", [c for c in standard_cases() if c.cell in CELLS and c.loss == "ce" and c.at == "every"],
+                         ids=lambda c: c.name)
+def test_float32_kernels_equal_float32_numpy_and_float64(case):
+    """Whole gradients (masks, stacks, bidirectional): compiled float32 == NumPy float32 to
+    float32 rounding, and both match float64."""
+    model = case.build()
+    p = random_problem(model, np.random.default_rng(3), masked=case.masked)
+    p64 = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
+    p32 = {k: v.astype(np.float32) for k, v in p.params.items()}
+    x32 = p.x if p.x.dtype.kind == "i" else p.x.astype(np.float32)
+    s32 = {k: type(s)(*(a.astype(np.float32) for a in s)) for k, s in p.state0.items()}
+    res = {}
+    for on in (True, False):
+        with _kernels.use_kernels(on):
+            res[on] = full_bptt(model, p32, x32, p.targets, p.mask, s32)
+    for k in p64.grads:
+        assert res[True].grads[k].dtype == np.float32
+        assert relative_error(res[True].grads[k], res[False].grads[k]) < 2e-5, k
+        assert relative_error(res[True].grads[k], p64.grads[k]) < 1e-4, k
+    assert res[True].loss == pytest.approx(p64.loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("case", [c for c in standard_cases() if c.cell in CELLS], ids=lambda c: c.name)
+def test_consumed_tape_equals_step_by_step_backward(case):
+    """float64: full BPTT's consumed tapes (one W_hh product, gradients over the caches) give
+    the step-by-step backward's gradients; the step-by-step tape stays reusable."""
+    model = case.build()
+    p = random_problem(model, np.random.default_rng(4), masked=case.masked)
+    g = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
+    b = model.check_batch(p.params, p.x, p.targets, p.mask, p.state0)
+    y, _, tapes = model.forward_levels(p.params, b.x, b.mask, b.state0, keep=True)
+    _, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
+    for _ in range(2):  # twice over the same tapes: the default backward leaves them intact
+        grads = model.zero_grads(p.params)
+        dstate0 = model.backward_levels(p.params, tapes, dy, None, grads)
+        model.add_init_grads(grads, dstate0, b.given)
+        for k in grads:
+            np.testing.assert_allclose(g.grads[k], grads[k], rtol=1e-11, atol=1e-14, err_msg=k)
+        for k in dstate0:
+            for a, c in zip(g.dstate0[k], dstate0[k]):
+                np.testing.assert_allclose(a, c, rtol=1e-11, atol=1e-14)
+
+
+def test_consumed_tape_is_released():
+    cell = make_cell("lstm", 3, 4)
+    rng = np.random.default_rng(0)
+    p = cell.init_params(rng)
+    xp = rng.standard_normal((6, 2, 16))
+    _, _, tape = scan_forward(cell, p, xp, cell.zero_state(2))
+    assert tape.work.shape == (6, 2, 16) and all(c is not None for c in tape.caches)
+    grads = {k: np.zeros_like(v) for k, v in p.items()}
+    dxp, _ = scan_backward(cell, p, tape, rng.standard_normal((6, 2, 4)), cell.zero_state(2), grads, consume=True)
+    assert all(c is None for c in tape.caches)
+    assert np.shares_memory(dxp, tape.work)  # the gradients live where the gates were
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_add_equals_add_at(dtype):
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 9, 500)
+    rows = rng.standard_normal((500, 6)).astype(dtype)
+    for on in (True, False):
+        with _kernels.use_kernels(on):
+            got = np.ones((6, 9), dtype).T  # a transposed view, as the cells pass it
+            scatter_add_rows(got, idx, rows)
+        ref = np.ones((9, 6), dtype)
+        np.add.at(ref, idx, rows)
+        np.testing.assert_allclose(got, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 0)
+
+
+def test_environment_switches_kernels_off():
+    code = "from bptt import _kernels; print(_kernels.enabled(), _kernels.active(__import__('numpy').float32))"
+    env = dict(os.environ, BPTT_KERNELS="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    assert not _kernels.active(np.float64)  # float64 never takes the kernels
+
+
+def test_kernels_leave_float64_exact_path_alone(monkeypatch):
+    """float64 steps must not reach the compiled kernels (they would be float32-accurate)."""
+    if not _kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+
+    def boom(*a, **k):
+        raise AssertionError("float64 reached a float32 kernel")
+
+    for name in ("lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "elman_fwd", "elman_bwd"):
+        monkeypatch.setattr(_kernels, name, boom)
+    case = next(c for c in standard_cases() if c.cell == "lstm")
+    model = case.build()
+    p = random_problem(model, np.random.default_rng(0), masked=case.masked)
+    full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
+    m = bptt.Model(5, [bptt.Recurrent("gru", 4), bptt.Recurrent("elman", 3), bptt.Dense(5)], tokens=True)
+    params = m.init_params(0)
+    full_bptt(m, params, np.zeros((3, 2), int), np.zeros((3, 2), int))
