@@ -102,60 +102,39 @@ def scan_backward(
     steps after the loop (`cell.consume_grads`) instead of T small ones.
     Adds the recurrent parameters' gradients into `grads`; returns dL/dxp (T, B, G) and the
     gradient with respect to the initial state (scaled by the first step's factor)."""
-    caches, mask, reverse = tape[:3]
+    caches, mask, reverse, work = tape
+    T, B = douts.shape[:2]
+    full, empty = _mask_flags(mask, T)
     if scale is not None:
         scale = np.asarray(scale, douts.dtype)[..., None]  # (T, B, 1), cast once
-    if consume and tape.work is not None:
-        return _scan_backward_consumed(cell, params, tape, douts, dstate, grads, scale)
-    T = len(caches)
-    B = douts.shape[1]
-    G = cell.gates * cell.hidden_size
-    dxp = np.empty((T, B, G), dtype=douts.dtype)
-    full, empty = _mask_flags(mask, T)
+    consume = consume and work is not None
+    if consume:  # dL/dxp_t goes over step t's work row; W_hh's gradient waits for the end
+        dxp, h_prev = work, np.zeros((T, B, cell.hidden_size), dtype=douts.dtype)
+
+        def back(t, d, g):
+            h_prev[t] = cell.recurrent_input(caches[t])
+            d_prev = cell.step_back_consume(params, caches[t], d, g)
+            caches[t] = None  # consumed: its arrays can go
+            return d_prev
+    else:
+        dxp = np.empty((T, B, cell.gates * cell.hidden_size), dtype=douts.dtype)
+
+        def back(t, d, g):
+            d_prev, dxp[t] = cell.step_back(params, caches[t], d, g, grads)
+            return d_prev
+
     for t in _order(T, not reverse):
         if empty[t]:
             dxp[t] = 0.0
         elif full[t]:
-            dstate, dxp[t] = cell.step_back(params, caches[t], dstate, douts[t], grads)
-        else:
+            dstate = back(t, dstate, douts[t])
+        else:  # held sequences get zero gradients at this step (zero rows of dxp)
             m = mask[t][:, None]
-            d_in = state_map(lambda a: np.where(m, a, 0.0), dstate)
-            d_prev, dxp_t = cell.step_back(params, caches[t], d_in, np.where(m, douts[t], 0.0), grads)
+            d_prev = back(t, state_map(lambda a: np.where(m, a, 0.0), dstate), np.where(m, douts[t], 0.0))
             dstate = state_map(lambda a, b: np.where(m, a, b), d_prev, dstate)
-            dxp[t] = dxp_t
         if scale is not None:
             f = scale[t]
             dstate = state_map(lambda a: a * f, dstate)
+    if consume:
+        dxp = cell.consume_grads(params, work, h_prev, grads)
     return dxp, dstate
-
-
-def _scan_backward_consumed(cell, params, tape, douts, dstate, grads, scale):
-    """scan_backward(consume=True): dL/dxp_t is written over step t's work row, which the
-    backward steps of earlier times no longer read."""
-    caches, mask, reverse, work = tape
-    T = len(caches)
-    full, empty = _mask_flags(mask, T)
-    h_prev = None  # (T, B, H): what each step multiplied by W_hh, for the one weight product
-    for t in _order(T, not reverse):
-        cache = caches[t]
-        if empty[t]:
-            work[t] = 0.0
-        else:
-            hp = cell.recurrent_input(cache)
-            if h_prev is None:
-                h_prev = np.zeros((T,) + hp.shape, dtype=hp.dtype)
-            h_prev[t] = hp
-            if full[t]:
-                dstate = cell.step_back_consume(params, cache, dstate, douts[t])
-            else:  # held sequences get zero gradients here, so their rows of work are zero
-                m = mask[t][:, None]
-                d_in = state_map(lambda a: np.where(m, a, 0.0), dstate)
-                d_prev = cell.step_back_consume(params, cache, d_in, np.where(m, douts[t], 0.0))
-                dstate = state_map(lambda a, b: np.where(m, a, b), d_prev, dstate)
-            caches[t] = None  # consumed: its arrays can go
-        if scale is not None:
-            f = scale[t]
-            dstate = state_map(lambda a: a * f, dstate)
-    if h_prev is None:  # every step was empty
-        h_prev = np.zeros(work.shape[:2] + (cell.hidden_size,), dtype=work.dtype)
-    return cell.consume_grads(params, work, h_prev, grads), dstate

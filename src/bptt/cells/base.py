@@ -172,14 +172,19 @@ class Cell(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no consumed-tape backward step")
 
     def recurrent_input(self, cache: Any) -> np.ndarray:
-        """The (B, H) state the step multiplied by W_hh (h_{t-1})."""
-        raise NotImplementedError(f"{type(self).__name__} has no consumed-tape backward step")
+        """The (B, H) state the step multiplied by W_hh (h_{t-1}); by default the cache's h_prev."""
+        return cache.h_prev
 
     def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
         """After `step_back_consume` over all T steps: add the recurrent parameters' gradients
         from the work buffer (T, B, work_size) and the recurrent inputs (T, B, H); return dL/dxp
-        (T, B, G) (a view of `work`)."""
-        raise NotImplementedError(f"{type(self).__name__} has no consumed-tape backward step")
+        (T, B, G) (a view of `work`).
+
+        The default is for cells whose consumed work row is dL/dxp_t and also the gradient at
+        h W_hh^T (Elman, LSTM): dW_hh = sum_t work_t^T h_{t-1}, one product over all T*B rows."""
+        T, B, W = work.shape
+        grads["W_hh"] += work.reshape(T * B, W).T @ h_prev.reshape(T * B, -1)
+        return work
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"

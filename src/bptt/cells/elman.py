@@ -77,14 +77,6 @@ class Elman(Cell):
         self._back(cache, dstate, dout, cache.h)
         return ElmanState(cache.h @ params["W_hh"])
 
-    def recurrent_input(self, cache: ElmanCache) -> np.ndarray:
-        return cache.h_prev
-
-    def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
-        T, B, H = work.shape
-        grads["W_hh"] += work.reshape(T * B, H).T @ h_prev.reshape(T * B, -1)
-        return work
-
     def __repr__(self) -> str:
         return (
             f"Elman(input_size={self.input_size}, hidden_size={self.hidden_size}, "

@@ -116,9 +116,6 @@ class GRU(Cell):
         dhz = self._back(cache, dstate, dout, cache.work, drec)
         return GRUState(dhz + drec @ params["W_hh"])
 
-    def recurrent_input(self, cache: GRUCache) -> np.ndarray:
-        return cache.h_prev
-
     def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
         T, B, G4 = work.shape
         H = G4 // 4

@@ -97,11 +97,3 @@ class LSTM(Cell):
     def step_back_consume(self, params: Params, cache: LSTMCache, dstate: LSTMState, dout):
         dc_prev = self._back(cache, dstate, dout, cache.gates)
         return LSTMState(cache.gates @ params["W_hh"], dc_prev)
-
-    def recurrent_input(self, cache: LSTMCache) -> np.ndarray:
-        return cache.h_prev
-
-    def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
-        T, B, G = work.shape
-        grads["W_hh"] += work.reshape(T * B, G).T @ h_prev.reshape(T * B, -1)
-        return work
