@@ -31,12 +31,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import _blas
+
 try:  # an optional accelerator: the NumPy path is complete without it
     import numba as _nb
 except Exception:  # pragma: no cover - exercised where numba is missing
     _nb = None
 
 AVAILABLE = _nb is not None
+SCANS = False  # whole-scan kernels: Numba and NumPy's OpenBLAS found (set below)
 _enabled = AVAILABLE and os.environ.get("BPTT_KERNELS", "").lower() not in ("numpy", "0", "off")
 
 
@@ -73,7 +76,7 @@ if AVAILABLE:
     _A1, _A3, _A5, _A7 = f4(4.89352455891786e-03), f4(6.37261928875436e-04), f4(1.48572235717979e-05), f4(5.12229709037114e-08)
     _A9, _A11, _A13 = f4(-8.60467152213735e-11), f4(2.00018790482477e-13), f4(-2.76076847742355e-16)
     _B0, _B2, _B4, _B6 = f4(4.89352518554385e-03), f4(2.26843463243900e-03), f4(1.18534705686654e-04), f4(1.19825839466702e-06)
-    _NINE, _HALF, _ONE = f4(9.0), f4(0.5), f4(1.0)
+    _NINE, _HALF, _ONE, _ZERO = f4(9.0), f4(0.5), f4(1.0), f4(0.0)
 
     @_inline
     def tanh32(x):
@@ -102,115 +105,129 @@ if AVAILABLE:
             out[k] = tanh32(a[k])
 
     # Loops run over one row b at a time (1-D views); each loop reads and writes either the same
-    # index of an array or distinct arrays, so the compiler vectorises it. Backward kernels that
-    # may write over their input (a consumed tape) build the row in a scratch row first.
+    # index of an array or distinct arrays, so the compiler vectorises it. A row function that
+    # may write over its input (a consumed tape) builds the row in a scratch row first. The row
+    # functions are shared by the one-step kernels (called from the cells' Python steps) and the
+    # whole-scan kernels below.
+
+    @_inline
+    def _elman_row(x, a):
+        for j in range(a.shape[0]):
+            a[j] = tanh32(x[j] + a[j])
+
+    @_inline
+    def _elman_row_back(y, g1, g2, d, row):
+        H = y.shape[0]
+        for j in range(H):
+            row[j] = (g1[j] + g2[j]) * (_ONE - y[j] * y[j])
+        for j in range(H):
+            d[j] = row[j]
+
+    @_inline
+    def _lstm_row(x, a, cp, cr, hr):
+        H = cr.shape[0]
+        G = 4 * H
+        for k in range(2 * H):
+            a[k] = sigm32(x[k] + a[k])
+        for k in range(2 * H, 3 * H):
+            a[k] = tanh32(x[k] + a[k])
+        for k in range(3 * H, G):
+            a[k] = sigm32(x[k] + a[k])
+        for j in range(H):
+            cr[j] = a[H + j] * cp[j] + a[j] * a[2 * H + j]
+        for j in range(H):
+            hr[j] = a[3 * H + j] * tanh32(cr[j])
+
+    @_inline
+    def _lstm_row_back(a, cp, cr, g1, g2, gc, out, dp, row, dcs):
+        H = cr.shape[0]
+        for j in range(H):
+            tc = tanh32(cr[j])
+            gh = g1[j] + g2[j]
+            o = a[3 * H + j]
+            dcs[j] = gc[j] + gh * o * (_ONE - tc * tc)
+            row[3 * H + j] = gh * tc * o * (_ONE - o)
+        for j in range(H):
+            i, f, g, d = a[j], a[H + j], a[2 * H + j], dcs[j]
+            dp[j] = d * f
+            row[j] = d * g * i * (_ONE - i)
+            row[H + j] = d * cp[j] * f * (_ONE - f)
+            row[2 * H + j] = d * i * (_ONE - g * g)
+        for k in range(4 * H):
+            out[k] = row[k]
+
+    @_inline
+    def _gru_row(x, rc, b_hn, w, hp, hn):
+        H = hp.shape[0]
+        for k in range(2 * H):
+            w[k] = sigm32(x[k] + rc[k])
+        for j in range(H):
+            w[3 * H + j] = rc[2 * H + j] + b_hn[j]
+        for j in range(H):
+            w[2 * H + j] = tanh32(x[2 * H + j] + w[j] * w[3 * H + j])
+        for j in range(H):
+            n = w[2 * H + j]
+            hn[j] = n + w[H + j] * (hp[j] - n)
+
+    @_inline
+    def _gru_row_back(w, hp, g1, g2, out, dr, dz_, row):
+        H = hp.shape[0]
+        for j in range(H):
+            r, z, n, hn = w[j], w[H + j], w[2 * H + j], w[3 * H + j]
+            g = g1[j] + g2[j]
+            dan = g * (_ONE - z) * (_ONE - n * n)
+            row[j] = dan * hn * r * (_ONE - r)
+            row[H + j] = g * (hp[j] - n) * z * (_ONE - z)
+            row[2 * H + j] = dan
+            row[3 * H + j] = dan * r
+            dz_[j] = g * z
+        for k in range(2 * H):
+            dr[k] = row[k]
+        for j in range(H):
+            dr[2 * H + j] = row[3 * H + j]
+        for k in range(4 * H):
+            out[k] = row[k]
 
     @_jit
     def elman_fwd(xp, act):
         """act (B, H) holds h W_hh^T; becomes h' = tanh(xp + act)."""
         for b in range(act.shape[0]):
-            a, x = act[b], xp[b]
-            for j in range(a.shape[0]):
-                a[j] = tanh32(x[j] + a[j])
+            _elman_row(xp[b], act[b])
 
     @_jit
     def elman_bwd(h, dh, dout, delta):
         """delta = (dh + dout) (1 - h^2); delta may be h (then pass the same array twice)."""
-        H = h.shape[1]
-        row = np.empty(H, h.dtype)
+        row = np.empty(h.shape[1], h.dtype)
         for b in range(h.shape[0]):
-            y, g1, g2, d = h[b], dh[b], dout[b], delta[b]
-            for j in range(H):
-                row[j] = (g1[j] + g2[j]) * (_ONE - y[j] * y[j])
-            for j in range(H):
-                d[j] = row[j]
+            _elman_row_back(h[b], dh[b], dout[b], delta[b], row)
 
     @_jit
     def lstm_fwd(xp, gates, c_prev, c, h):
         """gates (B, 4H) holds h W_hh^T; becomes [i, f, g, o] of xp + it. Writes c' and h'."""
-        B, G = gates.shape
-        H = G // 4
-        for b in range(B):
-            a, x = gates[b], xp[b]
-            for k in range(2 * H):
-                a[k] = sigm32(x[k] + a[k])
-            for k in range(2 * H, 3 * H):
-                a[k] = tanh32(x[k] + a[k])
-            for k in range(3 * H, G):
-                a[k] = sigm32(x[k] + a[k])
-            cp, cr, hr = c_prev[b], c[b], h[b]
-            for j in range(H):
-                cr[j] = a[H + j] * cp[j] + a[j] * a[2 * H + j]
-            for j in range(H):
-                hr[j] = a[3 * H + j] * tanh32(cr[j])
+        for b in range(gates.shape[0]):
+            _lstm_row(xp[b], gates[b], c_prev[b], c[b], h[b])
 
     @_jit
     def lstm_bwd(gates, c_prev, c, dh, dout, dc, da, dc_prev):
-        """da (B, 4H) = dL/d[pre-activations] (may be `gates`); dc_prev = dL/dc_{t-1}."""
-        B, G = gates.shape
-        H = G // 4
-        row = np.empty(G, gates.dtype)
-        dcs = np.empty(H, gates.dtype)
-        for b in range(B):
-            a, cr, g1, g2, gc = gates[b], c[b], dh[b], dout[b], dc[b]
-            for j in range(H):
-                tc = tanh32(cr[j])
-                gh = g1[j] + g2[j]
-                o = a[3 * H + j]
-                dcs[j] = gc[j] + gh * o * (_ONE - tc * tc)
-                row[3 * H + j] = gh * tc * o * (_ONE - o)
-            cp, dp = c_prev[b], dc_prev[b]
-            for j in range(H):
-                i, f, g, d = a[j], a[H + j], a[2 * H + j], dcs[j]
-                dp[j] = d * f
-                row[j] = d * g * i * (_ONE - i)
-                row[H + j] = d * cp[j] * f * (_ONE - f)
-                row[2 * H + j] = d * i * (_ONE - g * g)
-            out = da[b]
-            for k in range(G):
-                out[k] = row[k]
+        """da (B, 4H) = dL/d[pre-activations] (may be `gates`); dc_prev = dL/dc_{t-1} (may be dc)."""
+        H = c.shape[1]
+        row, dcs = np.empty(4 * H, gates.dtype), np.empty(H, gates.dtype)
+        for b in range(gates.shape[0]):
+            _lstm_row_back(gates[b], c_prev[b], c[b], dh[b], dout[b], dc[b], da[b], dc_prev[b], row, dcs)
 
     @_jit
     def gru_fwd(xp, rec, b_hn, h, work, h_new):
         """rec (B, 3H) = h W_hh^T; work (B, 4H) <- [r, z, n, hn]; h_new = n + z (h - n)."""
-        B, H = h.shape
-        for b in range(B):
-            x, rc, w = xp[b], rec[b], work[b]
-            for k in range(2 * H):
-                w[k] = sigm32(x[k] + rc[k])
-            for j in range(H):
-                w[3 * H + j] = rc[2 * H + j] + b_hn[j]
-            for j in range(H):
-                w[2 * H + j] = tanh32(x[2 * H + j] + w[j] * w[3 * H + j])
-            hp, hn = h[b], h_new[b]
-            for j in range(H):
-                n = w[2 * H + j]
-                hn[j] = n + w[H + j] * (hp[j] - n)
+        for b in range(h.shape[0]):
+            _gru_row(xp[b], rec[b], b_hn, work[b], h[b], h_new[b])
 
     @_jit
     def gru_bwd(work, h, dh, dout, da, drec, dhz):
         """da (B, 4H) <- [da_r, da_z, da_n, da_n r] (may be `work`); drec (B, 3H) <- the gradient
         at h W_hh^T, [da_r, da_z, da_n r]; dhz <- (dh + dout) z (the direct path to h)."""
-        B, H = h.shape
-        row = np.empty(4 * H, work.dtype)
-        for b in range(B):
-            w, hp, g1, g2, dz_, dr = work[b], h[b], dh[b], dout[b], dhz[b], drec[b]
-            for j in range(H):
-                r, z, n, hn = w[j], w[H + j], w[2 * H + j], w[3 * H + j]
-                g = g1[j] + g2[j]
-                dan = g * (_ONE - z) * (_ONE - n * n)
-                row[j] = dan * hn * r * (_ONE - r)
-                row[H + j] = g * (hp[j] - n) * z * (_ONE - z)
-                row[2 * H + j] = dan
-                row[3 * H + j] = dan * r
-                dz_[j] = g * z
-            for k in range(2 * H):
-                dr[k] = row[k]
-            for j in range(H):
-                dr[2 * H + j] = row[3 * H + j]
-            out = da[b]
-            for k in range(4 * H):
-                out[k] = row[k]
+        row = np.empty(work.shape[1], work.dtype)
+        for b in range(h.shape[0]):
+            _gru_row_back(work[b], h[b], dh[b], dout[b], da[b], drec[b], dhz[b], row)
 
     @_jit
     def scatter_add(target, idx, rows):
@@ -219,6 +236,121 @@ if AVAILABLE:
             t, r = target[idx[n]], rows[n]
             for k in range(r.shape[0]):
                 t[k] += r[k]
+
+    # ---- whole scans: the time loop itself compiled, BLAS called per step (bptt._blas) ----------
+    # Step order s = 0 .. T-1 visits t = s (forward scan) or T-1-s (reversed scan); the step
+    # before t is t-1 (or t+1); the first step reads the initial state. src (N, G) and idx (T, B)
+    # give step t's input projection rows src[idx[t, b]]: the (V, G) token table and the tokens,
+    # or a dense (T*B, G) projection and arange(T*B). All arrays C-contiguous float32.
+
+    _SGEMM = _blas.find_sgemm()
+    SCANS = _SGEMM is not None
+    if SCANS:
+        from llvmlite import binding as _llvm
+        from numba import types as _t
+
+        _llvm.add_symbol("bptt_cblas_sgemm", _SGEMM)
+        _I, _P = _t.int64, _t.uintp
+        _sgemm = _t.ExternalFunction(
+            "bptt_cblas_sgemm",
+            _t.void(_t.int32, _t.int32, _t.int32, _I, _I, _I, _t.float32, _P, _I, _P, _I, _t.float32, _P, _I),
+        )
+
+        @_inline
+        def _mm(A, Bm, C, trans_b, beta):
+            """C = A @ Bm (or A @ Bm^T) + beta C, row-major with unit inner strides (cblas_sgemm)."""
+            _sgemm(101, 111, 112 if trans_b else 111, A.shape[0], C.shape[1], A.shape[1], _ONE,
+                   A.ctypes.data, A.strides[0] // 4, Bm.ctypes.data, Bm.strides[0] // 4, beta,
+                   C.ctypes.data, C.strides[0] // 4)
+
+        @_inline
+        def _at(s, T, reverse):
+            return T - 1 - s if reverse else s
+
+        @_jit
+        def elman_scan(src, idx, W, h0, work, outs, reverse):
+            """work[t] <- h_t = tanh(xp_t + h_{t-1} W^T); outs[t] <- h_t."""
+            T = work.shape[0]
+            for s in range(T):
+                t = _at(s, T, reverse)
+                hp = h0 if s == 0 else outs[_at(s - 1, T, reverse)]
+                a = work[t]
+                _mm(hp, W, a, True, _ZERO)
+                for b in range(a.shape[0]):
+                    _elman_row(src[idx[t, b]], a[b])
+                outs[t] = a
+
+        @_jit
+        def elman_scan_back(W, h0, work, douts, dh, h_prev, reverse):
+            """Consumed tape: work[t] <- delta_t, h_prev[t] <- h_{t-1}; dh: dL/dh_T in, dL/dh_0 out."""
+            T = work.shape[0]
+            row = np.empty(dh.shape[1], dh.dtype)
+            for s in range(T - 1, -1, -1):
+                t = _at(s, T, reverse)
+                h_prev[t] = h0 if s == 0 else work[_at(s - 1, T, reverse)]
+                w, g = work[t], douts[t]
+                for b in range(w.shape[0]):
+                    _elman_row_back(w[b], dh[b], g[b], w[b], row)
+                _mm(w, W, dh, False, _ZERO)
+
+        @_jit
+        def lstm_scan(src, idx, W, h0, c0, work, cs, outs, reverse):
+            """work[t] <- [i, f, g, o], cs[t] <- c_t, outs[t] <- h_t."""
+            T = work.shape[0]
+            for s in range(T):
+                t = _at(s, T, reverse)
+                p = _at(s - 1, T, reverse)
+                hp = h0 if s == 0 else outs[p]
+                cp = c0 if s == 0 else cs[p]
+                a, c, h = work[t], cs[t], outs[t]
+                _mm(hp, W, a, True, _ZERO)
+                for b in range(a.shape[0]):
+                    _lstm_row(src[idx[t, b]], a[b], cp[b], c[b], h[b])
+
+        @_jit
+        def lstm_scan_back(W, h0, c0, work, cs, outs, douts, dh, dc, h_prev, reverse):
+            """Consumed tape: work[t] <- dL/d(pre-activations), h_prev[t] <- h_{t-1};
+            dh, dc: dL/d(h_T, c_T) in, dL/d(h_0, c_0) out."""
+            T = work.shape[0]
+            H = dh.shape[1]
+            row, dcs = np.empty(4 * H, dh.dtype), np.empty(H, dh.dtype)
+            for s in range(T - 1, -1, -1):
+                t = _at(s, T, reverse)
+                p = _at(s - 1, T, reverse)
+                hp = h0 if s == 0 else outs[p]
+                cp = c0 if s == 0 else cs[p]
+                h_prev[t] = hp
+                a, c, g = work[t], cs[t], douts[t]
+                for b in range(a.shape[0]):
+                    _lstm_row_back(a[b], cp[b], c[b], dh[b], g[b], dc[b], a[b], dc[b], row, dcs)
+                _mm(a, W, dh, False, _ZERO)
+
+        @_jit
+        def gru_scan(src, idx, W, b_hn, h0, work, outs, rec, reverse):
+            """work[t] <- [r, z, n, hn], outs[t] <- h_t; rec (B, 3H) scratch."""
+            T = work.shape[0]
+            for s in range(T):
+                t = _at(s, T, reverse)
+                hp = h0 if s == 0 else outs[_at(s - 1, T, reverse)]
+                w, h = work[t], outs[t]
+                _mm(hp, W, rec, True, _ZERO)
+                for b in range(w.shape[0]):
+                    _gru_row(src[idx[t, b]], rec[b], b_hn, w[b], hp[b], h[b])
+
+        @_jit
+        def gru_scan_back(W, h0, work, outs, douts, dh, drec, h_prev, reverse):
+            """Consumed tape: work[t] <- [da_r, da_z, da_n, da_n r], h_prev[t] <- h_{t-1};
+            dh: dL/dh_T in, dL/dh_0 out; drec (B, 3H) scratch."""
+            T = work.shape[0]
+            row = np.empty(work.shape[2], dh.dtype)
+            for s in range(T - 1, -1, -1):
+                t = _at(s, T, reverse)
+                hp = h0 if s == 0 else outs[_at(s - 1, T, reverse)]
+                h_prev[t] = hp
+                w, g = work[t], douts[t]
+                for b in range(w.shape[0]):  # dh <- (dh + dout) z, the direct path, in place
+                    _gru_row_back(w[b], hp[b], dh[b], g[b], w[b], drec[b], dh[b], row)
+                _mm(drec, W, dh, False, _ONE)
 
     def _warm() -> None:
         """Compile (first time) or load (from the cache) the C-contiguous float32 versions."""
@@ -235,6 +367,14 @@ if AVAILABLE:
         scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 4)))
         scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), np.zeros((1, 5), f)[:, :4])  # GRU's strided dxp
         scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 5))[:, :4])
+        if SCANS:
+            ix, s3, g3_, g4_ = np.zeros((1, 1), i8), np.zeros((1, 1, 1), f), np.zeros((1, 1, 3), f), np.zeros((1, 1, 4), f)
+            elman_scan(s, ix, s, s, s3.copy(), s3.copy(), False)
+            elman_scan_back(s, s, s3.copy(), s3, s.copy(), s3.copy(), False)
+            lstm_scan(g, ix, np.zeros((4, 1), f), s, s, g4_.copy(), s3.copy(), s3.copy(), False)
+            lstm_scan_back(np.zeros((4, 1), f), s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), False)
+            gru_scan(g3, ix, np.zeros((3, 1), f), np.zeros(1, f), s, g4_.copy(), s3.copy(), g3.copy(), False)
+            gru_scan_back(np.zeros((3, 1), f), s, g4_.copy(), s3, s3, s.copy(), g3.copy(), s3.copy(), False)
 
     if _enabled:
         try:

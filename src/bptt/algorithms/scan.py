@@ -28,6 +28,7 @@ class Tape(NamedTuple):
     mask: np.ndarray | None  # (T, B) bool, or None
     reverse: bool
     work: np.ndarray | None = None  # (T, B, W) buffer the caches' bulk lives in (cell.work_size())
+    aux: Any = None  # a compiled scan's other buffers (cell.fused_forward), for cell.fused_backward
 
 
 def _order(T: int, reverse: bool) -> range:
@@ -54,9 +55,14 @@ def scan_forward(
     Returns the outputs (T, B, O), the state after the last step processed (t = T for a forward
     scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`."""
     T, B = xp.shape[:2]
+    full, empty = _mask_flags(mask, T)
+    if keep and full.all():  # the cell's compiled whole scan, where it has one
+        fused = cell.fused_forward(params, xp, state, reverse)
+        if fused is not None:
+            outs, state, caches, work, aux = fused
+            return outs, state, Tape(caches, mask, reverse, work, aux)
     outs = np.empty((T, B, cell.output_size), dtype=xp.dtype)
     caches: list = [None] * T if keep else []
-    full, empty = _mask_flags(mask, T)
     width = cell.work_size() if keep else None
     work = np.empty((T, B, width), dtype=xp.dtype) if width else None  # allocated once per segment
     for t in _order(T, reverse):
@@ -102,9 +108,14 @@ def scan_backward(
     steps after the loop (`cell.consume_grads`) instead of T small ones.
     Adds the recurrent parameters' gradients into `grads`; returns dL/dxp (T, B, G) and the
     gradient with respect to the initial state (scaled by the first step's factor)."""
-    caches, mask, reverse, work = tape
+    caches, mask, reverse, work, aux = tape
     T, B = douts.shape[:2]
     full, empty = _mask_flags(mask, T)
+    if consume and aux is not None and scale is None and full.all():  # the compiled backward scan
+        h_prev = np.empty((T, B, cell.hidden_size), dtype=douts.dtype)
+        dstate = cell.fused_backward(params, tape, douts, dstate, h_prev)
+        caches.release()
+        return cell.consume_grads(params, work, h_prev, grads), dstate
     if scale is not None:
         scale = np.asarray(scale, douts.dtype)[..., None]  # (T, B, 1), cast once
     consume = consume and work is not None

@@ -55,6 +55,53 @@ class TokenRows:
         return out if dtype is None else out.astype(dtype)
 
 
+class StepCaches:
+    """The per-step caches of a compiled whole scan, built on demand from its buffers (the scan
+    keeps no Python object per step). Reads like the list of caches a Python scan returns:
+    caches[t], slices, len, iteration; `caches[t] = None` (a consumed step) and `release()`
+    (every step) drop them."""
+
+    def __init__(self, build: Any, T: int) -> None:
+        self._build, self._T = build, T
+        self._gone: set[int] | None = set()  # released steps; None once all are
+
+    def __len__(self) -> int:
+        return self._T
+
+    def __getitem__(self, t: Any) -> Any:
+        if isinstance(t, slice):
+            return [self[i] for i in range(*t.indices(self._T))]
+        t = range(self._T)[t]  # negative steps, bounds (IndexError)
+        return None if self._gone is None or t in self._gone else self._build(t)
+
+    def __setitem__(self, t: int, value: Any) -> None:
+        if value is not None:
+            raise ValueError("StepCaches: a compiled scan's caches can only be released (set to None)")
+        if self._gone is not None:
+            self._gone.add(range(self._T)[t])
+
+    def __iter__(self) -> Any:
+        return (self[t] for t in range(self._T))
+
+    def release(self) -> None:
+        self._gone = None
+
+
+def scan_rows(xp: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(src, idx) with step t's projection rows src[idx[t]], for the compiled scans: the token
+    table and the tokens of a `TokenRows`, or a dense (T*B, G) projection and arange(T*B)."""
+    if isinstance(xp, TokenRows):
+        return xp.table, np.ascontiguousarray(xp.x, dtype=np.int64)
+    T, B, G = xp.shape
+    return np.ascontiguousarray(xp).reshape(T * B, G), np.arange(T * B, dtype=np.int64).reshape(T, B)
+
+
+def previous_step(t: int, T: int, reverse: bool) -> int | None:
+    """The step a scan visits before step t (None for its first step)."""
+    p = t + 1 if reverse else t - 1
+    return p if 0 <= p < T else None
+
+
 def state_map(fn, *states: NamedTuple) -> NamedTuple:
     """Apply `fn` field by field to states of the same type."""
     first = states[0]
@@ -185,6 +232,22 @@ class Cell(ABC):
         T, B, W = work.shape
         grads["W_hh"] += work.reshape(T * B, W).T @ h_prev.reshape(T * B, -1)
         return work
+
+    # ---- compiled whole scans (optional; float32 with the kernels on) -------------------------
+    def fused_forward(self, params: Params, xp: Any, state: NamedTuple, reverse: bool) -> Any:
+        """The whole forward scan (no mask, tape kept) as one compiled loop, or None where the
+        cell has none or it does not apply (float64, kernels off, another activation). Returns
+        (outs (T, B, O), final state, caches (a `StepCaches`), work buffer, aux), aux being what
+        `fused_backward` needs besides the work buffer. Same numbers as the step-by-step scan
+        with the kernels on, up to BLAS rounding."""
+        return None
+
+    def fused_backward(self, params: Params, tape: Any, douts: np.ndarray, dstate: NamedTuple,
+                       h_prev: np.ndarray) -> NamedTuple:
+        """The consumed backward scan of a `fused_forward` tape as one compiled loop: writes what
+        `step_back_consume` writes over each work row and each step's recurrent input into
+        h_prev (T, B, H); returns dL/dstate_0. The caller then calls `consume_grads`."""
+        raise NotImplementedError(f"{type(self).__name__} has no compiled backward scan")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import _kernels
 from ..activations import get_activation
-from .base import Cell, Params
+from .base import Cell, Params, StepCaches, previous_step, scan_rows
 
 
 class ElmanState(NamedTuple):
@@ -76,6 +76,28 @@ class Elman(Cell):
     def step_back_consume(self, params: Params, cache: ElmanCache, dstate: ElmanState, dout):
         self._back(cache, dstate, dout, cache.h)
         return ElmanState(cache.h @ params["W_hh"])
+
+    def fused_forward(self, params: Params, xp, state: ElmanState, reverse: bool):
+        if not (_kernels.SCANS and self._fused(xp.dtype)):
+            return None
+        src, idx = scan_rows(xp)
+        T, B = idx.shape
+        h0 = np.ascontiguousarray(state.h)
+        work = np.empty((T, B, self.hidden_size), dtype=xp.dtype)
+        outs = np.empty_like(work)
+        _kernels.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
+
+        def cache(t):
+            p = previous_step(t, T, reverse)
+            return ElmanCache(h0 if p is None else outs[p], work[t])
+
+        return outs, ElmanState(outs[0 if reverse else T - 1]), StepCaches(cache, T), work, h0
+
+    def fused_backward(self, params: Params, tape, douts, dstate: ElmanState, h_prev):
+        dh = np.array(dstate.h, dtype=douts.dtype, order="C")
+        _kernels.elman_scan_back(np.ascontiguousarray(params["W_hh"]), tape.aux, tape.work,
+                                 np.ascontiguousarray(douts), dh, h_prev, tape.reverse)
+        return ElmanState(dh)
 
     def __repr__(self) -> str:
         return (

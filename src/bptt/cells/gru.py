@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import _kernels
 from ..activations import sigmoid
-from .base import Cell, Params
+from .base import Cell, Params, StepCaches, previous_step, scan_rows
 
 
 class GRUState(NamedTuple):
@@ -124,3 +124,30 @@ class GRU(Cell):
         grads["W_hh"][2 * H :] += w2[:, 3 * H :].T @ hp
         grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
         return work[..., : 3 * H]
+
+    def fused_forward(self, params: Params, xp, state: GRUState, reverse: bool):
+        if not (_kernels.SCANS and _kernels.active(xp.dtype)):
+            return None
+        src, idx = scan_rows(xp)
+        T, B = idx.shape
+        H = self.hidden_size
+        h0 = np.ascontiguousarray(state.h)
+        work = np.empty((T, B, 4 * H), dtype=xp.dtype)
+        outs = np.empty((T, B, H), dtype=xp.dtype)
+        rec = np.empty((B, 3 * H), dtype=xp.dtype)
+        _kernels.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), params["b_hh"][2 * H :], h0, work, outs,
+                          rec, reverse)
+
+        def cache(t):
+            p = previous_step(t, T, reverse)
+            return GRUCache(h0 if p is None else outs[p], work[t])
+
+        return outs, GRUState(outs[0 if reverse else T - 1]), StepCaches(cache, T), work, (h0, outs)
+
+    def fused_backward(self, params: Params, tape, douts, dstate: GRUState, h_prev):
+        h0, outs = tape.aux
+        dh = np.array(dstate.h, dtype=douts.dtype, order="C")
+        drec = np.empty((dh.shape[0], 3 * self.hidden_size), dtype=dh.dtype)
+        _kernels.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, tape.work, outs,
+                               np.ascontiguousarray(douts), dh, drec, h_prev, tape.reverse)
+        return GRUState(dh)

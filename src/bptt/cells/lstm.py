@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _kernels
 from ..activations import sigmoid
-from .base import Cell, Params
+from .base import Cell, Params, StepCaches, previous_step, scan_rows
 
 
 class LSTMState(NamedTuple):
@@ -97,3 +97,29 @@ class LSTM(Cell):
     def step_back_consume(self, params: Params, cache: LSTMCache, dstate: LSTMState, dout):
         dc_prev = self._back(cache, dstate, dout, cache.gates)
         return LSTMState(cache.gates @ params["W_hh"], dc_prev)
+
+    def fused_forward(self, params: Params, xp, state: LSTMState, reverse: bool):
+        if not (_kernels.SCANS and _kernels.active(xp.dtype)):
+            return None
+        src, idx = scan_rows(xp)
+        T, B = idx.shape
+        H = self.hidden_size
+        h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
+        work = np.empty((T, B, 4 * H), dtype=xp.dtype)
+        cs, outs = np.empty((T, B, H), dtype=xp.dtype), np.empty((T, B, H), dtype=xp.dtype)
+        _kernels.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
+
+        def cache(t):
+            p = previous_step(t, T, reverse)
+            return LSTMCache(h0, c0, work[t], cs[t]) if p is None else LSTMCache(outs[p], cs[p], work[t], cs[t])
+
+        last = 0 if reverse else T - 1
+        return outs, LSTMState(outs[last], cs[last]), StepCaches(cache, T), work, (h0, c0, cs, outs)
+
+    def fused_backward(self, params: Params, tape, douts, dstate: LSTMState, h_prev):
+        h0, c0, cs, outs = tape.aux
+        dh = np.array(dstate.h, dtype=douts.dtype, order="C")
+        dc = np.array(dstate.c, dtype=douts.dtype, order="C")
+        _kernels.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), h0, c0, tape.work, cs, outs,
+                                np.ascontiguousarray(douts), dh, dc, h_prev, tape.reverse)
+        return LSTMState(dh, dc)

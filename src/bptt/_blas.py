@@ -1,0 +1,50 @@
+"""The float32 matrix product of NumPy's own BLAS, for compiled code (bptt._kernels).
+
+The whole-scan kernels run a time loop in compiled code and call BLAS's cblas_sgemm directly for
+each step's recurrent product: the same library, the same routine and the same thread setting
+(threadpoolctl) as NumPy's matmul, without the Python interpreter between steps.
+
+`find_sgemm()` locates NumPy's OpenBLAS (the ILP64 build PyPI wheels ship: symbol
+scipy_cblas_sgemm64_ or cblas_sgemm64_, 64-bit integers) and returns the routine's address, or
+None where NumPy links another BLAS; the time loops then stay in Python and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+
+# the ILP64 names of cblas_sgemm in NumPy's OpenBLAS (NumPy >= 2: scipy-openblas64; 1.x: openblas64_)
+_NAMES = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")
+
+
+def _numpy_openblas() -> list[str]:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except Exception:  # pragma: no cover - threadpoolctl is a dependency
+        return []
+    home = os.path.realpath(os.path.dirname(np.__file__))  # numpy/ and its numpy.libs/ beside it
+    paths = []
+    for c in ThreadpoolController().lib_controllers:
+        path = getattr(c, "filepath", None)
+        if c.internal_api == "openblas" and path and os.path.realpath(path).startswith(home):
+            paths.append(path)
+    return paths
+
+
+def find_sgemm() -> int | None:
+    """Address of NumPy's ILP64 cblas_sgemm, or None."""
+    if os.environ.get("BPTT_SCANS", "").lower() in ("python", "0", "off"):
+        return None
+    for path in _numpy_openblas():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _NAMES:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                return ctypes.cast(fn, ctypes.c_void_p).value
+    return None
