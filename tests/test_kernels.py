@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 
 import bptt
+import bptt._blas
 from bptt import _kernels, full_bptt
 from bptt._ops import scatter_add_rows
+from bptt.algorithms import TBPTT, randomized_bptt
+from bptt.algorithms.randomized import truncation_factors
 from bptt.algorithms.scan import scan_backward, scan_forward
 from bptt.cells import make_cell
+from bptt.cells.base import StepCaches
 from bptt.diagnostics import random_problem, relative_error, standard_cases
 
 needs_numba = pytest.mark.skipif(not _kernels.AVAILABLE, reason="numba is not installed")
@@ -177,3 +181,133 @@ def test_kernels_leave_float64_exact_path_alone(monkeypatch):
     m = bptt.Model(5, [bptt.Recurrent("gru", 4), bptt.Recurrent("elman", 3), bptt.Dense(5)], tokens=True)
     params = m.init_params(0)
     full_bptt(m, params, np.zeros((3, 2), int), np.zeros((3, 2), int))
+
+
+# ---- compiled whole scans ---------------------------------------------------------------------
+
+needs_scans = pytest.mark.skipif(not _kernels.SCANS, reason="no compiled scans (numba or NumPy's OpenBLAS missing)")
+
+
+def test_scans_found_with_numpys_openblas():
+    """Where NumPy ships its ILP64 OpenBLAS (PyPI wheels), the whole scans must be on."""
+    blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
+    if not (_kernels.AVAILABLE and blas.get("name") == "scipy-openblas"):
+        pytest.skip(f"NumPy's BLAS is {blas.get('name')!r}")
+    assert bptt._blas.find_sgemm() is not None
+    assert _kernels.SCANS and _kernels.scans_active(np.float32) and not _kernels.scans_active(np.float64)
+
+
+def _scan_problem(kind, tokens, T=7, B=3, H=5, D=4, seed=0):
+    cell, p, _, _, _, _ = _step_inputs(kind, B, H, D, seed)
+    rng = np.random.default_rng(seed + 1)
+    state = cell.State(*(rng.standard_normal((B, n)).astype(np.float32) for n in cell.state_sizes().values()))
+    x = rng.integers(0, D, (T, B)) if tokens else rng.standard_normal((T, B, D)).astype(np.float32)
+    return cell, p, state, cell.project(p, x)
+
+
+@needs_scans
+@pytest.mark.parametrize("tokens", [False, True], ids=["dense", "tokens"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("kind", CELLS)
+def test_compiled_scan_equals_step_loop(kind, reverse, tokens):
+    """Forward (outputs, final state, every cache) and consumed backward (dxp, W_hh/b_hh grads,
+    initial-state gradient) of the compiled scan == the Python time loop over the same kernels."""
+    cell, p, state, xp = _scan_problem(kind, tokens)
+    T, B = xp.shape[:2]
+    rng = np.random.default_rng(9)
+    douts = rng.standard_normal((T, B, cell.hidden_size)).astype(np.float32)
+    dT = cell.State(*(rng.standard_normal(a.shape).astype(np.float32) for a in state))
+    res = {}
+    for scans in (True, False):
+        with _kernels.use_kernels(True, scans=scans):
+            outs, final, tape = scan_forward(cell, p, xp, state, reverse=reverse)
+            assert (tape.aux is not None) == scans
+            caches = [tuple(np.array(a) for a in c) for c in tape.caches]
+            grads = {k: np.zeros_like(v) for k, v in p.items()}
+            dxp, d0 = scan_backward(cell, p, tape, douts, dT, grads, consume=True)
+            assert all(c is None for c in tape.caches)
+            res[scans] = (outs, final, caches, np.array(dxp), d0, grads)
+    (o1, f1, c1, x1, d1, g1), (o0, f0, c0, x0, d0, g0) = res[True], res[False]
+    _close(o1, o0)
+    for a, b in zip(f1 + d1, f0 + d0):
+        assert a.dtype == np.float32
+        _close(a, b)
+    for a, b in zip(c1, c0):
+        for u, v in zip(a, b):
+            _close(u, v)
+    _close(x1, x0)
+    for k in g0:
+        _close(g1[k], g0[k])
+
+
+@needs_scans
+@pytest.mark.parametrize("case", [c for c in standard_cases() if c.cell in CELLS and c.loss == "ce" and c.at == "every"
+                                  and not c.masked], ids=lambda c: c.name)
+def test_compiled_scans_in_models_equal_step_loops(case):
+    """Whole models (stacks, bidirectional): full BPTT with the compiled scans == with the
+    Python time loops over the same kernels (float32) and == float64 to float32 rounding."""
+    model = case.build()
+    p = random_problem(model, np.random.default_rng(5), masked=False)
+    p64 = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
+    p32 = {k: v.astype(np.float32) for k, v in p.params.items()}
+    x32 = p.x if p.x.dtype.kind == "i" else p.x.astype(np.float32)
+    s32 = {k: type(s)(*(a.astype(np.float32) for a in s)) for k, s in p.state0.items()}
+    res = {}
+    for scans in (True, False):
+        with _kernels.use_kernels(True, scans=scans):
+            res[scans] = full_bptt(model, p32, x32, p.targets, None, s32)
+    for k in p64.grads:
+        assert relative_error(res[True].grads[k], res[False].grads[k]) < 2e-5, k
+        assert relative_error(res[True].grads[k], p64.grads[k]) < 1e-4, k
+    for k in p64.dstate0:
+        for a, b in zip(res[True].dstate0[k], res[False].dstate0[k]):
+            _close(a, b, 2e-5)
+
+
+@needs_scans
+@pytest.mark.parametrize("kind", CELLS)
+def test_compiled_scan_tapes_serve_truncated_and_randomized_backward(kind):
+    """Tapes of compiled scans read step by step (TBPTT k1 < k2, ARTBP's scaled messages) give
+    the gradients of Python-loop tapes."""
+    model = bptt.Model(6, [bptt.Recurrent(kind, 5), bptt.Dense(6)], tokens=True)
+    params = model.init_params(np.random.default_rng(2), np.float32)
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 6, (12, 3)), rng.integers(0, 6, (12, 3))
+    factors = truncation_factors(12, 3, 0.2, np.random.default_rng(4))
+    res = {}
+    for scans in (True, False):
+        with _kernels.use_kernels(True, scans=scans):
+            algo = TBPTT(model, 4, 7)
+            tb = [algo(params, x[t : t + 4], y[t : t + 4]).grads for t in range(0, 12, 4)]
+            rb = randomized_bptt(model, params, x, y, 0.2, None, factors=factors).grads
+            res[scans] = tb + [rb]
+    for a, b in zip(res[True], res[False]):
+        for k in a:
+            assert relative_error(a[k], b[k]) < 2e-5, k
+
+
+@needs_scans
+def test_step_caches_read_like_a_list():
+    cell, p, state, xp = _scan_problem("lstm", True, T=5)
+    _, _, tape = scan_forward(cell, p, xp, state)
+    caches = tape.caches
+    assert isinstance(caches, StepCaches) and len(caches) == 5
+    np.testing.assert_array_equal(caches[0].h_prev, state.h)
+    np.testing.assert_array_equal(caches[-1].c_prev, caches[3].c)
+    assert [c.gates.shape for c in caches[1:3]] == [(3, 20), (3, 20)] and len(list(caches)) == 5
+    with pytest.raises(IndexError):
+        caches[5]
+    with pytest.raises(ValueError, match="can only be released"):
+        caches[1] = caches[2]
+    caches[1] = None
+    assert caches[1] is None and caches[2] is not None
+    caches.release()
+    assert all(c is None for c in caches)
+
+
+def test_environment_keeps_step_kernels_without_scans():
+    code = ("import numpy as np; from bptt import _kernels; "
+            "print(_kernels.active(np.float32), _kernels.scans_active(np.float32))")
+    env = dict(os.environ, BPTT_KERNELS="steps")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(_kernels.AVAILABLE), "False"]

@@ -39,8 +39,10 @@ except Exception:  # pragma: no cover - exercised where numba is missing
     _nb = None
 
 AVAILABLE = _nb is not None
-SCANS = False  # whole-scan kernels: Numba and NumPy's OpenBLAS found (set below)
-_enabled = AVAILABLE and os.environ.get("BPTT_KERNELS", "").lower() not in ("numpy", "0", "off")
+SCANS = False  # the whole-scan kernels exist: Numba, NumPy's OpenBLAS found, a disk cache (set below)
+_MODE = os.environ.get("BPTT_KERNELS", "").lower()
+_enabled = AVAILABLE and _MODE not in ("numpy", "0", "off")
+_scans = _MODE != "steps"  # BPTT_KERNELS=steps: per-step kernels, time loops in Python
 
 
 def enabled() -> bool:
@@ -48,20 +50,27 @@ def enabled() -> bool:
 
 
 @contextmanager
-def use_kernels(on: bool) -> Iterator[None]:
-    """Temporarily switch the compiled float32 kernels on or off (tests compare both paths)."""
-    global _enabled
-    old = _enabled
+def use_kernels(on: bool, scans: bool | None = None) -> Iterator[None]:
+    """Temporarily switch the compiled float32 kernels on or off, and (scans) the whole-scan
+    kernels within them (tests compare the paths)."""
+    global _enabled, _scans
+    old = _enabled, _scans
     _enabled = bool(on) and AVAILABLE
+    _scans = old[1] if scans is None else bool(scans)
     try:
         yield
     finally:
-        _enabled = old
+        _enabled, _scans = old
 
 
 def active(dtype: Any) -> bool:
     """Whether a step on arrays of `dtype` uses the compiled kernels."""
     return _enabled and dtype == np.float32
+
+
+def scans_active(dtype: Any) -> bool:
+    """Whether a whole forward or consumed backward scan on `dtype` runs as one compiled loop."""
+    return SCANS and _scans and active(dtype)
 
 
 # Numba's cache lives beside this file (or in NUMBA_CACHE_DIR); where neither is writable the
@@ -243,7 +252,9 @@ if AVAILABLE:
     # give step t's input projection rows src[idx[t, b]]: the (V, G) token table and the tokens,
     # or a dense (T*B, G) projection and arange(T*B). All arrays C-contiguous float32.
 
-    _SGEMM = _blas.find_sgemm()
+    # Where no disk cache can be written they stay off: compiling them at every import would
+    # cost about 12 s (the per-step kernels, 5 s, still run).
+    _SGEMM = _blas.find_sgemm() if _CACHE else None
     SCANS = _SGEMM is not None
     if SCANS:
         from llvmlite import binding as _llvm
@@ -383,4 +394,4 @@ if AVAILABLE:
             import warnings
 
             warnings.warn(f"bptt: compiled kernels unavailable ({type(e).__name__}: {e}); using NumPy", RuntimeWarning)
-            AVAILABLE = _enabled = False
+            AVAILABLE = _enabled = SCANS = False

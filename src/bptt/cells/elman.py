@@ -78,7 +78,7 @@ class Elman(Cell):
         return ElmanState(cache.h @ params["W_hh"])
 
     def fused_forward(self, params: Params, xp, state: ElmanState, reverse: bool):
-        if not (_kernels.SCANS and self._fused(xp.dtype)):
+        if not (self._fused(xp.dtype) and _kernels.scans_active(xp.dtype)):
             return None
         src, idx = scan_rows(xp)
         T, B = idx.shape

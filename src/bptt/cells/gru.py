@@ -126,7 +126,7 @@ class GRU(Cell):
         return work[..., : 3 * H]
 
     def fused_forward(self, params: Params, xp, state: GRUState, reverse: bool):
-        if not (_kernels.SCANS and _kernels.active(xp.dtype)):
+        if not _kernels.scans_active(xp.dtype):
             return None
         src, idx = scan_rows(xp)
         T, B = idx.shape

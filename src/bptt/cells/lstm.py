@@ -99,7 +99,7 @@ class LSTM(Cell):
         return LSTMState(cache.gates @ params["W_hh"], dc_prev)
 
     def fused_forward(self, params: Params, xp, state: LSTMState, reverse: bool):
-        if not (_kernels.SCANS and _kernels.active(xp.dtype)):
+        if not _kernels.scans_active(xp.dtype):
             return None
         src, idx = scan_rows(xp)
         T, B = idx.shape
