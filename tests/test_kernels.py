@@ -267,8 +267,8 @@ def test_compiled_scans_in_models_equal_step_loops(case):
 @needs_scans
 @pytest.mark.parametrize("kind", CELLS)
 def test_compiled_scan_tapes_serve_truncated_and_randomized_backward(kind):
-    """Tapes of compiled scans read step by step (TBPTT k1 < k2, ARTBP's scaled messages) give
-    the gradients of Python-loop tapes."""
+    """Tapes of compiled scans read step by step (TBPTT k1 < k2) and consumed with scaled
+    messages (randomized truncation) give the gradients of the Python loops."""
     model = bptt.Model(6, [bptt.Recurrent(kind, 5), bptt.Dense(6)], tokens=True)
     params = model.init_params(np.random.default_rng(2), np.float32)
     rng = np.random.default_rng(3)

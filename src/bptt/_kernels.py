@@ -1,22 +1,36 @@
-"""Fused float32 elementwise kernels for the built-in cells (Numba), behind the cell interface.
+"""Compiled float32 kernels for the built-in cells (Numba), behind the cell interface.
 
 Why. At the sizes recurrent nets are trained at on a CPU the matrix products of a time step are
 small, and NumPy spends the rest of the step in a dozen elementwise calls (about 1 us of call
-overhead each, plus a pass over memory each). One compiled loop per step and direction does the
-whole elementwise part in one pass. Its tanh is a 13/6-degree rational interpolant (the one
-Eigen and XLA use for float32: x P(x^2) / Q(x^2), clamped to [-9, 9]), accurate to a few float32
-ulp (|error| <= 4e-7 everywhere, tested) and vectorised by the compiler; the sigmoid is
-(1 + tanh(a/2)) / 2.
+overhead each, plus a pass over memory each), and the Python time loop around them costs as
+much again (measured: a 128-unit Elman step took 46 us in the Python loop, of which 17 us the
+matrix product). Two levels of kernels:
+
+- Step kernels: the whole elementwise part of one step and direction in one pass (`lstm_fwd`,
+  ...), called from the cells' Python `step` / `step_back`.
+- Whole scans: the time loop itself compiled (`lstm_scan`, `lstm_scan_back`, ...): per step, the
+  recurrent product through NumPy's own BLAS routine cblas_sgemm (bptt._blas: the same library,
+  routine and thread setting as NumPy's matmul), then the same row functions as the step kernels.
+  The cells use them for a forward scan that keeps its tape and for full BPTT's consumed backward
+  scan, with no mask (`Cell.fused_forward`, `Cell.fused_backward`); masks, TBPTT's step-by-step
+  backward and user cells run the Python loop.
+
+Their tanh is a 13/6-degree rational interpolant (the one Eigen and XLA use for float32:
+x P(x^2) / Q(x^2), clamped to [-9, 9]), accurate to a few float32 ulp (|error| <= 4e-7
+everywhere, tested) and vectorised by the compiler; the sigmoid is (1 + tanh(a/2)) / 2.
 
 What stays NumPy. float64 never comes here: it runs the NumPy reference path of each cell
 (np.tanh, exact to the last bit the tests need). Every kernel has that reference beside it in
-the cell and the tests check both agree to float32 rounding. `BPTT_KERNELS=numpy` in the
-environment (or `use_kernels(False)`) switches the kernels off; without Numba installed they are
-off and nothing else changes.
+the cell and the tests check both agree to float32 rounding, and the whole scans agree with the
+Python loops over the step kernels. `BPTT_KERNELS=numpy` in the environment (or
+`use_kernels(False)`) switches all kernels off, `BPTT_KERNELS=steps` keeps the step kernels and
+the Python time loops; without Numba, or where NumPy links a BLAS other than its ILP64 OpenBLAS,
+the corresponding kernels are off and nothing else changes.
 
-Loading. The kernels are compiled once to Numba's on-disk cache (about 5 s, on the first import
-after installing) and loaded when bptt is imported (about 0.6 s and 60 MiB resident, most of it
-LLVM), so a training step never waits for a compiler and its memory is the step's own.
+Loading. The kernels are compiled once to Numba's on-disk cache (about 15 s, on the first import
+after installing) and loaded when bptt is imported (about 0.5 s and 65 MiB resident, most of it
+LLVM), so a training step never waits for a compiler and its memory is the step's own. Where no
+cache can be written the step kernels compile at every import (about 5 s) and the scans stay off.
 
 Aliasing. Each kernel reads all inputs of an element before writing its outputs and no element
 reads another's outputs, so an output may be the same array as an input (the backward kernels
@@ -278,6 +292,15 @@ if AVAILABLE:
         def _at(s, T, reverse):
             return T - 1 - s if reverse else s
 
+        @_inline
+        def _scale_rows(d, scale, t):
+            """d[b] *= scale[t, b] (the message factors of randomized truncation; none if empty)."""
+            if scale.shape[0] > 0:
+                for b in range(d.shape[0]):
+                    f, r = scale[t, b], d[b]
+                    for j in range(r.shape[0]):
+                        r[j] *= f
+
         @_jit
         def elman_scan(src, idx, W, h0, work, outs, reverse):
             """work[t] <- h_t = tanh(xp_t + h_{t-1} W^T); outs[t] <- h_t."""
@@ -292,8 +315,9 @@ if AVAILABLE:
                 outs[t] = a
 
         @_jit
-        def elman_scan_back(W, h0, work, douts, dh, h_prev, reverse):
-            """Consumed tape: work[t] <- delta_t, h_prev[t] <- h_{t-1}; dh: dL/dh_T in, dL/dh_0 out."""
+        def elman_scan_back(W, h0, work, douts, dh, h_prev, scale, reverse):
+            """Consumed tape: work[t] <- delta_t, h_prev[t] <- h_{t-1}; dh: dL/dh_T in, dL/dh_0 out;
+            the message leaving step t is multiplied by scale[t] ((T, B), or (0, 0): none)."""
             T = work.shape[0]
             row = np.empty(dh.shape[1], dh.dtype)
             for s in range(T - 1, -1, -1):
@@ -303,6 +327,7 @@ if AVAILABLE:
                 for b in range(w.shape[0]):
                     _elman_row_back(w[b], dh[b], g[b], w[b], row)
                 _mm(w, W, dh, False, _ZERO)
+                _scale_rows(dh, scale, t)
 
         @_jit
         def lstm_scan(src, idx, W, h0, c0, work, cs, outs, reverse):
@@ -319,7 +344,7 @@ if AVAILABLE:
                     _lstm_row(src[idx[t, b]], a[b], cp[b], c[b], h[b])
 
         @_jit
-        def lstm_scan_back(W, h0, c0, work, cs, outs, douts, dh, dc, h_prev, reverse):
+        def lstm_scan_back(W, h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse):
             """Consumed tape: work[t] <- dL/d(pre-activations), h_prev[t] <- h_{t-1};
             dh, dc: dL/d(h_T, c_T) in, dL/d(h_0, c_0) out."""
             T = work.shape[0]
@@ -335,6 +360,8 @@ if AVAILABLE:
                 for b in range(a.shape[0]):
                     _lstm_row_back(a[b], cp[b], c[b], dh[b], g[b], dc[b], a[b], dc[b], row, dcs)
                 _mm(a, W, dh, False, _ZERO)
+                _scale_rows(dh, scale, t)
+                _scale_rows(dc, scale, t)
 
         @_jit
         def gru_scan(src, idx, W, b_hn, h0, work, outs, rec, reverse):
@@ -349,7 +376,7 @@ if AVAILABLE:
                     _gru_row(src[idx[t, b]], rec[b], b_hn, w[b], hp[b], h[b])
 
         @_jit
-        def gru_scan_back(W, h0, work, outs, douts, dh, drec, h_prev, reverse):
+        def gru_scan_back(W, h0, work, outs, douts, dh, drec, h_prev, scale, reverse):
             """Consumed tape: work[t] <- [da_r, da_z, da_n, da_n r], h_prev[t] <- h_{t-1};
             dh: dL/dh_T in, dL/dh_0 out; drec (B, 3H) scratch."""
             T = work.shape[0]
@@ -362,6 +389,7 @@ if AVAILABLE:
                 for b in range(w.shape[0]):  # dh <- (dh + dout) z, the direct path, in place
                     _gru_row_back(w[b], hp[b], dh[b], g[b], w[b], drec[b], dh[b], row)
                 _mm(drec, W, dh, False, _ONE)
+                _scale_rows(dh, scale, t)
 
     def _warm() -> None:
         """Compile (first time) or load (from the cache) the C-contiguous float32 versions."""
@@ -381,11 +409,11 @@ if AVAILABLE:
         if SCANS:
             ix, s3, g3_, g4_ = np.zeros((1, 1), i8), np.zeros((1, 1, 1), f), np.zeros((1, 1, 3), f), np.zeros((1, 1, 4), f)
             elman_scan(s, ix, s, s, s3.copy(), s3.copy(), False)
-            elman_scan_back(s, s, s3.copy(), s3, s.copy(), s3.copy(), False)
+            elman_scan_back(s, s, s3.copy(), s3, s.copy(), s3.copy(), s, False)
             lstm_scan(g, ix, np.zeros((4, 1), f), s, s, g4_.copy(), s3.copy(), s3.copy(), False)
-            lstm_scan_back(np.zeros((4, 1), f), s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), False)
+            lstm_scan_back(np.zeros((4, 1), f), s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False)
             gru_scan(g3, ix, np.zeros((3, 1), f), np.zeros(1, f), s, g4_.copy(), s3.copy(), g3.copy(), False)
-            gru_scan_back(np.zeros((3, 1), f), s, g4_.copy(), s3, s3, s.copy(), g3.copy(), s3.copy(), False)
+            gru_scan_back(np.zeros((3, 1), f), s, g4_.copy(), s3, s3, s.copy(), g3.copy(), s3.copy(), s, False)
 
     if _enabled:
         try:

@@ -75,6 +75,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     names = [p for p in wanted if available(p)]
     if missing:
         print(f"bench: {', '.join(missing)} not installed, measuring without (pip install \"bptt[bench]\")")
+    if args.threads is None:
+        from .train.trainer import default_threads
+
+        args.threads = default_threads()
     if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
         raise ValueError(f"expected --repeats >= 1, --warmup >= 0, --threads >= 1, received "
                          f"{args.repeats}, {args.warmup}, {args.threads}")
@@ -144,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cells", default="elman,gru,lstm", help="subset of elman,gru,lstm (default: all)")
     b.add_argument("--sizes", default="small,medium,long", help="subset of small,medium,long (default: all)")
     b.add_argument("--peers", default="", help="subset of torch,jax (default: those installed)")
-    b.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/XLA threads for every contender (default 1)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="BLAS/OpenMP/XLA threads for every contender (default: as bptt train, the usable cores, at most 2)")
     b.add_argument("--repeats", type=int, default=7, help="timed rounds (default 7)")
     b.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     b.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")

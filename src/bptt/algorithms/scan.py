@@ -3,6 +3,12 @@
 These two loops are the core of full BPTT; the other gradient algorithms order the same
 `cell.step` / `cell.step_back` calls differently.
 
+Compiled scans. Where a cell has one (the built-in cells in float32 with the kernels on, see
+bptt._kernels), an unmasked forward scan that keeps its tape, and a consumed backward scan of
+such a tape, run as one compiled loop (`cell.fused_forward`, `cell.fused_backward`) instead of
+the Python loops below; the tape then reads its per-step caches on demand from the scan's
+buffers, so the step-by-step backward (TBPTT k1 < k2) uses it unchanged.
+
 Masks. `mask` is a boolean (T, B) array; on a step where mask[t, b] is False, sequence b's state
 is HELD (state_t = state_{t-1}) and its output is zero. So a padded batch computes exactly what
 its sequences compute one by one, and a reversed scan over right-padded sequences starts each
@@ -111,9 +117,10 @@ def scan_backward(
     caches, mask, reverse, work, aux = tape
     T, B = douts.shape[:2]
     full, empty = _mask_flags(mask, T)
-    if consume and aux is not None and scale is None and full.all():  # the compiled backward scan
+    if consume and aux is not None and full.all():  # the compiled backward scan
         h_prev = np.empty((T, B, cell.hidden_size), dtype=douts.dtype)
-        dstate = cell.fused_backward(params, tape, douts, dstate, h_prev)
+        f = np.zeros((0, 0), douts.dtype) if scale is None else np.ascontiguousarray(scale, douts.dtype)
+        dstate = cell.fused_backward(params, tape, douts, f, dstate, h_prev)
         caches.release()
         return cell.consume_grads(params, work, h_prev, grads), dstate
     if scale is not None:

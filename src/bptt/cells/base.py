@@ -242,11 +242,12 @@ class Cell(ABC):
         with the kernels on, up to BLAS rounding."""
         return None
 
-    def fused_backward(self, params: Params, tape: Any, douts: np.ndarray, dstate: NamedTuple,
-                       h_prev: np.ndarray) -> NamedTuple:
+    def fused_backward(self, params: Params, tape: Any, douts: np.ndarray, scale: np.ndarray,
+                       dstate: NamedTuple, h_prev: np.ndarray) -> NamedTuple:
         """The consumed backward scan of a `fused_forward` tape as one compiled loop: writes what
         `step_back_consume` writes over each work row and each step's recurrent input into
-        h_prev (T, B, H); returns dL/dstate_0. The caller then calls `consume_grads`."""
+        h_prev (T, B, H), multiplies the message leaving step t by scale[t] ((T, B), or (0, 0)
+        for none); returns dL/dstate_0. The caller then calls `consume_grads`."""
         raise NotImplementedError(f"{type(self).__name__} has no compiled backward scan")
 
     def __repr__(self) -> str:

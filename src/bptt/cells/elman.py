@@ -93,10 +93,10 @@ class Elman(Cell):
 
         return outs, ElmanState(outs[0 if reverse else T - 1]), StepCaches(cache, T), work, h0
 
-    def fused_backward(self, params: Params, tape, douts, dstate: ElmanState, h_prev):
+    def fused_backward(self, params: Params, tape, douts, scale, dstate: ElmanState, h_prev):
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         _kernels.elman_scan_back(np.ascontiguousarray(params["W_hh"]), tape.aux, tape.work,
-                                 np.ascontiguousarray(douts), dh, h_prev, tape.reverse)
+                                 np.ascontiguousarray(douts), dh, h_prev, scale, tape.reverse)
         return ElmanState(dh)
 
     def __repr__(self) -> str:

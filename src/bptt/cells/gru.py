@@ -144,10 +144,10 @@ class GRU(Cell):
 
         return outs, GRUState(outs[0 if reverse else T - 1]), StepCaches(cache, T), work, (h0, outs)
 
-    def fused_backward(self, params: Params, tape, douts, dstate: GRUState, h_prev):
+    def fused_backward(self, params: Params, tape, douts, scale, dstate: GRUState, h_prev):
         h0, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         drec = np.empty((dh.shape[0], 3 * self.hidden_size), dtype=dh.dtype)
         _kernels.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, tape.work, outs,
-                               np.ascontiguousarray(douts), dh, drec, h_prev, tape.reverse)
+                               np.ascontiguousarray(douts), dh, drec, h_prev, scale, tape.reverse)
         return GRUState(dh)

@@ -116,10 +116,10 @@ class LSTM(Cell):
         last = 0 if reverse else T - 1
         return outs, LSTMState(outs[last], cs[last]), StepCaches(cache, T), work, (h0, c0, cs, outs)
 
-    def fused_backward(self, params: Params, tape, douts, dstate: LSTMState, h_prev):
+    def fused_backward(self, params: Params, tape, douts, scale, dstate: LSTMState, h_prev):
         h0, c0, cs, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         dc = np.array(dstate.c, dtype=douts.dtype, order="C")
         _kernels.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), h0, c0, tape.work, cs, outs,
-                                np.ascontiguousarray(douts), dh, dc, h_prev, tape.reverse)
+                                np.ascontiguousarray(douts), dh, dc, h_prev, scale, tape.reverse)
         return LSTMState(dh, dc)
