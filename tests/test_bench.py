@@ -9,7 +9,7 @@ import pytest
 
 from bptt.bench import Case, all_cases, markdown, run_bench
 from bptt.bench.contenders import make_bptt, make_torch, case_params
-from bptt.bench.harness import max_rel_error, peak_memory
+from bptt.bench.harness import max_rel_error, peak_memory, steps_per_timing, time_alternated
 from bptt.cli import main
 
 
@@ -32,6 +32,22 @@ def test_run_bench_bptt_alone_and_table():
     assert len(row["contenders"]["bptt"]["times"]) == 2 and res["gemm_gflops"] > 0
     table = markdown(res)
     assert "| elman small (D=65, H=128, B=32, T=100) |" in table and "1 thread(s) for all" in table
+
+
+def test_alternated_timings_rotate_and_repeat_steps():
+    calls = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def step(self):
+            calls.append(self.name)
+
+    times, steps = time_alternated([Fake("a"), Fake("b"), Fake("c")], repeats=3, warmup=2, min_time=0.0, pause=0.0)
+    assert steps == {"a": 1, "b": 1, "c": 1} and all(len(v) == 3 for v in times.values())
+    assert calls[:6] == ["a", "b", "c", "b", "c", "a"]  # the order rotates every round
+    assert steps_per_timing(0.03, 0.2) == 7 and steps_per_timing(0.5, 0.2) == 1 and steps_per_timing(0.0, 0.2) == 1
 
 
 def test_memory_probe_runs_in_its_own_process():

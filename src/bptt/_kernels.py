@@ -149,65 +149,78 @@ if AVAILABLE:
     @_inline
     def _lstm_row(x, a, cp, cr, hr):
         H = cr.shape[0]
-        G = 4 * H
-        for k in range(2 * H):
-            a[k] = sigm32(x[k] + a[k])
-        for k in range(2 * H, 3 * H):
-            a[k] = tanh32(x[k] + a[k])
-        for k in range(3 * H, G):
-            a[k] = sigm32(x[k] + a[k])
+        ai, af, ag, ao = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+        xi, xf, xg, xo = x[:H], x[H : 2 * H], x[2 * H : 3 * H], x[3 * H :]
         for j in range(H):
-            cr[j] = a[H + j] * cp[j] + a[j] * a[2 * H + j]
+            ai[j] = sigm32(xi[j] + ai[j])
         for j in range(H):
-            hr[j] = a[3 * H + j] * tanh32(cr[j])
+            af[j] = sigm32(xf[j] + af[j])
+        for j in range(H):
+            ag[j] = tanh32(xg[j] + ag[j])
+        for j in range(H):
+            ao[j] = sigm32(xo[j] + ao[j])
+        for j in range(H):
+            cr[j] = af[j] * cp[j] + ai[j] * ag[j]
+        for j in range(H):
+            hr[j] = ao[j] * tanh32(cr[j])
 
     @_inline
     def _lstm_row_back(a, cp, cr, g1, g2, gc, out, dp, row, dcs):
         H = cr.shape[0]
+        ai, af, ag, ao = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+        ri, rf, rg, ro = row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :]
         for j in range(H):
             tc = tanh32(cr[j])
             gh = g1[j] + g2[j]
-            o = a[3 * H + j]
+            o = ao[j]
             dcs[j] = gc[j] + gh * o * (_ONE - tc * tc)
-            row[3 * H + j] = gh * tc * o * (_ONE - o)
+            ro[j] = gh * tc * o * (_ONE - o)
         for j in range(H):
-            i, f, g, d = a[j], a[H + j], a[2 * H + j], dcs[j]
+            i, f, g, d = ai[j], af[j], ag[j], dcs[j]
             dp[j] = d * f
-            row[j] = d * g * i * (_ONE - i)
-            row[H + j] = d * cp[j] * f * (_ONE - f)
-            row[2 * H + j] = d * i * (_ONE - g * g)
+            ri[j] = d * g * i * (_ONE - i)
+            rf[j] = d * cp[j] * f * (_ONE - f)
+            rg[j] = d * i * (_ONE - g * g)
         for k in range(4 * H):
             out[k] = row[k]
 
     @_inline
     def _gru_row(x, rc, b_hn, w, hp, hn):
         H = hp.shape[0]
-        for k in range(2 * H):
-            w[k] = sigm32(x[k] + rc[k])
+        wr, wz, wn, whn = w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :]
+        xr, xz, xn = x[:H], x[H : 2 * H], x[2 * H :]
+        rr, rz, rn = rc[:H], rc[H : 2 * H], rc[2 * H :]
         for j in range(H):
-            w[3 * H + j] = rc[2 * H + j] + b_hn[j]
+            wr[j] = sigm32(xr[j] + rr[j])
         for j in range(H):
-            w[2 * H + j] = tanh32(x[2 * H + j] + w[j] * w[3 * H + j])
+            wz[j] = sigm32(xz[j] + rz[j])
         for j in range(H):
-            n = w[2 * H + j]
-            hn[j] = n + w[H + j] * (hp[j] - n)
+            whn[j] = rn[j] + b_hn[j]
+        for j in range(H):
+            wn[j] = tanh32(xn[j] + wr[j] * whn[j])
+        for j in range(H):
+            n = wn[j]
+            hn[j] = n + wz[j] * (hp[j] - n)
 
     @_inline
     def _gru_row_back(w, hp, g1, g2, out, dr, dz_, row):
         H = hp.shape[0]
+        wr, wz, wn, whn = w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :]
+        r0, r1, r2, r3 = row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :]
         for j in range(H):
-            r, z, n, hn = w[j], w[H + j], w[2 * H + j], w[3 * H + j]
+            r, z, n = wr[j], wz[j], wn[j]
             g = g1[j] + g2[j]
             dan = g * (_ONE - z) * (_ONE - n * n)
-            row[j] = dan * hn * r * (_ONE - r)
-            row[H + j] = g * (hp[j] - n) * z * (_ONE - z)
-            row[2 * H + j] = dan
-            row[3 * H + j] = dan * r
+            r0[j] = dan * whn[j] * r * (_ONE - r)
+            r1[j] = g * (hp[j] - n) * z * (_ONE - z)
+            r2[j] = dan
+            r3[j] = dan * r
             dz_[j] = g * z
+        drz, drn = dr[: 2 * H], dr[2 * H :]
         for k in range(2 * H):
-            dr[k] = row[k]
+            drz[k] = row[k]
         for j in range(H):
-            dr[2 * H + j] = row[3 * H + j]
+            drn[j] = r3[j]
         for k in range(4 * H):
             out[k] = row[k]
 

@@ -131,7 +131,7 @@ class Model:
         return dtype
 
     def zero_grads(self, params: Params) -> Params:
-        return {k: np.zeros_like(v) for k, v in params.items()}
+        return {k: np.zeros(v.shape, v.dtype) for k, v in params.items()}  # calloc'd: no pass over memory
 
     # ---- inputs ----------------------------------------------------------------------------
     def check_batch(

@@ -10,6 +10,7 @@ flags (one thread: Eigen's thread pool off).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -69,19 +70,39 @@ def max_rel_error(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-30)) for k in b)
 
 
-def time_alternated(contenders: list, repeats: int, warmup: int) -> dict[str, list[float]]:
+def steps_per_timing(warm_seconds: float, min_time: float) -> int:
+    """Consecutive steps in one timing: enough for it to last about `min_time` seconds, given one
+    warm-up step's duration (at least 1)."""
+    if not warm_seconds > 0:
+        return 1
+    return max(1, math.ceil(min_time / warm_seconds))
+
+
+def time_alternated(
+    contenders: list, repeats: int, warmup: int, min_time: float = 0.2, pause: float = 0.02
+) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Every round runs each contender once, the order rotating; the first `warmup` rounds are
-    not kept."""
+    not kept. After warm-up, a timing is n consecutive steps lasting about `min_time` seconds
+    (n per contender, from its last warm-up step), preceded by a `pause`: the thread pools of
+    the contender before (OpenMP, OpenBLAS, Eigen) spin for a while after their last call and
+    would otherwise take the cores from the next one's first step. Returns the seconds per step
+    of each timing and each contender's n."""
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    steps = {c.name: 1 for c in contenders}
     for r in range(warmup + repeats):
         order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
         for c in order:
+            n = steps[c.name] if r >= warmup else 1
+            time.sleep(pause)
             t0 = time.perf_counter()
-            c.step()
-            dt = time.perf_counter() - t0
+            for _ in range(n):
+                c.step()
+            dt = (time.perf_counter() - t0) / n
             if r >= warmup:
                 times[c.name].append(dt)
-    return times
+            elif r == warmup - 1:
+                steps[c.name] = steps_per_timing(dt, min_time)
+    return times, steps
 
 
 def peak_memory(case: Case, name: str, threads: int, steps: int = 3) -> dict[str, float] | None:
@@ -136,14 +157,14 @@ def run_bench(
                 check[c.name] = max(max_rel_error(g, ref), abs(loss - ref_loss) / abs(ref_loss))
                 if not check[c.name] <= GRAD_TOL:
                     raise RuntimeError(f"{case.name}: {c.name}'s gradients differ from bptt's by {check[c.name]:.2e}")
-            times = time_alternated(contenders, repeats, warmup)
+            times, steps = time_alternated(contenders, repeats, warmup)
             row: dict[str, Any] = {"case": case.name, "cell": case.cell, "size": case.size,
                                    "flops": case.flops, "grad_check": check, "contenders": {}}
             for c in contenders:
                 med = statistics.median(times[c.name])
                 row["contenders"][c.name] = {
                     "median_s": med, "tokens_per_s": case.tokens / med, "gflops": case.flops / med / 1e9,
-                    "times": times[c.name], "compile_s": c.compile_seconds,
+                    "times": times[c.name], "steps_per_timing": steps[c.name], "compile_s": c.compile_seconds,
                 }
             peers = [n for n in row["contenders"] if n != "bptt"]
             if peers:
@@ -178,7 +199,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"{results['machine']}; {results['threads']} thread(s) for all; {v}; NumPy {np.__version__}; "
         f"{results.get('kernels', 'kernels unknown')}; {results['date']}.",
-        f"Median of {results['repeats']} alternated repeats after {results['warmup']} warm-up rounds; "
+        f"Median of {results['repeats']} alternated repeats after {results['warmup']} warm-up rounds, each timing "
+        "about 0.2 s of consecutive steps after a 20 ms pause; "
         f"GEMM roofline {results['gemm_gflops']:.1f} GFLOP/s (NumPy float32 1024^3); FLOPs = {results['flops']}.",
         "",
         "| case | " + " | ".join(f"{n} tok/s" for n in names) + " | bptt / fastest peer | bptt GFLOP/s (% GEMM) | "

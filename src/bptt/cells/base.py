@@ -30,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from .. import _checks
-from .._ops import scatter_add_rows
+from .._ops import index_sums
 
 Params = dict[str, np.ndarray]
 State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
@@ -181,10 +181,12 @@ class Cell(ABC):
         no dx is returned."""
         T, B, G = dxp.shape
         d2 = dxp.reshape(T * B, G)
-        self._fold_bias_back(grads, d2.sum(axis=0))
-        if x.ndim == 2:
-            scatter_add_rows(grads["W_ih"].T, x.reshape(-1), d2)
+        if x.ndim == 2:  # per-token sums of the rows; the bias gradient is their sum (V rows, not T*B)
+            acc = index_sums(x.reshape(-1), d2, self.input_size)
+            grads["W_ih"] += acc.T
+            self._fold_bias_back(grads, acc.sum(axis=0))
             return None
+        self._fold_bias_back(grads, d2.sum(axis=0))
         x2 = x.reshape(T * B, -1)
         grads["W_ih"] += d2.T @ x2
         if not need_dx:
