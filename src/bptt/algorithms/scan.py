@@ -62,7 +62,7 @@ def scan_forward(
     scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`."""
     T, B = xp.shape[:2]
     full, empty = _mask_flags(mask, T)
-    if keep and full.all():  # the cell's compiled whole scan, where it has one
+    if keep and T > 0 and full.all():  # the cell's compiled whole scan, where it has one
         fused = cell.fused_forward(params, xp, state, reverse)
         if fused is not None:
             outs, state, caches, work, aux = fused
