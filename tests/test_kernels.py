@@ -89,8 +89,9 @@ def test_kernel_step_equals_numpy_step(kind):
 @pytest.mark.parametrize("case", [c for c in standard_cases() if c.cell in CELLS and c.loss == "ce" and c.at == "every"],
                          ids=lambda c: c.name)
 def test_float32_kernels_equal_float32_numpy_and_float64(case):
-    """Whole gradients (masks, stacks, bidirectional): compiled float32 == NumPy float32 to
-    float32 rounding, and both match float64."""
+    """Whole gradients (masks, stacks, bidirectional): compiled float32, with the compiled time
+    loops and with Python loops over the step kernels, == NumPy float32 to float32 rounding,
+    and all match float64."""
     model = case.build()
     p = random_problem(model, np.random.default_rng(3), masked=case.masked)
     p64 = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
@@ -98,14 +99,18 @@ def test_float32_kernels_equal_float32_numpy_and_float64(case):
     x32 = p.x if p.x.dtype.kind == "i" else p.x.astype(np.float32)
     s32 = {k: type(s)(*(a.astype(np.float32) for a in s)) for k, s in p.state0.items()}
     res = {}
-    for on in (True, False):
-        with _kernels.use_kernels(on):
-            res[on] = full_bptt(model, p32, x32, p.targets, p.mask, s32)
-    for k in p64.grads:
-        assert res[True].grads[k].dtype == np.float32
-        assert relative_error(res[True].grads[k], res[False].grads[k]) < 2e-5, k
-        assert relative_error(res[True].grads[k], p64.grads[k]) < 1e-4, k
-    assert res[True].loss == pytest.approx(p64.loss, rel=1e-5)
+    for mode, on, scans in (("numpy", False, False), ("steps", True, False), ("scans", True, True)):
+        with _kernels.use_kernels(on, scans=scans):
+            res[mode] = full_bptt(model, p32, x32, p.targets, p.mask, s32)
+    for mode in ("steps", "scans"):
+        for k in p64.grads:
+            assert res[mode].grads[k].dtype == np.float32
+            assert relative_error(res[mode].grads[k], res["numpy"].grads[k]) < 2e-5, (mode, k)
+            assert relative_error(res[mode].grads[k], p64.grads[k]) < 1e-4, (mode, k)
+        for k in p64.dstate0:
+            for a, b in zip(res[mode].dstate0[k], res["numpy"].dstate0[k]):
+                _close(a, b, 2e-5)
+        assert res[mode].loss == pytest.approx(p64.loss, rel=1e-5)
 
 
 @pytest.mark.parametrize("case", [c for c in standard_cases() if c.cell in CELLS], ids=lambda c: c.name)
@@ -238,30 +243,6 @@ def test_compiled_scan_equals_step_loop(kind, reverse, tokens):
     _close(x1, x0)
     for k in g0:
         _close(g1[k], g0[k])
-
-
-@needs_scans
-@pytest.mark.parametrize("case", [c for c in standard_cases() if c.cell in CELLS and c.loss == "ce" and c.at == "every"
-                                  and not c.masked], ids=lambda c: c.name)
-def test_compiled_scans_in_models_equal_step_loops(case):
-    """Whole models (stacks, bidirectional): full BPTT with the compiled scans == with the
-    Python time loops over the same kernels (float32) and == float64 to float32 rounding."""
-    model = case.build()
-    p = random_problem(model, np.random.default_rng(5), masked=False)
-    p64 = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
-    p32 = {k: v.astype(np.float32) for k, v in p.params.items()}
-    x32 = p.x if p.x.dtype.kind == "i" else p.x.astype(np.float32)
-    s32 = {k: type(s)(*(a.astype(np.float32) for a in s)) for k, s in p.state0.items()}
-    res = {}
-    for scans in (True, False):
-        with _kernels.use_kernels(True, scans=scans):
-            res[scans] = full_bptt(model, p32, x32, p.targets, None, s32)
-    for k in p64.grads:
-        assert relative_error(res[True].grads[k], res[False].grads[k]) < 2e-5, k
-        assert relative_error(res[True].grads[k], p64.grads[k]) < 1e-4, k
-    for k in p64.dstate0:
-        for a, b in zip(res[True].dstate0[k], res[False].dstate0[k]):
-            _close(a, b, 2e-5)
 
 
 @needs_scans
