@@ -32,3 +32,62 @@ def scatter_add_rows(target: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> N
     target (V, G) (may be a transposed view), idx (N,) ints in [0, V), rows (N, G)."""
     if len(idx):
         target += index_sums(idx, rows, target.shape[0])
+
+
+class BufferPool:
+    """Large scratch arrays kept between training steps and handed out again only once nothing
+    else references them.
+
+    Why. A training step allocates its tape (a 100-step LSTM of 512 units at batch 32: a 26 MB
+    gate buffer, three 6.5 MB state buffers) and frees it at the end. Where a step's big arrays
+    add up to more than glibc's trim threshold (twice its adaptive mmap threshold, so about 52 MB),
+    the freed memory goes back to the OS and the next step faults every page in again: measured
+    on that LSTM, 5,200 page faults and 35 ms of system time in a 236 ms step.
+
+    `empty(shape, dtype)` returns an array that no one else holds: a pooled one of that shape
+    and dtype whose only references are the pool's (every view of an array holds its base, so a
+    returned output, a tape or a gradient view keeps its buffer out of reuse), else a new one.
+    Contents are undefined, as with np.empty. Arrays under `min_bytes` are left to malloc; the
+    pool keeps at most `size` arrays, dropping the least recently used unreferenced ones first.
+    """
+
+    def __init__(self, size: int = 16, min_bytes: int = 1 << 20) -> None:
+        import threading
+
+        self.size, self.min_bytes = size, min_bytes
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._idle = self._references([np.empty(1)], 0)  # an array only a list holds
+
+    @staticmethod
+    def _references(arrays: list[np.ndarray], i: int) -> int:
+        import sys
+
+        return sys.getrefcount(arrays[i])
+
+    def _free(self, i: int) -> bool:
+        return self._references(self._arrays, i) <= self._idle
+
+    def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        shape = tuple(int(n) for n in shape)
+        if int(np.prod(shape)) * dtype.itemsize < self.min_bytes:
+            return np.empty(shape, dtype)
+        arrays = self._arrays
+        with self._lock:
+            for i in range(len(arrays) - 1, -1, -1):
+                if arrays[i].shape == shape and arrays[i].dtype == dtype and self._free(i):
+                    arrays.append(arrays.pop(i))
+                    return arrays[-1]
+            arrays.append(np.empty(shape, dtype))
+            while len(arrays) > self.size:
+                free = [i for i in range(len(arrays) - 1) if self._free(i)]
+                arrays.pop(free[0] if free else 0)
+            return arrays[-1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._arrays.clear()
+
+
+buffers = BufferPool()

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._ops import buffers
 from ..cells.base import Cell, Params, state_map
 
 
@@ -67,10 +68,10 @@ def scan_forward(
         if fused is not None:
             outs, state, caches, work, aux = fused
             return outs, state, Tape(caches, mask, reverse, work, aux)
-    outs = np.empty((T, B, cell.output_size), dtype=xp.dtype)
+    outs = buffers.empty((T, B, cell.output_size), xp.dtype)
     caches: list = [None] * T if keep else []
     width = cell.work_size() if keep else None
-    work = np.empty((T, B, width), dtype=xp.dtype) if width else None  # allocated once per segment
+    work = buffers.empty((T, B, width), xp.dtype) if width else None  # allocated once per segment
     for t in _order(T, reverse):
         if empty[t]:  # nothing to compute: every sequence holds its state
             outs[t] = 0.0
@@ -118,7 +119,7 @@ def scan_backward(
     T, B = douts.shape[:2]
     full, empty = _mask_flags(mask, T)
     if consume and aux is not None and full.all():  # the compiled backward scan
-        h_prev = np.empty((T, B, cell.hidden_size), dtype=douts.dtype)
+        h_prev = buffers.empty((T, B, cell.hidden_size), douts.dtype)
         f = np.zeros((0, 0), douts.dtype) if scale is None else np.ascontiguousarray(scale, douts.dtype)
         dstate = cell.fused_backward(params, tape, douts, f, dstate, h_prev)
         caches.release()

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _kernels
+from .._ops import buffers
 from ..activations import get_activation
 from .base import Cell, Params, StepCaches, previous_step, scan_rows
 
@@ -83,8 +84,8 @@ class Elman(Cell):
         src, idx = scan_rows(xp)
         T, B = idx.shape
         h0 = np.ascontiguousarray(state.h)
-        work = np.empty((T, B, self.hidden_size), dtype=xp.dtype)
-        outs = np.empty_like(work)
+        work = buffers.empty((T, B, self.hidden_size), xp.dtype)
+        outs = buffers.empty((T, B, self.hidden_size), xp.dtype)
         _kernels.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
 
         def cache(t):

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _kernels
+from .._ops import buffers
 from ..activations import sigmoid
 from .base import Cell, Params, StepCaches, previous_step, scan_rows
 
@@ -132,8 +133,8 @@ class GRU(Cell):
         T, B = idx.shape
         H = self.hidden_size
         h0 = np.ascontiguousarray(state.h)
-        work = np.empty((T, B, 4 * H), dtype=xp.dtype)
-        outs = np.empty((T, B, H), dtype=xp.dtype)
+        work = buffers.empty((T, B, 4 * H), xp.dtype)
+        outs = buffers.empty((T, B, H), xp.dtype)
         rec = np.empty((B, 3 * H), dtype=xp.dtype)
         _kernels.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), params["b_hh"][2 * H :], h0, work, outs,
                           rec, reverse)

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _kernels
+from .._ops import buffers
 from ..activations import sigmoid
 from .base import Cell, Params, StepCaches, previous_step, scan_rows
 
@@ -105,8 +106,8 @@ class LSTM(Cell):
         T, B = idx.shape
         H = self.hidden_size
         h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
-        work = np.empty((T, B, 4 * H), dtype=xp.dtype)
-        cs, outs = np.empty((T, B, H), dtype=xp.dtype), np.empty((T, B, H), dtype=xp.dtype)
+        work = buffers.empty((T, B, 4 * H), xp.dtype)
+        cs, outs = buffers.empty((T, B, H), xp.dtype), buffers.empty((T, B, H), xp.dtype)
         _kernels.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
 
         def cache(t):

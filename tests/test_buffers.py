@@ -1,0 +1,82 @@
+"""The buffer pool: scratch arrays come back only when nothing else holds them."""
+
+import numpy as np
+
+import bptt
+from bptt import full_bptt
+from bptt._ops import BufferPool, buffers
+from bptt.algorithms.scan import scan_backward, scan_forward
+from bptt.cells import make_cell
+
+
+def test_pool_reuses_only_unreferenced_arrays():
+    pool = BufferPool(size=4, min_bytes=0)
+    a = pool.empty((3, 4), np.float32)
+    b = pool.empty((3, 4), np.float32)
+    assert a is not b and a.shape == (3, 4) and a.dtype == np.float32
+    first = id(a)
+    del a
+    c = pool.empty((3, 4), np.float32)
+    assert id(c) == first  # a was dropped: its memory comes back
+    view = c[1:]
+    del c
+    d = pool.empty((3, 4), np.float32)
+    assert id(d) != first  # a live view holds its base
+    assert not np.shares_memory(d, view) and not np.shares_memory(d, b)
+    del view
+    assert id(pool.empty((3, 4), np.float32)) == first
+    assert pool.empty((4, 3), np.float32).shape == (4, 3)  # another shape: another array
+    assert pool.empty((3, 4), np.float64).dtype == np.float64
+
+
+def test_pool_leaves_small_arrays_to_malloc_and_keeps_at_most_size():
+    pool = BufferPool(size=3, min_bytes=1000)
+    small = pool.empty((10,), np.float32)  # 40 bytes
+    del small
+    assert len(pool._arrays) == 0
+    held = [pool.empty((300,), np.float32) for _ in range(5)]  # all referenced: 5 distinct arrays
+    assert len({id(a) for a in held}) == 5 and len(pool._arrays) == 3
+    del held[:]
+    kept = {id(a) for a in pool._arrays}
+    assert id(pool.empty((300,), np.float32)) in kept  # now unreferenced: reused
+    pool.clear()
+    assert pool._arrays == []
+
+
+def test_outputs_and_tapes_held_by_the_caller_are_not_overwritten():
+    """A caller keeps a scan's outputs and tape across later scans of the same shapes: none of
+    them is handed out again (the pool's buffers hold the compiled scans' tapes too)."""
+    rng = np.random.default_rng(0)
+    for kind in ("elman", "gru", "lstm", "jordan"):
+        cell = make_cell(kind, 3, 40)
+        p = cell.init_params(rng, np.float32)
+        xp = cell.project(p, rng.standard_normal((50, 8, 3)).astype(np.float32))
+        pool_min = buffers.min_bytes
+        buffers.min_bytes = 0  # pool every array in this test
+        try:
+            state = cell.zero_state(8, np.float32)
+            outs1, _, tape1 = scan_forward(cell, p, xp, state)
+            kept_outs, kept_work = outs1.copy(), None if tape1.work is None else tape1.work.copy()
+            for _ in range(3):
+                outs2, _, tape2 = scan_forward(cell, p, xp[::-1].copy(), state)
+                grads = {k: np.zeros_like(v) for k, v in p.items()}
+                scan_backward(cell, p, tape2, np.ones_like(outs2), cell.zero_state(8, np.float32), grads, consume=True)
+                del outs2, tape2
+            np.testing.assert_array_equal(outs1, kept_outs)
+            if kept_work is not None:
+                np.testing.assert_array_equal(tape1.work, kept_work)
+        finally:
+            buffers.min_bytes = pool_min
+
+
+def test_repeated_training_steps_give_identical_gradients():
+    model = bptt.Model(20, [bptt.Recurrent("lstm", 64), bptt.Recurrent("gru", 48), bptt.Dense(20)], tokens=True)
+    params = model.init_params(np.random.default_rng(1), np.float32)
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 20, (120, 32)), rng.integers(0, 20, (120, 32))  # 120*32*256*4 B: pooled
+    first = full_bptt(model, params, x, y)
+    for _ in range(2):
+        again = full_bptt(model, params, x, y)
+        assert again.loss == first.loss
+        for k in first.grads:
+            np.testing.assert_array_equal(again.grads[k], first.grads[k])
