@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import numpy as np
 
 from . import _kernels
@@ -52,8 +55,6 @@ class BufferPool:
     """
 
     def __init__(self, size: int = 16, min_bytes: int = 1 << 20) -> None:
-        import threading
-
         self.size, self.min_bytes = size, min_bytes
         self._arrays: list[np.ndarray] = []
         self._lock = threading.Lock()
@@ -61,8 +62,6 @@ class BufferPool:
 
     @staticmethod
     def _references(arrays: list[np.ndarray], i: int) -> int:
-        import sys
-
         return sys.getrefcount(arrays[i])
 
     def _free(self, i: int) -> bool:
