@@ -80,3 +80,40 @@ def test_repeated_training_steps_give_identical_gradients():
         assert again.loss == first.loss
         for k in first.grads:
             np.testing.assert_array_equal(again.grads[k], first.grads[k])
+
+
+def test_results_held_by_the_caller_survive_later_steps():
+    """Gradients, logits and loss gradients come from the pool too (every array pooled here):
+    what a caller keeps is never handed out again, whatever runs after it."""
+    model = bptt.Model(
+        5, [bptt.Dense(12, "tanh"), bptt.Recurrent("lstm", 16), bptt.Recurrent("gru", 8, bidirectional=True), bptt.Dense(7)]
+    )
+    params = model.init_params(np.random.default_rng(3), np.float32)
+    rng = np.random.default_rng(4)
+    batches = [
+        (rng.standard_normal((30, 6, 5)).astype(np.float32), rng.integers(0, 7, (30, 6)), rng.random((30, 6)) < 0.8)
+        for _ in range(3)
+    ]
+    for x, y, m in batches:
+        m[0] = True
+    pool_min = buffers.min_bytes
+    buffers.min_bytes = 0
+    try:
+        kept = [full_bptt(model, params, x, y, mask=m) for x, y, m in batches[:2]]
+        copies = [{k: v.copy() for k, v in g.grads.items()} for g in kept]
+        logits = model.forward(params, batches[0][0])[0]
+        logits_copy = logits.copy()
+        dy = model.loss_fn.value_and_grad(logits, batches[0][1], batches[0][2])[1]
+        dy_copy = dy.copy()
+        for _ in range(2):
+            full_bptt(model, params, *batches[2][:2], mask=batches[2][2])
+            model.forward(params, batches[1][0])
+            model.loss_fn.value_and_grad(logits * 2, batches[1][1], batches[1][2])
+        for g, c in zip(kept, copies):
+            for k in c:
+                np.testing.assert_array_equal(g.grads[k], c[k])
+        assert any(not np.array_equal(copies[0][k], copies[1][k]) for k in copies[0])
+        np.testing.assert_array_equal(logits, logits_copy)
+        np.testing.assert_array_equal(dy, dy_copy)
+    finally:
+        buffers.min_bytes = pool_min

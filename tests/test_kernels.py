@@ -38,6 +38,55 @@ def test_tanh32_is_float32_accurate():
     assert np.array_equal(np.sign(y), np.sign(x))
 
 
+@needs_numba
+def test_exp32_is_float32_accurate():
+    x = np.concatenate([np.linspace(-87, 0, 400_001), -np.logspace(-30, 1.9, 2001), [0.0, -1e-30]]).astype(np.float32)
+    y = np.empty_like(x)
+    _kernels.exp_(x, y)
+    ref = np.exp(x.astype(np.float64))
+    assert (np.abs(y / ref - 1) <= 3e-7).all(), np.abs(y / ref - 1).max()
+    assert (y[x == 0] == 1).all()
+    far = np.array([-87.5, -100.0, -1e4, -np.inf], np.float32)  # clamped: exp(-87), nothing beside a 1
+    out = np.empty_like(far)
+    _kernels.exp_(far, out)
+    assert ((out > 0) & (out <= 2e-38)).all()
+
+
+@needs_numba
+@pytest.mark.parametrize("spread", [0.1, 3.0, 300.0])
+@pytest.mark.parametrize("where", ["every", "mask", "last"])
+def test_softmax_xent_kernel_equals_numpy(spread, where):
+    """The compiled float32 cross-entropy == NumPy's float32 path == float64, to float32
+    rounding, with flat and very peaked logits, masks and last-step losses."""
+    from bptt.losses import Loss
+
+    rng = np.random.default_rng(7)
+    T, B, K = 9, 6, 13
+    y = (spread * rng.standard_normal((T, B, K))).astype(np.float32)
+    y[0, 0, 3] = y[0, 0].max() + 80.0  # a row whose other probabilities underflow
+    mask = rng.random((T, B)) < 0.7 if where == "mask" else None
+    if mask is not None:
+        mask[0] = True
+    loss = Loss("ce", at="last" if where == "last" else "every")
+    t = rng.integers(0, K, size=(B,) if where == "last" else (T, B))
+    t[..., 0] = 3
+    with _kernels.use_kernels(True):
+        l32, d32 = loss.value_and_grad(y, t, mask)
+        v32 = loss.value(y, t, mask)
+    with _kernels.use_kernels(False):
+        lnp, dnp = loss.value_and_grad(y, t, mask)
+    l64, d64 = loss.value_and_grad(y.astype(np.float64), t, mask)
+    assert d32.dtype == np.float32 and d32.shape == y.shape
+    assert v32 == l32
+    for got in (l32, lnp):
+        assert abs(got - l64) <= 1e-6 * max(1.0, abs(l64))
+    n = 1.0 / np.abs(d64).max()  # the gradients are O(1/N)
+    assert np.abs(d32 - d64).max() * n <= 1e-6
+    assert np.abs(dnp - d64).max() * n <= 1e-6
+    if mask is not None:
+        assert (d32[~mask] == 0).all()
+
+
 def _step_inputs(kind, B=5, H=7, D=4, seed=0):
     rng = np.random.default_rng(seed)
     cell = make_cell(kind, D, H)

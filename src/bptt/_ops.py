@@ -50,11 +50,11 @@ class BufferPool:
     `empty(shape, dtype)` returns an array that no one else holds: a pooled one of that shape
     and dtype whose only references are the pool's (every view of an array holds its base, so a
     returned output, a tape or a gradient view keeps its buffer out of reuse), else a new one.
-    Contents are undefined, as with np.empty. Arrays under `min_bytes` are left to malloc; the
+    Contents are undefined, as with np.empty. Arrays under `min_bytes` (256 KiB) are left to malloc; the
     pool keeps at most `size` arrays, dropping the least recently used unreferenced ones first.
     """
 
-    def __init__(self, size: int = 16, min_bytes: int = 1 << 20) -> None:
+    def __init__(self, size: int = 32, min_bytes: int = 1 << 18) -> None:
         self.size, self.min_bytes = size, min_bytes
         self._arrays: list[np.ndarray] = []
         self._lock = threading.Lock()
@@ -84,9 +84,20 @@ class BufferPool:
                 arrays.pop(free[0] if free else 0)
             return arrays[-1]
 
+    def zeros(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        a = self.empty(shape, dtype)
+        a.fill(0)
+        return a
+
     def clear(self) -> None:
         with self._lock:
             self._arrays.clear()
 
 
 buffers = BufferPool()
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for 2-D a (M, K) and b (K, N), into an (M, N) array from the buffer pool (the
+    per-step products over all T * B rows: a readout's output and input gradient)."""
+    return np.matmul(a, b, out=buffers.empty((a.shape[0], b.shape[1]), np.result_type(a, b)))

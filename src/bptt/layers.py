@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _checks
-from ._ops import scatter_add_rows
+from ._ops import matmul, scatter_add_rows
 from .activations import get_activation
 from .cells import Cell, cell_class, make_cell
 from .cells.base import Params
@@ -111,7 +111,9 @@ class Dense(Level):
 
     def forward(self, p: Params, x: np.ndarray):
         T, B, D = x.shape
-        y = self.activation.forward((x.reshape(T * B, D) @ p["W"].T + p["b"]).reshape(T, B, -1))
+        a = matmul(x.reshape(T * B, D), p["W"].T)  # (TB, size)
+        a += p["b"]
+        y = self.activation.forward(a).reshape(T, B, -1)
         return y, (x, y)
 
     def backward(self, p: Params, cache, dy: np.ndarray, g: Params, need_dx: bool):
@@ -120,7 +122,7 @@ class Dense(Level):
         d = self.activation.backward(y, dy).reshape(T * B, -1)  # (TB, size)
         g["W"] += d.T @ x.reshape(T * B, D)
         g["b"] += d.sum(axis=0)
-        return (d @ p["W"]).reshape(T, B, D) if need_dx else None
+        return matmul(d, p["W"]).reshape(T, B, D) if need_dx else None
 
     def __repr__(self) -> str:
         return f"Dense({self.size}, activation={self.activation.name!r}, name={self.name!r})"

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _kernels
+from ._ops import buffers
 
 KINDS = ("ce", "mse")
 AT = ("every", "last")
@@ -65,39 +66,46 @@ class Loss:
         return y[mask], targets[mask], mask
 
     def _terms(self, ys: np.ndarray, ts: np.ndarray, need_grad: bool):
-        """Per-position losses l (N,) and, if asked, dl/dy (N, K)."""
+        """Sum of the per-position losses l over the N rows and, if asked, dl/dy (N, K) / N."""
+        n = len(ys)
         if self.kind == "ce":
+            if _kernels.active(ys.dtype):  # float32: one compiled pass per row
+                d = buffers.empty(ys.shape, ys.dtype) if need_grad else np.empty((0, 0), ys.dtype)
+                ys = np.ascontiguousarray(ys)
+                total = _kernels.softmax_xent(ys, np.ascontiguousarray(ts, dtype=np.int64), ys.dtype.type(1.0 / n), d)
+                return total, (d if need_grad else None)
             z = ys - ys.max(axis=1, keepdims=True)
             e = np.exp(z)
             s = e.sum(axis=1, keepdims=True)
-            rows = np.arange(len(ts))
-            per = np.log(s[:, 0]) - z[rows, ts]
+            rows = np.arange(n)
+            total = (np.log(s[:, 0]) - z[rows, ts]).sum()
             if not need_grad:
-                return per, None
-            d = e / s  # softmax - onehot(target)
-            d[rows, ts] -= 1.0
-            return per, d
+                return total, None
+            e *= 1.0 / n / s  # (softmax - onehot(target)) / N
+            e[rows, ts] -= 1.0 / n
+            return total, e
         d = ys - ts
-        return 0.5 * (d * d).sum(axis=1), d
+        total = 0.5 * (d * d).sum()
+        d *= 1.0 / n
+        return total, d
 
     def value(self, y: np.ndarray, targets: np.ndarray, mask: np.ndarray | None) -> float:
         """The loss alone: (1/N) sum of l(t, b) over the N counted positions."""
         ys, ts, _ = self._select(y, targets, mask)
-        return float(self._terms(ys, ts, False)[0].sum() / len(ys))
+        return float(self._terms(ys, ts, False)[0] / len(ys))
 
     def value_and_grad(
         self, y: np.ndarray, targets: np.ndarray, mask: np.ndarray | None
     ) -> tuple[float, np.ndarray]:
         """The loss and dL/dy (same shape and dtype as y, zero at uncounted positions)."""
         ys, ts, idx = self._select(y, targets, mask)
-        n = len(ys)
-        per, d = self._terms(ys, ts, True)
-        d *= 1.0 / n
+        total, d = self._terms(ys, ts, True)
+        loss = float(total / len(ys))
         if isinstance(idx, slice):
-            return float(per.sum() / n), d.reshape(y.shape)
-        dy = np.zeros_like(y)
+            return loss, d.reshape(y.shape)
+        dy = buffers.zeros(y.shape, y.dtype)
         dy[idx] = d
-        return float(per.sum() / n), dy
+        return loss, dy
 
     def __repr__(self) -> str:
         return f"Loss({self.kind!r}, at={self.at!r})"

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _checks
+from ._ops import buffers
 from .algorithms.scan import scan_backward, scan_forward
 from .cells.base import Params
 from .layers import Level, Recurrent
@@ -131,7 +132,7 @@ class Model:
         return dtype
 
     def zero_grads(self, params: Params) -> Params:
-        return {k: np.zeros(v.shape, v.dtype) for k, v in params.items()}  # calloc'd: no pass over memory
+        return {k: buffers.zeros(v.shape, v.dtype) for k, v in params.items()}
 
     # ---- inputs ----------------------------------------------------------------------------
     def check_batch(

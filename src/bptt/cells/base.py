@@ -30,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from .. import _checks
-from .._ops import index_sums
+from .._ops import index_sums, matmul
 
 Params = dict[str, np.ndarray]
 State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
@@ -170,7 +170,9 @@ class Cell(ABC):
         if x.ndim == 2:  # tokens: one-hot(x) W_ih^T = W_ih^T[x]
             return TokenRows(W.T + b, x)
         T, B, D = x.shape
-        return (x.reshape(T * B, D) @ W.T + b).reshape(T, B, -1)
+        xp = matmul(x.reshape(T * B, D), W.T)
+        xp += b
+        return xp.reshape(T, B, -1)
 
     def project_back(
         self, params: Params, x: np.ndarray, dxp: np.ndarray, grads: Params, need_dx: bool = True
@@ -191,7 +193,7 @@ class Cell(ABC):
         grads["W_ih"] += d2.T @ x2
         if not need_dx:
             return None
-        return (d2 @ params["W_ih"]).reshape(T, B, -1)
+        return matmul(d2, params["W_ih"]).reshape(T, B, -1)
 
     # ---- one time step ---------------------------------------------------------------------
     @abstractmethod
@@ -232,7 +234,7 @@ class Cell(ABC):
         The default is for cells whose consumed work row is dL/dxp_t and also the gradient at
         h W_hh^T (Elman, LSTM): dW_hh = sum_t work_t^T h_{t-1}, one product over all T*B rows."""
         T, B, W = work.shape
-        grads["W_hh"] += work.reshape(T * B, W).T @ h_prev.reshape(T * B, -1)
+        grads["W_hh"] += matmul(work.reshape(T * B, W).T, h_prev.reshape(T * B, -1))
         return work
 
     # ---- compiled whole scans (optional; float32 with the kernels on) -------------------------

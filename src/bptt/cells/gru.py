@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _kernels
-from .._ops import buffers
+from .._ops import buffers, matmul
 from ..activations import sigmoid
 from .base import Cell, Params, StepCaches, previous_step, scan_rows
 
@@ -121,8 +121,8 @@ class GRU(Cell):
         T, B, G4 = work.shape
         H = G4 // 4
         w2, hp = work.reshape(T * B, G4), h_prev.reshape(T * B, -1)
-        grads["W_hh"][: 2 * H] += w2[:, : 2 * H].T @ hp
-        grads["W_hh"][2 * H :] += w2[:, 3 * H :].T @ hp
+        grads["W_hh"][: 2 * H] += matmul(w2[:, : 2 * H].T, hp)
+        grads["W_hh"][2 * H :] += matmul(w2[:, 3 * H :].T, hp)
         grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
         return work[..., : 3 * H]
 
