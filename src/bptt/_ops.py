@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
@@ -69,8 +70,8 @@ class BufferPool:
 
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
-        shape = tuple(int(n) for n in shape)
-        if int(np.prod(shape)) * dtype.itemsize < self.min_bytes:
+        shape = tuple(map(int, shape))
+        if math.prod(shape) * dtype.itemsize < self.min_bytes:
             return np.empty(shape, dtype)
         arrays = self._arrays
         with self._lock:
@@ -100,4 +101,4 @@ buffers = BufferPool()
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for 2-D a (M, K) and b (K, N), into an (M, N) array from the buffer pool (the
     per-step products over all T * B rows: a readout's output and input gradient)."""
-    return np.matmul(a, b, out=buffers.empty((a.shape[0], b.shape[1]), np.result_type(a, b)))
+    return np.matmul(a, b, out=buffers.empty((a.shape[0], b.shape[1]), a.dtype if a.dtype == b.dtype else np.result_type(a, b)))

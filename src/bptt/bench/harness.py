@@ -9,6 +9,7 @@ flags (one thread: Eigen's thread pool off).
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -85,14 +86,17 @@ def time_alternated(
     not kept. After warm-up, a timing is n consecutive steps lasting about `min_time` seconds
     (n per contender, from its last warm-up step), preceded by a `pause`: the thread pools of
     the contender before (OpenMP, OpenBLAS, Eigen) spin for a while after their last call and
-    would otherwise take the cores from the next one's first step. Returns the seconds per step
-    of each timing and each contender's n."""
+    would otherwise take the cores from the next one's first step. Before the pause a full
+    garbage collection, so that no contender pays for the collection of objects another one
+    (or the imports) left behind; each still pays for the collections its own steps trigger.
+    Returns the seconds per step of each timing and each contender's n."""
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
     steps = {c.name: 1 for c in contenders}
     for r in range(warmup + repeats):
         order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
         for c in order:
             n = steps[c.name] if r >= warmup else 1
+            gc.collect()
             time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(n):
