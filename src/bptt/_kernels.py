@@ -128,8 +128,9 @@ if AVAILABLE:
     # exp(x) for x <= 0 (softmax after subtracting the row maximum): x = n ln 2 + r with
     # n = round(x / ln 2) (by truncation, which rounds x / ln 2 - 1/2 to nearest for x <= 0) and
     # |r| <= ln(2) / 2, exp(r) by Cephes' degree-7 polynomial, 2^n put into the exponent bits.
-    # Relative error 1.5e-7 at most on [-87, 0] (tests allow 3e-7); below -87 (exp < 1.7e-38, nothing next to the row
-    # maximum's 1) it returns exp(-87). Written so the compiler vectorises it (no floor, no call).
+    # Relative error 1.5e-7 at most on [-87, 0] (the tests allow 3e-7); below -87 (exp < 1.7e-38,
+    # nothing next to the row maximum's 1) it returns exp(-87). Written so that the compiler
+    # vectorises it (no floor, no call).
     _LOG2E, _LN2_HI, _LN2_LO = f4(1.4426950408889634), f4(0.693145751953125), f4(1.428606765330187e-06)
     _E2, _E3, _E4, _E5, _E6, _E7 = f4(5.0000001201e-1), f4(1.6666665459e-1), f4(4.1665795894e-2), f4(8.3334519073e-3), f4(1.3981999507e-3), f4(1.9875691500e-4)
     _EXP_MIN = f4(-87.0)
