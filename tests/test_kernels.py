@@ -341,3 +341,15 @@ def test_environment_keeps_step_kernels_without_scans():
     env = dict(os.environ, BPTT_KERNELS="steps")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(_kernels.AVAILABLE), "False"]
+
+
+def test_softmax_xent_rejects_class_ids_out_of_range():
+    from bptt.losses import Loss
+
+    y = np.zeros((3, 2, 4), np.float32)
+    for bad in (4, -1):
+        t = np.zeros((3, 2), np.int64)
+        t[1, 1] = bad
+        for on in (True, False):
+            with _kernels.use_kernels(on), pytest.raises(ValueError, match="class ids"):
+                Loss("ce").value_and_grad(y, t, None)

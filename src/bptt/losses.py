@@ -69,10 +69,13 @@ class Loss:
         """Sum of the per-position losses l over the N rows and, if asked, dl/dy (N, K) / N."""
         n = len(ys)
         if self.kind == "ce":
+            ts = np.ascontiguousarray(ts, dtype=np.int64)
+            if ts.min() < 0 or ts.max() >= ys.shape[1]:  # (-1 would wrap, the kernel reads any index)
+                raise ValueError(f"targets: expected class ids in [0, {ys.shape[1]}), received "
+                                 f"values in [{ts.min()}, {ts.max()}]")
             if _kernels.active(ys.dtype):  # float32: one compiled pass per row
                 d = buffers.empty(ys.shape, ys.dtype) if need_grad else np.empty((0, 0), ys.dtype)
-                ys = np.ascontiguousarray(ys)
-                total = _kernels.softmax_xent(ys, np.ascontiguousarray(ts, dtype=np.int64), ys.dtype.type(1.0 / n), d)
+                total = _kernels.softmax_xent(np.ascontiguousarray(ys), ts, ys.dtype.type(1.0 / n), d)
                 return total, (d if need_grad else None)
             z = ys - ys.max(axis=1, keepdims=True)
             e = np.exp(z)
