@@ -368,6 +368,11 @@ if AVAILABLE:
             return T - 1 - s if reverse else s
 
         @_inline
+        def _before(first, seq, s, T, reverse):
+            """The state step s starts from: `first` for s = 0, else seq at the step before."""
+            return first if s == 0 else seq[_at(s - 1, T, reverse)]
+
+        @_inline
         def _scale_rows(d, scale, t):
             """d[b] *= scale[t, b] (the message factors of randomized truncation; none if empty)."""
             if scale.shape[0] > 0:
@@ -382,7 +387,7 @@ if AVAILABLE:
             T = work.shape[0]
             for s in range(T):
                 t = _at(s, T, reverse)
-                hp = h0 if s == 0 else outs[_at(s - 1, T, reverse)]
+                hp = _before(h0, outs, s, T, reverse)
                 a = work[t]
                 _mm(hp, W, a, True, _ZERO)
                 for b in range(a.shape[0]):
@@ -397,7 +402,7 @@ if AVAILABLE:
             row = np.empty(dh.shape[1], dh.dtype)
             for s in range(T - 1, -1, -1):
                 t = _at(s, T, reverse)
-                h_prev[t] = h0 if s == 0 else work[_at(s - 1, T, reverse)]
+                h_prev[t] = _before(h0, work, s, T, reverse)
                 w, g = work[t], douts[t]
                 for b in range(w.shape[0]):
                     _elman_row_back(w[b], dh[b], g[b], w[b], row)
@@ -410,9 +415,7 @@ if AVAILABLE:
             T = work.shape[0]
             for s in range(T):
                 t = _at(s, T, reverse)
-                p = _at(s - 1, T, reverse)
-                hp = h0 if s == 0 else outs[p]
-                cp = c0 if s == 0 else cs[p]
+                hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
                 a, c, h = work[t], cs[t], outs[t]
                 _mm(hp, W, a, True, _ZERO)
                 for b in range(a.shape[0]):
@@ -427,9 +430,7 @@ if AVAILABLE:
             row, dcs = np.empty(4 * H, dh.dtype), np.empty(H, dh.dtype)
             for s in range(T - 1, -1, -1):
                 t = _at(s, T, reverse)
-                p = _at(s - 1, T, reverse)
-                hp = h0 if s == 0 else outs[p]
-                cp = c0 if s == 0 else cs[p]
+                hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
                 h_prev[t] = hp
                 a, c, g = work[t], cs[t], douts[t]
                 for b in range(a.shape[0]):
@@ -444,7 +445,7 @@ if AVAILABLE:
             T = work.shape[0]
             for s in range(T):
                 t = _at(s, T, reverse)
-                hp = h0 if s == 0 else outs[_at(s - 1, T, reverse)]
+                hp = _before(h0, outs, s, T, reverse)
                 w, h = work[t], outs[t]
                 _mm(hp, W, rec, True, _ZERO)
                 for b in range(w.shape[0]):
@@ -458,7 +459,7 @@ if AVAILABLE:
             row = np.empty(work.shape[2], dh.dtype)
             for s in range(T - 1, -1, -1):
                 t = _at(s, T, reverse)
-                hp = h0 if s == 0 else outs[_at(s - 1, T, reverse)]
+                hp = _before(h0, outs, s, T, reverse)
                 h_prev[t] = hp
                 w, g = work[t], douts[t]
                 for b in range(w.shape[0]):  # dh <- (dh + dout) z, the direct path, in place

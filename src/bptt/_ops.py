@@ -105,5 +105,4 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for 2-D a (M, K) and b (K, N), into an (M, N) array from the buffer pool: the
     products over all T * B rows of a segment (input projections, readouts, their input
     gradients, weight gradients), whose results a training step drops at its end."""
-    dtype = a.dtype if a.dtype == b.dtype else np.result_type(a, b)
-    return np.matmul(a, b, out=buffers.empty((a.shape[0], b.shape[1]), dtype))
+    return np.matmul(a, b, out=buffers.empty((a.shape[0], b.shape[1]), np.result_type(a, b)))

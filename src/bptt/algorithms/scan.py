@@ -128,7 +128,7 @@ def scan_backward(
         scale = np.asarray(scale, douts.dtype)[..., None]  # (T, B, 1), cast once
     consume = consume and work is not None
     if consume:  # dL/dxp_t goes over step t's work row; W_hh's gradient waits for the end
-        dxp, h_prev = work, np.zeros((T, B, cell.hidden_size), dtype=douts.dtype)
+        dxp, h_prev = work, buffers.zeros((T, B, cell.hidden_size), douts.dtype)  # zero rows on empty steps
 
         def back(t, d, g):
             h_prev[t] = cell.recurrent_input(caches[t])

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from .. import _checks
-from .._ops import index_sums, matmul
+from .._ops import buffers, index_sums, matmul
 
 Params = dict[str, np.ndarray]
 State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
@@ -238,6 +238,14 @@ class Cell(ABC):
         return work
 
     # ---- compiled whole scans (optional; float32 with the kernels on) -------------------------
+    def scan_buffers(self, xp: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For a compiled forward scan: the input rows (src, idx) (`scan_rows`) and, from the
+        buffer pool, the tape's work buffer (T, B, work_size) and the outputs (T, B, H)."""
+        src, idx = scan_rows(xp)
+        T, B = idx.shape
+        work = buffers.empty((T, B, self.work_size()), xp.dtype)
+        return src, idx, work, buffers.empty((T, B, self.hidden_size), xp.dtype)
+
     def fused_forward(self, params: Params, xp: Any, state: NamedTuple, reverse: bool) -> Any:
         """The whole forward scan (no mask, tape kept) as one compiled loop, or None where the
         cell has none or it does not apply (float64, kernels off, another activation). Returns

@@ -20,9 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _kernels
-from .._ops import buffers
 from ..activations import get_activation
-from .base import Cell, Params, StepCaches, previous_step, scan_rows
+from .base import Cell, Params, StepCaches, previous_step
 
 
 class ElmanState(NamedTuple):
@@ -81,11 +80,9 @@ class Elman(Cell):
     def fused_forward(self, params: Params, xp, state: ElmanState, reverse: bool):
         if not (self._fused(xp.dtype) and _kernels.scans_active(xp.dtype)):
             return None
-        src, idx = scan_rows(xp)
-        T, B = idx.shape
+        src, idx, work, outs = self.scan_buffers(xp)
+        T = idx.shape[0]
         h0 = np.ascontiguousarray(state.h)
-        work = buffers.empty((T, B, self.hidden_size), xp.dtype)
-        outs = buffers.empty((T, B, self.hidden_size), xp.dtype)
         _kernels.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
 
         def cache(t):

@@ -31,9 +31,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _kernels
-from .._ops import buffers, matmul
+from .._ops import matmul
 from ..activations import sigmoid
-from .base import Cell, Params, StepCaches, previous_step, scan_rows
+from .base import Cell, Params, StepCaches, previous_step
 
 
 class GRUState(NamedTuple):
@@ -129,12 +129,10 @@ class GRU(Cell):
     def fused_forward(self, params: Params, xp, state: GRUState, reverse: bool):
         if not _kernels.scans_active(xp.dtype):
             return None
-        src, idx = scan_rows(xp)
+        src, idx, work, outs = self.scan_buffers(xp)
         T, B = idx.shape
         H = self.hidden_size
         h0 = np.ascontiguousarray(state.h)
-        work = buffers.empty((T, B, 4 * H), xp.dtype)
-        outs = buffers.empty((T, B, H), xp.dtype)
         rec = np.empty((B, 3 * H), dtype=xp.dtype)
         _kernels.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), params["b_hh"][2 * H :], h0, work, outs,
                           rec, reverse)

@@ -31,7 +31,7 @@ import numpy as np
 from .. import _kernels
 from .._ops import buffers
 from ..activations import sigmoid
-from .base import Cell, Params, StepCaches, previous_step, scan_rows
+from .base import Cell, Params, StepCaches, previous_step
 
 
 class LSTMState(NamedTuple):
@@ -102,12 +102,10 @@ class LSTM(Cell):
     def fused_forward(self, params: Params, xp, state: LSTMState, reverse: bool):
         if not _kernels.scans_active(xp.dtype):
             return None
-        src, idx = scan_rows(xp)
-        T, B = idx.shape
-        H = self.hidden_size
+        src, idx, work, outs = self.scan_buffers(xp)
+        T = idx.shape[0]
         h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
-        work = buffers.empty((T, B, 4 * H), xp.dtype)
-        cs, outs = buffers.empty((T, B, H), xp.dtype), buffers.empty((T, B, H), xp.dtype)
+        cs = buffers.empty(outs.shape, xp.dtype)
         _kernels.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
 
         def cache(t):
