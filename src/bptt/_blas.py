@@ -18,6 +18,8 @@ import numpy as np
 
 # the ILP64 names of cblas_sgemm in NumPy's OpenBLAS (NumPy >= 2: scipy-openblas64; 1.x: openblas64_)
 _NAMES = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")
+_THREADS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+            ("openblas_get_num_threads64_", "openblas_set_num_threads64_"))
 
 
 def _numpy_openblas() -> list[str]:
@@ -34,15 +36,43 @@ def _numpy_openblas() -> list[str]:
     return paths
 
 
-def find_sgemm() -> int | None:
-    """Address of NumPy's ILP64 cblas_sgemm, or None."""
+def _libraries() -> list[ctypes.CDLL]:
+    libs = []
     for path in _numpy_openblas():
         try:
-            lib = ctypes.CDLL(path)
+            libs.append(ctypes.CDLL(path))
         except OSError:
             continue
+    return libs
+
+
+def find_sgemm() -> int | None:
+    """Address of NumPy's ILP64 cblas_sgemm, or None."""
+    for lib in _libraries():
         for name in _NAMES:
             fn = getattr(lib, name, None)
             if fn is not None:
                 return ctypes.cast(fn, ctypes.c_void_p).value
     return None
+
+
+def find_threads() -> tuple | None:
+    """(get, set) for the thread count of NumPy's OpenBLAS (what threadpoolctl sets), or None.
+    Calling them directly costs about a microsecond, threadpoolctl's context about a hundred."""
+    for lib in _libraries():
+        for get, put in _THREADS:
+            g, s = getattr(lib, get, None), getattr(lib, put, None)
+            if g is not None and s is not None:
+                g.restype, g.argtypes = ctypes.c_int, []
+                s.restype, s.argtypes = None, [ctypes.c_int]
+                return g, s
+    return None
+
+
+def find_sched_yield() -> int | None:
+    """Address of the C library's sched_yield (POSIX), or None."""
+    try:
+        fn = getattr(ctypes.CDLL(None), "sched_yield", None)
+    except (OSError, TypeError):  # pragma: no cover - no C library to open (Windows)
+        return None
+    return None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _threads
 
 
 def index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
@@ -105,4 +105,13 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for 2-D a (M, K) and b (K, N), into an (M, N) array from the buffer pool: the
     products over all T * B rows of a segment (input projections, readouts, their input
     gradients, weight gradients), whose results a training step drops at its end."""
-    return np.matmul(a, b, out=buffers.empty((a.shape[0], b.shape[1]), np.result_type(a, b)))
+    (M, K), N = a.shape, b.shape[1]
+    out = buffers.empty((M, N), np.result_type(a, b))
+    P = _threads.parts()
+    if P == 1 or M * N * K < _threads.SPLIT_MACS:
+        return np.matmul(a, b, out=out)
+    if M >= N:  # on the engine: each part its rows (or columns) of the result, one BLAS thread each
+        _threads.run_parts(lambda p: np.matmul(a[_threads.share(M, p, P)], b, out=out[_threads.share(M, p, P)]))
+    else:
+        _threads.run_parts(lambda p: np.matmul(a, b[:, _threads.share(N, p, P)], out=out[:, _threads.share(N, p, P)]))
+    return out

@@ -120,7 +120,7 @@ class Dense(Level):
         x, y = cache
         T, B, D = x.shape
         d = self.activation.backward(y, dy).reshape(T * B, -1)  # (TB, size)
-        g["W"] += d.T @ x.reshape(T * B, D)
+        g["W"] += matmul(d.T, x.reshape(T * B, D))
         g["b"] += d.sum(axis=0)
         return matmul(d, p["W"]).reshape(T, B, D) if need_dx else None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .. import _threads
 from ..cells.base import Params
 from .scan import scan_backward
 
@@ -49,11 +50,12 @@ def full_bptt(
     (state held and loss skipped where False); state0: initial state per direction key
     (default: learned or zeros). float32 stays float32 and float64 stays float64 throughout."""
     b = model.check_batch(params, x, targets, mask, state0)
-    y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
-    loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
-    grads = model.zero_grads(params)
-    # the tapes are used once: their work buffers take the gradients (scan_backward consume=True)
-    dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, consume=True))
+    with _threads.engine_for(model, params, b.mask):  # the step's work split between cores (bptt._threads)
+        y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
+        loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
+        grads = model.zero_grads(params)
+        # the tapes are used once: their work buffers take the gradients (scan_backward consume=True)
+        dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, consume=True))
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import _threads
 from ..cells.base import Params
 from .full import Gradient
 from .scan import scan_backward
@@ -77,10 +78,11 @@ def randomized_bptt(
         factors = truncation_factors(T, B, c, rng, reweight)
     elif np.shape(factors) != (T, B):
         raise ValueError(f"factors: expected shape {(T, B)}, received {np.shape(factors)}")
-    y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
-    loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
-    grads = model.zero_grads(params)
-    dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, scale=factors, consume=True))
+    with _threads.engine_for(model, params, b.mask):  # the step's work split between cores
+        y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
+        loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
+        grads = model.zero_grads(params)
+        dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, scale=factors, consume=True))
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)
 

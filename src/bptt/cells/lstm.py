@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _kernels
+from .. import _kernels, _threads
 from .._ops import buffers
 from ..activations import sigmoid
 from .base import Cell, Params, StepCaches, previous_step
@@ -50,6 +50,7 @@ class LSTM(Cell):
     kind = "lstm"
     State = LSTMState
     gates = 4
+    split_scans = True  # its compiled scans run split by hidden units on the engine (bptt._threads)
 
     def work_size(self) -> int:
         return 4 * self.hidden_size
@@ -106,7 +107,17 @@ class LSTM(Cell):
         T = idx.shape[0]
         h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
         cs = buffers.empty(outs.shape, xp.dtype)
-        _kernels.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
+        if _threads.parts() > 1:
+            H, B = self.hidden_size, h0.shape[0]
+            W = params["W_hh"].reshape(4, H, H)
+
+            def own(p, P):  # the part's gate rows of W_hh, transposed and packed; scratch
+                rows = W[:, _threads.share(H, p, P)].reshape(-1, H)  # (4n, H)
+                return _kernels.panels(rows.T), np.empty((B, rows.shape[0]), xp.dtype), np.empty((4, 16), xp.dtype)
+
+            _threads.scan_parts(_kernels.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, own=own)
+        else:
+            _kernels.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
 
         def cache(t):
             p = previous_step(t, T, reverse)
@@ -119,6 +130,16 @@ class LSTM(Cell):
         h0, c0, cs, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         dc = np.array(dstate.c, dtype=douts.dtype, order="C")
-        _kernels.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), h0, c0, tape.work, cs, outs,
-                                np.ascontiguousarray(douts), dh, dc, h_prev, scale, tape.reverse)
+        W = np.ascontiguousarray(params["W_hh"])
+        args = (h0, c0, tape.work, cs, outs, np.ascontiguousarray(douts), dh, dc, h_prev, scale, tape.reverse)
+        if _threads.parts() > 1:
+            H = self.hidden_size
+
+            def own(p, P):  # the part's columns of W_hh, packed; scratch
+                cols = W[:, _threads.share(H, p, P)]  # (4H, n)
+                return _kernels.panels(cols), np.empty(5 * cols.shape[1], douts.dtype), np.empty((4, 16), douts.dtype)
+
+            _threads.scan_parts(_kernels.lstm_scan_back_part, *args, own=own)
+        else:
+            _kernels.lstm_scan_back(W, *args)
         return LSTMState(dh, dc)

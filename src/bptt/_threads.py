@@ -1,0 +1,167 @@
+"""The engine's threads: one training step's work split between cores by bptt itself.
+
+Why. At the sizes recurrent nets are trained at on a CPU, a step's recurrent product is small
+((32, 128) @ (128, 512) for a 128-unit LSTM): OpenBLAS's second thread adds about 5% to it, and
+after every multi-threaded call OpenBLAS's worker spins for about 0.1 s waiting for more. So
+within a step that runs on the engine, NumPy's OpenBLAS is set to one thread (its workers get no
+work and go to sleep) and bptt splits the work itself into P parts, one per thread:
+
+- the compiled scans by hidden units (`_kernels.lstm_scan_part`): each part owns its units'
+  rows of W_hh, gates, c and h, and the parts meet once per step at a counter in shared memory;
+- the big matrix products (`_ops.matmul`: readouts, input projections, weight gradients) by
+  output rows or columns, each part a single-threaded BLAS call into its slice of the result.
+
+P is the thread count NumPy's BLAS had when the step began (threadpoolctl, `--threads`), so the
+user's thread setting means the same as before; with one thread nothing changes. The engine runs
+only where every recurrent cell of the model has split scans and the batch has no mask (the
+other paths keep OpenBLAS's own threads). Results equal the unsplit path's to float32 rounding
+(the products sum in the same order per element; tests compare them).
+
+Threads. P - 1 daemon threads started on first use (again after a fork), each waiting on its
+own queue; the calling thread runs part 0. A part's exception reaches the caller after all
+parts have returned; a scan part that loses the others returns -1 (after ~10 s of waiting),
+which raises here, rather than hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from . import _blas, _kernels
+
+_parts = 1  # parts of the step now running (1: not on the engine)
+_local = threading.local()
+SPLIT_MACS = 1 << 22  # products under ~4M multiply-adds stay whole (a hand-off costs ~20-50 us)
+
+
+def parts() -> int:
+    """Parts the current step's work is split into (1 outside the engine, and in its threads)."""
+    return 1 if getattr(_local, "worker", False) else _parts
+
+
+class _Team:
+    def __init__(self, size: int) -> None:
+        self.pid = os.getpid()
+        self.inboxes: list[queue.SimpleQueue] = []
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(size - 1):
+            box: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(box,), name=f"bptt-engine-{i + 1}", daemon=True).start()
+            self.inboxes.append(box)
+
+    def _serve(self, box: queue.SimpleQueue) -> None:
+        _local.worker = True
+        while True:
+            i, fn = box.get()
+            try:
+                self.done.put((i, True, fn()))
+            except BaseException as e:  # handed to the caller
+                self.done.put((i, False, e))
+
+
+_team: _Team | None = None
+_team_lock = threading.Lock()
+
+
+def run(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run calls[0] here and calls[1:] on the engine's threads, all at once; their results in
+    order. Waits for every call before raising the first exception."""
+    global _team
+    if len(calls) == 1:
+        return [calls[0]()]
+    with _team_lock:
+        if _team is None or _team.pid != os.getpid() or len(_team.inboxes) < len(calls) - 1:
+            _team = _Team(len(calls))
+        team = _team
+    for i, (box, fn) in enumerate(zip(team.inboxes, calls[1:]), 1):
+        box.put((i, fn))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+    try:
+        results[0] = calls[0]()
+    except BaseException as e:
+        errors.append(e)
+    for _ in calls[1:]:
+        i, ok, value = team.done.get()
+        if ok:
+            results[i] = value
+        else:
+            errors.append(value)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def run_parts(fn: Callable[[int], Any]) -> list[Any]:
+    """fn(part) for part = 0 .. parts() - 1, each on its own thread."""
+    return run([(lambda p=p: fn(p)) for p in range(parts())])
+
+
+def share(n: int, part: int, P: int) -> slice:
+    """Part `part` of P of range(n) (as _kernels._share)."""
+    return slice(part * n // P, (part + 1) * n // P)
+
+
+def scan_parts(fn: Callable[..., int], *args: Any, own: Callable[[int, int], tuple]) -> None:
+    """A split compiled scan: fn(*args, part, P, *own(part, P), barrier) on P threads (own
+    gives a part's own arrays, made in its thread)."""
+    import numpy as np
+
+    P = parts()
+    bar = np.array([0, 0, _YIELDS], np.int64)  # steps finished (summed over parts), abort flag, most yields
+    codes = run([(lambda p=p: fn(*args, p, P, *own(p, P), bar.ctypes.data)) for p in range(P)])
+    if any(c != 0 for c in codes):
+        raise RuntimeError(f"bptt: the engine's {P} threads lost each other in {fn.__name__} (codes {codes})")
+
+
+_YIELDS = 1 << 24  # a part waiting for another gives up after this many yields of its core (~10 s)
+_threads = _blas.find_threads() if _kernels.SPLIT else None
+
+
+def ready(cells: list[Any], dtype: Any, mask: Any) -> bool:
+    """Whether a step over these recurrent cells can run on the engine: split scans for all of
+    them on this dtype, no mask, more than one BLAS thread, at least 16 units per part."""
+    if _threads is None or _parts > 1 or mask is not None or not _kernels.scans_active(dtype):
+        return False
+    n = _threads[0]()
+    return n > 1 and all(getattr(c, "split_scans", False) and c.hidden_size >= 16 * n for c in cells)
+
+
+def engine_for(model: Any, params: Any, mask: Any) -> Any:
+    """The engine context for one step of `model` (on where `ready`)."""
+    cells = [d.cell for lv in model.recurrent_levels for d in lv.directions]
+    return engine(ready(cells, next(iter(params.values())).dtype, mask))
+
+
+@contextmanager
+def split(P: int) -> Iterator[None]:
+    """The work split into P parts without touching BLAS's thread count (tests)."""
+    global _parts
+    old, _parts = _parts, P
+    try:
+        yield
+    finally:
+        _parts = old
+
+
+@contextmanager
+def engine(on: bool) -> Iterator[None]:
+    """Within: NumPy's OpenBLAS at one thread and the work split into as many parts as it had
+    threads (if `on`; see `ready`). Restores OpenBLAS's count on exit."""
+    global _parts
+    if not on:
+        yield
+        return
+    get, put = _threads  # type: ignore[misc]
+    n = get()
+    put(1)
+    _parts = n
+    try:
+        yield
+    finally:
+        _parts = 1
+        put(n)

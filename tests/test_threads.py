@@ -1,0 +1,170 @@
+"""The engine's threads (bptt._threads): split scans and products equal the whole ones, the
+engine sets and restores BLAS's thread count, and parts that fail or lose each other raise."""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import bptt
+from bptt import _kernels, _threads, full_bptt
+from bptt._ops import matmul
+from bptt.algorithms import randomized_bptt
+from bptt.algorithms.randomized import truncation_factors
+from bptt.algorithms.scan import scan_backward, scan_forward
+from bptt.cells import make_cell
+from bptt.diagnostics import relative_error
+
+needs_split = pytest.mark.skipif(not _kernels.SPLIT, reason="no split scans (numba or NumPy's OpenBLAS missing)")
+f4 = np.float32
+
+
+def _close(a, b, tol=2e-6):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    assert np.abs(a - b).max() <= tol * max(1.0, np.abs(b).max()), np.abs(a - b).max()
+
+
+@needs_split
+@pytest.mark.parametrize("M,K,N", [(32, 128, 256), (5, 7, 3), (9, 33, 40), (1, 16, 16), (4, 0, 17), (13, 64, 31)])
+def test_packed_product_equals_matmul(M, K, N):
+    """The scans' packed product (4 x 16 tiles, edge rows and columns) == NumPy's, also for
+    strided factors and results."""
+    rng = np.random.default_rng(M * 100 + N)
+    A = rng.standard_normal((M, K)).astype(f4)
+    for B in (rng.standard_normal((K, N)).astype(f4), rng.standard_normal((N + 3, K)).astype(f4)[1 : N + 1].T):
+        C = np.full((M, N + 5), np.nan, f4)[:, 2 : N + 2]  # a strided view: the columns around must stay
+        _kernels.mm_panels(A, _kernels.panels(B), C, np.empty((4, 16), f4))
+        _close(C, A.astype(np.float64) @ B.astype(np.float64), 1e-6)
+        assert np.isnan(C.base[:, :2]).all() and np.isnan(C.base[:, N + 2 :]).all()
+
+
+def _lstm_problem(H, B, T=6, D=4, tokens=True, seed=0):
+    cell = make_cell("lstm", D, H)
+    rng = np.random.default_rng(seed)
+    p = cell.init_params(rng, f4)
+    for k in p:  # random non-zero biases too
+        p[k] = rng.uniform(-0.6, 0.6, p[k].shape).astype(f4)
+    state = cell.State(*(rng.standard_normal((B, H)).astype(f4) for _ in range(2)))
+    x = rng.integers(0, D, (T, B)) if tokens else rng.standard_normal((T, B, D)).astype(f4)
+    douts = rng.standard_normal((T, B, H)).astype(f4)
+    dT = cell.State(*(rng.standard_normal((B, H)).astype(f4) for _ in range(2)))
+    return cell, p, state, cell.project(p, x), douts, dT
+
+
+def _scan(cell, p, state, xp, douts, dT, reverse, scale):
+    outs, final, tape = scan_forward(cell, p, xp, state, reverse=reverse)
+    assert tape.aux is not None  # the compiled scan ran
+    outs = np.array(outs)
+    grads = {k: np.zeros_like(v) for k, v in p.items()}
+    dxp, d0 = scan_backward(cell, p, tape, douts, dT, grads, scale=scale, consume=True)
+    return [outs, *final, np.array(dxp), *d0, *grads.values()]
+
+
+@needs_split
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("H,B", [(37, 5), (64, 8)])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "scaled"])
+def test_split_lstm_scans_equal_whole_scans(P, H, B, reverse, scaled):
+    """Forward (outputs, final state) and consumed backward (dxp, dL/dstate_0, W_hh and bias
+    gradients) of the LSTM scans split into P parts by hidden units == the whole compiled scans
+    (uneven shares, batches not a multiple of the tile, randomized-truncation factors)."""
+    cell, p, state, xp, douts, dT = _lstm_problem(H, B)
+    scale = truncation_factors(6, B, 0.3, np.random.default_rng(5)).astype(f4) if scaled else None
+    whole = _scan(cell, p, state, xp, douts, dT, reverse, scale)
+    with _threads.split(P):
+        parts = _scan(cell, p, state, xp, douts, dT, reverse, scale)
+    for a, b in zip(parts, whole):
+        _close(a, b)
+
+
+@needs_split
+def test_engine_step_equals_unsplit_step():
+    """A Dense -> LSTM -> bidirectional LSTM -> Dense model's full-BPTT and randomized-truncation
+    gradients with the step split in two (scans and big products) == unsplit, to float32 rounding."""
+    model = bptt.Model(11, [bptt.Dense(8, "tanh"), bptt.Recurrent("lstm", 40),
+                            bptt.Recurrent("lstm", 36, bidirectional=True), bptt.Dense(11)])
+    params = model.init_params(np.random.default_rng(2), f4)
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((30, 6, 11)).astype(f4), rng.integers(0, 11, (30, 6))
+    factors = truncation_factors(30, 6, 0.1, np.random.default_rng(4))
+    old = _threads.SPLIT_MACS
+    _threads.SPLIT_MACS = 1  # split every product
+    try:
+        res = []
+        for P in (1, 2):
+            with _threads.split(P):
+                res.append([full_bptt(model, params, x, y), randomized_bptt(model, params, x, y, 0.1, None, factors=factors)])
+    finally:
+        _threads.SPLIT_MACS = old
+    for a, b in zip(res[1], res[0]):
+        assert abs(a.loss - b.loss) <= 1e-6 * abs(b.loss)
+        for k in b.grads:
+            assert relative_error(a.grads[k], b.grads[k]) < 2e-5, k
+
+
+@needs_split
+@pytest.mark.parametrize("shape", [(300, 40, 200), (40, 300, 200)], ids=["rows", "columns"])
+def test_split_matmul_equals_matmul(shape):
+    M, K, N = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((K, M)).astype(f4).T, rng.standard_normal((K, N)).astype(f4)  # a transposed view
+    whole = matmul(a, b).copy()
+    with _threads.split(2):
+        split = matmul(a, b)
+    _close(split, whole, 1e-6)
+
+
+@needs_split
+def test_engine_sets_and_restores_blas_threads():
+    get = _threads._threads[0]
+    model = bptt.Model(5, [bptt.Recurrent("lstm", 32), bptt.Dense(5)], tokens=True)
+    p32, p64 = model.init_params(0, f4), model.init_params(0, np.float64)
+    cells = [model.recurrent_levels[0].directions[0].cell]
+    with threadpool_limits(2, user_api="blas"):
+        assert get() == 2 and _threads.ready(cells, f4, None)
+        assert not _threads.ready(cells, np.float64, None)  # float64: the NumPy path
+        assert not _threads.ready(cells, f4, np.ones((3, 2), bool))  # masks: the Python loops
+        assert not _threads.ready([make_cell("gru", 4, 64)], f4, None)  # no split scans
+        assert not _threads.ready([make_cell("lstm", 4, 31)], f4, None)  # fewer than 16 units a part
+        with _threads.engine_for(model, p32, None):
+            assert get() == 1 and _threads.parts() == 2
+            assert _threads.run([lambda: _threads.parts()] * 2) == [2, 1]  # parts do not split again
+        assert get() == 2 and _threads.parts() == 1
+        with _threads.engine_for(model, p64, None):
+            assert get() == 2 and _threads.parts() == 1
+        with pytest.raises(ZeroDivisionError):
+            with _threads.engine(True):
+                1 / 0
+        assert get() == 2 and _threads.parts() == 1
+    assert get() == 1
+
+
+def test_run_waits_for_every_part_and_raises_the_first_error():
+    done = []
+
+    def slow():
+        import time
+
+        time.sleep(0.05)
+        done.append(1)
+        return 1
+
+    def fail():
+        raise ValueError("part failed")
+
+    with pytest.raises(ValueError, match="part failed"):
+        _threads.run([fail, slow, slow])
+    assert done == [1, 1]
+    assert _threads.run([lambda: 3, lambda: 4]) == [3, 4]
+
+
+@needs_split
+def test_a_part_left_alone_gives_up_and_raises(monkeypatch):
+    """A split scan whose other part never runs returns -1 after the yield limit: an error,
+    not a hang."""
+    cell, p, state, xp, douts, dT = _lstm_problem(32, 4)
+    monkeypatch.setattr(_threads, "_YIELDS", 1000)
+    monkeypatch.setattr(_threads, "run", lambda calls: [calls[0]()])  # part 1 never starts
+    with _threads.split(2), pytest.raises(RuntimeError, match="lost each other"):
+        scan_forward(cell, p, xp, state)
