@@ -27,27 +27,31 @@ def _close(a, b, tol=2e-6):
 @needs_split
 @pytest.mark.parametrize("M,K,N", [(32, 128, 256), (5, 7, 3), (9, 33, 40), (1, 16, 16), (4, 0, 17), (13, 64, 31)])
 def test_packed_product_equals_matmul(M, K, N):
-    """The scans' packed product (4 x 16 tiles, edge rows and columns) == NumPy's, also for
-    strided factors and results."""
+    """The scans' packed product (4 x 16 tiles, edge rows and columns), written and added,
+    == NumPy's, also for strided factors and results."""
     rng = np.random.default_rng(M * 100 + N)
     A = rng.standard_normal((M, K)).astype(f4)
     for B in (rng.standard_normal((K, N)).astype(f4), rng.standard_normal((N + 3, K)).astype(f4)[1 : N + 1].T):
+        ref = A.astype(np.float64) @ B.astype(np.float64)
         C = np.full((M, N + 5), np.nan, f4)[:, 2 : N + 2]  # a strided view: the columns around must stay
-        _kernels.mm_panels(A, _kernels.panels(B), C, np.empty((4, 16), f4))
-        _close(C, A.astype(np.float64) @ B.astype(np.float64), 1e-6)
+        _kernels.mm_panels(A, _kernels.panels(B), C, np.empty((4, 16), f4), False)
+        _close(C, ref, 1e-6)
+        _kernels.mm_panels(A, _kernels.panels(B), C, np.empty((4, 16), f4), True)  # C += A @ B
+        _close(C, 2 * ref, 1e-6)
         assert np.isnan(C.base[:, :2]).all() and np.isnan(C.base[:, N + 2 :]).all()
 
 
-def _lstm_problem(H, B, T=6, D=4, tokens=True, seed=0):
-    cell = make_cell("lstm", D, H)
+def _problem(kind, H, B, T=6, D=4, tokens=True, seed=0):
+    cell = make_cell(kind, D, H)
     rng = np.random.default_rng(seed)
     p = cell.init_params(rng, f4)
-    for k in p:  # random non-zero biases too
-        p[k] = rng.uniform(-0.6, 0.6, p[k].shape).astype(f4)
-    state = cell.State(*(rng.standard_normal((B, H)).astype(f4) for _ in range(2)))
+    for k in p:  # random non-zero biases
+        if k.startswith("b"):
+            p[k] = rng.uniform(-0.6, 0.6, p[k].shape).astype(f4)
+    state = cell.State(*(rng.standard_normal((B, H)).astype(f4) for _ in cell.state_sizes()))
     x = rng.integers(0, D, (T, B)) if tokens else rng.standard_normal((T, B, D)).astype(f4)
     douts = rng.standard_normal((T, B, H)).astype(f4)
-    dT = cell.State(*(rng.standard_normal((B, H)).astype(f4) for _ in range(2)))
+    dT = cell.State(*(rng.standard_normal((B, H)).astype(f4) for _ in cell.state_sizes()))
     return cell, p, state, cell.project(p, x), douts, dT
 
 
@@ -61,15 +65,17 @@ def _scan(cell, p, state, xp, douts, dT, reverse, scale):
 
 
 @needs_split
-@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("P", [1, 2, 3])
 @pytest.mark.parametrize("H,B", [(37, 5), (64, 8)])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("scaled", [False, True], ids=["plain", "scaled"])
-def test_split_lstm_scans_equal_whole_scans(P, H, B, reverse, scaled):
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_split_scans_equal_whole_scans(kind, P, H, B, reverse, scaled):
     """Forward (outputs, final state) and consumed backward (dxp, dL/dstate_0, W_hh and bias
-    gradients) of the LSTM scans split into P parts by hidden units == the whole compiled scans
-    (uneven shares, batches not a multiple of the tile, randomized-truncation factors)."""
-    cell, p, state, xp, douts, dT = _lstm_problem(H, B)
+    gradients) of the scans split into P parts by hidden units (packed products, one barrier
+    per step) == the whole compiled scans (BLAS products), for uneven shares, batches not a
+    multiple of the tile, and randomized-truncation factors on the messages."""
+    cell, p, state, xp, douts, dT = _problem(kind, H, B)
     scale = truncation_factors(6, B, 0.3, np.random.default_rng(5)).astype(f4) if scaled else None
     whole = _scan(cell, p, state, xp, douts, dT, reverse, scale)
     with _threads.split(P):
@@ -80,10 +86,11 @@ def test_split_lstm_scans_equal_whole_scans(P, H, B, reverse, scaled):
 
 @needs_split
 def test_engine_step_equals_unsplit_step():
-    """A Dense -> LSTM -> bidirectional LSTM -> Dense model's full-BPTT and randomized-truncation
-    gradients with the step split in two (scans and big products) == unsplit, to float32 rounding."""
-    model = bptt.Model(11, [bptt.Dense(8, "tanh"), bptt.Recurrent("lstm", 40),
-                            bptt.Recurrent("lstm", 36, bidirectional=True), bptt.Dense(11)])
+    """A Dense -> LSTM -> bidirectional GRU -> Elman -> Dense model's full-BPTT and
+    randomized-truncation gradients with the step split in two (scans and big products) ==
+    unsplit, to float32 rounding."""
+    model = bptt.Model(11, [bptt.Dense(8, "tanh"), bptt.Recurrent("lstm", 40), bptt.Recurrent("gru", 36, bidirectional=True),
+                            bptt.Recurrent("elman", 33), bptt.Dense(11)])
     params = model.init_params(np.random.default_rng(2), f4)
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((30, 6, 11)).astype(f4), rng.integers(0, 11, (30, 6))
@@ -122,21 +129,22 @@ def test_engine_sets_and_restores_blas_threads():
     p32, p64 = model.init_params(0, f4), model.init_params(0, np.float64)
     cells = [model.recurrent_levels[0].directions[0].cell]
     with threadpool_limits(2, user_api="blas"):
-        assert get() == 2 and _threads.ready(cells, f4, None)
+        assert get() == 2
         assert not _threads.ready(cells, np.float64, None)  # float64: the NumPy path
         assert not _threads.ready(cells, f4, np.ones((3, 2), bool))  # masks: the Python loops
-        assert not _threads.ready([make_cell("gru", 4, 64)], f4, None)  # no split scans
-        assert not _threads.ready([make_cell("lstm", 4, 31)], f4, None)  # fewer than 16 units a part
+        assert not _threads.ready([make_cell("elman", 4, 64, activation="relu")], f4, None)  # no split scans
+        assert _threads.ready([make_cell("lstm", 4, 31)], f4, None) == 1  # under 16 units a part: one part
+        assert _threads.ready(cells, f4, None) == 2
         with _threads.engine_for(model, p32, None):
             assert get() == 1 and _threads.parts() == 2
             assert _threads.run([lambda: _threads.parts()] * 2) == [2, 1]  # parts do not split again
         assert get() == 2 and _threads.parts() == 1
         with _threads.engine_for(model, p64, None):
-            assert get() == 2 and _threads.parts() == 1
+            assert get() == 2 and not _threads.engaged()
         with pytest.raises(ZeroDivisionError):
-            with _threads.engine(True):
+            with _threads.engine(2):
                 1 / 0
-        assert get() == 2 and _threads.parts() == 1
+        assert get() == 2 and not _threads.engaged()
     assert get() == 1
 
 
@@ -163,7 +171,7 @@ def test_run_waits_for_every_part_and_raises_the_first_error():
 def test_a_part_left_alone_gives_up_and_raises(monkeypatch):
     """A split scan whose other part never runs returns -1 after the yield limit: an error,
     not a hang."""
-    cell, p, state, xp, douts, dT = _lstm_problem(32, 4)
+    cell, p, state, xp, douts, dT = _problem("lstm", 32, 4)
     monkeypatch.setattr(_threads, "_YIELDS", 1000)
     monkeypatch.setattr(_threads, "run", lambda calls: [calls[0]()])  # part 1 never starts
     with _threads.split(2), pytest.raises(RuntimeError, match="lost each other"):

@@ -260,11 +260,9 @@ if AVAILABLE:
             out[k] = row[k]
 
     @_inline
-    def _gru_row(x, rc, b_hn, w, hp, hn):
+    def _gru_cells(xr, xz, xn, rr, rz, rn, b_hn, wr, wz, wn, whn, hp, hn):
+        """H cells: gates r, z, n and hn = W_hn h + b_hn into w*, h' into hn; length-H slices."""
         H = hp.shape[0]
-        wr, wz, wn, whn = w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :]
-        xr, xz, xn = x[:H], x[H : 2 * H], x[2 * H :]
-        rr, rz, rn = rc[:H], rc[H : 2 * H], rc[2 * H :]
         for j in range(H):
             wr[j] = sigm32(xr[j] + rr[j])
         for j in range(H):
@@ -278,11 +276,16 @@ if AVAILABLE:
             hn[j] = n + wz[j] * (hp[j] - n)
 
     @_inline
-    def _gru_row_back(w, hp, g1, g2, out, dr, dz_, row):
+    def _gru_row(x, rc, b_hn, w, hp, hn):
         H = hp.shape[0]
-        wr, wz, wn, whn = w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :]
-        r0, r1, r2, r3 = row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :]
-        for j in range(H):
+        _gru_cells(x[:H], x[H : 2 * H], x[2 * H :], rc[:H], rc[H : 2 * H], rc[2 * H :], b_hn,
+                   w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :], hp, hn)
+
+    @_inline
+    def _gru_cells_back(wr, wz, wn, whn, hp, g1, g2, r0, r1, r2, r3, dz_):
+        """H cells: [da_r, da_z, da_n, da_n r] into r0..r3 from the cached [r, z, n, hn], h and
+        dL/dh' = g1 + g2; the direct path g z into dz_ (which may be g1)."""
+        for j in range(hp.shape[0]):
             r, z, n = wr[j], wz[j], wn[j]
             g = g1[j] + g2[j]
             dan = g * (_ONE - z) * (_ONE - n * n)
@@ -291,6 +294,12 @@ if AVAILABLE:
             r2[j] = dan
             r3[j] = dan * r
             dz_[j] = g * z
+
+    @_inline
+    def _gru_row_back(w, hp, g1, g2, out, dr, dz_, row):
+        H = hp.shape[0]
+        r0, r1, r2, r3 = row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :]
+        _gru_cells_back(w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :], hp, g1, g2, r0, r1, r2, r3, dz_)
         drz, drn = dr[: 2 * H], dr[2 * H :]
         for k in range(2 * H):
             drz[k] = row[k]
@@ -565,9 +574,9 @@ if AVAILABLE:
         # 77 vs 58 GFLOP/s).
         _PANEL = 16
 
-        def _tile_kernel(rows):
-            """An intrinsic: C[r, :16] = sum_k A[r, k] P[k, :16] for r < rows (byte addresses,
-            strides in floats)."""
+        def _tile_kernel(rows, add):
+            """An intrinsic: C[r, :16] (+)= sum_k A[r, k] P[k, :16] for r < rows, += if `add`
+            (byte addresses, strides in floats)."""
             f32, i64, i32 = _ir.FloatType(), _ir.IntType(64), _ir.IntType(32)
             v8 = _ir.VectorType(f32, 8)
 
@@ -578,6 +587,9 @@ if AVAILABLE:
                 A, P, C = (builder.inttoptr(x, fp) for x in (a_at, p_at, c_at))
                 zero, undef = _ir.Constant(v8, None), _ir.Constant(v8, _ir.Undefined)
                 splat = _ir.Constant(_ir.VectorType(i32, 8), [0] * 8)
+                rows_at = [builder.gep(C, [builder.mul(_ir.Constant(i64, r), ldc)]) for r in range(rows)]
+                at = [builder.bitcast(builder.gep(rows_at[r], [_ir.Constant(i64, 8 * h)]), vp) for r in range(rows) for h in (0, 1)]
+                first = [builder.load(a, align=4) for a in at] if add else [zero] * (2 * rows)
                 start = builder.block
                 loop, done = builder.function.append_basic_block("tile.k"), builder.function.append_basic_block("tile.done")
                 builder.cbranch(builder.icmp_signed(">", K, _ir.Constant(i64, 0)), loop, done)
@@ -595,21 +607,19 @@ if AVAILABLE:
                 end = builder.block
                 k.add_incoming(_ir.Constant(i64, 0), start)
                 k.add_incoming(k1, end)
-                for phi, v in zip(acc, new):
-                    phi.add_incoming(zero, start)
+                for phi, v, v0 in zip(acc, new, first):
+                    phi.add_incoming(v0, start)
                     phi.add_incoming(v, end)
                 builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
                 builder.position_at_end(done)
                 out = []
-                for v in new:
+                for v, v0 in zip(new, first):
                     phi = builder.phi(v8)
-                    phi.add_incoming(zero, start)
+                    phi.add_incoming(v0, start)
                     phi.add_incoming(v, end)
                     out.append(phi)
-                for r in range(rows):
-                    row = builder.gep(C, [builder.mul(_ir.Constant(i64, r), ldc)])
-                    for h in (0, 1):
-                        builder.store(out[2 * r + h], builder.bitcast(builder.gep(row, [_ir.Constant(i64, 8 * h)]), vp), align=4)
+                for v, a in zip(out, at):
+                    builder.store(v, a, align=4)
                 return context.get_dummy_value()
 
             def typer(typingctx, a_at, lda, p_at, K, c_at, ldc):
@@ -617,7 +627,7 @@ if AVAILABLE:
 
             return _intrinsic(typer)
 
-        _tile4, _tile1 = _tile_kernel(4), _tile_kernel(1)
+        _tile4, _tile1, _tile4_add, _tile1_add = (_tile_kernel(r, a) for a in (False, True) for r in (4, 1))
 
         @_jit
         def pack_panels(B, out):
@@ -631,9 +641,9 @@ if AVAILABLE:
                         out[j, k, c] = B[k, n] if n < N else _ZERO
 
         @_inline
-        def _mm_panels(A, P, C, edge):
-            """C = A @ B for B packed by pack_panels; A and C rows with unit inner stride;
-            edge (4, 16) scratch for the last, partial panel."""
+        def _mm_panels(A, P, C, edge, add):
+            """C = A @ B (C += A @ B if add) for B packed by pack_panels; A and C rows with unit
+            inner stride; edge (4, 16) scratch for the last, partial panel."""
             M, K = A.shape
             N = C.shape[1]
             sa, sc = A.strides[0], C.strides[0]
@@ -647,20 +657,30 @@ if AVAILABLE:
                         at, ld = C.ctypes.data + i * sc + c0 * 4, sc // 4
                     else:
                         at, ld = edge.ctypes.data, _PANEL
-                    if r == 4:
-                        _tile4(A.ctypes.data + i * sa, sa // 4, p, K, at, ld)
+                        if add:
+                            for q in range(r):
+                                for c in range(w):
+                                    edge[q, c] = C[i + q, c0 + c]
+                    a = A.ctypes.data + i * sa
+                    if r == 4 and add:
+                        _tile4_add(a, sa // 4, p, K, at, ld)
+                    elif r == 4:
+                        _tile4(a, sa // 4, p, K, at, ld)
                     else:
                         for q in range(r):
-                            _tile1(A.ctypes.data + (i + q) * sa, sa // 4, p, K, at + q * ld * 4, ld)
+                            if add:
+                                _tile1_add(a + q * sa, sa // 4, p, K, at + q * ld * 4, ld)
+                            else:
+                                _tile1(a + q * sa, sa // 4, p, K, at + q * ld * 4, ld)
                     if w < _PANEL:
                         for q in range(r):
                             for c in range(w):
                                 C[i + q, c0 + c] = edge[q, c]
 
         @_jit
-        def mm_panels(A, P, C, edge):
-            """C = A @ B, B packed by pack_panels (the scans' inner product, for tests)."""
-            _mm_panels(A, P, C, edge)
+        def mm_panels(A, P, C, edge, add):
+            """C (+)= A @ B, B packed by pack_panels (the scans' inner product, for tests)."""
+            _mm_panels(A, P, C, edge, add)
 
         @_inline
         def _share(H, part, parts):
@@ -680,7 +700,7 @@ if AVAILABLE:
                     return -1
                 t = _at(s, T, reverse)
                 hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
-                _mm_panels(hp, P, a, edge)
+                _mm_panels(hp, P, a, edge, False)
                 w, c, h = work[t], cs[t], outs[t]
                 for b in range(a.shape[0]):
                     x, ar, wr = src[idx[t, b]], a[b], w[b]
@@ -715,9 +735,99 @@ if AVAILABLE:
                 _atomic_add(bar, 1)
                 if not _wait(bar, parts * (T - s)):
                     return -1
-                _mm_panels(a, P, dhc, edge)
+                _mm_panels(a, P, dhc, edge, False)
                 _scale_rows(dhc, scale, t)
                 _scale_rows(dcc, scale, t)
+            return 0
+
+        @_jit
+        def elman_scan_part(src, idx, h0, work, outs, reverse, part, parts, P, edge, bar):
+            """Part `part` of `parts` of elman_scan: P its units' rows of W_hh, transposed and
+            packed; edge (4, 16) scratch; bar the team's barrier (_wait). 0, or -1 if lost."""
+            T, H = work.shape[0], outs.shape[2]
+            lo, hi = _share(H, part, parts)
+            for s in range(T):
+                if s > 0 and not _wait(bar, parts * s):
+                    return -1
+                t = _at(s, T, reverse)
+                a = work[t, :, lo:hi]
+                _mm_panels(_before(h0, outs, s, T, reverse), P, a, edge, False)
+                for b in range(a.shape[0]):
+                    _elman_row(src[idx[t, b]][lo:hi], a[b])
+                outs[t, :, lo:hi] = a
+                _atomic_add(bar, 1)
+            return 0
+
+        @_jit
+        def elman_scan_back_part(h0, work, douts, dh, h_prev, scale, reverse, part, parts, P, row, edge, bar):
+            """Part `part` of `parts` of elman_scan_back (W_hh's columns for its units packed in
+            P); row (n) and edge (4, 16) scratch. 0, or -1 if the parts lost each other."""
+            T, H = work.shape[0], dh.shape[1]
+            lo, hi = _share(H, part, parts)
+            dhc = dh[:, lo:hi]
+            for s in range(T - 1, -1, -1):
+                t = _at(s, T, reverse)
+                h_prev[t, :, lo:hi] = _before(h0, work, s, T, reverse)[:, lo:hi]
+                w, g = work[t], douts[t]
+                for b in range(w.shape[0]):
+                    _elman_row_back(w[b, lo:hi], dh[b, lo:hi], g[b, lo:hi], w[b, lo:hi], row)
+                _atomic_add(bar, 1)
+                if not _wait(bar, parts * (T - s)):
+                    return -1
+                _mm_panels(w, P, dhc, edge, False)
+                _scale_rows(dhc, scale, t)
+            return 0
+
+        @_jit
+        def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, part, parts, P, rec, edge, bar):
+            """Part `part` of `parts` of gru_scan: P its units' [r, z, n] rows of W_hh,
+            transposed and packed; rec (B, 3n) and edge (4, 16) scratch. 0, or -1 if lost."""
+            T, H = work.shape[0], outs.shape[2]
+            lo, hi = _share(H, part, parts)
+            n = hi - lo
+            for s in range(T):
+                if s > 0 and not _wait(bar, parts * s):
+                    return -1
+                t = _at(s, T, reverse)
+                hp = _before(h0, outs, s, T, reverse)
+                _mm_panels(hp, P, rec, edge, False)
+                w, h = work[t], outs[t]
+                for b in range(w.shape[0]):
+                    x, rc, wb = src[idx[t, b]], rec[b], w[b]
+                    _gru_cells(x[lo:hi], x[H + lo : H + hi], x[2 * H + lo : 2 * H + hi], rc[:n], rc[n : 2 * n], rc[2 * n :],
+                               b_hn[lo:hi], wb[lo:hi], wb[H + lo : H + hi], wb[2 * H + lo : 2 * H + hi],
+                               wb[3 * H + lo : 3 * H + hi], hp[b, lo:hi], h[b, lo:hi])
+                _atomic_add(bar, 1)
+            return 0
+
+        @_jit
+        def gru_scan_back_part(h0, work, outs, douts, dh, drec, h_prev, scale, reverse, part, parts, P, row, edge, bar):
+            """Part `part` of `parts` of gru_scan_back: P its units' columns of W_hh packed;
+            drec (2, B, 3H) shared by the parts, alternate steps using alternate halves (the
+            step after may write one while a part still reads the other); row (4n) and edge
+            (4, 16) scratch. 0, or -1 if the parts lost each other."""
+            T, H = work.shape[0], dh.shape[1]
+            lo, hi = _share(H, part, parts)
+            n = hi - lo
+            dhc = dh[:, lo:hi]
+            r0, r1, r2, r3 = row[:n], row[n : 2 * n], row[2 * n : 3 * n], row[3 * n : 4 * n]
+            for s in range(T - 1, -1, -1):
+                t = _at(s, T, reverse)
+                hp = _before(h0, outs, s, T, reverse)
+                h_prev[t, :, lo:hi] = hp[:, lo:hi]
+                w, g, d = work[t], douts[t], drec[s % 2]
+                for b in range(w.shape[0]):
+                    wb, db = w[b], d[b]
+                    wr, wz, wn, whn = wb[lo:hi], wb[H + lo : H + hi], wb[2 * H + lo : 2 * H + hi], wb[3 * H + lo : 3 * H + hi]
+                    _gru_cells_back(wr, wz, wn, whn, hp[b, lo:hi], dh[b, lo:hi], g[b, lo:hi], r0, r1, r2, r3, dh[b, lo:hi])
+                    for j in range(n):
+                        db[lo + j], db[H + lo + j], db[2 * H + lo + j] = r0[j], r1[j], r3[j]
+                        wr[j], wz[j], wn[j], whn[j] = r0[j], r1[j], r2[j], r3[j]
+                _atomic_add(bar, 1)
+                if not _wait(bar, parts * (T - s)):
+                    return -1
+                _mm_panels(d, P, dhc, edge, True)  # dh = g z + drec W_hh
+                _scale_rows(dhc, scale, t)
             return 0
 
     def panels(b: np.ndarray) -> np.ndarray:
@@ -757,10 +867,15 @@ if AVAILABLE:
             P, e = np.zeros((1, 1, 16), f), np.zeros((4, 16), f)
             for view in (np.zeros((1, 4), f), np.zeros((4, 1), f).T, np.zeros((1, 5), f)[:, :4]):  # C, F, strided
                 pack_panels(view, P)
-            mm_panels(s, P, g.copy(), e)
+            mm_panels(s, P, g.copy(), e, False)
             lstm_scan_part(g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, 0, 1, P, g.copy(), e, bar.ctypes.data)
             lstm_scan_back_part(s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(5, f), e,
                                 bar.ctypes.data)
+            elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, 0, 1, P, e, bar.ctypes.data)
+            elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(1, f), e, bar.ctypes.data)
+            gru_scan_part(g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, 0, 1, P, g3.copy(), e, bar.ctypes.data)
+            gru_scan_back_part(s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, 0, 1, P, np.zeros(4, f),
+                               e, bar.ctypes.data)
 
     if _enabled:
         try:

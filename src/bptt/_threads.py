@@ -33,14 +33,20 @@ from typing import Any, Callable, Iterator
 
 from . import _blas, _kernels
 
-_parts = 1  # parts of the step now running (1: not on the engine)
+_parts = 0  # parts of the step now running on the engine (0: not on the engine)
 _local = threading.local()
 SPLIT_MACS = 1 << 22  # products under ~4M multiply-adds stay whole (a hand-off costs ~20-50 us)
 
 
+def engaged() -> bool:
+    """Whether the calling code runs within a step on the engine (the cells then run their
+    split scans, with one part where the engine has one thread)."""
+    return _parts > 0 and not getattr(_local, "worker", False)
+
+
 def parts() -> int:
-    """Parts the current step's work is split into (1 outside the engine, and in its threads)."""
-    return 1 if getattr(_local, "worker", False) else _parts
+    """Parts the current step's work is split into (1 off the engine, and in its threads)."""
+    return _parts if engaged() else 1
 
 
 class _Team:
@@ -122,24 +128,26 @@ _YIELDS = 1 << 24  # a part waiting for another gives up after this many yields 
 _threads = _blas.find_threads() if _kernels.SPLIT else None
 
 
-def ready(cells: list[Any], dtype: Any, mask: Any) -> bool:
-    """Whether a step over these recurrent cells can run on the engine: split scans for all of
-    them on this dtype, no mask, more than one BLAS thread, at least 16 units per part."""
-    if _threads is None or _parts > 1 or mask is not None or not _kernels.scans_active(dtype):
-        return False
-    n = _threads[0]()
-    return n > 1 and all(getattr(c, "split_scans", False) and c.hidden_size >= 16 * n for c in cells)
+def ready(cells: list[Any], dtype: Any, mask: Any) -> int:
+    """Parts a step over these recurrent cells runs in on the engine, or 0 for none: the engine
+    needs split scans for all of them on this dtype and no mask; it takes as many parts as
+    NumPy's BLAS has threads, fewer where a cell would get under 16 units a part."""
+    if _threads is None or _parts or mask is not None or not _kernels.scans_active(dtype):
+        return 0
+    if not cells or not all(getattr(c, "split_scans", False) for c in cells):
+        return 0
+    return max(1, min(_threads[0](), min(c.hidden_size for c in cells) // 16))
 
 
 def engine_for(model: Any, params: Any, mask: Any) -> Any:
-    """The engine context for one step of `model` (on where `ready`)."""
+    """The engine for one step of `model` (where `ready`)."""
     cells = [d.cell for lv in model.recurrent_levels for d in lv.directions]
     return engine(ready(cells, next(iter(params.values())).dtype, mask))
 
 
 @contextmanager
 def split(P: int) -> Iterator[None]:
-    """The work split into P parts without touching BLAS's thread count (tests)."""
+    """The engine's split into P parts without touching BLAS's thread count (tests)."""
     global _parts
     old, _parts = _parts, P
     try:
@@ -149,19 +157,19 @@ def split(P: int) -> Iterator[None]:
 
 
 @contextmanager
-def engine(on: bool) -> Iterator[None]:
-    """Within: NumPy's OpenBLAS at one thread and the work split into as many parts as it had
-    threads (if `on`; see `ready`). Restores OpenBLAS's count on exit."""
+def engine(P: int) -> Iterator[None]:
+    """Within (if P > 0; see `ready`): NumPy's OpenBLAS at one thread, the step's work split
+    into P parts. Restores OpenBLAS's count on exit."""
     global _parts
-    if not on:
+    if not P:
         yield
         return
     get, put = _threads  # type: ignore[misc]
     n = get()
     put(1)
-    _parts = n
+    _parts = P
     try:
         yield
     finally:
-        _parts = 1
+        _parts = 0
         put(n)

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _kernels, _threads
 from .._ops import buffers, index_sums, matmul
 
 Params = dict[str, np.ndarray]
@@ -238,6 +238,16 @@ class Cell(ABC):
         return work
 
     # ---- compiled whole scans (optional; float32 with the kernels on) -------------------------
+    split_scans = False  # its compiled scans also run split by hidden units (bptt._threads' engine)
+
+    def part_panels(self, params: Params, part: int, P: int, forward: bool) -> np.ndarray:
+        """A part's recurrent weights for a split scan, packed (_kernels.panels): forward, the
+        transpose of its units' rows of every gate block of W_hh (H, gates * n); backward, its
+        units' columns of W_hh (gates * H, n)."""
+        H = self.hidden_size
+        W, units = params["W_hh"], _threads.share(H, part, P)
+        return _kernels.panels(W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units])
+
     def scan_buffers(self, xp: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For a compiled forward scan: the input rows (src, idx) (`scan_rows`) and, from the
         buffer pool, the tape's work buffer (T, B, work_size) and the outputs (T, B, H)."""

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _kernels
+from .. import _kernels, _threads
 from ..activations import get_activation
 from .base import Cell, Params, StepCaches, previous_step
 
@@ -44,6 +44,10 @@ class Elman(Cell):
 
     def work_size(self) -> int:
         return self.hidden_size
+
+    @property
+    def split_scans(self) -> bool:  # type: ignore[override]
+        return self.activation.name == "tanh"
 
     def _fused(self, dtype) -> bool:
         return self.activation.name == "tanh" and _kernels.active(dtype)
@@ -83,7 +87,14 @@ class Elman(Cell):
         src, idx, work, outs = self.scan_buffers(xp)
         T = idx.shape[0]
         h0 = np.ascontiguousarray(state.h)
-        _kernels.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
+        if _threads.engaged():  # split by hidden units between the engine's threads
+
+            def own(p, P):  # packed weights, edge scratch
+                return self.part_panels(params, p, P, True), np.empty((4, 16), xp.dtype)
+
+            _threads.scan_parts(_kernels.elman_scan_part, src, idx, h0, work, outs, reverse, own=own)
+        else:
+            _kernels.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
 
         def cache(t):
             p = previous_step(t, T, reverse)
@@ -93,8 +104,15 @@ class Elman(Cell):
 
     def fused_backward(self, params: Params, tape, douts, scale, dstate: ElmanState, h_prev):
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
-        _kernels.elman_scan_back(np.ascontiguousarray(params["W_hh"]), tape.aux, tape.work,
-                                 np.ascontiguousarray(douts), dh, h_prev, scale, tape.reverse)
+        args = (tape.aux, tape.work, np.ascontiguousarray(douts), dh, h_prev, scale, tape.reverse)
+        if _threads.engaged():
+
+            def own(p, P):  # packed weights, row and edge scratch
+                return self.part_panels(params, p, P, False), np.empty(-(-self.hidden_size // P), dh.dtype), np.empty((4, 16), dh.dtype)
+
+            _threads.scan_parts(_kernels.elman_scan_back_part, *args, own=own)
+        else:
+            _kernels.elman_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
         return ElmanState(dh)
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _kernels
+from .. import _kernels, _threads
 from .._ops import matmul
 from ..activations import sigmoid
 from .base import Cell, Params, StepCaches, previous_step
@@ -47,6 +47,7 @@ class GRUCache(NamedTuple):
 
 class GRU(Cell):
     kind = "gru"
+    split_scans = True
     State = GRUState
     gates = 3
 
@@ -133,9 +134,17 @@ class GRU(Cell):
         T, B = idx.shape
         H = self.hidden_size
         h0 = np.ascontiguousarray(state.h)
-        rec = np.empty((B, 3 * H), dtype=xp.dtype)
-        _kernels.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), params["b_hh"][2 * H :], h0, work, outs,
-                          rec, reverse)
+        b_hn = np.ascontiguousarray(params["b_hh"][2 * H :])
+        if _threads.engaged():  # split by hidden units between the engine's threads
+
+            def own(p, P):  # packed weights, product and edge scratch
+                Wp = self.part_panels(params, p, P, True)
+                return Wp, np.empty((B, Wp.shape[0] * 16), xp.dtype), np.empty((4, 16), xp.dtype)
+
+            _threads.scan_parts(_kernels.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, own=own)
+        else:
+            rec = np.empty((B, 3 * H), dtype=xp.dtype)
+            _kernels.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), b_hn, h0, work, outs, rec, reverse)
 
         def cache(t):
             p = previous_step(t, T, reverse)
@@ -146,7 +155,17 @@ class GRU(Cell):
     def fused_backward(self, params: Params, tape, douts, scale, dstate: GRUState, h_prev):
         h0, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
-        drec = np.empty((dh.shape[0], 3 * self.hidden_size), dtype=dh.dtype)
-        _kernels.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, tape.work, outs,
-                               np.ascontiguousarray(douts), dh, drec, h_prev, scale, tape.reverse)
+        B, H = dh.shape
+        if _threads.engaged():
+            drec = np.empty((2, B, 3 * H), dtype=dh.dtype)  # shared, alternate halves on alternate steps
+
+            def own(p, P):  # packed weights, row and edge scratch
+                return self.part_panels(params, p, P, False), np.empty(4 * -(-H // P), dh.dtype), np.empty((4, 16), dh.dtype)
+
+            _threads.scan_parts(_kernels.gru_scan_back_part, h0, tape.work, outs, np.ascontiguousarray(douts), dh, drec,
+                                h_prev, scale, tape.reverse, own=own)
+        else:
+            drec = np.empty((B, 3 * H), dtype=dh.dtype)
+            _kernels.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, tape.work, outs,
+                                   np.ascontiguousarray(douts), dh, drec, h_prev, scale, tape.reverse)
         return GRUState(dh)

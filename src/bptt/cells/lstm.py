@@ -104,16 +104,14 @@ class LSTM(Cell):
         if not _kernels.scans_active(xp.dtype):
             return None
         src, idx, work, outs = self.scan_buffers(xp)
-        T = idx.shape[0]
+        T, B = idx.shape
         h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
         cs = buffers.empty(outs.shape, xp.dtype)
-        if _threads.parts() > 1:
-            H, B = self.hidden_size, h0.shape[0]
-            W = params["W_hh"].reshape(4, H, H)
+        if _threads.engaged():  # split by hidden units between the engine's threads
 
-            def own(p, P):  # the part's gate rows of W_hh, transposed and packed; scratch
-                rows = W[:, _threads.share(H, p, P)].reshape(-1, H)  # (4n, H)
-                return _kernels.panels(rows.T), np.empty((B, rows.shape[0]), xp.dtype), np.empty((4, 16), xp.dtype)
+            def own(p, P):  # packed weights, product and edge scratch
+                Wp = self.part_panels(params, p, P, True)
+                return Wp, np.empty((B, Wp.shape[0] * 16), xp.dtype), np.empty((4, 16), xp.dtype)
 
             _threads.scan_parts(_kernels.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, own=own)
         else:
@@ -130,16 +128,13 @@ class LSTM(Cell):
         h0, c0, cs, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         dc = np.array(dstate.c, dtype=douts.dtype, order="C")
-        W = np.ascontiguousarray(params["W_hh"])
         args = (h0, c0, tape.work, cs, outs, np.ascontiguousarray(douts), dh, dc, h_prev, scale, tape.reverse)
-        if _threads.parts() > 1:
-            H = self.hidden_size
+        if _threads.engaged():
 
-            def own(p, P):  # the part's columns of W_hh, packed; scratch
-                cols = W[:, _threads.share(H, p, P)]  # (4H, n)
-                return _kernels.panels(cols), np.empty(5 * cols.shape[1], douts.dtype), np.empty((4, 16), douts.dtype)
+            def own(p, P):  # packed weights, row and edge scratch
+                return self.part_panels(params, p, P, False), np.empty(5 * -(-self.hidden_size // P), dh.dtype), np.empty((4, 16), dh.dtype)
 
             _threads.scan_parts(_kernels.lstm_scan_back_part, *args, own=own)
         else:
-            _kernels.lstm_scan_back(W, *args)
+            _kernels.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
         return LSTMState(dh, dc)
