@@ -682,6 +682,28 @@ if AVAILABLE:
             """C (+)= A @ B, B packed by pack_panels (the scans' inner product, for tests)."""
             _mm_panels(A, P, C, edge, add)
 
+        @_jit
+        def spin_until(at, count, spins):
+            """Spin (pausing) until the int64 at `at` exceeds count, at most `spins` times: an
+            engine thread between jobs stays awake for a while (waking a sleeping one costs
+            ~0.1 ms on a virtual machine). True if it did."""
+            for _ in range(spins):
+                if _atomic_load(at) > count:
+                    return True
+                _spin_pause()
+            return False
+
+        @_inline
+        def _copy(a, b):
+            for j in range(a.shape[0]):
+                b[j] = a[j]
+
+        @_inline
+        def _copy_part(a, b, lo, hi):
+            """b[:, lo:hi] = a[:, lo:hi], row by row."""
+            for r in range(a.shape[0]):
+                _copy(a[r, lo:hi], b[r, lo:hi])
+
         @_inline
         def _share(H, part, parts):
             return part * H // parts, (part + 1) * H // parts
@@ -723,7 +745,7 @@ if AVAILABLE:
             for s in range(T - 1, -1, -1):
                 t = _at(s, T, reverse)
                 hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
-                h_prev[t, :, lo:hi] = hp[:, lo:hi]
+                _copy_part(hp, h_prev[t], lo, hi)
                 a, c, g = work[t], cs[t], douts[t]
                 for b in range(a.shape[0]):
                     ar = a[b]
@@ -750,11 +772,12 @@ if AVAILABLE:
                 if s > 0 and not _wait(bar, parts * s):
                     return -1
                 t = _at(s, T, reverse)
-                a = work[t, :, lo:hi]
-                _mm_panels(_before(h0, outs, s, T, reverse), P, a, edge, False)
-                for b in range(a.shape[0]):
-                    _elman_row(src[idx[t, b]][lo:hi], a[b])
-                outs[t, :, lo:hi] = a
+                w, o = work[t], outs[t]
+                _mm_panels(_before(h0, outs, s, T, reverse), P, w[:, lo:hi], edge, False)
+                for b in range(w.shape[0]):
+                    a = w[b, lo:hi]  # a row's slice: contiguous, which lets the loops vectorise
+                    _elman_row(src[idx[t, b]][lo:hi], a)
+                    _copy(a, o[b, lo:hi])
                 _atomic_add(bar, 1)
             return 0
 
@@ -767,7 +790,7 @@ if AVAILABLE:
             dhc = dh[:, lo:hi]
             for s in range(T - 1, -1, -1):
                 t = _at(s, T, reverse)
-                h_prev[t, :, lo:hi] = _before(h0, work, s, T, reverse)[:, lo:hi]
+                _copy_part(_before(h0, work, s, T, reverse), h_prev[t], lo, hi)
                 w, g = work[t], douts[t]
                 for b in range(w.shape[0]):
                     _elman_row_back(w[b, lo:hi], dh[b, lo:hi], g[b, lo:hi], w[b, lo:hi], row)
@@ -814,7 +837,7 @@ if AVAILABLE:
             for s in range(T - 1, -1, -1):
                 t = _at(s, T, reverse)
                 hp = _before(h0, outs, s, T, reverse)
-                h_prev[t, :, lo:hi] = hp[:, lo:hi]
+                _copy_part(hp, h_prev[t], lo, hi)
                 w, g, d = work[t], douts[t], drec[s % 2]
                 for b in range(w.shape[0]):
                     wb, db = w[b], d[b]
@@ -868,6 +891,7 @@ if AVAILABLE:
             for view in (np.zeros((1, 4), f), np.zeros((4, 1), f).T, np.zeros((1, 5), f)[:, :4]):  # C, F, strided
                 pack_panels(view, P)
             mm_panels(s, P, g.copy(), e, False)
+            spin_until(bar.ctypes.data, -1, 1)
             lstm_scan_part(g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, 0, 1, P, g.copy(), e, bar.ctypes.data)
             lstm_scan_back_part(s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(5, f), e,
                                 bar.ctypes.data)
