@@ -176,3 +176,34 @@ def test_a_part_left_alone_gives_up_and_raises(monkeypatch):
     monkeypatch.setattr(_threads, "run", lambda calls: [calls[0]()])  # part 1 never starts
     with _threads.split(2), pytest.raises(RuntimeError, match="lost each other"):
         scan_forward(cell, p, xp, state)
+
+
+@needs_split
+def test_steps_from_two_threads_at_once():
+    """Two Python threads training at once: each thread's engine is its own, the parts'
+    results never mix, and BLAS's thread count is restored when the last one leaves."""
+    import threading
+
+    model = bptt.Model(7, [bptt.Recurrent("lstm", 48), bptt.Dense(7)], tokens=True)
+    params = model.init_params(np.random.default_rng(0), f4)
+    rng = np.random.default_rng(1)
+    batches = [(rng.integers(0, 7, (20, 5)), rng.integers(0, 7, (20, 5))) for _ in range(2)]
+    with threadpool_limits(1):
+        want = [full_bptt(model, params, x, y).grads for x, y in batches]
+    got: dict = {}
+    with threadpool_limits(2, user_api="blas"):
+
+        def train(i):
+            got[i] = [full_bptt(model, params, *batches[i]).grads for _ in range(15)]
+
+        threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert _threads._threads[0]() == 2
+    for i in range(2):
+        assert len(got[i]) == 15
+        for g in got[i]:
+            for k in g:
+                assert relative_error(g[k], want[i][k]) < 2e-5, k

@@ -33,20 +33,19 @@ from typing import Any, Callable, Iterator
 
 from . import _blas, _kernels
 
-_parts = 0  # parts of the step now running on the engine (0: not on the engine)
-_local = threading.local()
+_local = threading.local()  # .parts: the engine's parts for the calling thread's step (0: off)
 SPLIT_MACS = 1 << 22  # products under ~4M multiply-adds stay whole (a hand-off costs ~20-50 us)
 
 
 def engaged() -> bool:
-    """Whether the calling code runs within a step on the engine (the cells then run their
-    split scans, with one part where the engine has one thread)."""
-    return _parts > 0 and not getattr(_local, "worker", False)
+    """Whether the calling thread runs a step on the engine (the cells then run their split
+    scans, with one part where the engine has one thread). Never in the engine's own threads."""
+    return getattr(_local, "parts", 0) > 0
 
 
 def parts() -> int:
-    """Parts the current step's work is split into (1 off the engine, and in its threads)."""
-    return _parts if engaged() else 1
+    """Parts the calling thread's work is split into (1 off the engine)."""
+    return getattr(_local, "parts", 0) or 1
 
 
 class _Team:
@@ -61,6 +60,8 @@ class _Team:
         self.inboxes: list[queue.SimpleQueue] = []
         self.posted = np.zeros((size, 8), np.int64)  # a cache line per thread: jobs posted to it
         self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()  # one caller at a time
+        self.runs = 0
         for i in range(size - 1):
             box: queue.SimpleQueue = queue.SimpleQueue()
             threading.Thread(target=self._serve, args=(box, i), name=f"bptt-engine-{i + 1}", daemon=True).start()
@@ -71,17 +72,16 @@ class _Team:
         self.posted[i, 0] += 1
 
     def _serve(self, box: queue.SimpleQueue, i: int) -> None:
-        _local.worker = True
         at, seen = self.posted[i].ctypes.data, 0
         while True:
             if _kernels.SPLIT:
                 _kernels.spin_until(at, seen, _SPINS)
-            k, fn = box.get()
+            tag, fn = box.get()
             seen += 1
             try:
-                self.done.put((k, True, fn()))
+                self.done.put((tag, True, fn()))
             except BaseException as e:  # handed to the caller
-                self.done.put((k, False, e))
+                self.done.put((tag, False, e))
 
 
 _SPINS = 200_000  # pauses an engine thread spins for between jobs (~5 ms)
@@ -91,28 +91,36 @@ _team_lock = threading.Lock()
 
 def run(calls: list[Callable[[], Any]]) -> list[Any]:
     """Run calls[0] here and calls[1:] on the engine's threads, all at once; their results in
-    order. Waits for every call before raising the first exception."""
+    order. Waits for every call before raising the first exception. Callers from several
+    threads take turns; results of a call interrupted while waiting are dropped."""
     global _team
     if len(calls) == 1:
         return [calls[0]()]
     with _team_lock:
         if _team is None or _team.pid != os.getpid() or len(_team.inboxes) < len(calls) - 1:
-            _team = _Team(len(calls))
+            _team = _Team(len(calls))  # (again after a fork: threads do not survive it)
         team = _team
-    for i, fn in enumerate(calls[1:], 1):
-        team.post(i - 1, (i, fn))
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
-    try:
-        results[0] = calls[0]()
-    except BaseException as e:
-        errors.append(e)
-    for _ in calls[1:]:
-        i, ok, value = team.done.get()
-        if ok:
-            results[i] = value
-        else:
-            errors.append(value)
+    with team.lock:
+        team.runs += 1
+        run_id = team.runs
+        for i, fn in enumerate(calls[1:], 1):
+            team.post(i - 1, ((run_id, i), fn))
+        results: list[Any] = [None] * len(calls)
+        errors: list[BaseException] = []
+        try:
+            results[0] = calls[0]()
+        except BaseException as e:
+            errors.append(e)
+        waiting = len(calls) - 1
+        while waiting:
+            (rid, i), ok, value = team.done.get()
+            if rid != run_id:  # left by an interrupted call
+                continue
+            waiting -= 1
+            if ok:
+                results[i] = value
+            else:
+                errors.append(value)
     if errors:
         raise errors[0]
     return results
@@ -148,11 +156,22 @@ def ready(cells: list[Any], dtype: Any, mask: Any) -> int:
     """Parts a step over these recurrent cells runs in on the engine, or 0 for none: the engine
     needs split scans for all of them on this dtype and no mask; it takes as many parts as
     NumPy's BLAS has threads, fewer where a cell would get under 16 units a part."""
-    if _threads is None or _parts or mask is not None or not _kernels.scans_active(dtype):
+    if _threads is None or engaged() or mask is not None or not _kernels.scans_active(dtype):
         return 0
     if not cells or not all(getattr(c, "split_scans", False) for c in cells):
         return 0
-    return max(1, min(_threads[0](), min(c.hidden_size for c in cells) // 16))
+    return max(1, min(_blas_threads(), min(c.hidden_size for c in cells) // 16))
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0  # threads on the engine now
+_blas_saved = 0  # BLAS's thread count before the first of them
+
+
+def _blas_threads() -> int:
+    """NumPy's BLAS thread count, as it was before any thread went on the engine."""
+    with _blas_lock:
+        return _blas_saved if _blas_users else _threads[0]()  # type: ignore[index]
 
 
 def engine_for(model: Any, params: Any, mask: Any) -> Any:
@@ -163,29 +182,35 @@ def engine_for(model: Any, params: Any, mask: Any) -> Any:
 
 @contextmanager
 def split(P: int) -> Iterator[None]:
-    """The engine's split into P parts without touching BLAS's thread count (tests)."""
-    global _parts
-    old, _parts = _parts, P
+    """The calling thread's work split into P parts without touching BLAS's thread count (tests)."""
+    old = getattr(_local, "parts", 0)
+    _local.parts = P
     try:
         yield
     finally:
-        _parts = old
+        _local.parts = old
 
 
 @contextmanager
 def engine(P: int) -> Iterator[None]:
-    """Within (if P > 0; see `ready`): NumPy's OpenBLAS at one thread, the step's work split
-    into P parts. Restores OpenBLAS's count on exit."""
-    global _parts
+    """Within (if P > 0; see `ready`): NumPy's OpenBLAS at one thread (it is process-wide: the
+    first thread on the engine sets it, the last one off restores it) and the calling thread's
+    work split into P parts."""
+    global _blas_users, _blas_saved
     if not P:
         yield
         return
     get, put = _threads  # type: ignore[misc]
-    n = get()
-    put(1)
-    _parts = P
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = get()
+            put(1)
+        _blas_users += 1
     try:
-        yield
+        with split(P):
+            yield
     finally:
-        _parts = 0
-        put(n)
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                put(_blas_saved)
