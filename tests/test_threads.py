@@ -207,3 +207,27 @@ def test_steps_from_two_threads_at_once():
         for g in got[i]:
             for k in g:
                 assert relative_error(g[k], want[i][k]) < 2e-5, k
+
+
+@needs_split
+def test_engine_threads_hold_no_arrays_after_a_step():
+    """Once a step on the engine returns and its result is dropped, every pooled array is free
+    again: the engine's threads keep no reference to a job's arrays (a kept one made the pool
+    allocate a fresh tape every step)."""
+    from bptt._ops import buffers
+
+    model = bptt.Model(9, [bptt.Recurrent("lstm", 64), bptt.Recurrent("gru", 48), bptt.Dense(9)], tokens=True)
+    params = model.init_params(np.random.default_rng(0), f4)
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 9, (200, 8)), rng.integers(0, 9, (200, 8))
+    old = _threads.SPLIT_MACS
+    _threads.SPLIT_MACS = 1
+    try:
+        with _threads.split(2):
+            g = full_bptt(model, params, x, y)
+            n = len(buffers._arrays)
+            assert n > 0
+            del g
+            assert all(buffers._free(i) for i in range(n))
+    finally:
+        _threads.SPLIT_MACS = old

@@ -79,9 +79,12 @@ class _Team:
             tag, fn = box.get()
             seen += 1
             try:
-                self.done.put((tag, True, fn()))
+                result = (tag, True, fn())
             except BaseException as e:  # handed to the caller
-                self.done.put((tag, False, e))
+                result = (tag, False, e)
+            fn = None  # the job's arrays are the caller's again (the buffer pool counts references)
+            self.done.put(result)
+            result = None
 
 
 _SPINS = 200_000  # pauses an engine thread spins for between jobs (~5 ms)
