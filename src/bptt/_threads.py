@@ -1,26 +1,33 @@
-"""The engine's threads: one training step's work split between cores by bptt itself.
+"""The engine: one training step's work split between cores by bptt itself.
 
 Why. At the sizes recurrent nets are trained at on a CPU, a step's recurrent product is small
-((32, 128) @ (128, 512) for a 128-unit LSTM): OpenBLAS's second thread adds about 5% to it, and
-after every multi-threaded call OpenBLAS's worker spins for about 0.1 s waiting for more. So
-within a step that runs on the engine, NumPy's OpenBLAS is set to one thread (its workers get no
-work and go to sleep) and bptt splits the work itself into P parts, one per thread:
+((32, 128) @ (128, 512) for a 128-unit LSTM). OpenBLAS packs both operands at every call (at
+B = 32 about half its time), its second thread adds about 5% to such a product, and after
+every multi-threaded call its worker spins for about 0.1 s waiting for more. So within a step
+on the engine, NumPy's OpenBLAS is set to one thread (its workers get no work and go to sleep)
+and bptt splits the work itself into P parts, one per thread:
 
-- the compiled scans by hidden units (`_kernels.lstm_scan_part`): each part owns its units'
-  rows of W_hh, gates, c and h, and the parts meet once per step at a counter in shared memory;
+- the compiled scans by hidden units (`_kernels.lstm_scan_part`, ...): each part owns its
+  units' rows of W_hh, packed once per scan for bptt's own product kernel, and its slices of
+  the gates and states; the parts meet once per step at a counter in shared memory;
 - the big matrix products (`_ops.matmul`: readouts, input projections, weight gradients) by
   output rows or columns, each part a single-threaded BLAS call into its slice of the result.
 
-P is the thread count NumPy's BLAS had when the step began (threadpoolctl, `--threads`), so the
-user's thread setting means the same as before; with one thread nothing changes. The engine runs
-only where every recurrent cell of the model has split scans and the batch has no mask (the
-other paths keep OpenBLAS's own threads). Results equal the unsplit path's to float32 rounding
-(the products sum in the same order per element; tests compare them).
+P is the thread count NumPy's BLAS had when the step began (threadpoolctl, `--threads`), fewer
+where a cell would get under 16 units a part; with one thread the step runs the same packed
+scans in one part. The engine takes a step (full BPTT, randomized truncation) only where every
+recurrent cell of the model has split scans (the built-in Elman (tanh), GRU and LSTM) on float32
+and the batch has no mask; other steps keep OpenBLAS's own threads. Results equal the unsplit
+path's to float32 rounding (tests compare them).
 
-Threads. P - 1 daemon threads started on first use (again after a fork), each waiting on its
-own queue; the calling thread runs part 0. A part's exception reaches the caller after all
-parts have returned; a scan part that loses the others returns -1 (after ~10 s of waiting),
-which raises here, rather than hanging.
+Threads. P - 1 daemon threads, started on first use (again after a fork), each with its own
+inbox; the calling thread runs part 0. Between jobs a thread spins for ~5 ms on a counter (in
+compiled code, without the GIL), then sleeps: the hand-offs within a step stay cheap, and an
+idle process leaves its cores alone. A part's exception reaches the caller after all parts have
+returned; a scan part that loses the others returns -1 (after ~10 s of waiting), which raises
+here rather than hanging. The engine's state belongs to the thread that entered it, so steps
+from several Python threads take turns on the team; BLAS's thread count (process-wide) is set
+by the first thread on the engine and restored by the last.
 """
 
 from __future__ import annotations
