@@ -231,3 +231,24 @@ def test_engine_threads_hold_no_arrays_after_a_step():
             assert all(buffers._free(i) for i in range(n))
     finally:
         _threads.SPLIT_MACS = old
+
+
+@needs_split
+def test_a_part_that_fails_releases_the_others():
+    """A part whose set-up raises (here: its packed weights) sets the abort flag: the other
+    part stops waiting at once and the error reaches the caller."""
+    import time
+
+    cell, p, state, xp, douts, dT = _problem("gru", 32, 4)
+    real = cell.part_panels
+
+    def broken(params, part, P, forward):
+        if part == 0:
+            raise MemoryError("no room for the panels")
+        return real(params, part, P, forward)
+
+    cell.part_panels = broken
+    t0 = time.perf_counter()
+    with _threads.split(2), pytest.raises(MemoryError, match="no room"):
+        scan_forward(cell, p, xp, state)
+    assert time.perf_counter() - t0 < 5  # not the ~10 s a lost part waits

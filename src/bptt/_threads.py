@@ -153,7 +153,15 @@ def scan_parts(fn: Callable[..., int], *args: Any, own: Callable[[int, int], tup
 
     P = parts()
     bar = np.array([0, 0, _YIELDS], np.int64)  # steps finished (summed over parts), abort flag, most yields
-    codes = run([(lambda p=p: fn(*args, p, P, *own(p, P), bar.ctypes.data)) for p in range(P)])
+
+    def part(p: int) -> int:
+        try:
+            return fn(*args, p, P, *own(p, P), bar.ctypes.data)
+        except BaseException:
+            bar[1] = 1  # the other parts stop waiting for this one
+            raise
+
+    codes = run([(lambda p=p: part(p)) for p in range(P)])
     if any(c != 0 for c in codes):
         raise RuntimeError(f"bptt: the engine's {P} threads lost each other in {fn.__name__} (codes {codes})")
 
