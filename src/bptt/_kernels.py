@@ -31,10 +31,13 @@ Python loops over the step kernels. `BPTT_KERNELS=numpy` in the environment (or
 the Python time loops; without Numba, or where NumPy links a BLAS other than its ILP64 OpenBLAS,
 the corresponding kernels are off and nothing else changes.
 
-Loading. The kernels are compiled once to Numba's on-disk cache (about 15 s, on the first import
+Loading. The kernels are compiled once to Numba's on-disk cache (about 30 s, on the first import
 after installing) and loaded when bptt is imported (about 0.5 s and 65 MiB resident, most of it
-LLVM), so a training step never waits for a compiler and its memory is the step's own. Where no
-cache can be written the step kernels compile at every import (about 5 s) and the scans stay off.
+LLVM), so a training step never waits for a compiler and its memory is the step's own. Where the
+split scans exist (bptt._threads' engine runs full BPTT's steps on them) the unsplit whole scans
+serve only steps off the engine (TBPTT's segments, masks aside): they compile at their first use
+instead (about 3 s, once). Where no cache can be written the step kernels compile at every import
+(about 5 s) and the scans stay off.
 
 Aliasing. Each kernel reads all inputs of an element before writing its outputs and no element
 reads another's outputs, so an output may be the same array as an input (the backward kernels
@@ -877,8 +880,8 @@ if AVAILABLE:
         scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 4)))
         scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), np.zeros((1, 5), f)[:, :4])  # GRU's strided dxp
         scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 5))[:, :4])
-        if SCANS:
-            ix, s3, g3_, g4_ = np.zeros((1, 1), i8), np.zeros((1, 1, 1), f), np.zeros((1, 1, 3), f), np.zeros((1, 1, 4), f)
+        ix, s3, g3_, g4_ = np.zeros((1, 1), i8), np.zeros((1, 1, 1), f), np.zeros((1, 1, 3), f), np.zeros((1, 1, 4), f)
+        if SCANS and not SPLIT:  # with split scans, the unsplit ones serve only steps off the engine
             elman_scan(s, ix, s, s, s3.copy(), s3.copy(), False)
             elman_scan_back(s, s, s3.copy(), s3, s.copy(), s3.copy(), s, False)
             lstm_scan(g, ix, np.zeros((4, 1), f), s, s, g4_.copy(), s3.copy(), s3.copy(), False)
