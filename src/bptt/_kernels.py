@@ -14,6 +14,11 @@ matrix product). Two levels of kernels:
   The cells use them for a forward scan that keeps its tape and for full BPTT's consumed backward
   scan, with no mask (`Cell.fused_forward`, `Cell.fused_backward`); masks, TBPTT's step-by-step
   backward and user cells run the Python loop.
+- Split scans: the same scans cut by hidden units into parts that run on bptt._threads' engine
+  threads (`lstm_scan_part`, ...), meeting once per step at a counter in shared memory (atomics
+  as Numba intrinsics), each part's recurrent product in bptt's own kernel on W_hh packed once
+  per scan (`pack_panels`, `_mm_panels`: 4 x 16 tiles of 8-float fused multiply-adds written
+  in LLVM IR). Tests check them equal to the whole scans for 1-3 parts.
 - The loss: the softmax cross-entropy of all T * B rows and its gradient in one pass per row
   (`softmax_xent`), where NumPy makes seven passes over the logits.
 
