@@ -38,6 +38,8 @@ def small(out, **kw):
     base = dict(hidden=16, steps=12, eval_every=4, batch_size=4, seq_len=20, dtype="float64", out=str(out),
                 progress=False, sample_length=0, warmup=2)
     base.update(kw)
+    if base.get("schedule") == "constant":
+        del base["warmup"]  # only the cosine schedule warms up (bptt refuses a setting it would ignore)
     return TrainConfig(**base)
 
 
@@ -84,7 +86,7 @@ def test_checkpoint_files(tmp_path, text_file):
     Trainer(small(tmp_path / "r", data=text_file, steps=4)).run()
     folder = tmp_path / "r"
     names = sorted(os.listdir(folder))
-    assert names == ["best.npz", "checkpoint.npz", "config.json", "loss.png", "metrics.jsonl"]
+    assert names == [".lock", "best.npz", "checkpoint.npz", "config.json", "loss.png", "metrics.jsonl"]
     with np.load(folder / "checkpoint.npz", allow_pickle=False) as z:
         assert any(k.startswith("opt/") for k in z.files) and any(k.startswith("state/") for k in z.files)
     c = ckpt.load(str(folder / "checkpoint.npz"))
@@ -133,7 +135,7 @@ def test_divergence_stops_with_a_message(tmp_path, text_file, monkeypatch):
     monkeypatch.setattr(tr, "full_bptt", nan_grads)
     logs = []
     res = Trainer(small(tmp_path / "d", data=text_file, steps=40, eval_every=100), log=logs.append).run()
-    assert res.stopped == "diverged" and res.step == tr.DIVERGED_AFTER
+    assert res.stopped == "diverged" and res.step == 20 and res.extra["skipped"] == 20
     assert any("diverged" in s for s in logs)
     first = load_run(str(tmp_path / "d"), "last").params
     assert all(np.isfinite(v).all() for v in first.values())  # the NaN never reached the weights
@@ -207,10 +209,10 @@ def test_toml_errors(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("hidden = 12\nlearning_rate = 0.1\n")
     assert main(["train", "--config", str(bad)]) == 2
-    assert "received unknown ['learning_rate']" in capsys.readouterr().err
+    assert "received unknown 'learning_rate'" in capsys.readouterr().err
     bad.write_text("hidden = 'big'\n")
     assert main(["train", "--config", str(bad)]) == 2
-    assert "hidden: expected a int, received 'big'" in capsys.readouterr().err
+    assert "hidden: expected an integer, received 'big'" in capsys.readouterr().err
     bad.write_text("hidden = = 1\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "expected valid TOML" in capsys.readouterr().err
@@ -225,13 +227,14 @@ def test_help_lists_commands(capsys):
 
 
 # ---- gradient algorithms in the trainer --------------------------------------------------------
-def test_tbptt_chunks_and_artbp_at_zero_are_the_full_algorithm(tmp_path, text_file, series_files):
-    """TBPTT(k, k) on streams is what full BPTT over carried-state batches computes; ARTBP with
-    c = 0 is full BPTT: whole runs end with bitwise-equal parameters."""
+def test_tbptt_chunks_are_the_full_algorithm(tmp_path, text_file, series_files):
+    """TBPTT(k, k) on streams is what full BPTT over carried-state batches computes: whole runs
+    end with bitwise-equal parameters. (ARTBP at c = 0 would be full BPTT too; the trainer
+    refuses c = 0 for it, and the algorithm's own tests check that case.)"""
     log = lambda s: None  # noqa: E731
     for extra in (dict(data=text_file), dict(data=series_files[0], task="series", cell="gru")):
         ref = Trainer(small(tmp_path / f"full{len(extra)}", **extra), log=log).run()
-        for name, alg in [("tb", dict(algorithm="tbptt", k1=20)), ("ar", dict(algorithm="artbp"))]:
+        for name, alg in [("tb", dict(algorithm="tbptt", k1=20))]:
             run = Trainer(small(tmp_path / f"{name}{len(extra)}", **extra, **alg), log=log).run()
             for k in ref.params:
                 np.testing.assert_array_equal(run.params[k], ref.params[k], err_msg=f"{name} {k}")
@@ -252,7 +255,7 @@ def test_tbptt_overlapping_windows_train_and_are_recorded(tmp_path, text_file):
     [
         (dict(algorithm="tbtt"), "algorithm: expected one of"),
         (dict(algorithm="tbptt", k1=10, k2=5), "k2: expected a number >= k1 = 10"),
-        (dict(k1=5), "k1, k2: expected only with --algorithm tbptt"),
+        (dict(k1=5), "k1: expected only with --algorithm tbptt, received 5 with algorithm 'full'"),
         (dict(truncation_prob=0.1), "truncation_prob: expected only with --algorithm random or artbp"),
         (dict(algorithm="artbp", truncation_prob=1.0), r"truncation_prob: expected a number in \[0, 1\)"),
     ],
@@ -318,7 +321,7 @@ def test_stored_structures_rebuild_only_bptt_classes():
     tape = back["h"][0][1][0]
     assert isinstance(tape, Tape) and len(tape.caches) == 4 and back["h"][0][0] == 3
     np.testing.assert_array_equal(tape.caches[2].h, np.full((2, 3), 2.0))
-    with pytest.raises(ValueError, match="expected a bptt class"):
+    with pytest.raises(ValueError, match="expected the name of a stored class"):
         decode({"nt": "os:system", "f": []}, {})
 
 

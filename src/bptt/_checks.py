@@ -10,12 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BpttError
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name}: expected a positive integer, received {value!r}")
+        raise BpttError(f"{name}: expected a positive integer, received {value!r}")
     return int(value)
 
 
@@ -25,13 +27,13 @@ def float_dtype(name: str, dtype: Any) -> np.dtype:
     except TypeError:
         dt = None
     if dt not in FLOAT_DTYPES:
-        raise ValueError(f"{name}: expected float32 or float64, received {dtype!r}")
+        raise BpttError(f"{name}: expected float32 or float64, received {dtype!r}")
     return dt
 
 
 def array(name: str, x: Any) -> np.ndarray:
     if not isinstance(x, np.ndarray):
-        raise ValueError(f"{name}: expected a NumPy array, received {type(x).__name__}")
+        raise BpttError(f"{name}: expected a NumPy array, received {type(x).__name__}")
     return x
 
 
@@ -42,14 +44,14 @@ def shape(name: str, x: np.ndarray, expected: tuple, layout: str) -> None:
     )
     if not ok:
         want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
-        raise ValueError(
+        raise BpttError(
             f"{name}: expected shape {layout} = {want}, received {tuple(x.shape)}"
         )
 
 
 def dtype_is(name: str, x: np.ndarray, dtype: np.dtype) -> None:
     if x.dtype != dtype:
-        raise ValueError(
+        raise BpttError(
             f"{name}: expected dtype {dtype}, received {x.dtype} "
             f"(convert with .astype(np.{dtype}); bptt never casts silently)"
         )
@@ -57,16 +59,16 @@ def dtype_is(name: str, x: np.ndarray, dtype: np.dtype) -> None:
 
 def integer(name: str, x: np.ndarray) -> None:
     if not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"{name}: expected an integer array, received dtype {x.dtype}")
+        raise BpttError(f"{name}: expected an integer array, received dtype {x.dtype}")
 
 
 def in_range(name: str, x: np.ndarray, n: int, where: np.ndarray | None = None) -> None:
     vals = x if where is None else x[where]
     if vals.size and (vals.min() < 0 or vals.max() >= n):
         bad = vals[(vals < 0) | (vals >= n)][0]
-        raise ValueError(f"{name}: expected integers in [0, {n}), received {int(bad)}")
+        raise BpttError(f"{name}: expected integers in [0, {n}), received {int(bad)}")
 
 
 def finite(name: str, x: np.ndarray) -> None:
     if not np.isfinite(x).all():
-        raise ValueError(f"{name}: expected finite values, received NaN or inf")
+        raise BpttError(f"{name}: expected finite values, received NaN or inf")

@@ -105,8 +105,12 @@ def scans_active(dtype: Any) -> bool:
 _CACHE = os.access(os.path.dirname(os.path.abspath(__file__)), os.W_OK) or bool(os.environ.get("NUMBA_CACHE_DIR"))
 
 if AVAILABLE:
-    _jit = _nb.njit(fastmath=True, error_model="numpy", cache=_CACHE, nogil=True)
-    _inline = _nb.njit(fastmath=True, error_model="numpy", cache=_CACHE, inline="always")
+    # LLVM's fast-math flags except 'nnan' and 'ninf': with those the compiler may assume no NaN
+    # or inf exists and turn a clamp into a min/max that returns the other operand, so a NaN
+    # weight gave a finite loss. Without them a NaN in gives NaN out, as in NumPy (tested).
+    _FAST = {"contract", "arcp", "nsz", "afn", "reassoc"}
+    _jit = _nb.njit(fastmath=_FAST, error_model="numpy", cache=_CACHE, nogil=True)
+    _inline = _nb.njit(fastmath=_FAST, error_model="numpy", cache=_CACHE, inline="always")
     f4 = np.float32
     # tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9] (beyond it tanh is +-1 in float32)
     _A1, _A3, _A5, _A7 = f4(4.89352455891786e-03), f4(6.37261928875436e-04), f4(1.48572235717979e-05), f4(5.12229709037114e-08)

@@ -1,36 +1,65 @@
 """Nested structures of arrays (an algorithm's kept forward caches, say) to flat named arrays and
-a JSON description, and back: what a checkpoint (.npz, read with allow_pickle=False) can hold.
+a JSON description, and back: what a checkpoint (.npz, read without pickle) can hold.
 
-Handled: None, bool, int, float, str, ndarray, list, tuple, dict (str keys) and NamedTuples of bptt's own
-classes (rebuilt by name, from bptt modules only). A list of NamedTuples of one class whose
-fields have one shape each (the per-step caches of a scan) is stored as one stacked array per
-field instead of one array per step.
+Handled: None, bool, int, float, str, ndarray, list, tuple, dict (str keys) and NamedTuples of
+REGISTERED classes. A list of NamedTuples of one class whose fields have one shape each (the
+per-step caches of a scan) is stored as one stacked array per field instead of one per step.
+
+Loading runs nothing the file names. A stored NamedTuple is named by a string ('module:Class');
+`decode` looks that string up in a fixed registry of classes this process registered (the
+built-in cells' states and caches, the scan's Tape; a user cell's own with `register`) and never
+imports a module or follows an attribute path. An unregistered name, a description of the wrong
+JSON shape or type, a field count that does not fit the class, or a missing array is one
+BpttError naming the place in the structure.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 
+from .errors import BpttError
 
-def _is_namedtuple(x: Any) -> bool:
-    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+_REGISTRY: dict[str, type] = {}
 
 
-def _class_name(cls: type) -> str:
+def class_name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _class(name: str) -> type:
-    module, _, qual = name.partition(":")
-    if not (module == "bptt" or module.startswith("bptt.")):
-        raise ValueError(f"expected a bptt class in the stored structure, received {name!r}")
-    obj: Any = importlib.import_module(module)
-    for part in qual.split("."):
-        obj = getattr(obj, part)
-    return obj
+def register(*classes: type) -> None:
+    """Allow these NamedTuple classes in stored structures (a user cell's state or cache, say)."""
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
+            raise BpttError(f"register: expected NamedTuple classes, received {cls!r}")
+        _REGISTRY[class_name(cls)] = cls
+
+
+def _builtin() -> None:
+    if _REGISTRY:
+        return
+    from .algorithms.scan import Tape
+    from .cells.elman import ElmanCache, ElmanState
+    from .cells.gru import GRUCache, GRUState
+    from .cells.jordan import JordanCache, JordanState
+    from .cells.lstm import LSTMCache, LSTMState
+
+    register(Tape, ElmanCache, ElmanState, GRUCache, GRUState, JordanCache, JordanState, LSTMCache, LSTMState)
+
+
+def _class(name: Any, where: str) -> type:
+    _builtin()
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise BpttError(
+            f"{where}: expected the name of a stored class among {sorted(_REGISTRY)}, received {name!r}"
+        )
+    return cls
+
+
+def _is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
 def _stackable(items: list) -> bool:
@@ -55,6 +84,12 @@ def encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
         arrays[key] = a
         return {"a": key}
 
+    def name(cls: type) -> str:
+        _builtin()
+        if class_name(cls) not in _REGISTRY:
+            raise BpttError(f"cannot store a {cls.__qualname__}: register it with bptt._treeio.register first")
+        return class_name(cls)
+
     def enc(x: Any) -> Any:
         if x is None or isinstance(x, (bool, str)):
             return x
@@ -65,10 +100,11 @@ def encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
         if isinstance(x, np.ndarray):
             return put(x)
         if _is_namedtuple(x):
-            return {"nt": _class_name(type(x)), "f": [enc(f) for f in x]}
+            return {"nt": name(type(x)), "f": [enc(f) for f in x]}
         if isinstance(x, list) and _stackable(x):
+            cls = name(type(x[0]))
             fields = [None if all(f is None for f in fs) else put(np.stack(fs)) for fs in zip(*x)]
-            return {"stack": _class_name(type(x[0])), "n": len(x), "f": fields}
+            return {"stack": cls, "n": len(x), "f": fields}
         if isinstance(x, (list, tuple)):
             return {"l" if isinstance(x, list) else "t": [enc(i) for i in x]}
         if isinstance(x, dict) and all(isinstance(k, str) for k in x):
@@ -78,31 +114,64 @@ def encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
     return enc(obj)
 
 
-def decode(desc: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """The structure `encode` described, rebuilt from `arrays`."""
+_TAGS = {"a": ("a",), "nt": ("nt", "f"), "stack": ("stack", "n", "f"), "l": ("l",), "t": ("t",), "d": ("d",)}
 
-    def get(d: dict) -> np.ndarray:
-        if d["a"] not in arrays:
-            raise ValueError(f"expected array {d['a']!r} in the stored structure, received none")
-        return arrays[d["a"]]
 
-    def dec(d: Any) -> Any:
-        if not isinstance(d, dict):
+def decode(desc: Any, arrays: dict[str, np.ndarray], where: str = "stored structure") -> Any:
+    """The structure `encode` described, rebuilt from `arrays`; BpttError on anything else."""
+
+    def bad(path: str, expected: str, received: Any) -> BpttError:
+        shown = repr(received)
+        return BpttError(f"{where} at {path}: expected {expected}, received {shown[:80]}")
+
+    def get(key: Any, path: str) -> np.ndarray:
+        if not isinstance(key, str) or key not in arrays:
+            raise bad(path, "the name of an array in the file", key)
+        return arrays[key]
+
+    def fields(cls: type, f: Any, path: str) -> list:
+        if not isinstance(f, list) or len(f) != len(cls._fields):
+            raise bad(path, f"a list of the {len(cls._fields)} fields of {cls.__qualname__}", f)
+        return f
+
+    def dec(d: Any, path: str) -> Any:
+        if d is None or isinstance(d, (bool, int, float, str)):
             return d
-        if "a" in d:
-            return get(d)
-        if "nt" in d:
-            return _class(d["nt"])(*(dec(f) for f in d["f"]))
-        if "stack" in d:
-            cls, n = _class(d["stack"]), int(d["n"])
-            cols = [[None] * n if f is None else list(get(f)) for f in d["f"]]
-            return [cls(*fields) for fields in zip(*cols)]
-        if "l" in d:
-            return [dec(i) for i in d["l"]]
-        if "t" in d:
-            return tuple(dec(i) for i in d["t"])
-        if "d" in d:
-            return {k: dec(v) for k, v in d["d"].items()}
-        raise ValueError(f"expected a stored structure, received keys {sorted(d)}")
+        if not isinstance(d, dict):
+            raise bad(path, "a stored value", d)
+        tag = next((t for t in _TAGS if t in d), None)
+        if tag is None or set(d) != set(_TAGS[tag]):
+            raise bad(path, f"an object with one of the key sets {list(_TAGS.values())}", sorted(d))
+        if tag == "a":
+            return get(d["a"], path)
+        if tag == "nt":
+            cls = _class(d["nt"], f"{where} at {path}")
+            return cls(*(dec(f, f"{path}.{n}") for f, n in zip(fields(cls, d["f"], path), cls._fields)))
+        if tag == "stack":
+            cls, n = _class(d["stack"], f"{where} at {path}"), d["n"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+                raise bad(f"{path}.n", "an integer >= 2", n)
+            cols = []
+            for f, fname in zip(fields(cls, d["f"], path), cls._fields):
+                if f is None:
+                    cols.append([None] * n)
+                    continue
+                if not isinstance(f, dict) or set(f) != {"a"}:
+                    raise bad(f"{path}.{fname}", "an array reference", f)
+                a = get(f["a"], f"{path}.{fname}")
+                if a.ndim < 1 or a.shape[0] != n:
+                    raise bad(f"{path}.{fname}", f"an array of {n} stacked steps", f"shape {a.shape}")
+                cols.append(list(a))
+            return [cls(*fs) for fs in zip(*cols)]
+        if tag in ("l", "t"):
+            items = d[tag]
+            if not isinstance(items, list):
+                raise bad(path, "a list", items)
+            out = [dec(v, f"{path}[{i}]") for i, v in enumerate(items)]
+            return out if tag == "l" else tuple(out)
+        items = d["d"]
+        if not isinstance(items, dict):
+            raise bad(path, "an object", items)
+        return {k: dec(v, f"{path}.{k}") for k, v in items.items()}
 
-    return dec(desc)
+    return dec(desc, "top")

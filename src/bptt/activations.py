@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import BpttError
+
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "sigmoid"]
 
 
@@ -87,6 +89,6 @@ def get_activation(name: str) -> Activation:
     try:
         return ACTIVATIONS[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise BpttError(
             f"activation: expected one of {sorted(ACTIVATIONS)}, received {name!r}"
         ) from None

@@ -3,22 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import __version__
+from .errors import BpttError, did_you_mean, one_of
+from .train.argtypes import integer, number, output_file
+
+
+class _UsageError(BpttError):
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as bptt's one-line sentences (raised, not printed and exited)."""
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        k.setdefault("allow_abbrev", False)
+        super().__init__(*a, **k)
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(self.prog, _reword(message, self))
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for o in parser._option_string_actions if o.startswith("--")]
+
+
+def _reword(message: str, parser: argparse.ArgumentParser) -> str:
+    m = re.match(r"argument (\S+?)(?:/\S+)?: invalid choice: '?(.*?)'? \(choose from (.*)\)$", message)
+    if m:
+        name, value = m.group(1), m.group(2)
+        choices = [c.strip().strip("'") for c in m.group(3).split(",")]
+        return f"{name}: expected one of {', '.join(choices)}, received {value!r}{did_you_mean(value, choices)}"
+    m = re.match(r"the following arguments are required: (.*)$", message)
+    if m:
+        return f"{m.group(1)}: expected a value, received none (see {parser.prog} --help)"
+    m = re.match(r"argument (\S+?)(?:/\S+)?: expected (one|at least one) argument", message)
+    if m:
+        return f"{m.group(1)}: expected a value, received none"
+    m = re.match(r"argument (\S+?)(?:/\S+)?: (ignored explicit argument .*)$", message)
+    if m:
+        return f"{m.group(1)}: expected no value, received one ({m.group(2)})"
+    m = re.match(r"argument (\S+?)(?:/\S+)?: (.*)$", message)
+    if m:
+        return f"{m.group(1)}: {m.group(2)}"
+    return message
 
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     from .diagnostics.sweep import CELL_KINDS, run_case, standard_cases, variant_cases
 
     cells = tuple(c.strip() for c in args.cells.split(",")) if args.cells else CELL_KINDS
-    unknown = sorted(set(cells) - set(CELL_KINDS))
-    if unknown:
-        print(f"bptt gradcheck: --cells: expected names among {', '.join(CELL_KINDS)}, received {', '.join(unknown)}",
-              file=sys.stderr)
-        return 2
+    for c in cells:
+        if c not in CELL_KINDS:
+            raise one_of("--cells", c, CELL_KINDS)
     cases = standard_cases(cells) + ([] if args.no_variants else variant_cases())
     print(f"bptt gradcheck: {len(cases)} cases, float64, five-point central differences "
           f"(eps 1e-3), tolerance {args.tol:g} (max relative error per array)")
@@ -49,7 +93,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     try:
         Ks = tuple(int(k) for k in args.k.split(","))
     except ValueError:
-        raise ValueError(f"--k: expected comma-separated positive integers, received {args.k!r}") from None
+        raise BpttError(f"--k: expected comma-separated positive integers, received {args.k!r}") from None
+    if args.out:
+        output_file("--out", args.out)
     res = influence_experiment(args.steps, args.lr, Ks, args.c, args.seeds)
     if args.out:
         plot_influence(res, args.out)
@@ -66,12 +112,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     cases = all_cases(tuple(_names(args.cells)), tuple(_names(args.sizes)))
     wanted = ["bptt"] + [p for p in (_names(args.peers) if args.peers else PEERS) if p != "bptt"]
-    unknown = sorted(set(wanted) - {"bptt", *PEERS})
-    if unknown:
-        raise ValueError(f"--peers: expected names among {list(PEERS)}, received {unknown}")
+    for p in wanted:
+        if p not in ("bptt", *PEERS):
+            raise one_of("--peers", p, PEERS)
     missing = [p for p in wanted if not available(p)]
     if missing and args.peers:
-        raise ValueError(f"--peers: expected {', '.join(missing)} to be installed (pip install \"bptt[bench]\"), received none")
+        raise BpttError(f"--peers: expected {', '.join(missing)} to be installed (pip install \"bptt[bench]\"), received none")
     names = [p for p in wanted if available(p)]
     if missing:
         print(f"bench: {', '.join(missing)} not installed, measuring without (pip install \"bptt[bench]\")")
@@ -79,9 +125,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from .train.trainer import default_threads
 
         args.threads = default_threads()
-    if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
-        raise ValueError(f"expected --repeats >= 1, --warmup >= 0, --threads >= 1, received "
-                         f"{args.repeats}, {args.warmup}, {args.threads}")
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path:
+            output_file(flag, path)
     res = run_bench(cases, names, args.threads, args.repeats, args.warmup, not args.no_memory)
     table = markdown(res)
     print()
@@ -98,47 +144,50 @@ def _names(s: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bptt",
         description="Backpropagation through time for recurrent networks: exact, hand-derived gradients.",
     )
     parser.add_argument("--version", action="version", version=f"bptt {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
 
     g = sub.add_parser(
-        "gradcheck",
+        "gradcheck", parents=[debug],
         help="check every cell x loss x mask x layers x direction against central differences",
         description="Check full BPTT against float64 central differences on small random problems "
         "(non-zero biases and initial states) and print the max relative error per case. "
         "Exits 1 if any case exceeds the tolerance.",
     )
     g.add_argument("--cells", help="comma-separated subset of elman,jordan,gru,lstm (default: all)")
-    g.add_argument("--tol", type=float, default=1e-6, help="tolerance on the max relative error (default 1e-6)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random problems (default 0)")
-    g.add_argument("--max-entries", type=int, default=None, metavar="N",
+    g.add_argument("--tol", type=number(0, lo_open=True), default=1e-6, help="tolerance on the max relative error (default 1e-6)")
+    g.add_argument("--seed", type=integer(0), default=0, help="seed of the random problems (default 0)")
+    g.add_argument("--max-entries", type=integer(1), default=None, metavar="N",
                    help="check at most N random entries per array (default: all)")
     g.add_argument("--no-variants", action="store_true", help="only the standard sweep")
     g.set_defaults(func=_cmd_gradcheck)
 
-    x = sub.add_parser("experiment", help="run a named experiment comparing gradient algorithms")
+    x = sub.add_parser("experiment", parents=[debug], help="run a named experiment comparing gradient algorithms")
     xs = x.add_subparsers(dest="experiment", metavar="NAME", required=True)
     ib = xs.add_parser(
-        "influence-balancing",
+        "influence-balancing", parents=[debug],
         help="Tallec & Ollivier's influence balancing: TBPTT(1, K) against ARTBP",
         description="A 23-unit linear system whose truncated gradients point the wrong way: TBPTT(1, K) "
         "for each K and ARTBP with truncation probability c (several seeds) learn theta online from "
         "theta(0) = 0.5; the optimum is -1/6. Prints each run's end point and plots theta over time.",
     )
-    ib.add_argument("--steps", type=int, default=20000, help="time steps of the stream (default 20000)")
-    ib.add_argument("--lr", type=float, default=1e-4, help="SGD rate per time step (default 1e-4)")
+    ib.add_argument("--steps", type=integer(1), default=20000, help="time steps of the stream (default 20000)")
+    ib.add_argument("--lr", type=number(0, lo_open=True), default=1e-4, help="SGD rate per time step (default 1e-4)")
     ib.add_argument("--k", default="1,10,20,50", help="truncation lengths K of TBPTT(1, K) (default 1,10,20,50)")
-    ib.add_argument("--c", type=float, default=1 / 32, help="ARTBP truncation probability (default 1/32)")
-    ib.add_argument("--seeds", type=int, default=5, help="ARTBP seeds (default 5)")
+    ib.add_argument("--c", type=number(0, 1), default=1 / 32, help="ARTBP truncation probability (default 1/32)")
+    ib.add_argument("--seeds", type=integer(0), default=5, help="ARTBP seeds (default 5)")
     ib.add_argument("--out", default="influence_balancing.png", help="plot file ('' for none)")
     ib.set_defaults(func=_cmd_experiment)
 
     b = sub.add_parser(
-        "bench",
+        "bench", parents=[debug],
         help="time the training step of bptt against PyTorch and JAX (if installed)",
         description="One float32 training step (forward, cross-entropy at every step, full BPTT) of "
         "Elman/GRU/LSTM on token inputs, against torch (nn.RNN/GRU/LSTM + Linear, loss.backward) and JAX "
@@ -148,10 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cells", default="elman,gru,lstm", help="subset of elman,gru,lstm (default: all)")
     b.add_argument("--sizes", default="small,medium,long", help="subset of small,medium,long (default: all)")
     b.add_argument("--peers", default="", help="subset of torch,jax (default: those installed)")
-    b.add_argument("--threads", type=int, default=None,
+    b.add_argument("--threads", type=integer(1), default=None,
                    help="BLAS/OpenMP/XLA threads for every contender (default: as bptt train, the usable cores, at most 2)")
-    b.add_argument("--repeats", type=int, default=7, help="timed rounds (default 7)")
-    b.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    b.add_argument("--repeats", type=integer(1), default=7, help="timed rounds (default 7)")
+    b.add_argument("--warmup", type=integer(0), default=2, help="untimed rounds first (default 2)")
     b.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     b.add_argument("--json", help="write the results here")
     b.add_argument("--markdown", help="write the table here")
@@ -160,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import commands
 
     t = sub.add_parser(
-        "train",
+        "train", parents=[debug],
         help="train a recurrent network on text or a time series (default: a char-LSTM on Botchan)",
         description="Train a recurrent network by BPTT. With no arguments: a character-level LSTM on "
         "the bundled novel Botchan, a few minutes on 2 cores. Writes a run folder with config.json, "
@@ -169,50 +218,84 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_train_arguments(t)
     t.set_defaults(func=commands.cmd_train)
 
-    s = sub.add_parser("sample", help="generate text from a trained text run")
+    s = sub.add_parser("sample", parents=[debug], help="generate text from a trained text run")
     s.add_argument("run", metavar="RUN", help="run folder")
     s.add_argument("--prime", default="", help="text to start from")
-    s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
-    s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1.0)")
-    s.add_argument("--top-k", type=int, default=None, help="sample among the k most likely characters only")
-    s.add_argument("--seed", type=int, default=None, help="seed of the sampling")
+    s.add_argument("--length", type=integer(0), default=500, help="characters to generate (default 500)")
+    s.add_argument("--temperature", type=number(0, lo_open=True), default=1.0, help="softmax temperature (default 1.0)")
+    s.add_argument("--top-k", type=integer(1), default=None, help="sample among the k most likely characters only")
+    s.add_argument("--seed", type=integer(0), default=None, help="seed of the sampling")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which parameters (default best)")
     s.set_defaults(func=commands.cmd_sample)
 
-    f = sub.add_parser("forecast", help="iterated multi-step forecast of a trained series run")
+    f = sub.add_parser("forecast", parents=[debug], help="iterated multi-step forecast of a trained series run")
     f.add_argument("run", metavar="RUN", help="run folder")
     f.add_argument("--data", help="the values that follow the history (the truth); NMSE is printed against them")
     f.add_argument("--history", help="the series to start from (default: the run's training data file)")
-    f.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the length of --data, or 100)")
+    f.add_argument("--horizon", type=integer(1), default=None, help="steps to forecast (default: the length of --data, or 100)")
     f.add_argument("--column", default=None, help="column of the files (default: the run's)")
     f.add_argument("--out", help="plot file (default: RUN/forecast.png)")
     f.add_argument("--checkpoint", choices=["best", "last"], default="best")
     f.set_defaults(func=commands.cmd_forecast)
 
-    e = sub.add_parser("evaluate", help="loss of a trained run on new data")
+    e = sub.add_parser("evaluate", parents=[debug], help="loss of a trained run on new data")
     e.add_argument("run", metavar="RUN", help="run folder")
     e.add_argument("--data", required=True, help="text or series file")
     e.add_argument("--column", default=None, help="series: column (default: the run's)")
-    e.add_argument("--warmup", type=int, default=0, help="series: steps excluded from the score at the start")
+    e.add_argument("--warmup", type=integer(0), default=None, help="series: steps excluded from the score at the start (default 0)")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.set_defaults(func=commands.cmd_evaluate)
     return parser
 
 
+def _unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> _UsageError:
+    sub = parser
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        sub = action.choices.get(getattr(args, "command", None), parser)
+        name = getattr(args, "experiment", None)
+        if sub is not parser and name and sub._subparsers:
+            sub = sub._subparsers._group_actions[0].choices.get(name, sub)
+    tok = extra[0]
+    hint = did_you_mean(tok.split("=")[0], _options(sub)) if tok.startswith("-") else ""
+    return _UsageError(sub.prog, f"expected the arguments of {sub.prog} (see {sub.prog} --help), received "
+                                 f"{'unknown option' if tok.startswith('-') else 'an extra argument'} {tok!r}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: a user mistake is one line on stderr and exit status 2 (with --debug or
+    BPTT_DEBUG=1, the traceback instead); a file system failure one line and status 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("BPTT_DEBUG", "") not in ("", "0")
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    prog = "bptt"
     try:
+        args, extra = parser.parse_known_args(argv)
+        prog = f"bptt {args.command}" if getattr(args, "command", None) else prog
+        if extra:
+            raise _unknown(parser, args, extra)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return args.func(args)
-    except ValueError as e:  # a user mistake: say what was expected and received, no traceback
-        print(f"bptt {args.command}: {e}", file=sys.stderr)
+    except BpttError as e:
+        if debug:
+            raise
+        where = e.prog if isinstance(e, _UsageError) else prog
+        print(f"{where}: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if debug:
+            raise
+        what = f"{e.strerror or e}" + (f": {e.filename!r}" if e.filename else "")
+        print(f"{prog}: expected to read and write its files, received an error from the system ({what})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
 
 
 if __name__ == "__main__":

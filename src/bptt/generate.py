@@ -6,7 +6,15 @@ import numpy as np
 
 from .cells.base import Params
 from .data.text import Vocab
+from .errors import BpttError
 from .model import Model
+
+
+def _finite_params(params: Params) -> None:
+    """A NaN weight would give NaN logits, and text or a forecast drawn from them: refuse it."""
+    for k, v in params.items():
+        if not np.isfinite(v).all():
+            raise BpttError(f"params[{k!r}]: expected finite values, received NaN or inf")
 
 
 def _probabilities(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
@@ -32,13 +40,14 @@ def sample_text(
     """Prime the state on `prime` (unknown characters skipped), then draw `length` characters,
     each from softmax(logits / temperature) restricted to the top_k most likely."""
     if not model.tokens or model.loss_fn.kind != "ce":
-        raise ValueError("sample: expected a character model (token inputs, 'ce' loss), received another kind")
+        raise BpttError("sample: expected a character model (token inputs, 'ce' loss), received another kind")
     if not temperature > 0:
-        raise ValueError(f"temperature: expected a number > 0, received {temperature!r}")
+        raise BpttError(f"temperature: expected a number > 0, received {temperature!r}")
     if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
-        raise ValueError(f"top_k: expected a positive integer, received {top_k!r}")
+        raise BpttError(f"top_k: expected a positive integer, received {top_k!r}")
     if not (isinstance(length, int) and length >= 0):
-        raise ValueError(f"length: expected a non-negative integer, received {length!r}")
+        raise BpttError(f"length: expected a non-negative integer, received {length!r}")
+    _finite_params(params)
     rng = rng or np.random.default_rng()
     ids, _ = vocab.encode(prime)
     if len(ids) == 0:  # start from a newline if the vocabulary has one
@@ -59,11 +68,14 @@ def forecast(model: Model, params: Params, history: np.ndarray, horizon: int) ->
     """Iterated forecast: run the model over `history` (normalised values, (T,)), then feed each
     one-step prediction back as the next input. Returns `horizon` predictions (normalised)."""
     if model.tokens or model.loss_fn.kind != "mse" or model.input_size != 1 or model.output_size != 1:
-        raise ValueError("forecast: expected a univariate series model (1 input, 1 output, 'mse'), received another kind")
+        raise BpttError("forecast: expected a univariate series model (1 input, 1 output, 'mse'), received another kind")
     if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
-        raise ValueError(f"horizon: expected a positive integer, received {horizon!r}")
+        raise BpttError(f"horizon: expected a positive integer, received {horizon!r}")
     dtype = model.check_params(params)
+    _finite_params(params)
     x = np.asarray(history, dtype)[:, None, None]
+    if not np.isfinite(x).all():
+        raise BpttError("history: expected finite values, received NaN or inf")
     y, state = model.forward(params, x)
     preds = np.empty(horizon, dtype)
     preds[0] = y[-1, 0, 0]

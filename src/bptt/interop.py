@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cells.base import Params
+from .errors import BpttError
 from .layers import Dense
 from .model import Model, ModelState
 
@@ -40,7 +41,7 @@ def _check_torch_shaped(model: Model) -> None:
         and model.levels[-1].activation.name == "identity"
     )
     if not ok:
-        raise ValueError(
+        raise BpttError(
             "interop: expected a model of N identical Elman/GRU/LSTM levels followed by one "
             f"linear Dense level, received {model!r}"
         )

@@ -16,6 +16,7 @@ from ._ops import matmul, scatter_add_rows
 from .activations import get_activation
 from .cells import Cell, cell_class, make_cell
 from .cells.base import Params
+from .errors import BpttError
 
 
 class Level:
@@ -63,7 +64,7 @@ class Embedding(Level):
 
     def build(self, input_size: int, name: str, tokens: bool) -> None:
         if not tokens:
-            raise ValueError(
+            raise BpttError(
                 "Embedding: expected integer token inputs (Model(..., tokens=True)), "
                 "received a model with float inputs"
             )
@@ -96,7 +97,7 @@ class Dense(Level):
 
     def build(self, input_size: int, name: str, tokens: bool) -> None:
         if tokens:
-            raise ValueError(
+            raise BpttError(
                 "Dense: expected float inputs (a model on integer tokens starts with an "
                 "Embedding or a Recurrent level), received a model with tokens=True as its input"
             )

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _checks, _kernels
 from ._ops import buffers
+from .errors import BpttError
 
 KINDS = ("ce", "mse")
 AT = ("every", "last")
@@ -32,9 +33,9 @@ def last_index(mask: np.ndarray | None, T: int, B: int) -> np.ndarray:
 class Loss:
     def __init__(self, kind: str = "ce", at: str = "every") -> None:
         if kind not in KINDS:
-            raise ValueError(f"loss: expected one of {KINDS}, received {kind!r}")
+            raise BpttError(f"loss: expected one of {KINDS}, received {kind!r}")
         if at not in AT:
-            raise ValueError(f"at: expected one of {AT}, received {at!r}")
+            raise BpttError(f"at: expected one of {AT}, received {at!r}")
         self.kind, self.at = kind, at
 
     def check_targets(
@@ -71,7 +72,7 @@ class Loss:
         if self.kind == "ce":
             ts = np.ascontiguousarray(ts, dtype=np.int64)
             if ts.min() < 0 or ts.max() >= ys.shape[1]:  # (-1 would wrap, the kernel reads any index)
-                raise ValueError(f"targets: expected class ids in [0, {ys.shape[1]}), received "
+                raise BpttError(f"targets: expected class ids in [0, {ys.shape[1]}), received "
                                  f"values in [{ts.min()}, {ts.max()}]")
             if _kernels.active(ys.dtype):  # float32: one compiled pass per row
                 d = buffers.empty(ys.shape, ys.dtype) if need_grad else np.empty((0, 0), ys.dtype)

@@ -26,6 +26,7 @@ from . import _checks
 from ._ops import buffers
 from .algorithms.scan import scan_backward, scan_forward
 from .cells.base import Params
+from .errors import BpttError
 from .layers import Level, Recurrent
 from .losses import Loss
 
@@ -51,7 +52,7 @@ def _flatten(levels) -> list[Level]:
         elif isinstance(lv, Level):
             out.append(lv)
         else:
-            raise ValueError(f"levels: expected Level objects, received {type(lv).__name__}")
+            raise BpttError(f"levels: expected Level objects, received {type(lv).__name__}")
     return out
 
 
@@ -76,15 +77,15 @@ class Model:
         self.tokens = bool(tokens)
         self.levels = _flatten(levels)
         if not self.levels:
-            raise ValueError("levels: expected at least one level, received none")
+            raise BpttError("levels: expected at least one level, received none")
         self.loss_fn = Loss(loss, at)
         size, names = self.input_size, set()
         for i, lv in enumerate(self.levels):
             if lv.input_size is not None:
-                raise ValueError(f"levels[{i}]: this level object is already built into a model")
+                raise BpttError(f"levels[{i}]: this level object is already built into a model")
             lv.build(size, f"{lv.kind}{i}", self.tokens and i == 0)
             if lv.name in names or "." in lv.name:
-                raise ValueError(f"levels[{i}]: expected a unique name without '.', received {lv.name!r}")
+                raise BpttError(f"levels[{i}]: expected a unique name without '.', received {lv.name!r}")
             names.add(lv.name)
             size = lv.output_size
         self.output_size = size
@@ -114,11 +115,11 @@ class Model:
     def check_params(self, params: Params) -> np.dtype:
         """Keys, shapes and one common float dtype; returns that dtype."""
         if not isinstance(params, dict):
-            raise ValueError(f"params: expected a dict of arrays, received {type(params).__name__}")
+            raise BpttError(f"params: expected a dict of arrays, received {type(params).__name__}")
         missing = sorted(set(self._shapes) - set(params))
         extra = sorted(set(params) - set(self._shapes))
         if missing or extra:
-            raise ValueError(
+            raise BpttError(
                 f"params: expected keys {sorted(self._shapes)}, received keys with {missing} missing "
                 f"and {extra} unexpected"
             )
@@ -156,23 +157,23 @@ class Model:
             _checks.finite("x", x)
         T, B = x.shape[:2]
         if T == 0 or B == 0:
-            raise ValueError(f"x: expected at least one step and one sequence, received shape {x.shape}")
+            raise BpttError(f"x: expected at least one step and one sequence, received shape {x.shape}")
         m = None
         if mask is not None:
             m = _checks.array("mask", mask)
             _checks.shape("mask", m, (T, B), "(T, B)")
             if m.dtype != bool:
                 if not np.isin(m, (0, 1)).all():
-                    raise ValueError("mask: expected booleans or 0/1 values, received other values")
+                    raise BpttError("mask: expected booleans or 0/1 values, received other values")
                 m = m.astype(bool)
             if not m.any(axis=0).all():
                 b = int(np.flatnonzero(~m.any(axis=0))[0])
-                raise ValueError(f"mask: expected every sequence to have a counted step, received sequence {b} with none")
+                raise BpttError(f"mask: expected every sequence to have a counted step, received sequence {b} with none")
             if m.all():
                 m = None
         if need_targets:
             if targets is None:
-                raise ValueError("targets: expected an array, received None")
+                raise BpttError("targets: expected an array, received None")
             targets = self.loss_fn.check_targets(targets, T, B, self.output_size, dtype, m)
         s0, given = self.initial_state(params, B, state0, dtype)
         return Batch(x, targets, m, s0, given)
@@ -188,10 +189,10 @@ class Model:
         dtype = dtype or self.check_params(params)
         state0 = {} if state0 is None else state0
         if not isinstance(state0, dict):
-            raise ValueError(f"state0: expected a dict keyed by {self.state_keys()}, received {type(state0).__name__}")
+            raise BpttError(f"state0: expected a dict keyed by {self.state_keys()}, received {type(state0).__name__}")
         unknown = sorted(set(state0) - set(self.state_keys()))
         if unknown:
-            raise ValueError(f"state0: expected keys among {self.state_keys()}, received {unknown}")
+            raise BpttError(f"state0: expected keys among {self.state_keys()}, received {unknown}")
         out: ModelState = {}
         for lv in self.recurrent_levels:
             for d in lv.directions:
@@ -199,7 +200,7 @@ class Model:
                 if d.key in state0:
                     s = state0[d.key]
                     if not isinstance(s, cell.State):
-                        raise ValueError(f"state0[{d.key!r}]: expected {cell.State.__name__}, received {type(s).__name__}")
+                        raise BpttError(f"state0[{d.key!r}]: expected {cell.State.__name__}, received {type(s).__name__}")
                     for f, n in cell.state_sizes().items():
                         a = _checks.array(f"state0[{d.key!r}].{f}", getattr(s, f))
                         _checks.shape(f"state0[{d.key!r}].{f}", a, (batch, n), "(B, n)")
@@ -325,7 +326,7 @@ class Model:
         `state` must hold every direction (start from `initial_state`). Inputs are not checked
         here (this is the inner loop of sampling); bidirectional models cannot step."""
         if self.bidirectional:
-            raise ValueError("step: expected a unidirectional model, received a bidirectional one "
+            raise BpttError("step: expected a unidirectional model, received a bidirectional one "
                              "(its output at t depends on inputs after t)")
         y, final, _ = self.forward_levels(params, x_t[None], None, state, keep=False)
         return y[0], final

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _threads
 from ..cells.base import Params
+from ..errors import BpttError
 from .scan import scan_backward
 
 if TYPE_CHECKING:  # the model imports the time loops from this package
@@ -85,7 +86,7 @@ class GradientMean:
 
     def result(self, params: Params) -> Gradient:
         if self.grads is None or not self.total > 0:
-            raise ValueError("GradientMean: expected at least one segment with counted positions, received none")
+            raise BpttError("GradientMean: expected at least one segment with counted positions, received none")
         if self.first is self.last:  # the mean of one segment is that segment, bit for bit
             return self.first
         grads = {k: (v / self.total).astype(params[k].dtype) for k, v in self.grads.items()}

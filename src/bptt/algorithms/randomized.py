@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import _threads
 from ..cells.base import Params
+from ..errors import BpttError
 from .full import Gradient
 from .scan import scan_backward
 from .truncated import check_carried_batch, check_streamable
@@ -45,7 +46,7 @@ def truncation_factors(
     1 / (1 - c_t) (or 1 without reweighting) elsewhere. c: a number or a (T,) array in [0, 1)."""
     cs = np.broadcast_to(np.asarray(c, dtype=np.float64), (T,)) if np.ndim(c) == 0 else np.asarray(c, np.float64)
     if cs.shape != (T,) or not np.all((cs >= 0) & (cs < 1)):
-        raise ValueError(
+        raise BpttError(
             f"truncation probability: expected a number or {T} numbers in [0, 1), received "
             f"{c if np.ndim(c) == 0 else f'an array of shape {np.shape(c)}'}"
         )
@@ -77,7 +78,7 @@ def randomized_bptt(
     if factors is None:
         factors = truncation_factors(T, B, c, rng, reweight)
     elif np.shape(factors) != (T, B):
-        raise ValueError(f"factors: expected shape {(T, B)}, received {np.shape(factors)}")
+        raise BpttError(f"factors: expected shape {(T, B)}, received {np.shape(factors)}")
     with _threads.engine_for(model, params, b.mask):  # the step's work split between cores
         y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
@@ -119,7 +120,7 @@ class ARTBP:
             self.c = c
         else:
             if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0 <= c < 1:
-                raise ValueError(f"c: expected a number in [0, 1) or a function of the segment length, received {c!r}")
+                raise BpttError(f"c: expected a number in [0, 1) or a function of the segment length, received {c!r}")
             self.c = lambda L, _c=float(c): _c
         self.model, self.rng = model, rng
         self.state: ModelState | None = None
@@ -129,7 +130,7 @@ class ARTBP:
         """c(L), checked: a truncation after L steps needs probability in [0, 1)."""
         p = float(self.c(L))
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"c: expected c({L}) in [0, 1) (a truncation must be possible to skip), received {p!r}")
+            raise BpttError(f"c: expected c({L}) in [0, 1) (a truncation must be possible to skip), received {p!r}")
         return p
 
     def draw_length(self, limit: int) -> int:
@@ -137,7 +138,7 @@ class ARTBP:
         (where the data ends; no truncation is drawn there)."""
         limit = int(limit)
         if limit < 1:
-            raise ValueError(f"limit: expected at least 1 step, received {limit}")
+            raise BpttError(f"limit: expected at least 1 step, received {limit}")
         L = 1
         while L < limit and not self.rng.random() < self.prob(L):
             L += 1

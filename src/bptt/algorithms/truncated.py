@@ -31,6 +31,7 @@ import numpy as np
 
 from .._treeio import decode, encode
 from ..cells.base import Params, state_map
+from ..errors import BpttError
 from .full import Gradient, GradientMean
 from .scan import Tape, scan_backward
 
@@ -42,12 +43,12 @@ def check_streamable(model: Model, what: str) -> None:
     """Streaming (state carried across segments) needs a model whose output at t depends only on
     inputs up to t, and whose segments start from the carried state, not a learned one."""
     if model.bidirectional:
-        raise ValueError(
+        raise BpttError(
             f"{what}: expected a unidirectional model (state carried forward in time), received a "
             "bidirectional one: its reverse direction needs the whole sequence, so it cannot stream"
         )
     if any(lv.learn_init for lv in model.recurrent_levels):
-        raise ValueError(
+        raise BpttError(
             f"{what}: expected a model without learned initial states (learn_init=False): a "
             "carried state is not the learned one, received a model with learn_init=True"
         )
@@ -57,7 +58,7 @@ def check_carried_batch(batch: int | None, x: Any) -> None:
     """A carried state fits only the same number of streams."""
     B = np.shape(x)[1] if np.ndim(x) >= 2 else None
     if batch is not None and B != batch:
-        raise ValueError(
+        raise BpttError(
             f"x: expected {batch} streams (the batch size of the carried state), received "
             f"{B}; call reset() before changing the batch size"
         )
@@ -65,7 +66,7 @@ def check_carried_batch(batch: int | None, x: Any) -> None:
 
 def _positive_int(name: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected a positive integer, received {v!r}")
+        raise BpttError(f"{name}: expected a positive integer, received {v!r}")
     return int(v)
 
 
@@ -124,7 +125,7 @@ class TBPTT:
         self.k1 = _positive_int("k1", k1)
         self.k2 = self.k1 if k2 is None else _positive_int("k2", k2)
         if self.k2 < self.k1:
-            raise ValueError(
+            raise BpttError(
                 f"k2: expected k2 >= k1 (errors of the last k1 steps are backpropagated k2 steps), "
                 f"received k1={self.k1}, k2={self.k2}"
             )
@@ -146,7 +147,7 @@ class TBPTT:
             return
         m = np.asarray(streams)
         if m.shape != (self.batch,) or m.dtype != bool:
-            raise ValueError(
+            raise BpttError(
                 f"streams: expected a ({self.batch},) boolean array (one flag per stream), received "
                 f"{m.dtype} array of shape {m.shape}"
             )
@@ -169,11 +170,44 @@ class TBPTT:
         desc = encode({"history": self._history, "cut": self._pending_cut}, arrays, "alg/tbptt/")
         return desc, arrays
 
-    def restore(self, state: ModelState, desc: Any, arrays: dict[str, np.ndarray]) -> None:
-        """Continue from a checkpoint: the carried state and the history saved by `history()`."""
+    def restore(self, state: ModelState, desc: Any, arrays: dict[str, np.ndarray], params: Params | None = None,
+                where: str = "tbptt history") -> None:
+        """Continue from a checkpoint: the carried state and the history saved by `history()`.
+
+        With `params`, the history is checked against what this model keeps: each saved
+        segment's tapes must have exactly the layout (classes, shapes, dtypes) that a forward
+        run of that many steps gives, and the segments no more than k2 - k1 steps in all; a
+        BpttError naming the first difference otherwise."""
         self.start_from(state)
-        h = decode(desc, arrays)
-        self._history, self._pending_cut = h["history"], h["cut"]
+        h = decode(desc, arrays, where)
+        if not (isinstance(h, dict) and set(h) == {"history", "cut"} and isinstance(h["history"], list)):
+            raise BpttError(f"{where}: expected an object with a history list and a cut, received {str(h)[:80]}")
+        history, cut = h["history"], h["cut"]
+        if params is not None:
+            self._check_history(params, history, cut, where)
+        self._history, self._pending_cut = history, cut
+
+    def _check_history(self, params: Params, history: list, cut: Any, where: str) -> None:
+        B = self.batch
+        if not _is_cut(cut, B):
+            raise BpttError(f"{where}: cut: expected null or a ({B},) boolean array, received {_what(cut)}")
+        total = 0
+        for i, seg in enumerate(history):
+            if not (isinstance(seg, tuple) and len(seg) == 3 and isinstance(seg[0], int) and not isinstance(seg[0], bool)
+                    and seg[0] >= 1 and isinstance(seg[1], list) and _is_cut(seg[2], B)):
+                raise BpttError(f"{where}[{i}]: expected (steps >= 1, tapes, cut), received {_what(seg)}")
+            steps, tapes, _ = seg
+            total += steps
+            if total > self.k2 - self.k1:
+                raise BpttError(f"{where}: expected at most k2 - k1 = {self.k2 - self.k1} steps of history, received {total}")
+            m = self.model
+            shape = (steps, B) if m.tokens else (steps, B, m.input_size)
+            x = np.zeros(shape, np.int64 if m.tokens else m.check_params(params))
+            b = m.check_batch(params, x, None, None, self.state, need_targets=False)
+            ref = [_tail(p, steps) for p in m.forward_levels(params, b.x, None, b.state0, keep=True)[2][: self.head]]
+            diff = _layout_diff(ref, tapes, f"{where}[{i}]", m.input_size)
+            if diff:
+                raise BpttError(diff)
 
     # ---- one segment -----------------------------------------------------------------------
     def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
@@ -182,7 +216,7 @@ class TBPTT:
         b = model.check_batch(params, x, targets, mask, self.state)
         n = b.x.shape[0]
         if n > self.k2:
-            raise ValueError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
+            raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
         y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
         grads = model.zero_grads(params)
@@ -217,6 +251,46 @@ class TBPTT:
         self._history = _last_steps(self._history, self.k2 - self.k1)
         self.state, self.batch = final, B
         return Gradient(loss, grads, dstate0, final)
+
+
+def _is_cut(c: Any, B: int) -> bool:
+    return c is None or (isinstance(c, np.ndarray) and c.shape == (B,) and c.dtype == bool)
+
+
+def _what(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return f"a {x.dtype} array of shape {x.shape}"
+    return repr(x)[:60]
+
+
+def _layout_diff(ref: Any, got: Any, path: str, ids: int) -> str | None:
+    """Where `got` differs from `ref` in classes, lengths, shapes or dtypes (None if nowhere);
+    integer arrays (token ids) may be of any integer dtype, with values in [0, ids)."""
+    if isinstance(ref, np.ndarray):
+        if isinstance(got, np.ndarray) and got.shape == ref.shape:
+            if ref.dtype.kind in "iu" and got.dtype.kind in "iu":
+                if got.size and (got.min() < 0 or got.max() >= ids):
+                    return f"{path}: expected token ids in [0, {ids}), received values from {got.min()} to {got.max()}"
+                return None
+            if got.dtype == ref.dtype:
+                if got.dtype.kind == "f" and not np.isfinite(got).all():
+                    return f"{path}: expected finite values, received NaN or inf"
+                return None
+        return f"{path}: expected a {ref.dtype} array of shape {ref.shape}, received {_what(got)}"
+    if ref is None or isinstance(ref, (bool, int, float, str)):
+        return None if type(got) is type(ref) and (ref is None or isinstance(ref, float) or got == ref) else \
+            f"{path}: expected {ref!r}, received {_what(got)}"
+    if isinstance(ref, tuple):
+        if type(got) is not type(ref) or len(got) != len(ref):
+            return f"{path}: expected a {type(ref).__name__} of {len(ref)}, received {_what(got)}"
+        names = getattr(ref, "_fields", range(len(ref)))
+        return next((d for r, g, n in zip(ref, got, names) if (d := _layout_diff(r, g, f"{path}.{n}", ids))), None)
+    if isinstance(ref, list) or hasattr(ref, "__getitem__"):
+        ref = list(ref)
+        if not isinstance(got, list) or len(got) != len(ref):
+            return f"{path}: expected a list of {len(ref)}, received {_what(got)}"
+        return next((d for i, (r, g) in enumerate(zip(ref, got)) if (d := _layout_diff(r, g, f"{path}[{i}]", ids))), None)
+    return f"{path}: expected a {type(ref).__name__}, received {_what(got)}"  # pragma: no cover
 
 
 def _last_steps(history: list, keep: int) -> list:
@@ -254,7 +328,7 @@ def tbptt(
     weighted by each window's share of the counted positions (so that k1 = k2 >= T gives exactly
     full BPTT's gradient of the average loss), the average loss, and the final state."""
     if model.loss_fn.at != "every":
-        raise ValueError("tbptt: expected a model with a loss at every step (at='every'), received at='last'")
+        raise BpttError("tbptt: expected a model with a loss at every step (at='every'), received at='last'")
     algo = TBPTT(model, k1, k2)
     if state0 is not None:
         algo.start_from(state0)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import one_of
+
 GATES = {"elman": 1, "gru": 3, "lstm": 4}
 SIZES = {  # name: (D = vocabulary, H, B, T)
     "small": (65, 128, 32, 100),
@@ -57,8 +59,8 @@ class Case:
 def all_cases(cells=("elman", "gru", "lstm"), sizes=("small", "medium", "long")) -> list[Case]:
     for c in cells:
         if c not in GATES:
-            raise ValueError(f"bench cells: expected names among {list(GATES)}, received {c!r}")
+            raise one_of("--cells", c, GATES)
     for s in sizes:
         if s not in SIZES:
-            raise ValueError(f"bench sizes: expected names among {list(SIZES)}, received {s!r}")
+            raise one_of("--sizes", s, SIZES)
     return [Case(c, s) for s in sizes for c in cells]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..errors import BpttError
 from .base import Cell, Params, State, state_map
 from .elman import Elman, ElmanState
 from .gru import GRU, GRUState
@@ -20,7 +21,7 @@ def cell_class(kind: str | type[Cell]) -> type[Cell]:
     if isinstance(kind, type) and issubclass(kind, Cell):
         return kind
     if kind not in CELLS:
-        raise ValueError(f"cell: expected one of {sorted(CELLS)} or a Cell subclass, received {kind!r}")
+        raise BpttError(f"cell: expected one of {sorted(CELLS)} or a Cell subclass, received {kind!r}")
     return CELLS[kind]
 
 
@@ -30,7 +31,7 @@ def make_cell(kind: str | type[Cell], input_size: int, hidden_size: int, **optio
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "input_size", "hidden_size")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"cell {kind!r}: expected options among {allowed}, received {unknown}")
+        raise BpttError(f"cell {kind!r}: expected options among {allowed}, received {unknown}")
     return cls(input_size, hidden_size, **options)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import _checks, _kernels, _threads
 from .._ops import buffers, index_sums, matmul
+from ..errors import BpttError
 
 Params = dict[str, np.ndarray]
 State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
@@ -76,7 +77,7 @@ class StepCaches:
 
     def __setitem__(self, t: int, value: Any) -> None:
         if value is not None:
-            raise ValueError("StepCaches: a compiled scan's caches can only be released (set to None)")
+            raise BpttError("StepCaches: a compiled scan's caches can only be released (set to None)")
         if self._gone is not None:
             self._gone.add(range(self._T)[t])
 

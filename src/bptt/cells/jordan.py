@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import _checks
 from ..activations import get_activation
+from ..errors import BpttError
 from .base import Cell, Params
 
 
@@ -63,7 +64,7 @@ class Jordan(Cell):
         self.out_activation = get_activation(out_activation)
         mu = float(context_decay)
         if not 0.0 <= mu < 1.0:
-            raise ValueError(f"context_decay: expected a number in [0, 1), received {context_decay!r}")
+            raise BpttError(f"context_decay: expected a number in [0, 1), received {context_decay!r}")
         self.context_decay = mu
 
     @property

@@ -20,11 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import BpttError
+from ._io import read_bytes
+
 
 def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]]]:
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
-        raise ValueError(f"data file {path!r}: expected numeric rows, received an empty file")
+        raise BpttError(f"data file {path!r}: expected numeric rows, received an empty file")
     if "," in lines[0]:
         rows = [[c.strip() for c in r] for r in csv.reader(io.StringIO("\n".join(lines)))]
     else:
@@ -42,7 +45,7 @@ def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]]]:
         header = [c.strip('"') for c in rows[0]]
         rows = rows[1:]
     if not rows:
-        raise ValueError(f"data file {path!r}: expected numeric rows after the header, received none")
+        raise BpttError(f"data file {path!r}: expected numeric rows after the header, received none")
     return header, rows
 
 
@@ -53,43 +56,41 @@ def read_series(path: str | os.PathLike, column: str | int | None = None) -> tup
     column. A missing, empty, binary, non-numeric or NaN/inf-holding file raises ValueError
     naming the file, row and column."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"data file: expected an existing file, received {path!r}")
-    raw = open(path, "rb").read()
+    raw = read_bytes(path)
     if b"\x00" in raw[:65536]:
-        raise ValueError(f"data file {path!r}: expected a numeric text table, received binary data")
+        raise BpttError(f"data file {path!r}: expected a numeric text table, received binary data")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ValueError(f"data file {path!r}: expected a numeric text table, received undecodable bytes at offset {e.start}") from None
+        raise BpttError(f"data file {path!r}: expected a numeric text table, received undecodable bytes at offset {e.start}") from None
     header, rows = _rows(text, path)
     width = len(rows[0])
     if column is None:
         col = width - 1
     elif isinstance(column, str) and not column.lstrip("-").isdigit():
         if header is None or column not in header:
-            raise ValueError(f"column: expected one of {header or list(range(width))}, received {column!r}")
+            raise BpttError(f"column: expected one of {header or list(range(width))}, received {column!r}")
         col = header.index(column)
     else:
         col = int(column)
         if not -width <= col < width:
-            raise ValueError(f"column: expected an index in [{-width}, {width}), received {column!r}")
+            raise BpttError(f"column: expected an index in [{-width}, {width}), received {column!r}")
         col %= width
     values = np.empty(len(rows))
     first_line = 2 if header else 1
     for i, r in enumerate(rows):
         if len(r) <= col:
-            raise ValueError(f"data file {path!r}, row {i + first_line}: expected at least {col + 1} columns, received {len(r)}")
+            raise BpttError(f"data file {path!r}, row {i + first_line}: expected at least {col + 1} columns, received {len(r)}")
         try:
             values[i] = float(r[col])
         except ValueError:
-            raise ValueError(f"data file {path!r}, row {i + first_line}, column {col}: expected a number, received {r[col]!r}") from None
+            raise BpttError(f"data file {path!r}, row {i + first_line}, column {col}: expected a number, received {r[col]!r}") from None
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"data file {path!r}, row {i + first_line}, column {col}: expected a finite number, received {rows[i][col]!r}")
+        raise BpttError(f"data file {path!r}, row {i + first_line}, column {col}: expected a finite number, received {rows[i][col]!r}")
     if len(values) < 3:
-        raise ValueError(f"data file {path!r}: expected at least 3 values, received {len(values)}")
+        raise BpttError(f"data file {path!r}: expected at least 3 values, received {len(values)}")
     name = header[col] if header else f"column {col}"
     return values, name
 
@@ -130,7 +131,7 @@ def random_windows(z: np.ndarray, batch: int, length: int, rng: np.random.Genera
     """B windows of `length` inputs with their next-step targets, at random offsets: (T, B, 1)."""
     n = len(z) - length  # the last valid offset is n - 1 (its target reaches z[-1])
     if n < 1:
-        raise ValueError(f"seq_len: expected less than {len(z) - 1} for a series of {len(z)} values, received {length}")
+        raise BpttError(f"seq_len: expected less than {len(z) - 1} for a series of {len(z)} values, received {length}")
     starts = rng.integers(0, n, size=batch)
     idx = starts[None, :] + np.arange(length)[:, None]  # (T, B)
     z = np.asarray(z, dtype)
@@ -142,9 +143,9 @@ def fit_ar(z: np.ndarray, order: int) -> np.ndarray:
     returns [c, a_1, ..., a_p]. A linear baseline for one-step forecasts."""
     z = np.asarray(z, np.float64)
     if not (isinstance(order, (int, np.integer)) and order >= 1):
-        raise ValueError(f"order: expected a positive integer, received {order!r}")
+        raise BpttError(f"order: expected a positive integer, received {order!r}")
     if len(z) < 2 * order + 2:
-        raise ValueError(f"fit_ar: expected at least {2 * order + 2} values for order {order}, received {len(z)}")
+        raise BpttError(f"fit_ar: expected at least {2 * order + 2} values for order {order}, received {len(z)}")
     X = np.column_stack([np.ones(len(z) - order)] + [z[order - k : len(z) - k] for k in range(1, order + 1)])
     coef, *_ = np.linalg.lstsq(X, z[order:], rcond=None)
     return coef

@@ -15,6 +15,9 @@ from importlib import resources
 
 import numpy as np
 
+from ..errors import BpttError
+from ._io import read_bytes
+
 BUNDLED = "botchan"  # the default corpus shipped inside the package (see data/botchan/SOURCE.md)
 
 
@@ -25,17 +28,15 @@ def bundled_text_path() -> str:
 def read_text(path: str | os.PathLike) -> str:
     """Read a UTF-8 text file, with a clear ValueError for a missing, empty or binary file."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"data file: expected an existing file, received {path!r}")
-    raw = open(path, "rb").read()
+    raw = read_bytes(path)
     if not raw.strip():
-        raise ValueError(f"data file {path!r}: expected text, received an empty file")
+        raise BpttError(f"data file {path!r}: expected text, received an empty file")
     if b"\x00" in raw[:65536]:
-        raise ValueError(f"data file {path!r}: expected UTF-8 text, received binary data (NUL bytes)")
+        raise BpttError(f"data file {path!r}: expected UTF-8 text, received binary data (NUL bytes)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ValueError(
+        raise BpttError(
             f"data file {path!r}: expected UTF-8 text, received undecodable bytes at offset {e.start}"
         ) from None
     return text.replace("\r\n", "\n")
@@ -54,7 +55,7 @@ class Vocab:
     @classmethod
     def from_text(cls, text: str) -> "Vocab":
         if not text:
-            raise ValueError("vocabulary: expected non-empty text, received an empty string")
+            raise BpttError("vocabulary: expected non-empty text, received an empty string")
         return cls("".join(sorted(set(text))))
 
     def __len__(self) -> int:
@@ -79,7 +80,7 @@ class Vocab:
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """The first (1 - val_fraction) for training, the last val_fraction for validation."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction: expected a number in [0, 1), received {val_fraction!r}")
+        raise BpttError(f"val_fraction: expected a number in [0, 1), received {val_fraction!r}")
     n_val = int(round(len(ids) * val_fraction))
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
@@ -90,7 +91,7 @@ def batchify(ids: np.ndarray, batch: int) -> np.ndarray:
     text in every column (torch's word_language_model `batchify`)."""
     n = len(ids) // batch
     if n < 2:
-        raise ValueError(
+        raise BpttError(
             f"batch size: expected at most {len(ids) // 2} streams for {len(ids)} tokens, received {batch}"
         )
     return np.ascontiguousarray(ids[: n * batch].reshape(batch, n).T)

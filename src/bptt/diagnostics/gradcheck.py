@@ -25,6 +25,7 @@ import numpy as np
 
 from ..algorithms.full import full_bptt
 from ..cells.base import Params
+from ..errors import BpttError
 
 __all__ = ["GradcheckResult", "gradcheck", "numeric_grad", "relative_error"]
 
@@ -53,7 +54,7 @@ def numeric_grad(
     out = {}
     for name, a in arrays.items():
         if a.dtype != np.float64:
-            raise ValueError(f"numeric_grad: {name}: expected float64, received {a.dtype}")
+            raise BpttError(f"numeric_grad: {name}: expected float64, received {a.dtype}")
         n = a.size
         if max_entries is not None and n > max_entries:
             rng = rng or np.random.default_rng(0)
@@ -62,7 +63,7 @@ def numeric_grad(
             idx = np.arange(n)
         flat = a.reshape(-1)  # a view: a is contiguous
         if not np.shares_memory(flat, a):
-            raise ValueError(f"numeric_grad: {name}: expected a contiguous array")
+            raise BpttError(f"numeric_grad: {name}: expected a contiguous array")
         vals = np.empty(len(idx))
         for j, i in enumerate(idx):
             old = flat[i]
@@ -123,7 +124,7 @@ def gradcheck(
     """
     dtype = model.check_params(params)
     if dtype != np.float64:
-        raise ValueError(f"gradcheck: expected float64 params (central differences need them), received {dtype}")
+        raise BpttError(f"gradcheck: expected float64 params (central differences need them), received {dtype}")
     g = algorithm(model, params, x, targets, mask, state0)
     res = GradcheckResult(tol=tol)
     batch = model.check_batch(params, x, targets, mask, state0)

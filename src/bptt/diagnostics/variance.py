@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ..cells.base import Params
+from ..errors import BpttError
 
 
 @dataclass
@@ -31,7 +32,7 @@ class EstimatorStats:
 def estimator_stats(estimate: Callable[[int], Params], exact: Params, draws: int) -> EstimatorStats:
     """Draw `estimate(i)` for i = 0 .. draws-1 and compare with `exact`."""
     if draws < 2:
-        raise ValueError(f"draws: expected at least 2, received {draws}")
+        raise BpttError(f"draws: expected at least 2, received {draws}")
     keys = sorted(exact)
     flat = np.stack([np.concatenate([np.ravel(g[k]) for k in keys]).astype(np.float64) for g in map(estimate, range(draws))])
     ex = np.concatenate([np.ravel(exact[k]) for k in keys]).astype(np.float64)

@@ -28,6 +28,7 @@ import numpy as np
 from ..algorithms.randomized import ARTBP
 from ..algorithms.truncated import TBPTT
 from ..cells.base import Cell, Params
+from ..errors import BpttError
 from ..layers import Recurrent
 from ..model import Model
 
@@ -48,7 +49,7 @@ class InfluenceCell(Cell):
     def __init__(self, input_size: int, hidden_size: int, n_plus: int = 10, a: float = 0.5, theta0: float = 0.5) -> None:
         super().__init__(input_size, hidden_size)
         if input_size != 1 or not 0 < n_plus < hidden_size:
-            raise ValueError(f"influence cell: expected 1 input and 0 < n_plus < {hidden_size}, received {input_size}, {n_plus}")
+            raise BpttError(f"influence cell: expected 1 input and 0 < n_plus < {hidden_size}, received {input_size}, {n_plus}")
         n = hidden_size
         self.A = a * np.eye(n) + (1.0 - a) * np.eye(n, k=1)  # (n, n)
         self.b = np.array([1.0] * n_plus + [-1.0] * (n - n_plus))  # (n,)
@@ -132,7 +133,7 @@ def run_influence(
         algo.start_from(s0)
         label = f"TBPTT({1 if method == 'tbptt' else K}, {K})"
     else:
-        raise ValueError(f"method: expected 'tbptt', 'tbptt-chunks' or 'artbp', received {method!r}")
+        raise BpttError(f"method: expected 'tbptt', 'tbptt-chunks' or 'artbp', received {method!r}")
     ones = np.ones((steps, 1, 1))
     theta = np.full(steps + 1, np.nan)
     theta[0] = params["system.theta"][0]
@@ -177,7 +178,7 @@ def influence_experiment(
     """TBPTT(1, K) for each K and ARTBP(c) for `seeds` seeds, all from theta(0) = 0.5 with the
     same per-step rate; prints one line per run and returns (run, settled_at) pairs."""
     if not (isinstance(steps, int) and steps > 0 and lr > 0 and seeds >= 0 and all(k >= 1 for k in Ks)):
-        raise ValueError(f"influence balancing: expected steps > 0, lr > 0, K >= 1, seeds >= 0, received "
+        raise BpttError(f"influence balancing: expected steps > 0, lr > 0, K >= 1, seeds >= 0, received "
                          f"steps={steps}, lr={lr}, K={list(Ks)}, seeds={seeds}")
     runs = [run_influence("tbptt", steps, lr, K=K) for K in Ks]
     runs += [run_influence("artbp", steps, lr, c=c, seed=s) for s in range(seeds)]

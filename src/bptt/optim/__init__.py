@@ -11,6 +11,7 @@ learning-rate schedule, guarded against non-finite gradients.
 
 from __future__ import annotations
 
+from ..errors import BpttError
 from .base import (
     ChainState,
     Transform,
@@ -83,7 +84,7 @@ def make_optimizer(
     elementwise limit. rprop and quickprop take lr as their initial step / gradient rate and
     ignore schedules after the first step (they set their own steps)."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, received {name!r}")
+        raise BpttError(f"optimizer: expected one of {OPTIMIZERS}, received {name!r}")
     first_lr = lr(0) if callable(lr) else float(lr)
     core = {
         "sgd": lambda: sgd(lr),

@@ -20,6 +20,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from ..errors import BpttError
+
 Params = dict[str, np.ndarray]
 
 
@@ -101,11 +103,11 @@ def unflatten_state(template: Any, flat: dict[str, np.ndarray], prefix: str = "o
         if node is None:
             return None
         if path not in flat:
-            raise ValueError(f"optimizer state: expected entry {path!r}, received none")
+            raise BpttError(f"optimizer state: expected entry {path!r}, received none")
         a = flat[path]
         ref = np.asarray(node)
         if a.shape != ref.shape or a.dtype != ref.dtype:
-            raise ValueError(
+            raise BpttError(
                 f"optimizer state {path!r}: expected {ref.dtype}{ref.shape}, received {a.dtype}{a.shape}"
             )
         if isinstance(node, (bool, np.bool_)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from ..errors import BpttError
+
 Schedule = Callable[[int], float]
 
 
@@ -23,7 +25,7 @@ def warmup_cosine(peak: float, warmup: int, total: int, end: float = 0.0) -> Sch
     peak, end = float(peak), float(end)
     warmup, total = int(warmup), int(total)
     if warmup < 0 or total <= warmup:
-        raise ValueError(f"warmup_cosine: expected 0 <= warmup < total, received warmup={warmup}, total={total}")
+        raise BpttError(f"warmup_cosine: expected 0 <= warmup < total, received warmup={warmup}, total={total}")
 
     def lr(count: int) -> float:
         if count < warmup:

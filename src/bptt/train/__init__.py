@@ -2,6 +2,6 @@
 
 from .config import TrainConfig, load_toml
 from .tasks import SeriesTask, TextTask, make_task
-from .trainer import TrainResult, Trainer
+from .trainer import Trainer, TrainResult
 
 __all__ = ["SeriesTask", "TextTask", "TrainConfig", "TrainResult", "Trainer", "load_toml", "make_task"]

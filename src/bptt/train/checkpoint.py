@@ -2,28 +2,46 @@
 and a JSON record (config, step, RNG state, vocabulary, normalisation, trackers).
 
 Written atomically: the file is written under a temporary name in the same folder, flushed to
-disk, then renamed over the old one, so a crash never leaves a half-written checkpoint. Read with
-allow_pickle=False: nothing in it can run code. A corrupted or truncated file raises ValueError.
+disk, then renamed over the old one, so a crash never leaves a half-written checkpoint.
+
+Read as data, never as code. The file is a zip of .npy members; each member is read whole (zip's
+CRC checked), its header parsed without pickle, its dtype limited to booleans, integers, floats
+(and unicode text for the record), its declared size checked against the bytes present before
+anything is allocated. The record says the format version and carries a SHA-256 checksum of the
+record and of every array (name, dtype, shape, bytes): a file that is not complete, not this
+format, or whose checksum does not match is refused with one BpttError naming the file, and so
+is a record with a missing key or a value of the wrong type (`check_meta`). Nothing in the
+file is imported or called: bptt's own classes in an algorithm's saved state are rebuilt from a
+fixed registry (bptt._treeio).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import math
 import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-FORMAT = "bptt-checkpoint-1"
+from ..errors import BpttError
+
+FORMAT = "bptt-checkpoint-2"
+OLDER = ("bptt-checkpoint-1",)  # bptt 0.1: no checksum; read, with every other check
+TMP_PREFIX = ".tmp-"
+_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+_MAX_MEMBERS = 100_000
 
 
-def atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write: Callable) -> None:
     """Call write(file object) on a temp file beside `path`, fsync, then rename over `path`."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -47,6 +65,20 @@ def write_json(path: str, obj: Any) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def remove_stale_temps(folder: str, names: tuple[str, ...]) -> list[str]:
+    """Delete temp files that a killed writer of `names` in `folder` left (call it only while
+    holding the folder's lock, so that no live writer's file goes); returns what was removed."""
+    gone = []
+    for f in os.listdir(folder):
+        if f.startswith(TMP_PREFIX) and f.endswith(names):
+            try:
+                os.unlink(os.path.join(folder, f))
+                gone.append(f)
+            except FileNotFoundError:  # pragma: no cover - removed meanwhile
+                pass
+    return gone
+
+
 @dataclass
 class Checkpoint:
     params: dict[str, np.ndarray]
@@ -54,6 +86,17 @@ class Checkpoint:
     state: dict[str, dict[str, np.ndarray]]  # carried state: direction key -> field -> (B, n)
     meta: dict[str, Any]
     extra: dict[str, np.ndarray] | None = None  # arrays of an algorithm's own state ('alg/...')
+
+
+def checksum(meta_json: str, arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the record's JSON text and of every array's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    h.update(meta_json.encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"\0{k}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.reshape(-1).view(np.uint8) if a.size else b"")
+    return h.hexdigest()
 
 
 def save(path: str, params, opt_flat: dict[str, np.ndarray], state, meta: dict[str, Any],
@@ -64,30 +107,144 @@ def save(path: str, params, opt_flat: dict[str, np.ndarray], state, meta: dict[s
     for key, s in (state or {}).items():
         for f, a in zip(s._fields, s):
             arrays[f"state/{key}/{f}"] = a
-    arrays["meta"] = np.array(json.dumps(dict(meta, format=FORMAT)))
+    meta_json = json.dumps(dict(meta, format=FORMAT), allow_nan=False)
+    arrays["checksum"] = np.array(checksum(meta_json, arrays))
+    arrays["meta"] = np.array(meta_json)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load(path: str) -> Checkpoint:
-    if not os.path.isfile(path):
-        raise ValueError(f"checkpoint: expected an existing file, received {path!r}")
+def _corrupt(path: str, what: str) -> BpttError:
+    return BpttError(f"checkpoint {path!r}: expected a complete bptt checkpoint (.npz), received {what}")
+
+
+def _npy(raw: bytes, name: str, path: str) -> np.ndarray:
+    """One .npy member parsed without pickle; only plain numeric (or unicode text) dtypes."""
+    f = io.BytesIO(raw)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-        meta = json.loads(str(files.pop("meta")))
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, json.JSONDecodeError) as e:
-        raise ValueError(
-            f"checkpoint {path!r}: expected a complete bptt checkpoint (.npz), received a corrupted "
-            f"or truncated file ({type(e).__name__}: {e})"
-        ) from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path!r}: expected format {FORMAT!r}, received {meta.get('format')!r}")
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+    except Exception as e:  # any malformed header: a corrupted file
+        raise _corrupt(path, f"a damaged array header in {name!r} ({type(e).__name__})") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _KINDS + "U":
+        raise BpttError(
+            f"checkpoint {path!r}: expected arrays of booleans, integers or floats, received {name!r} of dtype "
+            f"{dtype} (object and structured arrays are never loaded)"
+        )
+    size = math.prod(shape) * dtype.itemsize
+    data = raw[f.tell():]
+    if len(data) != size:
+        raise _corrupt(path, f"{name!r} with {len(data)} bytes of data where its header declares {size}")
+    a = np.frombuffer(data, dtype)
+    return (a.reshape(shape[::-1]).T if fortran else a.reshape(shape)).copy()
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            names = [i.filename for i in infos]
+            if len(names) > _MAX_MEMBERS or len(set(names)) != len(names):
+                raise _corrupt(path, "a zip with repeated or too many members")
+            limit = os.path.getsize(path)
+            raws = {}
+            for i in infos:
+                if not i.filename.endswith(".npy") or i.file_size > 64 * limit + 2**20:
+                    raise _corrupt(path, f"an unexpected member {i.filename!r}")
+                raws[i.filename[:-4]] = z.read(i)  # checks the member's CRC
+    except BpttError:
+        raise
+    except OSError as e:
+        if isinstance(e, (PermissionError, IsADirectoryError)):
+            raise BpttError(f"checkpoint {path!r}: expected a readable file, received {e.strerror.lower()}") from None
+        raise _corrupt(path, f"a damaged file ({type(e).__name__})") from None
+    except Exception as e:  # zipfile, zlib, struct... on damaged bytes: all mean the same to the user
+        raise _corrupt(path, f"a corrupted or truncated file ({type(e).__name__}: {str(e)[:80]})") from None
+    return {k: _npy(raw, k, path) for k, raw in raws.items()}
+
+
+def load(path: str) -> Checkpoint:
+    """The checkpoint in `path`, checked (see the module docstring); BpttError otherwise."""
+    if not os.path.isfile(path):
+        raise BpttError(f"checkpoint: expected an existing file, received {path!r}")
+    files = _read_npz(path)
+    meta_a, sum_a = files.pop("meta", None), files.pop("checksum", None)
+    if meta_a is None or meta_a.dtype.kind != "U" or meta_a.shape != ():
+        raise _corrupt(path, "a file without its record ('meta')")
+    meta_json = str(meta_a)
+    try:
+        meta = json.loads(meta_json)
+    except (ValueError, RecursionError):
+        raise _corrupt(path, "a record ('meta') that is not JSON") from None
+    if not isinstance(meta, dict):
+        raise BpttError(f"checkpoint {path!r}: meta: expected a JSON object, received a {type(meta).__name__}")
+    fmt = meta.get("format")
+    if fmt not in (FORMAT, *OLDER):
+        raise BpttError(f"checkpoint {path!r}: format: expected {FORMAT!r}, received {fmt!r}")
+    if fmt == FORMAT:
+        if sum_a is None or sum_a.dtype.kind != "U" or sum_a.shape != ():
+            raise _corrupt(path, "a file without its checksum")
+        if str(sum_a) != checksum(meta_json, files):
+            raise _corrupt(path, "a file whose arrays or record do not match its checksum")
+    for k, a in files.items():
+        if a.dtype.kind not in _KINDS:
+            raise BpttError(f"checkpoint {path!r}: {k}: expected a numeric array, received dtype {a.dtype}")
+        if not k.startswith(("param/", "opt", "state/", "alg/")):
+            raise BpttError(f"checkpoint {path!r}: expected arrays param/, opt, state/ and alg/, received {k!r}")
     params = {k[6:]: v for k, v in files.items() if k.startswith("param/")}
+    if not params:
+        raise BpttError(f"checkpoint {path!r}: expected parameters (param/...), received none")
+    for k, v in params.items():
+        if v.dtype.kind != "f" or not np.isfinite(v).all():
+            raise BpttError(f"checkpoint {path!r}: param/{k}: expected finite floats, received "
+                            + (f"dtype {v.dtype}" if v.dtype.kind != "f" else "NaN or inf"))
     opt = {k: v for k, v in files.items() if k.startswith("opt")}
     state: dict[str, dict[str, np.ndarray]] = {}
     for k, v in files.items():
         if k.startswith("state/"):
-            _, key, f = k.split("/", 2)
-            state.setdefault(key, {})[f] = v
+            parts = k.split("/")
+            if len(parts) != 3 or v.ndim != 2:
+                raise BpttError(f"checkpoint {path!r}: {k}: expected a (B, n) array state/<key>/<field>, "
+                                f"received shape {v.shape}")
+            state.setdefault(parts[1], {})[parts[2]] = v
     extra = {k: v for k, v in files.items() if k.startswith("alg/")}
+    check_meta(meta, path)
     return Checkpoint(params, opt, state, meta, extra)
+
+
+def _typed(path: str, meta: dict, key: str, kinds: tuple, what: str, ok: Callable[[Any], bool] = lambda v: True):
+    if key not in meta:
+        raise BpttError(f"checkpoint {path!r}: meta: expected key {key!r} ({what}), received none")
+    v = meta[key]
+    if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds) or not ok(v):
+        raise BpttError(f"checkpoint {path!r}: meta.{key}: expected {what}, received {json.dumps(v)[:80]}")
+    return v
+
+
+def check_meta(meta: dict[str, Any], path: str) -> None:
+    """The record's keys and JSON types; BpttError naming the file and key otherwise."""
+    _typed(path, meta, "config", (dict,), "an object of training settings")
+    _typed(path, meta, "step", (int,), "a non-negative integer", lambda v: v >= 0)
+    _typed(path, meta, "rng", (dict,), "a NumPy PCG64 generator state",
+           lambda v: v.get("bit_generator") == "PCG64" and isinstance(v.get("state"), dict)
+           and all(isinstance(v["state"].get(k), int) and not isinstance(v["state"].get(k), bool) and v["state"][k] >= 0
+                   for k in ("state", "inc")))
+    trackers = _typed(path, meta, "trackers", (dict,), "an object with best, since_best, train_seconds",
+                      lambda v: {"best", "since_best", "train_seconds"} <= set(v))
+    best = trackers["best"]
+    if best is not None and not (isinstance(best, dict) and isinstance(best.get("loss"), (int, float))
+                                 and math.isfinite(best["loss"]) and isinstance(best.get("step"), int)):
+        raise BpttError(f"checkpoint {path!r}: meta.trackers.best: expected null or an object with a finite loss "
+                        f"and a step, received {json.dumps(best)[:80]}")
+    for k, kinds in (("since_best", (int,)), ("train_seconds", (int, float)), ("skipped", (int,))):
+        v = trackers.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, kinds) or not v >= 0:
+            raise BpttError(f"checkpoint {path!r}: meta.trackers.{k}: expected a non-negative number, received {v!r}")
+    task = meta["config"].get("task", "text")
+    if task == "text":
+        _typed(path, meta, "vocab", (str,), "the vocabulary (a non-empty string of distinct characters)",
+               lambda v: len(v) > 0 and len(set(v)) == len(v))
+    elif task == "series":
+        _typed(path, meta, "normalizer", (dict,), "an object with a finite mean and a positive std",
+               lambda v: set(v) == {"mean", "std"} and all(isinstance(v[k], (int, float)) and not isinstance(v[k], bool)
+                                                         and math.isfinite(v[k]) for k in v) and v["std"] > 0)

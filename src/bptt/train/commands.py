@@ -11,7 +11,9 @@ import numpy as np
 
 from ..data import series as ser
 from ..data import text as txt
+from ..errors import BpttError
 from ..generate import forecast, sample_text
+from .argtypes import integer, number, output_file
 from .config import TrainConfig, load_toml
 from .plots import plot_series
 from .runs import load_run
@@ -53,6 +55,8 @@ HELP = {
     "dtype": "float32 or float64",
     "seed": "seed of all randomness (initial weights, batches)",
     "threads": "BLAS threads (0: the usable cores, at most 2; use 1 on a machine shared with other jobs)",
+    "diverge_after": "stop after this many updates in a row skipped for a non-finite loss, gradient or weight "
+                     "(the last good checkpoint is kept as it is)",
     "out": "run folder (default: runs/<timestamp>)",
     "sample_length": "text: characters sampled at the end",
     "progress": "show a progress bar",
@@ -73,7 +77,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f"{HELP.get(f.name, '')} (default: {d})")
         else:
-            p.add_argument(flag, dest=f.name, type=type(d), default=argparse.SUPPRESS, metavar=type(d).__name__.upper(),
+            parse = integer() if isinstance(d, int) else number() if isinstance(d, float) else str
+            p.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, metavar=type(d).__name__.upper(),
                            help=f"{HELP.get(f.name, '')} (default: {shown})")
 
 
@@ -83,12 +88,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.keys()}
     if args.resume:
         if args.config:
-            raise ValueError("--config: expected no config file with --resume (the run's own config is used), received one")
+            raise BpttError("--config: expected no config file with --resume (the run's own config is used), received one")
         trainer = Trainer(resume=args.resume, overrides=given)
     else:
         base = load_toml(args.config) if args.config else {}
-        cfg = TrainConfig.from_dict({**base, **given}, args.config or "flags")
-        trainer = Trainer(cfg)
+        if base:
+            TrainConfig.from_dict(base, f"--config {args.config!r}")  # its own keys and types, named as its own
+        cfg = TrainConfig.from_dict({**base, **given}, "flags")
+        trainer = Trainer(cfg.validate(set(base) | set(given)))
     res = trainer.run()
     cfg, task = trainer.cfg, trainer.task
     ev = res.best or res.last_eval
@@ -98,8 +105,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"best validation: {ev['loss']:.4f} nats/char = {ev['bpc']:.3f} bits/char (step {ev.get('step', res.step)})")
         else:
             print(f"best validation one-step NMSE: {ev['nmse']:.4f} (step {ev.get('step', res.step)})")
-    if res.stopped in ("interrupted", "diverged"):
-        return 130 if res.stopped == "interrupted" else 1
+    if res.stopped == "diverged":
+        print(f"run folder: {res.run_dir} (the last good checkpoint: step {res.extra['saved_at']})")
+        return 1
+    if res.stopped == "interrupted":
+        return 130
     run = load_run(res.run_dir)
     if task.kind == "text" and cfg.sample_length:
         text = sample_text(run.model, run.params, run.vocab, length=cfg.sample_length, temperature=0.8,
@@ -118,6 +128,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.checkpoint)
+    if run.cfg.task != "text":
+        raise BpttError(f"RUN: expected a run of --task text, received a {run.cfg.task} run {args.run!r} "
+                        f"(bptt forecast continues a series)")
     text = sample_text(run.model, run.params, run.vocab, args.prime or "", args.length, args.temperature, args.top_k,
                        np.random.default_rng(args.seed))
     sys.stdout.write((args.prime or "") + text + "\n")
@@ -133,16 +146,16 @@ def _series_of(run, path: str, column) -> np.ndarray:
 def cmd_forecast(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.checkpoint)
     if run.cfg.task != "series":
-        raise ValueError(f"RUN: expected a run of --task series, received a {run.cfg.task} run")
+        raise BpttError(f"RUN: expected a run of --task series, received a {run.cfg.task} run")
     hist_path = args.history or run.cfg.data
-    if not hist_path or not os.path.isfile(hist_path):
-        raise ValueError(f"--history: expected the series to start from (the run's data file {run.cfg.data!r} is not there), received {args.history!r}")
+    if not args.history and not os.path.isfile(hist_path):
+        raise BpttError(f"--history: expected the series to start from (the run's data file {run.cfg.data!r} is not there), received none")
+    out = output_file("--out", args.out or os.path.join(run.folder, "forecast.png"))
     history = _series_of(run, hist_path, args.column)
     truth = _series_of(run, args.data, args.column) if args.data else None
     horizon = args.horizon or (len(truth) if truth is not None else 100)
     norm = run.normalizer
     pred = norm.inverse(forecast(run.model, run.params, norm(history), horizon).astype(np.float64))
-    out = args.out or os.path.join(run.folder, "forecast.png")
     if truth is not None:
         n = min(horizon, len(truth))
         score = ser.nmse(pred[:n], truth[:n])
@@ -159,9 +172,12 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.checkpoint)
     if run.cfg.task == "text":
+        for flag, v in (("--column", args.column), ("--warmup", args.warmup)):
+            if v is not None:
+                raise BpttError(f"{flag}: expected only for a series run, received {v!r} for the text run {args.run!r}")
         ids, unknown = run.vocab.encode(txt.read_text(args.data))
         if len(ids) < 2:
-            raise ValueError(f"--data: expected at least 2 known characters, received {len(ids)}")
+            raise BpttError(f"--data: expected at least 2 known characters, received {len(ids)}")
         streams = txt.batchify(ids, max(1, min(run.cfg.batch_size, len(ids) // (2 * run.cfg.seq_len))))
         loss, n = stream_loss(run.model, run.params, streams, run.cfg.seq_len)
         m = text_metrics(loss)
@@ -169,11 +185,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"perplexity {m['ppl']:.2f}; {unknown} unknown characters skipped")
         return 0
     values = _series_of(run, args.data, args.column)
+    warmup = args.warmup or 0
+    if warmup > len(values) - 2:
+        raise BpttError(f"--warmup: expected fewer than {len(values) - 1} steps (the {len(values) - 1} predictions of "
+                        f"{args.data!r}), received {warmup}")
     norm = run.normalizer
     z = norm(values).astype(run.cfg.dtype)
     y, _ = run.model.forward(run.params, z[:-1, None, None])
-    pred = norm.inverse(y[:, 0, 0].astype(np.float64))[args.warmup :]
-    truth = values[1:][args.warmup :]
-    print(f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {args.warmup}): "
+    pred = norm.inverse(y[:, 0, 0].astype(np.float64))[warmup:]
+    truth = values[1:][warmup:]
+    print(f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {warmup}): "
           f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}")
     return 0

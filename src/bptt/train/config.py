@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..cells import CELLS
+from ..errors import BpttError, did_you_mean, one_of
 from ..optim import OPTIMIZERS
 
 if sys.version_info >= (3, 11):
@@ -20,6 +22,9 @@ else:  # pragma: no cover - Python 3.10
 
 ALGORITHMS = ("full", "tbptt", "random", "artbp")
 UPDATES = ("online", "batch")
+TASKS = ("text", "series")
+SCHEDULES = ("constant", "cosine")
+_KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
 
 
 @dataclass
@@ -65,35 +70,31 @@ class TrainConfig:
     dtype: str = "float32"
     seed: int = 0
     threads: int = 0  # BLAS threads; 0: the default (default_threads(): the usable cores, at most 2)
+    diverge_after: int = 20  # stop after this many updates in a row skipped for non-finite values
     # output
     out: str = ""  # run folder; empty: runs/<timestamp>
     sample_length: int = 400
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes kept in config.json
 
-    def validate(self) -> "TrainConfig":
-        """Check every value; raise ValueError naming the key, what was expected and received."""
+    def validate(self, given: set[str] | None = None) -> "TrainConfig":
+        """Check every value; raise BpttError naming the key, what was expected and received.
 
-        def bad(key: str, expected: str) -> ValueError:
-            return ValueError(f"{key}: expected {expected}, received {getattr(self, key)!r}")
+        A setting that does not apply to the chosen task, optimizer, schedule or algorithm is
+        refused rather than ignored: any of `given` (the keys a user set; default: every key
+        whose value differs from its default)."""
 
-        if self.task not in ("text", "series"):
-            raise bad("task", "'text' or 'series'")
-        if self.cell not in CELLS:
-            raise bad("cell", f"one of {sorted(CELLS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"one of {list(OPTIMIZERS)}")
-        if self.schedule not in ("constant", "cosine"):
-            raise bad("schedule", "'constant' or 'cosine'")
+        def bad(key: str, expected: str) -> BpttError:
+            return BpttError(f"{key}: expected {expected}, received {getattr(self, key)!r}")
+
+        for key, names in (("task", TASKS), ("cell", sorted(CELLS)), ("optimizer", OPTIMIZERS),
+                           ("schedule", SCHEDULES), ("algorithm", ALGORITHMS), ("update", UPDATES),
+                           ("dtype", ("float32", "float64"))):
+            if getattr(self, key) not in names:
+                raise one_of(key, getattr(self, key), names)
         if self.batching not in ("", "stream", "window"):
-            raise bad("batching", "'stream' or 'window'")
-        if self.algorithm not in ALGORITHMS:
-            raise bad("algorithm", f"one of {list(ALGORITHMS)}")
-        if self.update not in UPDATES:
-            raise bad("update", f"one of {list(UPDATES)}")
-        if self.dtype not in ("float32", "float64"):
-            raise bad("dtype", "'float32' or 'float64'")
-        for key in ("hidden", "layers", "batch_size", "seq_len", "eval_every"):
+            raise one_of("batching", self.batching, ("stream", "window"))
+        for key in ("hidden", "layers", "batch_size", "seq_len", "eval_every", "diverge_after"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise bad(key, "a positive integer")
@@ -101,12 +102,22 @@ class TrainConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise bad(key, "a non-negative integer")
-        for key in ("lr", "min_lr", "momentum", "weight_decay", "clip", "clip_value", "epochs", "max_seconds"):
+        for key in ("lr", "min_lr", "momentum", "weight_decay", "clip", "clip_value", "epochs", "max_seconds",
+                    "val_fraction", "truncation_prob", "plateau_factor"):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise bad(key, "a non-negative number")
-        if isinstance(self.truncation_prob, bool) or not isinstance(self.truncation_prob, (int, float)) or not 0 <= self.truncation_prob < 1:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
+                raise bad(key, "a finite non-negative number")
+        if not self.lr > 0:
+            raise bad("lr", "a number > 0")
+        if not self.truncation_prob < 1:
             raise bad("truncation_prob", "a number in [0, 1)")
+        if not self.val_fraction < 1.0:
+            raise bad("val_fraction", "a number in [0, 1)")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise bad("plateau_factor", "a number in (0, 1)")
+        if self.steps == 0 and self.epochs == 0:
+            raise bad("steps", "a positive number of steps (or epochs > 0)")
+        self._refuse_what_does_not_apply(given)
         if self.algorithm == "tbptt":
             if self.k1:
                 self.seq_len = self.k1  # the segment length is k1
@@ -114,28 +125,46 @@ class TrainConfig:
             self.k2 = self.k2 or self.k1
             if self.k2 < self.k1:
                 raise bad("k2", f"a number >= k1 = {self.k1}")
-        elif self.k1 or self.k2:
-            raise ValueError(f"k1, k2: expected only with --algorithm tbptt, received them with {self.algorithm!r}")
-        if self.truncation_prob and self.algorithm not in ("random", "artbp"):
-            raise ValueError(
-                f"truncation_prob: expected only with --algorithm random or artbp, received it with {self.algorithm!r}"
+        if self.algorithm in ("random", "artbp") and not self.truncation_prob > 0:
+            raise BpttError(
+                f"truncation_prob: expected a probability c in (0, 1) with --algorithm {self.algorithm}, received "
+                f"{self.truncation_prob!r} (c = 0 never truncates: that is --algorithm full)"
             )
-        if not self.lr > 0:
-            raise bad("lr", "a number > 0")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise bad("val_fraction", "a number in [0, 1)")
-        if not 0.0 < self.plateau_factor < 1.0:
-            raise bad("plateau_factor", "a number in (0, 1)")
-        if self.steps == 0 and self.epochs == 0:
-            raise bad("steps", "a positive number of steps (or epochs > 0)")
         if self.update == "batch" and self.batching_mode != "stream":
-            raise ValueError(
+            raise BpttError(
                 "update: 'batch' accumulates the gradient over one pass through the data in order, so it "
                 f"expected --batching stream, received {self.batching_mode!r}"
             )
-        if self.task == "series" and self.embed:
-            raise bad("embed", "0 for a series task")
         return self
+
+    def _refuse_what_does_not_apply(self, given: set[str] | None) -> None:
+        defaults = TrainConfig()
+        rules = {
+            "column": (self.task == "series", "--task series"),
+            "embed": (self.task == "text", "--task text"),
+            "sample_length": (self.task == "text", "--task text"),
+            "k1": (self.algorithm == "tbptt", "--algorithm tbptt"),
+            "k2": (self.algorithm == "tbptt", "--algorithm tbptt"),
+            "truncation_prob": (self.algorithm in ("random", "artbp"), "--algorithm random or artbp"),
+            "momentum": (self.optimizer in ("momentum", "nesterov"), "--optimizer momentum or nesterov"),
+            "weight_decay": (self.optimizer == "adam", "--optimizer adam"),
+            "warmup": (self.schedule == "cosine", "--schedule cosine"),
+            "min_lr": (self.schedule == "cosine", "--schedule cosine"),
+            "plateau_factor": (self.plateau_patience > 0, "--plateau-patience > 0"),
+        }
+        off = {"column": "", "embed": 0, "sample_length": 0, "k1": 0, "k2": 0, "truncation_prob": 0.0, "weight_decay": 0.0}
+        for key, (applies, where) in rules.items():
+            v = getattr(self, key)
+            set_by_user = (key in given) if given is not None else v != getattr(defaults, key)
+            if set_by_user and not applies and (key not in off or v != off[key]):
+                chosen = {"column": "task", "embed": "task", "sample_length": "task", "k1": "algorithm",
+                          "k2": "algorithm", "truncation_prob": "algorithm", "momentum": "optimizer",
+                          "weight_decay": "optimizer", "warmup": "schedule", "min_lr": "schedule",
+                          "plateau_factor": "plateau_patience"}[key]
+                raise BpttError(
+                    f"{key}: expected only with {where}, received {getattr(self, key)!r} with "
+                    f"{chosen} {getattr(self, chosen)!r} (where it would be ignored)"
+                )
 
     @property
     def batching_mode(self) -> str:
@@ -150,9 +179,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "TrainConfig":
-        unknown = sorted(set(d) - set(cls.keys()))
-        if unknown:
-            raise ValueError(f"{source}: expected keys among {cls.keys()}, received unknown {unknown}")
+        """A config from a dict of some of the keys (flags, a TOML table, a saved config), each of
+        its key's type; unknown keys and wrong types are a BpttError naming the key."""
+        if not isinstance(d, dict):
+            raise BpttError(f"{source}: expected a table of settings, received {type(d).__name__}")
+        for k in d:
+            if k not in cls.keys():
+                raise BpttError(
+                    f"{source}: expected keys among {', '.join(cls.keys())}, received unknown {k!r}{did_you_mean(k, cls.keys())}"
+                )
         defaults = cls()
         clean = {}
         for k, v in d.items():
@@ -160,18 +195,20 @@ class TrainConfig:
             if isinstance(ref, float) and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
             if type(ref) is not type(v):
-                raise ValueError(f"{source}: {k}: expected a {type(ref).__name__}, received {v!r}")
+                raise BpttError(f"{source}: {k}: expected {_KIND[type(ref)]}, received {v!r}")
             clean[k] = v
         return dataclasses.replace(defaults, **clean)
 
 
 def load_toml(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
-        raise ValueError(f"--config: expected an existing TOML file, received {path!r}")
+        raise BpttError(f"--config: expected an existing TOML file, received {path!r}")
     try:
         with open(path, "rb") as f:
             d = tomllib.load(f)
+    except OSError as e:
+        raise BpttError(f"--config: expected a readable TOML file, received {path!r} ({e.strerror.lower()})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"--config {path!r}: expected valid TOML, received a file that does not parse ({e})") from None
+        raise BpttError(f"--config {path!r}: expected valid TOML, received a file that does not parse ({e})") from None
     # allow a [train] table or top-level keys
     return d.get("train", d) if isinstance(d.get("train"), dict) else d

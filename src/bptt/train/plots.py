@@ -26,15 +26,23 @@ def _save(fig, path: str) -> None:
 def read_metrics(path: str) -> list[dict]:
     if not os.path.isfile(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    rows = []
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                row = json.loads(line.decode())
+            except ValueError:  # a line torn by a killed run
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
 
 
 def plot_losses(metrics_path: str, out_path: str, title: str = "") -> None:
     """Training loss (raw and smoothed) and validation metric against the step."""
     rows = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in rows if r.get("split") == "train" and r.get("loss") is not None]
-    val = [(r["step"], r["loss"]) for r in rows if r.get("split") == "val"]
+    val = [(r["step"], r["loss"]) for r in rows if r.get("split") == "val" and r.get("loss") is not None]
     if not train:
         return
     plt = _pyplot()

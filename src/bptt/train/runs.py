@@ -9,6 +9,7 @@ from typing import Any
 from ..cells.base import Params
 from ..data.series import Normalizer
 from ..data.text import Vocab
+from ..errors import BpttError
 from ..model import Model
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -36,11 +37,11 @@ class Run:
 def load_run(folder: str, which: str = "best") -> Run:
     """The run in `folder` with its best (default) or latest parameters."""
     if not os.path.isdir(folder):
-        raise ValueError(f"RUN: expected a run folder (from bptt train), received {folder!r}")
+        raise BpttError(f"RUN: expected a run folder (from bptt train), received {folder!r}")
     names = ["best.npz", "checkpoint.npz"] if which == "best" else ["checkpoint.npz"]
     path = next((os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))), None)
     if path is None:
-        raise ValueError(f"RUN: expected {' or '.join(names)} in {folder!r}, received a folder without them")
+        raise BpttError(f"RUN: expected {' or '.join(names)} in {folder!r}, received a folder without them")
     c = ckpt.load(path)
     cfg = TrainConfig.from_dict(c.meta["config"], f"{path} config")
     model = _model_for(cfg, c.meta)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data import series as ser
 from ..data import text as txt
+from ..errors import BpttError
 from ..layers import Dense, Embedding, rnn
 from ..model import Model
 from .config import TrainConfig
@@ -88,7 +89,7 @@ class TextTask(_Batches):
         train, val = txt.split(ids, cfg.val_fraction)
         self.n_train, self.n_val = len(train), len(val)
         if len(train) < cfg.seq_len + 1:
-            raise ValueError(
+            raise BpttError(
                 f"seq_len: expected fewer than {len(train)} steps for {len(train)} training characters, received {cfg.seq_len}"
             )
         self.train_ids = train
@@ -142,7 +143,7 @@ class SeriesTask(_Batches):
     def __init__(self, cfg: TrainConfig, normalizer: ser.Normalizer | None = None) -> None:
         self.cfg = cfg
         if not cfg.data:
-            raise ValueError("data: expected a series file for --task series, received none")
+            raise BpttError("data: expected a series file for --task series, received none")
         self.path = self.source = cfg.data
         column = cfg.column if cfg.column else None
         self.values, self.name = ser.read_series(self.path, column)
@@ -152,13 +153,13 @@ class SeriesTask(_Batches):
         self.z = self.norm(self.values)
         self.z_train = self.z[: self.n_train]
         if self.n_train < 3:
-            raise ValueError(f"val_fraction: expected at least 3 training values, received {self.n_train}")
+            raise BpttError(f"val_fraction: expected at least 3 training values, received {self.n_train}")
         self.mode = cfg.batching_mode
         if self.mode == "stream":
             self.streams = txt.batchify(self.z_train, cfg.batch_size)[..., None].astype(self.dtype)
             self.segs = txt.segments(self.streams, cfg.seq_len)
         elif cfg.seq_len > self.n_train - 2:
-            raise ValueError(
+            raise BpttError(
                 f"seq_len: expected at most {self.n_train - 2} for {self.n_train} training values, received {cfg.seq_len}"
             )
 

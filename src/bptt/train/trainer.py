@@ -34,12 +34,12 @@ from ..algorithms.full import Gradient, GradientMean, full_bptt
 from ..algorithms.randomized import randomized_bptt
 from ..algorithms.truncated import TBPTT, tbptt
 from ..cells.base import Params
+from ..errors import BpttError
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .lock import LOCK_NAME, RunLock
 from .plots import plot_losses
 from .tasks import make_task
-
-DIVERGED_AFTER = 20  # consecutive non-finite gradients before a run is declared diverged
 
 
 @dataclass
@@ -122,27 +122,42 @@ class Trainer:
         log: Callable[[str], None] = print,
     ) -> None:
         """A new run from `cfg`, or the run in folder `resume` continued (with `overrides`
-        applied to its saved config, e.g. more steps)."""
+        applied to its saved config, e.g. more steps).
+
+        Everything is checked here, before anything is written: the config, the data, the run
+        folder (a new run's must not hold one already; a resumed run's checkpoint must load and
+        fit the model), and the folder's lock is taken (one writer per folder, held until `run`
+        ends or `close`)."""
         self.log = log
         self.resumed: ckpt.Checkpoint | None = None
+        self._lock: RunLock | None = None
+        self._created: str | None = None
+        try:
+            self._setup(cfg, resume, overrides)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def _setup(self, cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any] | None) -> None:
+        given = None
         if resume:
+            resume = os.fspath(resume)
             path = os.path.join(resume, "checkpoint.npz")
             if not os.path.isfile(path):
-                raise ValueError(f"--resume: expected a run folder with checkpoint.npz, received {resume!r}")
+                raise BpttError(f"--resume: expected a run folder with checkpoint.npz, received {resume!r}")
+            self._lock = RunLock(resume).acquire("--resume")
             self.resumed = ckpt.load(path)
-            saved = dict(self.resumed.meta["config"])
-            saved.update(overrides or {})
-            saved["out"] = resume
-            cfg = TrainConfig.from_dict(saved, "checkpoint config")
+            saved = TrainConfig.from_dict(self.resumed.meta["config"], f"checkpoint {path!r}: config").to_dict()
+            overrides = dict(overrides or {})
+            if overrides.get("out", resume) != resume:
+                raise BpttError(f"out: expected no --out with --resume (the run goes on in {resume!r}), "
+                                f"received {overrides['out']!r}")
+            cfg = TrainConfig.from_dict({**saved, **overrides, "out": resume}, "flags")
+            given = set(overrides) - {"out"}
         elif cfg is None:
             cfg = TrainConfig()
-        self.cfg = cfg.validate()
+        self.cfg = cfg.validate(given)
         self.run_dir = _new_run_dir(self.cfg)
-        if not resume and os.path.exists(os.path.join(self.run_dir, "checkpoint.npz")):
-            raise ValueError(
-                f"--out: expected a new run folder, received {self.run_dir!r} which already holds a run "
-                f"(continue it with --resume {self.run_dir}, or choose another --out)"
-            )
         self.task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
         self.model = self.task.build_model()
         # TBPTT keeps its window history across batches (and checks that the model can stream)
@@ -162,6 +177,59 @@ class Trainer:
             momentum=self.cfg.momentum,
             weight_decay=self.cfg.weight_decay,
         )
+        if self.resumed:
+            self._resume_from = self._restore(self.resumed, os.path.join(self.run_dir, "checkpoint.npz"))
+            done = self._resume_from[4]
+            if self.total_steps <= done:
+                key, value = ("epochs", f"{self.cfg.epochs:g} ({self.total_steps} updates)") if self.cfg.epochs else ("steps", self.total_steps)
+                raise BpttError(
+                    f"{key}: expected more than the {done} updates already done in {self.run_dir!r}, received {value} "
+                    f"(give --steps N > {done} to train on)"
+                )
+        else:
+            self._claim(self.run_dir)
+
+    def _claim(self, out: str) -> None:
+        """Make (or take) a new run's folder and lock it; refuse a file, a path under a file, a
+        folder that cannot be written, or one that already holds a run."""
+        p = os.path.abspath(out)
+        if os.path.exists(p) and not os.path.isdir(p):
+            raise BpttError(f"--out: expected a folder for the run, received {out!r}, which is a file")
+        parent = p
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise BpttError(f"--out: expected a path under folders, received {out!r}, under the file {parent!r}")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise BpttError(f"--out: expected a folder this user can write in, received {out!r} ({parent!r} is not writable)")
+        if not os.path.isdir(p):
+            os.makedirs(p)
+            self._created = p
+        self._lock = RunLock(out).acquire("--out")
+        if os.path.exists(os.path.join(out, "checkpoint.npz")):
+            raise BpttError(
+                f"--out: expected a new run folder, received {out!r} which already holds a run "
+                f"(continue it with --resume {out}, or choose another --out)"
+            )
+
+    def close(self, failed: bool = False) -> None:
+        """Release the run folder (done by `run` when it ends); after a failed set-up, remove the
+        folder if this trainer made it and nothing was written there."""
+        if self._lock is not None:
+            self._lock.release()
+        if failed and self._created:
+            try:
+                os.unlink(os.path.join(self._created, LOCK_NAME))
+                os.rmdir(self._created)
+            except OSError:
+                pass
+            self._created = None
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- the gradient algorithm ----------------------------------------------------------------
     def _gradient(self, params, x, y, state0, rng):
@@ -197,30 +265,71 @@ class Trainer:
         for i in range(P):
             x, y, _ = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
             g = self._gradient(params, x, y, state, rng)
-            state = g.final_state
+            state = g.final_state if _finite(g.final_state) else None
             mean.add(g, x.shape[0] * x.shape[1])
         # the next pass starts from the initial state: nothing is carried across updates
         return mean.result(params)._replace(final_state=None)
+
+    def _guarded_update(self, g: Gradient, params, opt_state):
+        """(new params, new optimizer state, None), or the old ones and why the update was
+        skipped: a non-finite loss or gradient never reaches the optimizer, and an update that
+        would leave a non-finite weight or optimizer state is dropped."""
+        if not (math.isfinite(g.loss) and _finite(g.grads)):
+            return params, opt_state, "non-finite loss or gradient"
+        updates, new_state = self.optimizer.update(g.grads, opt_state, params)
+        new_params = optim.apply_updates(params, updates)
+        if not (_finite(new_params) and _finite(optim.flatten_state(new_state))):
+            return params, opt_state, "non-finite weights after the update"
+        return new_params, new_state, None
 
     # ---- state ---------------------------------------------------------------------------------
     def _fresh(self):
         rng = np.random.default_rng(self.cfg.seed)
         params = self.model.init_params(rng, self.cfg.dtype)
-        return params, self.optimizer.init(params), rng, None, 0, {"best": None, "since_best": 0, "train_seconds": 0.0}
+        trackers = {"best": None, "since_best": 0, "train_seconds": 0.0, "skipped": 0}
+        return params, self.optimizer.init(params), rng, None, 0, trackers
 
-    def _restore(self, c: ckpt.Checkpoint):
+    def _restore(self, c: ckpt.Checkpoint, path: str):
+        """The run's state from its checkpoint, every part checked against this model and config."""
         params = c.params
-        self.model.check_params(params)
-        if np.dtype(self.cfg.dtype) != next(iter(params.values())).dtype:
-            raise ValueError(f"dtype: expected {next(iter(params.values())).dtype} (the checkpoint's), received {self.cfg.dtype}")
-        opt_state = optim.unflatten_state(self.optimizer.init(params), c.opt)
+        try:
+            dtype = self.model.check_params(params)
+        except BpttError as e:
+            raise BpttError(f"checkpoint {path!r} does not fit the run's model: {e}") from None
+        if np.dtype(self.cfg.dtype) != dtype:
+            raise BpttError(f"dtype: expected {dtype} (the checkpoint's), received {self.cfg.dtype}")
+        try:
+            opt_state = optim.unflatten_state(self.optimizer.init(params), c.opt)
+        except BpttError as e:
+            raise BpttError(f"checkpoint {path!r}: {e} (was --optimizer or --clip changed?)") from None
         rng = np.random.default_rng()
-        rng.bit_generator.state = c.meta["rng"]
+        try:
+            rng.bit_generator.state = c.meta["rng"]
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise BpttError(f"checkpoint {path!r}: meta.rng: expected a NumPy PCG64 generator state, received "
+                            f"{json.dumps(c.meta['rng'])[:80]}") from None
         carried = None
         if c.state:
-            template, _ = self.model.initial_state(params, next(iter(next(iter(c.state.values())).values())).shape[0])
-            carried = {k: type(s)(*(c.state[k][f] for f in s._fields)) for k, s in template.items()}
-        return params, opt_state, rng, carried, int(c.meta["step"]), dict(c.meta["trackers"])
+            B = next(iter(next(iter(c.state.values())).values())).shape[0]
+            if self.task.mode == "stream" and B != self.cfg.batch_size:
+                raise BpttError(f"batch_size: expected {B} (the streams of the run's carried state), received {self.cfg.batch_size}")
+            template, _ = self.model.initial_state(params, B)
+            if sorted(c.state) != sorted(template):
+                raise BpttError(f"checkpoint {path!r}: state: expected the carried state of {sorted(template)}, "
+                                f"received {sorted(c.state)}")
+            carried = {}
+            for k, s in template.items():
+                fields = c.state[k]
+                for f, ref in zip(s._fields, s):
+                    a = fields.get(f)
+                    if a is None or a.shape != ref.shape or a.dtype != ref.dtype or not np.isfinite(a).all():
+                        got = "none" if a is None else f"{a.dtype}{a.shape}" + ("" if np.isfinite(a).all() else " with NaN or inf")
+                        raise BpttError(f"checkpoint {path!r}: state/{k}/{f}: expected finite {ref.dtype}{ref.shape}, received {got}")
+                carried[k] = type(s)(*(fields[f] for f in s._fields))
+        if self._tbptt is not None and carried is not None and "tbptt_history" in c.meta:
+            self._tbptt.restore(carried, c.meta["tbptt_history"], c.extra or {}, params, where=f"checkpoint {path!r}: tbptt_history")
+        trackers = {"skipped": 0, **c.meta["trackers"]}
+        return params, opt_state, rng, carried, int(c.meta["step"]), trackers
 
     def _meta(self, step: int, rng: np.random.Generator, trackers: dict) -> dict[str, Any]:
         return {
@@ -250,15 +359,27 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------------------
     def run(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
         """Train to the configured number of steps (or until stopped). `on_step(step, loss)` is
-        called after every update."""
+        called after every update. Releases the run folder when it ends."""
+        if self._lock is None or not self._lock.held:
+            raise BpttError("run: expected a Trainer that has not run, received one that has ended "
+                            "(make a new one, e.g. Trainer(resume=folder))")
+        try:
+            return self._run(on_step)
+        finally:
+            self.close()
+
+    def _run(self, on_step) -> TrainResult:
         cfg, task, model = self.cfg, self.task, self.model
-        os.makedirs(self.run_dir, exist_ok=True)
+        self._lock.record()
+        removed = ckpt.remove_stale_temps(self.run_dir, RUN_FILES)
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) a killed run left in {self.run_dir}")
         metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
         if self.resumed:
-            params, opt_state, rng, carried, start, trackers = self._restore(self.resumed)
-            if self._tbptt is not None and carried is not None and "tbptt_history" in self.resumed.meta:
-                self._tbptt.restore(carried, self.resumed.meta["tbptt_history"], self.resumed.extra or {})
-            _truncate_metrics(metrics_path, start)
+            params, opt_state, rng, carried, start, trackers = self._resume_from
+            dropped = _truncate_metrics(metrics_path, start)
+            if dropped:
+                self.log(f"metrics.jsonl: dropped {dropped} torn line(s) (written when the run was stopped mid-line)")
         else:
             params, opt_state, rng, carried, start, trackers = self._fresh()
             if os.path.exists(metrics_path):
@@ -269,6 +390,8 @@ class Trainer:
             os.path.join(self.run_dir, "config.json"),
             {**self._meta(start, rng, trackers), "model": repr(model), "parameters": n_params, "threads": threads},
         )
+        if not self.resumed:  # a run folder always holds a checkpoint to resume from (or fall back to)
+            self._save("checkpoint.npz", params, opt_state, carried, start, rng, trackers)
         self.log(f"bptt {__version__} | {task.describe()}")
         self.log(
             f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}, {n_params:,} parameters, {cfg.dtype}; "
@@ -277,7 +400,7 @@ class Trainer:
         )
         self.log(f"run folder: {self.run_dir}" + (f" (resumed at step {start})" if self.resumed else ""))
 
-        stopped, last_eval, bad_in_a_row = "done", None, 0
+        stopped, last_eval, bad_in_a_row, saved_at = "done", None, 0, start
         t_train = trackers.get("train_seconds", 0.0)
         tokens_done, t_loop0 = 0, time.perf_counter()
         bar = _progress(cfg.progress, start, self.total_steps)
@@ -287,23 +410,23 @@ class Trainer:
             while step < self.total_steps:
                 t0 = time.perf_counter()
                 g = self._update_gradient(params, carried, step, rng)
-                updates, opt_state = self.optimizer.update(g.grads, opt_state, params)
-                params = optim.apply_updates(params, updates)
-                carried = g.final_state if task.mode == "stream" else None
+                params, opt_state, skipped = self._guarded_update(g, params, opt_state)
+                final = g.final_state if task.mode == "stream" else None
+                carried = final if _finite(final) else None
                 step += 1
                 dt = time.perf_counter() - t0
                 t_train += dt
                 tokens_done += self.tokens_per_update
-                skip = optim.find_states(opt_state, optim.SkipState)[0]
-                bad_in_a_row = bad_in_a_row + 1 if skip.last_skipped else 0
+                bad_in_a_row = bad_in_a_row + 1 if skipped else 0
                 clip = optim.find_states(opt_state, optim.ClipState)
                 row = {"step": step, "split": "train", "loss": g.loss if math.isfinite(g.loss) else None,
                        "lr": _current_lr(self.optimizer, opt_state, cfg, self.total_steps), "time": round(t_train, 3),
                        "tokens_per_s": round(self.tokens_per_update / dt, 1)}
-                if clip:
+                if clip and not skipped:
                     row["grad_norm"] = clip[0].norm
-                if skip.last_skipped:
-                    row["skipped"] = True
+                if skipped:
+                    row["skipped"] = skipped
+                    trackers["skipped"] = trackers.get("skipped", 0) + 1
                 mfile.write(json.dumps(row) + "\n")
                 if math.isfinite(g.loss):
                     ema = g.loss if ema is None else 0.95 * ema + 0.05 * g.loss
@@ -313,10 +436,9 @@ class Trainer:
                     if last_eval:
                         post["val"] = f"{last_eval['loss']:.4f}"
                     bar.set_postfix(post, refresh=False)
-                if bad_in_a_row >= DIVERGED_AFTER:  # the skipped updates left the weights finite: keep them
+                if bad_in_a_row >= cfg.diverge_after:
+                    # the last checkpoint is left as it is: the last good state of the run
                     stopped = "diverged"
-                    trackers["train_seconds"] = t_train
-                    self._save("checkpoint.npz", params, opt_state, carried, step, rng, trackers)
                     break
                 last = step == self.total_steps
                 out_of_time = cfg.max_seconds and t_train >= cfg.max_seconds
@@ -329,8 +451,9 @@ class Trainer:
                     # interrupted and resumed run takes exactly the uninterrupted run's path
                     last_eval = task.evaluate(model, params) if regular else None
                     if last_eval is not None:
-                        mfile.write(json.dumps({"step": step, "split": "val", **last_eval}) + "\n")
-                        improved = trackers["best"] is None or last_eval["loss"] < trackers["best"]["loss"]
+                        mfile.write(json.dumps({"step": step, "split": "val", **_json_safe(last_eval)}) + "\n")
+                        finite = math.isfinite(last_eval["loss"])
+                        improved = finite and (trackers["best"] is None or last_eval["loss"] < trackers["best"]["loss"])
                         if improved:
                             trackers["best"], trackers["since_best"] = dict(last_eval, step=step), 0
                             self._save("best.npz", params, None, None, step, rng, trackers)
@@ -343,6 +466,7 @@ class Trainer:
                         _log_eval(self.log if bar is None else bar.write, task.kind, step, last_eval, ema)
                     mfile.flush()
                     self._save("checkpoint.npz", params, opt_state, carried, step, rng, trackers)
+                    saved_at = step
                     if cfg.patience and trackers["since_best"] >= cfg.patience:
                         stopped = "early-stop"
                         break
@@ -355,9 +479,12 @@ class Trainer:
         if bar is not None:
             bar.close()
         if stopped == "diverged":
+            best = trackers.get("best")
             self.log(
-                f"training diverged: {DIVERGED_AFTER} consecutive non-finite gradients at step {step}; "
-                f"the weights before them are saved in {self.run_dir} (try a lower --lr or --clip)"
+                f"training diverged: the last {bad_in_a_row} updates (steps {step - bad_in_a_row + 1}-{step}) were skipped "
+                f"({skipped}); the last good checkpoint is {os.path.join(self.run_dir, 'checkpoint.npz')} (step {saved_at})"
+                + (f", the best is best.npz (step {best['step']}, validation {best['loss']:.4g})" if best else "")
+                + f". Try a lower --lr or --clip: bptt train --resume {self.run_dir} --lr {cfg.lr / 10:g}"
             )
         elif stopped == "interrupted":
             self.log(f"interrupted at step {step}; saved. Continue with: bptt train --resume {self.run_dir}")
@@ -367,8 +494,28 @@ class Trainer:
         wall = time.perf_counter() - t_loop0
         return TrainResult(
             self.run_dir, step, params, trackers.get("best"), last_eval, stopped, t_train,
-            tokens_done / wall if wall > 0 else 0.0, {"threads": threads, "parameters": n_params},
+            tokens_done / wall if wall > 0 else 0.0,
+            {"threads": threads, "parameters": n_params, "skipped": trackers.get("skipped", 0), "saved_at": saved_at},
         )
+
+
+RUN_FILES = ("checkpoint.npz", "best.npz", "config.json", "metrics.jsonl")
+
+
+def _finite(tree) -> bool:
+    """Every array in a dict / NamedTuple / nested structure of arrays is finite (None is)."""
+    if tree is None:
+        return True
+    if isinstance(tree, dict):
+        return all(_finite(v) for v in tree.values())
+    if isinstance(tree, (tuple, list)):
+        return all(_finite(v) for v in tree)
+    a = np.asarray(tree)
+    return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
+
+
+def _json_safe(d: dict) -> dict:
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d.items()}
 
 
 def _algorithm(cfg: TrainConfig) -> str:
@@ -406,10 +553,21 @@ def _progress(enabled: bool, start: int, total: int):
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=True, disable=None)
 
 
-def _truncate_metrics(path: str, step: int) -> None:
-    """Keep only the metrics up to `step` (a resumed run rewrites what came after)."""
+def _truncate_metrics(path: str, step: int) -> int:
+    """Keep only the metrics up to `step` (a resumed run rewrites what came after); a line torn
+    by a killed run is dropped. Returns the number of torn lines dropped."""
     if not os.path.isfile(path):
-        return
-    with open(path) as f:
-        keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= step]
-    ckpt.atomic_write(path, lambda f: f.write("".join(keep).encode()))
+        return 0
+    keep, torn = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                row = json.loads(raw.decode())
+                s = row["step"]
+            except (ValueError, KeyError, TypeError):
+                torn += bool(raw.strip())
+                continue
+            if isinstance(s, int) and s <= step:
+                keep.append(raw if raw.endswith(b"\n") else raw + b"\n")
+    ckpt.atomic_write(path, lambda f: f.write(b"".join(keep)))
+    return torn
