@@ -213,6 +213,9 @@ class TBPTT:
     def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
         model = self.model
         check_carried_batch(self.batch if self.state is not None else None, x)
+        if self.state is not None and not all(np.isfinite(a).all() for s in self.state.values() for a in s):
+            raise BpttError("tbptt: expected a finite state carried from the previous segment, received NaN or inf "
+                            "(the weights or the loss diverged before it); call reset() to start over")
         b = model.check_batch(params, x, targets, mask, self.state)
         n = b.x.shape[0]
         if n > self.k2:

@@ -181,16 +181,16 @@ def load(path: str) -> Checkpoint:
     fmt = meta.get("format")
     if fmt not in (FORMAT, *OLDER):
         raise BpttError(f"checkpoint {path!r}: format: expected {FORMAT!r}, received {fmt!r}")
-    if fmt == FORMAT:
-        if sum_a is None or sum_a.dtype.kind != "U" or sum_a.shape != ():
-            raise _corrupt(path, "a file without its checksum")
-        if str(sum_a) != checksum(meta_json, files):
-            raise _corrupt(path, "a file whose arrays or record do not match its checksum")
     for k, a in files.items():
         if a.dtype.kind not in _KINDS:
             raise BpttError(f"checkpoint {path!r}: {k}: expected a numeric array, received dtype {a.dtype}")
         if not k.startswith(("param/", "opt", "state/", "alg/")):
             raise BpttError(f"checkpoint {path!r}: expected arrays param/, opt, state/ and alg/, received {k!r}")
+    if fmt == FORMAT:
+        if sum_a is None or sum_a.dtype.kind != "U" or sum_a.shape != ():
+            raise _corrupt(path, "a file without its checksum")
+        if str(sum_a) != checksum(meta_json, files):
+            raise _corrupt(path, "a file whose arrays or record do not match its checksum")
     params = {k[6:]: v for k, v in files.items() if k.startswith("param/")}
     if not params:
         raise BpttError(f"checkpoint {path!r}: expected parameters (param/...), received none")
@@ -240,6 +240,9 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
         v = trackers.get(k, 0)
         if isinstance(v, bool) or not isinstance(v, kinds) or not v >= 0:
             raise BpttError(f"checkpoint {path!r}: meta.trackers.{k}: expected a non-negative number, received {v!r}")
+    first = trackers.get("first_loss")
+    if first is not None and (isinstance(first, bool) or not isinstance(first, (int, float)) or not math.isfinite(first)):
+        raise BpttError(f"checkpoint {path!r}: meta.trackers.first_loss: expected null or a finite number, received {first!r}")
     task = meta["config"].get("task", "text")
     if task == "text":
         _typed(path, meta, "vocab", (str,), "the vocabulary (a non-empty string of distinct characters)",

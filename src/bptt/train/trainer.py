@@ -270,12 +270,15 @@ class Trainer:
         # the next pass starts from the initial state: nothing is carried across updates
         return mean.result(params)._replace(final_state=None)
 
-    def _guarded_update(self, g: Gradient, params, opt_state):
+    def _guarded_update(self, g: Gradient, params, opt_state, first_loss: float | None):
         """(new params, new optimizer state, None), or the old ones and why the update was
-        skipped: a non-finite loss or gradient never reaches the optimizer, and an update that
-        would leave a non-finite weight or optimizer state is dropped."""
+        skipped: a non-finite loss or gradient never reaches the optimizer, an update that
+        would leave a non-finite weight or optimizer state is dropped, and so is one from weights
+        whose loss has exploded (more than EXPLODED times the run's first loss)."""
         if not (math.isfinite(g.loss) and _finite(g.grads)):
             return params, opt_state, "non-finite loss or gradient"
+        if first_loss is not None and g.loss > EXPLODED * max(first_loss, 1e-3):
+            return params, opt_state, f"loss of {g.loss:.4g}, over {EXPLODED}x the first update's {first_loss:.4g}"
         updates, new_state = self.optimizer.update(g.grads, opt_state, params)
         new_params = optim.apply_updates(params, updates)
         if not (_finite(new_params) and _finite(optim.flatten_state(new_state))):
@@ -286,7 +289,7 @@ class Trainer:
     def _fresh(self):
         rng = np.random.default_rng(self.cfg.seed)
         params = self.model.init_params(rng, self.cfg.dtype)
-        trackers = {"best": None, "since_best": 0, "train_seconds": 0.0, "skipped": 0}
+        trackers = {"best": None, "since_best": 0, "train_seconds": 0.0, "skipped": 0, "first_loss": None}
         return params, self.optimizer.init(params), rng, None, 0, trackers
 
     def _restore(self, c: ckpt.Checkpoint, path: str):
@@ -328,7 +331,7 @@ class Trainer:
                 carried[k] = type(s)(*(fields[f] for f in s._fields))
         if self._tbptt is not None and carried is not None and "tbptt_history" in c.meta:
             self._tbptt.restore(carried, c.meta["tbptt_history"], c.extra or {}, params, where=f"checkpoint {path!r}: tbptt_history")
-        trackers = {"skipped": 0, **c.meta["trackers"]}
+        trackers = {"skipped": 0, "first_loss": None, **c.meta["trackers"]}
         return params, opt_state, rng, carried, int(c.meta["step"]), trackers
 
     def _meta(self, step: int, rng: np.random.Generator, trackers: dict) -> dict[str, Any]:
@@ -410,7 +413,9 @@ class Trainer:
             while step < self.total_steps:
                 t0 = time.perf_counter()
                 g = self._update_gradient(params, carried, step, rng)
-                params, opt_state, skipped = self._guarded_update(g, params, opt_state)
+                params, opt_state, skipped = self._guarded_update(g, params, opt_state, trackers["first_loss"])
+                if trackers["first_loss"] is None and math.isfinite(g.loss):
+                    trackers["first_loss"] = g.loss
                 final = g.final_state if task.mode == "stream" else None
                 carried = final if _finite(final) else None
                 step += 1
@@ -445,7 +450,12 @@ class Trainer:
                 if on_step is not None:
                     on_step(step, g.loss)
                 regular = step % cfg.eval_every == 0 or last or out_of_time
-                if regular or interrupt.requested:
+                if (regular or interrupt.requested) and skipped:
+                    # the weights of this point are not trusted: the folder keeps the last good files
+                    if interrupt.requested or out_of_time:
+                        stopped = "interrupted" if interrupt.requested else "time-limit"
+                        break
+                elif regular or interrupt.requested:
                     trackers["train_seconds"] = t_train
                     # evaluation (and what it decides) only at regular points, so that an
                     # interrupted and resumed run takes exactly the uninterrupted run's path
@@ -482,7 +492,8 @@ class Trainer:
             best = trackers.get("best")
             self.log(
                 f"training diverged: the last {bad_in_a_row} updates (steps {step - bad_in_a_row + 1}-{step}) were skipped "
-                f"({skipped}); the last good checkpoint is {os.path.join(self.run_dir, 'checkpoint.npz')} (step {saved_at})"
+                f"(the last one: {skipped}); the last good checkpoint is {os.path.join(self.run_dir, 'checkpoint.npz')} "
+                f"(step {saved_at})"
                 + (f", the best is best.npz (step {best['step']}, validation {best['loss']:.4g})" if best else "")
                 + f". Try a lower --lr or --clip: bptt train --resume {self.run_dir} --lr {cfg.lr / 10:g}"
             )
@@ -500,6 +511,7 @@ class Trainer:
 
 
 RUN_FILES = ("checkpoint.npz", "best.npz", "config.json", "metrics.jsonl")
+EXPLODED = 100  # a loss over this many times the run's first one: the weights have diverged
 
 
 def _finite(tree) -> bool:
