@@ -85,7 +85,7 @@ def test_read_series_formats(tmp_path):
         (b"1\n2\nx3\n4\n", None, r"row 3, column 0: expected a number, received 'x3'"),
         (b"1\n2\nnan\n4\n", None, r"row 3, column 0: expected a finite number, received 'nan'"),
         (b"1,2\n3,4\n5,6\n", 5, r"column: expected an index in \[-2, 2\), received 5"),
-        (b"a,b\n1,2\n3,4\n5,6\n", "c", r"column: expected one of \['a', 'b'\], received 'c'"),
+        (b"a,b\n1,2\n3,4\n5,6\n", "c", r"column: expected one of a, b, received 'c'"),
         (b"1\n2\n", None, "at least 3 values, received 2"),
         (b"1 2\n3\n4 5\n", None, "row 2: expected at least 2 columns, received 1"),
     ],

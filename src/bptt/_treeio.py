@@ -120,9 +120,8 @@ _TAGS = {"a": ("a",), "nt": ("nt", "f"), "stack": ("stack", "n", "f"), "l": ("l"
 def decode(desc: Any, arrays: dict[str, np.ndarray], where: str = "stored structure") -> Any:
     """The structure `encode` described, rebuilt from `arrays`; BpttError on anything else."""
 
-    def bad(path: str, expected: str, received: Any) -> BpttError:
-        shown = repr(received)
-        return BpttError(f"{where} at {path}: expected {expected}, received {shown[:80]}")
+    def bad(path: str, expected: str, received: Any, shown: str | None = None) -> BpttError:
+        return BpttError(f"{where} at {path}: expected {expected}, received {shown or repr(received)[:80]}")
 
     def get(key: Any, path: str) -> np.ndarray:
         if not isinstance(key, str) or key not in arrays:
@@ -160,7 +159,7 @@ def decode(desc: Any, arrays: dict[str, np.ndarray], where: str = "stored struct
                     raise bad(f"{path}.{fname}", "an array reference", f)
                 a = get(f["a"], f"{path}.{fname}")
                 if a.ndim < 1 or a.shape[0] != n:
-                    raise bad(f"{path}.{fname}", f"an array of {n} stacked steps", f"shape {a.shape}")
+                    raise bad(f"{path}.{fname}", f"an array of {n} stacked steps", None, f"one of shape {a.shape}")
                 cols.append(list(a))
             return [cls(*fs) for fs in zip(*cols)]
         if tag in ("l", "t"):

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import BpttError
+from .errors import one_of
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "sigmoid"]
 
@@ -89,6 +89,4 @@ def get_activation(name: str) -> Activation:
     try:
         return ACTIVATIONS[name]
     except (KeyError, TypeError):
-        raise BpttError(
-            f"activation: expected one of {sorted(ACTIVATIONS)}, received {name!r}"
-        ) from None
+        raise one_of("activation", name, sorted(ACTIVATIONS)) from None

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _checks, _kernels
 from ._ops import buffers
-from .errors import BpttError
+from .errors import BpttError, one_of
 
 KINDS = ("ce", "mse")
 AT = ("every", "last")
@@ -33,9 +33,9 @@ def last_index(mask: np.ndarray | None, T: int, B: int) -> np.ndarray:
 class Loss:
     def __init__(self, kind: str = "ce", at: str = "every") -> None:
         if kind not in KINDS:
-            raise BpttError(f"loss: expected one of {KINDS}, received {kind!r}")
+            raise one_of("loss", kind, KINDS)
         if at not in AT:
-            raise BpttError(f"at: expected one of {AT}, received {at!r}")
+            raise one_of("at", at, AT)
         self.kind, self.at = kind, at
 
     def check_targets(

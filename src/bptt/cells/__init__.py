@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..errors import BpttError
+from ..errors import BpttError, one_of
 from .base import Cell, Params, State, state_map
 from .elman import Elman, ElmanState
 from .gru import GRU, GRUState
@@ -21,7 +21,7 @@ def cell_class(kind: str | type[Cell]) -> type[Cell]:
     if isinstance(kind, type) and issubclass(kind, Cell):
         return kind
     if kind not in CELLS:
-        raise BpttError(f"cell: expected one of {sorted(CELLS)} or a Cell subclass, received {kind!r}")
+        raise one_of("cell", kind, sorted(CELLS))
     return CELLS[kind]
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BpttError
+from ..errors import BpttError, one_of
 from ._io import read_bytes
 
 
@@ -69,7 +69,7 @@ def read_series(path: str | os.PathLike, column: str | int | None = None) -> tup
         col = width - 1
     elif isinstance(column, str) and not column.lstrip("-").isdigit():
         if header is None or column not in header:
-            raise BpttError(f"column: expected one of {header or list(range(width))}, received {column!r}")
+            raise one_of("column", column, header or list(range(width)))
         col = header.index(column)
     else:
         col = int(column)

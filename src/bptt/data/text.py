@@ -26,7 +26,7 @@ def bundled_text_path() -> str:
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """Read a UTF-8 text file, with a clear ValueError for a missing, empty or binary file."""
+    """Read a UTF-8 text file, with a clear BpttError for a missing, empty or binary file."""
     path = os.fspath(path)
     raw = read_bytes(path)
     if not raw.strip():
@@ -39,6 +39,8 @@ def read_text(path: str | os.PathLike) -> str:
         raise BpttError(
             f"data file {path!r}: expected UTF-8 text, received undecodable bytes at offset {e.start}"
         ) from None
+    if not text.strip():
+        raise BpttError(f"data file {path!r}: expected text, received only white space")
     return text.replace("\r\n", "\n")
 
 

@@ -11,7 +11,7 @@ learning-rate schedule, guarded against non-finite gradients.
 
 from __future__ import annotations
 
-from ..errors import BpttError
+from ..errors import one_of
 from .base import (
     ChainState,
     Transform,
@@ -84,7 +84,7 @@ def make_optimizer(
     elementwise limit. rprop and quickprop take lr as their initial step / gradient rate and
     ignore schedules after the first step (they set their own steps)."""
     if name not in OPTIMIZERS:
-        raise BpttError(f"optimizer: expected one of {OPTIMIZERS}, received {name!r}")
+        raise one_of("optimizer", name, OPTIMIZERS)
     first_lr = lr(0) if callable(lr) else float(lr)
     core = {
         "sgd": lambda: sgd(lr),

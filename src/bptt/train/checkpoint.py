@@ -214,7 +214,7 @@ def load(path: str) -> Checkpoint:
 
 def _typed(path: str, meta: dict, key: str, kinds: tuple, what: str, ok: Callable[[Any], bool] = lambda v: True):
     if key not in meta:
-        raise BpttError(f"checkpoint {path!r}: meta: expected key {key!r} ({what}), received none")
+        raise BpttError(f"checkpoint {path!r}: meta.{key}: expected {what}, received nothing")
     v = meta[key]
     if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds) or not ok(v):
         raise BpttError(f"checkpoint {path!r}: meta.{key}: expected {what}, received {json.dumps(v)[:80]}")

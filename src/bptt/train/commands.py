@@ -14,6 +14,7 @@ from ..data import text as txt
 from ..errors import BpttError
 from ..generate import forecast, sample_text
 from .argtypes import integer, number, output_file
+from .checkpoint import atomic_write
 from .config import TrainConfig, load_toml
 from .plots import plot_series
 from .runs import load_run
@@ -114,8 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if task.kind == "text" and cfg.sample_length:
         text = sample_text(run.model, run.params, run.vocab, length=cfg.sample_length, temperature=0.8,
                            rng=np.random.default_rng(cfg.seed))
-        with open(os.path.join(res.run_dir, "sample.txt"), "w") as f:
-            f.write(text)
+        atomic_write(os.path.join(res.run_dir, "sample.txt"), lambda f: f.write(text.encode()))
         print("sample (temperature 0.8):\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
     elif task.kind == "series" and task.n_val:
         pred = task.one_step_predictions(run.model, run.params, task.z)[task.n_train - 1 :]

@@ -37,15 +37,19 @@ class Run:
 def load_run(folder: str, which: str = "best") -> Run:
     """The run in `folder` with its best (default) or latest parameters."""
     if not os.path.isdir(folder):
-        raise BpttError(f"RUN: expected a run folder (from bptt train), received {folder!r}")
+        what = "a file" if os.path.exists(folder) else "no such folder"
+        raise BpttError(f"RUN: expected a run folder (from bptt train), received {folder!r} ({what})")
     names = ["best.npz", "checkpoint.npz"] if which == "best" else ["checkpoint.npz"]
     path = next((os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))), None)
     if path is None:
         raise BpttError(f"RUN: expected {' or '.join(names)} in {folder!r}, received a folder without them")
     c = ckpt.load(path)
-    cfg = TrainConfig.from_dict(c.meta["config"], f"{path} config")
-    model = _model_for(cfg, c.meta)
-    model.check_params(c.params)
+    cfg = TrainConfig.from_dict(c.meta["config"], f"checkpoint {path!r}: config")
+    try:
+        model = _model_for(cfg, c.meta)
+        model.check_params(c.params)
+    except BpttError as e:
+        raise BpttError(f"checkpoint {path!r} does not fit the model its config describes: {e}") from None
     return Run(folder, cfg, model, c.params, c.meta, os.path.basename(path))
 
 

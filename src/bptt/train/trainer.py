@@ -510,7 +510,7 @@ class Trainer:
         )
 
 
-RUN_FILES = ("checkpoint.npz", "best.npz", "config.json", "metrics.jsonl")
+RUN_FILES = ("checkpoint.npz", "best.npz", "config.json", "metrics.jsonl", "loss.png", "prediction.png", "sample.txt")
 EXPLODED = 100  # a loss over this many times the run's first one: the weights have diverged
 
 

@@ -1,0 +1,608 @@
+"""The catalogue of bad inputs: data files, flags, TOML configs, run folders and checkpoints
+(truncated, corrupted, of another model, with crafted records, object arrays, another version),
+and misuse of the Python API. Each case is a command line (run in-process through `bptt.cli.main`
+inside a workspace of files and runs) or an API call, with the words its one-line error must hold.
+
+tests/test_bad_inputs.py runs every case; scripts/errors_catalogue.py prints every case with its
+message into docs/errors.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+WORDS = "the cat sat on a mat while a dog ran to the big red barn and the bird sang ".split()
+
+
+@dataclass
+class Case:
+    id: str
+    group: str
+    what: str
+    argv: list[str] | None = None  # a command line (run in the workspace)
+    call: Callable[[Any], Any] | None = None  # or an API call on the workspace
+    expect: list[str] = field(default_factory=list)  # fragments of the message
+    code: int = 2
+
+
+# ---- the workspace: data files, run folders, crafted checkpoints ----------------------------------
+def build_workspace(ws: str) -> None:
+    """Files and runs the cases refer to, by relative path (the cases run with ws as cwd)."""
+    from bptt.train import TrainConfig, Trainer
+
+    os.makedirs(ws, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(ws)
+    try:
+        rng = np.random.default_rng(0)
+        open("words.txt", "w").write(" ".join(rng.choice(WORDS, size=3000)) + "\n")
+        t = np.arange(400)
+        v = np.sin(2 * np.pi * t / 23.0) + 0.3 * np.cos(2 * np.pi * t / 7.0)
+        open("series.csv", "w").write("t,value\n" + "".join(f"{i},{x:.6f}\n" for i, x in zip(t, v)))
+        np.savetxt("series.dat", v)
+        open("empty.txt", "w").close()
+        open("blank.txt", "w").write("\n\n   \n")
+        open("binary.bin", "wb").write(b"abc\x00\x01\x02" * 100)
+        open("latin1.txt", "wb").write("caf\xe9 cr\xe8me".encode("latin-1") * 50)
+        open("short.txt", "w").write("abcab")
+        open("header_only.csv", "w").write("t,value\n")
+        open("nan.csv", "w").write("value\n1.0\n2.0\nnan\n3.0\n")
+        open("inf.csv", "w").write("1.0\n2.0\ninf\n3.0\n")
+        open("word.csv", "w").write("value\n1.0\ntwo\n3.0\n")
+        open("ragged.csv", "w").write("a,b\n1,2\n3\n5,6\n")
+        open("two.csv", "w").write("1.0\n2.0\n")
+        open("tiny.csv", "w").write("".join(f"{x}\n" for x in range(12)))
+        open("afile", "w").write("not a folder\n")
+        os.makedirs("adir", exist_ok=True)
+        if not os.path.lexists("dangling.txt"):
+            os.symlink("nowhere.txt", "dangling.txt")
+        open("bad.toml", "w").write("hidden = = 1\n")
+        open("unknown.toml", "w").write("hiden = 12\n")
+        open("wrongtype.toml", "w").write("hidden = 'big'\n")
+        open("nan.toml", "w").write("lr = nan\n")
+        open("list.toml", "w").write("cell = ['lstm']\n")
+        small = dict(hidden=8, steps=4, eval_every=2, batch_size=4, seq_len=10, dtype="float64", progress=False,
+                     sample_length=0)
+        quiet = dict(log=lambda s: None)
+        Trainer(TrainConfig(data="words.txt", out="runs/text", **small), **quiet).run()
+        Trainer(TrainConfig(data="series.csv", task="series", out="runs/series", **small), **quiet).run()
+        Trainer(TrainConfig(data="words.txt", out="runs/tbptt", algorithm="tbptt", k1=5, k2=12, cell="gru",
+                            **{**small, "seq_len": 5}), **quiet).run()
+        os.makedirs("runs/empty", exist_ok=True)
+        for name, make in CRAFTED.items():
+            _craft(name, make)
+    finally:
+        os.chdir(cwd)
+
+
+def _load(path: str) -> tuple[dict, dict]:
+    from bptt.train.checkpoint import _read_npz
+
+    arrays = _read_npz(path)
+    meta = json.loads(str(arrays.pop("meta")))
+    arrays.pop("checksum", None)
+    return arrays, meta
+
+
+def _save(path: str, arrays: dict, meta: Any, fix: bool = True, old_sum: Any = None) -> None:
+    """Write arrays and a record, with a checksum that matches them (as an attacker can)."""
+    from bptt.train.checkpoint import checksum
+
+    arrays = dict(arrays)
+    meta_json = meta if isinstance(meta, str) else json.dumps(meta)
+    if fix:
+        arrays["checksum"] = np.array(checksum(meta_json, arrays))
+    elif old_sum is not None:
+        arrays["checksum"] = old_sum
+    arrays["meta"] = np.array(meta_json)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _raw_zip(path: str, members: list[tuple[str, bytes]]) -> None:
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as z:
+        warnings.simplefilter("ignore")  # a repeated member is what one case wants
+        for name, data in members:
+            z.writestr(name, data)
+
+
+def _pickled() -> bytes:
+    """An .npy of an object array: its data is a pickle that would call os.system if unpickled."""
+    b = io.BytesIO()
+    np.lib.format.write_array(b, np.array([_Boom()], dtype=object), allow_pickle=True)
+    return b.getvalue()
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _craft(name: str, make: Callable[[str, str], None]) -> None:
+    """crafted/<name>: a copy of a run folder whose checkpoint.npz `make` rewrites."""
+    src = "runs/tbptt" if name.startswith("history") else "runs/text"
+    dst = os.path.join("crafted", name)
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    os.unlink(os.path.join(dst, "best.npz"))
+    make(os.path.join(dst, "checkpoint.npz"), name)
+
+
+def _edit(fn: Callable[[dict, dict], Any], fix: bool = True) -> Callable[[str, str], None]:
+    def make(path: str, name: str) -> None:
+        from bptt.train.checkpoint import _read_npz
+
+        old_sum = _read_npz(path).get("checksum")
+        arrays, meta = _load(path)
+        out = fn(arrays, meta)  # a list or a string replaces the whole record
+        _save(path, arrays, out if isinstance(out, (list, str)) else meta, fix, old_sum)
+
+    return make
+
+
+def _bytes(fn: Callable[[bytes], bytes]) -> Callable[[str, str], None]:
+    def make(path: str, name: str) -> None:
+        data = open(path, "rb").read()
+        open(path, "wb").write(fn(data))
+
+    return make
+
+
+def _members(fn: Callable[[list[tuple[str, bytes]]], list[tuple[str, bytes]]]) -> Callable[[str, str], None]:
+    def make(path: str, name: str) -> None:
+        with zipfile.ZipFile(path) as z:
+            members = [(i.filename, z.read(i)) for i in z.infolist()]
+        _raw_zip(path, fn(members))
+
+    return make
+
+
+def _set(d: dict, key: str, value: Any) -> None:
+    d[key] = value
+
+
+def _del(d: dict, key: str) -> None:
+    del d[key]
+
+
+def _history(payload: Any) -> Callable[[dict, dict], None]:
+    def fn(arrays: dict, meta: dict) -> None:
+        meta["tbptt_history"]["d"]["history"]["l"][0] = payload
+
+    return fn
+
+
+def _first_segment(meta: dict) -> list:
+    return meta["tbptt_history"]["d"]["history"]["l"][0]["t"]  # [steps, tapes, cut]
+
+
+def _damage_header(members):
+    out = []
+    for n, d in members:
+        if n == "param/lstm0.W_hh.npy":
+            d = d[:10] + b"{'descr': <f8, 'fortran_order': False, }" + d[50:]
+        out.append((n, d))
+    return out
+
+
+def _short_data(members):
+    return [(n, d[:-16] if n == "param/lstm0.W_hh.npy" else d) for n, d in members]
+
+
+CRAFTED: dict[str, Callable[[str, str], None]] = {
+    "truncated": _bytes(lambda d: d[: len(d) // 2]),
+    "random-bytes": _bytes(lambda d: b"PK\x03\x04" + hashlib.sha256(d).digest() * 20),
+    "not-a-zip": _bytes(lambda d: b"this is not a checkpoint\n"),
+    "empty-file": _bytes(lambda d: b""),
+    "record-changed": _edit(lambda a, m: _set(m, "step", 3), fix=False),
+    "array-changed": _edit(lambda a, m: _set(a, "param/lstm0.W_hh", a["param/lstm0.W_hh"] + 1e-3), fix=False),
+    "future-format": _edit(lambda a, m: _set(m, "format", "bptt-checkpoint-9")),
+    "no-format": _edit(lambda a, m: _del(m, "format")),
+    "record-a-list": _edit(lambda a, m: [1, 2, 3]),
+    "record-not-json": _edit(lambda a, m: "{not json"),
+    "record-deeply-nested": _edit(lambda a, m: "[" * 100000 + "]" * 100000),
+    "no-config": _edit(lambda a, m: _del(m, "config")),
+    "step-a-string": _edit(lambda a, m: _set(m, "step", "ten")),
+    "step-negative": _edit(lambda a, m: _set(m, "step", -4)),
+    "rng-garbage": _edit(lambda a, m: _set(m, "rng", {"bit_generator": "MT19937", "state": 5})),
+    "trackers-missing": _edit(lambda a, m: _set(m, "trackers", {"best": None})),
+    "best-loss-nan": _edit(lambda a, m: _set(m["trackers"], "best", {"loss": float("nan"), "step": 2})),
+    "no-vocab": _edit(lambda a, m: _del(m, "vocab")),
+    "vocab-a-number": _edit(lambda a, m: _set(m, "vocab", 42)),
+    "config-wrong-type": _edit(lambda a, m: _set(m["config"], "hidden", "big")),
+    "config-unknown-key": _edit(lambda a, m: _set(m["config"], "hiden", 8)),
+    "config-bad-cell": _edit(lambda a, m: _set(m["config"], "cell", "rnn")),
+    "param-wrong-shape": _edit(lambda a, m: _set(a, "param/lstm0.W_hh", np.zeros((5, 5)))),
+    "param-missing": _edit(lambda a, m: _del(a, "param/dense1.W")),
+    "unknown-array": _edit(lambda a, m: _set(a, "evil/x", np.zeros(3))),
+    "object-array": _members(lambda ms: ms + [("param/evil.npy", _pickled())]),
+    "structured-array": _edit(lambda a, m: _set(a, "param/lstm0.b_hh", np.zeros(32, "i4,f8"))),
+    "text-array": _edit(lambda a, m: _set(a, "param/lstm0.b_hh", np.array(["x"] * 32))),
+    "nan-param": _edit(lambda a, m: _set(a, "param/lstm0.W_hh", a["param/lstm0.W_hh"] * np.nan)),
+    "int-param": _edit(lambda a, m: _set(a, "param/lstm0.b_hh", np.zeros(32, np.int64))),
+    "repeated-member": _members(lambda ms: ms + [ms[0]]),
+    "python-member": _members(lambda ms: ms + [("evil.py", b"import os; os.system('touch PWNED')\n")]),
+    "damaged-npy-header": _members(_damage_header),
+    "short-npy-data": _members(_short_data),
+    "optimizer-entry-missing": _edit(lambda a, m: _del(a, next(k for k in sorted(a) if k.startswith("opt/")))),
+    "optimizer-wrong-shape": _edit(lambda a, m: _set(a, next(k for k in sorted(a) if k.endswith("lstm0.W_hh")
+                                                            and k.startswith("opt/")), np.zeros(3))),
+    "state-wrong-shape": _edit(lambda a, m: _set(a, "state/lstm0/h", np.zeros((4, 3)))),
+    "state-nan": _edit(lambda a, m: _set(a, "state/lstm0/c", a["state/lstm0/c"] * np.nan)),
+    "history-os-system": _edit(_history({"nt": "bptt.train.checkpoint:os.system", "f": ["touch PWNED"]})),
+    "history-builtins-eval": _edit(_history({"nt": "builtins:eval", "f": ["open('PWNED', 'w')"]})),
+    "history-wrong-field-count": _edit(_history({"nt": "bptt.cells.gru:GRUState", "f": [None, None, None]})),
+    "history-unknown-tag": _edit(_history({"call": "os.system", "args": ["touch PWNED"]})),
+    "history-too-long": _edit(lambda a, m: _first_segment(m).__setitem__(0, 50)),
+    "history-wrong-shape": _edit(lambda a, m: _set(a, sorted(k for k in a if k.startswith("alg/"))[-1], np.zeros((2, 2)))),
+}
+
+
+# ---- the cases ------------------------------------------------------------------------------------
+TRAIN = ["--data", "words.txt", "--hidden", "8", "--steps", "4", "--seq-len", "10", "--batch-size", "4",
+         "--no-progress", "--sample-length", "0", "--out", "new-run"]
+
+
+def _pairs(args: list[str]) -> list[tuple[str, str | None]]:
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--") and "=" not in a and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out.append((a, args[i + 1]))
+            i += 2
+        else:
+            out.append((a, None))
+            i += 1
+    return out
+
+
+def T(*args: str) -> list[str]:
+    """`bptt train` with small settings (so that a case which wrongly succeeded would end fast),
+    `args` replacing those of the same name."""
+    given = _pairs(list(args))
+    names = {a for a, _ in given}
+    merged = [(a, v) for a, v in _pairs(TRAIN) if a not in names] + given
+    return ["train"] + [t for a, v in merged for t in ((a,) if v is None else (a, v))]
+
+
+def S(*args: str) -> list[str]:
+    names = {a for a, _ in _pairs(list(args))}
+    return T("--task", "series", *(() if "--data" in names else ("--data", "series.csv")), *args)
+
+
+def _api(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return fn
+
+
+def _model():
+    import bptt
+
+    m = bptt.Model(3, [bptt.rnn("lstm", 4), bptt.Dense(2)], loss="mse")
+    p = m.init_params(np.random.default_rng(0), dtype=np.float32)
+    x, y = np.zeros((5, 2, 3), np.float32), np.zeros((5, 2, 2), np.float32)
+    return bptt, m, p, x, y
+
+
+def _api_cases() -> list[Case]:
+    def full(mod: Callable) -> Callable[[Any], Any]:
+        def call(ws):
+            bptt, m, p, x, y = _model()
+            return mod(bptt, m, p, x, y)
+        return call
+
+    return [
+        Case("api-x-shape", "Python API", "full_bptt with inputs of the wrong width",
+             call=full(lambda b, m, p, x, y: b.full_bptt(m, p, x[:, :, :2], y)), expect=["x: expected shape (T, B, D) = (*, *, 3), received (5, 2, 2)"]),
+        Case("api-x-dtype", "Python API", "float64 inputs for float32 weights",
+             call=full(lambda b, m, p, x, y: b.full_bptt(m, p, x.astype(np.float64), y)), expect=["x: expected dtype float32, received float64"]),
+        Case("api-x-nan", "Python API", "NaN in the inputs",
+             call=full(lambda b, m, p, x, y: b.full_bptt(m, p, np.full_like(x, np.nan), y)), expect=["x: expected finite values, received NaN"]),
+        Case("api-no-targets", "Python API", "no targets",
+             call=full(lambda b, m, p, x, y: b.full_bptt(m, p, x, None)), expect=["targets: expected an array, received None"]),
+        Case("api-mask-shape", "Python API", "a mask of the wrong length",
+             call=full(lambda b, m, p, x, y: b.full_bptt(m, p, x, y, np.ones((4, 2), bool))), expect=["mask: expected shape (T, B) = (5, 2), received (4, 2)"]),
+        Case("api-state0-key", "Python API", "an initial state for a level the model lacks",
+             call=full(lambda b, m, p, x, y: b.full_bptt(m, p, x, y, None, {"gru0": None})), expect=["state0: expected keys among ['lstm0'], received ['gru0']"]),
+        Case("api-params-list", "Python API", "parameters as a list",
+             call=full(lambda b, m, p, x, y: b.full_bptt(m, list(p.values()), x, y)), expect=["params: expected a dict of arrays, received list"]),
+        Case("api-params-missing", "Python API", "a parameter missing",
+             call=full(lambda b, m, p, x, y: b.full_bptt(m, {k: v for k, v in p.items() if k != "dense1.W"}, x, y)),
+             expect=["params: expected keys", "['dense1.W'] missing"]),
+        Case("api-cell-name", "Python API", "a misspelt cell", call=lambda ws: __import__("bptt").rnn("lsmt", 8),
+             expect=["cell: expected one of elman, gru, jordan, lstm, received 'lsmt' (did you mean 'lstm'?)"]),
+        Case("api-size", "Python API", "a negative layer size", call=lambda ws: __import__("bptt").rnn("lstm", -1),
+             expect=["lstm size: expected a positive integer, received -1"]),
+        Case("api-loss", "Python API", "an unknown loss",
+             call=lambda ws: __import__("bptt").Model(3, [__import__("bptt").Dense(2)], loss="mae"),
+             expect=["loss: expected one of ce, mse, received 'mae' (did you mean 'mse'?)"]),
+        Case("api-activation", "Python API", "an unknown activation", call=lambda ws: __import__("bptt").Dense(4, "swish"),
+             expect=["activation: expected one of identity, relu, sigmoid, tanh, received 'swish'"]),
+        Case("api-optimizer", "Python API", "an unknown optimizer",
+             call=lambda ws: __import__("bptt.optim", fromlist=["x"]).make_optimizer("adamw", 0.1),
+             expect=["optimizer: expected one of", "received 'adamw' (did you mean 'adam'?)"]),
+        Case("api-tbptt-k2", "Python API", "TBPTT with k2 < k1",
+             call=full(lambda b, m, p, x, y: __import__("bptt.algorithms", fromlist=["x"]).TBPTT(m, 5, 3)),
+             expect=["k2: expected k2 >= k1", "received k1=5, k2=3"]),
+        Case("api-truncation-prob", "Python API", "a truncation probability above 1",
+             call=full(lambda b, m, p, x, y: __import__("bptt.algorithms", fromlist=["x"]).randomized_bptt(m, p, x, y, 1.5, np.random.default_rng())),
+             expect=["truncation probability: expected", "received 1.5"]),
+        Case("api-gradcheck-float32", "Python API", "gradcheck on float32 weights",
+             call=full(lambda b, m, p, x, y: b.gradcheck(m, p, x, y)), expect=["gradcheck: expected float64 params", "received float32"]),
+        Case("api-config-key", "Python API", "a misspelt setting",
+             call=lambda ws: __import__("bptt.train", fromlist=["x"]).TrainConfig.from_dict({"hiden": 3}),
+             expect=["received unknown 'hiden' (did you mean 'hidden'?)"]),
+        Case("api-config-value", "Python API", "a config that cannot train",
+             call=lambda ws: __import__("bptt.train", fromlist=["x"]).Trainer(__import__("bptt.train", fromlist=["x"]).TrainConfig(hidden=0)),
+             expect=["hidden: expected a positive integer, received 0"]),
+        Case("api-register", "Python API", "registering a class that is not a NamedTuple for checkpoints",
+             call=lambda ws: __import__("bptt._treeio", fromlist=["x"]).register(dict), expect=["register: expected NamedTuple classes, received"]),
+        Case("api-sample-temperature", "Python API", "sampling at temperature 0",
+             call=lambda ws: _sample(ws, temperature=0.0), expect=["temperature: expected a number > 0, received 0.0"]),
+        Case("api-forecast-horizon", "Python API", "a forecast of 0 steps",
+             call=lambda ws: _forecast(ws, horizon=0), expect=["horizon: expected a positive integer, received 0"]),
+        Case("api-forecast-nan", "Python API", "a forecast from a history with NaN",
+             call=lambda ws: _forecast(ws, history=np.array([0.1, np.nan])), expect=["history: expected finite values, received NaN or inf"]),
+        Case("api-load-run-file", "Python API", "load_run on a file", call=lambda ws: _load_run(ws, "afile"),
+             expect=["RUN: expected a run folder (from bptt train), received 'afile' (a file)"]),
+    ]
+
+
+def _sample(ws, **kw):
+    from bptt.generate import sample_text
+    from bptt.train.runs import load_run
+
+    run = load_run(os.path.join(ws, "runs/text"))
+    return sample_text(run.model, run.params, run.vocab, **kw)
+
+
+def _forecast(ws, horizon=5, history=None):
+    from bptt.generate import forecast
+    from bptt.train.runs import load_run
+
+    run = load_run(os.path.join(ws, "runs/series"))
+    return forecast(run.model, run.params, np.zeros(5) if history is None else history, horizon)
+
+
+def _load_run(ws, name):
+    from bptt.train.runs import load_run
+
+    cwd = os.getcwd()
+    os.chdir(ws)
+    try:
+        return load_run(name)
+    finally:
+        os.chdir(cwd)
+
+
+def _cases() -> list[Case]:
+    C = Case
+    data = [
+        C("text-missing", "data: text", "a data file that does not exist", T("--data", "missing.txt"), expect=["data file: expected an existing file, received 'missing.txt' (no such file)"]),
+        C("text-folder", "data: text", "a folder as the data file", T("--data", "adir"), expect=["expected an existing file, received 'adir' (a folder)"]),
+        C("text-dangling-link", "data: text", "a link to nothing", T("--data", "dangling.txt"), expect=["expected an existing file, received 'dangling.txt'"]),
+        C("text-empty", "data: text", "an empty text file", T("--data", "empty.txt"), expect=["expected text, received an empty file"]),
+        C("text-blank", "data: text", "a text file of blank lines", T("--data", "blank.txt"), expect=["expected text, received an empty file"]),
+        C("text-binary", "data: text", "a binary file as text", T("--data", "binary.bin"), expect=["expected UTF-8 text, received binary data"]),
+        C("text-latin1", "data: text", "Latin-1 bytes as text", T("--data", "latin1.txt"), expect=["expected UTF-8 text, received undecodable bytes at offset 3"]),
+        C("text-too-short", "data: text", "a text shorter than one sequence", T("--data", "short.txt"), expect=["seq_len: expected fewer than", "received 10"]),
+        C("text-batch-too-big", "data: text", "more streams than the text can fill", T("--batch-size", "50000"), expect=["batch size: expected at most", "received 50000"]),
+        C("series-missing", "data: series", "a series file that does not exist", S("--data", "missing.csv"), expect=["data file: expected an existing file, received 'missing.csv'"]),
+        C("series-empty", "data: series", "an empty series file", S("--data", "empty.txt"), expect=["expected numeric rows, received an empty file"]),
+        C("series-header-only", "data: series", "a header and no rows", S("--data", "header_only.csv"), expect=["expected numeric rows after the header, received none"]),
+        C("series-nan", "data: series", "a NaN in the series", S("--data", "nan.csv"), expect=["row 4, column 0: expected a finite number, received 'nan'"]),
+        C("series-inf", "data: series", "an inf in the series", S("--data", "inf.csv"), expect=["row 3, column 0: expected a finite number, received 'inf'"]),
+        C("series-word", "data: series", "a word among the numbers", S("--data", "word.csv"), expect=["row 3, column 0: expected a number, received 'two'"]),
+        C("series-ragged", "data: series", "a row with fewer columns", S("--data", "ragged.csv"), expect=["row 3: expected at least 2 columns, received 1"]),
+        C("series-two-values", "data: series", "a series of two values", S("--data", "two.csv"), expect=["expected at least 3 values, received 2"]),
+        C("series-binary", "data: series", "a binary file as a series", S("--data", "binary.bin"), expect=["expected a numeric text table, received binary data"]),
+        C("series-latin1", "data: series", "Latin-1 bytes as a series", S("--data", "latin1.txt"), expect=["expected a numeric text table, received undecodable bytes"]),
+        C("series-column-name", "data: series", "a misspelt column name", S("--column", "valeu"), expect=["column: expected one of t, value, received 'valeu' (did you mean 'value'?)"]),
+        C("series-column-index", "data: series", "a column index past the last", S("--column", "5"), expect=["column: expected an index in [-2, 2), received '5'"]),
+        C("series-seq-too-long", "data: series", "windows longer than the series", S("--data", "tiny.csv", "--seq-len", "50"), expect=["seq_len: expected at most", "received 50"]),
+        C("series-no-data", "data: series", "a series task without data", ["train", "--task", "series", "--out", "new-run"], expect=["data: expected a series file for --task series, received none"]),
+    ]
+    flags = [
+        C("flag-hidden-negative", "flags", "a negative size", T("--hidden", "-3"), expect=["hidden: expected a positive integer, received -3"]),
+        C("flag-hidden-word", "flags", "a word for a number", T("--hidden", "big"), expect=["--hidden: expected an integer, received 'big'"]),
+        C("flag-steps-fraction", "flags", "a fraction of a step", T("--steps", "1.5"), expect=["--steps: expected an integer, received '1.5'"]),
+        C("flag-lr-inf", "flags", "an infinite learning rate", T("--lr", "inf"), expect=["--lr: expected a finite number, received 'inf'"]),
+        C("flag-lr-nan", "flags", "a NaN learning rate", T("--lr", "nan"), expect=["--lr: expected a finite number, received 'nan'"]),
+        C("flag-lr-zero", "flags", "a zero learning rate", T("--lr", "0"), expect=["lr: expected a number > 0, received 0.0"]),
+        C("flag-lr-negative", "flags", "a negative learning rate", T("--lr", "-0.1"), expect=["lr: expected a finite non-negative number, received -0.1"]),
+        C("flag-epochs-inf", "flags", "infinitely many epochs", T("--epochs", "inf"), expect=["--epochs: expected a finite number, received 'inf'"]),
+        C("flag-no-steps", "flags", "neither steps nor epochs", T("--steps", "0"), expect=["steps: expected a positive number of steps (or epochs > 0), received 0"]),
+        C("flag-cell", "flags", "a misspelt cell", T("--cell", "lsmt"), expect=["cell: expected one of elman, gru, jordan, lstm, received 'lsmt' (did you mean 'lstm'?)"]),
+        C("flag-optimizer", "flags", "an unknown optimizer", T("--optimizer", "adamw"), expect=["optimizer: expected one of", "received 'adamw' (did you mean 'adam'?)"]),
+        C("flag-task", "flags", "a misspelt task", T("--task", "seris"), expect=["task: expected one of text, series, received 'seris' (did you mean 'series'?)"]),
+        C("flag-algorithm", "flags", "a misspelt algorithm", T("--algorithm", "tbtt"), expect=["algorithm: expected one of full, tbptt, random, artbp, received 'tbtt' (did you mean 'tbptt'?)"]),
+        C("flag-dtype", "flags", "an unsupported dtype", T("--dtype", "float16"), expect=["dtype: expected one of float32, float64, received 'float16'"]),
+        C("flag-batching", "flags", "a misspelt batching", T("--batching", "strem"), expect=["batching: expected one of stream, window, received 'strem' (did you mean 'stream'?)"]),
+        C("flag-update", "flags", "an unknown update mode", T("--update", "epoch"), expect=["update: expected one of online, batch, received 'epoch'"]),
+        C("flag-schedule", "flags", "an unknown schedule", T("--schedule", "cosin"), expect=["schedule: expected one of constant, cosine, received 'cosin' (did you mean 'cosine'?)"]),
+        C("flag-k1-without-tbptt", "flags", "--k1 without --algorithm tbptt", T("--k1", "5"), expect=["k1: expected only with --algorithm tbptt, received 5 with algorithm 'full'"]),
+        C("flag-k2-below-k1", "flags", "k2 below k1", T("--algorithm", "tbptt", "--k1", "10", "--k2", "5"), expect=["k2: expected a number >= k1 = 10, received 5"]),
+        C("flag-c-without-random", "flags", "--truncation-prob with full BPTT", T("--truncation-prob", "0.1"), expect=["truncation_prob: expected only with --algorithm random or artbp, received 0.1"]),
+        C("flag-artbp-without-c", "flags", "ARTBP without a truncation probability", T("--algorithm", "artbp"), expect=["truncation_prob: expected a probability c in (0, 1) with --algorithm artbp, received 0.0"]),
+        C("flag-random-without-c", "flags", "random truncation without a probability", T("--algorithm", "random"), expect=["with --algorithm random, received 0.0"]),
+        C("flag-c-one", "flags", "a truncation probability of 1", T("--algorithm", "artbp", "--truncation-prob", "1"), expect=["truncation_prob: expected a number in [0, 1), received 1.0"]),
+        C("flag-column-on-text", "flags", "--column on a text task", T("--column", "2"), expect=["column: expected only with --task series, received '2' with task 'text'"]),
+        C("flag-embed-on-series", "flags", "--embed on a series task", S("--embed", "8"), expect=["embed: expected only with --task text, received 8 with task 'series'"]),
+        C("flag-momentum-with-adam", "flags", "--momentum with Adam", T("--momentum", "0.5"), expect=["momentum: expected only with --optimizer momentum or nesterov, received 0.5 with optimizer 'adam'"]),
+        C("flag-weight-decay-with-sgd", "flags", "--weight-decay with SGD", T("--optimizer", "sgd", "--weight-decay", "0.01"), expect=["weight_decay: expected only with --optimizer adam, received 0.01"]),
+        C("flag-warmup-constant", "flags", "--warmup with a constant rate", T("--schedule", "constant", "--warmup", "10"), expect=["warmup: expected only with --schedule cosine, received 10"]),
+        C("flag-plateau-factor-alone", "flags", "--plateau-factor without --plateau-patience", T("--plateau-factor", "0.3"), expect=["plateau_factor: expected only with --plateau-patience > 0, received 0.3"]),
+        C("flag-batch-update-windows", "flags", "batch updates over random windows", S("--update", "batch"), expect=["update: 'batch'", "expected --batching stream, received 'window'"]),
+        C("flag-val-fraction", "flags", "a validation fraction of 1", T("--val-fraction", "1"), expect=["val_fraction: expected a number in [0, 1), received 1.0"]),
+        C("flag-seq-len-zero", "flags", "sequences of length 0", T("--seq-len", "0"), expect=["seq_len: expected a positive integer, received 0"]),
+        C("flag-threads-negative", "flags", "a negative thread count", T("--threads", "-1"), expect=["threads: expected a non-negative integer, received -1"]),
+        C("flag-diverge-after-zero", "flags", "--diverge-after 0", T("--diverge-after", "0"), expect=["diverge_after: expected a positive integer, received 0"]),
+        C("flag-plateau-factor-one", "flags", "a plateau factor of 1", T("--plateau-patience", "2", "--plateau-factor", "1"), expect=["plateau_factor: expected a number in (0, 1), received 1.0"]),
+        C("flag-unknown", "flags", "a misspelt option", T("--lrr", "3"), expect=["received unknown option '--lrr' (did you mean '--lr'?)"]),
+        C("flag-abbreviated", "flags", "an abbreviated option", T("--hid", "3"), expect=["received unknown option '--hid' (did you mean '--hidden'?)"]),
+        C("flag-extra-argument", "flags", "a stray argument", T("words.txt"), expect=["received an extra argument 'words.txt'"]),
+        C("flag-missing-value", "flags", "an option without its value", ["train", "--hidden"], expect=["--hidden: expected a value, received none"]),
+        C("flag-bool-value", "flags", "a value for a switch", T("--progress=yes"), expect=["--progress: expected no value, received one"]),
+        C("command-unknown", "flags", "a misspelt command", ["trian"], expect=["COMMAND: expected one of", "received 'trian' (did you mean 'train'?)"]),
+        C("out-a-file", "run folders", "--out naming a file", T("--out", "afile"), expect=["--out: expected a folder for the run, received 'afile', which is a file"]),
+        C("out-under-a-file", "run folders", "--out under a file", T("--out", "afile/run"), expect=["--out: expected a path under folders, received 'afile/run', under the file"]),
+        C("out-existing-run", "run folders", "--out naming a folder that holds a run", T("--out", "runs/text"), expect=["--out: expected a new run folder, received 'runs/text' which already holds a run"]),
+    ]
+    toml = [
+        C("toml-missing", "TOML config", "a config file that does not exist", T("--config", "missing.toml"), expect=["--config: expected an existing TOML file, received 'missing.toml'"]),
+        C("toml-syntax", "TOML config", "a config that does not parse", T("--config", "bad.toml"), expect=["--config 'bad.toml': expected valid TOML, received a file that does not parse"]),
+        C("toml-unknown-key", "TOML config", "a misspelt key", T("--config", "unknown.toml"), expect=["--config 'unknown.toml': expected keys among", "received unknown 'hiden' (did you mean 'hidden'?)"]),
+        C("toml-wrong-type", "TOML config", "a string for a number", T("--config", "wrongtype.toml"), expect=["--config 'wrongtype.toml': hidden: expected an integer, received 'big'"]),
+        C("toml-nan", "TOML config", "lr = nan", T("--config", "nan.toml"), expect=["lr: expected a finite non-negative number, received nan"]),
+        C("toml-list", "TOML config", "a list for a name", T("--config", "list.toml"), expect=["cell: expected a string, received ['lstm']"]),
+        C("toml-a-folder", "TOML config", "a folder as the config", T("--config", "adir"), expect=["--config: expected an existing TOML file, received 'adir'"]),
+        C("toml-with-resume", "TOML config", "--config with --resume", ["train", "--resume", "runs/text", "--config", "bad.toml"], expect=["--config: expected no config file with --resume"]),
+    ]
+    runs = [
+        C("resume-missing", "run folders", "--resume of a folder that does not exist", ["train", "--resume", "runs/none"], expect=["--resume: expected a run folder with checkpoint.npz, received 'runs/none'"]),
+        C("resume-empty-folder", "run folders", "--resume of a folder without a checkpoint", ["train", "--resume", "runs/empty"], expect=["--resume: expected a run folder with checkpoint.npz, received 'runs/empty'"]),
+        C("resume-fewer-steps", "run folders", "--resume --steps below the steps done", ["train", "--resume", "runs/text", "--steps", "2"], expect=["steps: expected more than the 4 updates already done in 'runs/text', received 2"]),
+        C("resume-done", "run folders", "--resume of a finished run without more steps", ["train", "--resume", "runs/text"], expect=["steps: expected more than the 4 updates already done", "received 4"]),
+        C("resume-other-out", "run folders", "--resume with another --out", ["train", "--resume", "runs/text", "--out", "elsewhere"], expect=["out: expected no --out with --resume", "received 'elsewhere'"]),
+        C("resume-other-size", "run folders", "--resume with another --hidden", ["train", "--resume", "runs/text", "--steps", "8", "--hidden", "16"], expect=["does not fit the run's model", "expected shape"]),
+        C("resume-other-dtype", "run folders", "--resume with another --dtype", ["train", "--resume", "runs/text", "--steps", "8", "--dtype", "float32"], expect=["dtype: expected float64 (the checkpoint's), received float32"]),
+        C("resume-other-optimizer", "run folders", "--resume with another optimizer", ["train", "--resume", "runs/text", "--steps", "8", "--optimizer", "sgd"], expect=["optimizer state: expected entry", "was --optimizer or --clip changed?"]),
+        C("resume-other-batch", "run folders", "--resume with another number of streams", ["train", "--resume", "runs/text", "--steps", "8", "--batch-size", "8"], expect=["batch_size: expected 4 (the streams of the run's carried state), received 8"]),
+        C("resume-task-flag", "run folders", "--resume adding a setting that does not apply", ["train", "--resume", "runs/text", "--steps", "8", "--column", "1"], expect=["column: expected only with --task series"]),
+        C("sample-series-run", "commands", "bptt sample on a series run", ["sample", "runs/series"], expect=["RUN: expected a run of --task text, received a series run 'runs/series'"]),
+        C("sample-missing-run", "commands", "bptt sample on a folder that does not exist", ["sample", "runs/none"], expect=["RUN: expected a run folder (from bptt train), received 'runs/none' (no such folder)"]),
+        C("sample-a-file", "commands", "bptt sample on a file", ["sample", "afile"], expect=["RUN: expected a run folder (from bptt train), received 'afile' (a file)"]),
+        C("sample-empty-folder", "commands", "bptt sample on a folder without checkpoints", ["sample", "runs/empty"], expect=["RUN: expected best.npz or checkpoint.npz in 'runs/empty', received a folder without them"]),
+        C("sample-temperature-zero", "commands", "temperature 0", ["sample", "runs/text", "--temperature", "0"], expect=["--temperature: expected a finite number > 0, received '0'"]),
+        C("sample-temperature-nan", "commands", "temperature NaN", ["sample", "runs/text", "--temperature", "nan"], expect=["--temperature: expected a finite number > 0, received 'nan'"]),
+        C("sample-length-negative", "commands", "a negative length", ["sample", "runs/text", "--length", "-1"], expect=["--length: expected a non-negative integer, received '-1'"]),
+        C("sample-top-k-zero", "commands", "top-k of 0", ["sample", "runs/text", "--top-k", "0"], expect=["--top-k: expected a positive integer, received '0'"]),
+        C("sample-checkpoint-name", "commands", "a misspelt checkpoint choice", ["sample", "runs/text", "--checkpoint", "bets"], expect=["--checkpoint: expected one of best, last, received 'bets' (did you mean 'best'?)"]),
+        C("sample-no-run", "commands", "bptt sample without a run", ["sample"], expect=["RUN: expected a value, received none"]),
+        C("forecast-text-run", "commands", "bptt forecast on a text run", ["forecast", "runs/text"], expect=["RUN: expected a run of --task series, received a text run"]),
+        C("forecast-horizon-zero", "commands", "a forecast of 0 steps", ["forecast", "runs/series", "--horizon", "0"], expect=["--horizon: expected a positive integer, received '0'"]),
+        C("forecast-out-missing-folder", "commands", "a plot into a missing folder", ["forecast", "runs/series", "--out", "nowhere/f.png"], expect=["--out: expected a file in an existing folder, received 'nowhere/f.png'"]),
+        C("forecast-out-a-folder", "commands", "a plot onto a folder", ["forecast", "runs/series", "--out", "adir"], expect=["--out: expected a file to write, received 'adir', which is a folder"]),
+        C("forecast-bad-truth", "commands", "truth with NaN", ["forecast", "runs/series", "--data", "nan.csv", "--column", "0"], expect=["row 4, column 0: expected a finite number, received 'nan'"]),
+        C("forecast-history-missing", "commands", "a history file that does not exist", ["forecast", "runs/series", "--history", "missing.csv"], expect=["data file: expected an existing file, received 'missing.csv'"]),
+        C("evaluate-warmup-too-long", "commands", "a warm-up longer than the data", ["evaluate", "runs/series", "--data", "series.csv", "--warmup", "1000"], expect=["--warmup: expected fewer than 399 steps", "received 1000"]),
+        C("evaluate-column-on-text", "commands", "--column for a text run", ["evaluate", "runs/text", "--data", "words.txt", "--column", "1"], expect=["--column: expected only for a series run, received '1'"]),
+        C("evaluate-warmup-on-text", "commands", "--warmup for a text run", ["evaluate", "runs/text", "--data", "words.txt", "--warmup", "5"], expect=["--warmup: expected only for a series run, received 5"]),
+        C("evaluate-no-data", "commands", "bptt evaluate without --data", ["evaluate", "runs/text"], expect=["--data: expected a value, received none"]),
+        C("evaluate-binary", "commands", "a binary file to evaluate a text run on", ["evaluate", "runs/text", "--data", "binary.bin"], expect=["expected UTF-8 text, received binary data"]),
+        C("evaluate-unknown-chars", "commands", "text with no known character", ["evaluate", "runs/text", "--data", "latin1.txt"], expect=["expected UTF-8 text, received undecodable bytes"]),
+        C("gradcheck-tol-nan", "commands", "a NaN tolerance", ["gradcheck", "--tol", "nan"], expect=["--tol: expected a finite number > 0, received 'nan'"]),
+        C("gradcheck-tol-negative", "commands", "a negative tolerance", ["gradcheck", "--tol", "-1"], expect=["--tol: expected a finite number > 0, received '-1'"]),
+        C("gradcheck-cells", "commands", "a misspelt cell", ["gradcheck", "--cells", "lsmt"], expect=["--cells: expected one of elman, jordan, gru, lstm, received 'lsmt' (did you mean 'lstm'?)"]),
+        C("experiment-c", "commands", "a truncation probability of 1.5", ["experiment", "influence-balancing", "--c", "1.5"], expect=["--c: expected a number in [0, 1), received '1.5'"]),
+        C("experiment-k", "commands", "K that is not a number", ["experiment", "influence-balancing", "--k", "1,x"], expect=["--k: expected comma-separated positive integers, received '1,x'"]),
+        C("experiment-name", "commands", "a misspelt experiment", ["experiment", "influence"], expect=["NAME: expected one of influence-balancing, received 'influence' (did you mean 'influence-balancing'?)"]),
+        C("bench-cells", "commands", "an unknown cell to bench", ["bench", "--cells", "rnn"], expect=["--cells: expected one of elman, gru, lstm, received 'rnn'"]),
+        C("bench-repeats", "commands", "zero repeats", ["bench", "--repeats", "0"], expect=["--repeats: expected a positive integer, received '0'"]),
+        C("bench-json-folder", "commands", "results into a missing folder", ["bench", "--json", "nowhere/b.json"], expect=["--json: expected a file in an existing folder, received 'nowhere/b.json'"]),
+    ]
+    crafted_expect = {
+        "truncated": "received a corrupted or truncated file",
+        "random-bytes": "received a corrupted or truncated file",
+        "not-a-zip": "received a corrupted or truncated file",
+        "empty-file": "received a corrupted or truncated file",
+        "record-changed": "received a file whose arrays or record do not match its checksum",
+        "array-changed": "received a file whose arrays or record do not match its checksum",
+        "future-format": "format: expected 'bptt-checkpoint-2', received 'bptt-checkpoint-9'",
+        "no-format": "format: expected 'bptt-checkpoint-2', received None",
+        "record-a-list": "meta: expected a JSON object, received a list",
+        "record-not-json": "received a record ('meta') that is not JSON",
+        "record-deeply-nested": "received a record ('meta') that is not JSON",
+        "no-config": "meta.config: expected an object of training settings, received nothing",
+        "step-a-string": "meta.step: expected a non-negative integer, received \"ten\"",
+        "step-negative": "meta.step: expected a non-negative integer, received -4",
+        "rng-garbage": "meta.rng: expected a NumPy PCG64 generator state, received",
+        "trackers-missing": "meta.trackers: expected an object with best, since_best, train_seconds, received",
+        "best-loss-nan": "meta.trackers.best: expected null or an object with a finite loss",
+        "no-vocab": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters), received nothing",
+        "vocab-a-number": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters), received 42",
+        "config-wrong-type": "config: hidden: expected an integer, received 'big'",
+        "config-unknown-key": "config: expected keys among",
+        "config-bad-cell": "cell: expected one of elman, gru, jordan, lstm, received 'rnn'",
+        "param-wrong-shape": "params['lstm0.W_hh']: expected shape",
+        "param-missing": "['dense1.W'] missing",
+        "unknown-array": "expected arrays param/, opt, state/ and alg/, received 'evil/x'",
+        "object-array": "expected arrays of booleans, integers or floats, received 'param/evil' of dtype object",
+        "structured-array": "expected arrays of booleans, integers or floats, received 'param/lstm0.b_hh'",
+        "text-array": "param/lstm0.b_hh: expected a numeric array, received dtype <U1",
+        "nan-param": "param/lstm0.W_hh: expected finite floats, received NaN or inf",
+        "int-param": "param/lstm0.b_hh: expected finite floats, received dtype int64",
+        "repeated-member": "received a zip with repeated or too many members",
+        "python-member": "received an unexpected member 'evil.py'",
+        "damaged-npy-header": "received a damaged array header in 'param/lstm0.W_hh'",
+        "short-npy-data": "'param/lstm0.W_hh' with 2032 bytes of data where its header declares 2048",
+        "optimizer-entry-missing": "optimizer state: expected entry",
+        "optimizer-wrong-shape": "optimizer state 'opt/",
+        "state-wrong-shape": "state/lstm0/h: expected finite float64(4, 8), received float64(4, 3)",
+        "state-nan": "state/lstm0/c: expected finite float64(4, 8), received float64(4, 8) with NaN or inf",
+        "history-os-system": "expected the name of a stored class among",
+        "history-builtins-eval": "received 'builtins:eval'",
+        "history-wrong-field-count": "expected a list of the 1 fields of GRUState",
+        "history-unknown-tag": "expected an object with one of the key sets",
+        "history-too-long": "expected at most k2 - k1 = 7 steps of history, received 50",
+        "history-wrong-shape": "expected an array of 5 stacked steps, received one of shape (2, 2)",
+    }
+    crafted = []
+    for name in CRAFTED:
+        argv = (["train", "--resume", f"crafted/{name}", "--steps", "20"] if name.startswith(("history", "optimizer", "state", "rng"))
+                else ["sample", f"crafted/{name}", "--length", "5"])
+        crafted.append(C(f"checkpoint-{name}", "checkpoints", f"a checkpoint: {name.replace('-', ' ')}", argv,
+                         expect=[crafted_expect[name]]))
+    return data + flags + toml + runs + crafted + _api_cases()
+
+
+CASES = _cases()
+
+
+# ---- running a case ----------------------------------------------------------------------------
+def run_case(case: Case, ws: str) -> tuple[int | str, str]:
+    """(exit status, or the exception's class name for an API case; the message)."""
+    cwd = os.getcwd()
+    os.chdir(ws)
+    try:
+        if case.argv is not None:
+            from bptt.cli import main
+
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                rc = main(list(case.argv))
+            return rc, err.getvalue()
+        try:
+            case.call(ws)
+        except Exception as e:  # noqa: BLE001 - the catalogue reports what was raised
+            return type(e).__name__, str(e)
+        return "no error", ""
+    finally:
+        os.chdir(cwd)
+
+
+def snapshot(ws: str) -> dict[str, tuple]:
+    """Every file and folder under ws: size, modification time, a hash of the content."""
+    out: dict[str, tuple] = {}
+    for root, dirs, files in os.walk(ws):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(root, d), ws) + "/"] = ()
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.islink(p):
+                out[os.path.relpath(p, ws)] = ("link", os.readlink(p))
+                continue
+            st = os.stat(p)
+            out[os.path.relpath(p, ws)] = (st.st_size, st.st_mtime_ns, hashlib.sha256(open(p, "rb").read()).hexdigest())
+    return out
