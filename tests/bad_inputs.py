@@ -392,6 +392,8 @@ def _cases() -> list[Case]:
         C("text-missing", "data: text", "a data file that does not exist", T("--data", "missing.txt"), expect=["data file: expected an existing file, received 'missing.txt' (no such file)"]),
         C("text-folder", "data: text", "a folder as the data file", T("--data", "adir"), expect=["expected an existing file, received 'adir' (a folder)"]),
         C("text-dangling-link", "data: text", "a link to nothing", T("--data", "dangling.txt"), expect=["expected an existing file, received 'dangling.txt'"]),
+        C("text-unreadable", "data: text", "a file that cannot be read (root reads anything else)", T("--data", "/proc/self/mem"),
+          expect=["data file: expected a readable file, received '/proc/self/mem' (input/output error)"]),
         C("text-empty", "data: text", "an empty text file", T("--data", "empty.txt"), expect=["expected text, received an empty file"]),
         C("text-blank", "data: text", "a text file of blank lines", T("--data", "blank.txt"), expect=["expected text, received an empty file"]),
         C("text-binary", "data: text", "a binary file as text", T("--data", "binary.bin"), expect=["expected UTF-8 text, received binary data"]),

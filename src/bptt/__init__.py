@@ -21,6 +21,7 @@ from .cells import (
     make_cell,
 )
 from .diagnostics import GradcheckResult, gradcheck, numeric_grad
+from .errors import BpttError
 from .layers import Dense, Embedding, Level, Recurrent, rnn
 from .losses import Loss
 from .model import Model, ModelState
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "BpttError",
     "CELLS",
     "Cell",
     "Dense",

@@ -26,7 +26,9 @@ Their tanh is a 13/6-degree rational interpolant (the one Eigen and XLA use for 
 x P(x^2) / Q(x^2), clamped to [-9, 9]), accurate to a few float32 ulp (|error| <= 4e-7
 everywhere, tested) and vectorised by the compiler; the sigmoid is (1 + tanh(a/2)) / 2; the
 softmax's exp (arguments <= 0) is Cephes' polynomial with the power of two written into the
-exponent bits (relative error <= 3e-7, tested).
+exponent bits (relative error <= 3e-7, tested). They are compiled with LLVM's fast-math flags
+except no-NaN and no-inf, so that NaN and inf go through them as through NumPy (a clamp of NaN
+stays NaN; tests put NaN and inf into each cell on each path).
 
 What stays NumPy. float64 never comes here: it runs the NumPy reference path of each cell
 (np.tanh, exact to the last bit the tests need). Every kernel has that reference beside it in
