@@ -498,7 +498,9 @@ class Trainer:
                 + f". Try a lower --lr or --clip: bptt train --resume {self.run_dir} --lr {cfg.lr / 10:g}"
             )
         elif stopped == "interrupted":
-            self.log(f"interrupted at step {step}; saved. Continue with: bptt train --resume {self.run_dir}")
+            saved = "saved" if saved_at == step else (
+                f"not saved (its last update was skipped); the checkpoint holds step {saved_at}")
+            self.log(f"interrupted at step {step}; {saved}. Continue with: bptt train --resume {self.run_dir}")
         elif stopped != "done":
             self.log(f"stopped at step {step}: {stopped}")
         plot_losses(metrics_path, os.path.join(self.run_dir, "loss.png"), f"{cfg.cell} on {task.source}")
