@@ -2,7 +2,7 @@
 
     python scripts/errors_catalogue.py [--out docs/errors.md]
 
-The cases are those of tests/bad_inputs.py (tests/test_bad_inputs.py checks each one); they run
+The cases are those of tests/bad_inputs.py (tests/train/test_bad_inputs.py checks each one); they run
 in a temporary workspace of data files, small runs and crafted checkpoints.
 """
 
@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "train"))
 
 from bad_inputs import CASES, build_workspace, run_case  # noqa: E402
 
@@ -37,8 +37,8 @@ def main() -> int:
     lines = [
         "# Errors: what bptt says when an input is wrong",
         "",
-        f"Every case of the catalogue in tests/bad_inputs.py ({len(rows)} cases), each a test in",
-        "tests/test_bad_inputs.py: one line on stderr and exit status 2 (from the Python API, a",
+        f"Every case of the catalogue in tests/train/bad_inputs.py ({len(rows)} cases), each a test in",
+        "tests/train/test_bad_inputs.py: one line on stderr and exit status 2 (from the Python API, a",
         "`bptt.BpttError`, a `ValueError`), saying what was expected and what was received; nothing in a",
         "run folder changes. `--debug` (or BPTT_DEBUG=1) shows the traceback instead. Written by",
         "`python scripts/errors_catalogue.py`; the commands run in a workspace of small files and runs",

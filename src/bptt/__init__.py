@@ -6,7 +6,7 @@ dict of arrays named '<level>.<param>'. See docs/derivations.md for every backwa
 """
 
 from .activations import ACTIVATIONS, get_activation
-from .algorithms import Gradient, Tape, full_bptt, scan_backward, scan_forward
+from .algorithms import Gradient, full_bptt
 from .cells import (
     CELLS,
     GRU,
@@ -25,6 +25,9 @@ from .errors import BpttError
 from .layers import Dense, Embedding, Level, Recurrent, rnn
 from .losses import Loss
 from .model import Model, ModelState
+from .scan import scan_backward, scan_forward
+from .tape import Tape
+from . import fast  # noqa: E402,F401  (offers its faster operations to bptt.ops, loaded on first use)
 
 __version__ = "0.1.0"
 

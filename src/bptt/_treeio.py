@@ -39,7 +39,7 @@ def register(*classes: type) -> None:
 def _builtin() -> None:
     if _REGISTRY:
         return
-    from .algorithms.scan import Tape
+    from .tape import Tape
     from .cells.elman import ElmanCache, ElmanState
     from .cells.gru import GRUCache, GRUState
     from .cells.jordan import JordanCache, JordanState

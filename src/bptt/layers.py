@@ -11,8 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _checks
-from ._ops import matmul, scatter_add_rows
+from . import _checks, ops
 from .activations import get_activation
 from .cells import Cell, cell_class, make_cell
 from .cells.base import Params
@@ -80,7 +79,7 @@ class Embedding(Level):
         return p["W"][x], x  # (T, B, E); cache: the tokens
 
     def backward(self, p: Params, x: np.ndarray, dy: np.ndarray, g: Params, need_dx: bool):
-        scatter_add_rows(g["W"], x.reshape(-1), dy.reshape(-1, self.size))
+        g["W"] += ops.index_sums(x.reshape(-1), dy.reshape(-1, self.size), g["W"].shape[0])  # a gather's gradient
         return None
 
 
@@ -112,7 +111,7 @@ class Dense(Level):
 
     def forward(self, p: Params, x: np.ndarray):
         T, B, D = x.shape
-        a = matmul(x.reshape(T * B, D), p["W"].T)  # (TB, size)
+        a = ops.matmul(x.reshape(T * B, D), p["W"].T)  # (TB, size)
         a += p["b"]
         y = self.activation.forward(a).reshape(T, B, -1)
         return y, (x, y)
@@ -121,9 +120,9 @@ class Dense(Level):
         x, y = cache
         T, B, D = x.shape
         d = self.activation.backward(y, dy).reshape(T * B, -1)  # (TB, size)
-        g["W"] += matmul(d.T, x.reshape(T * B, D))
+        g["W"] += ops.matmul(d.T, x.reshape(T * B, D))
         g["b"] += d.sum(axis=0)
-        return matmul(d, p["W"]).reshape(T, B, D) if need_dx else None
+        return ops.matmul(d, p["W"]).reshape(T, B, D) if need_dx else None
 
     def __repr__(self) -> str:
         return f"Dense({self.size}, activation={self.activation.name!r}, name={self.name!r})"

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks, _kernels
-from ._ops import buffers
+from . import _checks, ops
 from .errors import BpttError, one_of
 
 KINDS = ("ce", "mse")
@@ -74,9 +73,10 @@ class Loss:
             if ts.min() < 0 or ts.max() >= ys.shape[1]:  # (-1 would wrap, the kernel reads any index)
                 raise BpttError(f"targets: expected class ids in [0, {ys.shape[1]}), received "
                                  f"values in [{ts.min()}, {ts.max()}]")
-            if _kernels.active(ys.dtype):  # float32: one compiled pass per row
-                d = buffers.empty(ys.shape, ys.dtype) if need_grad else np.empty((0, 0), ys.dtype)
-                total = _kernels.softmax_xent(np.ascontiguousarray(ys), ts, ys.dtype.type(1.0 / n), d)
+            fused = ops.softmax_xent(ys.dtype)
+            if fused is not None:  # one compiled pass per row (float32)
+                d = ops.empty(ys.shape, ys.dtype) if need_grad else np.empty((0, 0), ys.dtype)
+                total = fused(np.ascontiguousarray(ys), ts, ys.dtype.type(1.0 / n), d)
                 return total, (d if need_grad else None)
             z = ys - ys.max(axis=1, keepdims=True)
             e = np.exp(z)
@@ -107,7 +107,7 @@ class Loss:
         loss = float(total / len(ys))
         if isinstance(idx, slice):
             return loss, d.reshape(y.shape)
-        dy = buffers.zeros(y.shape, y.dtype)
+        dy = ops.zeros(y.shape, y.dtype)
         dy[idx] = d
         return loss, dy
 

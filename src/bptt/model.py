@@ -22,9 +22,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import _checks
-from ._ops import buffers
-from .algorithms.scan import scan_backward, scan_forward
+from . import _checks, ops
+from .scan import scan_backward, scan_forward
 from .cells.base import Params
 from .errors import BpttError
 from .layers import Level, Recurrent
@@ -133,7 +132,7 @@ class Model:
         return dtype
 
     def zero_grads(self, params: Params) -> Params:
-        return {k: buffers.zeros(v.shape, v.dtype) for k, v in params.items()}
+        return {k: ops.zeros(v.shape, v.dtype) for k, v in params.items()}
 
     # ---- inputs ----------------------------------------------------------------------------
     def check_batch(

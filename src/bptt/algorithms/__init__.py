@@ -3,7 +3,8 @@ kept in memory between them. All consume the same cell interface (cells/base.py)
 
 from .full import Gradient, GradientMean, full_bptt
 from .randomized import ARTBP, randomized_bptt, truncation_factors
-from .scan import Tape, scan_backward, scan_forward
+from ..scan import scan_backward, scan_forward
+from ..tape import Tape
 from .truncated import TBPTT, tbptt
 
 __all__ = [

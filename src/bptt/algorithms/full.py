@@ -12,10 +12,10 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .. import _threads
+from .. import ops
 from ..cells.base import Params
 from ..errors import BpttError
-from .scan import scan_backward
+from ..scan import scan_backward
 
 if TYPE_CHECKING:  # the model imports the time loops from this package
     from ..model import Model, ModelState
@@ -51,11 +51,11 @@ def full_bptt(
     (state held and loss skipped where False); state0: initial state per direction key
     (default: learned or zeros). float32 stays float32 and float64 stays float64 throughout."""
     b = model.check_batch(params, x, targets, mask, state0)
-    with _threads.engine_for(model, params, b.mask):  # the step's work split between cores (bptt._threads)
+    with ops.step_context(model, params, b.mask):  # where the step's work may be split between cores
         y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
         grads = model.zero_grads(params)
-        # the tapes are used once: their work buffers take the gradients (scan_backward consume=True)
+        # the tapes are used once (scan_backward consume=True: a compiled scan may reuse their buffers)
         dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, consume=True))
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _threads
+from .. import ops
 from ..cells.base import Params
 from ..errors import BpttError
 from .full import Gradient
-from .scan import scan_backward
+from ..scan import scan_backward
 from .truncated import check_carried_batch, check_streamable
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def randomized_bptt(
         factors = truncation_factors(T, B, c, rng, reweight)
     elif np.shape(factors) != (T, B):
         raise BpttError(f"factors: expected shape {(T, B)}, received {np.shape(factors)}")
-    with _threads.engine_for(model, params, b.mask):  # the step's work split between cores
+    with ops.step_context(model, params, b.mask):  # where the step's work may be split between cores
         y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
         grads = model.zero_grads(params)

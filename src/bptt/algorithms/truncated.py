@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from .. import tape
 from .._treeio import decode, encode
 from ..cells.base import Params, state_map
 from ..errors import BpttError
+from ..scan import scan_backward
 from .full import Gradient, GradientMean
-from .scan import Tape, scan_backward
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -68,44 +69,6 @@ def _positive_int(name: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise BpttError(f"{name}: expected a positive integer, received {v!r}")
     return int(v)
-
-
-# ---- joining and cutting the per-level tapes of consecutive segments -------------------------
-def _cat(parts: list, B: int) -> Any:
-    a = parts[0]
-    if a is None:
-        return None
-    if isinstance(a, Tape):
-        masks = [p.mask for p in parts]
-        if all(m is None for m in masks):
-            mask = None
-        else:
-            mask = np.concatenate(
-                [np.ones((len(p.caches), B), bool) if p.mask is None else p.mask for p in parts]
-            )
-        return Tape([c for p in parts for c in p.caches], mask, a.reverse)
-    if isinstance(a, np.ndarray):
-        return np.concatenate(parts, axis=0)
-    if isinstance(a, tuple):  # (x, [tapes]) of a recurrent level, (x, y) of a dense one
-        return tuple(_cat([p[i] for p in parts], B) for i in range(len(a)))
-    if isinstance(a, list):
-        return [_cat([p[i] for p in parts], B) for i in range(len(a))]
-    raise TypeError(f"cannot join tape part {type(a).__name__}")  # pragma: no cover
-
-
-def _tail(part: Any, n: int) -> Any:
-    """The last n steps of a tape part."""
-    if part is None:
-        return None
-    if isinstance(part, Tape):
-        return Tape(part.caches[-n:], None if part.mask is None else part.mask[-n:], part.reverse)
-    if isinstance(part, np.ndarray):
-        return part[-n:]
-    if isinstance(part, tuple):
-        return tuple(_tail(p, n) for p in part)
-    if isinstance(part, list):
-        return [_tail(p, n) for p in part]
-    raise TypeError(f"cannot cut tape part {type(part).__name__}")  # pragma: no cover
 
 
 class TBPTT:
@@ -189,13 +152,13 @@ class TBPTT:
 
     def _check_history(self, params: Params, history: list, cut: Any, where: str) -> None:
         B = self.batch
-        if not _is_cut(cut, B):
-            raise BpttError(f"{where}: cut: expected null or a ({B},) boolean array, received {_what(cut)}")
+        if not tape.is_cut(cut, B):
+            raise BpttError(f"{where}: cut: expected null or a ({B},) boolean array, received {tape.what(cut)}")
         total = 0
         for i, seg in enumerate(history):
             if not (isinstance(seg, tuple) and len(seg) == 3 and isinstance(seg[0], int) and not isinstance(seg[0], bool)
-                    and seg[0] >= 1 and isinstance(seg[1], list) and _is_cut(seg[2], B)):
-                raise BpttError(f"{where}[{i}]: expected (steps >= 1, tapes, cut), received {_what(seg)}")
+                    and seg[0] >= 1 and isinstance(seg[1], list) and tape.is_cut(seg[2], B)):
+                raise BpttError(f"{where}[{i}]: expected (steps >= 1, tapes, cut), received {tape.what(seg)}")
             steps, tapes, _ = seg
             total += steps
             if total > self.k2 - self.k1:
@@ -204,8 +167,8 @@ class TBPTT:
             shape = (steps, B) if m.tokens else (steps, B, m.input_size)
             x = np.zeros(shape, np.int64 if m.tokens else m.check_params(params))
             b = m.check_batch(params, x, None, None, self.state, need_targets=False)
-            ref = [_tail(p, steps) for p in m.forward_levels(params, b.x, None, b.state0, keep=True)[2][: self.head]]
-            diff = _layout_diff(ref, tapes, f"{where}[{i}]", m.input_size)
+            ref = [tape.tail(p, steps) for p in m.forward_levels(params, b.x, None, b.state0, keep=True)[2][: self.head]]
+            diff = tape.layout_diff(ref, tapes, f"{where}[{i}]", m.input_size)
             if diff:
                 raise BpttError(diff)
 
@@ -226,12 +189,12 @@ class TBPTT:
         # the time-local top levels see only this segment's errors
         _, dh = model.backward_range(params, tapes, dy, None, grads, self.head, len(model.levels))
         # the window: up to k2 - n earlier steps of history, then this segment
-        hist = _last_steps(self._history, self.k2 - n)
+        hist = tape.last_steps(self._history, self.k2 - n)
         have = sum(steps for steps, _, _ in hist)
         cut_now = self._pending_cut
         parts = [p for _, p, _ in hist] + [tapes[: self.head]]
         B = b.x.shape[1]
-        window = [_cat([p[i] for p in parts], B) for i in range(self.head)] if hist else tapes[: self.head]
+        window = [tape.join([p[i] for p in parts], B) for i in range(self.head)] if hist else tapes[: self.head]
         W = have + n
         scale = None
         cuts = [(c, s) for (s, _, c) in hist] + [(cut_now, n)]
@@ -249,64 +212,11 @@ class TBPTT:
         scan_back = partial(scan_backward, scale=scale, consume=self.k2 == self.k1)
         dstate0, _ = model.backward_range(params, window, dh, None, grads, 0, self.head, scan_back)
         # remember what later windows can reach: the last k2 - k1 steps
-        self._history.append((n, [_tail(p, n) for p in tapes[: self.head]], cut_now))  # (no work buffers)
+        self._history.append((n, [tape.tail(p, n) for p in tapes[: self.head]], cut_now))
         self._pending_cut = None
-        self._history = _last_steps(self._history, self.k2 - self.k1)
+        self._history = tape.last_steps(self._history, self.k2 - self.k1)
         self.state, self.batch = final, B
         return Gradient(loss, grads, dstate0, final)
-
-
-def _is_cut(c: Any, B: int) -> bool:
-    return c is None or (isinstance(c, np.ndarray) and c.shape == (B,) and c.dtype == bool)
-
-
-def _what(x: Any) -> str:
-    if isinstance(x, np.ndarray):
-        return f"a {x.dtype} array of shape {x.shape}"
-    return repr(x)[:60]
-
-
-def _layout_diff(ref: Any, got: Any, path: str, ids: int) -> str | None:
-    """Where `got` differs from `ref` in classes, lengths, shapes or dtypes (None if nowhere);
-    integer arrays (token ids) may be of any integer dtype, with values in [0, ids)."""
-    if isinstance(ref, np.ndarray):
-        if isinstance(got, np.ndarray) and got.shape == ref.shape:
-            if ref.dtype.kind in "iu" and got.dtype.kind in "iu":
-                if got.size and (got.min() < 0 or got.max() >= ids):
-                    return f"{path}: expected token ids in [0, {ids}), received values from {got.min()} to {got.max()}"
-                return None
-            if got.dtype == ref.dtype:
-                if got.dtype.kind == "f" and not np.isfinite(got).all():
-                    return f"{path}: expected finite values, received NaN or inf"
-                return None
-        return f"{path}: expected a {ref.dtype} array of shape {ref.shape}, received {_what(got)}"
-    if ref is None or isinstance(ref, (bool, int, float, str)):
-        return None if type(got) is type(ref) and (ref is None or isinstance(ref, float) or got == ref) else \
-            f"{path}: expected {ref!r}, received {_what(got)}"
-    if isinstance(ref, tuple):
-        if type(got) is not type(ref) or len(got) != len(ref):
-            return f"{path}: expected a {type(ref).__name__} of {len(ref)}, received {_what(got)}"
-        names = getattr(ref, "_fields", range(len(ref)))
-        return next((d for r, g, n in zip(ref, got, names) if (d := _layout_diff(r, g, f"{path}.{n}", ids))), None)
-    if isinstance(ref, list) or hasattr(ref, "__getitem__"):
-        ref = list(ref)
-        if not isinstance(got, list) or len(got) != len(ref):
-            return f"{path}: expected a list of {len(ref)}, received {_what(got)}"
-        return next((d for i, (r, g) in enumerate(zip(ref, got)) if (d := _layout_diff(r, g, f"{path}[{i}]", ids))), None)
-    return f"{path}: expected a {type(ref).__name__}, received {_what(got)}"  # pragma: no cover
-
-
-def _last_steps(history: list, keep: int) -> list:
-    """The last `keep` steps of a history of (steps, tapes, cut) segments; a segment cut short
-    loses its first steps, and with them its cut (which sat on its first step)."""
-    out, have = [], 0
-    for steps, past, cut in reversed(history):
-        if have >= keep:
-            break
-        take = min(steps, keep - have)
-        out.append((take, past if take == steps else [_tail(p, take) for p in past], cut if take == steps else None))
-        have += take
-    return out[::-1]
 
 
 def segments(T: int, k1: int) -> Iterator[tuple[int, int]]:

@@ -43,9 +43,9 @@ def _blas_limit(n: int):
 
 
 def _kernels_line() -> str:
-    from .. import _kernels
+    from .. import fast
 
-    if not _kernels.enabled():
+    if fast.OFF or not fast.available()["kernels"]:
         return "bptt float32 kernels off (NumPy path)"
     import numba
 

@@ -29,9 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from .. import _checks, _kernels, _threads
-from .._ops import buffers, index_sums, matmul
-from ..errors import BpttError
+from .. import _checks, ops
 
 Params = dict[str, np.ndarray]
 State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
@@ -54,53 +52,6 @@ class TokenRows:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self.table[self.x]
         return out if dtype is None else out.astype(dtype)
-
-
-class StepCaches:
-    """The per-step caches of a compiled whole scan, built on demand from its buffers (the scan
-    keeps no Python object per step). Reads like the list of caches a Python scan returns:
-    caches[t], slices, len, iteration; `caches[t] = None` (a consumed step) and `release()`
-    (every step) drop them."""
-
-    def __init__(self, build: Any, T: int) -> None:
-        self._build, self._T = build, T
-        self._gone: set[int] | None = set()  # released steps; None once all are
-
-    def __len__(self) -> int:
-        return self._T
-
-    def __getitem__(self, t: Any) -> Any:
-        if isinstance(t, slice):
-            return [self[i] for i in range(*t.indices(self._T))]
-        t = range(self._T)[t]  # negative steps, bounds (IndexError)
-        return None if self._gone is None or t in self._gone else self._build(t)
-
-    def __setitem__(self, t: int, value: Any) -> None:
-        if value is not None:
-            raise BpttError("StepCaches: a compiled scan's caches can only be released (set to None)")
-        if self._gone is not None:
-            self._gone.add(range(self._T)[t])
-
-    def __iter__(self) -> Any:
-        return (self[t] for t in range(self._T))
-
-    def release(self) -> None:
-        self._gone = None
-
-
-def scan_rows(xp: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(src, idx) with step t's projection rows src[idx[t]], for the compiled scans: the token
-    table and the tokens of a `TokenRows`, or a dense (T*B, G) projection and arange(T*B)."""
-    if isinstance(xp, TokenRows):
-        return xp.table, np.ascontiguousarray(xp.x, dtype=np.int64)
-    T, B, G = xp.shape
-    return np.ascontiguousarray(xp).reshape(T * B, G), np.arange(T * B, dtype=np.int64).reshape(T, B)
-
-
-def previous_step(t: int, T: int, reverse: bool) -> int | None:
-    """The step a scan visits before step t (None for its first step)."""
-    p = t + 1 if reverse else t - 1
-    return p if 0 <= p < T else None
 
 
 def state_map(fn, *states: NamedTuple) -> NamedTuple:
@@ -171,7 +122,7 @@ class Cell(ABC):
         if x.ndim == 2:  # tokens: one-hot(x) W_ih^T = W_ih^T[x]
             return TokenRows(W.T + b, x)
         T, B, D = x.shape
-        xp = matmul(x.reshape(T * B, D), W.T)
+        xp = ops.matmul(x.reshape(T * B, D), W.T)
         xp += b
         return xp.reshape(T, B, -1)
 
@@ -185,7 +136,7 @@ class Cell(ABC):
         T, B, G = dxp.shape
         d2 = dxp.reshape(T * B, G)
         if x.ndim == 2:  # per-token sums of the rows; the bias gradient is their sum (V rows, not T*B)
-            acc = index_sums(x.reshape(-1), d2, self.input_size)
+            acc = ops.index_sums(x.reshape(-1), d2, self.input_size)
             grads["W_ih"] += acc.T
             self._fold_bias_back(grads, acc.sum(axis=0))
             return None
@@ -194,84 +145,20 @@ class Cell(ABC):
         grads["W_ih"] += d2.T @ x2
         if not need_dx:
             return None
-        return matmul(d2, params["W_ih"]).reshape(T, B, -1)
+        return ops.matmul(d2, params["W_ih"]).reshape(T, B, -1)
 
     # ---- one time step ---------------------------------------------------------------------
     @abstractmethod
     def step(self, params: Params, state: NamedTuple, xp_t: np.ndarray) -> tuple[NamedTuple, np.ndarray, Any]:
-        """(state_{t-1}, xp_t) -> (state_t, out_t, cache_t).
-
-        A cell whose `work_size()` is not None also takes `work=`, a (B, work_size) row of a
-        buffer the time loop allocated once for the whole segment; the step keeps the bulk of
-        its cache there (the gate activations) instead of in arrays of its own."""
+        """(state_{t-1}, xp_t) -> (state_t, out_t, cache_t). The cache holds what step_back
+        needs (activations, the previous state); nothing is recomputed from it."""
 
     @abstractmethod
     def step_back(
         self, params: Params, cache: Any, dstate: NamedTuple, dout: np.ndarray, grads: Params
     ) -> tuple[NamedTuple, np.ndarray]:
-        """(cache_t, dL/dstate_t, dL/dout_t) -> (dL/dstate_{t-1}, dL/dxp_t); adds dparams."""
-
-    # ---- consumed tapes (optional; full BPTT's fast path) ---------------------------------
-    def work_size(self) -> int | None:
-        """Columns of the per-step work row `step` accepts (None: the cell takes no buffer)."""
-        return None
-
-    def step_back_consume(self, params: Params, cache: Any, dstate: NamedTuple, dout: np.ndarray) -> NamedTuple:
-        """`step_back` for a tape that is used once: writes dL/dxp_t (and whatever
-        `consume_grads` needs) over the cache's own work row and leaves the recurrent weights'
-        gradient to `consume_grads`, which forms it for all steps in one matrix product.
-        Returns dL/dstate_{t-1}. Only for cells with a work_size()."""
-        raise NotImplementedError(f"{type(self).__name__} has no consumed-tape backward step")
-
-    def recurrent_input(self, cache: Any) -> np.ndarray:
-        """The (B, H) state the step multiplied by W_hh (h_{t-1}); by default the cache's h_prev."""
-        return cache.h_prev
-
-    def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
-        """After `step_back_consume` over all T steps: add the recurrent parameters' gradients
-        from the work buffer (T, B, work_size) and the recurrent inputs (T, B, H); return dL/dxp
-        (T, B, G) (a view of `work`).
-
-        The default is for cells whose consumed work row is dL/dxp_t and also the gradient at
-        h W_hh^T (Elman, LSTM): dW_hh = sum_t work_t^T h_{t-1}, one product over all T*B rows."""
-        T, B, W = work.shape
-        grads["W_hh"] += matmul(work.reshape(T * B, W).T, h_prev.reshape(T * B, -1))
-        return work
-
-    # ---- compiled whole scans (optional; float32 with the kernels on) -------------------------
-    split_scans = False  # its compiled scans also run split by hidden units (bptt._threads' engine)
-
-    def part_panels(self, params: Params, part: int, P: int, forward: bool) -> np.ndarray:
-        """A part's recurrent weights for a split scan, packed (_kernels.panels): forward, the
-        transpose of its units' rows of every gate block of W_hh (H, gates * n); backward, its
-        units' columns of W_hh (gates * H, n)."""
-        H = self.hidden_size
-        W, units = params["W_hh"], _threads.share(H, part, P)
-        return _kernels.panels(W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units])
-
-    def scan_buffers(self, xp: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For a compiled forward scan: the input rows (src, idx) (`scan_rows`) and, from the
-        buffer pool, the tape's work buffer (T, B, work_size) and the outputs (T, B, H)."""
-        src, idx = scan_rows(xp)
-        T, B = idx.shape
-        work = buffers.empty((T, B, self.work_size()), xp.dtype)
-        return src, idx, work, buffers.empty((T, B, self.hidden_size), xp.dtype)
-
-    def fused_forward(self, params: Params, xp: Any, state: NamedTuple, reverse: bool) -> Any:
-        """The whole forward scan (no mask, tape kept) as one compiled loop, or None where the
-        cell has none or it does not apply (float64, kernels off, another activation). Returns
-        (outs (T, B, O), final state, caches (a `StepCaches`), work buffer, aux), aux being what
-        `fused_backward` needs besides the work buffer. Same numbers as the step-by-step scan
-        with the kernels on, up to BLAS rounding."""
-        return None
-
-    def fused_backward(self, params: Params, tape: Any, douts: np.ndarray, scale: np.ndarray,
-                       dstate: NamedTuple, h_prev: np.ndarray) -> NamedTuple:
-        """The consumed backward scan of a `fused_forward` tape as one compiled loop: writes what
-        `step_back_consume` writes over each work row and each step's recurrent input into
-        h_prev (T, B, H), multiplies the message leaving step t by scale[t] ((T, B), or (0, 0)
-        for none); returns dL/dstate_0. The caller then calls `consume_grads`."""
-        raise NotImplementedError(f"{type(self).__name__} has no compiled backward scan")
+        """(cache_t, dL/dstate_t, dL/dout_t) -> (dL/dstate_{t-1}, dL/dxp_t); adds dparams.
+        Returns arrays of its own: never writes into the cache or the incoming gradients."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"

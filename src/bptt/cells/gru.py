@@ -30,10 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _kernels, _threads
-from .._ops import matmul
 from ..activations import sigmoid
-from .base import Cell, Params, StepCaches, previous_step
+from .base import Cell, Params
 
 
 class GRUState(NamedTuple):
@@ -47,7 +45,6 @@ class GRUCache(NamedTuple):
 
 class GRU(Cell):
     kind = "gru"
-    split_scans = True
     State = GRUState
     gates = 3
 
@@ -62,19 +59,11 @@ class GRU(Cell):
         grads["b_ih"] += db
         grads["b_hh"][: 2 * H] += db[: 2 * H]
 
-    def work_size(self) -> int:
-        return 4 * self.hidden_size
-
-    def step(self, params: Params, state: GRUState, xp_t: np.ndarray, work: np.ndarray | None = None):
+    def step(self, params: Params, state: GRUState, xp_t: np.ndarray):
         H = self.hidden_size
         h = state.h
         rec = h @ params["W_hh"].T  # (B, 3H)
-        if work is None:
-            work = np.empty((h.shape[0], 4 * H), dtype=h.dtype)
-        if _kernels.active(h.dtype):
-            h_new = np.empty_like(h)
-            _kernels.gru_fwd(xp_t, rec, params["b_hh"][2 * H :], h, work, h_new)
-            return GRUState(h_new), h_new, GRUCache(h, work)
+        work = np.empty((h.shape[0], 4 * H), dtype=h.dtype)  # the cache's [r, z, n, hn]
         rz = sigmoid(xp_t[:, : 2 * H] + rec[:, : 2 * H], out=work[:, : 2 * H])
         hn = np.add(rec[:, 2 * H :], params["b_hh"][2 * H :], out=work[:, 3 * H :])
         n = np.tanh(xp_t[:, 2 * H :] + rz[:, :H] * hn, out=work[:, 2 * H : 3 * H])
@@ -82,90 +71,17 @@ class GRU(Cell):
         h_new = n + z * (h - n)
         return GRUState(h_new), h_new, GRUCache(h, work)
 
-    def _back(self, cache: GRUCache, dstate: GRUState, dout, da: np.ndarray, drec: np.ndarray) -> np.ndarray:
-        """Write [da_r, da_z, da_n, da_n r] into da (B, 4H) (which may be cache.work) and the
-        gradient at h W_hh^T into drec (B, 3H); return the direct path dL/dh' * z."""
-        h, work = cache
-        if _kernels.active(h.dtype):
-            dhz = np.empty_like(h)
-            _kernels.gru_bwd(work, h, dstate.h, dout, da, drec, dhz)
-            return dhz
-        H = self.hidden_size
-        r, z, n, hn = work[:, :H], work[:, H : 2 * H], work[:, 2 * H : 3 * H], work[:, 3 * H :]
-        g = dstate.h + dout
-        da_n = g * (1.0 - z) * (1.0 - n * n)
-        da_r = da_n * hn * (r * (1.0 - r))
-        da_z = g * (h - n) * (z * (1.0 - z))
-        da_nr = da_n * r
-        dhz = g * z
-        for k, blk in enumerate((da_r, da_z, da_n, da_nr)):  # written only now: da may be work
-            da[:, k * H : (k + 1) * H] = blk
-        drec[:, : 2 * H] = da[:, : 2 * H]
-        drec[:, 2 * H :] = da_nr
-        return dhz
-
     def step_back(self, params: Params, cache: GRUCache, dstate: GRUState, dout, grads: Params):
         H = self.hidden_size
-        da = np.empty_like(cache.work)
-        drec = np.empty((da.shape[0], 3 * H), dtype=da.dtype)
-        dhz = self._back(cache, dstate, dout, da, drec)
-        grads["W_hh"] += drec.T @ cache.h_prev
+        h, work = cache
+        r, z, n, hn = work[:, :H], work[:, H : 2 * H], work[:, 2 * H : 3 * H], work[:, 3 * H :]
+        g = dstate.h + dout
+        da = np.empty((h.shape[0], 3 * H), dtype=h.dtype)  # dL/dxp: [da_r, da_z, da_n]
+        da[:, 2 * H :] = g * (1.0 - z) * (1.0 - n * n)
+        da[:, :H] = da[:, 2 * H :] * hn * (r * (1.0 - r))
+        da[:, H : 2 * H] = g * (h - n) * (z * (1.0 - z))
+        drec = da.copy()  # the gradient at h W_hh^T: [da_r, da_z, da_n r]
+        drec[:, 2 * H :] *= r
+        grads["W_hh"] += drec.T @ h
         grads["b_hh"][2 * H :] += drec[:, 2 * H :].sum(axis=0)
-        return GRUState(dhz + drec @ params["W_hh"]), da[:, : 3 * H]
-
-    def step_back_consume(self, params: Params, cache: GRUCache, dstate: GRUState, dout):
-        drec = np.empty((cache.work.shape[0], 3 * self.hidden_size), dtype=cache.work.dtype)
-        dhz = self._back(cache, dstate, dout, cache.work, drec)
-        return GRUState(dhz + drec @ params["W_hh"])
-
-    def consume_grads(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
-        T, B, G4 = work.shape
-        H = G4 // 4
-        w2, hp = work.reshape(T * B, G4), h_prev.reshape(T * B, -1)
-        grads["W_hh"][: 2 * H] += matmul(w2[:, : 2 * H].T, hp)
-        grads["W_hh"][2 * H :] += matmul(w2[:, 3 * H :].T, hp)
-        grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
-        return work[..., : 3 * H]
-
-    def fused_forward(self, params: Params, xp, state: GRUState, reverse: bool):
-        if not _kernels.scans_active(xp.dtype):
-            return None
-        src, idx, work, outs = self.scan_buffers(xp)
-        T, B = idx.shape
-        H = self.hidden_size
-        h0 = np.ascontiguousarray(state.h)
-        b_hn = np.ascontiguousarray(params["b_hh"][2 * H :])
-        if _threads.engaged():  # split by hidden units between the engine's threads
-
-            def own(p, P):  # packed weights, product and edge scratch
-                Wp = self.part_panels(params, p, P, True)
-                return Wp, np.empty((B, Wp.shape[0] * 16), xp.dtype), np.empty((4, 16), xp.dtype)
-
-            _threads.scan_parts(_kernels.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, own=own)
-        else:
-            rec = np.empty((B, 3 * H), dtype=xp.dtype)
-            _kernels.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), b_hn, h0, work, outs, rec, reverse)
-
-        def cache(t):
-            p = previous_step(t, T, reverse)
-            return GRUCache(h0 if p is None else outs[p], work[t])
-
-        return outs, GRUState(outs[0 if reverse else T - 1]), StepCaches(cache, T), work, (h0, outs)
-
-    def fused_backward(self, params: Params, tape, douts, scale, dstate: GRUState, h_prev):
-        h0, outs = tape.aux
-        dh = np.array(dstate.h, dtype=douts.dtype, order="C")
-        B, H = dh.shape
-        if _threads.engaged():
-            drec = np.empty((2, B, 3 * H), dtype=dh.dtype)  # shared, alternate halves on alternate steps
-
-            def own(p, P):  # packed weights, row and edge scratch
-                return self.part_panels(params, p, P, False), np.empty(4 * -(-H // P), dh.dtype), np.empty((4, 16), dh.dtype)
-
-            _threads.scan_parts(_kernels.gru_scan_back_part, h0, tape.work, outs, np.ascontiguousarray(douts), dh, drec,
-                                h_prev, scale, tape.reverse, own=own)
-        else:
-            drec = np.empty((B, 3 * H), dtype=dh.dtype)
-            _kernels.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, tape.work, outs,
-                                   np.ascontiguousarray(douts), dh, drec, h_prev, scale, tape.reverse)
-        return GRUState(dh)
+        return GRUState(g * z + drec @ params["W_hh"]), da

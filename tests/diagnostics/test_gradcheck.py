@@ -34,15 +34,16 @@ def test_relative_error_scale():
 
 
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
-    """Drop the forget-gate term of the LSTM cell state gradient: the check must fail."""
-    original = bptt.LSTM._back  # shared by step_back and step_back_consume
+    """Halve the LSTM cell state gradient sent to the step before: the check must fail."""
+    original = bptt.LSTM.step_back
 
-    def broken(self, cache, dstate, dout, da):
-        return 0.5 * original(self, cache, dstate, dout, da)
+    def broken(self, params, cache, dstate, dout, grads):
+        d, dxp = original(self, params, cache, dstate, dout, grads)
+        return type(d)(d.h, 0.5 * d.c), dxp
 
     case = next(c for c in CASES if c.cell == "lstm" and not c.masked and c.layers == 1 and not c.bidirectional)
     assert run_case(case, max_entries=4)[0].passed
-    monkeypatch.setattr(bptt.LSTM, "_back", broken)
+    monkeypatch.setattr(bptt.LSTM, "step_back", broken)
     res, _ = run_case(case, max_entries=4)
     assert not res.passed and res.max_error > 1e-3
 
@@ -52,13 +53,13 @@ def test_cli_gradcheck_exit_codes(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "worst relative error" in out and out.count(" ok ") == 32
 
-    original = bptt.Elman._back  # shared by step_back and step_back_consume
+    original = bptt.Elman.step_back
 
-    def broken(self, cache, dstate, dout, delta):
-        original(self, cache, dstate, dout, delta)
-        delta *= 1.01
+    def broken(self, params, cache, dstate, dout, grads):
+        d, delta = original(self, params, cache, dstate, dout, grads)
+        return d, delta * 1.01
 
-    monkeypatch.setattr(bptt.Elman, "_back", broken)
+    monkeypatch.setattr(bptt.Elman, "step_back", broken)
     assert main(["gradcheck", "--cells", "elman", "--no-variants", "--max-entries", "3"]) == 1
     assert "FAIL" in capsys.readouterr().out
 

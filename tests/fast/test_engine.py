@@ -1,4 +1,4 @@
-"""The engine's threads (bptt._threads): split scans and products equal the whole ones, the
+"""The engine's threads (bptt.fast.engine): split scans and products equal the whole ones, the
 engine sets and restores BLAS's thread count, and parts that fail or lose each other raise."""
 
 import numpy as np
@@ -6,15 +6,17 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import bptt
-from bptt import _kernels, _threads, full_bptt
-from bptt._ops import matmul
+from bptt import fast, full_bptt, ops
 from bptt.algorithms import randomized_bptt
 from bptt.algorithms.randomized import truncation_factors
-from bptt.algorithms.scan import scan_backward, scan_forward
 from bptt.cells import make_cell
 from bptt.diagnostics import relative_error
+from bptt.fast import cells as fast_cells
+from bptt.fast import engine, gemm
+from bptt.fast.pool import matmul
+from bptt.scan import scan_backward, scan_forward
 
-needs_split = pytest.mark.skipif(not _kernels.SPLIT, reason="no split scans (numba or NumPy's OpenBLAS missing)")
+needs_split = pytest.mark.skipif(not fast.available()["split"], reason="no split scans (numba or NumPy's OpenBLAS missing)")
 f4 = np.float32
 
 
@@ -34,9 +36,9 @@ def test_packed_product_equals_matmul(M, K, N):
     for B in (rng.standard_normal((K, N)).astype(f4), rng.standard_normal((N + 3, K)).astype(f4)[1 : N + 1].T):
         ref = A.astype(np.float64) @ B.astype(np.float64)
         C = np.full((M, N + 5), np.nan, f4)[:, 2 : N + 2]  # a strided view: the columns around must stay
-        _kernels.mm_panels(A, _kernels.panels(B), C, np.empty((4, 16), f4), False)
+        gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, 16), f4), False)
         _close(C, ref, 1e-6)
-        _kernels.mm_panels(A, _kernels.panels(B), C, np.empty((4, 16), f4), True)  # C += A @ B
+        gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, 16), f4), True)  # C += A @ B
         _close(C, 2 * ref, 1e-6)
         assert np.isnan(C.base[:, :2]).all() and np.isnan(C.base[:, N + 2 :]).all()
 
@@ -78,7 +80,7 @@ def test_split_scans_equal_whole_scans(kind, P, H, B, reverse, scaled):
     cell, p, state, xp, douts, dT = _problem(kind, H, B)
     scale = truncation_factors(6, B, 0.3, np.random.default_rng(5)).astype(f4) if scaled else None
     whole = _scan(cell, p, state, xp, douts, dT, reverse, scale)
-    with _threads.split(P):
+    with engine.split(P):
         parts = _scan(cell, p, state, xp, douts, dT, reverse, scale)
     for a, b in zip(parts, whole):
         _close(a, b)
@@ -95,15 +97,15 @@ def test_engine_step_equals_unsplit_step():
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((30, 6, 11)).astype(f4), rng.integers(0, 11, (30, 6))
     factors = truncation_factors(30, 6, 0.1, np.random.default_rng(4))
-    old = _threads.SPLIT_MACS
-    _threads.SPLIT_MACS = 1  # split every product
+    old = engine.SPLIT_MACS
+    engine.SPLIT_MACS = 1  # split every product
     try:
         res = []
         for P in (1, 2):
-            with _threads.split(P):
+            with engine.split(P):
                 res.append([full_bptt(model, params, x, y), randomized_bptt(model, params, x, y, 0.1, None, factors=factors)])
     finally:
-        _threads.SPLIT_MACS = old
+        engine.SPLIT_MACS = old
     for a, b in zip(res[1], res[0]):
         assert abs(a.loss - b.loss) <= 1e-6 * abs(b.loss)
         for k in b.grads:
@@ -117,34 +119,35 @@ def test_split_matmul_equals_matmul(shape):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((K, M)).astype(f4).T, rng.standard_normal((K, N)).astype(f4)  # a transposed view
     whole = matmul(a, b).copy()
-    with _threads.split(2):
+    with engine.split(2):
         split = matmul(a, b)
     _close(split, whole, 1e-6)
 
 
 @needs_split
 def test_engine_sets_and_restores_blas_threads():
-    get = _threads._threads[0]
+    get = engine._threads[0]
     model = bptt.Model(5, [bptt.Recurrent("lstm", 32), bptt.Dense(5)], tokens=True)
     p32, p64 = model.init_params(0, f4), model.init_params(0, np.float64)
     cells = [model.recurrent_levels[0].directions[0].cell]
     with threadpool_limits(2, user_api="blas"):
         assert get() == 2
-        assert not _threads.ready(cells, np.float64, None)  # float64: the NumPy path
-        assert not _threads.ready(cells, f4, np.ones((3, 2), bool))  # masks: the Python loops
-        assert not _threads.ready([make_cell("elman", 4, 64, activation="relu")], f4, None)  # no split scans
-        assert _threads.ready([make_cell("lstm", 4, 31)], f4, None) == 1  # under 16 units a part: one part
-        assert _threads.ready(cells, f4, None) == 2
-        with _threads.engine_for(model, p32, None):
-            assert get() == 1 and _threads.parts() == 2
-            assert _threads.run([lambda: _threads.parts()] * 2) == [2, 1]  # parts do not split again
-        assert get() == 2 and _threads.parts() == 1
-        with _threads.engine_for(model, p64, None):
-            assert get() == 2 and not _threads.engaged()
+        splits32, splits64 = fast_cells.splits(f4), fast_cells.splits(np.float64)
+        assert not engine.ready(cells, None, splits64)  # float64: the NumPy path
+        assert not engine.ready(cells, np.ones((3, 2), bool), splits32)  # masks: the Python loops
+        assert not engine.ready([make_cell("elman", 4, 64, activation="relu")], None, splits32)  # no split scans
+        assert engine.ready([make_cell("lstm", 4, 31)], None, splits32) == 1  # under 16 units a part: one part
+        assert engine.ready(cells, None, splits32) == 2
+        with ops.step_context(model, p32, None):
+            assert get() == 1 and engine.parts() == 2
+            assert engine.run([lambda: engine.parts()] * 2) == [2, 1]  # parts do not split again
+        assert get() == 2 and engine.parts() == 1
+        with ops.step_context(model, p64, None):
+            assert get() == 2 and not engine.engaged()
         with pytest.raises(ZeroDivisionError):
-            with _threads.engine(2):
+            with engine.engine(2):
                 1 / 0
-        assert get() == 2 and not _threads.engaged()
+        assert get() == 2 and not engine.engaged()
     assert get() == 1
 
 
@@ -162,9 +165,9 @@ def test_run_waits_for_every_part_and_raises_the_first_error():
         raise ValueError("part failed")
 
     with pytest.raises(ValueError, match="part failed"):
-        _threads.run([fail, slow, slow])
+        engine.run([fail, slow, slow])
     assert done == [1, 1]
-    assert _threads.run([lambda: 3, lambda: 4]) == [3, 4]
+    assert engine.run([lambda: 3, lambda: 4]) == [3, 4]
 
 
 @needs_split
@@ -172,9 +175,9 @@ def test_a_part_left_alone_gives_up_and_raises(monkeypatch):
     """A split scan whose other part never runs returns -1 after the yield limit: an error,
     not a hang."""
     cell, p, state, xp, douts, dT = _problem("lstm", 32, 4)
-    monkeypatch.setattr(_threads, "_YIELDS", 1000)
-    monkeypatch.setattr(_threads, "run", lambda calls: [calls[0]()])  # part 1 never starts
-    with _threads.split(2), pytest.raises(RuntimeError, match="lost each other"):
+    monkeypatch.setattr(engine, "_YIELDS", 1000)
+    monkeypatch.setattr(engine, "run", lambda calls: [calls[0]()])  # part 1 never starts
+    with engine.split(2), pytest.raises(RuntimeError, match="lost each other"):
         scan_forward(cell, p, xp, state)
 
 
@@ -201,7 +204,7 @@ def test_steps_from_two_threads_at_once():
             t.start()
         for t in threads:
             t.join()
-        assert _threads._threads[0]() == 2
+        assert engine._threads[0]() == 2
     for i in range(2):
         assert len(got[i]) == 15
         for g in got[i]:
@@ -214,41 +217,41 @@ def test_engine_threads_hold_no_arrays_after_a_step():
     """Once a step on the engine returns and its result is dropped, every pooled array is free
     again: the engine's threads keep no reference to a job's arrays (a kept one made the pool
     allocate a fresh tape every step)."""
-    from bptt._ops import buffers
+    from bptt.fast.pool import buffers
 
     model = bptt.Model(9, [bptt.Recurrent("lstm", 64), bptt.Recurrent("gru", 48), bptt.Dense(9)], tokens=True)
     params = model.init_params(np.random.default_rng(0), f4)
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 9, (200, 8)), rng.integers(0, 9, (200, 8))
-    old = _threads.SPLIT_MACS
-    _threads.SPLIT_MACS = 1
+    old = engine.SPLIT_MACS
+    engine.SPLIT_MACS = 1
     try:
-        with _threads.split(2):
+        with engine.split(2):
             g = full_bptt(model, params, x, y)
             n = len(buffers._arrays)
             assert n > 0
             del g
             assert all(buffers._free(i) for i in range(n))
     finally:
-        _threads.SPLIT_MACS = old
+        engine.SPLIT_MACS = old
 
 
 @needs_split
-def test_a_part_that_fails_releases_the_others():
+def test_a_part_that_fails_releases_the_others(monkeypatch):
     """A part whose set-up raises (here: its packed weights) sets the abort flag: the other
     part stops waiting at once and the error reaches the caller."""
     import time
 
     cell, p, state, xp, douts, dT = _problem("gru", 32, 4)
-    real = cell.part_panels
+    real = fast_cells.FastGRU._panels
 
-    def broken(params, part, P, forward):
+    def broken(self, params, part, P, forward):
         if part == 0:
             raise MemoryError("no room for the panels")
-        return real(params, part, P, forward)
+        return real(self, params, part, P, forward)
 
-    cell.part_panels = broken
+    monkeypatch.setattr(fast_cells.FastGRU, "_panels", broken)
     t0 = time.perf_counter()
-    with _threads.split(2), pytest.raises(MemoryError, match="no room"):
+    with engine.split(2), pytest.raises(MemoryError, match="no room"):
         scan_forward(cell, p, xp, state)
     assert time.perf_counter() - t0 < 5  # not the ~10 s a lost part waits

@@ -1,5 +1,6 @@
-"""The compiled float32 kernels against the NumPy reference path, and consumed tapes (full
-BPTT's in-place backward with one weight product) against the step-by-step backward."""
+"""The compiled float32 kernels (bptt.fast) against the NumPy reference: elementwise functions,
+steps, whole scans (and their consumed backward, with one weight product) against the Python
+time loops, whole models against NumPy float32 and float64."""
 
 import os
 import subprocess
@@ -9,17 +10,17 @@ import numpy as np
 import pytest
 
 import bptt
-import bptt._blas
-from bptt import _kernels, full_bptt
-from bptt._ops import scatter_add_rows
+import bptt.fast.blas
+from bptt import fast, full_bptt, ops
 from bptt.algorithms import TBPTT, randomized_bptt
 from bptt.algorithms.randomized import truncation_factors
-from bptt.algorithms.scan import scan_backward, scan_forward
 from bptt.cells import make_cell
-from bptt.cells.base import StepCaches
 from bptt.diagnostics import random_problem, relative_error, standard_cases
+from bptt.fast import rows
+from bptt.fast.cells import StepCaches, implementation
+from bptt.scan import scan_backward, scan_forward
 
-needs_numba = pytest.mark.skipif(not _kernels.AVAILABLE, reason="numba is not installed")
+needs_numba = pytest.mark.skipif(not fast.available()["kernels"], reason="numba is not installed")
 CELLS = ["elman", "gru", "lstm"]
 
 
@@ -28,7 +29,7 @@ def test_tanh32_is_float32_accurate():
     x = np.concatenate([np.linspace(-12, 12, 400_001), [0.0, 1e-30, -1e-30, 1e-6, 50.0, -50.0, 1e30]])
     x = x.astype(np.float32)
     y = np.empty_like(x)
-    _kernels.tanh_(x, y)
+    rows.tanh_(x, y)
     ref = np.tanh(x.astype(np.float64))
     err = np.abs(y - ref)
     assert err.max() <= 4e-7  # a few float32 ulp of 1
@@ -42,13 +43,13 @@ def test_tanh32_is_float32_accurate():
 def test_exp32_is_float32_accurate():
     x = np.concatenate([np.linspace(-87, 0, 400_001), -np.logspace(-30, 1.9, 2001), [0.0, -1e-30]]).astype(np.float32)
     y = np.empty_like(x)
-    _kernels.exp_(x, y)
+    rows.exp_(x, y)
     ref = np.exp(x.astype(np.float64))
     assert (np.abs(y / ref - 1) <= 3e-7).all(), np.abs(y / ref - 1).max()
     assert (y[x == 0] == 1).all()
     far = np.array([-87.5, -100.0, -1e4, -np.inf], np.float32)  # clamped: exp(-87), nothing beside a 1
     out = np.empty_like(far)
-    _kernels.exp_(far, out)
+    rows.exp_(far, out)
     assert ((out > 0) & (out <= 2e-38)).all()
 
 
@@ -70,10 +71,10 @@ def test_softmax_xent_kernel_equals_numpy(spread, where):
     loss = Loss("ce", at="last" if where == "last" else "every")
     t = rng.integers(0, K, size=(B,) if where == "last" else (T, B))
     t[..., 0] = 3
-    with _kernels.use_kernels(True):
+    with fast.use(True):
         l32, d32 = loss.value_and_grad(y, t, mask)
         v32 = loss.value(y, t, mask)
-    with _kernels.use_kernels(False):
+    with fast.use(False):
         lnp, dnp = loss.value_and_grad(y, t, mask)
     l64, d64 = loss.value_and_grad(y.astype(np.float64), t, mask)
     assert d32.dtype == np.float32 and d32.shape == y.shape
@@ -108,30 +109,32 @@ def _close(a, b, tol=2e-6):
 @needs_numba
 @pytest.mark.parametrize("kind", CELLS)
 def test_kernel_step_equals_numpy_step(kind):
-    """One forward and backward step, kernels on vs off, in both backward modes."""
+    """One forward and backward step on the kernels == the cell's own NumPy step."""
     cell, p, state, xp, dstate, dout = _step_inputs(kind)
+    impl = implementation(cell, np.float32)
+    assert impl is not cell and implementation(cell, np.float64) is cell
     out = {}
-    for on in (True, False):
-        with _kernels.use_kernels(on):
-            work = np.empty((xp.shape[0], cell.work_size()), np.float32)
-            new, y, cache = cell.step(p, state, xp, work=work)
-            grads = {k: np.zeros_like(v) for k, v in p.items()}
-            dprev, dxp = cell.step_back(p, cache, dstate, dout, grads)
-            dprev_c = cell.step_back_consume(p, cache, dstate, dout)  # overwrites work
-            cgrads = {k: np.zeros_like(v) for k, v in p.items()}
-            dxp_c = cell.consume_grads(p, work[None], cell.recurrent_input(cache)[None], cgrads)[0]
-            out[on] = (new, y, dprev, dxp, grads, dprev_c, dxp_c, cgrads)
-    (n1, y1, d1, x1, g1, dc1, xc1, gc1), (n0, y0, d0, x0, g0, dc0, xc0, gc0) = out[True], out[False]
-    for a, b in zip(n1 + (y1,) + d1 + (x1,) + dc1 + (xc1,), n0 + (y0,) + d0 + (x0,) + dc0 + (xc0,)):
+    for name, run in (("kernels", impl), ("numpy", cell)):
+        new, y, cache = run.step(p, state, xp)
+        grads = {k: np.zeros_like(v) for k, v in p.items()}
+        dprev, dxp = run.step_back(p, cache, dstate, dout, grads)
+        out[name] = (new, y, dprev, dxp, grads)
+    (n1, y1, d1, x1, g1), (n0, y0, d0, x0, g0) = out["kernels"], out["numpy"]
+    for a, b in zip(n1 + (y1,) + d1 + (x1,), n0 + (y0,) + d0 + (x0,)):
         assert a.dtype == np.float32
         _close(a, b)
     for k in g0:
         _close(g1[k], g0[k])
-        _close(gc1[k], gc0[k])
-        _close(gc0[k], g0[k])  # the consumed step's deferred gradient is the step's own
-    _close(xc0, x0)
-    for a, b in zip(dc0, d0):
-        _close(a, b)
+
+
+def test_a_users_subclass_keeps_its_own_math():
+    from bptt.cells.lstm import LSTM
+
+    class MyLSTM(LSTM):
+        pass
+
+    assert implementation(MyLSTM(3, 4), np.float32).__class__ is MyLSTM
+    assert implementation(make_cell("elman", 3, 4, activation="relu"), np.float32).__class__.__name__ == "Elman"
 
 
 @needs_numba
@@ -149,7 +152,7 @@ def test_float32_kernels_equal_float32_numpy_and_float64(case):
     s32 = {k: type(s)(*(a.astype(np.float32) for a in s)) for k, s in p.state0.items()}
     res = {}
     for mode, on, scans in (("numpy", False, False), ("steps", True, False), ("scans", True, True)):
-        with _kernels.use_kernels(on, scans=scans):
+        with fast.use(on, scans=scans):
             res[mode] = full_bptt(model, p32, x32, p.targets, p.mask, s32)
     for mode in ("steps", "scans"):
         for k in p64.grads:
@@ -163,16 +166,16 @@ def test_float32_kernels_equal_float32_numpy_and_float64(case):
 
 
 @pytest.mark.parametrize("case", [c for c in standard_cases() if c.cell in CELLS], ids=lambda c: c.name)
-def test_consumed_tape_equals_step_by_step_backward(case):
-    """float64: full BPTT's consumed tapes (one W_hh product, gradients over the caches) give
-    the step-by-step backward's gradients; the step-by-step tape stays reusable."""
+def test_full_bptt_leaves_its_float64_tapes_reusable(case):
+    """float64 (the reference): full BPTT's gradients == a backward over the same tapes, twice
+    (the reference backward never writes into a tape)."""
     model = case.build()
     p = random_problem(model, np.random.default_rng(4), masked=case.masked)
     g = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
     b = model.check_batch(p.params, p.x, p.targets, p.mask, p.state0)
     y, _, tapes = model.forward_levels(p.params, b.x, b.mask, b.state0, keep=True)
     _, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
-    for _ in range(2):  # twice over the same tapes: the default backward leaves them intact
+    for _ in range(2):
         grads = model.zero_grads(p.params)
         dstate0 = model.backward_levels(p.params, tapes, dy, None, grads)
         model.add_init_grads(grads, dstate0, b.given)
@@ -183,17 +186,20 @@ def test_consumed_tape_equals_step_by_step_backward(case):
                 np.testing.assert_allclose(a, c, rtol=1e-11, atol=1e-14)
 
 
-def test_consumed_tape_is_released():
+@pytest.mark.skipif(not fast.available()["scans"], reason="no compiled scans")
+def test_consumed_compiled_tape_is_released():
     cell = make_cell("lstm", 3, 4)
     rng = np.random.default_rng(0)
-    p = cell.init_params(rng)
-    xp = rng.standard_normal((6, 2, 16))
-    _, _, tape = scan_forward(cell, p, xp, cell.zero_state(2))
-    assert tape.work.shape == (6, 2, 16) and all(c is not None for c in tape.caches)
+    p = {k: v.astype(np.float32) for k, v in cell.init_params(rng).items()}
+    xp = rng.standard_normal((6, 2, 16)).astype(np.float32)
+    _, _, tape = scan_forward(cell, p, xp, cell.zero_state(2, np.float32))
+    work = tape.aux[0]
+    assert work.shape == (6, 2, 16) and all(c is not None for c in tape.caches)
     grads = {k: np.zeros_like(v) for k, v in p.items()}
-    dxp, _ = scan_backward(cell, p, tape, rng.standard_normal((6, 2, 4)), cell.zero_state(2), grads, consume=True)
+    dxp, _ = scan_backward(cell, p, tape, rng.standard_normal((6, 2, 4)).astype(np.float32), cell.zero_state(2, np.float32),
+                           grads, consume=True)
     assert all(c is None for c in tape.caches)
-    assert np.shares_memory(dxp, tape.work)  # the gradients live where the gates were
+    assert np.shares_memory(dxp, work)  # the gradients live where the gates were
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -202,32 +208,36 @@ def test_scatter_add_equals_add_at(dtype):
     idx = rng.integers(0, 9, 500)
     rows = rng.standard_normal((500, 6)).astype(dtype)
     for on in (True, False):
-        with _kernels.use_kernels(on):
+        with fast.use(on):
             got = np.ones((6, 9), dtype).T  # a transposed view, as the cells pass it
-            scatter_add_rows(got, idx, rows)
+            got += ops.index_sums(idx, rows, 9)
         ref = np.ones((9, 6), dtype)
         np.add.at(ref, idx, rows)
         np.testing.assert_allclose(got, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 0)
 
 
-def test_environment_switches_kernels_off():
-    code = "from bptt import _kernels; print(_kernels.enabled(), _kernels.active(__import__('numpy').float32))"
-    env = dict(os.environ, BPTT_KERNELS="numpy")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
-    assert not _kernels.active(np.float64)  # float64 never takes the kernels
+def test_environment_switches_fast_off():
+    """BPTT_FAST=0: the NumPy reference everywhere (bptt.ops keeps its defaults)."""
+    code = ("import numpy as np, bptt; from bptt import ops; "
+            "m = bptt.Model(3, [bptt.rnn('lstm', 4), bptt.Dense(2)]); "
+            "print(bptt.fast.kernels_on(), ops.current() == ops.DEFAULTS)")
+    for var in ("BPTT_FAST", "BPTT_KERNELS"):
+        env = {k: v for k, v in os.environ.items() if k not in ("BPTT_FAST", "BPTT_KERNELS")}
+        env[var] = "0"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split() == ["False", "True"], (var, out.stdout)
 
 
 def test_kernels_leave_float64_exact_path_alone(monkeypatch):
     """float64 steps must not reach the compiled kernels (they would be float32-accurate)."""
-    if not _kernels.AVAILABLE:
+    if not fast.available()["kernels"]:
         pytest.skip("numba is not installed")
 
     def boom(*a, **k):
         raise AssertionError("float64 reached a float32 kernel")
 
     for name in ("lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd", "elman_fwd", "elman_bwd"):
-        monkeypatch.setattr(_kernels, name, boom)
+        monkeypatch.setattr(rows, name, boom)
     case = next(c for c in standard_cases() if c.cell == "lstm")
     model = case.build()
     p = random_problem(model, np.random.default_rng(0), masked=case.masked)
@@ -239,16 +249,16 @@ def test_kernels_leave_float64_exact_path_alone(monkeypatch):
 
 # ---- compiled whole scans ---------------------------------------------------------------------
 
-needs_scans = pytest.mark.skipif(not _kernels.SCANS, reason="no compiled scans (numba or NumPy's OpenBLAS missing)")
+needs_scans = pytest.mark.skipif(not fast.available()["scans"], reason="no compiled scans (numba or NumPy's OpenBLAS missing)")
 
 
 def test_scans_found_with_numpys_openblas():
     """Where NumPy ships its ILP64 OpenBLAS (PyPI wheels), the whole scans must be on."""
     blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
-    if not (_kernels.AVAILABLE and blas.get("name") == "scipy-openblas"):
+    if not (fast.available()["kernels"] and blas.get("name") == "scipy-openblas"):
         pytest.skip(f"NumPy's BLAS is {blas.get('name')!r}")
-    assert bptt._blas.find_sgemm() is not None
-    assert _kernels.SCANS and _kernels.scans_active(np.float32) and not _kernels.scans_active(np.float64)
+    assert bptt.fast.blas.find_sgemm() is not None
+    assert fast.available()["scans"] and fast.scans_on()
 
 
 def _scan_problem(kind, tokens, T=7, B=3, H=5, D=4, seed=0):
@@ -273,13 +283,13 @@ def test_compiled_scan_equals_step_loop(kind, reverse, tokens):
     dT = cell.State(*(rng.standard_normal(a.shape).astype(np.float32) for a in state))
     res = {}
     for scans in (True, False):
-        with _kernels.use_kernels(True, scans=scans):
+        with fast.use(True, scans=scans):
             outs, final, tape = scan_forward(cell, p, xp, state, reverse=reverse)
             assert (tape.aux is not None) == scans
             caches = [tuple(np.array(a) for a in c) for c in tape.caches]
             grads = {k: np.zeros_like(v) for k, v in p.items()}
             dxp, d0 = scan_backward(cell, p, tape, douts, dT, grads, consume=True)
-            assert all(c is None for c in tape.caches)
+            assert all(c is None for c in tape.caches) == scans  # a compiled tape is consumed
             res[scans] = (outs, final, caches, np.array(dxp), d0, grads)
     (o1, f1, c1, x1, d1, g1), (o0, f0, c0, x0, d0, g0) = res[True], res[False]
     _close(o1, o0)
@@ -306,7 +316,7 @@ def test_compiled_scan_tapes_serve_truncated_and_randomized_backward(kind):
     factors = truncation_factors(12, 3, 0.2, np.random.default_rng(4))
     res = {}
     for scans in (True, False):
-        with _kernels.use_kernels(True, scans=scans):
+        with fast.use(True, scans=scans):
             algo = TBPTT(model, 4, 7)
             tb = [algo(params, x[t : t + 4], y[t : t + 4]).grads for t in range(0, 12, 4)]
             rb = randomized_bptt(model, params, x, y, 0.2, None, factors=factors).grads
@@ -327,20 +337,15 @@ def test_step_caches_read_like_a_list():
     assert [c.gates.shape for c in caches[1:3]] == [(3, 20), (3, 20)] and len(list(caches)) == 5
     with pytest.raises(IndexError):
         caches[5]
-    with pytest.raises(ValueError, match="can only be released"):
-        caches[1] = caches[2]
-    caches[1] = None
-    assert caches[1] is None and caches[2] is not None
     caches.release()
     assert all(c is None for c in caches)
 
 
 def test_environment_keeps_step_kernels_without_scans():
-    code = ("import numpy as np; from bptt import _kernels; "
-            "print(_kernels.active(np.float32), _kernels.scans_active(np.float32))")
-    env = dict(os.environ, BPTT_KERNELS="steps")
+    code = "import bptt; print(bptt.fast.kernels_on(), bptt.fast.scans_on())"
+    env = dict(os.environ, BPTT_FAST="steps")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [str(_kernels.AVAILABLE), "False"]
+    assert out.stdout.split() == ["True", "False"]
 
 
 def test_softmax_xent_rejects_class_ids_out_of_range():
@@ -351,5 +356,5 @@ def test_softmax_xent_rejects_class_ids_out_of_range():
         t = np.zeros((3, 2), np.int64)
         t[1, 1] = bad
         for on in (True, False):
-            with _kernels.use_kernels(on), pytest.raises(ValueError, match="class ids"):
+            with fast.use(on), pytest.raises(ValueError, match="class ids"):
                 Loss("ce").value_and_grad(y, t, None)

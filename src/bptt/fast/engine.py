@@ -7,10 +7,10 @@ every multi-threaded call its worker spins for about 0.1 s waiting for more. So 
 on the engine, NumPy's OpenBLAS is set to one thread (its workers get no work and go to sleep)
 and bptt splits the work itself into P parts, one per thread:
 
-- the compiled scans by hidden units (`_kernels.lstm_scan_part`, ...): each part owns its
+- the compiled scans by hidden units (split.py's `lstm_scan_part`, ...): each part owns its
   units' rows of W_hh, packed once per scan for bptt's own product kernel, and its slices of
   the gates and states; the parts meet once per step at a counter in shared memory;
-- the big matrix products (`_ops.matmul`: readouts, input projections, weight gradients) by
+- the big matrix products (pool.py's `matmul`: readouts, input projections, weight gradients) by
   output rows or columns, each part a single-threaded BLAS call into its slice of the result.
 
 P is the thread count NumPy's BLAS had when the step began (threadpoolctl, `--threads`), fewer
@@ -40,7 +40,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import _blas, _kernels
+from . import blas
+
+try:  # spinning between jobs needs the compiled atomics (sync.py)
+    from . import sync
+
+    _spin_until = sync.spin_until if sync.AVAILABLE else None
+except ImportError:  # pragma: no cover - no numba
+    _spin_until = None
 
 _local = threading.local()  # .parts: the engine's parts for the calling thread's step (0: off)
 SPLIT_MACS = 1 << 22  # products under ~4M multiply-adds stay whole (a hand-off round trip: 0.08-0.17 ms)
@@ -81,8 +88,8 @@ class _Team:
     def _serve(self, box: queue.SimpleQueue, i: int) -> None:
         at, seen = self.posted[i].ctypes.data, 0
         while True:
-            if _kernels.SPLIT:
-                _kernels.spin_until(at, seen, _SPINS)
+            if _spin_until is not None:
+                _spin_until(at, seen, _SPINS)
             tag, fn = box.get()
             seen += 1
             try:
@@ -142,7 +149,7 @@ def run_parts(fn: Callable[[int], Any]) -> list[Any]:
 
 
 def share(n: int, part: int, P: int) -> slice:
-    """Part `part` of P of range(n) (as _kernels._share)."""
+    """Part `part` of P of range(n) (as split.py's _share)."""
     return slice(part * n // P, (part + 1) * n // P)
 
 
@@ -165,16 +172,17 @@ def scan_parts(fn: Callable[..., int], *args: Any, own: Callable[[int, int], tup
 
 
 _YIELDS = 1 << 24  # a part waiting for another gives up after this many yields of its core (~10 s)
-_threads = _blas.find_threads() if _kernels.SPLIT else None
+_threads = blas.find_threads() if _spin_until is not None else None
+AVAILABLE = _threads is not None
 
 
-def ready(cells: list[Any], dtype: Any, mask: Any) -> int:
+def ready(cells: list[Any], mask: Any, splits: Callable[[Any], bool]) -> int:
     """Parts a step over these recurrent cells runs in on the engine, or 0 for none: the engine
-    needs split scans for all of them on this dtype and no mask; it takes as many parts as
-    NumPy's BLAS has threads, fewer where a cell would get under 16 units a part."""
-    if _threads is None or engaged() or mask is not None or not _kernels.scans_active(dtype):
+    needs split scans for all of them (`splits(cell)`: on this dtype) and no mask; it takes as
+    many parts as NumPy's BLAS has threads, fewer where a cell would get under 16 units a part."""
+    if _threads is None or engaged() or mask is not None:
         return 0
-    if not cells or not all(getattr(c, "split_scans", False) for c in cells):
+    if not cells or not all(splits(c) for c in cells):
         return 0
     return max(1, min(_blas_threads(), min(c.hidden_size for c in cells) // 16))
 
@@ -188,12 +196,6 @@ def _blas_threads() -> int:
     """NumPy's BLAS thread count, as it was before any thread went on the engine."""
     with _blas_lock:
         return _blas_saved if _blas_users else _threads[0]()  # type: ignore[index]
-
-
-def engine_for(model: Any, params: Any, mask: Any) -> Any:
-    """The engine for one step of `model` (where `ready`)."""
-    cells = [d.cell for lv in model.recurrent_levels for d in lv.directions]
-    return engine(ready(cells, next(iter(params.values())).dtype, mask))
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Small array operations shared by the levels and cells."""
+"""The buffer pool: big scratch arrays kept between training steps, and the products that
+fill them (split between the engine's threads within a step on the engine)."""
 
 from __future__ import annotations
 
@@ -8,34 +9,7 @@ import threading
 
 import numpy as np
 
-from . import _kernels, _threads
-
-
-def index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
-    """(size, G) array whose row v is the sum of rows[n] over the n with idx[n] == v: the
-    gradient of a row gather (token lookup). idx (N,) ints in [0, size), rows (N, G).
-
-    Compiled: one pass over the rows. NumPy: sorted once and summed per distinct index with one
-    reduceat, several times faster than np.add.at's row-by-row loop for (T*B, G) rows."""
-    acc = np.zeros((size, rows.shape[1]), dtype=rows.dtype)
-    if len(idx) == 0:
-        return acc
-    if _kernels.AVAILABLE and _kernels.enabled():
-        _kernels.scatter_add(acc, np.ascontiguousarray(idx, dtype=np.int64), rows)
-        return acc
-    order = np.argsort(idx, kind="stable")
-    sidx = idx[order]
-    starts = np.flatnonzero(np.concatenate(([True], sidx[1:] != sidx[:-1])))
-    acc[sidx[starts]] = np.add.reduceat(rows[order], starts, axis=0)
-    return acc
-
-
-def scatter_add_rows(target: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
-    """target[idx[n]] += rows[n] for every n (repeated indices accumulate).
-
-    target (V, G) (may be a transposed view), idx (N,) ints in [0, V), rows (N, G)."""
-    if len(idx):
-        target += index_sums(idx, rows, target.shape[0])
+from . import engine
 
 
 class BufferPool:
@@ -101,17 +75,26 @@ class BufferPool:
 buffers = BufferPool()
 
 
+def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    return buffers.empty(shape, dtype)
+
+
+def zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    return buffers.zeros(shape, dtype)
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for 2-D a (M, K) and b (K, N), into an (M, N) array from the buffer pool: the
     products over all T * B rows of a segment (input projections, readouts, their input
-    gradients, weight gradients), whose results a training step drops at its end."""
+    gradients, weight gradients), whose results a training step drops at its end. On the
+    engine, split by output rows (or columns) between its threads, one BLAS thread each."""
     (M, K), N = a.shape, b.shape[1]
     out = buffers.empty((M, N), np.result_type(a, b))
-    P = _threads.parts()
-    if P == 1 or M * N * K < _threads.SPLIT_MACS:
+    P = engine.parts()
+    if P == 1 or M * N * K < engine.SPLIT_MACS:
         return np.matmul(a, b, out=out)
-    if M >= N:  # on the engine: each part its rows (or columns) of the result, one BLAS thread each
-        _threads.run_parts(lambda p: np.matmul(a[_threads.share(M, p, P)], b, out=out[_threads.share(M, p, P)]))
+    if M >= N:
+        engine.run_parts(lambda p: np.matmul(a[engine.share(M, p, P)], b, out=out[engine.share(M, p, P)]))
     else:
-        _threads.run_parts(lambda p: np.matmul(a, b[:, _threads.share(N, p, P)], out=out[:, _threads.share(N, p, P)]))
+        engine.run_parts(lambda p: np.matmul(a, b[:, engine.share(N, p, P)], out=out[:, engine.share(N, p, P)]))
     return out

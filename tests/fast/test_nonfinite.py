@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import _kernels, _threads
+from bptt import fast
 from bptt.algorithms import tbptt
 from bptt.errors import BpttError
+from bptt.fast import engine, rows
 from bptt.generate import forecast, sample_text
 
 CELLS = ("elman", "jordan", "gru", "lstm")
@@ -19,14 +20,14 @@ PATHS = ("float64", "numpy", "steps", "scans", "engine1", "engine2")
 
 def _path(name: str):
     if name in ("float64", "numpy"):
-        return _kernels.use_kernels(name == "float64")  # float64 never uses a kernel anyway
+        return fast.use(name == "float64")  # float64 never uses a kernel anyway
     if name == "steps":
-        return _kernels.use_kernels(True, scans=False)
+        return fast.use(True, scans=False)
     if name == "scans":
-        return _kernels.use_kernels(True, scans=True)
-    if not _kernels.SPLIT:
+        return fast.use(True, scans=True)
+    if not fast.available()["split"]:
         pytest.skip("no split scans here")
-    return _threads.split(1 if name == "engine1" else 2)
+    return engine.split(1 if name == "engine1" else 2)
 
 
 def _problem(cell: str, dtype, where: str, value: float):
@@ -87,26 +88,26 @@ def test_tbptt_refuses_to_go_on_from_a_nan_state():
 
 
 def test_the_compiled_softmax_cross_entropy_keeps_nan_and_inf():
-    if not _kernels.active(np.float32):
+    if not fast.available()["kernels"]:
         pytest.skip("no kernels")
     y = np.zeros((3, 5), np.float32)
     y[0, 2], y[1, 0], y[2, 4] = np.nan, np.inf, -np.inf
     t = np.array([0, 1, 2])
     d = np.empty_like(y)
-    total = _kernels.softmax_xent(y[:1], t[:1], np.float32(1), d[:1])
+    total = rows.softmax_xent(y[:1], t[:1], np.float32(1), d[:1])
     assert np.isnan(total) and np.isnan(d[0]).all()
-    assert np.isnan(_kernels.softmax_xent(y[1:2], t[1:2], np.float32(1), d[1:2]))  # inf - inf
-    assert np.isfinite(_kernels.softmax_xent(y[2:], t[2:], np.float32(1), d[2:]))  # exp(-inf) = 0: finite, as NumPy
+    assert np.isnan(rows.softmax_xent(y[1:2], t[1:2], np.float32(1), d[1:2]))  # inf - inf
+    assert np.isfinite(rows.softmax_xent(y[2:], t[2:], np.float32(1), d[2:]))  # exp(-inf) = 0: finite, as NumPy
 
 
 def test_the_kernels_elementwise_functions_keep_nan():
-    if not _kernels.AVAILABLE:
+    if not fast.available()["kernels"]:
         pytest.skip("no numba")
     a = np.array([np.nan, np.inf, -np.inf, 0.5], np.float32)
     out = np.empty_like(a)
-    _kernels.tanh_(a, out)
+    rows.tanh_(a, out)
     np.testing.assert_array_equal(out[:3], [np.nan, 1.0, -1.0])
-    _kernels.exp_(np.array([np.nan], np.float32), out[:1])
+    rows.exp_(np.array([np.nan], np.float32), out[:1])
     assert np.isnan(out[0])
 
 

@@ -1,13 +1,14 @@
-"""Running one cell over a segment of time, forward and backward.
+"""Running one cell over a segment of time, forward and backward: the reference time loops.
 
 These two loops are the core of full BPTT; the other gradient algorithms order the same
-`cell.step` / `cell.step_back` calls differently.
+`step` / `step_back` calls differently.
 
-Compiled scans. Where a cell has one (the built-in cells in float32 with the kernels on, see
-bptt._kernels), an unmasked forward scan that keeps its tape, and a consumed backward scan of
-such a tape, run as one compiled loop (`cell.fused_forward`, `cell.fused_backward`) instead of
-the Python loops below; the tape then reads its per-step caches on demand from the scan's
-buffers, so the step-by-step backward (TBPTT k1 < k2) uses it unchanged.
+Faster implementations. The loops run a cell's steps through `ops.implementation(cell, dtype)`:
+the cell itself (its NumPy math), or a stand-in with the same contract that bptt.fast offers for
+the built-in cells in float32. Where that stand-in also has a whole compiled scan
+(`forward_scan`: unmasked, tape kept; `backward_scan`: a tape used once), the loop hands it the
+segment; its tape then reads the per-step caches on demand from the scan's buffers, so the
+step-by-step backward (TBPTT k1 < k2) uses it unchanged.
 
 Masks. `mask` is a boolean (T, B) array; on a step where mask[t, b] is False, sequence b's state
 is HELD (state_t = state_{t-1}) and its output is zero. So a padded batch computes exactly what
@@ -20,22 +21,13 @@ through unchanged and gives the cell nothing:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from .._ops import buffers
-from ..cells.base import Cell, Params, state_map
-
-
-class Tape(NamedTuple):
-    """What a forward scan keeps for its backward scan."""
-
-    caches: list  # one cache per step, in time order (None on fully masked steps)
-    mask: np.ndarray | None  # (T, B) bool, or None
-    reverse: bool
-    work: np.ndarray | None = None  # (T, B, W) buffer the caches' bulk lives in (cell.work_size())
-    aux: Any = None  # a compiled scan's other buffers (cell.fused_forward), for cell.fused_backward
+from . import ops
+from .cells.base import Cell, Params, state_map
+from .tape import Tape
 
 
 def _order(T: int, reverse: bool) -> range:
@@ -63,23 +55,18 @@ def scan_forward(
     scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`."""
     T, B = xp.shape[:2]
     full, empty = _mask_flags(mask, T)
-    if keep and T > 0 and full.all():  # the cell's compiled whole scan, where it has one
-        fused = cell.fused_forward(params, xp, state, reverse)
+    impl = ops.implementation(cell, xp.dtype)
+    if keep and T > 0 and full.all() and hasattr(impl, "forward_scan"):  # a whole compiled scan
+        fused = impl.forward_scan(params, xp, state, reverse)
         if fused is not None:
-            outs, state, caches, work, aux = fused
-            return outs, state, Tape(caches, mask, reverse, work, aux)
-    outs = buffers.empty((T, B, cell.output_size), xp.dtype)
+            return fused
+    outs = ops.empty((T, B, cell.output_size), xp.dtype)
     caches: list = [None] * T if keep else []
-    width = cell.work_size() if keep else None
-    work = buffers.empty((T, B, width), xp.dtype) if width else None  # allocated once per segment
     for t in _order(T, reverse):
         if empty[t]:  # nothing to compute: every sequence holds its state
             outs[t] = 0.0
             continue
-        if work is None:
-            new, out, cache = cell.step(params, state, xp[t])
-        else:
-            new, out, cache = cell.step(params, state, xp[t], work=work[t])
+        new, out, cache = impl.step(params, state, xp[t])
         if not full[t]:
             m = mask[t][:, None]  # (B, 1)
             new = state_map(lambda a, b: np.where(m, a, b), new, state)
@@ -90,7 +77,7 @@ def scan_forward(
             if out is new[0]:  # the output is the state's first field: keep one copy of it
                 new = type(new)(outs[t], *new[1:])
         state = new
-    return outs, state, (Tape(caches, mask, reverse, work) if keep else None)
+    return outs, state, (Tape(caches, mask, reverse) if keep else None)
 
 
 def scan_backward(
@@ -109,51 +96,34 @@ def scan_backward(
     dstate: gradient with respect to the final state (zeros for delta(T+1) = 0);
     scale: optional (T, B) factors on the backward message leaving step t towards the step
     before it (0 cuts it: a truncation point; 1/(1 - c) reweights it, as in ARTBP).
-    consume: the tape is not needed afterwards (full BPTT): where the cell keeps its caches in
-    the tape's work buffer, the gradients overwrite them step by step, each step's cache is
-    dropped once used, and the recurrent weights' gradient is ONE matrix product over all
-    steps after the loop (`cell.consume_grads`) instead of T small ones.
+    consume: the tape is not needed afterwards (full BPTT, randomized truncation): a faster
+    implementation's whole scan may then use its buffers for the gradients (`backward_scan`).
     Adds the recurrent parameters' gradients into `grads`; returns dL/dxp (T, B, G) and the
     gradient with respect to the initial state (scaled by the first step's factor)."""
-    caches, mask, reverse, work, aux = tape
     T, B = douts.shape[:2]
-    full, empty = _mask_flags(mask, T)
-    if consume and aux is not None and full.all():  # the compiled backward scan
-        h_prev = buffers.empty((T, B, cell.hidden_size), douts.dtype)
-        f = np.zeros((0, 0), douts.dtype) if scale is None else np.ascontiguousarray(scale, douts.dtype)
-        dstate = cell.fused_backward(params, tape, douts, f, dstate, h_prev)
-        caches.release()
-        return cell.consume_grads(params, work, h_prev, grads), dstate
+    full, empty = _mask_flags(tape.mask, T)
+    impl = ops.implementation(cell, douts.dtype)
+    if consume and tape.aux is not None and full.all() and hasattr(impl, "backward_scan"):
+        return impl.backward_scan(params, tape, douts, scale, dstate, grads)
     if scale is not None:
         scale = np.asarray(scale, douts.dtype)[..., None]  # (T, B, 1), cast once
-    consume = consume and work is not None
-    if consume:  # dL/dxp_t goes over step t's work row; W_hh's gradient waits for the end
-        dxp, h_prev = work, buffers.zeros((T, B, cell.hidden_size), douts.dtype)  # zero rows on empty steps
+    caches = tape.caches
+    dxp = np.empty((T, B, cell.gates * cell.hidden_size), dtype=douts.dtype)
 
-        def back(t, d, g):
-            h_prev[t] = cell.recurrent_input(caches[t])
-            d_prev = cell.step_back_consume(params, caches[t], d, g)
-            caches[t] = None  # consumed: its arrays can go
-            return d_prev
-    else:
-        dxp = np.empty((T, B, cell.gates * cell.hidden_size), dtype=douts.dtype)
+    def back(t, d, g):
+        d_prev, dxp[t] = impl.step_back(params, caches[t], d, g, grads)
+        return d_prev
 
-        def back(t, d, g):
-            d_prev, dxp[t] = cell.step_back(params, caches[t], d, g, grads)
-            return d_prev
-
-    for t in _order(T, not reverse):
+    for t in _order(T, not tape.reverse):
         if empty[t]:
             dxp[t] = 0.0
         elif full[t]:
             dstate = back(t, dstate, douts[t])
         else:  # held sequences get zero gradients at this step (zero rows of dxp)
-            m = mask[t][:, None]
+            m = tape.mask[t][:, None]
             d_prev = back(t, state_map(lambda a: np.where(m, a, 0.0), dstate), np.where(m, douts[t], 0.0))
             dstate = state_map(lambda a, b: np.where(m, a, b), d_prev, dstate)
         if scale is not None:
             f = scale[t]
             dstate = state_map(lambda a: a * f, dstate)
-    if consume:
-        dxp = cell.consume_grads(params, work, h_prev, grads)
     return dxp, dstate

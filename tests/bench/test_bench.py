@@ -69,17 +69,3 @@ def test_cli_bench(tmp_path, capsys):
     assert "--peers: expected one of torch, jax, received 'tensorflow'" in capsys.readouterr().err
     with pytest.raises(ValueError):
         all_cases(("lstm",), ("huge",))
-
-
-def test_scatter_add_rows_equals_add_at():
-    from bptt._ops import scatter_add_rows
-
-    rng = np.random.default_rng(0)
-    for V, N in ((7, 50), (65, 3200), (3, 1)):
-        idx = rng.integers(0, V, N)
-        rows = rng.standard_normal((N, 5))
-        a = rng.standard_normal((5, V))
-        b = a.copy()
-        np.add.at(a.T, idx, rows)
-        scatter_add_rows(b.T, idx, rows)  # a transposed view, as for W_ih's gradient
-        np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13)

@@ -1,4 +1,4 @@
-"""The float32 matrix product of NumPy's own BLAS, for compiled code (bptt._kernels).
+"""The float32 matrix product of NumPy's own BLAS, for compiled code (scans.py).
 
 The whole-scan kernels run a time loop in compiled code and call BLAS's cblas_sgemm directly for
 each step's recurrent product: the same library, the same routine and the same thread setting

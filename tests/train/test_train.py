@@ -310,7 +310,7 @@ def test_batch_update_needs_streams(tmp_path, series_files):
 
 def test_stored_structures_rebuild_only_bptt_classes():
     from bptt._treeio import decode, encode
-    from bptt.algorithms.scan import Tape
+    from bptt.tape import Tape
     from bptt.cells.lstm import LSTMState
 
     tree = {"h": [(3, [Tape([LSTMState(np.ones((2, 3)) * i, np.zeros((2, 3))) for i in range(4)], None, False)], None)]}
@@ -325,7 +325,7 @@ def test_stored_structures_rebuild_only_bptt_classes():
         decode({"nt": "os:system", "f": []}, {})
 
 
-SHARED = os.environ.get("BPTT_SHARED_DATA") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+SHARED = os.environ.get("BPTT_SHARED_DATA") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
 SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare", "input.txt")
 
 

@@ -1,0 +1,341 @@
+"""The built-in cells on the float32 kernels: implementations with the cell contract.
+
+`implementation(cell, dtype)` (installed as bptt.ops.implementation) gives, for an Elman (tanh),
+GRU or LSTM cell of exactly the built-in class on float32 arrays with the kernels on, a stand-in
+whose `step` and `step_back` do the elementwise part in one compiled pass (rows.py), and which
+offers the time loop (bptt.scan) two more things:
+
+- `forward_scan`: an unmasked forward scan that keeps its tape, as one compiled loop (scans.py),
+  or split by hidden units between the engine's threads (split.py) within a step on the engine.
+  The tape's caches are read on demand from the scan's buffers (`StepCaches`), so a step-by-step
+  backward (TBPTT k1 < k2) uses them unchanged.
+- `backward_scan`: the consumed backward scan of such a tape (full BPTT, randomized truncation):
+  the gradients overwrite the tape's gate buffer step by step and the recurrent weights'
+  gradient is ONE matrix product over all T * B rows afterwards.
+
+Everything else (sizes, parameters, projections) is the cell's own. The cells' NumPy code is
+the reference every number here is tested against (tests/fast).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from ..cells.base import Cell, Params, TokenRows
+from ..cells.elman import Elman, ElmanCache, ElmanState
+from ..cells.gru import GRU, GRUCache, GRUState
+from ..cells.lstm import LSTM, LSTMCache, LSTMState
+from ..tape import Tape
+from . import engine, pool, rows, switch
+
+try:  # the compiled scans exist only where NumPy's OpenBLAS and a disk cache were found
+    from . import scans
+    SCANS = scans.AVAILABLE
+except ImportError:  # pragma: no cover
+    SCANS = False
+if SCANS:
+    from . import gemm, split
+
+
+class StepCaches:
+    """The per-step caches of a compiled whole scan, built on demand from its buffers (the scan
+    keeps no Python object per step). Reads like the list of caches a Python scan returns:
+    caches[t], slices, len, iteration; `release()` drops them all."""
+
+    def __init__(self, build: Callable[[int], NamedTuple], T: int) -> None:
+        self._build, self._T, self._released = build, T, False
+
+    def __len__(self) -> int:
+        return self._T
+
+    def __getitem__(self, t: Any) -> Any:
+        if isinstance(t, slice):
+            return [self[i] for i in range(*t.indices(self._T))]
+        t = range(self._T)[t]  # negative steps, bounds (IndexError)
+        return None if self._released else self._build(t)
+
+    def __iter__(self) -> Any:
+        return (self[t] for t in range(self._T))
+
+    def release(self) -> None:
+        self._released = True
+
+
+def scan_rows(xp: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(src, idx) with step t's projection rows src[idx[t]], for the compiled scans: the token
+    table and the tokens of a `TokenRows`, or a dense (T*B, G) projection and arange(T*B)."""
+    if isinstance(xp, TokenRows):
+        return xp.table, np.ascontiguousarray(xp.x, dtype=np.int64)
+    T, B, G = xp.shape
+    return np.ascontiguousarray(xp).reshape(T * B, G), np.arange(T * B, dtype=np.int64).reshape(T, B)
+
+
+def previous_step(t: int, T: int, reverse: bool) -> int | None:
+    """The step a scan visits before step t (None for its first step)."""
+    p = t + 1 if reverse else t - 1
+    return p if 0 <= p < T else None
+
+
+def _edge(dtype: Any) -> np.ndarray:
+    return np.empty((4, 16), dtype)
+
+
+class _Fast:
+    """A cell's steps on the kernels; every other attribute is the cell's."""
+
+    work: int  # columns of the gate buffer per hidden unit
+
+    def __init__(self, cell: Cell) -> None:
+        self.cell = cell
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cell, name)
+
+    def _panels(self, params: Params, part: int, P: int, forward: bool) -> np.ndarray:
+        """A part's recurrent weights for a split scan, packed (gemm.panels): forward, the
+        transpose of its units' rows of every gate block of W_hh (H, gates * n); backward, its
+        units' columns of W_hh (gates * H, n)."""
+        H = self.cell.hidden_size
+        W, units = params["W_hh"], engine.share(H, part, P)
+        return gemm.panels(W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units])
+
+    def _buffers(self, xp: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The input rows (src, idx) and, from the pool, the gate buffer and the outputs."""
+        src, idx = scan_rows(xp)
+        T, B = idx.shape
+        H = self.cell.hidden_size
+        return src, idx, pool.empty((T, B, self.work * H), xp.dtype), pool.empty((T, B, H), xp.dtype)
+
+    def _weight_grad(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
+        """After a consumed backward scan whose work rows hold dL/dxp_t, also the gradient at
+        h W_hh^T (Elman, LSTM): dW_hh = sum_t work_t^T h_{t-1} as one product; returns dL/dxp."""
+        T, B, W = work.shape
+        grads["W_hh"] += pool.matmul(work.reshape(T * B, W).T, h_prev.reshape(T * B, -1))
+        return work
+
+    def _back_scan(self, params: Params, tape: Tape, douts: np.ndarray, scale: Any, run: Callable) -> tuple:
+        T, B, H = douts.shape[0], douts.shape[1], self.cell.hidden_size
+        h_prev = pool.empty((T, B, H), douts.dtype)
+        f = np.zeros((0, 0), douts.dtype) if scale is None else np.ascontiguousarray(scale, douts.dtype)
+        dstate = run(h_prev, f, np.ascontiguousarray(douts))
+        tape.caches.release()
+        return h_prev, dstate
+
+
+class FastLSTM(_Fast):
+    work = 4
+
+    def step(self, params: Params, state: LSTMState, xp_t: np.ndarray):
+        act = state.h @ params["W_hh"].T  # (B, 4H), becomes [i, f, g, o]
+        c, h = np.empty_like(state.c), np.empty_like(state.h)
+        rows.lstm_fwd(xp_t, act, state.c, c, h)
+        return LSTMState(h, c), h, LSTMCache(state.h, state.c, act, c)
+
+    def step_back(self, params: Params, cache: LSTMCache, dstate: LSTMState, dout, grads: Params):
+        h_prev, c_prev, act, c = cache
+        da, dc_prev = np.empty_like(act), np.empty_like(c)
+        rows.lstm_bwd(act, c_prev, c, dstate.h, dout, dstate.c, da, dc_prev)
+        grads["W_hh"] += da.T @ h_prev
+        return LSTMState(da @ params["W_hh"], dc_prev), da
+
+    def forward_scan(self, params: Params, xp: Any, state: LSTMState, reverse: bool):
+        if not (SCANS and switch.scans_on()):
+            return None
+        src, idx, work, outs = self._buffers(xp)
+        T, B = idx.shape
+        h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
+        cs = pool.empty(outs.shape, xp.dtype)
+        if engine.engaged():  # split by hidden units between the engine's threads
+
+            def own(p, P):  # packed weights, product and edge scratch
+                Wp = self._panels(params, p, P, True)
+                return Wp, np.empty((B, Wp.shape[0] * 16), xp.dtype), _edge(xp.dtype)
+
+            engine.scan_parts(split.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, own=own)
+        else:
+            scans.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
+
+        def cache(t):
+            p = previous_step(t, T, reverse)
+            return LSTMCache(h0, c0, work[t], cs[t]) if p is None else LSTMCache(outs[p], cs[p], work[t], cs[t])
+
+        last = 0 if reverse else T - 1
+        return outs, LSTMState(outs[last], cs[last]), Tape(StepCaches(cache, T), None, reverse, (work, h0, c0, cs, outs))
+
+    def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: LSTMState, grads: Params):
+        work, h0, c0, cs, outs = tape.aux
+        dh = np.array(dstate.h, dtype=douts.dtype, order="C")
+        dc = np.array(dstate.c, dtype=douts.dtype, order="C")
+        H = self.cell.hidden_size
+
+        def run(h_prev, f, g):
+            args = (h0, c0, work, cs, outs, g, dh, dc, h_prev, f, tape.reverse)
+            if engine.engaged():
+
+                def own(p, P):  # packed weights, row and edge scratch
+                    return self._panels(params, p, P, False), np.empty(5 * -(-H // P), dh.dtype), _edge(dh.dtype)
+
+                engine.scan_parts(split.lstm_scan_back_part, *args, own=own)
+            else:
+                scans.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
+            return LSTMState(dh, dc)
+
+        h_prev, d0 = self._back_scan(params, tape, douts, scale, run)
+        return self._weight_grad(params, work, h_prev, grads), d0
+
+
+class FastGRU(_Fast):
+    work = 4
+
+    def step(self, params: Params, state: GRUState, xp_t: np.ndarray):
+        H = self.cell.hidden_size
+        h = state.h
+        rec = h @ params["W_hh"].T  # (B, 3H)
+        work, h_new = np.empty((h.shape[0], 4 * H), dtype=h.dtype), np.empty_like(h)
+        rows.gru_fwd(xp_t, rec, params["b_hh"][2 * H :], h, work, h_new)
+        return GRUState(h_new), h_new, GRUCache(h, work)
+
+    def step_back(self, params: Params, cache: GRUCache, dstate: GRUState, dout, grads: Params):
+        H = self.cell.hidden_size
+        h, work = cache
+        da, drec, dhz = np.empty_like(work), np.empty((h.shape[0], 3 * H), dtype=h.dtype), np.empty_like(h)
+        rows.gru_bwd(work, h, dstate.h, dout, da, drec, dhz)
+        grads["W_hh"] += drec.T @ h
+        grads["b_hh"][2 * H :] += drec[:, 2 * H :].sum(axis=0)
+        return GRUState(dhz + drec @ params["W_hh"]), da[:, : 3 * H]
+
+    def _weight_grad(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
+        """After the consumed scan the work rows hold [da_r, da_z, da_n, da_n r]: the gradient
+        at h W_hh^T is [da_r, da_z, da_n r]; dL/dxp is the first three blocks."""
+        T, B, G4 = work.shape
+        H = G4 // 4
+        w2, hp = work.reshape(T * B, G4), h_prev.reshape(T * B, -1)
+        grads["W_hh"][: 2 * H] += pool.matmul(w2[:, : 2 * H].T, hp)
+        grads["W_hh"][2 * H :] += pool.matmul(w2[:, 3 * H :].T, hp)
+        grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
+        return work[..., : 3 * H]
+
+    def forward_scan(self, params: Params, xp: Any, state: GRUState, reverse: bool):
+        if not (SCANS and switch.scans_on()):
+            return None
+        src, idx, work, outs = self._buffers(xp)
+        T, B = idx.shape
+        H = self.cell.hidden_size
+        h0 = np.ascontiguousarray(state.h)
+        b_hn = np.ascontiguousarray(params["b_hh"][2 * H :])
+        if engine.engaged():
+
+            def own(p, P):  # packed weights, product and edge scratch
+                Wp = self._panels(params, p, P, True)
+                return Wp, np.empty((B, Wp.shape[0] * 16), xp.dtype), _edge(xp.dtype)
+
+            engine.scan_parts(split.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, own=own)
+        else:
+            rec = np.empty((B, 3 * H), dtype=xp.dtype)
+            scans.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), b_hn, h0, work, outs, rec, reverse)
+
+        def cache(t):
+            p = previous_step(t, T, reverse)
+            return GRUCache(h0 if p is None else outs[p], work[t])
+
+        return outs, GRUState(outs[0 if reverse else T - 1]), Tape(StepCaches(cache, T), None, reverse, (work, h0, outs))
+
+    def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: GRUState, grads: Params):
+        work, h0, outs = tape.aux
+        dh = np.array(dstate.h, dtype=douts.dtype, order="C")
+        B, H = dh.shape
+
+        def run(h_prev, f, g):
+            if engine.engaged():
+                drec = np.empty((2, B, 3 * H), dtype=dh.dtype)  # shared, alternate halves on alternate steps
+
+                def own(p, P):  # packed weights, row and edge scratch
+                    return self._panels(params, p, P, False), np.empty(4 * -(-H // P), dh.dtype), _edge(dh.dtype)
+
+                engine.scan_parts(split.gru_scan_back_part, h0, work, outs, g, dh, drec, h_prev, f, tape.reverse, own=own)
+            else:
+                drec = np.empty((B, 3 * H), dtype=dh.dtype)
+                scans.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, work, outs, g, dh, drec, h_prev, f, tape.reverse)
+            return GRUState(dh)
+
+        h_prev, d0 = self._back_scan(params, tape, douts, scale, run)
+        return self._weight_grad(params, work, h_prev, grads), d0
+
+
+class FastElman(_Fast):
+    """Elman with tanh (the only activation the kernels have)."""
+
+    work = 1
+
+    def step(self, params: Params, state: ElmanState, xp_t: np.ndarray):
+        a = state.h @ params["W_hh"].T  # (B, H), becomes h' = tanh(xp + a)
+        rows.elman_fwd(xp_t, a)
+        return ElmanState(a), a, ElmanCache(state.h, a)
+
+    def step_back(self, params: Params, cache: ElmanCache, dstate: ElmanState, dout, grads: Params):
+        delta = np.empty_like(cache.h)
+        rows.elman_bwd(cache.h, dstate.h, dout, delta)
+        grads["W_hh"] += delta.T @ cache.h_prev
+        return ElmanState(delta @ params["W_hh"]), delta
+
+    def forward_scan(self, params: Params, xp: Any, state: ElmanState, reverse: bool):
+        if not (SCANS and switch.scans_on()):
+            return None
+        src, idx, work, outs = self._buffers(xp)
+        T = idx.shape[0]
+        h0 = np.ascontiguousarray(state.h)
+        if engine.engaged():
+
+            def own(p, P):  # packed weights, edge scratch
+                return self._panels(params, p, P, True), _edge(xp.dtype)
+
+            engine.scan_parts(split.elman_scan_part, src, idx, h0, work, outs, reverse, own=own)
+        else:
+            scans.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
+
+        def cache(t):
+            p = previous_step(t, T, reverse)
+            return ElmanCache(h0 if p is None else outs[p], work[t])
+
+        return outs, ElmanState(outs[0 if reverse else T - 1]), Tape(StepCaches(cache, T), None, reverse, (work, h0))
+
+    def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: ElmanState, grads: Params):
+        work, h0 = tape.aux
+        dh = np.array(dstate.h, dtype=douts.dtype, order="C")
+        H = self.cell.hidden_size
+
+        def run(h_prev, f, g):
+            args = (h0, work, g, dh, h_prev, f, tape.reverse)
+            if engine.engaged():
+
+                def own(p, P):  # packed weights, row and edge scratch
+                    return self._panels(params, p, P, False), np.empty(-(-H // P), dh.dtype), _edge(dh.dtype)
+
+                engine.scan_parts(split.elman_scan_back_part, *args, own=own)
+            else:
+                scans.elman_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
+            return ElmanState(dh)
+
+        h_prev, d0 = self._back_scan(params, tape, douts, scale, run)
+        return self._weight_grad(params, work, h_prev, grads), d0
+
+
+_IMPLEMENTATIONS: dict[type, type[_Fast]] = {LSTM: FastLSTM, GRU: FastGRU, Elman: FastElman}
+
+
+def _fits(cell: Any) -> bool:
+    """Exactly a built-in class (a user's subclass keeps its own math) with the kernels' activation."""
+    return type(cell) in _IMPLEMENTATIONS and (type(cell) is not Elman or cell.activation.name == "tanh")
+
+
+def implementation(cell: Any, dtype: Any) -> Any:
+    if dtype != np.float32 or not switch.kernels_on() or not _fits(cell):
+        return cell
+    return _IMPLEMENTATIONS[type(cell)](cell)
+
+
+def splits(dtype: Any) -> Callable[[Any], bool]:
+    """Whether a cell's steps on `dtype` can run split on the engine."""
+    return lambda cell: SCANS and dtype == np.float32 and switch.kernels_on() and switch.scans_on() and _fits(cell)

@@ -1,0 +1,287 @@
+"""Elementwise float32 kernels: the rows of one time step of the built-in cells, fused.
+
+Each kernel does the whole elementwise part of one step and direction in one pass over a batch
+row (`lstm_fwd`, `lstm_bwd`, ...), where NumPy makes a dozen calls and passes over memory. The
+row functions (`_lstm_cells`, ...) are shared with the whole and split scans (scans.py,
+split.py). Their tanh is a 13/6-degree rational interpolant (the one Eigen and XLA use for
+float32: x P(x^2) / Q(x^2), clamped to [-9, 9]), accurate to a few float32 ulp (|error| <= 4e-7
+everywhere, tested) and vectorised by the compiler; the sigmoid is (1 + tanh(a/2)) / 2; the
+softmax's exp (arguments <= 0) is Cephes' polynomial with the power of two written into the
+exponent bits (relative error <= 3e-7, tested).
+
+Aliasing. Each kernel reads all inputs of an element before writing its outputs and no element
+reads another's outputs, so an output may be the same array as an input (the consumed-tape
+backward overwrites the cached gates with their gradients).
+
+The NumPy code of each cell (bptt.cells) is the reference these are tested against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .jit import inline, jit
+
+f4 = np.float32
+# tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9] (beyond it tanh is +-1 in float32)
+_A1, _A3, _A5, _A7 = f4(4.89352455891786e-03), f4(6.37261928875436e-04), f4(1.48572235717979e-05), f4(5.12229709037114e-08)
+_A9, _A11, _A13 = f4(-8.60467152213735e-11), f4(2.00018790482477e-13), f4(-2.76076847742355e-16)
+_B0, _B2, _B4, _B6 = f4(4.89352518554385e-03), f4(2.26843463243900e-03), f4(1.18534705686654e-04), f4(1.19825839466702e-06)
+_NINE, _HALF, _ONE, _ZERO = f4(9.0), f4(0.5), f4(1.0), f4(0.0)
+
+@inline
+def tanh32(x):
+    x = _NINE if x > _NINE else x
+    x = -_NINE if x < -_NINE else x
+    x2 = x * x
+    p = x2 * _A13 + _A11
+    p = x2 * p + _A9
+    p = x2 * p + _A7
+    p = x2 * p + _A5
+    p = x2 * p + _A3
+    p = x2 * p + _A1
+    q = x2 * _B6 + _B4
+    q = x2 * q + _B2
+    q = x2 * q + _B0
+    return x * p / q
+
+@inline
+def sigm32(x):
+    return _HALF + _HALF * tanh32(_HALF * x)
+
+# exp(x) for x <= 0 (softmax after subtracting the row maximum): x = n ln 2 + r with
+# n = round(x / ln 2) (by truncation, which rounds x / ln 2 - 1/2 to nearest for x <= 0) and
+# |r| <= ln(2) / 2, exp(r) by Cephes' degree-7 polynomial, 2^n put into the exponent bits.
+# Relative error 1.5e-7 at most on [-87, 0] (the tests allow 3e-7); below -87 (exp < 1.7e-38,
+# nothing next to the row maximum's 1) it returns exp(-87). Written so that the compiler
+# vectorises it (no floor, no call).
+_LOG2E, _LN2_HI, _LN2_LO = f4(1.4426950408889634), f4(0.693145751953125), f4(1.428606765330187e-06)
+_E2, _E3, _E4, _E5, _E6, _E7 = f4(5.0000001201e-1), f4(1.6666665459e-1), f4(4.1665795894e-2), f4(8.3334519073e-3), f4(1.3981999507e-3), f4(1.9875691500e-4)
+_EXP_MIN = f4(-87.0)
+
+@inline
+def exp32(x):
+    x = _EXP_MIN if x < _EXP_MIN else x
+    x = _ZERO if x > _ZERO else x
+    n = np.int32(x * _LOG2E - _HALF)
+    fn = f4(n)
+    r = x - fn * _LN2_HI - fn * _LN2_LO
+    p = r * _E7 + _E6
+    p = r * p + _E5
+    p = r * p + _E4
+    p = r * p + _E3
+    p = r * p + _E2
+    p = p * r * r + r + _ONE
+    return p * np.int32((n + np.int32(127)) << np.int32(23)).view(np.float32)
+
+@jit
+def exp_(a, out):
+    """out = exp(a) for a <= 0, elementwise over a 1-D view (the tests' handle on exp32)."""
+    for k in range(a.shape[0]):
+        out[k] = exp32(a[k])
+
+@jit
+def softmax_xent(y, t, scale, d):
+    """Softmax cross-entropy of the rows of y (N, K) against class ids t (N,): returns the
+    sum over rows of l_n = log sum_k exp(y_nk) - y_n,t_n (accumulated in float64) and, if d
+    has N rows, writes d = scale * (softmax(y_n) - onehot(t_n)) there. One pass per row."""
+    N, K = y.shape
+    grad = d.shape[0] == N
+    total = 0.0
+    e = np.empty(K, y.dtype)
+    for n in range(N):
+        r = y[n]
+        m = r[0]
+        for k in range(1, K):
+            m = r[k] if r[k] > m else m
+        for k in range(K):
+            e[k] = exp32(r[k] - m)
+        s = _ZERO
+        for k in range(K):
+            s += e[k]
+        total += np.log(np.float64(s)) - np.float64(r[t[n]] - m)
+        if grad:
+            q, o = scale / s, d[n]
+            for k in range(K):
+                o[k] = e[k] * q
+            o[t[n]] -= scale
+    return total
+
+@jit
+def tanh_(a, out):
+    """out = tanh(a), elementwise over a 1-D view."""
+    for k in range(a.shape[0]):
+        out[k] = tanh32(a[k])
+
+# Loops run over one row b at a time (1-D views); each loop reads and writes either the same
+# index of an array or distinct arrays, so the compiler vectorises it. A row function that
+# may write over its input (a consumed tape) builds the row in a scratch row first. The row
+# functions are shared by the one-step kernels (called from the cells' Python steps) and the
+# whole-scan kernels below.
+
+@inline
+def _elman_row(x, a):
+    for j in range(a.shape[0]):
+        a[j] = tanh32(x[j] + a[j])
+
+@inline
+def _elman_row_back(y, g1, g2, d, row):
+    H = y.shape[0]
+    for j in range(H):
+        row[j] = (g1[j] + g2[j]) * (_ONE - y[j] * y[j])
+    for j in range(H):
+        d[j] = row[j]
+
+@inline
+def _lstm_cells(xi, xf, xg, xo, ai, af, ag, ao, wi, wf, wg, wo, cp, cr, hr):
+    """The gates of H cells from input rows x* and recurrent rows a* into w* (which may be
+    the a*), their new c and h; every argument a length-H slice."""
+    H = cr.shape[0]
+    for j in range(H):
+        wi[j] = sigm32(xi[j] + ai[j])
+    for j in range(H):
+        wf[j] = sigm32(xf[j] + af[j])
+    for j in range(H):
+        wg[j] = tanh32(xg[j] + ag[j])
+    for j in range(H):
+        wo[j] = sigm32(xo[j] + ao[j])
+    for j in range(H):
+        cr[j] = wf[j] * cp[j] + wi[j] * wg[j]
+    for j in range(H):
+        hr[j] = wo[j] * tanh32(cr[j])
+
+@inline
+def _lstm_row(x, a, cp, cr, hr):
+    H = cr.shape[0]
+    ai, af, ag, ao = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+    _lstm_cells(x[:H], x[H : 2 * H], x[2 * H : 3 * H], x[3 * H :], ai, af, ag, ao, ai, af, ag, ao, cp, cr, hr)
+
+@inline
+def _lstm_cells_back(ai, af, ag, ao, cp, cr, g1, g2, gc, ri, rf, rg, ro, dp, dcs):
+    """dL/d(pre-activations) of H cells into r* from their gates a*, c_prev, c', dL/dh'
+    (g1 + g2) and dL/dc' (gc); dL/dc_prev into dp (which may be gc); dcs (H) scratch."""
+    H = cr.shape[0]
+    for j in range(H):
+        tc = tanh32(cr[j])
+        gh = g1[j] + g2[j]
+        o = ao[j]
+        dcs[j] = gc[j] + gh * o * (_ONE - tc * tc)
+        ro[j] = gh * tc * o * (_ONE - o)
+    for j in range(H):
+        i, f, g, d = ai[j], af[j], ag[j], dcs[j]
+        dp[j] = d * f
+        ri[j] = d * g * i * (_ONE - i)
+        rf[j] = d * cp[j] * f * (_ONE - f)
+        rg[j] = d * i * (_ONE - g * g)
+
+@inline
+def _lstm_row_back(a, cp, cr, g1, g2, gc, out, dp, row, dcs):
+    H = cr.shape[0]
+    _lstm_cells_back(a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :], cp, cr, g1, g2, gc,
+                     row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :], dp, dcs)
+    for k in range(4 * H):
+        out[k] = row[k]
+
+@inline
+def _gru_cells(xr, xz, xn, rr, rz, rn, b_hn, wr, wz, wn, whn, hp, hn):
+    """H cells: gates r, z, n and hn = W_hn h + b_hn into w*, h' into hn; length-H slices."""
+    H = hp.shape[0]
+    for j in range(H):
+        wr[j] = sigm32(xr[j] + rr[j])
+    for j in range(H):
+        wz[j] = sigm32(xz[j] + rz[j])
+    for j in range(H):
+        whn[j] = rn[j] + b_hn[j]
+    for j in range(H):
+        wn[j] = tanh32(xn[j] + wr[j] * whn[j])
+    for j in range(H):
+        n = wn[j]
+        hn[j] = n + wz[j] * (hp[j] - n)
+
+@inline
+def _gru_row(x, rc, b_hn, w, hp, hn):
+    H = hp.shape[0]
+    _gru_cells(x[:H], x[H : 2 * H], x[2 * H :], rc[:H], rc[H : 2 * H], rc[2 * H :], b_hn,
+               w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :], hp, hn)
+
+@inline
+def _gru_cells_back(wr, wz, wn, whn, hp, g1, g2, r0, r1, r2, r3, dz_):
+    """H cells: [da_r, da_z, da_n, da_n r] into r0..r3 from the cached [r, z, n, hn], h and
+    dL/dh' = g1 + g2; the direct path g z into dz_ (which may be g1)."""
+    for j in range(hp.shape[0]):
+        r, z, n = wr[j], wz[j], wn[j]
+        g = g1[j] + g2[j]
+        dan = g * (_ONE - z) * (_ONE - n * n)
+        r0[j] = dan * whn[j] * r * (_ONE - r)
+        r1[j] = g * (hp[j] - n) * z * (_ONE - z)
+        r2[j] = dan
+        r3[j] = dan * r
+        dz_[j] = g * z
+
+@inline
+def _gru_row_back(w, hp, g1, g2, out, dr, dz_, row):
+    H = hp.shape[0]
+    r0, r1, r2, r3 = row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :]
+    _gru_cells_back(w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :], hp, g1, g2, r0, r1, r2, r3, dz_)
+    drz, drn = dr[: 2 * H], dr[2 * H :]
+    for k in range(2 * H):
+        drz[k] = row[k]
+    for j in range(H):
+        drn[j] = r3[j]
+    for k in range(4 * H):
+        out[k] = row[k]
+
+@jit
+def elman_fwd(xp, act):
+    """act (B, H) holds h W_hh^T; becomes h' = tanh(xp + act)."""
+    for b in range(act.shape[0]):
+        _elman_row(xp[b], act[b])
+
+@jit
+def elman_bwd(h, dh, dout, delta):
+    """delta = (dh + dout) (1 - h^2); delta may be h (then pass the same array twice)."""
+    row = np.empty(h.shape[1], h.dtype)
+    for b in range(h.shape[0]):
+        _elman_row_back(h[b], dh[b], dout[b], delta[b], row)
+
+@jit
+def lstm_fwd(xp, gates, c_prev, c, h):
+    """gates (B, 4H) holds h W_hh^T; becomes [i, f, g, o] of xp + it. Writes c' and h'."""
+    for b in range(gates.shape[0]):
+        _lstm_row(xp[b], gates[b], c_prev[b], c[b], h[b])
+
+@jit
+def lstm_bwd(gates, c_prev, c, dh, dout, dc, da, dc_prev):
+    """da (B, 4H) = dL/d[pre-activations] (may be `gates`); dc_prev = dL/dc_{t-1} (may be dc)."""
+    H = c.shape[1]
+    row, dcs = np.empty(4 * H, gates.dtype), np.empty(H, gates.dtype)
+    for b in range(gates.shape[0]):
+        _lstm_row_back(gates[b], c_prev[b], c[b], dh[b], dout[b], dc[b], da[b], dc_prev[b], row, dcs)
+
+@jit
+def gru_fwd(xp, rec, b_hn, h, work, h_new):
+    """rec (B, 3H) = h W_hh^T; work (B, 4H) <- [r, z, n, hn]; h_new = n + z (h - n)."""
+    for b in range(h.shape[0]):
+        _gru_row(xp[b], rec[b], b_hn, work[b], h[b], h_new[b])
+
+@jit
+def gru_bwd(work, h, dh, dout, da, drec, dhz):
+    """da (B, 4H) <- [da_r, da_z, da_n, da_n r] (may be `work`); drec (B, 3H) <- the gradient
+    at h W_hh^T, [da_r, da_z, da_n r]; dhz <- (dh + dout) z (the direct path to h)."""
+    row = np.empty(work.shape[1], work.dtype)
+    for b in range(h.shape[0]):
+        _gru_row_back(work[b], h[b], dh[b], dout[b], da[b], drec[b], dhz[b], row)
+
+@jit
+def scatter_add(target, idx, rows):
+    """target[idx[n]] += rows[n] for every n; target (V, G) C-contiguous."""
+    for n in range(idx.shape[0]):
+        t, r = target[idx[n]], rows[n]
+        for k in range(r.shape[0]):
+            t[k] += r[k]
+
+# ---- whole scans: the time loop itself compiled, BLAS called per step (bptt._blas) ----------
+# Step order s = 0 .. T-1 visits t = s (forward scan) or T-1-s (reversed scan); the step
+# before t is t-1 (or t+1); the first step reads the initial state. src (N, G) and idx (T, B)
+# give step t's input projection rows src[idx[t, b]]: the (V, G) token table and the tokens,
+# or a dense (T*B, G) projection and arange(T*B). All arrays C-contiguous float32.

@@ -1,0 +1,164 @@
+"""Whole scans: the time loop of a built-in cell compiled, BLAS called per step.
+
+Per step, the recurrent product goes through NumPy's own BLAS routine cblas_sgemm (blas.py: the
+same library, routine and thread setting as NumPy's matmul), then the same row functions as
+the step kernels (rows.py), with no Python between steps. Used for an unmasked forward scan
+that keeps its tape and for a consumed backward scan, off the engine (the engine runs the split
+scans of split.py). Step order s = 0 .. T-1 visits t = s (forward scan) or T-1-s (reversed
+scan); the step before t is t-1 (or t+1); the first step reads the initial state. src (N, G)
+and idx (T, B) give step t's input projection rows src[idx[t, b]]: the (V, G) token table and
+the tokens, or a dense (T*B, G) projection and arange(T*B). All arrays C-contiguous float32.
+
+AVAILABLE is False where NumPy's OpenBLAS is not found or no disk cache can be written
+(compiling these at every start would cost about 12 s); the Python time loops then run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import blas
+from .jit import CACHE, inline, jit
+from .rows import (
+    _ONE,
+    _ZERO,
+    _elman_row,
+    _elman_row_back,
+    _gru_row,
+    _gru_row_back,
+    _lstm_row,
+    _lstm_row_back,
+)
+
+SGEMM = blas.find_sgemm() if CACHE else None
+AVAILABLE = SGEMM is not None
+
+if AVAILABLE:
+    from llvmlite import binding as llvm
+    from numba import types as nt
+
+    llvm.add_symbol("bptt_cblas_sgemm", SGEMM)
+    _I, _P = nt.int64, nt.uintp
+    _sgemm = nt.ExternalFunction(
+        "bptt_cblas_sgemm",
+        nt.void(nt.int32, nt.int32, nt.int32, _I, _I, _I, nt.float32, _P, _I, _P, _I, nt.float32, _P, _I),
+    )
+
+    @inline
+    def _mm(A, Bm, C, trans_b, beta):
+        """C = A @ Bm (or A @ Bm^T) + beta C, row-major with unit inner strides (cblas_sgemm)."""
+        _sgemm(101, 111, 112 if trans_b else 111, A.shape[0], C.shape[1], A.shape[1], _ONE,
+               A.ctypes.data, A.strides[0] // 4, Bm.ctypes.data, Bm.strides[0] // 4, beta,
+               C.ctypes.data, C.strides[0] // 4)
+
+    @inline
+    def _at(s, T, reverse):
+        return T - 1 - s if reverse else s
+
+    @inline
+    def _before(first, seq, s, T, reverse):
+        """The state step s starts from: `first` for s = 0, else seq at the step before."""
+        return first if s == 0 else seq[_at(s - 1, T, reverse)]
+
+    @inline
+    def _scale_rows(d, scale, t):
+        """d[b] *= scale[t, b] (the message factors of randomized truncation; none if empty)."""
+        if scale.shape[0] > 0:
+            for b in range(d.shape[0]):
+                f, r = scale[t, b], d[b]
+                for j in range(r.shape[0]):
+                    r[j] *= f
+
+    @jit
+    def elman_scan(src, idx, W, h0, work, outs, reverse):
+        """work[t] <- h_t = tanh(xp_t + h_{t-1} W^T); outs[t] <- h_t."""
+        T = work.shape[0]
+        for s in range(T):
+            t = _at(s, T, reverse)
+            hp = _before(h0, outs, s, T, reverse)
+            a = work[t]
+            _mm(hp, W, a, True, _ZERO)
+            for b in range(a.shape[0]):
+                _elman_row(src[idx[t, b]], a[b])
+            outs[t] = a
+
+    @jit
+    def elman_scan_back(W, h0, work, douts, dh, h_prev, scale, reverse):
+        """Consumed tape: work[t] <- delta_t, h_prev[t] <- h_{t-1}; dh: dL/dh_T in, dL/dh_0 out;
+        the message leaving step t is multiplied by scale[t] ((T, B), or (0, 0): none)."""
+        T = work.shape[0]
+        row = np.empty(dh.shape[1], dh.dtype)
+        for s in range(T - 1, -1, -1):
+            t = _at(s, T, reverse)
+            h_prev[t] = _before(h0, work, s, T, reverse)
+            w, g = work[t], douts[t]
+            for b in range(w.shape[0]):
+                _elman_row_back(w[b], dh[b], g[b], w[b], row)
+            _mm(w, W, dh, False, _ZERO)
+            _scale_rows(dh, scale, t)
+
+    @jit
+    def lstm_scan(src, idx, W, h0, c0, work, cs, outs, reverse):
+        """work[t] <- [i, f, g, o], cs[t] <- c_t, outs[t] <- h_t."""
+        T = work.shape[0]
+        for s in range(T):
+            t = _at(s, T, reverse)
+            hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
+            a, c, h = work[t], cs[t], outs[t]
+            _mm(hp, W, a, True, _ZERO)
+            for b in range(a.shape[0]):
+                _lstm_row(src[idx[t, b]], a[b], cp[b], c[b], h[b])
+
+    @jit
+    def lstm_scan_back(W, h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse):
+        """Consumed tape: work[t] <- dL/d(pre-activations), h_prev[t] <- h_{t-1};
+        dh, dc: dL/d(h_T, c_T) in, dL/d(h_0, c_0) out."""
+        T = work.shape[0]
+        H = dh.shape[1]
+        row, dcs = np.empty(4 * H, dh.dtype), np.empty(H, dh.dtype)
+        for s in range(T - 1, -1, -1):
+            t = _at(s, T, reverse)
+            hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
+            h_prev[t] = hp
+            a, c, g = work[t], cs[t], douts[t]
+            for b in range(a.shape[0]):
+                _lstm_row_back(a[b], cp[b], c[b], dh[b], g[b], dc[b], a[b], dc[b], row, dcs)
+            _mm(a, W, dh, False, _ZERO)
+            _scale_rows(dh, scale, t)
+            _scale_rows(dc, scale, t)
+
+    @jit
+    def gru_scan(src, idx, W, b_hn, h0, work, outs, rec, reverse):
+        """work[t] <- [r, z, n, hn], outs[t] <- h_t; rec (B, 3H) scratch."""
+        T = work.shape[0]
+        for s in range(T):
+            t = _at(s, T, reverse)
+            hp = _before(h0, outs, s, T, reverse)
+            w, h = work[t], outs[t]
+            _mm(hp, W, rec, True, _ZERO)
+            for b in range(w.shape[0]):
+                _gru_row(src[idx[t, b]], rec[b], b_hn, w[b], hp[b], h[b])
+
+    @jit
+    def gru_scan_back(W, h0, work, outs, douts, dh, drec, h_prev, scale, reverse):
+        """Consumed tape: work[t] <- [da_r, da_z, da_n, da_n r], h_prev[t] <- h_{t-1};
+        dh: dL/dh_T in, dL/dh_0 out; drec (B, 3H) scratch."""
+        T = work.shape[0]
+        row = np.empty(work.shape[2], dh.dtype)
+        for s in range(T - 1, -1, -1):
+            t = _at(s, T, reverse)
+            hp = _before(h0, outs, s, T, reverse)
+            h_prev[t] = hp
+            w, g = work[t], douts[t]
+            for b in range(w.shape[0]):  # dh <- (dh + dout) z, the direct path, in place
+                _gru_row_back(w[b], hp[b], dh[b], g[b], w[b], drec[b], dh[b], row)
+            _mm(drec, W, dh, False, _ONE)
+            _scale_rows(dh, scale, t)
+
+        # ---- scans split between threads by hidden units (bptt._threads) --------------------------
+        # Part p of P takes the hidden units lo:hi (`_share`): its rows of W_hh, its gate columns,
+        # its slices of c and h. The threads meet once per step at a counter in shared memory:
+        # forward, step s's product reads all of h_{t-1}, so each part waits until all P parts have
+        # finished s steps; backward, step s's product dh[:, lo:hi] = da_t W_hh[:, lo:hi] reads all
+        # of da_t, so each part waits until all P parts have written it. Nothing else is shared:
+        # every other write goes to the part's own units, and step s never writes what step s+-1

@@ -1,0 +1,97 @@
+"""Compiling the kernels once: `ensure()` loads them from Numba's disk cache, or compiles them
+the first time, with one line on stderr saying so; `bptt warm` does it ahead of time.
+
+Where split scans exist (the engine runs full BPTT's steps on them), the unsplit whole scans
+serve only steps off the engine (TBPTT's segments): they compile at their first use (about 3 s).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+import numba
+import numpy as np
+
+from . import jit, rows, scans
+
+SCANS = scans.AVAILABLE
+if SCANS:
+    from . import gemm, split, sync
+
+    SPLIT = sync.AVAILABLE
+else:  # pragma: no cover - without NumPy's OpenBLAS or a disk cache
+    SPLIT = False
+
+
+def _marker() -> str:
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    return os.path.join(folder, f"bptt-kernels-{numba.__version__}-numpy{np.__version__}.compiled")
+
+
+def compiled() -> bool:
+    """Whether the kernels were compiled into the disk cache already (by this install)."""
+    return jit.CACHE and os.path.exists(_marker())
+
+
+def ensure(verbose: bool = True) -> bool:
+    """Compile or load every kernel this machine uses; False (with a warning) if that fails."""
+    cached = compiled()
+    if verbose and not cached:
+        print("bptt: compiling the float32 kernels once (about 30 s; `bptt warm` does it ahead of time)",
+              file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        _compile()
+    except Exception as e:  # pragma: no cover - a broken compiler must not break the library
+        warnings.warn(f"bptt: compiled kernels unavailable ({type(e).__name__}: {e}); using NumPy", RuntimeWarning)
+        return False
+    if jit.CACHE and not cached:
+        os.makedirs(os.path.dirname(_marker()), exist_ok=True)
+        with open(_marker(), "w") as f:
+            f.write(f"compiled in {time.perf_counter() - t0:.1f} s\n")
+    return True
+
+
+def _compile() -> None:
+    """Compile (first time) or load (from the cache) the C-contiguous float32 versions."""
+    f, i8 = np.float32, np.int64
+    g, s, g3 = np.zeros((1, 4), f), np.zeros((1, 1), f), np.zeros((1, 3), f)
+    rows.tanh_(np.zeros(1, f), np.zeros(1, f))
+    rows.elman_fwd(s, s.copy())
+    rows.elman_bwd(s, s, s, s.copy())
+    rows.lstm_fwd(g, g.copy(), s, s.copy(), s.copy())
+    rows.lstm_bwd(g, s, s, s, s, s, g.copy(), s.copy())
+    rows.gru_fwd(g3, g3.copy(), np.zeros(1, f), s, g.copy(), s.copy())
+    rows.gru_bwd(g, s, s, s, g.copy(), g3.copy(), s.copy())
+    rows.exp_(np.zeros(1, f), np.zeros(1, f))
+    rows.softmax_xent(g, np.zeros(1, i8), f(1.0), g.copy())
+    rows.scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), g)
+    rows.scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 4)))
+    rows.scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), np.zeros((1, 5), f)[:, :4])  # GRU's strided dxp
+    rows.scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 5))[:, :4])
+    ix, s3, _, g4_ = np.zeros((1, 1), i8), np.zeros((1, 1, 1), f), np.zeros((1, 1, 3), f), np.zeros((1, 1, 4), f)
+    if SCANS and not SPLIT:  # with split scans, the unsplit ones serve only steps off the engine
+        scans.elman_scan(s, ix, s, s, s3.copy(), s3.copy(), False)
+        scans.elman_scan_back(s, s, s3.copy(), s3, s.copy(), s3.copy(), s, False)
+        scans.lstm_scan(g, ix, np.zeros((4, 1), f), s, s, g4_.copy(), s3.copy(), s3.copy(), False)
+        scans.lstm_scan_back(np.zeros((4, 1), f), s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False)
+        scans.gru_scan(g3, ix, np.zeros((3, 1), f), np.zeros(1, f), s, g4_.copy(), s3.copy(), g3.copy(), False)
+        scans.gru_scan_back(np.zeros((3, 1), f), s, g4_.copy(), s3, s3, s.copy(), g3.copy(), s3.copy(), s, False)
+    if SPLIT:  # one part of one: no waiting
+        bar = np.zeros(3, i8)
+        P, e = np.zeros((1, 1, 16), f), np.zeros((4, 16), f)
+        for view in (np.zeros((1, 4), f), np.zeros((4, 1), f).T, np.zeros((1, 5), f)[:, :4]):  # C, F, strided
+            gemm.pack_panels(view, P)
+        gemm.mm_panels(s, P, g.copy(), e, False)
+        sync.spin_until(bar.ctypes.data, -1, 1)
+        split.lstm_scan_part(g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, 0, 1, P, g.copy(), e, bar.ctypes.data)
+        split.lstm_scan_back_part(s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(5, f), e,
+                            bar.ctypes.data)
+        split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, 0, 1, P, e, bar.ctypes.data)
+        split.elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(1, f), e, bar.ctypes.data)
+        split.gru_scan_part(g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, 0, 1, P, g3.copy(), e, bar.ctypes.data)
+        split.gru_scan_back_part(s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, 0, 1, P, np.zeros(4, f),
+                           e, bar.ctypes.data)

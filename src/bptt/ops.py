@@ -1,0 +1,146 @@
+"""The few operations the math floor leaves open to a faster implementation.
+
+The math of bptt (cells, the time loop, levels, losses, algorithms) is NumPy and is complete on
+its own. A handful of places may run faster where something knows how: where the big arrays
+come from, the big matrix products, the gather-gradient of token inputs, the softmax
+cross-entropy, one step (or a whole scan) of a built-in cell, and whether a training step's
+work is split between cores. Each is a function here whose default is the plain NumPy
+reference; `install` replaces them. `bptt.fast` installs its own on first use (unless
+BPTT_FAST=0); the math floor only ever calls `ops.<name>(...)` and never imports `bptt.fast`.
+
+Every replacement must compute what the default computes (to float32 rounding): the tests run
+both and compare. `defaults()` puts the references back, `installed(...)` for a block.
+
+Implementations of a cell (`implementation`) follow the cell contract (bptt.cells.base) and may
+offer more, which the time loop uses where present (bptt.scan): a consumed backward step
+(`step_back_consume`, `recurrent_input`, `consume_grads`: the tape's work rows overwritten by the
+gradients, the recurrent weights' gradient as one product), and whole compiled scans
+(`forward_scan`, `backward_scan`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+
+def _empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised array nothing else references (a step's big scratch and results)."""
+    return np.empty(shape, dtype)
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return np.zeros(shape, dtype)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for 2-D a (M, K), b (K, N): a product over all T * B rows of a segment."""
+    return np.matmul(a, b)
+
+
+def _index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """(size, G) array whose row v is the sum of rows[n] over the n with idx[n] == v: the
+    gradient of a row gather (token lookup). idx (N,) ints in [0, size), rows (N, G). Sorted
+    once and summed per distinct index with one reduceat (several times faster than np.add.at's
+    row-by-row loop)."""
+    acc = np.zeros((size, rows.shape[1]), dtype=rows.dtype)
+    if len(idx) == 0:
+        return acc
+    order = np.argsort(idx, kind="stable")
+    sidx = idx[order]
+    starts = np.flatnonzero(np.concatenate(([True], sidx[1:] != sidx[:-1])))
+    acc[sidx[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return acc
+
+
+def _softmax_xent(dtype: Any) -> Callable | None:
+    """A fused softmax cross-entropy for arrays of `dtype`, or None (the loss's NumPy code).
+    Called as f(y (N, K), t (N,) int64, scale, d): returns the summed loss, writes scale *
+    (softmax(y) - onehot(t)) into d when d has N rows."""
+    return None
+
+
+def _implementation(cell: Any, dtype: Any) -> Any:
+    """What runs `cell`'s steps on arrays of `dtype`: the cell itself (its NumPy math), or a
+    faster stand-in with the same contract."""
+    return cell
+
+
+def _step_context(model: Any, params: Any, mask: Any) -> contextlib.AbstractContextManager:
+    """Around one training step of `model` (full BPTT, randomized truncation): where the step's
+    work may be split between cores. By default nothing."""
+    return contextlib.nullcontext()
+
+
+DEFAULTS: dict[str, Callable] = {
+    "empty": _empty,
+    "zeros": _zeros,
+    "matmul": _matmul,
+    "index_sums": _index_sums,
+    "softmax_xent": _softmax_xent,
+    "implementation": _implementation,
+    "step_context": _step_context,
+}
+
+empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
+softmax_xent, implementation, step_context = _softmax_xent, _implementation, _step_context
+
+_loader: Callable[[], None] | None = None
+
+
+def install(**impls: Callable) -> None:
+    """Replace some of the operations (names as in DEFAULTS)."""
+    unknown = sorted(set(impls) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"ops.install: expected names among {sorted(DEFAULTS)}, received {unknown}")
+    globals().update(impls)
+
+
+def current() -> dict[str, Callable]:
+    _load()
+    return {name: globals()[name] for name in DEFAULTS}
+
+
+def defaults() -> None:
+    """The NumPy references everywhere (and no loading of a faster implementation)."""
+    global _loader
+    _loader = None
+    globals().update(DEFAULTS)
+
+
+@contextlib.contextmanager
+def installed(impls: dict[str, Callable]) -> Iterator[None]:
+    """Within the block, these operations (e.g. `installed(DEFAULTS)`: the reference path)."""
+    old = current()
+    install(**impls)
+    try:
+        yield
+    finally:
+        install(**old)
+
+
+def on_first_use(loader: Callable[[], None]) -> None:
+    """Call `loader` (which installs faster operations) the first time any operation is used,
+    so that importing bptt loads and compiles nothing."""
+    global _loader
+    _loader = loader
+
+    def stub(name: str) -> Callable:
+        def first(*a: Any, **k: Any) -> Any:
+            _load()
+            return globals()[name](*a, **k)
+
+        first.__name__ = name
+        return first
+
+    globals().update({name: stub(name) for name in DEFAULTS})
+
+
+def _load() -> None:
+    global _loader
+    if _loader is not None:
+        loader, _loader = _loader, None
+        globals().update(DEFAULTS)  # the stubs go even if the loader fails
+        loader()
