@@ -15,7 +15,7 @@ BpttError naming the place in the structure.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -46,11 +46,27 @@ def _builtin() -> None:
     from .cells.lstm import LSTMCache, LSTMState
 
     register(Tape, ElmanCache, ElmanState, GRUCache, GRUState, JordanCache, JordanState, LSTMCache, LSTMState)
+    _LEGACY["bptt.algorithms.scan:Tape"] = (_Tape01, lambda t: Tape(t.caches, t.mask, t.reverse))
+
+
+class _Tape01(NamedTuple):
+    """The tape as bptt 0.1 stored it (in its TBPTT history): read into today's Tape."""
+
+    caches: Any
+    mask: Any
+    reverse: Any
+    work: Any
+    aux: Any
+
+
+_LEGACY: dict[str, tuple[type, Callable[[Any], Any]]] = {}
 
 
 def _class(name: Any, where: str) -> type:
     _builtin()
     cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None and name in _LEGACY:
+        return _LEGACY[name][0]
     if cls is None:
         raise BpttError(
             f"{where}: expected the name of a stored class among {sorted(_REGISTRY)}, received {name!r}"
@@ -145,7 +161,8 @@ def decode(desc: Any, arrays: dict[str, np.ndarray], where: str = "stored struct
             return get(d["a"], path)
         if tag == "nt":
             cls = _class(d["nt"], f"{where} at {path}")
-            return cls(*(dec(f, f"{path}.{n}") for f, n in zip(fields(cls, d["f"], path), cls._fields)))
+            obj = cls(*(dec(f, f"{path}.{n}") for f, n in zip(fields(cls, d["f"], path), cls._fields)))
+            return _LEGACY[d["nt"]][1](obj) if cls in (c for c, _ in _LEGACY.values()) else obj
         if tag == "stack":
             cls, n = _class(d["stack"], f"{where} at {path}"), d["n"]
             if isinstance(n, bool) or not isinstance(n, int) or n < 2:

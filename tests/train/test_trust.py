@@ -344,3 +344,34 @@ def test_lock_records_its_holder(tmp_path):
         RunLock(str(tmp_path)).acquire()
     lock.release()
     RunLock(str(tmp_path)).acquire().release()
+
+
+def test_a_checkpoint_written_by_bptt_0_1_resumes_bitwise(tmp_path):
+    """tests/train/data/tbptt-0.1-checkpoint.npz was written by bptt 0.1 (format 1, TBPTT(5, 12)
+    with its window history, the tape class under its old module path, float64 GRU, 8 steps):
+    today's code trains the same 8 steps to the same parameters bit for bit, and the old
+    checkpoint loads and resumes (its window history included). The old run had BPTT_KERNELS=numpy."""
+    import shutil
+
+    here = os.path.join(os.path.dirname(__file__), "data")
+    words = str(tmp_path / "words.txt")
+    shutil.copy(os.path.join(here, "tbptt-0.1-words.txt"), words)
+    run = tmp_path / "old"
+    run.mkdir()
+    arrays = read_arrays(os.path.join(here, "tbptt-0.1-checkpoint.npz"))
+    meta = json.loads(str(arrays.pop("meta")))
+    assert meta["format"] == "bptt-checkpoint-1" and "bptt.algorithms.scan:Tape" in json.dumps(meta["tbptt_history"])
+    meta["config"]["data"] = words  # (format 1 has no checksum: the record may be edited)
+    meta["config"]["out"] = str(run)
+    from bptt import fast
+
+    with fast.use(False):  # as the old run (BPTT_KERNELS=numpy: token gradients summed by NumPy)
+        fresh = Trainer(TrainConfig(**dict(meta["config"], out=str(tmp_path / "new"))), **QUIET).run()
+    for k in fresh.params:
+        np.testing.assert_array_equal(fresh.params[k], arrays[f"param/{k}"], err_msg=k)
+    with open(run / "checkpoint.npz", "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    logs = []
+    resumed = Trainer(resume=str(run), overrides={"steps": 12}, log=logs.append).run()
+    assert resumed.step == 12 and all(np.isfinite(v).all() for v in resumed.params.values())
+    assert any("resumed at step 8" in s for s in logs)
