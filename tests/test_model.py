@@ -107,11 +107,11 @@ def test_targets():
 
 def test_mask():
     model, p, x, t = good()
-    raises(lambda: full_bptt(model, p, x, t, np.ones((6, 3), bool)), "mask", "(6, 2)", "(6, 3)")
-    raises(lambda: full_bptt(model, p, x, t, np.full((6, 2), 0.5)), "mask", "0/1")
+    raises(lambda: full_bptt(model, p, x, t, mask=np.ones((6, 3), bool)), "mask", "(6, 2)", "(6, 3)")
+    raises(lambda: full_bptt(model, p, x, t, mask=np.full((6, 2), 0.5)), "mask", "0/1")
     m = np.ones((6, 2), bool)
     m[:, 1] = False
-    raises(lambda: full_bptt(model, p, x, t, m), "mask", "sequence 1")
+    raises(lambda: full_bptt(model, p, x, t, mask=m), "mask", "sequence 1")
 
 
 def test_state0():

@@ -143,6 +143,7 @@ class Model:
         mask: Any = None,
         state0: ModelState | None = None,
         need_targets: bool = True,
+        every_sequence: bool = True,
     ) -> Batch:
         dtype = self.check_params(params)
         _checks.array("x", x)
@@ -165,7 +166,7 @@ class Model:
                 if not np.isin(m, (0, 1)).all():
                     raise BpttError("mask: expected booleans or 0/1 values, received other values")
                 m = m.astype(bool)
-            if not m.any(axis=0).all():
+            if every_sequence and not m.any(axis=0).all():
                 b = int(np.flatnonzero(~m.any(axis=0))[0])
                 raise BpttError(f"mask: expected every sequence to have a counted step, received sequence {b} with none")
             if m.all():

@@ -21,7 +21,7 @@ def test_padded_batch_equals_one_by_one(cell, loss, at):
     p.x[~mask] = 1e3
     if loss == "ce" and at == "every":
         p.targets[~mask] = -1
-    g = full_bptt(model, p.params, p.x, p.targets, mask, p.state0)
+    g = full_bptt(model, p.params, p.x, p.targets, mask=mask, state0=p.state0)
 
     # the loss averages over counted positions: weight sequence b by its count n_b
     n = LENGTHS if at == "every" else np.ones(B, int)
@@ -31,7 +31,7 @@ def test_padded_batch_equals_one_by_one(cell, loss, at):
         L = LENGTHS[b]
         t_b = p.targets[:L, b : b + 1] if at == "every" else p.targets[b : b + 1]
         s_b = {k: type(s)(*(a[b : b + 1] for a in s)) for k, s in p.state0.items()}
-        gb = full_bptt(model, p.params, p.x[:L, b : b + 1], t_b, None, s_b)
+        gb = full_bptt(model, p.params, p.x[:L, b : b + 1], t_b, mask=None, state0=s_b)
         loss_sum += n[b] * gb.loss
         for k in grads_sum:
             grads_sum[k] += n[b] * gb.grads[k]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bptt import Dense, Model, full_bptt, rnn
-from bptt.algorithms.truncated import TBPTT, tbptt
+from bptt.algorithms.truncated import TBPTTStream, tbptt
 
 CELLS = ["elman", "jordan", "gru", "lstm"]
 
@@ -42,8 +42,8 @@ def test_window_covering_the_sequence_is_full_bptt(cell, k1, k2):
     mask = np.ones((7, 2), bool)
     mask[5:, 1] = False  # a shorter second sequence
     for m in (None, mask):
-        g = full_bptt(model, params, x, y, m, s0)
-        _, t = tbptt(model, params, x, y, k1, k2, m, s0)
+        g = full_bptt(model, params, x, y, mask=m, state0=s0)
+        _, t = tbptt(model, params, x, y, k1, k2, mask=m, state0=s0)
         assert abs(t.loss - g.loss) <= 1e-12 * abs(g.loss)
         for k in params:
             assert rel(t.grads[k], g.grads[k]) <= 1e-12, k
@@ -53,10 +53,10 @@ def test_window_covering_the_sequence_is_full_bptt(cell, k1, k2):
 def test_chunks_are_full_bptt_on_each_chunk_with_the_state_carried(cell):
     rng = np.random.default_rng(2)
     model, params, x, y, s0 = problem(cell, rng, T=8, tokens=cell in ("gru",))
-    windows, _ = tbptt(model, params, x, y, 3, 3, None, s0)
+    windows, _ = tbptt(model, params, x, y, 3, 3, mask=None, state0=s0)
     state = s0
     for (s, e), w in zip([(0, 3), (3, 6), (6, 8)], windows):
-        g = full_bptt(model, params, x[s:e], y[s:e], None, state)
+        g = full_bptt(model, params, x[s:e], y[s:e], mask=None, state0=state)
         state = g.final_state
         assert abs(w.loss - g.loss) <= 1e-12 * abs(g.loss)
         for k in params:
@@ -160,7 +160,7 @@ def brute_force(cell, model, params, x, y, s0, k1, k2):
 def test_matches_brute_force_from_jacobians(cell, k1, k2):
     rng = np.random.default_rng(10 * k1 + k2)
     model, params, x, y, s0 = problem(cell, rng, T=9, B=2, stacked=False)
-    ours, _ = tbptt(model, params, x, y, k1, k2, None, s0)
+    ours, _ = tbptt(model, params, x, y, k1, k2, mask=None, state0=s0)
     ref = brute_force(cell, model, params, x, y, s0, k1, k2)
     assert len(ours) == len(ref)
     for w, (g, r) in enumerate(zip(ours, ref)):
@@ -188,11 +188,11 @@ def test_by_hand_linear_recurrence():
     x, y = np.zeros((3, 1, 1)), np.zeros((3, 1, 1))
     expected = {1: [0.162, 0.00648, 0.0002592], 2: [0.162, 0.01296, 0.0005184], 3: [0.162, 0.01296, 0.0007776]}
     for k, values in expected.items():
-        windows, _ = tbptt(model, p, x, y, 1, k, None, s0)
+        windows, _ = tbptt(model, p, x, y, 1, k, mask=None, state0=s0)
         got = [w.grads["elman0.W_hh"][0, 0] for w in windows]
         assert got == pytest.approx(values, rel=1e-12), k
     # full BPTT of the summed losses is the k = 3 column summed
-    g = full_bptt(model, p, x, y, None, s0)
+    g = full_bptt(model, p, x, y, mask=None, state0=s0)
     assert g.grads["elman0.W_hh"][0, 0] * 3 == pytest.approx(sum(expected[3]), rel=1e-12)
 
 
@@ -201,7 +201,7 @@ def test_reset_cuts_one_stream():
     of an uninterrupted run (losses average over streams, so the two halves add)."""
     rng = np.random.default_rng(5)
     model, params, x, y, _ = problem("gru", rng, T=10, B=2, stacked=True)
-    both, s0, s1 = TBPTT(model, 2, 5), TBPTT(model, 2, 5), TBPTT(model, 2, 5)
+    both, s0, s1 = TBPTTStream(model, 2, 5), TBPTTStream(model, 2, 5), TBPTTStream(model, 2, 5)
     for i, a in enumerate(range(0, 10, 2)):
         if i == 2:
             both.reset(np.array([True, False]))
@@ -217,14 +217,14 @@ def test_clear_errors():
     rng = np.random.default_rng(0)
     model, params, x, y, _ = problem("lstm", rng)
     with pytest.raises(ValueError, match="k2: expected k2 >= k1"):
-        TBPTT(model, 5, 3)
+        TBPTTStream(model, 5, 3)
     with pytest.raises(ValueError, match="k1: expected a positive integer"):
-        TBPTT(model, 0)
+        TBPTTStream(model, 0)
     with pytest.raises(ValueError, match="unidirectional"):
-        TBPTT(Model(3, [rnn("gru", 4, bidirectional=True), Dense(2)], loss="mse"), 2)
+        TBPTTStream(Model(3, [rnn("gru", 4, bidirectional=True), Dense(2)], loss="mse"), 2)
     with pytest.raises(ValueError, match="learn_init"):
-        TBPTT(Model(3, [rnn("gru", 4, learn_init=True), Dense(2)], loss="mse"), 2)
-    algo = TBPTT(model, 2, 4)
+        TBPTTStream(Model(3, [rnn("gru", 4, learn_init=True), Dense(2)], loss="mse"), 2)
+    algo = TBPTTStream(model, 2, 4)
     algo(params, x[:2], y[:2])
     with pytest.raises(ValueError, match="expected 2 streams .* received 3"):
         algo(params, np.concatenate([x[2:4], x[2:4, :1]], axis=1), np.concatenate([y[2:4], y[2:4, :1]], axis=1))
@@ -232,125 +232,3 @@ def test_clear_errors():
         algo(params, x[:5], y[:5])
     with pytest.raises(ValueError, match=r"streams: expected a \(2,\) boolean array"):
         algo.reset(np.array([1, 0]))
-
-
-# ---- randomized truncation / ARTBP ----------------------------------------------------------
-from bptt.algorithms import randomized_bptt, truncation_factors  # noqa: E402
-from bptt.diagnostics import estimator_stats  # noqa: E402
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_randomized_with_c_zero_is_full_bptt_exactly(cell):
-    rng = np.random.default_rng(7)
-    model, params, x, y, s0 = problem(cell, rng)
-    g = full_bptt(model, params, x, y, None, s0)
-    r = randomized_bptt(model, params, x, y, 0.0, np.random.default_rng(0), None, s0)
-    for k in params:
-        np.testing.assert_array_equal(r.grads[k], g.grads[k])
-
-
-def test_randomized_truncation_is_unbiased_and_reports_its_variance():
-    """2000 seeded draws at c = 0.3: every gradient entry's average lies within 4.5 standard
-    errors of full BPTT (about 100 entries: a false alarm has probability ~1e-3); without the
-    reweighting the same cuts are biased (far outside)."""
-    rng = np.random.default_rng(3)
-    model, params, x, y, s0 = problem("gru", rng, T=8, B=1, stacked=False)
-    exact = full_bptt(model, params, x, y, None, s0).grads
-
-    def draw(reweight):
-        return lambda i: randomized_bptt(model, params, x, y, 0.3, np.random.default_rng(i), None, s0, reweight).grads
-
-    st = estimator_stats(draw(True), exact, 2000)
-    assert st.max_z < 4.5, st.summary()
-    assert st.variance > 0
-    biased = estimator_stats(draw(False), exact, 2000)
-    assert biased.max_z > 10, biased.summary()
-    assert biased.bias_norm > 10 * st.bias_norm
-
-
-def test_truncation_factors():
-    f = truncation_factors(1000, 4, 0.25, np.random.default_rng(0))
-    assert set(np.unique(f)) == {0.0, 1 / 0.75}
-    assert abs((f == 0).mean() - 0.25) < 0.03
-    assert abs(f.mean() - 1.0) < 0.05
-    g = truncation_factors(3, 2, [0.0, 0.5, 0.0], np.random.default_rng(0), reweight=False)
-    assert (g[[0, 2]] == 1.0).all() and set(np.unique(g[1])) <= {0.0, 1.0}
-    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
-        truncation_factors(3, 2, 1.0, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="3 numbers"):
-        truncation_factors(3, 2, [0.1, 0.2], np.random.default_rng(0))
-
-
-def test_randomized_on_a_bidirectional_model_at_c_zero_is_full_bptt():
-    rng = np.random.default_rng(8)
-    model = Model(3, [rnn("gru", 4, bidirectional=True), Dense(2)], loss="mse")
-    params = model.init_params(rng)
-    x, y = rng.standard_normal((6, 2, 3)), rng.standard_normal((6, 2, 2))
-    g = full_bptt(model, params, x, y)
-    r = randomized_bptt(model, params, x, y, 0.0, np.random.default_rng(0))
-    for k in params:
-        np.testing.assert_array_equal(r.grads[k], g.grads[k])
-
-
-from bptt.algorithms import ARTBP, GradientMean  # noqa: E402
-
-
-def _run_online(algo, params, x, y, s0):
-    """ARTBP over the whole stream with the weights fixed: segment gradients combined by their
-    share of the positions, and the drawn lengths."""
-    algo.start_from(s0)
-    T, t, lengths, mean = len(x), 0, [], GradientMean()
-    while t < T:
-        L = algo.draw_length(T - t)
-        mean.add(algo(params, x[t:t + L], y[t:t + L]), L)
-        lengths.append(L)
-        t += L
-    return mean.result(params).grads, lengths
-
-
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("c", [0.3, lambda L: min(0.1 * L, 0.9)])
-def test_online_artbp_equals_randomized_truncation_with_the_same_draws(cell, c):
-    """Segment by segment (state carried, backprop at each drawn truncation) gives what one
-    randomized-truncation pass over the stream gives with the same cuts and weights."""
-    rng = np.random.default_rng(11)
-    model, params, x, y, s0 = problem(cell, rng, T=12, B=2)
-    algo = ARTBP(model, c, np.random.default_rng(5))
-    grads, lengths = _run_online(algo, params, x, y, s0)
-    assert sum(lengths) == 12 and len(lengths) > 1
-    factors = np.concatenate([algo.factors(L) for L in lengths])
-    r = randomized_bptt(model, params, x, y, None, None, None, s0, factors=np.repeat(factors[:, None], 2, 1))
-    for k in params:
-        assert rel(grads[k], r.grads[k]) <= 1e-12, k
-
-
-def test_online_artbp_with_length_dependent_c_is_unbiased():
-    """c(L) = 0.15 L (truncation more likely the longer the segment), 3000 seeded streams:
-    every entry of the averaged gradient lies within 4.5 standard errors of full BPTT's."""
-    rng = np.random.default_rng(12)
-    model, params, x, y, s0 = problem("gru", rng, T=8, B=1, stacked=False)
-    exact = full_bptt(model, params, x, y, None, s0).grads
-
-    def draw(i):
-        return _run_online(ARTBP(model, lambda L: min(0.15 * L, 0.95), np.random.default_rng(i)), params, x, y, s0)[0]
-
-    st = estimator_stats(draw, exact, 3000)
-    assert st.max_z < 4.5, st.summary()
-    assert st.variance > 0
-
-
-def test_online_artbp_errors():
-    rng = np.random.default_rng(0)
-    model, params, x, y, s0 = problem("elman", rng)
-    with pytest.raises(ValueError, match=r"c: expected a number in \[0, 1\)"):
-        ARTBP(model, 1.0, rng)
-    algo = ARTBP(model, lambda L: 1.0, rng)
-    with pytest.raises(ValueError, match=r"c: expected c\(1\) in \[0, 1\)"):
-        algo.draw_length(5)
-    algo = ARTBP(model, 0.5, rng)
-    algo(params, x[:3], y[:3])
-    with pytest.raises(ValueError, match="expected 2 streams"):
-        algo(params, x[3:5, :1], y[3:5, :1])
-    bi = Model(3, [rnn("gru", 4, bidirectional=True), Dense(2)], loss="mse")
-    with pytest.raises(ValueError, match="artbp: expected a unidirectional model"):
-        ARTBP(bi, 0.1, rng)

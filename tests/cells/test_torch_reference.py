@@ -72,7 +72,7 @@ def torch_loss_and_grads(model, p, dtype, packed=False):
 
 
 def compare(model, p, dtype, packed=False):
-    g = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
+    g = full_bptt(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)
     tloss, tgrads, th0, tc0 = torch_loss_and_grads(model, p, dtype, packed)
     tol = TOL[dtype]
     assert abs(g.loss - tloss) <= tol * abs(tloss)

@@ -17,16 +17,16 @@ def test_cell_gradient_matches_central_differences_and_stationary_point():
     x = np.ones((T, 1, 1))
     rng = np.random.default_rng(0)
     s0 = {key: model.initial_state(params, 1)[0][key]._replace(h=rng.uniform(-1, 1, (1, 23)))}
-    g = full_bptt(model, params, x, x, None, s0)
+    g = full_bptt(model, params, x, x, mask=None, state0=s0)
     eps = 1e-6
-    f = lambda th: full_bptt(model, {"system.theta": np.array([th])}, x, x, None, s0).loss  # noqa: E731
+    f = lambda th: full_bptt(model, {"system.theta": np.array([th])}, x, x, mask=None, state0=s0).loss  # noqa: E731
     num = (f(0.5 + eps) - f(0.5 - eps)) / (2 * eps)
     assert abs(g.grads["system.theta"][0] - num) <= 1e-7 * abs(num)
     # at theta* the stationary state has s_0 = 1 (zero loss)
     star = {"system.theta": np.array([THETA_STAR])}
     stat = {key: s0[key]._replace(h=np.linalg.solve(np.eye(23) - model.levels[0].directions[0].cell.A,
                                                    THETA_STAR * model.levels[0].directions[0].cell.b)[None])}
-    assert full_bptt(model, star, x, x, None, stat).loss < 1e-28
+    assert full_bptt(model, star, x, x, mask=None, state0=stat).loss < 1e-28
 
 
 def test_truncated_bptt_runs_away_and_artbp_reaches_the_optimum():

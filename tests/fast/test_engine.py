@@ -87,7 +87,7 @@ def test_split_scans_equal_whole_scans(kind, P, H, B, reverse, scaled):
 
 
 @needs_split
-def test_engine_step_equals_unsplit_step():
+def test_engine_step_equals_unsplit_step(monkeypatch):
     """A Dense -> LSTM -> bidirectional GRU -> Elman -> Dense model's full-BPTT and
     randomized-truncation gradients with the step split in two (scans and big products) ==
     unsplit, to float32 rounding."""
@@ -97,15 +97,11 @@ def test_engine_step_equals_unsplit_step():
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((30, 6, 11)).astype(f4), rng.integers(0, 11, (30, 6))
     factors = truncation_factors(30, 6, 0.1, np.random.default_rng(4))
-    old = engine.SPLIT_MACS
-    engine.SPLIT_MACS = 1  # split every product
-    try:
-        res = []
-        for P in (1, 2):
-            with engine.split(P):
-                res.append([full_bptt(model, params, x, y), randomized_bptt(model, params, x, y, 0.1, None, factors=factors)])
-    finally:
-        engine.SPLIT_MACS = old
+    monkeypatch.setattr(engine, "SPLIT_MACS", 1)  # split every product
+    res = []
+    for P in (1, 2):
+        with engine.split(P):
+            res.append([full_bptt(model, params, x, y), randomized_bptt(model, params, x, y, 0.1, None, factors=factors)])
     for a, b in zip(res[1], res[0]):
         assert abs(a.loss - b.loss) <= 1e-6 * abs(b.loss)
         for k in b.grads:
@@ -213,7 +209,7 @@ def test_steps_from_two_threads_at_once():
 
 
 @needs_split
-def test_engine_threads_hold_no_arrays_after_a_step():
+def test_engine_threads_hold_no_arrays_after_a_step(monkeypatch):
     """Once a step on the engine returns and its result is dropped, every pooled array is free
     again: the engine's threads keep no reference to a job's arrays (a kept one made the pool
     allocate a fresh tape every step)."""
@@ -223,17 +219,13 @@ def test_engine_threads_hold_no_arrays_after_a_step():
     params = model.init_params(np.random.default_rng(0), f4)
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 9, (200, 8)), rng.integers(0, 9, (200, 8))
-    old = engine.SPLIT_MACS
-    engine.SPLIT_MACS = 1
-    try:
-        with engine.split(2):
-            g = full_bptt(model, params, x, y)
-            n = len(buffers._arrays)
-            assert n > 0
-            del g
-            assert all(buffers._free(i) for i in range(n))
-    finally:
-        engine.SPLIT_MACS = old
+    monkeypatch.setattr(engine, "SPLIT_MACS", 1)
+    with engine.split(2):
+        g = full_bptt(model, params, x, y)
+        n = len(buffers._arrays)
+        assert n > 0
+        del g
+        assert all(buffers._free(i) for i in range(n))
 
 
 @needs_split

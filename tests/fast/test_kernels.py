@@ -12,7 +12,7 @@ import pytest
 import bptt
 import bptt.fast.blas
 from bptt import fast, full_bptt, ops
-from bptt.algorithms import TBPTT, randomized_bptt
+from bptt.algorithms import TBPTTStream, randomized_bptt
 from bptt.algorithms.randomized import truncation_factors
 from bptt.cells import make_cell
 from bptt.diagnostics import random_problem, relative_error, standard_cases
@@ -146,14 +146,14 @@ def test_float32_kernels_equal_float32_numpy_and_float64(case):
     and all match float64."""
     model = case.build()
     p = random_problem(model, np.random.default_rng(3), masked=case.masked)
-    p64 = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
+    p64 = full_bptt(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)
     p32 = {k: v.astype(np.float32) for k, v in p.params.items()}
     x32 = p.x if p.x.dtype.kind == "i" else p.x.astype(np.float32)
     s32 = {k: type(s)(*(a.astype(np.float32) for a in s)) for k, s in p.state0.items()}
     res = {}
     for mode, on, scans in (("numpy", False, False), ("steps", True, False), ("scans", True, True)):
         with fast.use(on, scans=scans):
-            res[mode] = full_bptt(model, p32, x32, p.targets, p.mask, s32)
+            res[mode] = full_bptt(model, p32, x32, p.targets, mask=p.mask, state0=s32)
     for mode in ("steps", "scans"):
         for k in p64.grads:
             assert res[mode].grads[k].dtype == np.float32
@@ -171,7 +171,7 @@ def test_full_bptt_leaves_its_float64_tapes_reusable(case):
     (the reference backward never writes into a tape)."""
     model = case.build()
     p = random_problem(model, np.random.default_rng(4), masked=case.masked)
-    g = full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
+    g = full_bptt(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)
     b = model.check_batch(p.params, p.x, p.targets, p.mask, p.state0)
     y, _, tapes = model.forward_levels(p.params, b.x, b.mask, b.state0, keep=True)
     _, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
@@ -241,7 +241,7 @@ def test_kernels_leave_float64_exact_path_alone(monkeypatch):
     case = next(c for c in standard_cases() if c.cell == "lstm")
     model = case.build()
     p = random_problem(model, np.random.default_rng(0), masked=case.masked)
-    full_bptt(model, p.params, p.x, p.targets, p.mask, p.state0)
+    full_bptt(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)
     m = bptt.Model(5, [bptt.Recurrent("gru", 4), bptt.Recurrent("elman", 3), bptt.Dense(5)], tokens=True)
     params = m.init_params(0)
     full_bptt(m, params, np.zeros((3, 2), int), np.zeros((3, 2), int))
@@ -317,7 +317,7 @@ def test_compiled_scan_tapes_serve_truncated_and_randomized_backward(kind):
     res = {}
     for scans in (True, False):
         with fast.use(True, scans=scans):
-            algo = TBPTT(model, 4, 7)
+            algo = TBPTTStream(model, 4, 7)
             tb = [algo(params, x[t : t + 4], y[t : t + 4]).grads for t in range(0, 12, 4)]
             rb = randomized_bptt(model, params, x, y, 0.2, None, factors=factors).grads
             res[scans] = tb + [rb]

@@ -2,6 +2,7 @@
 them, so gradients, outputs and tapes a caller keeps are never overwritten by a later step."""
 
 import numpy as np
+import pytest
 
 import bptt
 from bptt import full_bptt
@@ -52,9 +53,8 @@ def test_outputs_and_tapes_held_by_the_caller_are_not_overwritten():
         cell = make_cell(kind, 3, 40)
         p = cell.init_params(rng, np.float32)
         xp = cell.project(p, rng.standard_normal((50, 8, 3)).astype(np.float32))
-        pool_min = buffers.min_bytes
-        buffers.min_bytes = 0  # pool every array in this test
-        try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(buffers, "min_bytes", 0)  # pool every array in this test
             state = cell.zero_state(8, np.float32)
             outs1, _, tape1 = scan_forward(cell, p, xp, state)
             work1 = None if tape1.aux is None else tape1.aux[0]
@@ -67,8 +67,6 @@ def test_outputs_and_tapes_held_by_the_caller_are_not_overwritten():
             np.testing.assert_array_equal(outs1, kept_outs)
             if kept_work is not None:
                 np.testing.assert_array_equal(work1, kept_work)
-        finally:
-            buffers.min_bytes = pool_min
 
 
 def test_repeated_training_steps_give_identical_gradients():
@@ -98,9 +96,8 @@ def test_results_held_by_the_caller_survive_later_steps():
     ]
     for x, y, m in batches:
         m[0] = True
-    pool_min = buffers.min_bytes
-    buffers.min_bytes = 0
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(buffers, "min_bytes", 0)
         kept = [full_bptt(model, params, x, y, mask=m) for x, y, m in batches[:2]]
         copies = [{k: v.copy() for k, v in g.grads.items()} for g in kept]
         logits = model.forward(params, batches[0][0])[0]
@@ -117,5 +114,3 @@ def test_results_held_by_the_caller_survive_later_steps():
         assert any(not np.array_equal(copies[0][k], copies[1][k]) for k in copies[0])
         np.testing.assert_array_equal(logits, logits_copy)
         np.testing.assert_array_equal(dy, dy_copy)
-    finally:
-        buffers.min_bytes = pool_min

@@ -124,15 +124,15 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
 
 
 def test_divergence_stops_with_a_message(tmp_path, text_file, monkeypatch):
-    import bptt.train.trainer as tr
+    import bptt.algorithms.full as full
 
-    real = tr.full_bptt
+    real = full.full_bptt
 
     def nan_grads(*a, **k):
         g = real(*a, **k)
         return g._replace(loss=math.nan, grads={n: v * np.nan for n, v in g.grads.items()})
 
-    monkeypatch.setattr(tr, "full_bptt", nan_grads)
+    monkeypatch.setattr(full, "full_bptt", nan_grads)
     logs = []
     res = Trainer(small(tmp_path / "d", data=text_file, steps=40, eval_every=100), log=logs.append).run()
     assert res.stopped == "diverged" and res.step == 20 and res.extra["skipped"] == 20
@@ -275,7 +275,7 @@ def test_batch_update_is_one_step_with_the_whole_pass_gradient(tmp_path, text_fi
     cfg = small(tmp_path / "b", data=text_file, update="batch", optimizer="sgd", schedule="constant", lr=0.5,
                 clip=0.0, steps=1, **alg)
     tr = Trainer(cfg, log=lambda s: None)
-    p0 = tr._fresh()[0]
+    p0 = tr._fresh().params
     res = tr.run()
     s = tr.task.streams
     k = tr.cfg.seq_len

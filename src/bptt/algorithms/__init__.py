@@ -1,13 +1,16 @@
-"""Gradient algorithms: the order in which a cell's forward and backward steps run, and what is
-kept in memory between them. All consume the same cell interface (cells/base.py)."""
+"""Gradient algorithms: the orders in which a cell's forward and backward steps run, and what
+is kept between them. One interface (`Algorithm`: algo(model, params, x, targets, *, mask,
+state0) -> Gradient) and a registry by name (`make`, `REGISTRY`): full, tbptt, random, artbp."""
 
-from .full import Gradient, GradientMean, full_bptt
-from .randomized import ARTBP, randomized_bptt, truncation_factors
 from ..scan import scan_backward, scan_forward
 from ..tape import Tape
-from .truncated import TBPTT, tbptt
+from .base import REGISTRY, Algorithm, Gradient, GradientMean, make, register
+from .full import FullBPTT, full_bptt
+from .randomized import ARTBP, OnlineARTBP, RandomTruncation, randomized_bptt, truncation_factors
+from .truncated import TBPTT, TBPTTStream, tbptt
 
 __all__ = [
-    "ARTBP", "Gradient", "GradientMean", "TBPTT", "Tape", "full_bptt", "randomized_bptt", "scan_backward", "scan_forward",
-    "tbptt", "truncation_factors",
+    "ARTBP", "REGISTRY", "TBPTT", "Algorithm", "FullBPTT", "Gradient", "GradientMean", "OnlineARTBP",
+    "RandomTruncation", "TBPTTStream", "Tape", "full_bptt", "make", "randomized_bptt", "register", "scan_backward",
+    "scan_forward", "tbptt", "truncation_factors",
 ]

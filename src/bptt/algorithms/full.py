@@ -10,30 +10,15 @@ Hinton & Williams 1986). Memory is O(T) caches per level.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from .. import ops
 from ..cells.base import Params
-from ..errors import BpttError
 from ..scan import scan_backward
+from .base import Algorithm, Gradient, register
 
-if TYPE_CHECKING:  # the model imports the time loops from this package
+if TYPE_CHECKING:
     from ..model import Model, ModelState
-
-
-class Gradient(NamedTuple):
-    """Result of a gradient algorithm on one batch or segment.
-
-    loss: the loss, averaged over the counted positions;
-    grads: dL/dparams, same keys and shapes as params;
-    dstate0: dL/d(initial state) per direction key (the state each direction started from);
-    final_state: the state after the last step, to carry into the next segment.
-    """
-
-    loss: float
-    grads: Params
-    dstate0: ModelState
-    final_state: ModelState
 
 
 def full_bptt(
@@ -41,6 +26,7 @@ def full_bptt(
     params: Params,
     x: Any,
     targets: Any,
+    *,
     mask: Any = None,
     state0: ModelState | None = None,
 ) -> Gradient:
@@ -61,33 +47,12 @@ def full_bptt(
     return Gradient(loss, grads, dstate0, final)
 
 
-class GradientMean:
-    """Segment gradients combined into the gradient of the average loss over all their counted
-    positions: each weighted by its share of the positions (accumulated in float64, cast back
-    once). Used for a stream cut into segments with the weights fixed (TBPTT windows, a pass of
-    batch updates). `result` keeps the first segment's dstate0 and the last one's final state."""
+@register
+class FullBPTT(Algorithm):
+    """Full BPTT over each batch (`full_bptt`)."""
 
-    def __init__(self) -> None:
-        self.total, self.loss = 0.0, 0.0
-        self.grads: dict | None = None
-        self.first: Gradient | None = None
-        self.last: Gradient | None = None
+    name = "full"
 
-    def add(self, g: Gradient, positions: float) -> None:
-        w = float(positions)
-        if self.grads is None:
-            self.grads, self.first = {k: w * v.astype("float64") for k, v in g.grads.items()}, g
-        else:
-            for k, v in g.grads.items():
-                self.grads[k] += w * v
-        self.total += w
-        self.loss += w * g.loss
-        self.last = g
-
-    def result(self, params: Params) -> Gradient:
-        if self.grads is None or not self.total > 0:
-            raise BpttError("GradientMean: expected at least one segment with counted positions, received none")
-        if self.first is self.last:  # the mean of one segment is that segment, bit for bit
-            return self.first
-        grads = {k: (v / self.total).astype(params[k].dtype) for k, v in self.grads.items()}
-        return Gradient(self.loss / self.total, grads, self.first.dstate0, self.last.final_state)
+    def __call__(self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None,
+                 state0: ModelState | None = None) -> Gradient:
+        return full_bptt(model, params, x, targets, mask=mask, state0=state0)

@@ -31,8 +31,8 @@ import numpy as np
 from .. import ops
 from ..cells.base import Params
 from ..errors import BpttError
-from .full import Gradient
 from ..scan import scan_backward
+from .base import Algorithm, Gradient, register
 from .truncated import check_carried_batch, check_streamable
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ def randomized_bptt(
     targets: Any,
     c: Any,
     rng: np.random.Generator,
+    *,
     mask: Any = None,
     state0: ModelState | None = None,
     reweight: bool = True,
@@ -88,13 +89,43 @@ def randomized_bptt(
     return Gradient(loss, grads, dstate0, final)
 
 
-class ARTBP:
+@register
+class RandomTruncation(Algorithm):
+    """Random-length truncation over each batch: cuts drawn with probability c per step and
+    sequence, no reweighting (biased; `randomized_bptt(..., reweight=False)`). Draws come from
+    `rng` (an np.random.Generator; the trainer's own, so that a resumed run draws the same)."""
+
+    name = "random"
+    reweight = False
+
+    def __init__(self, c: float, rng: np.random.Generator | None = None) -> None:
+        if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0 <= c < 1:
+            raise BpttError(f"c: expected a truncation probability in [0, 1), received {c!r}")
+        self.c, self.rng = float(c), rng if rng is not None else np.random.default_rng()
+
+    def __call__(self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None,
+                 state0: ModelState | None = None) -> Gradient:
+        return randomized_bptt(model, params, x, targets, self.c, self.rng, mask=mask, state0=state0,
+                               reweight=self.reweight)
+
+
+@register
+class ARTBP(RandomTruncation):
+    """Randomized truncation with the surviving messages reweighted by 1 / (1 - c): an unbiased
+    estimate of full BPTT's gradient over each batch (Tallec & Ollivier 2017's estimator;
+    `randomized_bptt(..., reweight=True)`). `OnlineARTBP` is the online form over a stream."""
+
+    name = "artbp"
+    reweight = True
+
+
+class OnlineARTBP:
     """ARTBP online over a stream (Tallec & Ollivier 2017): the network runs continually, its
     state carried on; truncation points are drawn in the forward pass, and at each one the
     segment since the previous truncation is backpropagated with its messages reweighted, and
     the weights may be updated before the stream goes on.
 
-        algo = ARTBP(model, c=1/32, rng=np.random.default_rng(0))
+        algo = OnlineARTBP(model, c=1/32, rng=np.random.default_rng(0))
         t = 0
         while t < T:
             L = algo.draw_length(T - t)          # steps until the next truncation (or the end)

@@ -34,7 +34,7 @@ from .._treeio import decode, encode
 from ..cells.base import Params, state_map
 from ..errors import BpttError
 from ..scan import scan_backward
-from .full import Gradient, GradientMean
+from .base import Algorithm, Gradient, GradientMean, register
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -71,16 +71,18 @@ def _positive_int(name: str, v: Any) -> int:
     return int(v)
 
 
-class TBPTT:
-    """Truncated BPTT(k1, k2) on a stream, one segment at a time.
+class TBPTTStream:
+    """Truncated BPTT(k1, k2) on one model's stream, one segment at a time (what `TBPTT` runs).
 
-        algo = TBPTT(model, k1=20, k2=50)
+        stream = TBPTTStream(model, k1=20, k2=50)
         for x, y in segments_of_k1_steps:          # (k1, B[, D]) inputs and targets
-            g = algo(params, x, y)                  # the window gradient (Gradient)
+            g = stream(params, x, y)                # the window gradient (Gradient)
             params = update(params, g.grads)        # online: the next segment uses new weights
 
     The state is carried from segment to segment (`state`, `reset`). `g.final_state` is the state
     after the segment; `g.dstate0` the gradient at the window's first step (before truncation).
+    A sequence with no counted step in a segment (right-padded batches) contributes nothing to
+    it; a segment with no counted step at all is skipped (its steps hold every state).
     """
 
     def __init__(self, model: Model, k1: int, k2: int | None = None) -> None:
@@ -179,7 +181,11 @@ class TBPTT:
         if self.state is not None and not all(np.isfinite(a).all() for s in self.state.values() for a in s):
             raise BpttError("tbptt: expected a finite state carried from the previous segment, received NaN or inf "
                             "(the weights or the loss diverged before it); call reset() to start over")
-        b = model.check_batch(params, x, targets, mask, self.state)
+        b = model.check_batch(params, x, targets, mask, self.state, every_sequence=False)
+        if b.mask is not None and not b.mask.any():  # nothing counted: every state held, no window
+            state = b.state0
+            self.state, self.batch = state, b.x.shape[1]
+            return Gradient(0.0, model.zero_grads(params), {k: state_map(np.zeros_like, v) for k, v in state.items()}, state)
         n = b.x.shape[0]
         if n > self.k2:
             raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
@@ -225,6 +231,73 @@ def segments(T: int, k1: int) -> Iterator[tuple[int, int]]:
         yield s, min(T, s + k1)
 
 
+@register
+class TBPTT(Algorithm):
+    """Truncated BPTT(k1, k2) over a stream (Williams & Peng 1990; the module docstring).
+
+        algo = TBPTT(k1=20, k2=50)                        # or make("tbptt", k1=20, k2=50)
+        g = algo(model, params, x, targets)               # x: any number of steps
+
+    Each call runs x as consecutive k1-step segments with the weights fixed, each segment's
+    errors backpropagated through a window reaching k2 steps back, into this call's earlier
+    steps and the stream's (earlier calls'); it returns the gradient of the call's average loss
+    (each window weighted by its share of the counted positions: k1 = k2 >= T gives full BPTT's
+    gradient exactly), and keeps the per-window gradients in `windows`. The returned dstate0 is
+    the first window's: the gradient at the first step that window reaches (the call's first
+    step where the stream starts there). Stateful: the next call continues the stream; `state0`
+    starts it anew from that state, `reset()` from the initial state. An online learner calls
+    it once per k1-step segment and updates the weights in between (the trainer's --algorithm
+    tbptt)."""
+
+    name = "tbptt"
+    stateful = True
+
+    def __init__(self, k1: int, k2: int | None = None) -> None:
+        self.k1 = _positive_int("k1", k1)
+        self.k2 = self.k1 if k2 is None else _positive_int("k2", k2)
+        if self.k2 < self.k1:
+            raise BpttError(
+                f"k2: expected k2 >= k1 (errors of the last k1 steps are backpropagated k2 steps), "
+                f"received k1={self.k1}, k2={self.k2}"
+            )
+        self._stream: TBPTTStream | None = None
+        self.windows: list[Gradient] = []
+
+    def stream(self, model: Model) -> TBPTTStream:
+        """The stream of `model` this algorithm carries (a new one for another model)."""
+        if self._stream is None or self._stream.model is not model:
+            self._stream = TBPTTStream(model, self.k1, self.k2)
+        return self._stream
+
+    def reset(self) -> None:
+        if self._stream is not None:
+            self._stream.reset()
+
+    def history(self) -> tuple[Any, dict[str, np.ndarray]] | None:
+        """What the stream's later windows can still reach, for a checkpoint (TBPTTStream.history)."""
+        return None if self._stream is None else self._stream.history()
+
+    def restore(self, model: Model, state: ModelState, desc: Any, arrays: dict[str, np.ndarray], params: Params,
+                where: str = "tbptt history") -> None:
+        """Continue a stream from a checkpoint's state and history (checked against the model)."""
+        self.stream(model).restore(state, desc, arrays, params, where)
+
+    def __call__(self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None,
+                 state0: ModelState | None = None) -> Gradient:
+        if model.loss_fn.at != "every":
+            raise BpttError("tbptt: expected a model with a loss at every step (at='every'), received at='last'")
+        stream = self.stream(model)
+        if state0 is not None:
+            stream.start_from(state0)
+        T = np.shape(x)[0]
+        self.windows, mean = [], GradientMean()
+        for s, e in segments(T, self.k1):
+            m = None if mask is None else np.asarray(mask)[s:e]
+            self.windows.append(stream(params, x[s:e], targets[s:e], m))
+            mean.add(self.windows[-1], np.count_nonzero(m) if m is not None else (e - s) * np.shape(x)[1])
+        return mean.result(params)
+
+
 def tbptt(
     model: Model,
     params: Params,
@@ -232,23 +305,12 @@ def tbptt(
     targets: Any,
     k1: int,
     k2: int | None = None,
+    *,
     mask: Any = None,
     state0: ModelState | None = None,
 ) -> tuple[list[Gradient], Gradient]:
-    """TBPTT(k1, k2) over a whole stream with fixed parameters.
-
-    Returns the gradient of every window and their combination: the sum of the window gradients
-    weighted by each window's share of the counted positions (so that k1 = k2 >= T gives exactly
-    full BPTT's gradient of the average loss), the average loss, and the final state."""
-    if model.loss_fn.at != "every":
-        raise BpttError("tbptt: expected a model with a loss at every step (at='every'), received at='last'")
-    algo = TBPTT(model, k1, k2)
-    if state0 is not None:
-        algo.start_from(state0)
-    T = np.shape(x)[0]
-    out, mean = [], GradientMean()
-    for s, e in segments(T, algo.k1):
-        m = None if mask is None else np.asarray(mask)[s:e]
-        out.append(algo(params, x[s:e], targets[s:e], m))
-        mean.add(out[-1], np.count_nonzero(m) if m is not None else (e - s) * np.shape(x)[1])
-    return out, mean.result(params)
+    """TBPTT(k1, k2) over a whole sequence with fixed parameters, from state0 (or the initial
+    state): the gradient of every window and their combination (see `TBPTT`)."""
+    algo = TBPTT(k1, k2)
+    g = algo(model, params, x, targets, mask=mask, state0=state0)
+    return algo.windows, g

@@ -108,6 +108,7 @@ def gradcheck(
     params: Params,
     x: np.ndarray,
     targets: np.ndarray,
+    *,
     mask: np.ndarray | None = None,
     state0: dict | None = None,
     algorithm: Callable = full_bptt,
@@ -125,7 +126,7 @@ def gradcheck(
     dtype = model.check_params(params)
     if dtype != np.float64:
         raise BpttError(f"gradcheck: expected float64 params (central differences need them), received {dtype}")
-    g = algorithm(model, params, x, targets, mask, state0)
+    g = algorithm(model, params, x, targets, mask=mask, state0=state0)
     res = GradcheckResult(tol=tol)
     batch = model.check_batch(params, x, targets, mask, state0)
 

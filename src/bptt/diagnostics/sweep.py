@@ -160,5 +160,5 @@ def run_case(
     p = random_problem(model, rng, masked=case.masked)
     learned = any(lv.learn_init for lv in model.recurrent_levels)
     state0 = None if learned else p.state0
-    res = gradcheck(model, p.params, p.x, p.targets, p.mask, state0, max_entries=max_entries, rng=rng, tol=tol)
+    res = gradcheck(model, p.params, p.x, p.targets, mask=p.mask, state0=state0, max_entries=max_entries, rng=rng, tol=tol)
     return res, sum(v.size for v in p.params.values())

@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..algorithms.randomized import ARTBP
-from ..algorithms.truncated import TBPTT
+from ..algorithms.randomized import OnlineARTBP
+from ..algorithms.truncated import TBPTTStream
 from ..cells.base import Cell, Params
 from ..errors import BpttError
 from ..layers import Recurrent
@@ -125,11 +125,11 @@ def run_influence(
     s0 = {key: InfluenceState(np.ones((1, n)))}
     rate = lr if callable(lr) else (lambda t, _lr=float(lr): _lr)
     if method == "artbp":
-        algo: Any = ARTBP(model, c, np.random.default_rng(seed))
+        algo: Any = OnlineARTBP(model, c, np.random.default_rng(seed))
         algo.start_from(s0)
         label = f"ARTBP c = {_c_label(c)}"
     elif method in ("tbptt", "tbptt-chunks"):
-        algo = TBPTT(model, 1 if method == "tbptt" else K, K)
+        algo = TBPTTStream(model, 1 if method == "tbptt" else K, K)
         algo.start_from(s0)
         label = f"TBPTT({1 if method == 'tbptt' else K}, {K})"
     else:

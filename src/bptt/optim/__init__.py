@@ -20,12 +20,14 @@ from .base import (
     find_states,
     flatten_state,
     global_norm,
+    observe,
     replace_states,
     unflatten_state,
 )
 from .schedules import Schedule, constant, warmup_cosine
 from .transforms import (
     ClipState,
+    PlateauState,
     QuickpropState,
     RpropState,
     ScaleByLRState,
@@ -34,6 +36,7 @@ from .transforms import (
     clip_by_global_norm,
     clip_by_value,
     quickprop,
+    reduce_on_plateau,
     rprop,
     scale_by_adagrad,
     scale_by_adam,
@@ -77,11 +80,13 @@ def make_optimizer(
     clip_value: float | None = None,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    plateau: tuple[float, int] | None = None,
 ) -> Transform:
-    """The trainer's optimizer: skip_nonfinite(chain(clip?, <name>)).
+    """The trainer's optimizer: skip_nonfinite(chain(clip?, <name>, reduce_on_plateau?)).
 
     name: one of OPTIMIZERS; lr: a number or a schedule; clip: max global norm; clip_value:
-    elementwise limit. rprop and quickprop take lr as their initial step / gradient rate and
+    elementwise limit; plateau: (factor, patience) of reduce_on_plateau, which the trainer feeds
+    each validation loss (`observe`). rprop and quickprop take lr as their initial step / gradient rate and
     ignore schedules after the first step (they set their own steps)."""
     if name not in OPTIMIZERS:
         raise one_of("optimizer", name, OPTIMIZERS)
@@ -101,14 +106,18 @@ def make_optimizer(
         parts.append(clip_by_global_norm(clip))
     if clip_value:
         parts.append(clip_by_value(clip_value))
-    return skip_nonfinite(chain(*parts, core))
+    parts.append(core)
+    if plateau is not None:
+        parts.append(reduce_on_plateau(*plateau))
+    return skip_nonfinite(chain(*parts))
 
 
 __all__ = [
     "ChainState", "ClipState", "OPTIMIZERS", "QuickpropState", "RpropState", "ScaleByLRState",
     "Schedule", "SkipState", "Transform", "adagrad", "adam", "add_decayed_weights", "apply_updates",
     "chain", "clip_by_global_norm", "clip_by_value", "constant", "find_states", "flatten_state",
-    "global_norm", "make_optimizer", "quickprop", "replace_states", "rmsprop", "rprop",
+    "global_norm", "make_optimizer", "observe", "PlateauState", "quickprop", "reduce_on_plateau", "replace_states",
+    "rmsprop", "rprop",
     "scale_by_adagrad", "scale_by_adam", "scale_by_learning_rate", "scale_by_rms", "sgd",
     "skip_nonfinite", "trace", "unflatten_state", "warmup_cosine",
 ]

@@ -28,6 +28,14 @@ Params = dict[str, np.ndarray]
 class Transform(NamedTuple):
     init: Callable[[Params], Any]
     update: Callable[[Params, Any, Params], tuple[Params, Any]]
+    # a transform that reacts to a monitored value (a validation loss): state -> new state
+    observe: Callable[[Any, float], Any] | None = None
+
+
+def observe(t: Transform, state: Any, value: float) -> Any:
+    """`t`'s state after it has seen a monitored value (a validation loss); unchanged for
+    transforms that do not watch one (optax's reduce_on_plateau takes the value the same way)."""
+    return t.observe(state, value) if t.observe is not None else state
 
 
 class ChainState(NamedTuple):
@@ -47,7 +55,10 @@ def chain(*transforms: Transform) -> Transform:
             new.append(s)
         return grads, ChainState(tuple(new))
 
-    return Transform(init, update)
+    def watch(state: ChainState, value: float) -> ChainState:
+        return ChainState(tuple(observe(t, s, value) for t, s in zip(transforms, state.states)))
+
+    return Transform(init, update, watch)
 
 
 def apply_updates(params: Params, updates: Params) -> Params:

@@ -22,21 +22,48 @@ def _zeros(params: Params) -> Params:
 # ---- learning rate ----------------------------------------------------------------------------
 class ScaleByLRState(NamedTuple):
     count: int  # updates applied so far
-    scale: float  # extra factor, lowered by the trainer's reduce-on-plateau
 
 
 def scale_by_learning_rate(lr: ScalarOrSchedule) -> Transform:
-    """u = -lr(count) * scale * g. `lr` is a number or a schedule count -> lr."""
+    """u = -lr(count) * g. `lr` is a number or a schedule count -> lr."""
     sched = lr if callable(lr) else (lambda _count, _lr=float(lr): _lr)
 
     def init(params: Params) -> ScaleByLRState:
-        return ScaleByLRState(0, 1.0)
+        return ScaleByLRState(0)
 
     def update(g: Params, state: ScaleByLRState, params: Params):
-        step = -float(sched(state.count)) * state.scale
-        return {k: v * step for k, v in g.items()}, ScaleByLRState(state.count + 1, state.scale)
+        step = -float(sched(state.count))
+        return {k: v * step for k, v in g.items()}, ScaleByLRState(state.count + 1)
 
     return Transform(init, update)
+
+
+class PlateauState(NamedTuple):
+    best: float  # the lowest value observed
+    since: int  # observations since it
+    scale: float  # the factor on the updates
+
+
+def reduce_on_plateau(factor: float, patience: int) -> Transform:
+    """u = scale * g, where scale is multiplied by `factor` after every `patience` observed
+    values in a row without a new lowest one (torch's ReduceLROnPlateau with mode='min',
+    threshold 0, no cooldown; optax's reduce_on_plateau). The values come through `observe`
+    (e.g. each validation loss); the updates between observations are scaled."""
+    f, n = float(factor), int(patience)
+
+    def init(params: Params) -> PlateauState:
+        return PlateauState(math.inf, 0, 1.0)
+
+    def update(g: Params, state: PlateauState, params: Params):
+        return ({k: v * state.scale for k, v in g.items()} if state.scale != 1.0 else g), state
+
+    def observe(state: PlateauState, value: float) -> PlateauState:
+        if value < state.best:
+            return PlateauState(float(value), 0, state.scale)
+        since = state.since + 1
+        return PlateauState(state.best, since, state.scale * f if since % n == 0 else state.scale)
+
+    return Transform(init, update, observe)
 
 
 # ---- momentum ---------------------------------------------------------------------------------
@@ -271,4 +298,7 @@ def skip_nonfinite(inner: Transform) -> Transform:
             return u, SkipState((s,), state.skipped, False)
         return _zeros(params), SkipState(state.inner, state.skipped + 1, True)
 
-    return Transform(init, update)
+    def observe(state: SkipState, value: float) -> SkipState:
+        return state._replace(inner=(inner.observe(state.inner[0], value),)) if inner.observe else state
+
+    return Transform(init, update, observe)

@@ -166,6 +166,14 @@ class TrainConfig:
                     f"{chosen} {getattr(self, chosen)!r} (where it would be ignored)"
                 )
 
+    def algorithm_options(self) -> dict[str, Any]:
+        """The options of the chosen gradient algorithm (bptt.algorithms.make)."""
+        if self.algorithm == "tbptt":
+            return {"k1": self.k1, "k2": self.k2}
+        if self.algorithm in ("random", "artbp"):
+            return {"c": self.truncation_prob}
+        return {}
+
     @property
     def batching_mode(self) -> str:
         return self.batching or ("stream" if self.task == "text" else "window")

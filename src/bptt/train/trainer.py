@@ -1,7 +1,11 @@
-"""The training loop a user runs, top to bottom:
+"""The training loop a user runs, top to bottom (`Trainer._run`):
 
-    batch -> gradient (--algorithm: full BPTT, TBPTT, random/ARTBP truncation) -> optimizer update
+    batch -> gradient (--algorithm, from bptt.algorithms' registry) -> guarded optimizer update
           -> [evaluate, checkpoint]
+
+Its collaborators: the task (tasks.py: data, batches, evaluation), the run folder (folder.py:
+files, lock, metrics), the divergence guard (`Guard`), the report (report.py: log lines,
+progress bar), the optimizer (bptt.optim, whose reduce_on_plateau is fed each validation loss).
 
 With --update batch, the gradient of one update is that of a whole pass over the data (all
 its batches in order, the weights fixed): SNNS's BBPTT, or QPTT with Quickprop.
@@ -29,15 +33,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import __version__, optim
-from ..algorithms.full import Gradient, GradientMean, full_bptt
-from ..algorithms.randomized import randomized_bptt
-from ..algorithms.truncated import TBPTT, tbptt
+from .. import __version__, algorithms, optim
+from ..algorithms import Gradient, GradientMean
 from ..cells.base import Params
 from ..errors import BpttError
 from . import checkpoint as ckpt
+from . import report
 from .config import TrainConfig
-from .lock import LOCK_NAME, RunLock
+from .folder import RunFolder
 from .plots import plot_losses
 from .tasks import make_task
 
@@ -113,6 +116,57 @@ class _Interrupt:
         return False
 
 
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds of a run in progress."""
+
+    params: Params
+    opt_state: Any
+    rng: np.random.Generator
+    carried: Any  # the recurrent state carried into the next batch (streams), or None
+    step: int
+    trackers: dict[str, Any]  # best, since_best, train_seconds, skipped, first_loss
+
+
+EXPLODED = 100  # a loss over this many times the run's first one: the weights have diverged
+
+
+class Guard:
+    """A non-finite loss or gradient never updates the parameters; neither does an update that
+    would leave a non-finite weight or optimizer state, or one from weights whose loss exploded
+    (over EXPLODED times the run's first). Such an update is skipped (and counted); `diverged`
+    after `limit` in a row."""
+
+    def __init__(self, optimizer: optim.Transform, limit: int) -> None:
+        self.optimizer, self.limit, self.in_a_row = optimizer, limit, 0
+
+    def update(self, g: Gradient, s: TrainState) -> str | None:
+        """Apply g to s (params, optimizer state); the reason it was skipped, or None."""
+        first = s.trackers["first_loss"]
+        reason = None
+        if not (math.isfinite(g.loss) and _finite(g.grads)):
+            reason = "non-finite loss or gradient"
+        elif first is not None and g.loss > EXPLODED * max(first, 1e-3):
+            reason = f"loss of {g.loss:.4g}, over {EXPLODED}x the first update's {first:.4g}"
+        else:
+            updates, opt_state = self.optimizer.update(g.grads, s.opt_state, s.params)
+            params = optim.apply_updates(s.params, updates)
+            if _finite(params) and _finite(optim.flatten_state(opt_state)):
+                s.params, s.opt_state = params, opt_state
+            else:
+                reason = "non-finite weights after the update"
+        if first is None and math.isfinite(g.loss):
+            s.trackers["first_loss"] = g.loss
+        self.in_a_row = self.in_a_row + 1 if reason else 0
+        if reason:
+            s.trackers["skipped"] = s.trackers.get("skipped", 0) + 1
+        return reason
+
+    @property
+    def diverged(self) -> bool:
+        return self.in_a_row >= self.limit
+
+
 class Trainer:
     def __init__(
         self,
@@ -130,8 +184,7 @@ class Trainer:
         ends or `close`)."""
         self.log = log
         self.resumed: ckpt.Checkpoint | None = None
-        self._lock: RunLock | None = None
-        self._created: str | None = None
+        self.folder: RunFolder | None = None
         try:
             self._setup(cfg, resume, overrides)
         except BaseException:
@@ -142,10 +195,8 @@ class Trainer:
         given = None
         if resume:
             resume = os.fspath(resume)
-            path = os.path.join(resume, "checkpoint.npz")
-            if not os.path.isfile(path):
-                raise BpttError(f"--resume: expected a run folder with checkpoint.npz, received {resume!r}")
-            self._lock = RunLock(resume).acquire("--resume")
+            self.folder = RunFolder.existing(resume)
+            path = self.folder.file("checkpoint.npz")
             self.resumed = ckpt.load(path)
             saved = TrainConfig.from_dict(self.resumed.meta["config"], f"checkpoint {path!r}: config").to_dict()
             overrides = dict(overrides or {})
@@ -160,8 +211,10 @@ class Trainer:
         self.run_dir = _new_run_dir(self.cfg)
         self.task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
         self.model = self.task.build_model()
-        # TBPTT keeps its window history across batches (and checks that the model can stream)
-        self._tbptt = TBPTT(self.model, self.cfg.k1, self.cfg.k2) if self.cfg.algorithm == "tbptt" else None
+        self.algorithm = algorithms.make(self.cfg.algorithm, **self.cfg.algorithm_options())
+        if self.algorithm.stateful and self.task.mode == "stream":
+            algorithms.truncated.check_streamable(self.model, self.cfg.algorithm)
+        self._continuing = False  # a stateful algorithm's stream is running (its state is its own)
         # online: an update per batch; batch: an update per pass over the data (all its segments)
         self.batches_per_update = self.task.steps_per_epoch() if self.cfg.update == "batch" else 1
         spe = self.task.steps_per_epoch() // self.batches_per_update
@@ -169,6 +222,7 @@ class Trainer:
         self.tokens_per_update = (
             self.cfg.batch_size * sum(n for _, n in self.task.segs) if self.cfg.update == "batch" else self.task.tokens_per_step
         )
+        plateau = (self.cfg.plateau_factor, self.cfg.plateau_patience) if self.cfg.plateau_patience else None
         self.optimizer = optim.make_optimizer(
             self.cfg.optimizer,
             schedule_for(self.cfg, self.total_steps),
@@ -176,54 +230,28 @@ class Trainer:
             clip_value=self.cfg.clip_value or None,
             momentum=self.cfg.momentum,
             weight_decay=self.cfg.weight_decay,
+            plateau=plateau,
         )
         if self.resumed:
-            self._resume_from = self._restore(self.resumed, os.path.join(self.run_dir, "checkpoint.npz"))
-            done = self._resume_from[4]
-            if self.total_steps <= done:
+            self.state = self._restore(self.resumed, self.folder.file("checkpoint.npz"))
+            if self.total_steps <= self.state.step:
+                done = self.state.step
                 key, value = ("epochs", f"{self.cfg.epochs:g} ({self.total_steps} updates)") if self.cfg.epochs else ("steps", self.total_steps)
                 raise BpttError(
                     f"{key}: expected more than the {done} updates already done in {self.run_dir!r}, received {value} "
                     f"(give --steps N > {done} to train on)"
                 )
         else:
-            self._claim(self.run_dir)
-
-    def _claim(self, out: str) -> None:
-        """Make (or take) a new run's folder and lock it; refuse a file, a path under a file, a
-        folder that cannot be written, or one that already holds a run."""
-        p = os.path.abspath(out)
-        if os.path.exists(p) and not os.path.isdir(p):
-            raise BpttError(f"--out: expected a folder for the run, received {out!r}, which is a file")
-        parent = p
-        while not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        if not os.path.isdir(parent):
-            raise BpttError(f"--out: expected a path under folders, received {out!r}, under the file {parent!r}")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise BpttError(f"--out: expected a folder this user can write in, received {out!r} ({parent!r} is not writable)")
-        if not os.path.isdir(p):
-            os.makedirs(p)
-            self._created = p
-        self._lock = RunLock(out).acquire("--out")
-        if os.path.exists(os.path.join(out, "checkpoint.npz")):
-            raise BpttError(
-                f"--out: expected a new run folder, received {out!r} which already holds a run "
-                f"(continue it with --resume {out}, or choose another --out)"
-            )
+            self.folder = RunFolder.new(self.run_dir)
+            self.state = self._fresh()
+        if hasattr(self.algorithm, "rng"):  # random draws come from the run's generator (saved and restored)
+            self.algorithm.rng = self.state.rng
 
     def close(self, failed: bool = False) -> None:
         """Release the run folder (done by `run` when it ends); after a failed set-up, remove the
         folder if this trainer made it and nothing was written there."""
-        if self._lock is not None:
-            self._lock.release()
-        if failed and self._created:
-            try:
-                os.unlink(os.path.join(self._created, LOCK_NAME))
-                os.rmdir(self._created)
-            except OSError:
-                pass
-            self._created = None
+        if self.folder is not None:
+            self.folder.close(failed)
 
     def __enter__(self) -> "Trainer":
         return self
@@ -232,24 +260,22 @@ class Trainer:
         self.close()
 
     # ---- the gradient algorithm ----------------------------------------------------------------
-    def _gradient(self, params, x, y, state0, rng):
-        """One batch's gradient by the configured algorithm. tbptt on streams: an online update
-        per k1-step segment, windows reaching k2 steps back (the caches of earlier segments are
-        kept, and saved in the checkpoint); on random windows: TBPTT(k1, k2) over each window
-        with the weights fixed, one update per batch."""
-        cfg, model = self.cfg, self.model
-        if cfg.algorithm == "full":
-            return full_bptt(model, params, x, y, None, state0)
-        if cfg.algorithm in ("random", "artbp"):
-            return randomized_bptt(model, params, x, y, cfg.truncation_prob, rng, None, state0,
-                                   reweight=cfg.algorithm == "artbp")
-        if self.task.mode == "stream":
-            if state0 is None:  # a new pass over the data
-                self._tbptt.reset()
-            elif self._tbptt.state is None:  # resumed: the carried state, without the window history
-                self._tbptt.start_from(state0)
-            return self._tbptt(params, x, y)
-        return tbptt(model, params, x, y, cfg.k1, cfg.k2, None, state0)[1]
+    def _gradient(self, params, x, y, state0) -> Gradient:
+        """One batch's gradient by the configured algorithm, from state0 (None: the initial
+        state). A stateful algorithm (TBPTT) on streams carries its own state and window history
+        from batch to batch (saved in the checkpoint); state0 None starts a new stream."""
+        algo, model = self.algorithm, self.model
+        if not algo.stateful:
+            return algo(model, params, x, y, state0=state0)
+        if state0 is None:
+            algo.reset()
+            g = algo(model, params, x, y)
+        elif self._continuing:
+            g = algo(model, params, x, y)
+        else:  # resumed from a checkpoint without the stream's history
+            g = algo(model, params, x, y, state0=state0)
+        self._continuing = self.task.mode == "stream"
+        return g
 
     def _update_gradient(self, params, carried, step, rng) -> Gradient:
         """The gradient of update number `step`. online: that of one batch (from the carried state
@@ -260,39 +286,24 @@ class Trainer:
         task = self.task
         if self.batches_per_update == 1:
             x, y, reset = task.batch(step, rng)
-            return self._gradient(params, x, y, None if (reset or carried is None) else carried, rng)
+            return self._gradient(params, x, y, None if (reset or carried is None) else carried)
         P, state, mean = self.batches_per_update, None, GradientMean()
         for i in range(P):
             x, y, _ = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
-            g = self._gradient(params, x, y, state, rng)
+            g = self._gradient(params, x, y, state)
             state = g.final_state if _finite(g.final_state) else None
             mean.add(g, x.shape[0] * x.shape[1])
         # the next pass starts from the initial state: nothing is carried across updates
         return mean.result(params)._replace(final_state=None)
 
-    def _guarded_update(self, g: Gradient, params, opt_state, first_loss: float | None):
-        """(new params, new optimizer state, None), or the old ones and why the update was
-        skipped: a non-finite loss or gradient never reaches the optimizer, an update that
-        would leave a non-finite weight or optimizer state is dropped, and so is one from weights
-        whose loss has exploded (more than EXPLODED times the run's first loss)."""
-        if not (math.isfinite(g.loss) and _finite(g.grads)):
-            return params, opt_state, "non-finite loss or gradient"
-        if first_loss is not None and g.loss > EXPLODED * max(first_loss, 1e-3):
-            return params, opt_state, f"loss of {g.loss:.4g}, over {EXPLODED}x the first update's {first_loss:.4g}"
-        updates, new_state = self.optimizer.update(g.grads, opt_state, params)
-        new_params = optim.apply_updates(params, updates)
-        if not (_finite(new_params) and _finite(optim.flatten_state(new_state))):
-            return params, opt_state, "non-finite weights after the update"
-        return new_params, new_state, None
-
     # ---- state ---------------------------------------------------------------------------------
-    def _fresh(self):
+    def _fresh(self) -> TrainState:
         rng = np.random.default_rng(self.cfg.seed)
         params = self.model.init_params(rng, self.cfg.dtype)
         trackers = {"best": None, "since_best": 0, "train_seconds": 0.0, "skipped": 0, "first_loss": None}
-        return params, self.optimizer.init(params), rng, None, 0, trackers
+        return TrainState(params, self.optimizer.init(params), rng, None, 0, trackers)
 
-    def _restore(self, c: ckpt.Checkpoint, path: str):
+    def _restore(self, c: ckpt.Checkpoint, path: str) -> TrainState:
         """The run's state from its checkpoint, every part checked against this model and config."""
         params = c.params
         try:
@@ -304,66 +315,67 @@ class Trainer:
         try:
             opt_state = optim.unflatten_state(self.optimizer.init(params), c.opt)
         except BpttError as e:
-            raise BpttError(f"checkpoint {path!r}: {e} (was --optimizer or --clip changed?)") from None
+            raise BpttError(f"checkpoint {path!r}: {e} (was --optimizer, --clip or --plateau-patience changed?)") from None
         rng = np.random.default_rng()
         try:
             rng.bit_generator.state = c.meta["rng"]
         except (KeyError, TypeError, ValueError, OverflowError):
             raise BpttError(f"checkpoint {path!r}: meta.rng: expected a NumPy PCG64 generator state, received "
                             f"{json.dumps(c.meta['rng'])[:80]}") from None
-        carried = None
-        if c.state:
-            B = next(iter(next(iter(c.state.values())).values())).shape[0]
-            if self.task.mode == "stream" and B != self.cfg.batch_size:
-                raise BpttError(f"batch_size: expected {B} (the streams of the run's carried state), received {self.cfg.batch_size}")
-            template, _ = self.model.initial_state(params, B)
-            if sorted(c.state) != sorted(template):
-                raise BpttError(f"checkpoint {path!r}: state: expected the carried state of {sorted(template)}, "
-                                f"received {sorted(c.state)}")
-            carried = {}
-            for k, s in template.items():
-                fields = c.state[k]
-                for f, ref in zip(s._fields, s):
-                    a = fields.get(f)
-                    if a is None or a.shape != ref.shape or a.dtype != ref.dtype or not np.isfinite(a).all():
-                        got = "none" if a is None else f"{a.dtype}{a.shape}" + ("" if np.isfinite(a).all() else " with NaN or inf")
-                        raise BpttError(f"checkpoint {path!r}: state/{k}/{f}: expected finite {ref.dtype}{ref.shape}, received {got}")
-                carried[k] = type(s)(*(fields[f] for f in s._fields))
-        if self._tbptt is not None and carried is not None and "tbptt_history" in c.meta:
-            self._tbptt.restore(carried, c.meta["tbptt_history"], c.extra or {}, params, where=f"checkpoint {path!r}: tbptt_history")
+        carried = self._restore_carried(c, params, path)
+        key = f"{self.algorithm.name}_history"
+        if carried is not None and key in c.meta:
+            self.algorithm.restore(self.model, carried, c.meta[key], c.extra or {}, params, where=f"checkpoint {path!r}: {key}")
+            self._continuing = True
         trackers = {"skipped": 0, "first_loss": None, **c.meta["trackers"]}
-        return params, opt_state, rng, carried, int(c.meta["step"]), trackers
+        return TrainState(params, opt_state, rng, carried, int(c.meta["step"]), trackers)
 
-    def _meta(self, step: int, rng: np.random.Generator, trackers: dict) -> dict[str, Any]:
+    def _restore_carried(self, c: ckpt.Checkpoint, params: Params, path: str):
+        if not c.state:
+            return None
+        B = next(iter(next(iter(c.state.values())).values())).shape[0]
+        if self.task.mode == "stream" and B != self.cfg.batch_size:
+            raise BpttError(f"batch_size: expected {B} (the streams of the run's carried state), received {self.cfg.batch_size}")
+        template, _ = self.model.initial_state(params, B)
+        if sorted(c.state) != sorted(template):
+            raise BpttError(f"checkpoint {path!r}: state: expected the carried state of {sorted(template)}, "
+                            f"received {sorted(c.state)}")
+        carried = {}
+        for k, s in template.items():
+            fields = c.state[k]
+            for f, ref in zip(s._fields, s):
+                a = fields.get(f)
+                if a is None or a.shape != ref.shape or a.dtype != ref.dtype or not np.isfinite(a).all():
+                    got = "none" if a is None else f"{a.dtype}{a.shape}" + ("" if np.isfinite(a).all() else " with NaN or inf")
+                    raise BpttError(f"checkpoint {path!r}: state/{k}/{f}: expected finite {ref.dtype}{ref.shape}, received {got}")
+            carried[k] = type(s)(*(fields[f] for f in s._fields))
+        return carried
+
+    def _meta(self, s: TrainState) -> dict[str, Any]:
         return {
             "bptt_version": __version__,
             "config": self.cfg.to_dict(),
-            "step": step,
+            "step": s.step,
             "total_steps": self.total_steps,
-            "rng": rng.bit_generator.state,
-            "trackers": trackers,
+            "rng": s.rng.bit_generator.state,
+            "trackers": s.trackers,
             **self.task.meta(),
         }
 
-    def _save(self, name: str, params, opt_state, carried, step, rng, trackers) -> None:
-        meta, extra = self._meta(step, rng, trackers), None
-        if self._tbptt is not None and carried is not None and opt_state is not None:
-            # the windows of the next segments reach back into earlier ones: keep their caches
-            meta["tbptt_history"], extra = self._tbptt.history()
-        ckpt.save(
-            os.path.join(self.run_dir, name),
-            params,
-            optim.flatten_state(opt_state) if opt_state is not None else {},
-            carried,
-            meta,
-            extra,
-        )
+    def _save(self, name: str, s: TrainState, best: bool = False) -> None:
+        """checkpoint.npz: the whole state; best.npz: the parameters (and the record)."""
+        meta, extra = self._meta(s), None
+        history = None if best or s.carried is None else self.algorithm.history()
+        if history is not None:  # the windows of the next segments reach back into earlier ones
+            meta[f"{self.algorithm.name}_history"], extra = history
+        opt = {} if best else optim.flatten_state(s.opt_state)
+        ckpt.save(self.folder.file(name), s.params, opt, None if best else s.carried, meta, extra)
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
         """Train to the configured number of steps (or until stopped). `on_step(step, loss)` is
         called after every update. Releases the run folder when it ends."""
-        if self._lock is None or not self._lock.held:
+        if self.folder is None or not self.folder.held:
             raise BpttError("run: expected a Trainer that has not run, received one that has ended "
                             "(make a new one, e.g. Trainer(resume=folder))")
         try:
@@ -372,148 +384,94 @@ class Trainer:
             self.close()
 
     def _run(self, on_step) -> TrainResult:
-        cfg, task, model = self.cfg, self.task, self.model
-        self._lock.record()
-        removed = ckpt.remove_stale_temps(self.run_dir, RUN_FILES)
-        if removed:
-            self.log(f"removed {len(removed)} temporary file(s) a killed run left in {self.run_dir}")
-        metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
+        cfg, task, s = self.cfg, self.task, self.state
+        threads = self._begin()
+        guard = Guard(self.optimizer, cfg.diverge_after)
+        out = report.Report(self.log, cfg, task, self.total_steps, s.step, self.tokens_per_update)
+        stopped, saved_at, skipped = "done", s.step, None
+        t_train, t_loop0 = s.trackers.get("train_seconds", 0.0), time.perf_counter()
+        with threads[0], _Interrupt() as interrupt, open(self.folder.file("metrics.jsonl"), "a") as metrics:
+            while s.step < self.total_steps:
+                t0 = time.perf_counter()
+                g = self._update_gradient(s.params, s.carried, s.step, s.rng)
+                skipped = guard.update(g, s)
+                final = g.final_state if task.mode == "stream" else None
+                s.carried = final if _finite(final) else None
+                s.step += 1
+                dt = time.perf_counter() - t0
+                t_train += dt
+                out.step(metrics, s, g.loss, dt, t_train, skipped, self.optimizer)
+                if guard.diverged:  # the last checkpoint is left as it is: the last good state of the run
+                    stopped = "diverged"
+                    break
+                if on_step is not None:
+                    on_step(s.step, g.loss)
+                out_of_time = bool(cfg.max_seconds and t_train >= cfg.max_seconds)
+                regular = s.step % cfg.eval_every == 0 or s.step == self.total_steps or out_of_time
+                if (regular or interrupt.requested) and not skipped:  # (skipped: not trusted, not saved)
+                    s.trackers["train_seconds"] = t_train
+                    # evaluation (and what it decides) only at regular points, so that an
+                    # interrupted and resumed run takes exactly the uninterrupted run's path
+                    if regular:
+                        self._evaluate(s, metrics, out)
+                    metrics.flush()
+                    self._save("checkpoint.npz", s)
+                    saved_at = s.step
+                    if regular and cfg.patience and s.trackers["since_best"] >= cfg.patience:
+                        stopped = "early-stop"
+                        break
+                if interrupt.requested or out_of_time:
+                    stopped = "interrupted" if interrupt.requested else "time-limit"
+                    break
+        out.close()
+        out.stopped(stopped, s, guard, skipped, saved_at, self.folder.file("checkpoint.npz"), self.run_dir)
+        plot_losses(self.folder.file("metrics.jsonl"), self.folder.file("loss.png"), f"{cfg.cell} on {task.source}")
+        wall = time.perf_counter() - t_loop0
+        return TrainResult(
+            self.run_dir, s.step, s.params, s.trackers.get("best"), out.last_eval, stopped, t_train,
+            out.tokens / wall if wall > 0 else 0.0,
+            {"threads": threads[1], "parameters": out.n_params, "skipped": s.trackers.get("skipped", 0), "saved_at": saved_at},
+        )
+
+    def _begin(self):
+        """The run starts writing: its folder claimed, metrics, config.json and (for a new run)
+        the step-0 checkpoint written; returns the BLAS thread limit and its description."""
+        s = self.state
+        self.folder.start(self.log)
         if self.resumed:
-            params, opt_state, rng, carried, start, trackers = self._resume_from
-            dropped = _truncate_metrics(metrics_path, start)
+            dropped = self.folder.truncate_metrics(s.step)
             if dropped:
                 self.log(f"metrics.jsonl: dropped {dropped} torn line(s) (written when the run was stopped mid-line)")
         else:
-            params, opt_state, rng, carried, start, trackers = self._fresh()
-            if os.path.exists(metrics_path):
-                os.unlink(metrics_path)
-        n_params = sum(v.size for v in params.values())
-        limiter, threads = blas_threads(cfg.threads or default_threads())
-        ckpt.write_json(
-            os.path.join(self.run_dir, "config.json"),
-            {**self._meta(start, rng, trackers), "model": repr(model), "parameters": n_params, "threads": threads},
-        )
+            self.folder.fresh_metrics()
+        limiter, threads = blas_threads(self.cfg.threads or default_threads())
+        n_params = sum(v.size for v in s.params.values())
+        self.folder.write_json("config.json", {**self._meta(s), "model": repr(self.model), "parameters": n_params,
+                                               "threads": threads})
         if not self.resumed:  # a run folder always holds a checkpoint to resume from (or fall back to)
-            self._save("checkpoint.npz", params, opt_state, carried, start, rng, trackers)
-        self.log(f"bptt {__version__} | {task.describe()}")
-        self.log(
-            f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}, {n_params:,} parameters, {cfg.dtype}; "
-            f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), clip {cfg.clip or 'off'}; batch {cfg.batch_size} x "
-            f"{cfg.seq_len} ({task.mode}); {self.total_steps} steps; {_algorithm(cfg)}; {threads}"
-        )
-        self.log(f"run folder: {self.run_dir}" + (f" (resumed at step {start})" if self.resumed else ""))
+            self._save("checkpoint.npz", s)
+        report.header(self.log, self.cfg, self.task, n_params, self.total_steps, threads, self.run_dir,
+                      s.step if self.resumed else None)
+        return limiter, threads
 
-        stopped, last_eval, bad_in_a_row, saved_at = "done", None, 0, start
-        t_train = trackers.get("train_seconds", 0.0)
-        tokens_done, t_loop0 = 0, time.perf_counter()
-        bar = _progress(cfg.progress, start, self.total_steps)
-        ema = None
-        step = start
-        with limiter, _Interrupt() as interrupt, open(metrics_path, "a") as mfile:
-            while step < self.total_steps:
-                t0 = time.perf_counter()
-                g = self._update_gradient(params, carried, step, rng)
-                params, opt_state, skipped = self._guarded_update(g, params, opt_state, trackers["first_loss"])
-                if trackers["first_loss"] is None and math.isfinite(g.loss):
-                    trackers["first_loss"] = g.loss
-                final = g.final_state if task.mode == "stream" else None
-                carried = final if _finite(final) else None
-                step += 1
-                dt = time.perf_counter() - t0
-                t_train += dt
-                tokens_done += self.tokens_per_update
-                bad_in_a_row = bad_in_a_row + 1 if skipped else 0
-                clip = optim.find_states(opt_state, optim.ClipState)
-                row = {"step": step, "split": "train", "loss": g.loss if math.isfinite(g.loss) else None,
-                       "lr": _current_lr(self.optimizer, opt_state, cfg, self.total_steps), "time": round(t_train, 3),
-                       "tokens_per_s": round(self.tokens_per_update / dt, 1)}
-                if clip and not skipped:
-                    row["grad_norm"] = clip[0].norm
-                if skipped:
-                    row["skipped"] = skipped
-                    trackers["skipped"] = trackers.get("skipped", 0) + 1
-                mfile.write(json.dumps(row) + "\n")
-                if math.isfinite(g.loss):
-                    ema = g.loss if ema is None else 0.95 * ema + 0.05 * g.loss
-                if bar is not None:
-                    bar.update(1)
-                    post = {"loss": f"{ema:.4f}" if ema is not None else "nan", "tok/s": f"{self.tokens_per_update / dt:,.0f}"}
-                    if last_eval:
-                        post["val"] = f"{last_eval['loss']:.4f}"
-                    bar.set_postfix(post, refresh=False)
-                if bad_in_a_row >= cfg.diverge_after:
-                    # the last checkpoint is left as it is: the last good state of the run
-                    stopped = "diverged"
-                    break
-                last = step == self.total_steps
-                out_of_time = cfg.max_seconds and t_train >= cfg.max_seconds
-                if on_step is not None:
-                    on_step(step, g.loss)
-                regular = step % cfg.eval_every == 0 or last or out_of_time
-                if (regular or interrupt.requested) and skipped:
-                    # the weights of this point are not trusted: the folder keeps the last good files
-                    if interrupt.requested or out_of_time:
-                        stopped = "interrupted" if interrupt.requested else "time-limit"
-                        break
-                elif regular or interrupt.requested:
-                    trackers["train_seconds"] = t_train
-                    # evaluation (and what it decides) only at regular points, so that an
-                    # interrupted and resumed run takes exactly the uninterrupted run's path
-                    last_eval = task.evaluate(model, params) if regular else None
-                    if last_eval is not None:
-                        mfile.write(json.dumps({"step": step, "split": "val", **_json_safe(last_eval)}) + "\n")
-                        finite = math.isfinite(last_eval["loss"])
-                        improved = finite and (trackers["best"] is None or last_eval["loss"] < trackers["best"]["loss"])
-                        if improved:
-                            trackers["best"], trackers["since_best"] = dict(last_eval, step=step), 0
-                            self._save("best.npz", params, None, None, step, rng, trackers)
-                        else:
-                            trackers["since_best"] += 1
-                        if cfg.plateau_patience and trackers["since_best"] and trackers["since_best"] % cfg.plateau_patience == 0:
-                            opt_state = optim.replace_states(
-                                opt_state, optim.ScaleByLRState, lambda s: s._replace(scale=s.scale * cfg.plateau_factor)
-                            )
-                        _log_eval(self.log if bar is None else bar.write, task.kind, step, last_eval, ema)
-                    mfile.flush()
-                    self._save("checkpoint.npz", params, opt_state, carried, step, rng, trackers)
-                    saved_at = step
-                    if cfg.patience and trackers["since_best"] >= cfg.patience:
-                        stopped = "early-stop"
-                        break
-                    if interrupt.requested:
-                        stopped = "interrupted"
-                        break
-                    if out_of_time:
-                        stopped = "time-limit"
-                        break
-        if bar is not None:
-            bar.close()
-        if stopped == "diverged":
-            best = trackers.get("best")
-            self.log(
-                f"training diverged: the last {bad_in_a_row} updates (steps {step - bad_in_a_row + 1}-{step}) were skipped "
-                f"(the last one: {skipped}); the last good checkpoint is {os.path.join(self.run_dir, 'checkpoint.npz')} "
-                f"(step {saved_at})"
-                + (f", the best is best.npz (step {best['step']}, validation {best['loss']:.4g})" if best else "")
-                + f". Try a lower --lr or --clip: bptt train --resume {self.run_dir} --lr {cfg.lr / 10:g}"
-            )
-        elif stopped == "interrupted":
-            saved = "saved" if saved_at == step else (
-                f"not saved (its last update was skipped); the checkpoint holds step {saved_at}")
-            self.log(f"interrupted at step {step}; {saved}. Continue with: bptt train --resume {self.run_dir}")
-        elif stopped != "done":
-            self.log(f"stopped at step {step}: {stopped}")
-        plot_losses(metrics_path, os.path.join(self.run_dir, "loss.png"), f"{cfg.cell} on {task.source}")
-        wall = time.perf_counter() - t_loop0
-        return TrainResult(
-            self.run_dir, step, params, trackers.get("best"), last_eval, stopped, t_train,
-            tokens_done / wall if wall > 0 else 0.0,
-            {"threads": threads, "parameters": n_params, "skipped": trackers.get("skipped", 0), "saved_at": saved_at},
-        )
-
-
-RUN_FILES = ("checkpoint.npz", "best.npz", "config.json", "metrics.jsonl", "loss.png", "prediction.png", "sample.txt")
-EXPLODED = 100  # a loss over this many times the run's first one: the weights have diverged
+    def _evaluate(self, s: TrainState, metrics, out) -> None:
+        """The validation loss: logged, fed to the optimizer (reduce_on_plateau), best.npz
+        written when it is finite and lower than every one before."""
+        ev = self.task.evaluate(self.model, s.params)
+        out.last_eval = ev
+        if ev is None:
+            return
+        metrics.write(json.dumps({"step": s.step, "split": "val", **_json_safe(ev)}) + "\n")
+        loss = ev["loss"]
+        best = s.trackers["best"]
+        if math.isfinite(loss) and (best is None or loss < best["loss"]):
+            s.trackers["best"], s.trackers["since_best"] = dict(ev, step=s.step), 0
+            self._save("best.npz", s, best=True)
+        else:
+            s.trackers["since_best"] += 1
+        if math.isfinite(loss):
+            s.opt_state = optim.observe(self.optimizer, s.opt_state, loss)
+        out.evaluation(s.step, ev)
 
 
 def _finite(tree) -> bool:
@@ -530,58 +488,3 @@ def _finite(tree) -> bool:
 
 def _json_safe(d: dict) -> dict:
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d.items()}
-
-
-def _algorithm(cfg: TrainConfig) -> str:
-    if cfg.algorithm == "tbptt":
-        how = f"TBPTT(k1={cfg.k1}, k2={cfg.k2})"
-    elif cfg.algorithm in ("random", "artbp"):
-        how = f"{cfg.algorithm} truncation, c = {cfg.truncation_prob:g}"
-    else:
-        how = "full BPTT per batch"
-    return how + ("; batch update per pass" if cfg.update == "batch" else "; online update per batch")
-
-
-def _current_lr(opt, state, cfg: TrainConfig, total: int) -> float:
-    s = optim.find_states(state, optim.ScaleByLRState)
-    if not s or cfg.optimizer in ("rprop", "quickprop"):
-        return cfg.lr
-    sched = schedule_for(cfg, total)
-    count = max(s[0].count - 1, 0)
-    return (sched(count) if callable(sched) else sched) * s[0].scale
-
-
-def _log_eval(write, kind: str, step: int, ev: dict, ema: float | None) -> None:
-    train = f"train {ema:.4f}, " if ema is not None else ""
-    if kind == "text":
-        write(f"step {step}: {train}validation {ev['loss']:.4f} nats/char ({ev['bpc']:.3f} bits/char, perplexity {ev['ppl']:.2f})")
-    else:
-        write(f"step {step}: {train}validation one-step NMSE {ev['nmse']:.4f} (MSE {ev['mse']:.4g})")
-
-
-def _progress(enabled: bool, start: int, total: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=True, disable=None)
-
-
-def _truncate_metrics(path: str, step: int) -> int:
-    """Keep only the metrics up to `step` (a resumed run rewrites what came after); a line torn
-    by a killed run is dropped. Returns the number of torn lines dropped."""
-    if not os.path.isfile(path):
-        return 0
-    keep, torn = [], 0
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                row = json.loads(raw.decode())
-                s = row["step"]
-            except (ValueError, KeyError, TypeError):
-                torn += bool(raw.strip())
-                continue
-            if isinstance(s, int) and s <= step:
-                keep.append(raw if raw.endswith(b"\n") else raw + b"\n")
-    ckpt.atomic_write(path, lambda f: f.write(b"".join(keep)))
-    return torn

@@ -1,0 +1,123 @@
+"""What a run says while it trains: the header, one metrics row per update, the progress bar,
+evaluations, and how it stopped."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable
+
+from .. import optim
+from .config import TrainConfig
+
+
+def describe_algorithm(cfg: TrainConfig) -> str:
+    if cfg.algorithm == "tbptt":
+        how = f"TBPTT(k1={cfg.k1}, k2={cfg.k2})"
+    elif cfg.algorithm in ("random", "artbp"):
+        how = f"{cfg.algorithm} truncation, c = {cfg.truncation_prob:g}"
+    else:
+        how = "full BPTT per batch"
+    return how + ("; batch update per pass" if cfg.update == "batch" else "; online update per batch")
+
+
+def header(log: Callable[[str], None], cfg: TrainConfig, task: Any, n_params: int, total: int, threads: str,
+           run_dir: str, resumed_at: int | None) -> None:
+    from .. import __version__
+
+    log(f"bptt {__version__} | {task.describe()}")
+    log(
+        f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}, {n_params:,} parameters, {cfg.dtype}; "
+        f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), clip {cfg.clip or 'off'}; batch {cfg.batch_size} x "
+        f"{cfg.seq_len} ({task.mode}); {total} steps; {describe_algorithm(cfg)}; {threads}"
+    )
+    log(f"run folder: {run_dir}" + (f" (resumed at step {resumed_at})" if resumed_at is not None else ""))
+
+
+def learning_rate(cfg: TrainConfig, schedule: Any, state: Any) -> float:
+    """The rate of the last update: the schedule's at the optimizer's step count, times the
+    plateau factor (rprop and quickprop set their own steps: their initial rate is shown)."""
+    counts = optim.find_states(state, optim.ScaleByLRState)
+    if not counts or cfg.optimizer in ("rprop", "quickprop"):
+        return cfg.lr
+    plateau = optim.find_states(state, optim.PlateauState)
+    rate = schedule(max(counts[0].count - 1, 0)) if callable(schedule) else schedule
+    return rate * (plateau[0].scale if plateau else 1.0)
+
+
+class Report:
+    def __init__(self, log: Callable[[str], None], cfg: TrainConfig, task: Any, total: int, start: int,
+                 tokens_per_update: int) -> None:
+        from .trainer import schedule_for
+
+        self.log, self.cfg, self.kind = log, cfg, task.kind
+        self.schedule = schedule_for(cfg, total)
+        self.tokens_per_update = tokens_per_update
+        self.bar = _progress(cfg.progress, start, total)
+        self.ema: float | None = None
+        self.last_eval: dict[str, float] | None = None
+        self.tokens = 0
+        self.n_params = 0
+
+    def step(self, metrics, s: Any, loss: float, dt: float, t_train: float, skipped: str | None, optimizer) -> None:
+        """One metrics row (and the progress bar) for the update just done."""
+        self.n_params = self.n_params or sum(v.size for v in s.params.values())
+        self.tokens += self.tokens_per_update
+        row = {"step": s.step, "split": "train", "loss": loss if math.isfinite(loss) else None,
+               "lr": learning_rate(self.cfg, self.schedule, s.opt_state), "time": round(t_train, 3),
+               "tokens_per_s": round(self.tokens_per_update / dt, 1)}
+        clip = optim.find_states(s.opt_state, optim.ClipState)
+        if clip and not skipped:
+            row["grad_norm"] = clip[0].norm
+        if skipped:
+            row["skipped"] = skipped
+        metrics.write(json.dumps(row) + "\n")
+        if math.isfinite(loss):
+            self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
+        if self.bar is not None:
+            self.bar.update(1)
+            post = {"loss": f"{self.ema:.4f}" if self.ema is not None else "nan",
+                    "tok/s": f"{self.tokens_per_update / dt:,.0f}"}
+            if self.last_eval:
+                post["val"] = f"{self.last_eval['loss']:.4f}"
+            self.bar.set_postfix(post, refresh=False)
+
+    def evaluation(self, step: int, ev: dict) -> None:
+        write = self.log if self.bar is None else self.bar.write
+        train = f"train {self.ema:.4f}, " if self.ema is not None else ""
+        if self.kind == "text":
+            write(f"step {step}: {train}validation {ev['loss']:.4f} nats/char ({ev['bpc']:.3f} bits/char, "
+                  f"perplexity {ev['ppl']:.2f})")
+        else:
+            write(f"step {step}: {train}validation one-step NMSE {ev['nmse']:.4f} (MSE {ev['mse']:.4g})")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def stopped(self, how: str, s: Any, guard: Any, skipped: str | None, saved_at: int, checkpoint: str,
+                run_dir: str) -> None:
+        step = s.step
+        if how == "diverged":
+            best = s.trackers.get("best")
+            n = guard.in_a_row
+            self.log(
+                f"training diverged: the last {n} updates (steps {step - n + 1}-{step}) were skipped "
+                f"(the last one: {skipped}); the last good checkpoint is {checkpoint} (step {saved_at})"
+                + (f", the best is best.npz (step {best['step']}, validation {best['loss']:.4g})" if best else "")
+                + f". Try a lower --lr or --clip: bptt train --resume {run_dir} --lr {self.cfg.lr / 10:g}"
+            )
+        elif how == "interrupted":
+            saved = "saved" if saved_at == step else (
+                f"not saved (its last update was skipped); the checkpoint holds step {saved_at}")
+            self.log(f"interrupted at step {step}; {saved}. Continue with: bptt train --resume {run_dir}")
+        elif how != "done":
+            self.log(f"stopped at step {step}: {how}")
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=True, disable=None)
