@@ -1,7 +1,7 @@
 """The training-step benchmark against PyTorch and JAX: the same as `bptt bench` (all its flags).
 
-    pip install ".[bench]"          # torch 2.13.0 (CPU) and JAX, the peers
-    python benchmarks/bench.py --json bench.json --markdown bench.md
+pip install ".[bench]"          # torch 2.13.0 (CPU) and JAX, the peers
+python benchmarks/bench.py --json bench.json --markdown bench.md
 """
 
 import sys

@@ -16,7 +16,6 @@ Prints both validation losses (nats/char) and their relative difference. Needs t
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -53,18 +52,33 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = tempfile.mkdtemp(prefix="compare_torch_")
     cfg = TrainConfig(
-        data=args.data, cell="lstm", hidden=args.hidden, layers=1, optimizer="adam", lr=args.lr,
-        clip=args.clip, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
-        eval_every=args.steps, seed=args.seed, threads=args.threads, out=out, progress=False,
-        sample_length=0, dtype="float32",
+        data=args.data,
+        cell="lstm",
+        hidden=args.hidden,
+        layers=1,
+        optimizer="adam",
+        lr=args.lr,
+        clip=args.clip,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        eval_every=args.steps,
+        seed=args.seed,
+        threads=args.threads,
+        out=out,
+        progress=False,
+        sample_length=0,
+        dtype="float32",
     )
     task = make_task(cfg)
     model = task.build_model()
     params0 = model.init_params(np.random.default_rng(cfg.seed), cfg.dtype)  # what Trainer starts from
     V, H = len(task.vocab), cfg.hidden
-    print(f"{task.describe()}\nLSTM {H}, {cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len}, "
-          f"Adam lr {cfg.lr:g} (warm-up {cfg.warmup}, cosine to {cfg.min_lr:g}), clip {cfg.clip}, "
-          f"seed {cfg.seed}, {args.threads} thread(s), torch {torch.__version__}")
+    print(
+        f"{task.describe()}\nLSTM {H}, {cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len}, "
+        f"Adam lr {cfg.lr:g} (warm-up {cfg.warmup}, cosine to {cfg.min_lr:g}), clip {cfg.clip}, "
+        f"seed {cfg.seed}, {args.threads} thread(s), torch {torch.__version__}"
+    )
 
     # ---- bptt, through its trainer
     t0 = time.perf_counter()
@@ -99,7 +113,9 @@ def main(argv=None) -> int:
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         logits, state = net(torch.from_numpy(x.astype(np.int64)), state)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.from_numpy(y.astype(np.int64)).reshape(-1))
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, V), torch.from_numpy(y.astype(np.int64)).reshape(-1)
+        )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
@@ -119,7 +135,8 @@ def main(argv=None) -> int:
         for start, length in txt.segments(task.val_streams, cfg.seq_len):
             logits, st = net(vs[start : start + length], st)
             total += torch.nn.functional.cross_entropy(
-                logits.reshape(-1, V), vs[start + 1 : start + 1 + length].reshape(-1), reduction="sum").item()
+                logits.reshape(-1, V), vs[start + 1 : start + 1 + length].reshape(-1), reduction="sum"
+            ).item()
         theirs_torch_eval = total / n
 
     rel = abs(ours - theirs) / theirs

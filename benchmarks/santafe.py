@@ -18,13 +18,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-CONFIG = dict(cell="lstm", hidden=64, layers=1, optimizer="adam", lr=5e-3, schedule="cosine", warmup=50,
-              min_lr=1e-4, clip=1.0, batch_size=32, seq_len=200, steps=3000, dtype="float32", threads=1)
+CONFIG = dict(
+    cell="lstm",
+    hidden=64,
+    layers=1,
+    optimizer="adam",
+    lr=5e-3,
+    schedule="cosine",
+    warmup=50,
+    min_lr=1e-4,
+    clip=1.0,
+    batch_size=32,
+    seq_len=200,
+    steps=3000,
+    dtype="float32",
+    threads=1,
+)
 STARTS = range(200, 901, 50)
 HORIZON = 100
 
@@ -38,8 +51,17 @@ def _train_one(job):
     data_dir, out, seed, conf = job
     dat = np.loadtxt(os.path.join(data_dir, "A.dat"))
     cont = np.loadtxt(os.path.join(data_dir, "A.cont"))
-    cfg = TrainConfig(data=os.path.join(data_dir, "A.dat"), task="series", val_fraction=0.0, seed=seed,
-                      out=os.path.join(out, f"seed{seed}"), progress=False, sample_length=0, eval_every=10**6, **conf)
+    cfg = TrainConfig(
+        data=os.path.join(data_dir, "A.dat"),
+        task="series",
+        val_fraction=0.0,
+        seed=seed,
+        out=os.path.join(out, f"seed{seed}"),
+        progress=False,
+        sample_length=0,
+        eval_every=10**6,
+        **conf,
+    )
     trainer = Trainer(cfg, log=lambda s: None)
     res = trainer.run()
     model, params, norm = trainer.model, res.params, trainer.task.norm
@@ -79,15 +101,22 @@ def main(argv=None) -> int:
         print(f"| {seed} | {inside:.3f} | {score:.4f} | {secs:.0f} |")
     best = min(results, key=lambda r: r[1])
     seed, inside, score, pred, _, folder = best
-    print(f"selected by A.dat alone: seed {seed} (run {folder}); A.cont NMSE {score:.4f} "
-          f"(MSE {np.mean((pred - cont) ** 2):.1f}, variance of A.cont {np.var(cont):.1f})")
+    print(
+        f"selected by A.dat alone: seed {seed} (run {folder}); A.cont NMSE {score:.4f} "
+        f"(MSE {np.mean((pred - cont) ** 2):.1f}, variance of A.cont {np.var(cont):.1f})"
+    )
     print(f"all seeds: median {np.median([r[2] for r in results]):.4f}, best {min(r[2] for r in results):.4f}")
     try:
-        from bptt.train.plots import plot_series
+        from bptt.plots import plot_series
 
         path = os.path.join(args.out, "santafe_forecast.png")
-        plot_series(path, cont, pred, f"Santa Fe A: iterated forecast of A.cont, NMSE {score:.4f}",
-                    np.loadtxt(os.path.join(args.folder, "A.dat")))
+        plot_series(
+            path,
+            cont,
+            pred,
+            f"Santa Fe A: iterated forecast of A.cont, NMSE {score:.4f}",
+            np.loadtxt(os.path.join(args.folder, "A.dat")),
+        )
         print(f"plot: {path}")
     except Exception as e:  # a plot is a convenience; the figure above is the result
         print(f"(no plot: {e})")

@@ -24,9 +24,23 @@ import tempfile
 
 import numpy as np
 
-CONFIG = dict(cell="gru", hidden=16, layers=1, optimizer="adam", lr=3e-3, schedule="cosine", warmup=50,
-              min_lr=1e-4, clip=1.0, batch_size=16, seq_len=40, steps=1500, weight_decay=0.0, dtype="float64",
-              threads=1)
+CONFIG = dict(
+    cell="gru",
+    hidden=16,
+    layers=1,
+    optimizer="adam",
+    lr=3e-3,
+    schedule="cosine",
+    warmup=50,
+    min_lr=1e-4,
+    clip=1.0,
+    batch_size=16,
+    seq_len=40,
+    steps=1500,
+    weight_decay=0.0,
+    dtype="float64",
+    threads=1,
+)
 TRAIN, TEST1, TEST2 = (1700, 1920), (1921, 1955), (1956, 1979)
 
 
@@ -75,9 +89,18 @@ def main(argv=None) -> int:
         f.write("year,spots\n" + "".join(f"{y},{v}\n" for y, v in zip(years[tr], spots[tr])))
     nets = []
     for seed in args.seeds:
-        cfg = TrainConfig(data=train_csv, task="series", column="spots", val_fraction=0.0, seed=seed,
-                          out=os.path.join(workdir, f"seed{seed}"), progress=False, sample_length=0,
-                          eval_every=10**6, **{k: getattr(args, k) for k in CONFIG})
+        cfg = TrainConfig(
+            data=train_csv,
+            task="series",
+            column="spots",
+            val_fraction=0.0,
+            seed=seed,
+            out=os.path.join(workdir, f"seed{seed}"),
+            progress=False,
+            sample_length=0,
+            eval_every=10**6,
+            **{k: getattr(args, k) for k in CONFIG},
+        )
         trainer = Trainer(cfg, log=lambda s: None)
         assert trainer.task.norm == norm, "the network and the baseline share one normalisation"
         res = trainer.run()
@@ -85,11 +108,14 @@ def main(argv=None) -> int:
         pred[1:] = trainer.task.one_step_predictions(trainer.model, res.params, z)
         nets.append(pred)
         rows.append((f"{cfg.cell} {cfg.hidden}, seed {seed}", scores(pred)))
-    rows.append((f"{CONFIG['cell']} mean of the {len(nets)} seeds' scores",
-                 {n: tuple(np.mean([r[1][n][i] for r in rows[1:]]) for i in range(2)) for n in segments}))
+    rows.append(
+        (
+            f"{CONFIG['cell']} mean of the {len(nets)} seeds' scores",
+            {n: tuple(np.mean([r[1][n][i] for r in rows[1:]]) for i in range(2)) for n in segments},
+        )
+    )
 
-    print(f"sunspots {args.path}: train {TRAIN[0]}-{TRAIN[1]} ({tr.sum()} years); "
-          f"variance of 1700-1979 {var_all:.1f}")
+    print(f"sunspots {args.path}: train {TRAIN[0]}-{TRAIN[1]} ({tr.sum()} years); variance of 1700-1979 {var_all:.1f}")
     print(f"network config: {', '.join(f'{k}={getattr(args, k)}' for k in CONFIG)}")
     head = " | ".join(f"{n} NMSE | {n} ARV" for n in segments)
     print(f"| model | {head} |\n|---|" + "---|" * (2 * len(segments)))
@@ -98,7 +124,9 @@ def main(argv=None) -> int:
     first = list(segments)[0]
     mean_net, ar = rows[-1][1][first][0], rows[0][1][first][0]
     ok = mean_net < ar
-    print(f"{first}: network NMSE {mean_net:.3f} vs AR({args.order}) {ar:.3f}: {'below' if ok else 'NOT below'} the baseline")
+    print(
+        f"{first}: network NMSE {mean_net:.3f} vs AR({args.order}) {ar:.3f}: {'below' if ok else 'NOT below'} the baseline"
+    )
     return 0 if ok else 1
 
 

@@ -32,14 +32,34 @@ CONFIGS = {
     "artbp c=0.1": ["--algorithm", "artbp", "--truncation-prob", "0.1"],
 }
 STARTUP = 1.0  # seconds from the start of a process to its first step, about (imports, data)
-BASE = ["--hidden", "24", "--steps", "240", "--eval-every", "8", "--seq-len", "10", "--batch-size", "8",
-        "--dtype", "float64", "--threads", "1", "--no-progress", "--sample-length", "0", "--cell", "gru"]
+BASE = [
+    "--hidden",
+    "24",
+    "--steps",
+    "240",
+    "--eval-every",
+    "8",
+    "--seq-len",
+    "10",
+    "--batch-size",
+    "8",
+    "--dtype",
+    "float64",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--sample-length",
+    "0",
+    "--cell",
+    "gru",
+]
 
 
 def _bptt(args: list[str]) -> subprocess.Popen:
     code = "import sys; from bptt.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _train_rows(folder: str) -> list[tuple[int, float | None]]:
@@ -133,11 +153,20 @@ def main() -> int:
                 diff = _same(ref, out)
                 ok = diff is None and not temps
                 failures += not ok
-                print(f"{name}: {chain_kills} kills over {starts} starts (unbroken run {wall:.1f} s): "
-                      + ("bitwise equal to the unbroken run, no temp file left" if ok else f"FAILED: {diff or ''} {temps or ''}"),
-                      flush=True)
+                print(
+                    f"{name}: {chain_kills} kills over {starts} starts (unbroken run {wall:.1f} s): "
+                    + (
+                        "bitwise equal to the unbroken run, no temp file left"
+                        if ok
+                        else f"FAILED: {diff or ''} {temps or ''}"
+                    ),
+                    flush=True,
+                )
             total_kills += done_kills
-    print(f"{total_kills} kills: " + ("every checkpoint loaded, every run bitwise equal" if not failures else f"{failures} failures"))
+    print(
+        f"{total_kills} kills: "
+        + ("every checkpoint loaded, every run bitwise equal" if not failures else f"{failures} failures")
+    )
     return 1 if failures else 0
 
 

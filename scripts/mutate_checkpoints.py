@@ -35,9 +35,24 @@ def main() -> int:
         words = "the cat sat on a mat while a dog ran to the big red barn".split()
         open(text, "w").write(" ".join(np.random.default_rng(0).choice(words, 3000)))
         out = os.path.join(d, "run")
-        Trainer(TrainConfig(data=text, hidden=12, steps=8, eval_every=4, batch_size=4, seq_len=5, algorithm="tbptt",
-                            k1=5, k2=12, cell="gru", out=out, progress=False, sample_length=0),
-                log=lambda s: None).run()
+        Trainer(
+            TrainConfig(
+                data=text,
+                hidden=12,
+                steps=8,
+                eval_every=4,
+                batch_size=4,
+                seq_len=5,
+                algorithm="tbptt",
+                k1=5,
+                k2=12,
+                cell="gru",
+                out=out,
+                progress=False,
+                sample_length=0,
+            ),
+            log=lambda s: None,
+        ).run()
         path = os.path.join(out, "checkpoint.npz")
         t0 = time.perf_counter()
         counts = mutate_and_load(path, args.n, args.seed)

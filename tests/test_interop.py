@@ -1,10 +1,11 @@
-"""Renaming parameters and states to and from PyTorch's conventions (no torch needed)."""
+"""Renaming parameters and states to and from PyTorch's conventions (torch only where a real
+state_dict is read)."""
 
 import numpy as np
 import pytest
 
 from bptt import Dense, Model, rnn
-from bptt.interop import from_torch, state_to_torch, to_torch, torch_names
+from bptt.interop import from_torch, state_from_torch, state_to_torch, to_torch, torch_names
 
 
 def test_names_and_round_trip():
@@ -45,3 +46,45 @@ def test_models_torch_cannot_express_are_refused(levels):
     model = Model(3, levels)
     with pytest.raises(ValueError, match="expected a model of N identical"):
         torch_names(model)
+
+
+def test_from_torch_takes_a_bare_module_state_dict_and_names_what_is_missing():
+    """nn.LSTM(...).state_dict() has no 'rnn.' prefix; the readout's nn.Linear state_dict goes
+    in `readout`. Missing or misshapen entries are named, not a KeyError."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    lstm, lin = torch.nn.LSTM(3, 4, num_layers=2), torch.nn.Linear(4, 5)
+    model = Model(3, [rnn("lstm", 4, 2), Dense(5)])
+    p = from_torch(model, lstm.state_dict(), readout=lin.state_dict())
+    np.testing.assert_array_equal(p["lstm1.W_hh"], lstm.weight_hh_l1.detach().numpy())
+    np.testing.assert_array_equal(p["dense2.b"], lin.bias.detach().numpy())
+    with pytest.raises(ValueError, match=r"from_torch: expected the torch entries \['linear.weight', 'linear.bias'\]"):
+        from_torch(model, lstm.state_dict())
+    bad = dict(lstm.state_dict(), weight_hh_l0=torch.zeros(16, 3))
+    with pytest.raises(
+        ValueError, match=r"rnn.weight_hh_l0: expected shape \(16, 4\) \(bptt's lstm0.W_hh\), received \(16, 3\)"
+    ):
+        from_torch(model, bad, readout=lin.state_dict())
+
+
+def test_state_from_torch_inverts_state_to_torch():
+    for kind in ("lstm", "gru", "rnn"):
+        model = Model(3, [rnn(kind, 4, 2, True), Dense(5)])
+        s, _ = model.initial_state(model.init_params(0), 2)
+        for i, k in enumerate(sorted(s)):
+            s[k] = type(s[k])(*(np.full_like(a, i + j) for j, a in enumerate(s[k])))
+        h, c = state_to_torch(model, s)
+        back = state_from_torch(model, h, c)
+        for k in s:
+            for a, b in zip(s[k], back[k]):
+                np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"state_from_torch: expected h0 and c0 of shape \(4, B, H\)"):
+        state_from_torch(Model(3, [rnn("lstm", 4, 2, True), Dense(5)]), h)
+
+
+def test_rnn_is_torchs_name_for_elman():
+    model = Model(3, [rnn("rnn", 4), Dense(2)])
+    assert model.recurrent_levels[0].kind == "elman" and "elman0.W_hh" in model.param_shapes()
+    from bptt.train import TrainConfig
+
+    assert TrainConfig(cell="rnn").validate().cell == "elman"

@@ -5,6 +5,8 @@ Layout: sequences are time-major (T, B, D); a state field is (B, H); parameters 
 dict of arrays named '<level>.<param>'. See docs/derivations.md for every backward step.
 """
 
+from . import fast  # noqa: E402,F401  (offers its faster operations to bptt.ops, loaded on first use)
+from ._version import __version__
 from .activations import ACTIVATIONS, get_activation
 from .algorithms import Gradient, full_bptt
 from .cells import (
@@ -27,12 +29,10 @@ from .losses import Loss
 from .model import Model, ModelState
 from .scan import scan_backward, scan_forward
 from .tape import Tape
-from . import fast  # noqa: E402,F401  (offers its faster operations to bptt.ops, loaded on first use)
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "__version__",
     "BpttError",
     "CELLS",
     "Cell",

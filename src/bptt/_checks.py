@@ -39,14 +39,10 @@ def array(name: str, x: Any) -> np.ndarray:
 
 def shape(name: str, x: np.ndarray, expected: tuple, layout: str) -> None:
     """Check x.shape against `expected`, where None entries match any size."""
-    ok = x.ndim == len(expected) and all(
-        e is None or e == s for e, s in zip(expected, x.shape)
-    )
+    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
     if not ok:
         want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
-        raise BpttError(
-            f"{name}: expected shape {layout} = {want}, received {tuple(x.shape)}"
-        )
+        raise BpttError(f"{name}: expected shape {layout} = {want}, received {tuple(x.shape)}")
 
 
 def dtype_is(name: str, x: np.ndarray, dtype: np.dtype) -> None:

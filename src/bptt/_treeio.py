@@ -15,7 +15,8 @@ BpttError naming the place in the structure.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,11 +40,11 @@ def register(*classes: type) -> None:
 def _builtin() -> None:
     if _REGISTRY:
         return
-    from .tape import Tape
     from .cells.elman import ElmanCache, ElmanState
     from .cells.gru import GRUCache, GRUState
     from .cells.jordan import JordanCache, JordanState
     from .cells.lstm import LSTMCache, LSTMState
+    from .tape import Tape
 
     register(Tape, ElmanCache, ElmanState, GRUCache, GRUState, JordanCache, JordanState, LSTMCache, LSTMState)
     _LEGACY["bptt.algorithms.scan:Tape"] = (_Tape01, lambda t: Tape(t.caches, t.mask, t.reverse))
@@ -68,9 +69,7 @@ def _class(name: Any, where: str) -> type:
     if cls is None and name in _LEGACY:
         return _LEGACY[name][0]
     if cls is None:
-        raise BpttError(
-            f"{where}: expected the name of a stored class among {sorted(_REGISTRY)}, received {name!r}"
-        )
+        raise BpttError(f"{where}: expected the name of a stored class among {sorted(_REGISTRY)}, received {name!r}")
     return cls
 
 
@@ -87,7 +86,9 @@ def _stackable(items: list) -> bool:
     for fields in zip(*items):
         if all(f is None for f in fields):
             continue
-        if not all(isinstance(f, np.ndarray) and f.shape == fields[0].shape and f.dtype == fields[0].dtype for f in fields):
+        if not all(
+            isinstance(f, np.ndarray) and f.shape == fields[0].shape and f.dtype == fields[0].dtype for f in fields
+        ):
             return False
     return True
 

@@ -12,7 +12,7 @@ step caches y and the backward step never recomputes (or stores) the pre-activat
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -7,9 +7,10 @@ import os
 import re
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import BpttError, did_you_mean, one_of
 from .train.argtypes import integer, number, output_file
 
@@ -64,8 +65,10 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
         if c not in CELL_KINDS:
             raise one_of("--cells", c, CELL_KINDS)
     cases = standard_cases(cells) + ([] if args.no_variants else variant_cases())
-    print(f"bptt gradcheck: {len(cases)} cases, float64, five-point central differences "
-          f"(eps 1e-3), tolerance {args.tol:g} (max relative error per array)")
+    print(
+        f"bptt gradcheck: {len(cases)} cases, float64, five-point central differences "
+        f"(eps 1e-3), tolerance {args.tol:g} (max relative error per array)"
+    )
     head = f"{'cell':<7} {'loss':<10} {'mask':<6} {'layers':>6} {'dir':<4} {'params':>6} {'max rel err':>11}  {'':4} worst array"
     print(head)
     print("-" * len(head))
@@ -82,8 +85,10 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
             flush=True,
         )
     print("-" * len(head))
-    print(f"worst relative error {worst:.2e} over {len(cases)} cases; {failed} above {args.tol:g}; "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"worst relative error {worst:.2e} over {len(cases)} cases; {failed} above {args.tol:g}; "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     return 1 if failed else 0
 
 
@@ -103,12 +108,33 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_warm(args: argparse.Namespace) -> int:
+    from . import fast
+
+    if fast.OFF:
+        print("bptt warm: BPTT_FAST is off in this environment: nothing to compile")
+        return 0
+    t0 = time.perf_counter()
+    have = fast.available()
+    took = time.perf_counter() - t0
+    if not have["kernels"]:
+        print(f"bptt warm: no compiled kernels here (Numba missing or failing): the NumPy path runs ({took:.1f} s)")
+        return 0
+    parts = (
+        ["per-step kernels"]
+        + (["whole scans"] if have["scans"] else [])
+        + (["split scans and the engine"] if have["split"] else [])
+    )
+    print(f"bptt warm: {', '.join(parts)} ready in {took:.1f} s (cached: later processes load them in about a second)")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json as _json
 
     from .bench import all_cases, markdown, run_bench
     from .bench.contenders import PEERS, available
-    from .train.checkpoint import atomic_write
+    from .files import atomic_write
 
     cases = all_cases(tuple(_names(args.cells)), tuple(_names(args.sizes)))
     wanted = ["bptt"] + [p for p in (_names(args.peers) if args.peers else PEERS) if p != "bptt"]
@@ -117,10 +143,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise one_of("--peers", p, PEERS)
     missing = [p for p in wanted if not available(p)]
     if missing and args.peers:
-        raise BpttError(f"--peers: expected {', '.join(missing)} to be installed (pip install \"bptt[bench]\"), received none")
+        raise BpttError(
+            f'--peers: expected {", ".join(missing)} to be installed (pip install "bptt[bench]"), received none'
+        )
     names = [p for p in wanted if available(p)]
     if missing:
-        print(f"bench: {', '.join(missing)} not installed, measuring without (pip install \"bptt[bench]\")")
+        print(f'bench: {", ".join(missing)} not installed, measuring without (pip install "bptt[bench]")')
     if args.threads is None:
         from .train.trainer import default_threads
 
@@ -155,24 +183,42 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
 
     g = sub.add_parser(
-        "gradcheck", parents=[debug],
+        "gradcheck",
+        parents=[debug],
         help="check every cell x loss x mask x layers x direction against central differences",
         description="Check full BPTT against float64 central differences on small random problems "
         "(non-zero biases and initial states) and print the max relative error per case. "
         "Exits 1 if any case exceeds the tolerance.",
     )
     g.add_argument("--cells", help="comma-separated subset of elman,jordan,gru,lstm (default: all)")
-    g.add_argument("--tol", type=number(0, lo_open=True), default=1e-6, help="tolerance on the max relative error (default 1e-6)")
+    g.add_argument(
+        "--tol", type=number(0, lo_open=True), default=1e-6, help="tolerance on the max relative error (default 1e-6)"
+    )
     g.add_argument("--seed", type=integer(0), default=0, help="seed of the random problems (default 0)")
-    g.add_argument("--max-entries", type=integer(1), default=None, metavar="N",
-                   help="check at most N random entries per array (default: all)")
+    g.add_argument(
+        "--max-entries",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="check at most N random entries per array (default: all)",
+    )
     g.add_argument("--no-variants", action="store_true", help="only the standard sweep")
     g.set_defaults(func=_cmd_gradcheck)
+
+    w = sub.add_parser(
+        "warm",
+        parents=[debug],
+        help="compile the float32 kernels now (once per install, about 30 s)",
+        description="Compile bptt's float32 kernels into Numba's disk cache now, instead of in the first "
+        "float32 training step of the first run (about 30 s, once per install).",
+    )
+    w.set_defaults(func=_cmd_warm)
 
     x = sub.add_parser("experiment", parents=[debug], help="run a named experiment comparing gradient algorithms")
     xs = x.add_subparsers(dest="experiment", metavar="NAME", required=True)
     ib = xs.add_parser(
-        "influence-balancing", parents=[debug],
+        "influence-balancing",
+        parents=[debug],
         help="Tallec & Ollivier's influence balancing: TBPTT(1, K) against ARTBP",
         description="A 23-unit linear system whose truncated gradients point the wrong way: TBPTT(1, K) "
         "for each K and ARTBP with truncation probability c (several seeds) learn theta online from "
@@ -187,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     ib.set_defaults(func=_cmd_experiment)
 
     b = sub.add_parser(
-        "bench", parents=[debug],
+        "bench",
+        parents=[debug],
         help="time the training step of bptt against PyTorch and JAX (if installed)",
         description="One float32 training step (forward, cross-entropy at every step, full BPTT) of "
         "Elman/GRU/LSTM on token inputs, against torch (nn.RNN/GRU/LSTM + Linear, loss.backward) and JAX "
@@ -197,8 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cells", default="elman,gru,lstm", help="subset of elman,gru,lstm (default: all)")
     b.add_argument("--sizes", default="small,medium,long", help="subset of small,medium,long (default: all)")
     b.add_argument("--peers", default="", help="subset of torch,jax (default: those installed)")
-    b.add_argument("--threads", type=integer(1), default=None,
-                   help="BLAS/OpenMP/XLA threads for every contender (default: as bptt train, the usable cores, at most 2)")
+    b.add_argument(
+        "--threads",
+        type=integer(1),
+        default=None,
+        help="BLAS/OpenMP/XLA threads for every contender (default: as bptt train, the usable cores, at most 2)",
+    )
     b.add_argument("--repeats", type=integer(1), default=7, help="timed rounds (default 7)")
     b.add_argument("--warmup", type=integer(0), default=2, help="untimed rounds first (default 2)")
     b.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
@@ -209,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import commands
 
     t = sub.add_parser(
-        "train", parents=[debug],
+        "train",
+        parents=[debug],
         help="train a recurrent network on text or a time series (default: a char-LSTM on Botchan)",
         description="Train a recurrent network by BPTT. With no arguments: a character-level LSTM on "
         "the bundled novel Botchan, a few minutes on 2 cores. Writes a run folder with config.json, "
@@ -232,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("run", metavar="RUN", help="run folder")
     f.add_argument("--data", help="the values that follow the history (the truth); NMSE is printed against them")
     f.add_argument("--history", help="the series to start from (default: the run's training data file)")
-    f.add_argument("--horizon", type=integer(1), default=None, help="steps to forecast (default: the length of --data, or 100)")
+    f.add_argument(
+        "--horizon", type=integer(1), default=None, help="steps to forecast (default: the length of --data, or 100)"
+    )
     f.add_argument("--column", default=None, help="column of the files (default: the run's)")
     f.add_argument("--out", help="plot file (default: RUN/forecast.png)")
     f.add_argument("--checkpoint", choices=["best", "last"], default="best")
@@ -242,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", metavar="RUN", help="run folder")
     e.add_argument("--data", required=True, help="text or series file")
     e.add_argument("--column", default=None, help="series: column (default: the run's)")
-    e.add_argument("--warmup", type=integer(0), default=None, help="series: steps excluded from the score at the start (default 0)")
+    e.add_argument(
+        "--warmup", type=integer(0), default=None, help="series: steps excluded from the score at the start (default 0)"
+    )
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.set_defaults(func=commands.cmd_evaluate)
     return parser
@@ -257,8 +313,11 @@ def _unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: l
             sub = sub._subparsers._group_actions[0].choices.get(name, sub)
     tok = extra[0]
     hint = did_you_mean(tok.split("=")[0], _options(sub)) if tok.startswith("-") else ""
-    return _UsageError(sub.prog, f"expected the arguments of {sub.prog} (see {sub.prog} --help), received "
-                                 f"{'unknown option' if tok.startswith('-') else 'an extra argument'} {tok!r}{hint}")
+    return _UsageError(
+        sub.prog,
+        f"expected the arguments of {sub.prog} (see {sub.prog} --help), received "
+        f"{'unknown option' if tok.startswith('-') else 'an extra argument'} {tok!r}{hint}",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,7 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         what = f"{e.strerror or e}" + (f": {e.filename!r}" if e.filename else "")
-        print(f"{prog}: expected to read and write its files, received an error from the system ({what})", file=sys.stderr)
+        print(
+            f"{prog}: expected to read and write its files, received an error from the system ({what})", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

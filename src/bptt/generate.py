@@ -68,7 +68,9 @@ def forecast(model: Model, params: Params, history: np.ndarray, horizon: int) ->
     """Iterated forecast: run the model over `history` (normalised values, (T,)), then feed each
     one-step prediction back as the next input. Returns `horizon` predictions (normalised)."""
     if model.tokens or model.loss_fn.kind != "mse" or model.input_size != 1 or model.output_size != 1:
-        raise BpttError("forecast: expected a univariate series model (1 input, 1 output, 'mse'), received another kind")
+        raise BpttError(
+            "forecast: expected a univariate series model (1 input, 1 output, 'mse'), received another kind"
+        )
     if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
         raise BpttError(f"horizon: expected a positive integer, received {horizon!r}")
     dtype = model.check_params(params)

@@ -64,8 +64,7 @@ class Embedding(Level):
     def build(self, input_size: int, name: str, tokens: bool) -> None:
         if not tokens:
             raise BpttError(
-                "Embedding: expected integer token inputs (Model(..., tokens=True)), "
-                "received a model with float inputs"
+                "Embedding: expected integer token inputs (Model(..., tokens=True)), received a model with float inputs"
             )
         super().build(input_size, name, tokens)
 
@@ -208,9 +207,7 @@ class Recurrent(Level):
         )
 
 
-def rnn(
-    cell: str, size: int, layers: int = 1, bidirectional: bool = False, **options: Any
-) -> list[Recurrent]:
+def rnn(cell: str, size: int, layers: int = 1, bidirectional: bool = False, **options: Any) -> list[Recurrent]:
     """`layers` stacked recurrent levels, like torch.nn.RNN/GRU/LSTM(num_layers=layers)."""
     n = _checks.positive_int("layers", layers)
     return [Recurrent(cell, size, bidirectional=bidirectional, **options) for _ in range(n)]

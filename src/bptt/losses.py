@@ -37,9 +37,7 @@ class Loss:
             raise one_of("at", at, AT)
         self.kind, self.at = kind, at
 
-    def check_targets(
-        self, targets, T: int, B: int, size: int, dtype: np.dtype, mask: np.ndarray | None
-    ) -> np.ndarray:
+    def check_targets(self, targets, T: int, B: int, size: int, dtype: np.dtype, mask: np.ndarray | None) -> np.ndarray:
         _checks.array("targets", targets)
         lead = (T, B) if self.at == "every" else (B,)
         layout = "(T, B" if self.at == "every" else "(B"
@@ -71,8 +69,9 @@ class Loss:
         if self.kind == "ce":
             ts = np.ascontiguousarray(ts, dtype=np.int64)
             if ts.min() < 0 or ts.max() >= ys.shape[1]:  # (-1 would wrap, the kernel reads any index)
-                raise BpttError(f"targets: expected class ids in [0, {ys.shape[1]}), received "
-                                 f"values in [{ts.min()}, {ts.max()}]")
+                raise BpttError(
+                    f"targets: expected class ids in [0, {ys.shape[1]}), received values in [{ts.min()}, {ts.max()}]"
+                )
             fused = ops.softmax_xent(ys.dtype)
             if fused is not None:  # one compiled pass per row (float32)
                 d = ops.empty(ys.shape, ys.dtype) if need_grad else np.empty((0, 0), ys.dtype)
@@ -98,9 +97,7 @@ class Loss:
         ys, ts, _ = self._select(y, targets, mask)
         return float(self._terms(ys, ts, False)[0] / len(ys))
 
-    def value_and_grad(
-        self, y: np.ndarray, targets: np.ndarray, mask: np.ndarray | None
-    ) -> tuple[float, np.ndarray]:
+    def value_and_grad(self, y: np.ndarray, targets: np.ndarray, mask: np.ndarray | None) -> tuple[float, np.ndarray]:
         """The loss and dL/dy (same shape and dtype as y, zero at uncounted positions)."""
         ys, ts, idx = self._select(y, targets, mask)
         total, d = self._terms(ys, ts, True)

@@ -17,17 +17,18 @@ each field (B, n).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _checks, ops
-from .scan import scan_backward, scan_forward
 from .cells.base import Params
 from .errors import BpttError
 from .layers import Level, Recurrent
 from .losses import Loss
+from .scan import scan_backward, scan_forward
 
 ModelState = dict[str, Any]
 
@@ -168,7 +169,9 @@ class Model:
                 m = m.astype(bool)
             if every_sequence and not m.any(axis=0).all():
                 b = int(np.flatnonzero(~m.any(axis=0))[0])
-                raise BpttError(f"mask: expected every sequence to have a counted step, received sequence {b} with none")
+                raise BpttError(
+                    f"mask: expected every sequence to have a counted step, received sequence {b} with none"
+                )
             if m.all():
                 m = None
         if need_targets:
@@ -200,7 +203,9 @@ class Model:
                 if d.key in state0:
                     s = state0[d.key]
                     if not isinstance(s, cell.State):
-                        raise BpttError(f"state0[{d.key!r}]: expected {cell.State.__name__}, received {type(s).__name__}")
+                        raise BpttError(
+                            f"state0[{d.key!r}]: expected {cell.State.__name__}, received {type(s).__name__}"
+                        )
                     for f, n in cell.state_sizes().items():
                         a = _checks.array(f"state0[{d.key!r}].{f}", getattr(s, f))
                         _checks.shape(f"state0[{d.key!r}].{f}", a, (batch, n), "(B, n)")
@@ -326,14 +331,14 @@ class Model:
         `state` must hold every direction (start from `initial_state`). Inputs are not checked
         here (this is the inner loop of sampling); bidirectional models cannot step."""
         if self.bidirectional:
-            raise BpttError("step: expected a unidirectional model, received a bidirectional one "
-                             "(its output at t depends on inputs after t)")
+            raise BpttError(
+                "step: expected a unidirectional model, received a bidirectional one "
+                "(its output at t depends on inputs after t)"
+            )
         y, final, _ = self.forward_levels(params, x_t[None], None, state, keep=False)
         return y[0], final
 
-    def loss(
-        self, params: Params, x: Any, targets: Any, mask: Any = None, state0: ModelState | None = None
-    ) -> float:
+    def loss(self, params: Params, x: Any, targets: Any, mask: Any = None, state0: ModelState | None = None) -> float:
         """The loss (average over counted positions) without gradients."""
         return self.batch_loss(params, self.check_batch(params, x, targets, mask, state0))
 
@@ -348,4 +353,3 @@ class Model:
             f"Model(input_size={self.input_size}, tokens={self.tokens}, loss={self.loss_fn.kind!r}, "
             f"at={self.loss_fn.at!r}, levels=[\n  {inner}])"
         )
-

@@ -21,7 +21,8 @@ gradients, the recurrent weights' gradient as one product), and whole compiled s
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -34,9 +34,7 @@ def join(parts: list, B: int) -> Any:
         if all(m is None for m in masks):
             mask = None
         else:
-            mask = np.concatenate(
-                [np.ones((len(p.caches), B), bool) if p.mask is None else p.mask for p in parts]
-            )
+            mask = np.concatenate([np.ones((len(p.caches), B), bool) if p.mask is None else p.mask for p in parts])
         return Tape([c for p in parts for c in p.caches], mask, a.reverse)
     if isinstance(a, np.ndarray):
         return np.concatenate(parts, axis=0)
@@ -87,8 +85,11 @@ def layout_diff(ref: Any, got: Any, path: str, ids: int) -> str | None:
                 return None
         return f"{path}: expected a {ref.dtype} array of shape {ref.shape}, received {what(got)}"
     if ref is None or isinstance(ref, (bool, int, float, str)):
-        return None if type(got) is type(ref) and (ref is None or isinstance(ref, float) or got == ref) else \
-            f"{path}: expected {ref!r}, received {what(got)}"
+        return (
+            None
+            if type(got) is type(ref) and (ref is None or isinstance(ref, float) or got == ref)
+            else f"{path}: expected {ref!r}, received {what(got)}"
+        )
     if isinstance(ref, tuple):
         if type(got) is not type(ref) or len(got) != len(ref):
             return f"{path}: expected a {type(ref).__name__} of {len(ref)}, received {what(got)}"
@@ -98,7 +99,9 @@ def layout_diff(ref: Any, got: Any, path: str, ids: int) -> str | None:
         ref = list(ref)
         if not isinstance(got, list) or len(got) != len(ref):
             return f"{path}: expected a list of {len(ref)}, received {what(got)}"
-        return next((d for i, (r, g) in enumerate(zip(ref, got)) if (d := layout_diff(r, g, f"{path}[{i}]", ids))), None)
+        return next(
+            (d for i, (r, g) in enumerate(zip(ref, got)) if (d := layout_diff(r, g, f"{path}[{i}]", ids))), None
+        )
     return f"{path}: expected a {type(ref).__name__}, received {what(got)}"  # pragma: no cover
 
 

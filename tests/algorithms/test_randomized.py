@@ -10,6 +10,7 @@ from bptt import Dense, Model, full_bptt, rnn
 from bptt.algorithms import GradientMean, OnlineARTBP, randomized_bptt, truncation_factors
 from bptt.diagnostics import estimator_stats
 
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_randomized_with_c_zero_is_full_bptt_exactly(cell):
     rng = np.random.default_rng(7)
@@ -29,7 +30,11 @@ def test_randomized_truncation_is_unbiased_and_reports_its_variance():
     exact = full_bptt(model, params, x, y, mask=None, state0=s0).grads
 
     def draw(reweight):
-        return lambda i: randomized_bptt(model, params, x, y, 0.3, np.random.default_rng(i), mask=None, state0=s0, reweight=reweight).grads
+        return lambda i: (
+            randomized_bptt(
+                model, params, x, y, 0.3, np.random.default_rng(i), mask=None, state0=s0, reweight=reweight
+            ).grads
+        )
 
     st = estimator_stats(draw(True), exact, 2000)
     assert st.max_z < 4.5, st.summary()
@@ -63,8 +68,6 @@ def test_randomized_on_a_bidirectional_model_at_c_zero_is_full_bptt():
         np.testing.assert_array_equal(r.grads[k], g.grads[k])
 
 
-
-
 def _run_online(algo, params, x, y, s0):
     """ARTBP over the whole stream with the weights fixed: segment gradients combined by their
     share of the positions, and the drawn lengths."""
@@ -72,7 +75,7 @@ def _run_online(algo, params, x, y, s0):
     T, t, lengths, mean = len(x), 0, [], GradientMean()
     while t < T:
         L = algo.draw_length(T - t)
-        mean.add(algo(params, x[t:t + L], y[t:t + L]), L)
+        mean.add(algo(params, x[t : t + L], y[t : t + L]), L)
         lengths.append(L)
         t += L
     return mean.result(params).grads, lengths
@@ -89,7 +92,9 @@ def test_online_artbp_equals_randomized_truncation_with_the_same_draws(cell, c):
     grads, lengths = _run_online(algo, params, x, y, s0)
     assert sum(lengths) == 12 and len(lengths) > 1
     factors = np.concatenate([algo.factors(L) for L in lengths])
-    r = randomized_bptt(model, params, x, y, None, None, mask=None, state0=s0, factors=np.repeat(factors[:, None], 2, 1))
+    r = randomized_bptt(
+        model, params, x, y, None, None, mask=None, state0=s0, factors=np.repeat(factors[:, None], 2, 1)
+    )
     for k in params:
         assert rel(grads[k], r.grads[k]) <= 1e-12, k
 
@@ -102,7 +107,9 @@ def test_online_artbp_with_length_dependent_c_is_unbiased():
     exact = full_bptt(model, params, x, y, mask=None, state0=s0).grads
 
     def draw(i):
-        return _run_online(OnlineARTBP(model, lambda L: min(0.15 * L, 0.95), np.random.default_rng(i)), params, x, y, s0)[0]
+        return _run_online(
+            OnlineARTBP(model, lambda L: min(0.15 * L, 0.95), np.random.default_rng(i)), params, x, y, s0
+        )[0]
 
     st = estimator_stats(draw, exact, 3000)
     assert st.max_z < 4.5, st.summary()

@@ -93,8 +93,9 @@ def test_every_algorithm_at_its_exact_setting_is_full_bptt(name, problem):
         np.testing.assert_allclose(g.grads[k], full.grads[k], rtol=1e-11, atol=1e-14, err_msg=k)
 
 
-@pytest.mark.parametrize("name,options", [("full", {}), ("tbptt", {"k1": 4, "k2": 8}), ("random", {"c": 0.1}),
-                                          ("artbp", {"c": 0.1})])
+@pytest.mark.parametrize(
+    "name,options", [("full", {}), ("tbptt", {"k1": 4, "k2": 8}), ("random", {"c": 0.1}), ("artbp", {"c": 0.1})]
+)
 def test_every_algorithm_trains_a_users_cell(name, options):
     """SGD on a delayed-copy series: every algorithm brings the loss down by half."""
     rng = np.random.default_rng(3)

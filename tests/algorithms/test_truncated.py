@@ -29,8 +29,10 @@ def problem(cell, rng, T=7, B=2, stacked=True, tokens=False):
     for k in params:  # non-zero biases everywhere
         if ".b" in k:
             params[k] = rng.uniform(-0.5, 0.5, params[k].shape)
-    state0 = {k: s._replace(**{f: rng.uniform(-0.5, 0.5, getattr(s, f).shape) for f in s._fields})
-              for k, s in model.initial_state(params, B)[0].items()}
+    state0 = {
+        k: s._replace(**{f: rng.uniform(-0.5, 0.5, getattr(s, f).shape) for f in s._fields})
+        for k, s in model.initial_state(params, B)[0].items()
+    }
     return model, params, x, y, state0
 
 
@@ -76,6 +78,7 @@ def _torch():
 
 def _step_fn(cell, H):
     """s(t) = f(theta, s(t-1), x(t)) in torch's parametrisation, written out; s = h or [h, c]."""
+
     def split(theta, D):
         G = {"elman": 1, "gru": 3, "lstm": 4}[cell] * H
         sizes = [G * D, G * H, G, G]
@@ -94,7 +97,12 @@ def _step_fn(cell, H):
             return (1 - z) * n + z * s
         h, c = s[:H], s[H:]
         a = W_ih @ x + b_ih + W_hh @ h + b_hh
-        i, fg, g, o = torch.sigmoid(a[:H]), torch.sigmoid(a[H : 2 * H]), torch.tanh(a[2 * H : 3 * H]), torch.sigmoid(a[3 * H :])
+        i, fg, g, o = (
+            torch.sigmoid(a[:H]),
+            torch.sigmoid(a[H : 2 * H]),
+            torch.tanh(a[2 * H : 3 * H]),
+            torch.sigmoid(a[3 * H :]),
+        )
         c2 = fg * c + i * g
         return torch.cat([o * torch.tanh(c2), c2])
 

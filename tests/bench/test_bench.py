@@ -3,12 +3,10 @@ writes JSON; the memory probe reports. No timings are asserted."""
 
 import json
 
-import numpy as np
-
 import pytest
 
 from bptt.bench import Case, all_cases, markdown, run_bench
-from bptt.bench.contenders import make_bptt, make_torch, case_params
+from bptt.bench.contenders import case_params, make_bptt, make_torch
 from bptt.bench.harness import max_rel_error, peak_memory, steps_per_timing, time_alternated
 from bptt.cli import main
 
@@ -58,8 +56,27 @@ def test_memory_probe_runs_in_its_own_process():
 def test_cli_bench(tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "b.json"
-    assert main(["bench", "--cells", "elman", "--sizes", "small", "--peers", "torch", "--repeats", "1",
-                 "--warmup", "0", "--no-memory", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--cells",
+                "elman",
+                "--sizes",
+                "small",
+                "--peers",
+                "torch",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--no-memory",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["cases"][0]["grad_check"]["torch"] < 1e-3
     assert "bptt / fastest peer" in capsys.readouterr().out

@@ -26,9 +26,7 @@ def torch_model(model, params, dtype):
     opts = {}
     if rec[0].kind == "elman":
         opts["nonlinearity"] = rec[0].directions[0].cell.activation.name
-    rnn_mod = TORCH_CELL[rec[0].kind](
-        D, H, num_layers=len(rec), bidirectional=rec[0].bidirectional, **opts
-    ).to(tdt)
+    rnn_mod = TORCH_CELL[rec[0].kind](D, H, num_layers=len(rec), bidirectional=rec[0].bidirectional, **opts).to(tdt)
     lin = torch.nn.Linear(H * (2 if rec[0].bidirectional else 1), K).to(tdt)
     with torch.no_grad():
         for name, arr in to_torch(model, params).items():

@@ -49,7 +49,12 @@ def test_split_and_streams():
 
 @pytest.mark.parametrize(
     "content,fragment",
-    [(b"", "empty file"), (b"  \n\n", "empty file"), (b"ab\x00cd", "binary"), (b"ab\xff\xfecd", "undecodable bytes at offset 2")],
+    [
+        (b"", "empty file"),
+        (b"  \n\n", "empty file"),
+        (b"ab\x00cd", "binary"),
+        (b"ab\xff\xfecd", "undecodable bytes at offset 2"),
+    ],
 )
 def test_bad_text_files(tmp_path, content, fragment):
     p = tmp_path / "f.txt"

@@ -24,8 +24,13 @@ def test_cell_gradient_matches_central_differences_and_stationary_point():
     assert abs(g.grads["system.theta"][0] - num) <= 1e-7 * abs(num)
     # at theta* the stationary state has s_0 = 1 (zero loss)
     star = {"system.theta": np.array([THETA_STAR])}
-    stat = {key: s0[key]._replace(h=np.linalg.solve(np.eye(23) - model.levels[0].directions[0].cell.A,
-                                                   THETA_STAR * model.levels[0].directions[0].cell.b)[None])}
+    stat = {
+        key: s0[key]._replace(
+            h=np.linalg.solve(
+                np.eye(23) - model.levels[0].directions[0].cell.A, THETA_STAR * model.levels[0].directions[0].cell.b
+            )[None]
+        )
+    }
     assert full_bptt(model, star, x, x, mask=None, state0=stat).loss < 1e-28
 
 
@@ -42,8 +47,10 @@ def test_truncated_bptt_runs_away_and_artbp_reaches_the_optimum():
 
 def test_cli_experiment(tmp_path, capsys):
     out = tmp_path / "ib.png"
-    assert main(["experiment", "influence-balancing", "--steps", "800", "--k", "10", "--seeds", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["experiment", "influence-balancing", "--steps", "800", "--k", "10", "--seeds", "1", "--out", str(out)])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "TBPTT(1, 10)" in text and "ARTBP c = 1/32" in text and out.stat().st_size > 10000
     assert main(["experiment", "influence-balancing", "--k", "1,x"]) == 2

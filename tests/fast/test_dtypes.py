@@ -30,7 +30,7 @@ def test_float32_matches_float64(case):
     assert y32.dtype == np.float32
     for tree in (g32.grads, g32.dstate0, g32.final_state, s32):
         for v in tree.values():
-            for a in (v if isinstance(v, tuple) else (v,)):
+            for a in v if isinstance(v, tuple) else (v,):
                 assert a.dtype == np.float32
     assert g32.loss == pytest.approx(g64.loss, rel=1e-5)
     for k in g64.grads:

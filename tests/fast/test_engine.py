@@ -16,7 +16,9 @@ from bptt.fast import engine, gemm
 from bptt.fast.pool import matmul
 from bptt.scan import scan_backward, scan_forward
 
-needs_split = pytest.mark.skipif(not fast.available()["split"], reason="no split scans (numba or NumPy's OpenBLAS missing)")
+needs_split = pytest.mark.skipif(
+    not fast.available()["split"], reason="no split scans (numba or NumPy's OpenBLAS missing)"
+)
 f4 = np.float32
 
 
@@ -91,8 +93,16 @@ def test_engine_step_equals_unsplit_step(monkeypatch):
     """A Dense -> LSTM -> bidirectional GRU -> Elman -> Dense model's full-BPTT and
     randomized-truncation gradients with the step split in two (scans and big products) ==
     unsplit, to float32 rounding."""
-    model = bptt.Model(11, [bptt.Dense(8, "tanh"), bptt.Recurrent("lstm", 40), bptt.Recurrent("gru", 36, bidirectional=True),
-                            bptt.Recurrent("elman", 33), bptt.Dense(11)])
+    model = bptt.Model(
+        11,
+        [
+            bptt.Dense(8, "tanh"),
+            bptt.Recurrent("lstm", 40),
+            bptt.Recurrent("gru", 36, bidirectional=True),
+            bptt.Recurrent("elman", 33),
+            bptt.Dense(11),
+        ],
+    )
     params = model.init_params(np.random.default_rng(2), f4)
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((30, 6, 11)).astype(f4), rng.integers(0, 11, (30, 6))
@@ -101,7 +111,9 @@ def test_engine_step_equals_unsplit_step(monkeypatch):
     res = []
     for P in (1, 2):
         with engine.split(P):
-            res.append([full_bptt(model, params, x, y), randomized_bptt(model, params, x, y, 0.1, None, factors=factors)])
+            res.append(
+                [full_bptt(model, params, x, y), randomized_bptt(model, params, x, y, 0.1, None, factors=factors)]
+            )
     for a, b in zip(res[1], res[0]):
         assert abs(a.loss - b.loss) <= 1e-6 * abs(b.loss)
         for k in b.grads:
@@ -142,7 +154,7 @@ def test_engine_sets_and_restores_blas_threads():
             assert get() == 2 and not engine.engaged()
         with pytest.raises(ZeroDivisionError):
             with engine.engine(2):
-                1 / 0
+                1 / 0  # noqa: B018
         assert get() == 2 and not engine.engaged()
     assert get() == 1
 

@@ -138,8 +138,11 @@ def test_a_users_subclass_keeps_its_own_math():
 
 
 @needs_numba
-@pytest.mark.parametrize("case", [c for c in standard_cases() if c.cell in CELLS and c.loss == "ce" and c.at == "every"],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case",
+    [c for c in standard_cases() if c.cell in CELLS and c.loss == "ce" and c.at == "every"],
+    ids=lambda c: c.name,
+)
 def test_float32_kernels_equal_float32_numpy_and_float64(case):
     """Whole gradients (masks, stacks, bidirectional): compiled float32, with the compiled time
     loops and with Python loops over the step kernels, == NumPy float32 to float32 rounding,
@@ -196,8 +199,15 @@ def test_consumed_compiled_tape_is_released():
     work = tape.aux[0]
     assert work.shape == (6, 2, 16) and all(c is not None for c in tape.caches)
     grads = {k: np.zeros_like(v) for k, v in p.items()}
-    dxp, _ = scan_backward(cell, p, tape, rng.standard_normal((6, 2, 4)).astype(np.float32), cell.zero_state(2, np.float32),
-                           grads, consume=True)
+    dxp, _ = scan_backward(
+        cell,
+        p,
+        tape,
+        rng.standard_normal((6, 2, 4)).astype(np.float32),
+        cell.zero_state(2, np.float32),
+        grads,
+        consume=True,
+    )
     assert all(c is None for c in tape.caches)
     assert np.shares_memory(dxp, work)  # the gradients live where the gates were
 
@@ -213,14 +223,18 @@ def test_scatter_add_equals_add_at(dtype):
             got += ops.index_sums(idx, rows, 9)
         ref = np.ones((9, 6), dtype)
         np.add.at(ref, idx, rows)
-        np.testing.assert_allclose(got, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 0)
+        np.testing.assert_allclose(
+            got, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 0
+        )
 
 
 def test_environment_switches_fast_off():
     """BPTT_FAST=0: the NumPy reference everywhere (bptt.ops keeps its defaults)."""
-    code = ("import numpy as np, bptt; from bptt import ops; "
-            "m = bptt.Model(3, [bptt.rnn('lstm', 4), bptt.Dense(2)]); "
-            "print(bptt.fast.kernels_on(), ops.current() == ops.DEFAULTS)")
+    code = (
+        "import numpy as np, bptt; from bptt import ops; "
+        "m = bptt.Model(3, [bptt.rnn('lstm', 4), bptt.Dense(2)]); "
+        "print(bptt.fast.kernels_on(), ops.current() == ops.DEFAULTS)"
+    )
     for var in ("BPTT_FAST", "BPTT_KERNELS"):
         env = {k: v for k, v in os.environ.items() if k not in ("BPTT_FAST", "BPTT_KERNELS")}
         env[var] = "0"
@@ -249,7 +263,9 @@ def test_kernels_leave_float64_exact_path_alone(monkeypatch):
 
 # ---- compiled whole scans ---------------------------------------------------------------------
 
-needs_scans = pytest.mark.skipif(not fast.available()["scans"], reason="no compiled scans (numba or NumPy's OpenBLAS missing)")
+needs_scans = pytest.mark.skipif(
+    not fast.available()["scans"], reason="no compiled scans (numba or NumPy's OpenBLAS missing)"
+)
 
 
 def test_scans_found_with_numpys_openblas():

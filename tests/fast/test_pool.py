@@ -86,7 +86,13 @@ def test_results_held_by_the_caller_survive_later_steps():
     """Gradients, logits and loss gradients come from the pool too (every array pooled here):
     what a caller keeps is never handed out again, whatever runs after it."""
     model = bptt.Model(
-        5, [bptt.Dense(12, "tanh"), bptt.Recurrent("lstm", 16), bptt.Recurrent("gru", 8, bidirectional=True), bptt.Dense(7)]
+        5,
+        [
+            bptt.Dense(12, "tanh"),
+            bptt.Recurrent("lstm", 16),
+            bptt.Recurrent("gru", 8, bidirectional=True),
+            bptt.Dense(7),
+        ],
     )
     params = model.init_params(np.random.default_rng(3), np.float32)
     rng = np.random.default_rng(4)
@@ -94,7 +100,7 @@ def test_results_held_by_the_caller_survive_later_steps():
         (rng.standard_normal((30, 6, 5)).astype(np.float32), rng.integers(0, 7, (30, 6)), rng.random((30, 6)) < 0.8)
         for _ in range(3)
     ]
-    for x, y, m in batches:
+    for _x, _y, m in batches:
         m[0] = True
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(buffers, "min_bytes", 0)

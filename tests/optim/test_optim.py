@@ -101,8 +101,15 @@ def test_clipping_and_guards():
 
 def test_float32_stays_float32():
     p = {"w": np.ones(3, np.float32)}
-    for t in [optim.sgd(0.1, 0.9, True), optim.adagrad(0.1), optim.rmsprop(0.1), optim.adam(0.1),
-              optim.rprop(0.1), optim.quickprop(0.1), optim.make_optimizer("adam", optim.warmup_cosine(1e-3, 2, 10), clip=1.0)]:
+    for t in [
+        optim.sgd(0.1, 0.9, True),
+        optim.adagrad(0.1),
+        optim.rmsprop(0.1),
+        optim.adam(0.1),
+        optim.rprop(0.1),
+        optim.quickprop(0.1),
+        optim.make_optimizer("adam", optim.warmup_cosine(1e-3, 2, 10), clip=1.0),
+    ]:
         s = t.init(p)
         for _ in range(3):
             u, s = t.update({"w": np.array([0.5, -1.0, 2.0], np.float32)}, s, p)
@@ -183,7 +190,10 @@ def test_matches_torch_optim(ours, theirs):
 def test_clip_matches_torch():
     rng = np.random.default_rng(1)
     g = {"a": rng.standard_normal((3, 4)) * 3, "b": rng.standard_normal(5)}
-    tp = [torch.zeros(3, 4, dtype=torch.float64, requires_grad=True), torch.zeros(5, dtype=torch.float64, requires_grad=True)]
+    tp = [
+        torch.zeros(3, 4, dtype=torch.float64, requires_grad=True),
+        torch.zeros(5, dtype=torch.float64, requires_grad=True),
+    ]
     tp[0].grad, tp[1].grad = torch.tensor(g["a"]), torch.tensor(g["b"])
     norm = torch.nn.utils.clip_grad_norm_(tp, 2.0)
     t = optim.clip_by_global_norm(2.0)

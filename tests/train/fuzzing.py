@@ -51,10 +51,18 @@ def mutate(data: bytes, rng: np.random.Generator, hot: list[int]) -> tuple[bytes
 def _same(a: ckpt.Checkpoint, b: ckpt.Checkpoint) -> bool:
     def eq(x: dict, y: dict) -> bool:
         return x.keys() == y.keys() and all(
-            x[k].dtype == y[k].dtype and x[k].shape == y[k].shape and np.array_equal(x[k], y[k], equal_nan=True) for k in x)
+            x[k].dtype == y[k].dtype and x[k].shape == y[k].shape and np.array_equal(x[k], y[k], equal_nan=True)
+            for k in x
+        )
 
-    return (eq(a.params, b.params) and eq(a.opt, b.opt) and eq(a.extra or {}, b.extra or {}) and a.meta == b.meta
-            and a.state.keys() == b.state.keys() and all(eq(a.state[k], b.state[k]) for k in a.state))
+    return (
+        eq(a.params, b.params)
+        and eq(a.opt, b.opt)
+        and eq(a.extra or {}, b.extra or {})
+        and a.meta == b.meta
+        and a.state.keys() == b.state.keys()
+        and all(eq(a.state[k], b.state[k]) for k in a.state)
+    )
 
 
 def mutate_and_load(path: str, n: int, seed: int = 0) -> Counter:

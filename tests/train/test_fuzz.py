@@ -17,27 +17,51 @@ from bptt.train import TrainConfig, Trainer
 from bptt.train import checkpoint as ckpt
 from bptt.train.config import load_toml
 
-FUZZ = settings(max_examples=int(os.environ.get("BPTT_FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("BPTT_FUZZ_EXAMPLES", 150)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=6,
 )
 keys = st.sampled_from(TrainConfig.keys() + ["hiden", "", "lr ", "extra", "Cell"])
 settings_dicts = st.dictionaries(keys, json_values, max_size=6)
-plausible = st.fixed_dictionaries({}, optional={
-    "hidden": st.integers(-2, 40), "cell": st.sampled_from(["lstm", "gru", "elman", "jordan", "lsmt", ""]),
-    "lr": st.floats(allow_nan=True, allow_infinity=True), "algorithm": st.sampled_from(["full", "tbptt", "random", "artbp", "x"]),
-    "k1": st.integers(-1, 30), "k2": st.integers(-1, 30), "truncation_prob": st.floats(-1, 2),
-    "optimizer": st.sampled_from(["adam", "sgd", "momentum", "rprop", "adamw"]), "momentum": st.floats(-1, 2),
-    "schedule": st.sampled_from(["cosine", "constant", "linear"]), "warmup": st.integers(-1, 100),
-    "task": st.sampled_from(["text", "series", "image"]), "column": st.sampled_from(["", "0", "value"]),
-    "update": st.sampled_from(["online", "batch"]), "batching": st.sampled_from(["", "stream", "window", "x"]),
-    "steps": st.integers(-1, 5), "epochs": st.floats(-1, 3), "val_fraction": st.floats(-0.5, 1.5),
-    "embed": st.integers(-1, 8), "plateau_factor": st.floats(-1, 2), "plateau_patience": st.integers(-1, 3),
-    "dtype": st.sampled_from(["float32", "float64", "float16"]), "diverge_after": st.integers(-1, 3),
-})
+plausible = st.fixed_dictionaries(
+    {},
+    optional={
+        "hidden": st.integers(-2, 40),
+        "cell": st.sampled_from(["lstm", "gru", "elman", "jordan", "lsmt", ""]),
+        "lr": st.floats(allow_nan=True, allow_infinity=True),
+        "algorithm": st.sampled_from(["full", "tbptt", "random", "artbp", "x"]),
+        "k1": st.integers(-1, 30),
+        "k2": st.integers(-1, 30),
+        "truncation_prob": st.floats(-1, 2),
+        "optimizer": st.sampled_from(["adam", "sgd", "momentum", "rprop", "adamw"]),
+        "momentum": st.floats(-1, 2),
+        "schedule": st.sampled_from(["cosine", "constant", "linear"]),
+        "warmup": st.integers(-1, 100),
+        "task": st.sampled_from(["text", "series", "image"]),
+        "column": st.sampled_from(["", "0", "value"]),
+        "update": st.sampled_from(["online", "batch"]),
+        "batching": st.sampled_from(["", "stream", "window", "x"]),
+        "steps": st.integers(-1, 5),
+        "epochs": st.floats(-1, 3),
+        "val_fraction": st.floats(-0.5, 1.5),
+        "embed": st.integers(-1, 8),
+        "plateau_factor": st.floats(-1, 2),
+        "plateau_patience": st.integers(-1, 3),
+        "dtype": st.sampled_from(["float32", "float64", "float16"]),
+        "diverge_after": st.integers(-1, 3),
+    },
+)
 
 
 def _read(reader, data: bytes, name: str):
@@ -85,8 +109,11 @@ def test_any_toml_bytes_give_a_table_or_bptts_error(data):
 
 
 series_text = st.lists(
-    st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text("0123456789.-e,ab \"", max_size=6)),
-             min_size=1, max_size=3),
+    st.lists(
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text('0123456789.-e,ab "', max_size=6)),
+        min_size=1,
+        max_size=3,
+    ),
     max_size=12,
 ).map(lambda rows: "\n".join(",".join(r) for r in rows))
 
@@ -112,13 +139,31 @@ def checkpoint_bytes(tmp_path_factory):
     d = tmp_path_factory.mktemp("fz")
     text = d / "w.txt"
     text.write_text(" ".join(np.random.default_rng(0).choice(["ab", "cd", "ef", "gh"], 2000)))
-    Trainer(TrainConfig(data=str(text), hidden=6, steps=4, eval_every=2, batch_size=4, seq_len=4, algorithm="tbptt", k1=4,
-                        k2=9, cell="lstm", out=str(d / "r"), progress=False, sample_length=0), log=lambda s: None).run()
+    Trainer(
+        TrainConfig(
+            data=str(text),
+            hidden=6,
+            steps=4,
+            eval_every=2,
+            batch_size=4,
+            seq_len=4,
+            algorithm="tbptt",
+            k1=4,
+            k2=9,
+            cell="lstm",
+            out=str(d / "r"),
+            progress=False,
+            sample_length=0,
+        ),
+        log=lambda s: None,
+    ).run()
     path = str(d / "r" / "checkpoint.npz")
     return open(path, "rb").read(), ckpt.load(path)
 
 
-@settings(max_examples=2 * FUZZ.max_examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=2 * FUZZ.max_examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
 def test_mutated_checkpoints_load_as_the_original_or_give_bptts_error(checkpoint_bytes, data):
     raw, ref = checkpoint_bytes

@@ -35,8 +35,18 @@ def series_files(tmp_path_factory):
 
 
 def small(out, **kw):
-    base = dict(hidden=16, steps=12, eval_every=4, batch_size=4, seq_len=20, dtype="float64", out=str(out),
-                progress=False, sample_length=0, warmup=2)
+    base = dict(
+        hidden=16,
+        steps=12,
+        eval_every=4,
+        batch_size=4,
+        seq_len=20,
+        dtype="float64",
+        out=str(out),
+        progress=False,
+        sample_length=0,
+        warmup=2,
+    )
     base.update(kw)
     if base.get("schedule") == "constant":
         del base["warmup"]  # only the cosine schedule warms up (bptt refuses a setting it would ignore)
@@ -47,10 +57,13 @@ def interrupt_at(n):
     def on_step(step, loss):
         if step == n:
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C
+
     return on_step
 
 
-@pytest.mark.parametrize("kind", ["text-stream", "series-window", "text-tbptt-overlap", "text-artbp", "text-batch-update"])
+@pytest.mark.parametrize(
+    "kind", ["text-stream", "series-window", "text-tbptt-overlap", "text-artbp", "text-batch-update"]
+)
 def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file, series_files, kind):
     """Also for TBPTT with k1 < k2 (the caches its next windows reach are in the checkpoint),
     random truncation (its draws come from the saved generator) and batch updates."""
@@ -142,8 +155,9 @@ def test_divergence_stops_with_a_message(tmp_path, text_file, monkeypatch):
 
 
 def test_text_learns(tmp_path, text_file):
-    res = Trainer(small(tmp_path / "t", data=text_file, steps=150, eval_every=50, dtype="float32",
-                        hidden=32, lr=0.01)).run()
+    res = Trainer(
+        small(tmp_path / "t", data=text_file, steps=150, eval_every=50, dtype="float32", hidden=32, lr=0.01)
+    ).run()
     text = open(text_file).read()
     counts = np.unique(list(text), return_counts=True)[1]
     unigram = float(-(counts / counts.sum() * np.log(counts / counts.sum())).sum())
@@ -152,9 +166,32 @@ def test_text_learns(tmp_path, text_file):
 
 def test_series_learns_and_forecasts(tmp_path, series_files, capsys):
     run = str(tmp_path / "s")
-    rc = main(["train", "--task", "series", "--data", series_files[0], "--cell", "gru", "--hidden", "16",
-               "--steps", "300", "--seq-len", "40", "--batch-size", "8", "--lr", "0.01", "--eval-every", "100",
-               "--out", run, "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "series",
+            "--data",
+            series_files[0],
+            "--cell",
+            "gru",
+            "--hidden",
+            "16",
+            "--steps",
+            "300",
+            "--seq-len",
+            "40",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.01",
+            "--eval-every",
+            "100",
+            "--out",
+            run,
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     nmse = float(out.split("one-step NMSE: ")[1].split()[0])
@@ -172,8 +209,24 @@ def test_cli_train_sample_evaluate(tmp_path, text_file, capsys):
     run = str(tmp_path / "c")
     toml = tmp_path / "c.toml"
     toml.write_text('hidden = 12\nsteps = 8\nseq_len = 16\nbatch_size = 4\ncell = "gru"\n')
-    rc = main(["train", "--config", str(toml), "--data", text_file, "--steps", "6", "--eval-every", "3",
-               "--out", run, "--no-progress", "--sample-length", "30"])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(toml),
+            "--data",
+            text_file,
+            "--steps",
+            "6",
+            "--eval-every",
+            "3",
+            "--out",
+            run,
+            "--no-progress",
+            "--sample-length",
+            "30",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "sample (temperature 0.8)" in out and "run folder" in out
@@ -191,7 +244,7 @@ def test_cli_train_sample_evaluate(tmp_path, text_file, capsys):
     "argv,fragment",
     [
         (["train", "--hidden", "-3"], "hidden: expected a positive integer, received -3"),
-        (["train", "--cell", "rnn"], "cell: expected one of"),
+        (["train", "--cell", "cnn"], "cell: expected one of"),
         (["train", "--task", "series"], "expected a series file"),
         (["train", "--data", "/nonexistent/file.txt"], "expected an existing file"),
         (["train", "--optimizer", "adamax"], "optimizer: expected one of"),
@@ -272,8 +325,17 @@ def test_batch_update_is_one_step_with_the_whole_pass_gradient(tmp_path, text_fi
     segments (k1 = k2 = seq_len for full BPTT per batch)."""
     from bptt.algorithms import tbptt
 
-    cfg = small(tmp_path / "b", data=text_file, update="batch", optimizer="sgd", schedule="constant", lr=0.5,
-                clip=0.0, steps=1, **alg)
+    cfg = small(
+        tmp_path / "b",
+        data=text_file,
+        update="batch",
+        optimizer="sgd",
+        schedule="constant",
+        lr=0.5,
+        clip=0.0,
+        steps=1,
+        **alg,
+    )
     tr = Trainer(cfg, log=lambda s: None)
     p0 = tr._fresh().params
     res = tr.run()
@@ -287,11 +349,16 @@ def test_batch_update_is_one_step_with_the_whole_pass_gradient(tmp_path, text_fi
     assert losses[0]["loss"] == pytest.approx(g.loss, rel=1e-12)
 
 
-@pytest.mark.parametrize("how", [
-    dict(update="batch", optimizer="quickprop", lr=0.05, steps=25, batch_size=16),  # SNNS QPTT
-    dict(update="batch", optimizer="momentum", lr=0.5, momentum=0.9, steps=25, batch_size=16),  # SNNS BBPTT (+ momentum)
-    dict(algorithm="tbptt", k1=10, k2=20, optimizer="momentum", lr=0.5, momentum=0.9, steps=80),  # SNNS BPTT
-])
+@pytest.mark.parametrize(
+    "how",
+    [
+        dict(update="batch", optimizer="quickprop", lr=0.05, steps=25, batch_size=16),  # SNNS QPTT
+        dict(
+            update="batch", optimizer="momentum", lr=0.5, momentum=0.9, steps=25, batch_size=16
+        ),  # SNNS BBPTT (+ momentum)
+        dict(algorithm="tbptt", k1=10, k2=20, optimizer="momentum", lr=0.5, momentum=0.9, steps=80),  # SNNS BPTT
+    ],
+)
 def test_snns_update_modes_learn(tmp_path, text_file, how):
     cfg = small(tmp_path / "r", data=text_file, schedule="constant", clip=0.0, eval_every=1000, **how)
     res = Trainer(cfg, log=lambda s: None).run()
@@ -310,8 +377,8 @@ def test_batch_update_needs_streams(tmp_path, series_files):
 
 def test_stored_structures_rebuild_only_bptt_classes():
     from bptt._treeio import decode, encode
-    from bptt.tape import Tape
     from bptt.cells.lstm import LSTMState
+    from bptt.tape import Tape
 
     tree = {"h": [(3, [Tape([LSTMState(np.ones((2, 3)) * i, np.zeros((2, 3))) for i in range(4)], None, False)], None)]}
     arrays = {}
@@ -325,7 +392,9 @@ def test_stored_structures_rebuild_only_bptt_classes():
         decode({"nt": "os:system", "f": []}, {})
 
 
-SHARED = os.environ.get("BPTT_SHARED_DATA") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
+SHARED = os.environ.get("BPTT_SHARED_DATA") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "..", "shared", "data"
+)
 SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare", "input.txt")
 
 
@@ -334,9 +403,35 @@ def test_cli_tbptt_char_lstm_on_tiny_shakespeare_beats_the_unigram_baseline(tmp_
     """`bptt train --algorithm tbptt --k1 k --k2 k`: 32 streams carried across batches; after
     200 updates the validation loss is below the training text's unigram entropy."""
     out = tmp_path / "ts"
-    assert main(["train", "--data", SHAKESPEARE, "--algorithm", "tbptt", "--k1", "25", "--k2", "25",
-                 "--hidden", "64", "--steps", "200", "--eval-every", "200", "--lr", "0.01",
-                 "--no-progress", "--sample-length", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                SHAKESPEARE,
+                "--algorithm",
+                "tbptt",
+                "--k1",
+                "25",
+                "--k2",
+                "25",
+                "--hidden",
+                "64",
+                "--steps",
+                "200",
+                "--eval-every",
+                "200",
+                "--lr",
+                "0.01",
+                "--no-progress",
+                "--sample-length",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     log = capsys.readouterr().out
     unigram = float(log.split("unigram entropy ")[1].split()[0])
     assert 3.2 < unigram < 3.4  # about 4.77 bits per character

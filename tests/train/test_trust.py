@@ -31,8 +31,18 @@ def text_file(tmp_path_factory):
 
 
 def small(out, data, **kw):
-    base = dict(data=data, hidden=12, steps=8, eval_every=4, batch_size=4, seq_len=10, dtype="float64", out=str(out),
-                progress=False, sample_length=0)
+    base = dict(
+        data=data,
+        hidden=12,
+        steps=8,
+        eval_every=4,
+        batch_size=4,
+        seq_len=10,
+        dtype="float64",
+        out=str(out),
+        progress=False,
+        sample_length=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -122,8 +132,12 @@ def test_object_arrays_and_other_dtypes_are_never_loaded(tmp_path, tbptt_run):
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'PWNED'}",))
 
-    for name, arr in [("pickle", np.array([Boom()], dtype=object)), ("structured", np.zeros(2, "i4,f8")),
-                      ("text", np.array(["x", "y"])), ("complex", np.zeros(2, complex))]:
+    for _name, arr in [
+        ("pickle", np.array([Boom()], dtype=object)),
+        ("structured", np.zeros(2, "i4,f8")),
+        ("text", np.array(["x", "y"])),
+        ("complex", np.zeros(2, complex)),
+    ]:
         arrays = dict(good)
         arrays["param/gru0.W_hh"] = arr
         with open(path, "wb") as f:
@@ -181,7 +195,9 @@ def test_mutated_checkpoints_never_load_as_valid(tbptt_run):
 # ---- one writer per run folder -------------------------------------------------------------------
 def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path, text_file):
     first = Trainer(small(tmp_path / "r", text_file), **QUIET)
-    with pytest.raises(BpttError, match=r"--out: expected a run folder no other process is writing, received .*held by"):
+    with pytest.raises(
+        BpttError, match=r"--out: expected a run folder no other process is writing, received .*held by"
+    ):
         Trainer(small(tmp_path / "r", text_file, hidden=20), **QUIET)
     res = first.run()
     assert res.stopped == "done" and res.step == 8
@@ -191,11 +207,39 @@ def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path, text_file):
 
 
 def _start_writer(folder, data, steps=400):
-    code = ("import sys; from bptt.cli import main; sys.exit(main(sys.argv[1:]))")
-    return subprocess.Popen([sys.executable, "-c", code, "train", "--data", data, "--hidden", "12", "--steps", str(steps),
-                             "--eval-every", "50", "--seq-len", "10", "--batch-size", "4", "--dtype", "float64",
-                             "--no-progress", "--sample-length", "0", "--out", folder, "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code = "import sys; from bptt.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "train",
+            "--data",
+            data,
+            "--hidden",
+            "12",
+            "--steps",
+            str(steps),
+            "--eval-every",
+            "50",
+            "--seq-len",
+            "10",
+            "--batch-size",
+            "4",
+            "--dtype",
+            "float64",
+            "--no-progress",
+            "--sample-length",
+            "0",
+            "--out",
+            folder,
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_lock_record(folder, proc, timeout=60):
@@ -263,9 +307,38 @@ def test_a_torn_metrics_line_is_dropped_on_resume(tmp_path, text_file):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_huge_learning_rate_stops_with_the_last_good_checkpoint_intact(tmp_path, text_file, capsys, dtype, optimizer):
     folder = str(tmp_path / "r")
-    rc = main(["train", "--data", text_file, "--hidden", "12", "--steps", "80", "--eval-every", "10", "--seq-len", "10",
-               "--batch-size", "4", "--no-progress", "--sample-length", "0", "--out", folder, "--lr", "1e6",
-               "--dtype", dtype, "--optimizer", optimizer, "--clip", "0", "--schedule", "constant"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            text_file,
+            "--hidden",
+            "12",
+            "--steps",
+            "80",
+            "--eval-every",
+            "10",
+            "--seq-len",
+            "10",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--sample-length",
+            "0",
+            "--out",
+            folder,
+            "--lr",
+            "1e6",
+            "--dtype",
+            dtype,
+            "--optimizer",
+            optimizer,
+            "--clip",
+            "0",
+            "--schedule",
+            "constant",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 1
     assert "training diverged" in out and "the last good checkpoint is" in out, out
@@ -307,7 +380,9 @@ def test_nan_weights_never_become_best_or_checkpoint(tmp_path, text_file, monkey
 def test_a_nan_validation_loss_is_never_best(tmp_path, text_file, monkeypatch):
     import bptt.train.tasks as tasks
 
-    monkeypatch.setattr(tasks.TextTask, "evaluate", lambda self, m, p: {"loss": math.nan, "bpc": math.nan, "ppl": math.nan})
+    monkeypatch.setattr(
+        tasks.TextTask, "evaluate", lambda self, m, p: {"loss": math.nan, "bpc": math.nan, "ppl": math.nan}
+    )
     res = Trainer(small(tmp_path / "v", text_file), **QUIET).run()
     assert res.best is None and not os.path.exists(tmp_path / "v" / "best.npz")
     rows = [json.loads(ln) for ln in open(tmp_path / "v" / "metrics.jsonl") if '"val"' in ln]
@@ -322,8 +397,11 @@ def test_resuming_from_a_checkpoint_with_nan_weights_is_refused(tmp_path, text_f
     meta = json.loads(str(arrays["meta"]))
     arrays["param/lstm0.W_hh"] = arrays["param/lstm0.W_hh"] * np.nan
     write_checkpoint(path, arrays, meta)
-    for argv in (["train", "--resume", str(folder), "--steps", "20"], ["sample", str(folder), "--checkpoint", "last"],
-                 ["evaluate", str(folder), "--data", text_file, "--checkpoint", "last"]):
+    for argv in (
+        ["train", "--resume", str(folder), "--steps", "20"],
+        ["sample", str(folder), "--checkpoint", "last"],
+        ["evaluate", str(folder), "--data", text_file, "--checkpoint", "last"],
+    ):
         assert main(argv) == 2
         assert "param/lstm0.W_hh: expected finite floats, received NaN or inf" in capsys.readouterr().err
 

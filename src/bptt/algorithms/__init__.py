@@ -6,11 +6,33 @@ from ..scan import scan_backward, scan_forward
 from ..tape import Tape
 from .base import REGISTRY, Algorithm, Gradient, GradientMean, make, register
 from .full import FullBPTT, full_bptt
-from .randomized import ARTBP, OnlineARTBP, RandomTruncation, randomized_bptt, truncation_factors
+from .randomized import (
+    ARTBP,
+    OnlineARTBP,
+    RandomTruncation,
+    randomized_bptt,
+    truncation_factors,
+)
 from .truncated import TBPTT, TBPTTStream, tbptt
 
 __all__ = [
-    "ARTBP", "REGISTRY", "TBPTT", "Algorithm", "FullBPTT", "Gradient", "GradientMean", "OnlineARTBP",
-    "RandomTruncation", "TBPTTStream", "Tape", "full_bptt", "make", "randomized_bptt", "register", "scan_backward",
-    "scan_forward", "tbptt", "truncation_factors",
+    "ARTBP",
+    "REGISTRY",
+    "TBPTT",
+    "Algorithm",
+    "FullBPTT",
+    "Gradient",
+    "GradientMean",
+    "OnlineARTBP",
+    "RandomTruncation",
+    "TBPTTStream",
+    "Tape",
+    "full_bptt",
+    "make",
+    "randomized_bptt",
+    "register",
+    "scan_backward",
+    "scan_forward",
+    "tbptt",
+    "truncation_factors",
 ]

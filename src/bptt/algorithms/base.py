@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-
 from ..cells.base import Params
 from ..errors import BpttError, one_of
 
@@ -46,8 +45,9 @@ class Algorithm:
     name: ClassVar[str]
     stateful: ClassVar[bool] = False
 
-    def __call__(self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None,
-                 state0: ModelState | None = None) -> Gradient:
+    def __call__(
+        self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
+    ) -> Gradient:
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -58,8 +58,9 @@ class Algorithm:
         description and named arrays for a checkpoint (None: nothing)."""
         return None
 
-    def restore(self, model: Model, state: ModelState, desc: Any, arrays: dict[str, Any], params: Params,
-                where: str = "history") -> None:
+    def restore(
+        self, model: Model, state: ModelState, desc: Any, arrays: dict[str, Any], params: Params, where: str = "history"
+    ) -> None:
         """Continue from a checkpoint's `history()` (checked against the model)."""
         raise BpttError(f"{where}: expected no saved history for algorithm {self.name!r}, received one")
 
@@ -78,7 +79,11 @@ def register(cls: type[Algorithm]) -> type[Algorithm]:
 
 
 def _options(cls: type) -> list[str]:
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"] if cls.__init__ is not object.__init__ else []
+    return (
+        [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        if cls.__init__ is not object.__init__
+        else []
+    )
 
 
 def make(name: str, **options: Any) -> Algorithm:

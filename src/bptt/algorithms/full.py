@@ -53,6 +53,7 @@ class FullBPTT(Algorithm):
 
     name = "full"
 
-    def __call__(self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None,
-                 state0: ModelState | None = None) -> Gradient:
+    def __call__(
+        self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
+    ) -> Gradient:
         return full_bptt(model, params, x, targets, mask=mask, state0=state0)

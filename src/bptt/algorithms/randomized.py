@@ -39,9 +39,7 @@ if TYPE_CHECKING:
     from ..model import Model, ModelState
 
 
-def truncation_factors(
-    T: int, B: int, c: Any, rng: np.random.Generator, reweight: bool = True
-) -> np.ndarray:
+def truncation_factors(T: int, B: int, c: Any, rng: np.random.Generator, reweight: bool = True) -> np.ndarray:
     """(T, B) factors on the backward messages: 0 where a truncation is drawn (probability c_t),
     1 / (1 - c_t) (or 1 without reweighting) elsewhere. c: a number or a (T,) array in [0, 1)."""
     cs = np.broadcast_to(np.asarray(c, dtype=np.float64), (T,)) if np.ndim(c) == 0 else np.asarray(c, np.float64)
@@ -84,7 +82,9 @@ def randomized_bptt(
         y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
         grads = model.zero_grads(params)
-        dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, scale=factors, consume=True))
+        dstate0 = model.backward_levels(
+            params, tapes, dy, None, grads, partial(scan_backward, scale=factors, consume=True)
+        )
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)
 
@@ -103,10 +103,12 @@ class RandomTruncation(Algorithm):
             raise BpttError(f"c: expected a truncation probability in [0, 1), received {c!r}")
         self.c, self.rng = float(c), rng if rng is not None else np.random.default_rng()
 
-    def __call__(self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None,
-                 state0: ModelState | None = None) -> Gradient:
-        return randomized_bptt(model, params, x, targets, self.c, self.rng, mask=mask, state0=state0,
-                               reweight=self.reweight)
+    def __call__(
+        self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
+    ) -> Gradient:
+        return randomized_bptt(
+            model, params, x, targets, self.c, self.rng, mask=mask, state0=state0, reweight=self.reweight
+        )
 
 
 @register

@@ -24,8 +24,9 @@ last segment of n < k1 steps injects n errors and reaches k2 - k1 steps before i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -117,8 +118,10 @@ class TBPTTStream:
                 f"{m.dtype} array of shape {m.shape}"
             )
         # no learned initial states (refused above): a restarted stream starts from zeros
-        self.state = {k: state_map(lambda a: np.where(m[:, None], 0.0, a).astype(a.dtype, copy=False), s)
-                      for k, s in self.state.items()}
+        self.state = {
+            k: state_map(lambda a: np.where(m[:, None], 0.0, a).astype(a.dtype, copy=False), s)
+            for k, s in self.state.items()
+        }
         self._pending_cut = m if self._pending_cut is None else (self._pending_cut | m)
 
     def start_from(self, state: ModelState) -> None:
@@ -135,8 +138,14 @@ class TBPTTStream:
         desc = encode({"history": self._history, "cut": self._pending_cut}, arrays, "alg/tbptt/")
         return desc, arrays
 
-    def restore(self, state: ModelState, desc: Any, arrays: dict[str, np.ndarray], params: Params | None = None,
-                where: str = "tbptt history") -> None:
+    def restore(
+        self,
+        state: ModelState,
+        desc: Any,
+        arrays: dict[str, np.ndarray],
+        params: Params | None = None,
+        where: str = "tbptt history",
+    ) -> None:
         """Continue from a checkpoint: the carried state and the history saved by `history()`.
 
         With `params`, the history is checked against what this model keeps: each saved
@@ -158,18 +167,29 @@ class TBPTTStream:
             raise BpttError(f"{where}: cut: expected null or a ({B},) boolean array, received {tape.what(cut)}")
         total = 0
         for i, seg in enumerate(history):
-            if not (isinstance(seg, tuple) and len(seg) == 3 and isinstance(seg[0], int) and not isinstance(seg[0], bool)
-                    and seg[0] >= 1 and isinstance(seg[1], list) and tape.is_cut(seg[2], B)):
+            if not (
+                isinstance(seg, tuple)
+                and len(seg) == 3
+                and isinstance(seg[0], int)
+                and not isinstance(seg[0], bool)
+                and seg[0] >= 1
+                and isinstance(seg[1], list)
+                and tape.is_cut(seg[2], B)
+            ):
                 raise BpttError(f"{where}[{i}]: expected (steps >= 1, tapes, cut), received {tape.what(seg)}")
             steps, tapes, _ = seg
             total += steps
             if total > self.k2 - self.k1:
-                raise BpttError(f"{where}: expected at most k2 - k1 = {self.k2 - self.k1} steps of history, received {total}")
+                raise BpttError(
+                    f"{where}: expected at most k2 - k1 = {self.k2 - self.k1} steps of history, received {total}"
+                )
             m = self.model
             shape = (steps, B) if m.tokens else (steps, B, m.input_size)
             x = np.zeros(shape, np.int64 if m.tokens else m.check_params(params))
             b = m.check_batch(params, x, None, None, self.state, need_targets=False)
-            ref = [tape.tail(p, steps) for p in m.forward_levels(params, b.x, None, b.state0, keep=True)[2][: self.head]]
+            ref = [
+                tape.tail(p, steps) for p in m.forward_levels(params, b.x, None, b.state0, keep=True)[2][: self.head]
+            ]
             diff = tape.layout_diff(ref, tapes, f"{where}[{i}]", m.input_size)
             if diff:
                 raise BpttError(diff)
@@ -179,13 +199,17 @@ class TBPTTStream:
         model = self.model
         check_carried_batch(self.batch if self.state is not None else None, x)
         if self.state is not None and not all(np.isfinite(a).all() for s in self.state.values() for a in s):
-            raise BpttError("tbptt: expected a finite state carried from the previous segment, received NaN or inf "
-                            "(the weights or the loss diverged before it); call reset() to start over")
+            raise BpttError(
+                "tbptt: expected a finite state carried from the previous segment, received NaN or inf "
+                "(the weights or the loss diverged before it); call reset() to start over"
+            )
         b = model.check_batch(params, x, targets, mask, self.state, every_sequence=False)
         if b.mask is not None and not b.mask.any():  # nothing counted: every state held, no window
             state = b.state0
             self.state, self.batch = state, b.x.shape[1]
-            return Gradient(0.0, model.zero_grads(params), {k: state_map(np.zeros_like, v) for k, v in state.items()}, state)
+            return Gradient(
+                0.0, model.zero_grads(params), {k: state_map(np.zeros_like, v) for k, v in state.items()}, state
+            )
         n = b.x.shape[0]
         if n > self.k2:
             raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
@@ -277,13 +301,21 @@ class TBPTT(Algorithm):
         """What the stream's later windows can still reach, for a checkpoint (TBPTTStream.history)."""
         return None if self._stream is None else self._stream.history()
 
-    def restore(self, model: Model, state: ModelState, desc: Any, arrays: dict[str, np.ndarray], params: Params,
-                where: str = "tbptt history") -> None:
+    def restore(
+        self,
+        model: Model,
+        state: ModelState,
+        desc: Any,
+        arrays: dict[str, np.ndarray],
+        params: Params,
+        where: str = "tbptt history",
+    ) -> None:
         """Continue a stream from a checkpoint's state and history (checked against the model)."""
         self.stream(model).restore(state, desc, arrays, params, where)
 
-    def __call__(self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None,
-                 state0: ModelState | None = None) -> Gradient:
+    def __call__(
+        self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
+    ) -> Gradient:
         if model.loss_fn.at != "every":
             raise BpttError("tbptt: expected a model with a loss at every step (at='every'), received at='last'")
         stream = self.stream(model)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def case_params(case: Case, seed: int = 0) -> Params:
 
 
 def make_bptt(case: Case, params: Params, x: np.ndarray, y: np.ndarray) -> Contender:
-    from .. import __version__
+    from .._version import __version__
 
     model = case_model(case)
 

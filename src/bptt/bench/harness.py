@@ -18,7 +18,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def time_alternated(
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
     steps = {c.name: 1 for c in contenders}
     for r in range(warmup + repeats):
-        order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+        order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
         for c in order:
             n = steps[c.name] if r >= warmup else 1
             gc.collect()
@@ -138,8 +139,14 @@ def run_bench(
 
         torch.set_num_threads(threads)
     results: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"), "machine": _machine(), "threads": threads,
-        "repeats": repeats, "warmup": warmup, "versions": {}, "cases": [], "kernels": _kernels_line(),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": _machine(),
+        "threads": threads,
+        "repeats": repeats,
+        "warmup": warmup,
+        "versions": {},
+        "cases": [],
+        "kernels": _kernels_line(),
         "flops": "3 * 2 * T * B * (G*H*H + H*V): recurrent and readout products, forward + 2 backward",
     }
     with _blas_limit(threads):
@@ -162,13 +169,23 @@ def run_bench(
                 if not check[c.name] <= GRAD_TOL:
                     raise RuntimeError(f"{case.name}: {c.name}'s gradients differ from bptt's by {check[c.name]:.2e}")
             times, steps = time_alternated(contenders, repeats, warmup)
-            row: dict[str, Any] = {"case": case.name, "cell": case.cell, "size": case.size,
-                                   "flops": case.flops, "grad_check": check, "contenders": {}}
+            row: dict[str, Any] = {
+                "case": case.name,
+                "cell": case.cell,
+                "size": case.size,
+                "flops": case.flops,
+                "grad_check": check,
+                "contenders": {},
+            }
             for c in contenders:
                 med = statistics.median(times[c.name])
                 row["contenders"][c.name] = {
-                    "median_s": med, "tokens_per_s": case.tokens / med, "gflops": case.flops / med / 1e9,
-                    "times": times[c.name], "steps_per_timing": steps[c.name], "compile_s": c.compile_seconds,
+                    "median_s": med,
+                    "tokens_per_s": case.tokens / med,
+                    "gflops": case.flops / med / 1e9,
+                    "times": times[c.name],
+                    "steps_per_timing": steps[c.name],
+                    "compile_s": c.compile_seconds,
                 }
             peers = [n for n in row["contenders"] if n != "bptt"]
             if peers:
@@ -180,8 +197,10 @@ def run_bench(
         for row, case in zip(results["cases"], cases):
             for n in row["contenders"]:
                 row["contenders"][n]["memory"] = peak_memory(case, n, threads)
-            log(f"{case.name}: peak memory above import " + ", ".join(
-                f"{n} {_mib(row['contenders'][n]['memory'])}" for n in row["contenders"]))
+            log(
+                f"{case.name}: peak memory above import "
+                + ", ".join(f"{n} {_mib(row['contenders'][n]['memory'])}" for n in row["contenders"])
+            )
     return results
 
 
@@ -193,7 +212,12 @@ def _row_line(row: dict, roof: float) -> str:
     parts = [f"{n} {c['tokens_per_s']:,.0f} tok/s" for n, c in row["contenders"].items()]
     b = row["contenders"]["bptt"]
     ratio = f", bptt / fastest peer {row['ratio_to_fastest_peer']:.2f}x" if "ratio_to_fastest_peer" in row else ""
-    return f"{row['case']}: " + ", ".join(parts) + ratio + f"; bptt {b['gflops']:.1f} GFLOP/s = {100 * b['gflops'] / roof:.0f}% of GEMM"
+    return (
+        f"{row['case']}: "
+        + ", ".join(parts)
+        + ratio
+        + f"; bptt {b['gflops']:.1f} GFLOP/s = {100 * b['gflops'] / roof:.0f}% of GEMM"
+    )
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -207,8 +231,11 @@ def markdown(results: dict[str, Any]) -> str:
         "about 0.2 s of consecutive steps after a 20 ms pause; "
         f"GEMM roofline {results['gemm_gflops']:.1f} GFLOP/s (NumPy float32 1024^3); FLOPs = {results['flops']}.",
         "",
-        "| case | " + " | ".join(f"{n} tok/s" for n in names) + " | bptt / fastest peer | bptt GFLOP/s (% GEMM) | "
-        + " | ".join(f"{n} MiB" for n in names) + " | grad check |",
+        "| case | "
+        + " | ".join(f"{n} tok/s" for n in names)
+        + " | bptt / fastest peer | bptt GFLOP/s (% GEMM) | "
+        + " | ".join(f"{n} MiB" for n in names)
+        + " | grad check |",
         "|" + " --- |" * (2 * len(names) + 4),
     ]
     for r in results["cases"]:
@@ -218,8 +245,12 @@ def markdown(results: dict[str, Any]) -> str:
         mem = " | ".join(f"{cs[n]['memory']['above_mib']:.0f}" if cs[n].get("memory") else "-" for n in names)
         check = ", ".join(f"{n} {e:.0e}" for n, e in r["grad_check"].items()) or "-"
         comp = {n: cs[n]["compile_s"] for n in names if cs[n].get("compile_s")}
-        tok = " | ".join(f"{cs[n]['tokens_per_s']:,.0f}" + (f" (+{comp[n]:.1f} s compile)" if n in comp else "") for n in names)
-        lines.append(f"| {r['case']} | {tok} | {ratio} | {b['gflops']:.1f} ({100 * b['gflops'] / results['gemm_gflops']:.0f}%) | {mem} | {check} |")
+        tok = " | ".join(
+            f"{cs[n]['tokens_per_s']:,.0f}" + (f" (+{comp[n]:.1f} s compile)" if n in comp else "") for n in names
+        )
+        lines.append(
+            f"| {r['case']} | {tok} | {ratio} | {b['gflops']:.1f} ({100 * b['gflops'] / results['gemm_gflops']:.0f}%) | {mem} | {check} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -15,11 +15,15 @@ from .lstm import LSTM, LSTMState
 CELLS: dict[str, type[Cell]] = {c.kind: c for c in (Elman, Jordan, GRU, LSTM)}
 
 
+ALIASES = {"rnn": "elman"}  # torch's name for the Elman network (nn.RNN)
+
+
 def cell_class(kind: str | type[Cell]) -> type[Cell]:
     """The cell class for a name ('elman', 'jordan', 'gru', 'lstm'), or a Cell subclass itself
     (a cell of one's own, fulfilling the contract in base.py)."""
     if isinstance(kind, type) and issubclass(kind, Cell):
         return kind
+    kind = ALIASES.get(kind, kind)
     if kind not in CELLS:
         raise one_of("cell", kind, sorted(CELLS))
     return CELLS[kind]
@@ -36,6 +40,7 @@ def make_cell(kind: str | type[Cell], input_size: int, hidden_size: int, **optio
 
 
 __all__ = [
+    "ALIASES",
     "CELLS",
     "Cell",
     "Elman",

@@ -92,10 +92,7 @@ class Cell(ABC):
     def init_params(self, rng: np.random.Generator, dtype: Any = np.float64) -> Params:
         """Uniform(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as torch.nn.RNN/GRU/LSTM."""
         k = 1.0 / np.sqrt(self.hidden_size)
-        return {
-            name: rng.uniform(-k, k, size=shape).astype(dtype)
-            for name, shape in self.param_shapes().items()
-        }
+        return {name: rng.uniform(-k, k, size=shape).astype(dtype) for name, shape in self.param_shapes().items()}
 
     def zero_state(self, batch: int, dtype: Any = np.float64) -> NamedTuple:
         return self.State(*(np.zeros((batch, n), dtype) for n in self.state_sizes().values()))

@@ -54,6 +54,5 @@ class Elman(Cell):
 
     def __repr__(self) -> str:
         return (
-            f"Elman(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-            f"activation={self.activation.name!r})"
+            f"Elman(input_size={self.input_size}, hidden_size={self.hidden_size}, activation={self.activation.name!r})"
         )

@@ -62,7 +62,9 @@ def read_series(path: str | os.PathLike, column: str | int | None = None) -> tup
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise BpttError(f"data file {path!r}: expected a numeric text table, received undecodable bytes at offset {e.start}") from None
+        raise BpttError(
+            f"data file {path!r}: expected a numeric text table, received undecodable bytes at offset {e.start}"
+        ) from None
     header, rows = _rows(text, path)
     width = len(rows[0])
     if column is None:
@@ -80,15 +82,21 @@ def read_series(path: str | os.PathLike, column: str | int | None = None) -> tup
     first_line = 2 if header else 1
     for i, r in enumerate(rows):
         if len(r) <= col:
-            raise BpttError(f"data file {path!r}, row {i + first_line}: expected at least {col + 1} columns, received {len(r)}")
+            raise BpttError(
+                f"data file {path!r}, row {i + first_line}: expected at least {col + 1} columns, received {len(r)}"
+            )
         try:
             values[i] = float(r[col])
         except ValueError:
-            raise BpttError(f"data file {path!r}, row {i + first_line}, column {col}: expected a number, received {r[col]!r}") from None
+            raise BpttError(
+                f"data file {path!r}, row {i + first_line}, column {col}: expected a number, received {r[col]!r}"
+            ) from None
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise BpttError(f"data file {path!r}, row {i + first_line}, column {col}: expected a finite number, received {rows[i][col]!r}")
+        raise BpttError(
+            f"data file {path!r}, row {i + first_line}, column {col}: expected a finite number, received {rows[i][col]!r}"
+        )
     if len(values) < 3:
         raise BpttError(f"data file {path!r}: expected at least 3 values, received {len(values)}")
     name = header[col] if header else f"column {col}"
@@ -103,7 +111,7 @@ class Normalizer:
     std: float
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "Normalizer":
+    def fit(cls, values: np.ndarray) -> Normalizer:
         std = float(np.std(values))
         return cls(float(np.mean(values)), std if std > 0 else 1.0)
 

@@ -55,7 +55,7 @@ class Vocab:
     chars: str
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocab":
+    def from_text(cls, text: str) -> Vocab:
         if not text:
             raise BpttError("vocabulary: expected non-empty text, received an empty string")
         return cls("".join(sorted(set(text))))
@@ -93,9 +93,7 @@ def batchify(ids: np.ndarray, batch: int) -> np.ndarray:
     text in every column (torch's word_language_model `batchify`)."""
     n = len(ids) // batch
     if n < 2:
-        raise BpttError(
-            f"batch size: expected at most {len(ids) // 2} streams for {len(ids)} tokens, received {batch}"
-        )
+        raise BpttError(f"batch size: expected at most {len(ids) // 2} streams for {len(ids)} tokens, received {batch}")
     return np.ascontiguousarray(ids[: n * batch].reshape(batch, n).T)
 
 

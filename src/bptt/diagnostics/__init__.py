@@ -1,8 +1,15 @@
 """Diagnostics: measuring a gradient algorithm against another (gradient checking first)."""
 
 from .gradcheck import GradcheckResult, gradcheck, numeric_grad, relative_error
+from .sweep import (
+    Case,
+    Problem,
+    random_problem,
+    run_case,
+    standard_cases,
+    variant_cases,
+)
 from .variance import EstimatorStats, estimator_stats
-from .sweep import Case, Problem, random_problem, run_case, standard_cases, variant_cases
 
 __all__ = [
     "Case",

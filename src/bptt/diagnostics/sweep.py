@@ -8,8 +8,9 @@ classic Jordan network, learned initial states).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -73,8 +74,7 @@ def random_problem(
         targets = rng.standard_normal(lead + (model.output_size,)).astype(dtype)
     zero, _ = model.initial_state(params, B, None, np.dtype(dtype))
     state0 = {
-        k: type(s)(*(state_scale * rng.standard_normal(a.shape).astype(dtype) for a in s))
-        for k, s in zero.items()
+        k: type(s)(*(state_scale * rng.standard_normal(a.shape).astype(dtype) for a in s)) for k, s in zero.items()
     }
     return Problem(model, params, x, targets, mask, state0)
 
@@ -94,8 +94,13 @@ class Case:
 
     @property
     def name(self) -> str:
-        parts = [self.cell, f"{self.loss}-{self.at}", "masked" if self.masked else "full",
-                 f"{self.layers}L", "bi" if self.bidirectional else "uni"]
+        parts = [
+            self.cell,
+            f"{self.loss}-{self.at}",
+            "masked" if self.masked else "full",
+            f"{self.layers}L",
+            "bi" if self.bidirectional else "uni",
+        ]
         return "/".join(parts + ([self.variant] if self.variant else []))
 
 
@@ -132,19 +137,38 @@ def variant_cases() -> list[Case]:
             case(f"activation={a}", "elman", (lambda a=a: Model(D, [Recurrent("elman", H, activation=a), Dense(K)])))
             for a in ("sigmoid", "relu", "identity")
         ),
-        case("classic Jordan: loss on its own output, context decay 0.5", "jordan",
-             lambda: Model(D, [Recurrent("jordan", H, output_size=K, context_decay=0.5)], loss="mse"),
-             loss="mse"),
-        case("tokens into the recurrent level", "lstm",
-             lambda: Model(7, [Recurrent("lstm", H), Dense(7)], tokens=True)),
-        case("tokens, embedding, 2 layers", "gru",
-             lambda: Model(7, [Embedding(3), rnn("gru", H, 2, True), Dense(7)], tokens=True), layers=2, bi=True),
-        case("dense(tanh) / elman / dense(tanh) / lstm / dense", "mixed",
-             lambda: Model(D, [Dense(4, "tanh"), Recurrent("elman", H), Dense(3, "tanh"),
-                               Recurrent("lstm", H), Dense(K)]), layers=2),
-        case("learned initial state", "lstm",
-             lambda: Model(D, [rnn("lstm", H, 2, True, learn_init=True), Dense(K)], at="last"),
-             at="last", layers=2, bi=True),
+        case(
+            "classic Jordan: loss on its own output, context decay 0.5",
+            "jordan",
+            lambda: Model(D, [Recurrent("jordan", H, output_size=K, context_decay=0.5)], loss="mse"),
+            loss="mse",
+        ),
+        case(
+            "tokens into the recurrent level", "lstm", lambda: Model(7, [Recurrent("lstm", H), Dense(7)], tokens=True)
+        ),
+        case(
+            "tokens, embedding, 2 layers",
+            "gru",
+            lambda: Model(7, [Embedding(3), rnn("gru", H, 2, True), Dense(7)], tokens=True),
+            layers=2,
+            bi=True,
+        ),
+        case(
+            "dense(tanh) / elman / dense(tanh) / lstm / dense",
+            "mixed",
+            lambda: Model(
+                D, [Dense(4, "tanh"), Recurrent("elman", H), Dense(3, "tanh"), Recurrent("lstm", H), Dense(K)]
+            ),
+            layers=2,
+        ),
+        case(
+            "learned initial state",
+            "lstm",
+            lambda: Model(D, [rnn("lstm", H, 2, True, learn_init=True), Dense(K)], at="last"),
+            at="last",
+            layers=2,
+            bi=True,
+        ),
     ]
 
 
@@ -160,5 +184,7 @@ def run_case(
     p = random_problem(model, rng, masked=case.masked)
     learned = any(lv.learn_init for lv in model.recurrent_levels)
     state0 = None if learned else p.state0
-    res = gradcheck(model, p.params, p.x, p.targets, mask=p.mask, state0=state0, max_entries=max_entries, rng=rng, tol=tol)
+    res = gradcheck(
+        model, p.params, p.x, p.targets, mask=p.mask, state0=state0, max_entries=max_entries, rng=rng, tol=tol
+    )
     return res, sum(v.size for v in p.params.values())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -34,7 +34,9 @@ def estimator_stats(estimate: Callable[[int], Params], exact: Params, draws: int
     if draws < 2:
         raise BpttError(f"draws: expected at least 2, received {draws}")
     keys = sorted(exact)
-    flat = np.stack([np.concatenate([np.ravel(g[k]) for k in keys]).astype(np.float64) for g in map(estimate, range(draws))])
+    flat = np.stack(
+        [np.concatenate([np.ravel(g[k]) for k in keys]).astype(np.float64) for g in map(estimate, range(draws))]
+    )
     ex = np.concatenate([np.ravel(exact[k]) for k in keys]).astype(np.float64)
     mean = flat.mean(axis=0)
     var = flat.var(axis=0, ddof=1)
@@ -49,5 +51,12 @@ def estimator_stats(estimate: Callable[[int], Params], exact: Params, draws: int
         off += n
     en = float(np.linalg.norm(ex))
     total_var = float(var.sum())
-    return EstimatorStats(draws, out, float(np.linalg.norm(mean - ex)), en, total_var,
-                          total_var / en**2 if en > 0 else float("inf"), float(z.max()))
+    return EstimatorStats(
+        draws,
+        out,
+        float(np.linalg.norm(mean - ex)),
+        en,
+        total_var,
+        total_var / en**2 if en > 0 else float("inf"),
+        float(z.max()),
+    )

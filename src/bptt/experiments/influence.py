@@ -46,10 +46,14 @@ class InfluenceCell(Cell):
     kind = "influence"
     State = InfluenceState
 
-    def __init__(self, input_size: int, hidden_size: int, n_plus: int = 10, a: float = 0.5, theta0: float = 0.5) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, n_plus: int = 10, a: float = 0.5, theta0: float = 0.5
+    ) -> None:
         super().__init__(input_size, hidden_size)
         if input_size != 1 or not 0 < n_plus < hidden_size:
-            raise BpttError(f"influence cell: expected 1 input and 0 < n_plus < {hidden_size}, received {input_size}, {n_plus}")
+            raise BpttError(
+                f"influence cell: expected 1 input and 0 < n_plus < {hidden_size}, received {input_size}, {n_plus}"
+            )
         n = hidden_size
         self.A = a * np.eye(n) + (1.0 - a) * np.eye(n, k=1)  # (n, n)
         self.b = np.array([1.0] * n_plus + [-1.0] * (n - n_plus))  # (n,)
@@ -178,13 +182,17 @@ def influence_experiment(
     """TBPTT(1, K) for each K and ARTBP(c) for `seeds` seeds, all from theta(0) = 0.5 with the
     same per-step rate; prints one line per run and returns (run, settled_at) pairs."""
     if not (isinstance(steps, int) and steps > 0 and lr > 0 and seeds >= 0 and all(k >= 1 for k in Ks)):
-        raise BpttError(f"influence balancing: expected steps > 0, lr > 0, K >= 1, seeds >= 0, received "
-                         f"steps={steps}, lr={lr}, K={list(Ks)}, seeds={seeds}")
+        raise BpttError(
+            f"influence balancing: expected steps > 0, lr > 0, K >= 1, seeds >= 0, received "
+            f"steps={steps}, lr={lr}, K={list(Ks)}, seeds={seeds}"
+        )
     runs = [run_influence("tbptt", steps, lr, K=K) for K in Ks]
     runs += [run_influence("artbp", steps, lr, c=c, seed=s) for s in range(seeds)]
     out = []
-    log(f"influence balancing: n = 23 (10 positive, 13 negative), theta(0) = 0.5, theta* = -1/6, "
-        f"SGD {lr:g} per step, {steps} steps")
+    log(
+        f"influence balancing: n = 23 (10 positive, 13 negative), theta(0) = 0.5, theta* = -1/6, "
+        f"SGD {lr:g} per step, {steps} steps"
+    )
     log(f"{'method':<18} {'seed':>4} {'final theta':>13} {'|theta - theta*|':>17}  result")
     for i, r in enumerate(runs):
         at = settled_at(r, tol)
@@ -202,7 +210,7 @@ def influence_experiment(
 
 def plot_influence(results: list[tuple[InfluenceRun, int | None]], path: str, tol: float = 1e-3) -> None:
     """theta over time (left) and |theta - theta*| on a log scale (right)."""
-    from ..train.plots import _pyplot, _save
+    from ..plots import _pyplot, _save
 
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))

@@ -77,8 +77,9 @@ def load(verbose: bool = True) -> None:
         found = [d.cell for lv in model.recurrent_levels for d in lv.directions]
         return engine.engine(engine.ready(found, mask, cells.splits(next(iter(params.values())).dtype)))
 
-    impls.update(index_sums=index_sums, softmax_xent=softmax_xent, implementation=cells.implementation,
-                 step_context=step_context)
+    impls.update(
+        index_sums=index_sums, softmax_xent=softmax_xent, implementation=cells.implementation, step_context=step_context
+    )
     ops.install(**impls)
     _loaded["done"] = True
 

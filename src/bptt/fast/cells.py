@@ -19,7 +19,8 @@ the reference every number here is tested against (tests/fast).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from . import engine, pool, rows, switch
 
 try:  # the compiled scans exist only where NumPy's OpenBLAS and a disk cache were found
     from . import scans
+
     SCANS = scans.AVAILABLE
 except ImportError:  # pragma: no cover
     SCANS = False
@@ -162,7 +164,11 @@ class FastLSTM(_Fast):
             return LSTMCache(h0, c0, work[t], cs[t]) if p is None else LSTMCache(outs[p], cs[p], work[t], cs[t])
 
         last = 0 if reverse else T - 1
-        return outs, LSTMState(outs[last], cs[last]), Tape(StepCaches(cache, T), None, reverse, (work, h0, c0, cs, outs))
+        return (
+            outs,
+            LSTMState(outs[last], cs[last]),
+            Tape(StepCaches(cache, T), None, reverse, (work, h0, c0, cs, outs)),
+        )
 
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: LSTMState, grads: Params):
         work, h0, c0, cs, outs = tape.aux
@@ -240,7 +246,11 @@ class FastGRU(_Fast):
             p = previous_step(t, T, reverse)
             return GRUCache(h0 if p is None else outs[p], work[t])
 
-        return outs, GRUState(outs[0 if reverse else T - 1]), Tape(StepCaches(cache, T), None, reverse, (work, h0, outs))
+        return (
+            outs,
+            GRUState(outs[0 if reverse else T - 1]),
+            Tape(StepCaches(cache, T), None, reverse, (work, h0, outs)),
+        )
 
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: GRUState, grads: Params):
         work, h0, outs = tape.aux
@@ -254,10 +264,14 @@ class FastGRU(_Fast):
                 def own(p, P):  # packed weights, row and edge scratch
                     return self._panels(params, p, P, False), np.empty(4 * -(-H // P), dh.dtype), _edge(dh.dtype)
 
-                engine.scan_parts(split.gru_scan_back_part, h0, work, outs, g, dh, drec, h_prev, f, tape.reverse, own=own)
+                engine.scan_parts(
+                    split.gru_scan_back_part, h0, work, outs, g, dh, drec, h_prev, f, tape.reverse, own=own
+                )
             else:
                 drec = np.empty((B, 3 * H), dtype=dh.dtype)
-                scans.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, work, outs, g, dh, drec, h_prev, f, tape.reverse)
+                scans.gru_scan_back(
+                    np.ascontiguousarray(params["W_hh"]), h0, work, outs, g, dh, drec, h_prev, f, tape.reverse
+                )
             return GRUState(dh)
 
         h_prev, d0 = self._back_scan(params, tape, douts, scale, run)

@@ -29,6 +29,7 @@ from .rows import _ZERO
 # 77 vs 58 GFLOP/s).
 _PANEL = 16
 
+
 def _tile_kernel(rows, add):
     """An intrinsic: C[r, :16] (+)= sum_k A[r, k] P[k, :16] for r < rows, += if `add`
     (byte addresses, strides in floats)."""
@@ -43,7 +44,9 @@ def _tile_kernel(rows, add):
         zero, undef = ir.Constant(v8, None), ir.Constant(v8, ir.Undefined)
         splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
         rows_at = [builder.gep(C, [builder.mul(ir.Constant(i64, r), ldc)]) for r in range(rows)]
-        at = [builder.bitcast(builder.gep(rows_at[r], [ir.Constant(i64, 8 * h)]), vp) for r in range(rows) for h in (0, 1)]
+        at = [
+            builder.bitcast(builder.gep(rows_at[r], [ir.Constant(i64, 8 * h)]), vp) for r in range(rows) for h in (0, 1)
+        ]
         first = [builder.load(a, align=4) for a in at] if add else [zero] * (2 * rows)
         start = builder.block
         loop, done = builder.function.append_basic_block("tile.k"), builder.function.append_basic_block("tile.done")
@@ -82,7 +85,9 @@ def _tile_kernel(rows, add):
 
     return intrinsic(typer)
 
+
 _tile4, _tile1, _tile4_add, _tile1_add = (_tile_kernel(r, a) for a in (False, True) for r in (4, 1))
+
 
 @jit
 def pack_panels(B, out):
@@ -94,6 +99,7 @@ def pack_panels(B, out):
             for c in range(_PANEL):
                 n = j * _PANEL + c
                 out[j, k, c] = B[k, n] if n < N else _ZERO
+
 
 @inline
 def _mm_panels(A, P, C, edge, add):
@@ -131,6 +137,7 @@ def _mm_panels(A, P, C, edge, add):
                 for q in range(r):
                     for c in range(w):
                         C[i + q, c0 + c] = edge[q, c]
+
 
 @jit
 def mm_panels(A, P, C, edge, add):

@@ -24,10 +24,21 @@ from .jit import inline, jit
 
 f4 = np.float32
 # tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9] (beyond it tanh is +-1 in float32)
-_A1, _A3, _A5, _A7 = f4(4.89352455891786e-03), f4(6.37261928875436e-04), f4(1.48572235717979e-05), f4(5.12229709037114e-08)
+_A1, _A3, _A5, _A7 = (
+    f4(4.89352455891786e-03),
+    f4(6.37261928875436e-04),
+    f4(1.48572235717979e-05),
+    f4(5.12229709037114e-08),
+)
 _A9, _A11, _A13 = f4(-8.60467152213735e-11), f4(2.00018790482477e-13), f4(-2.76076847742355e-16)
-_B0, _B2, _B4, _B6 = f4(4.89352518554385e-03), f4(2.26843463243900e-03), f4(1.18534705686654e-04), f4(1.19825839466702e-06)
+_B0, _B2, _B4, _B6 = (
+    f4(4.89352518554385e-03),
+    f4(2.26843463243900e-03),
+    f4(1.18534705686654e-04),
+    f4(1.19825839466702e-06),
+)
 _NINE, _HALF, _ONE, _ZERO = f4(9.0), f4(0.5), f4(1.0), f4(0.0)
+
 
 @inline
 def tanh32(x):
@@ -45,9 +56,11 @@ def tanh32(x):
     q = x2 * q + _B0
     return x * p / q
 
+
 @inline
 def sigm32(x):
     return _HALF + _HALF * tanh32(_HALF * x)
+
 
 # exp(x) for x <= 0 (softmax after subtracting the row maximum): x = n ln 2 + r with
 # n = round(x / ln 2) (by truncation, which rounds x / ln 2 - 1/2 to nearest for x <= 0) and
@@ -56,8 +69,16 @@ def sigm32(x):
 # nothing next to the row maximum's 1) it returns exp(-87). Written so that the compiler
 # vectorises it (no floor, no call).
 _LOG2E, _LN2_HI, _LN2_LO = f4(1.4426950408889634), f4(0.693145751953125), f4(1.428606765330187e-06)
-_E2, _E3, _E4, _E5, _E6, _E7 = f4(5.0000001201e-1), f4(1.6666665459e-1), f4(4.1665795894e-2), f4(8.3334519073e-3), f4(1.3981999507e-3), f4(1.9875691500e-4)
+_E2, _E3, _E4, _E5, _E6, _E7 = (
+    f4(5.0000001201e-1),
+    f4(1.6666665459e-1),
+    f4(4.1665795894e-2),
+    f4(8.3334519073e-3),
+    f4(1.3981999507e-3),
+    f4(1.9875691500e-4),
+)
 _EXP_MIN = f4(-87.0)
+
 
 @inline
 def exp32(x):
@@ -74,11 +95,13 @@ def exp32(x):
     p = p * r * r + r + _ONE
     return p * np.int32((n + np.int32(127)) << np.int32(23)).view(np.float32)
 
+
 @jit
 def exp_(a, out):
     """out = exp(a) for a <= 0, elementwise over a 1-D view (the tests' handle on exp32)."""
     for k in range(a.shape[0]):
         out[k] = exp32(a[k])
+
 
 @jit
 def softmax_xent(y, t, scale, d):
@@ -107,11 +130,13 @@ def softmax_xent(y, t, scale, d):
             o[t[n]] -= scale
     return total
 
+
 @jit
 def tanh_(a, out):
     """out = tanh(a), elementwise over a 1-D view."""
     for k in range(a.shape[0]):
         out[k] = tanh32(a[k])
+
 
 # Loops run over one row b at a time (1-D views); each loop reads and writes either the same
 # index of an array or distinct arrays, so the compiler vectorises it. A row function that
@@ -119,10 +144,12 @@ def tanh_(a, out):
 # functions are shared by the one-step kernels (called from the cells' Python steps) and the
 # whole-scan kernels below.
 
+
 @inline
 def _elman_row(x, a):
     for j in range(a.shape[0]):
         a[j] = tanh32(x[j] + a[j])
+
 
 @inline
 def _elman_row_back(y, g1, g2, d, row):
@@ -131,6 +158,7 @@ def _elman_row_back(y, g1, g2, d, row):
         row[j] = (g1[j] + g2[j]) * (_ONE - y[j] * y[j])
     for j in range(H):
         d[j] = row[j]
+
 
 @inline
 def _lstm_cells(xi, xf, xg, xo, ai, af, ag, ao, wi, wf, wg, wo, cp, cr, hr):
@@ -150,11 +178,13 @@ def _lstm_cells(xi, xf, xg, xo, ai, af, ag, ao, wi, wf, wg, wo, cp, cr, hr):
     for j in range(H):
         hr[j] = wo[j] * tanh32(cr[j])
 
+
 @inline
 def _lstm_row(x, a, cp, cr, hr):
     H = cr.shape[0]
     ai, af, ag, ao = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
     _lstm_cells(x[:H], x[H : 2 * H], x[2 * H : 3 * H], x[3 * H :], ai, af, ag, ao, ai, af, ag, ao, cp, cr, hr)
+
 
 @inline
 def _lstm_cells_back(ai, af, ag, ao, cp, cr, g1, g2, gc, ri, rf, rg, ro, dp, dcs):
@@ -174,13 +204,30 @@ def _lstm_cells_back(ai, af, ag, ao, cp, cr, g1, g2, gc, ri, rf, rg, ro, dp, dcs
         rf[j] = d * cp[j] * f * (_ONE - f)
         rg[j] = d * i * (_ONE - g * g)
 
+
 @inline
 def _lstm_row_back(a, cp, cr, g1, g2, gc, out, dp, row, dcs):
     H = cr.shape[0]
-    _lstm_cells_back(a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :], cp, cr, g1, g2, gc,
-                     row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :], dp, dcs)
+    _lstm_cells_back(
+        a[:H],
+        a[H : 2 * H],
+        a[2 * H : 3 * H],
+        a[3 * H :],
+        cp,
+        cr,
+        g1,
+        g2,
+        gc,
+        row[:H],
+        row[H : 2 * H],
+        row[2 * H : 3 * H],
+        row[3 * H :],
+        dp,
+        dcs,
+    )
     for k in range(4 * H):
         out[k] = row[k]
+
 
 @inline
 def _gru_cells(xr, xz, xn, rr, rz, rn, b_hn, wr, wz, wn, whn, hp, hn):
@@ -198,11 +245,26 @@ def _gru_cells(xr, xz, xn, rr, rz, rn, b_hn, wr, wz, wn, whn, hp, hn):
         n = wn[j]
         hn[j] = n + wz[j] * (hp[j] - n)
 
+
 @inline
 def _gru_row(x, rc, b_hn, w, hp, hn):
     H = hp.shape[0]
-    _gru_cells(x[:H], x[H : 2 * H], x[2 * H :], rc[:H], rc[H : 2 * H], rc[2 * H :], b_hn,
-               w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :], hp, hn)
+    _gru_cells(
+        x[:H],
+        x[H : 2 * H],
+        x[2 * H :],
+        rc[:H],
+        rc[H : 2 * H],
+        rc[2 * H :],
+        b_hn,
+        w[:H],
+        w[H : 2 * H],
+        w[2 * H : 3 * H],
+        w[3 * H :],
+        hp,
+        hn,
+    )
+
 
 @inline
 def _gru_cells_back(wr, wz, wn, whn, hp, g1, g2, r0, r1, r2, r3, dz_):
@@ -218,6 +280,7 @@ def _gru_cells_back(wr, wz, wn, whn, hp, g1, g2, r0, r1, r2, r3, dz_):
         r3[j] = dan * r
         dz_[j] = g * z
 
+
 @inline
 def _gru_row_back(w, hp, g1, g2, out, dr, dz_, row):
     H = hp.shape[0]
@@ -231,11 +294,13 @@ def _gru_row_back(w, hp, g1, g2, out, dr, dz_, row):
     for k in range(4 * H):
         out[k] = row[k]
 
+
 @jit
 def elman_fwd(xp, act):
     """act (B, H) holds h W_hh^T; becomes h' = tanh(xp + act)."""
     for b in range(act.shape[0]):
         _elman_row(xp[b], act[b])
+
 
 @jit
 def elman_bwd(h, dh, dout, delta):
@@ -244,11 +309,13 @@ def elman_bwd(h, dh, dout, delta):
     for b in range(h.shape[0]):
         _elman_row_back(h[b], dh[b], dout[b], delta[b], row)
 
+
 @jit
 def lstm_fwd(xp, gates, c_prev, c, h):
     """gates (B, 4H) holds h W_hh^T; becomes [i, f, g, o] of xp + it. Writes c' and h'."""
     for b in range(gates.shape[0]):
         _lstm_row(xp[b], gates[b], c_prev[b], c[b], h[b])
+
 
 @jit
 def lstm_bwd(gates, c_prev, c, dh, dout, dc, da, dc_prev):
@@ -258,11 +325,13 @@ def lstm_bwd(gates, c_prev, c, dh, dout, dc, da, dc_prev):
     for b in range(gates.shape[0]):
         _lstm_row_back(gates[b], c_prev[b], c[b], dh[b], dout[b], dc[b], da[b], dc_prev[b], row, dcs)
 
+
 @jit
 def gru_fwd(xp, rec, b_hn, h, work, h_new):
     """rec (B, 3H) = h W_hh^T; work (B, 4H) <- [r, z, n, hn]; h_new = n + z (h - n)."""
     for b in range(h.shape[0]):
         _gru_row(xp[b], rec[b], b_hn, work[b], h[b], h_new[b])
+
 
 @jit
 def gru_bwd(work, h, dh, dout, da, drec, dhz):
@@ -272,6 +341,7 @@ def gru_bwd(work, h, dh, dout, da, drec, dhz):
     for b in range(h.shape[0]):
         _gru_row_back(work[b], h[b], dh[b], dout[b], da[b], drec[b], dhz[b], row)
 
+
 @jit
 def scatter_add(target, idx, rows):
     """target[idx[n]] += rows[n] for every n; target (V, G) C-contiguous."""
@@ -279,6 +349,7 @@ def scatter_add(target, idx, rows):
         t, r = target[idx[n]], rows[n]
         for k in range(r.shape[0]):
             t[k] += r[k]
+
 
 # ---- whole scans: the time loop itself compiled, BLAS called per step (bptt._blas) ----------
 # Step order s = 0 .. T-1 visits t = s (forward scan) or T-1-s (reversed scan); the step

@@ -47,9 +47,22 @@ if AVAILABLE:
     @inline
     def _mm(A, Bm, C, trans_b, beta):
         """C = A @ Bm (or A @ Bm^T) + beta C, row-major with unit inner strides (cblas_sgemm)."""
-        _sgemm(101, 111, 112 if trans_b else 111, A.shape[0], C.shape[1], A.shape[1], _ONE,
-               A.ctypes.data, A.strides[0] // 4, Bm.ctypes.data, Bm.strides[0] // 4, beta,
-               C.ctypes.data, C.strides[0] // 4)
+        _sgemm(
+            101,
+            111,
+            112 if trans_b else 111,
+            A.shape[0],
+            C.shape[1],
+            A.shape[1],
+            _ONE,
+            A.ctypes.data,
+            A.strides[0] // 4,
+            Bm.ctypes.data,
+            Bm.strides[0] // 4,
+            beta,
+            C.ctypes.data,
+            C.strides[0] // 4,
+        )
 
     @inline
     def _at(s, T, reverse):

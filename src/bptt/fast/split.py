@@ -15,14 +15,23 @@ from __future__ import annotations
 
 from .gemm import _mm_panels
 from .jit import inline, jit
-from .rows import _elman_row, _elman_row_back, _gru_cells, _gru_cells_back, _lstm_cells, _lstm_cells_back
+from .rows import (
+    _elman_row,
+    _elman_row_back,
+    _gru_cells,
+    _gru_cells_back,
+    _lstm_cells,
+    _lstm_cells_back,
+)
 from .scans import _at, _before, _scale_rows
 from .sync import _atomic_add, _wait
+
 
 @inline
 def _copy(a, b):
     for j in range(a.shape[0]):
         b[j] = a[j]
+
 
 @inline
 def _copy_part(a, b, lo, hi):
@@ -30,9 +39,11 @@ def _copy_part(a, b, lo, hi):
     for r in range(a.shape[0]):
         _copy(a[r, lo:hi], b[r, lo:hi])
 
+
 @inline
 def _share(H, part, parts):
     return part * H // parts, (part + 1) * H // parts
+
 
 @jit
 def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, part, parts, P, a, edge, bar):
@@ -52,12 +63,26 @@ def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, part, parts, P, a,
         w, c, h = work[t], cs[t], outs[t]
         for b in range(a.shape[0]):
             x, ar, wr = src[idx[t, b]], a[b], w[b]
-            _lstm_cells(x[lo:hi], x[H + lo : H + hi], x[2 * H + lo : 2 * H + hi], x[3 * H + lo : 3 * H + hi],
-                        ar[:n], ar[n : 2 * n], ar[2 * n : 3 * n], ar[3 * n :],
-                        wr[lo:hi], wr[H + lo : H + hi], wr[2 * H + lo : 2 * H + hi], wr[3 * H + lo : 3 * H + hi],
-                        cp[b, lo:hi], c[b, lo:hi], h[b, lo:hi])
+            _lstm_cells(
+                x[lo:hi],
+                x[H + lo : H + hi],
+                x[2 * H + lo : 2 * H + hi],
+                x[3 * H + lo : 3 * H + hi],
+                ar[:n],
+                ar[n : 2 * n],
+                ar[2 * n : 3 * n],
+                ar[3 * n :],
+                wr[lo:hi],
+                wr[H + lo : H + hi],
+                wr[2 * H + lo : 2 * H + hi],
+                wr[3 * H + lo : 3 * H + hi],
+                cp[b, lo:hi],
+                c[b, lo:hi],
+                h[b, lo:hi],
+            )
         _atomic_add(bar, 1)
     return 0
+
 
 @jit
 def lstm_scan_back_part(h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse, part, parts, P, row, edge, bar):
@@ -76,8 +101,23 @@ def lstm_scan_back_part(h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, re
         for b in range(a.shape[0]):
             ar = a[b]
             ai, af, ag, ao = ar[lo:hi], ar[H + lo : H + hi], ar[2 * H + lo : 2 * H + hi], ar[3 * H + lo : 3 * H + hi]
-            _lstm_cells_back(ai, af, ag, ao, cp[b, lo:hi], c[b, lo:hi], dh[b, lo:hi], g[b, lo:hi], dc[b, lo:hi],
-                             row[:n], row[n : 2 * n], row[2 * n : 3 * n], row[3 * n : 4 * n], dc[b, lo:hi], row[4 * n :])
+            _lstm_cells_back(
+                ai,
+                af,
+                ag,
+                ao,
+                cp[b, lo:hi],
+                c[b, lo:hi],
+                dh[b, lo:hi],
+                g[b, lo:hi],
+                dc[b, lo:hi],
+                row[:n],
+                row[n : 2 * n],
+                row[2 * n : 3 * n],
+                row[3 * n : 4 * n],
+                dc[b, lo:hi],
+                row[4 * n :],
+            )
             for j in range(n):
                 ai[j], af[j], ag[j], ao[j] = row[j], row[n + j], row[2 * n + j], row[3 * n + j]
         _atomic_add(bar, 1)
@@ -87,6 +127,7 @@ def lstm_scan_back_part(h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, re
         _scale_rows(dhc, scale, t)
         _scale_rows(dcc, scale, t)
     return 0
+
 
 @jit
 def elman_scan_part(src, idx, h0, work, outs, reverse, part, parts, P, edge, bar):
@@ -106,6 +147,7 @@ def elman_scan_part(src, idx, h0, work, outs, reverse, part, parts, P, edge, bar
             _copy(a, o[b, lo:hi])
         _atomic_add(bar, 1)
     return 0
+
 
 @jit
 def elman_scan_back_part(h0, work, douts, dh, h_prev, scale, reverse, part, parts, P, row, edge, bar):
@@ -127,6 +169,7 @@ def elman_scan_back_part(h0, work, douts, dh, h_prev, scale, reverse, part, part
         _scale_rows(dhc, scale, t)
     return 0
 
+
 @jit
 def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, part, parts, P, rec, edge, bar):
     """Part `part` of `parts` of gru_scan: P its units' [r, z, n] rows of W_hh,
@@ -143,11 +186,24 @@ def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, part, parts, P, rec, 
         w, h = work[t], outs[t]
         for b in range(w.shape[0]):
             x, rc, wb = src[idx[t, b]], rec[b], w[b]
-            _gru_cells(x[lo:hi], x[H + lo : H + hi], x[2 * H + lo : 2 * H + hi], rc[:n], rc[n : 2 * n], rc[2 * n :],
-                       b_hn[lo:hi], wb[lo:hi], wb[H + lo : H + hi], wb[2 * H + lo : 2 * H + hi],
-                       wb[3 * H + lo : 3 * H + hi], hp[b, lo:hi], h[b, lo:hi])
+            _gru_cells(
+                x[lo:hi],
+                x[H + lo : H + hi],
+                x[2 * H + lo : 2 * H + hi],
+                rc[:n],
+                rc[n : 2 * n],
+                rc[2 * n :],
+                b_hn[lo:hi],
+                wb[lo:hi],
+                wb[H + lo : H + hi],
+                wb[2 * H + lo : 2 * H + hi],
+                wb[3 * H + lo : 3 * H + hi],
+                hp[b, lo:hi],
+                h[b, lo:hi],
+            )
         _atomic_add(bar, 1)
     return 0
+
 
 @jit
 def gru_scan_back_part(h0, work, outs, douts, dh, drec, h_prev, scale, reverse, part, parts, P, row, edge, bar):

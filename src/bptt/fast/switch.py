@@ -10,8 +10,8 @@ environment, `bptt.fast.use(...)` in code.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 MODE = (os.environ.get("BPTT_FAST") or os.environ.get("BPTT_KERNELS") or "").strip().lower()
 OFF = MODE in ("0", "off", "numpy", "no", "false")

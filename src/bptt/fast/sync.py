@@ -56,7 +56,9 @@ if AVAILABLE:
 
         def codegen(context, builder, sig, args):
             if _X86:
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+                )
                 builder.call(fn, [])
             return context.get_dummy_value()
 

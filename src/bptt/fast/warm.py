@@ -40,13 +40,18 @@ def ensure(verbose: bool = True) -> bool:
     """Compile or load every kernel this machine uses; False (with a warning) if that fails."""
     cached = compiled()
     if verbose and not cached:
-        print("bptt: compiling the float32 kernels once (about 30 s; `bptt warm` does it ahead of time)",
-              file=sys.stderr, flush=True)
+        print(
+            "bptt: compiling the float32 kernels once (about 30 s; `bptt warm` does it ahead of time)",
+            file=sys.stderr,
+            flush=True,
+        )
     t0 = time.perf_counter()
     try:
         _compile()
     except Exception as e:  # pragma: no cover - a broken compiler must not break the library
-        warnings.warn(f"bptt: compiled kernels unavailable ({type(e).__name__}: {e}); using NumPy", RuntimeWarning)
+        warnings.warn(
+            f"bptt: compiled kernels unavailable ({type(e).__name__}: {e}); using NumPy", RuntimeWarning, stacklevel=2
+        )
         return False
     if jit.CACHE and not cached:
         os.makedirs(os.path.dirname(_marker()), exist_ok=True)
@@ -87,11 +92,49 @@ def _compile() -> None:
             gemm.pack_panels(view, P)
         gemm.mm_panels(s, P, g.copy(), e, False)
         sync.spin_until(bar.ctypes.data, -1, 1)
-        split.lstm_scan_part(g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, 0, 1, P, g.copy(), e, bar.ctypes.data)
-        split.lstm_scan_back_part(s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(5, f), e,
-                            bar.ctypes.data)
+        split.lstm_scan_part(
+            g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, 0, 1, P, g.copy(), e, bar.ctypes.data
+        )
+        split.lstm_scan_back_part(
+            s,
+            s,
+            g4_.copy(),
+            s3,
+            s3,
+            s3,
+            s.copy(),
+            s.copy(),
+            s3.copy(),
+            s,
+            False,
+            0,
+            1,
+            P,
+            np.zeros(5, f),
+            e,
+            bar.ctypes.data,
+        )
         split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, 0, 1, P, e, bar.ctypes.data)
-        split.elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(1, f), e, bar.ctypes.data)
-        split.gru_scan_part(g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, 0, 1, P, g3.copy(), e, bar.ctypes.data)
-        split.gru_scan_back_part(s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, 0, 1, P, np.zeros(4, f),
-                           e, bar.ctypes.data)
+        split.elman_scan_back_part(
+            s, s3.copy(), s3, s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(1, f), e, bar.ctypes.data
+        )
+        split.gru_scan_part(
+            g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, 0, 1, P, g3.copy(), e, bar.ctypes.data
+        )
+        split.gru_scan_back_part(
+            s,
+            g4_.copy(),
+            s3,
+            s3,
+            s.copy(),
+            np.zeros((2, 1, 3), f),
+            s3.copy(),
+            s,
+            False,
+            0,
+            1,
+            P,
+            np.zeros(4, f),
+            e,
+            bar.ctypes.data,
+        )

@@ -16,7 +16,8 @@ float32 array times a NumPy float64 scalar to float64; times a Python float it s
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -118,9 +119,7 @@ def unflatten_state(template: Any, flat: dict[str, np.ndarray], prefix: str = "o
         a = flat[path]
         ref = np.asarray(node)
         if a.shape != ref.shape or a.dtype != ref.dtype:
-            raise BpttError(
-                f"optimizer state {path!r}: expected {ref.dtype}{ref.shape}, received {a.dtype}{a.shape}"
-            )
+            raise BpttError(f"optimizer state {path!r}: expected {ref.dtype}{ref.shape}, received {a.dtype}{a.shape}")
         if isinstance(node, (bool, np.bool_)):
             return bool(a)
         if isinstance(node, (int, np.integer)):

@@ -5,7 +5,8 @@ the previous transform's output), u the outgoing update (params += u)."""
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import NamedTuple, Union
 
 import numpy as np
 
@@ -74,9 +75,9 @@ class TraceState(NamedTuple):
 def trace(momentum: float, nesterov: bool = False) -> Transform:
     """Momentum (Rumelhart, Hinton & Williams 1986; Polyak 1964), as torch.optim.SGD:
 
-        v = momentum * v + g,   u = v            (classic: with a constant learning rate eta
-                                                  this is dw(t) = -eta g + momentum dw(t-1))
-        u = g + momentum * v                     (Nesterov, Sutskever et al. 2013)
+    v = momentum * v + g,   u = v            (classic: with a constant learning rate eta
+                                              this is dw(t) = -eta g + momentum dw(t-1))
+    u = g + momentum * v                     (Nesterov, Sutskever et al. 2013)
     """
     mu = float(momentum)
 
@@ -134,8 +135,8 @@ class AdamState(NamedTuple):
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform:
     """Adam (Kingma & Ba 2015), as torch.optim.Adam:
 
-        m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2,   t += 1
-        u = [m / (1 - b1^t)] / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2,   t += 1
+    u = [m / (1 - b1^t)] / (sqrt(v) / sqrt(1 - b2^t) + eps)
     """
     b1, b2 = float(b1), float(b2)
 

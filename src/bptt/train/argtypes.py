@@ -6,14 +6,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import BpttError
 
 
 def integer(lo: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer >= lo."""
-    want = "an integer" if lo is None else {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+    want = (
+        "an integer"
+        if lo is None
+        else {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+    )
 
     def parse(s: str) -> int:
         try:
@@ -28,7 +32,9 @@ def integer(lo: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = True) -> Callable[[str], float]:
+def number(
+    lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = True
+) -> Callable[[str], float]:
     """An argparse type: a finite float in the interval from lo to hi (open or closed ends)."""
     if lo is None and hi is None:
         want = "a finite number"

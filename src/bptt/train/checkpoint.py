@@ -22,61 +22,20 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import BpttError
+from ..files import TMP_PREFIX, atomic_write, remove_stale_temps, write_json  # noqa: F401 (re-exported)
 
 FORMAT = "bptt-checkpoint-2"
 OLDER = ("bptt-checkpoint-1",)  # bptt 0.1: no checksum; read, with every other check
-TMP_PREFIX = ".tmp-"
 _KINDS = "biuf"  # bool, signed and unsigned integers, floats
 _MAX_MEMBERS = 100_000
-
-
-def atomic_write(path: str, write: Callable) -> None:
-    """Call write(file object) on a temp file beside `path`, fsync, then rename over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json(path: str, obj: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
-
-
-def remove_stale_temps(folder: str, names: tuple[str, ...]) -> list[str]:
-    """Delete temp files that a killed writer of `names` in `folder` left (call it only while
-    holding the folder's lock, so that no live writer's file goes); returns what was removed."""
-    gone = []
-    for f in os.listdir(folder):
-        if f.startswith(TMP_PREFIX) and f.endswith(names):
-            try:
-                os.unlink(os.path.join(folder, f))
-                gone.append(f)
-            except FileNotFoundError:  # pragma: no cover - removed meanwhile
-                pass
-    return gone
 
 
 @dataclass
@@ -99,8 +58,14 @@ def checksum(meta_json: str, arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save(path: str, params, opt_flat: dict[str, np.ndarray], state, meta: dict[str, Any],
-         extra: dict[str, np.ndarray] | None = None) -> None:
+def save(
+    path: str,
+    params,
+    opt_flat: dict[str, np.ndarray],
+    state,
+    meta: dict[str, Any],
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
     arrays: dict[str, np.ndarray] = {f"param/{k}": v for k, v in params.items()}
     arrays.update(extra or {})
     arrays.update(opt_flat)
@@ -132,7 +97,7 @@ def _npy(raw: bytes, name: str, path: str) -> np.ndarray:
             f"{dtype} (object and structured arrays are never loaded)"
         )
     size = math.prod(shape) * dtype.itemsize
-    data = raw[f.tell():]
+    data = raw[f.tell() :]
     if len(data) != size:
         raise _corrupt(path, f"{name!r} with {len(data)} bytes of data where its header declares {size}")
     a = np.frombuffer(data, dtype)
@@ -196,16 +161,19 @@ def load(path: str) -> Checkpoint:
         raise BpttError(f"checkpoint {path!r}: expected parameters (param/...), received none")
     for k, v in params.items():
         if v.dtype.kind != "f" or not np.isfinite(v).all():
-            raise BpttError(f"checkpoint {path!r}: param/{k}: expected finite floats, received "
-                            + (f"dtype {v.dtype}" if v.dtype.kind != "f" else "NaN or inf"))
+            raise BpttError(
+                f"checkpoint {path!r}: param/{k}: expected finite floats, received "
+                + (f"dtype {v.dtype}" if v.dtype.kind != "f" else "NaN or inf")
+            )
     opt = {k: v for k, v in files.items() if k.startswith("opt")}
     state: dict[str, dict[str, np.ndarray]] = {}
     for k, v in files.items():
         if k.startswith("state/"):
             parts = k.split("/")
             if len(parts) != 3 or v.ndim != 2:
-                raise BpttError(f"checkpoint {path!r}: {k}: expected a (B, n) array state/<key>/<field>, "
-                                f"received shape {v.shape}")
+                raise BpttError(
+                    f"checkpoint {path!r}: {k}: expected a (B, n) array state/<key>/<field>, received shape {v.shape}"
+                )
             state.setdefault(parts[1], {})[parts[2]] = v
     extra = {k: v for k, v in files.items() if k.startswith("alg/")}
     check_meta(meta, path)
@@ -225,29 +193,73 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
     """The record's keys and JSON types; BpttError naming the file and key otherwise."""
     _typed(path, meta, "config", (dict,), "an object of training settings")
     _typed(path, meta, "step", (int,), "a non-negative integer", lambda v: v >= 0)
-    _typed(path, meta, "rng", (dict,), "a NumPy PCG64 generator state",
-           lambda v: v.get("bit_generator") == "PCG64" and isinstance(v.get("state"), dict)
-           and all(isinstance(v["state"].get(k), int) and not isinstance(v["state"].get(k), bool) and v["state"][k] >= 0
-                   for k in ("state", "inc")))
-    trackers = _typed(path, meta, "trackers", (dict,), "an object with best, since_best, train_seconds",
-                      lambda v: {"best", "since_best", "train_seconds"} <= set(v))
+    _typed(
+        path,
+        meta,
+        "rng",
+        (dict,),
+        "a NumPy PCG64 generator state",
+        lambda v: (
+            v.get("bit_generator") == "PCG64"
+            and isinstance(v.get("state"), dict)
+            and all(
+                isinstance(v["state"].get(k), int) and not isinstance(v["state"].get(k), bool) and v["state"][k] >= 0
+                for k in ("state", "inc")
+            )
+        ),
+    )
+    trackers = _typed(
+        path,
+        meta,
+        "trackers",
+        (dict,),
+        "an object with best, since_best, train_seconds",
+        lambda v: {"best", "since_best", "train_seconds"} <= set(v),
+    )
     best = trackers["best"]
-    if best is not None and not (isinstance(best, dict) and isinstance(best.get("loss"), (int, float))
-                                 and math.isfinite(best["loss"]) and isinstance(best.get("step"), int)):
-        raise BpttError(f"checkpoint {path!r}: meta.trackers.best: expected null or an object with a finite loss "
-                        f"and a step, received {json.dumps(best)[:80]}")
+    if best is not None and not (
+        isinstance(best, dict)
+        and isinstance(best.get("loss"), (int, float))
+        and math.isfinite(best["loss"])
+        and isinstance(best.get("step"), int)
+    ):
+        raise BpttError(
+            f"checkpoint {path!r}: meta.trackers.best: expected null or an object with a finite loss "
+            f"and a step, received {json.dumps(best)[:80]}"
+        )
     for k, kinds in (("since_best", (int,)), ("train_seconds", (int, float)), ("skipped", (int,))):
         v = trackers.get(k, 0)
         if isinstance(v, bool) or not isinstance(v, kinds) or not v >= 0:
             raise BpttError(f"checkpoint {path!r}: meta.trackers.{k}: expected a non-negative number, received {v!r}")
     first = trackers.get("first_loss")
-    if first is not None and (isinstance(first, bool) or not isinstance(first, (int, float)) or not math.isfinite(first)):
-        raise BpttError(f"checkpoint {path!r}: meta.trackers.first_loss: expected null or a finite number, received {first!r}")
+    if first is not None and (
+        isinstance(first, bool) or not isinstance(first, (int, float)) or not math.isfinite(first)
+    ):
+        raise BpttError(
+            f"checkpoint {path!r}: meta.trackers.first_loss: expected null or a finite number, received {first!r}"
+        )
     task = meta["config"].get("task", "text")
     if task == "text":
-        _typed(path, meta, "vocab", (str,), "the vocabulary (a non-empty string of distinct characters)",
-               lambda v: len(v) > 0 and len(set(v)) == len(v))
+        _typed(
+            path,
+            meta,
+            "vocab",
+            (str,),
+            "the vocabulary (a non-empty string of distinct characters)",
+            lambda v: len(v) > 0 and len(set(v)) == len(v),
+        )
     elif task == "series":
-        _typed(path, meta, "normalizer", (dict,), "an object with a finite mean and a positive std",
-               lambda v: set(v) == {"mean", "std"} and all(isinstance(v[k], (int, float)) and not isinstance(v[k], bool)
-                                                         and math.isfinite(v[k]) for k in v) and v["std"] > 0)
+        _typed(
+            path,
+            meta,
+            "normalizer",
+            (dict,),
+            "an object with a finite mean and a positive std",
+            lambda v: (
+                set(v) == {"mean", "std"}
+                and all(
+                    isinstance(v[k], (int, float)) and not isinstance(v[k], bool) and math.isfinite(v[k]) for k in v
+                )
+                and v["std"] > 0
+            ),
+        )

@@ -13,10 +13,10 @@ from ..data import series as ser
 from ..data import text as txt
 from ..errors import BpttError
 from ..generate import forecast, sample_text
+from ..plots import plot_series
 from .argtypes import integer, number, output_file
 from .checkpoint import atomic_write
 from .config import TrainConfig, load_toml
-from .plots import plot_series
 from .runs import load_run
 from .tasks import stream_loss, text_metrics
 
@@ -57,7 +57,7 @@ HELP = {
     "seed": "seed of all randomness (initial weights, batches)",
     "threads": "BLAS threads (0: the usable cores, at most 2; use 1 on a machine shared with other jobs)",
     "diverge_after": "stop after this many updates in a row skipped for a non-finite loss, gradient or weight "
-                     "(the last good checkpoint is kept as it is)",
+    "(the last good checkpoint is kept as it is)",
     "out": "run folder (default: runs/<timestamp>)",
     "sample_length": "text: characters sampled at the end",
     "progress": "show a progress bar",
@@ -75,12 +75,23 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         d = getattr(defaults, f.name)
         shown = repr(d) if isinstance(d, str) else d
         if isinstance(d, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"{HELP.get(f.name, '')} (default: {d})")
+            p.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{HELP.get(f.name, '')} (default: {d})",
+            )
         else:
             parse = integer() if isinstance(d, int) else number() if isinstance(d, float) else str
-            p.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, metavar=type(d).__name__.upper(),
-                           help=f"{HELP.get(f.name, '')} (default: {shown})")
+            p.add_argument(
+                flag,
+                dest=f.name,
+                type=parse,
+                default=argparse.SUPPRESS,
+                metavar=type(d).__name__.upper(),
+                help=f"{HELP.get(f.name, '')} (default: {shown})",
+            )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -89,7 +100,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.keys()}
     if args.resume:
         if args.config:
-            raise BpttError("--config: expected no config file with --resume (the run's own config is used), received one")
+            raise BpttError(
+                "--config: expected no config file with --resume (the run's own config is used), received one"
+            )
         trainer = Trainer(resume=args.resume, overrides=given)
     else:
         base = load_toml(args.config) if args.config else {}
@@ -100,10 +113,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = trainer.run()
     cfg, task = trainer.cfg, trainer.task
     ev = res.best or res.last_eval
-    print(f"trained {res.step} steps in {res.train_seconds:.1f} s ({res.tokens_per_s:,.0f} tokens/s); {res.extra['threads']}")
+    print(
+        f"trained {res.step} steps in {res.train_seconds:.1f} s ({res.tokens_per_s:,.0f} tokens/s); {res.extra['threads']}"
+    )
     if ev:
         if task.kind == "text":
-            print(f"best validation: {ev['loss']:.4f} nats/char = {ev['bpc']:.3f} bits/char (step {ev.get('step', res.step)})")
+            print(
+                f"best validation: {ev['loss']:.4f} nats/char = {ev['bpc']:.3f} bits/char (step {ev.get('step', res.step)})"
+            )
         else:
             print(f"best validation one-step NMSE: {ev['nmse']:.4f} (step {ev.get('step', res.step)})")
     if res.stopped == "diverged":
@@ -113,15 +130,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     run = load_run(res.run_dir)
     if task.kind == "text" and cfg.sample_length:
-        text = sample_text(run.model, run.params, run.vocab, length=cfg.sample_length, temperature=0.8,
-                           rng=np.random.default_rng(cfg.seed))
+        text = sample_text(
+            run.model,
+            run.params,
+            run.vocab,
+            length=cfg.sample_length,
+            temperature=0.8,
+            rng=np.random.default_rng(cfg.seed),
+        )
         atomic_write(os.path.join(res.run_dir, "sample.txt"), lambda f: f.write(text.encode()))
         print("sample (temperature 0.8):\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
     elif task.kind == "series" and task.n_val:
         pred = task.one_step_predictions(run.model, run.params, task.z)[task.n_train - 1 :]
-        plot_series(os.path.join(res.run_dir, "prediction.png"), task.values[task.n_train :], pred,
-                    f"one-step predictions on the validation split, NMSE {ser.nmse(pred, task.values[task.n_train:]):.4f}",
-                    task.values[: task.n_train])
+        plot_series(
+            os.path.join(res.run_dir, "prediction.png"),
+            task.values[task.n_train :],
+            pred,
+            f"one-step predictions on the validation split, NMSE {ser.nmse(pred, task.values[task.n_train :]):.4f}",
+            task.values[: task.n_train],
+        )
     print(f"run folder: {res.run_dir}")
     return 0
 
@@ -129,10 +156,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.checkpoint)
     if run.cfg.task != "text":
-        raise BpttError(f"RUN: expected a run of --task text, received a {run.cfg.task} run {args.run!r} "
-                        f"(bptt forecast continues a series)")
-    text = sample_text(run.model, run.params, run.vocab, args.prime or "", args.length, args.temperature, args.top_k,
-                       np.random.default_rng(args.seed))
+        raise BpttError(
+            f"RUN: expected a run of --task text, received a {run.cfg.task} run {args.run!r} "
+            f"(bptt forecast continues a series)"
+        )
+    text = sample_text(
+        run.model,
+        run.params,
+        run.vocab,
+        args.prime or "",
+        args.length,
+        args.temperature,
+        args.top_k,
+        np.random.default_rng(args.seed),
+    )
     sys.stdout.write((args.prime or "") + text + "\n")
     return 0
 
@@ -149,7 +186,9 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         raise BpttError(f"RUN: expected a run of --task series, received a {run.cfg.task} run")
     hist_path = args.history or run.cfg.data
     if not args.history and not os.path.isfile(hist_path):
-        raise BpttError(f"--history: expected the series to start from (the run's data file {run.cfg.data!r} is not there), received none")
+        raise BpttError(
+            f"--history: expected the series to start from (the run's data file {run.cfg.data!r} is not there), received none"
+        )
     out = output_file("--out", args.out or os.path.join(run.folder, "forecast.png"))
     history = _series_of(run, hist_path, args.column)
     truth = _series_of(run, args.data, args.column) if args.data else None
@@ -159,8 +198,10 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     if truth is not None:
         n = min(horizon, len(truth))
         score = ser.nmse(pred[:n], truth[:n])
-        print(f"iterated {n}-step forecast from {len(history)} values of {hist_path}: NMSE {score:.4f} "
-              f"(MSE {np.mean((pred[:n] - truth[:n]) ** 2):.4g}, variance of the truth {np.var(truth[:n]):.4g})")
+        print(
+            f"iterated {n}-step forecast from {len(history)} values of {hist_path}: NMSE {score:.4f} "
+            f"(MSE {np.mean((pred[:n] - truth[:n]) ** 2):.4g}, variance of the truth {np.var(truth[:n]):.4g})"
+        )
         plot_series(out, truth[:n], pred[:n], f"iterated forecast, NMSE {score:.4f}", history)
     else:
         print(" ".join(f"{v:.6g}" for v in pred))
@@ -181,19 +222,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         streams = txt.batchify(ids, max(1, min(run.cfg.batch_size, len(ids) // (2 * run.cfg.seq_len))))
         loss, n = stream_loss(run.model, run.params, streams, run.cfg.seq_len)
         m = text_metrics(loss)
-        print(f"{args.data}: {n:,} predictions, {m['loss']:.4f} nats/char = {m['bpc']:.3f} bits/char, "
-              f"perplexity {m['ppl']:.2f}; {unknown} unknown characters skipped")
+        print(
+            f"{args.data}: {n:,} predictions, {m['loss']:.4f} nats/char = {m['bpc']:.3f} bits/char, "
+            f"perplexity {m['ppl']:.2f}; {unknown} unknown characters skipped"
+        )
         return 0
     values = _series_of(run, args.data, args.column)
     warmup = args.warmup or 0
     if warmup > len(values) - 2:
-        raise BpttError(f"--warmup: expected fewer than {len(values) - 1} steps (the {len(values) - 1} predictions of "
-                        f"{args.data!r}), received {warmup}")
+        raise BpttError(
+            f"--warmup: expected fewer than {len(values) - 1} steps (the {len(values) - 1} predictions of "
+            f"{args.data!r}), received {warmup}"
+        )
     norm = run.normalizer
     z = norm(values).astype(run.cfg.dtype)
     y, _ = run.model.forward(run.params, z[:-1, None, None])
     pred = norm.inverse(y[:, 0, 0].astype(np.float64))[warmup:]
     truth = values[1:][warmup:]
-    print(f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {warmup}): "
-          f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}")
+    print(
+        f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {warmup}): "
+        f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
+    )
     return 0

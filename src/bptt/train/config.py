@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cells import CELLS
+from ..cells import ALIASES, CELLS
 from ..errors import BpttError, did_you_mean, one_of
 from ..optim import OPTIMIZERS
 
@@ -77,7 +77,7 @@ class TrainConfig:
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes kept in config.json
 
-    def validate(self, given: set[str] | None = None) -> "TrainConfig":
+    def validate(self, given: set[str] | None = None) -> TrainConfig:
         """Check every value; raise BpttError naming the key, what was expected and received.
 
         A setting that does not apply to the chosen task, optimizer, schedule or algorithm is
@@ -87,9 +87,17 @@ class TrainConfig:
         def bad(key: str, expected: str) -> BpttError:
             return BpttError(f"{key}: expected {expected}, received {getattr(self, key)!r}")
 
-        for key, names in (("task", TASKS), ("cell", sorted(CELLS)), ("optimizer", OPTIMIZERS),
-                           ("schedule", SCHEDULES), ("algorithm", ALGORITHMS), ("update", UPDATES),
-                           ("dtype", ("float32", "float64"))):
+        if self.cell in ALIASES:  # torch's name for the Elman network
+            self.cell = ALIASES[self.cell]
+        for key, names in (
+            ("task", TASKS),
+            ("cell", sorted(CELLS)),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("algorithm", ALGORITHMS),
+            ("update", UPDATES),
+            ("dtype", ("float32", "float64")),
+        ):
             if getattr(self, key) not in names:
                 raise one_of(key, getattr(self, key), names)
         if self.batching not in ("", "stream", "window"):
@@ -98,12 +106,34 @@ class TrainConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise bad(key, "a positive integer")
-        for key in ("k1", "k2", "steps", "embed", "warmup", "patience", "plateau_patience", "threads", "sample_length", "seed"):
+        for key in (
+            "k1",
+            "k2",
+            "steps",
+            "embed",
+            "warmup",
+            "patience",
+            "plateau_patience",
+            "threads",
+            "sample_length",
+            "seed",
+        ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise bad(key, "a non-negative integer")
-        for key in ("lr", "min_lr", "momentum", "weight_decay", "clip", "clip_value", "epochs", "max_seconds",
-                    "val_fraction", "truncation_prob", "plateau_factor"):
+        for key in (
+            "lr",
+            "min_lr",
+            "momentum",
+            "weight_decay",
+            "clip",
+            "clip_value",
+            "epochs",
+            "max_seconds",
+            "val_fraction",
+            "truncation_prob",
+            "plateau_factor",
+        ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise bad(key, "a finite non-negative number")
@@ -152,15 +182,32 @@ class TrainConfig:
             "min_lr": (self.schedule == "cosine", "--schedule cosine"),
             "plateau_factor": (self.plateau_patience > 0, "--plateau-patience > 0"),
         }
-        off = {"column": "", "embed": 0, "sample_length": 0, "k1": 0, "k2": 0, "truncation_prob": 0.0, "weight_decay": 0.0}
+        off = {
+            "column": "",
+            "embed": 0,
+            "sample_length": 0,
+            "k1": 0,
+            "k2": 0,
+            "truncation_prob": 0.0,
+            "weight_decay": 0.0,
+        }
         for key, (applies, where) in rules.items():
             v = getattr(self, key)
             set_by_user = (key in given) if given is not None else v != getattr(defaults, key)
             if set_by_user and not applies and (key not in off or v != off[key]):
-                chosen = {"column": "task", "embed": "task", "sample_length": "task", "k1": "algorithm",
-                          "k2": "algorithm", "truncation_prob": "algorithm", "momentum": "optimizer",
-                          "weight_decay": "optimizer", "warmup": "schedule", "min_lr": "schedule",
-                          "plateau_factor": "plateau_patience"}[key]
+                chosen = {
+                    "column": "task",
+                    "embed": "task",
+                    "sample_length": "task",
+                    "k1": "algorithm",
+                    "k2": "algorithm",
+                    "truncation_prob": "algorithm",
+                    "momentum": "optimizer",
+                    "weight_decay": "optimizer",
+                    "warmup": "schedule",
+                    "min_lr": "schedule",
+                    "plateau_factor": "plateau_patience",
+                }[key]
                 raise BpttError(
                     f"{key}: expected only with {where}, received {getattr(self, key)!r} with "
                     f"{chosen} {getattr(self, chosen)!r} (where it would be ignored)"
@@ -186,7 +233,7 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         """A config from a dict of some of the keys (flags, a TOML table, a saved config), each of
         its key's type; unknown keys and wrong types are a BpttError naming the key."""
         if not isinstance(d, dict):

@@ -30,7 +30,7 @@ class RunFolder:
         self.path, self.lock, self._created = path, lock, created
 
     @classmethod
-    def new(cls, out: str) -> "RunFolder":
+    def new(cls, out: str) -> RunFolder:
         p = os.path.abspath(out)
         if os.path.exists(p) and not os.path.isdir(p):
             raise BpttError(f"--out: expected a folder for the run, received {out!r}, which is a file")
@@ -40,7 +40,9 @@ class RunFolder:
         if not os.path.isdir(parent):
             raise BpttError(f"--out: expected a path under folders, received {out!r}, under the file {parent!r}")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise BpttError(f"--out: expected a folder this user can write in, received {out!r} ({parent!r} is not writable)")
+            raise BpttError(
+                f"--out: expected a folder this user can write in, received {out!r} ({parent!r} is not writable)"
+            )
         created = not os.path.isdir(p)
         if created:
             os.makedirs(p)
@@ -58,7 +60,7 @@ class RunFolder:
         return folder
 
     @classmethod
-    def existing(cls, path: str) -> "RunFolder":
+    def existing(cls, path: str) -> RunFolder:
         if not os.path.isfile(os.path.join(path, "checkpoint.npz")):
             raise BpttError(f"--resume: expected a run folder with checkpoint.npz, received {path!r}")
         folder = cls(path, RunLock(path), False)

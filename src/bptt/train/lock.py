@@ -35,7 +35,7 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, flag: str = "--out") -> "RunLock":
+    def acquire(self, flag: str = "--out") -> RunLock:
         if self._fd is not None:
             return self
         if fcntl is None:  # pragma: no cover - not POSIX: no guard against a second writer
@@ -43,8 +43,9 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            raise BpttError(f"{flag}: expected a run folder this process can write, received {self.folder!r} "
-                            f"({e.strerror.lower()})") from None
+            raise BpttError(
+                f"{flag}: expected a run folder this process can write, received {self.folder!r} ({e.strerror.lower()})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -56,8 +57,10 @@ class RunLock:
             ) from None
         except OSError as e:  # pragma: no cover - a file system without locks
             os.close(fd)
-            raise BpttError(f"{flag}: expected a folder on a file system with file locks, received "
-                            f"{self.folder!r} ({e.strerror.lower()})") from None
+            raise BpttError(
+                f"{flag}: expected a folder on a file system with file locks, received "
+                f"{self.folder!r} ({e.strerror.lower()})"
+            ) from None
         self._fd = fd
         return self
 
@@ -65,8 +68,13 @@ class RunLock:
         """Write who holds the lock (call once the run is really starting)."""
         if self._fd is None:
             return
-        info = json.dumps({"pid": os.getpid(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
-                           "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]})
+        info = json.dumps(
+            {
+                "pid": os.getpid(),
+                "started": _dt.datetime.now().isoformat(timespec="seconds"),
+                "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300],
+            }
+        )
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, (info + "\n").encode(), 0)
 
@@ -75,7 +83,7 @@ class RunLock:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the descriptor drops the flock
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

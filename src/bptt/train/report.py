@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import optim
 from .config import TrainConfig
@@ -21,9 +22,17 @@ def describe_algorithm(cfg: TrainConfig) -> str:
     return how + ("; batch update per pass" if cfg.update == "batch" else "; online update per batch")
 
 
-def header(log: Callable[[str], None], cfg: TrainConfig, task: Any, n_params: int, total: int, threads: str,
-           run_dir: str, resumed_at: int | None) -> None:
-    from .. import __version__
+def header(
+    log: Callable[[str], None],
+    cfg: TrainConfig,
+    task: Any,
+    n_params: int,
+    total: int,
+    threads: str,
+    run_dir: str,
+    resumed_at: int | None,
+) -> None:
+    from .._version import __version__
 
     log(f"bptt {__version__} | {task.describe()}")
     log(
@@ -46,8 +55,9 @@ def learning_rate(cfg: TrainConfig, schedule: Any, state: Any) -> float:
 
 
 class Report:
-    def __init__(self, log: Callable[[str], None], cfg: TrainConfig, task: Any, total: int, start: int,
-                 tokens_per_update: int) -> None:
+    def __init__(
+        self, log: Callable[[str], None], cfg: TrainConfig, task: Any, total: int, start: int, tokens_per_update: int
+    ) -> None:
         from .trainer import schedule_for
 
         self.log, self.cfg, self.kind = log, cfg, task.kind
@@ -63,9 +73,14 @@ class Report:
         """One metrics row (and the progress bar) for the update just done."""
         self.n_params = self.n_params or sum(v.size for v in s.params.values())
         self.tokens += self.tokens_per_update
-        row = {"step": s.step, "split": "train", "loss": loss if math.isfinite(loss) else None,
-               "lr": learning_rate(self.cfg, self.schedule, s.opt_state), "time": round(t_train, 3),
-               "tokens_per_s": round(self.tokens_per_update / dt, 1)}
+        row = {
+            "step": s.step,
+            "split": "train",
+            "loss": loss if math.isfinite(loss) else None,
+            "lr": learning_rate(self.cfg, self.schedule, s.opt_state),
+            "time": round(t_train, 3),
+            "tokens_per_s": round(self.tokens_per_update / dt, 1),
+        }
         clip = optim.find_states(s.opt_state, optim.ClipState)
         if clip and not skipped:
             row["grad_norm"] = clip[0].norm
@@ -76,8 +91,10 @@ class Report:
             self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
         if self.bar is not None:
             self.bar.update(1)
-            post = {"loss": f"{self.ema:.4f}" if self.ema is not None else "nan",
-                    "tok/s": f"{self.tokens_per_update / dt:,.0f}"}
+            post = {
+                "loss": f"{self.ema:.4f}" if self.ema is not None else "nan",
+                "tok/s": f"{self.tokens_per_update / dt:,.0f}",
+            }
             if self.last_eval:
                 post["val"] = f"{self.last_eval['loss']:.4f}"
             self.bar.set_postfix(post, refresh=False)
@@ -86,8 +103,10 @@ class Report:
         write = self.log if self.bar is None else self.bar.write
         train = f"train {self.ema:.4f}, " if self.ema is not None else ""
         if self.kind == "text":
-            write(f"step {step}: {train}validation {ev['loss']:.4f} nats/char ({ev['bpc']:.3f} bits/char, "
-                  f"perplexity {ev['ppl']:.2f})")
+            write(
+                f"step {step}: {train}validation {ev['loss']:.4f} nats/char ({ev['bpc']:.3f} bits/char, "
+                f"perplexity {ev['ppl']:.2f})"
+            )
         else:
             write(f"step {step}: {train}validation one-step NMSE {ev['nmse']:.4f} (MSE {ev['mse']:.4g})")
 
@@ -95,8 +114,9 @@ class Report:
         if self.bar is not None:
             self.bar.close()
 
-    def stopped(self, how: str, s: Any, guard: Any, skipped: str | None, saved_at: int, checkpoint: str,
-                run_dir: str) -> None:
+    def stopped(
+        self, how: str, s: Any, guard: Any, skipped: str | None, saved_at: int, checkpoint: str, run_dir: str
+    ) -> None:
         step = s.step
         if how == "diverged":
             best = s.trackers.get("best")
@@ -108,8 +128,11 @@ class Report:
                 + f". Try a lower --lr or --clip: bptt train --resume {run_dir} --lr {self.cfg.lr / 10:g}"
             )
         elif how == "interrupted":
-            saved = "saved" if saved_at == step else (
-                f"not saved (its last update was skipped); the checkpoint holds step {saved_at}")
+            saved = (
+                "saved"
+                if saved_at == step
+                else (f"not saved (its last update was skipped); the checkpoint holds step {saved_at}")
+            )
             self.log(f"interrupted at step {step}; {saved}. Continue with: bptt train --resume {run_dir}")
         elif how != "done":
             self.log(f"stopped at step {step}: {how}")

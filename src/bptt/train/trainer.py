@@ -28,20 +28,23 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .. import __version__, algorithms, optim
+from .. import algorithms, optim
+from .._version import __version__
 from ..algorithms import Gradient, GradientMean
 from ..cells.base import Params
 from ..errors import BpttError
+from ..plots import plot_losses
 from . import checkpoint as ckpt
 from . import report
 from .config import TrainConfig
 from .folder import RunFolder
-from .plots import plot_losses
+from .state import Guard, TrainState, finite, restore_carried
 from .tasks import make_task
 
 
@@ -116,57 +119,6 @@ class _Interrupt:
         return False
 
 
-@dataclass
-class TrainState:
-    """Everything a checkpoint holds of a run in progress."""
-
-    params: Params
-    opt_state: Any
-    rng: np.random.Generator
-    carried: Any  # the recurrent state carried into the next batch (streams), or None
-    step: int
-    trackers: dict[str, Any]  # best, since_best, train_seconds, skipped, first_loss
-
-
-EXPLODED = 100  # a loss over this many times the run's first one: the weights have diverged
-
-
-class Guard:
-    """A non-finite loss or gradient never updates the parameters; neither does an update that
-    would leave a non-finite weight or optimizer state, or one from weights whose loss exploded
-    (over EXPLODED times the run's first). Such an update is skipped (and counted); `diverged`
-    after `limit` in a row."""
-
-    def __init__(self, optimizer: optim.Transform, limit: int) -> None:
-        self.optimizer, self.limit, self.in_a_row = optimizer, limit, 0
-
-    def update(self, g: Gradient, s: TrainState) -> str | None:
-        """Apply g to s (params, optimizer state); the reason it was skipped, or None."""
-        first = s.trackers["first_loss"]
-        reason = None
-        if not (math.isfinite(g.loss) and _finite(g.grads)):
-            reason = "non-finite loss or gradient"
-        elif first is not None and g.loss > EXPLODED * max(first, 1e-3):
-            reason = f"loss of {g.loss:.4g}, over {EXPLODED}x the first update's {first:.4g}"
-        else:
-            updates, opt_state = self.optimizer.update(g.grads, s.opt_state, s.params)
-            params = optim.apply_updates(s.params, updates)
-            if _finite(params) and _finite(optim.flatten_state(opt_state)):
-                s.params, s.opt_state = params, opt_state
-            else:
-                reason = "non-finite weights after the update"
-        if first is None and math.isfinite(g.loss):
-            s.trackers["first_loss"] = g.loss
-        self.in_a_row = self.in_a_row + 1 if reason else 0
-        if reason:
-            s.trackers["skipped"] = s.trackers.get("skipped", 0) + 1
-        return reason
-
-    @property
-    def diverged(self) -> bool:
-        return self.in_a_row >= self.limit
-
-
 class Trainer:
     def __init__(
         self,
@@ -201,8 +153,10 @@ class Trainer:
             saved = TrainConfig.from_dict(self.resumed.meta["config"], f"checkpoint {path!r}: config").to_dict()
             overrides = dict(overrides or {})
             if overrides.get("out", resume) != resume:
-                raise BpttError(f"out: expected no --out with --resume (the run goes on in {resume!r}), "
-                                f"received {overrides['out']!r}")
+                raise BpttError(
+                    f"out: expected no --out with --resume (the run goes on in {resume!r}), "
+                    f"received {overrides['out']!r}"
+                )
             cfg = TrainConfig.from_dict({**saved, **overrides, "out": resume}, "flags")
             given = set(overrides) - {"out"}
         elif cfg is None:
@@ -220,7 +174,9 @@ class Trainer:
         spe = self.task.steps_per_epoch() // self.batches_per_update
         self.total_steps = math.ceil(self.cfg.epochs * spe) if self.cfg.epochs else self.cfg.steps
         self.tokens_per_update = (
-            self.cfg.batch_size * sum(n for _, n in self.task.segs) if self.cfg.update == "batch" else self.task.tokens_per_step
+            self.cfg.batch_size * sum(n for _, n in self.task.segs)
+            if self.cfg.update == "batch"
+            else self.task.tokens_per_step
         )
         plateau = (self.cfg.plateau_factor, self.cfg.plateau_patience) if self.cfg.plateau_patience else None
         self.optimizer = optim.make_optimizer(
@@ -236,7 +192,11 @@ class Trainer:
             self.state = self._restore(self.resumed, self.folder.file("checkpoint.npz"))
             if self.total_steps <= self.state.step:
                 done = self.state.step
-                key, value = ("epochs", f"{self.cfg.epochs:g} ({self.total_steps} updates)") if self.cfg.epochs else ("steps", self.total_steps)
+                key, value = (
+                    ("epochs", f"{self.cfg.epochs:g} ({self.total_steps} updates)")
+                    if self.cfg.epochs
+                    else ("steps", self.total_steps)
+                )
                 raise BpttError(
                     f"{key}: expected more than the {done} updates already done in {self.run_dir!r}, received {value} "
                     f"(give --steps N > {done} to train on)"
@@ -253,7 +213,7 @@ class Trainer:
         if self.folder is not None:
             self.folder.close(failed)
 
-    def __enter__(self) -> "Trainer":
+    def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -291,7 +251,7 @@ class Trainer:
         for i in range(P):
             x, y, _ = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
             g = self._gradient(params, x, y, state)
-            state = g.final_state if _finite(g.final_state) else None
+            state = g.final_state if finite(g.final_state) else None
             mean.add(g, x.shape[0] * x.shape[1])
         # the next pass starts from the initial state: nothing is carried across updates
         return mean.result(params)._replace(final_state=None)
@@ -315,41 +275,28 @@ class Trainer:
         try:
             opt_state = optim.unflatten_state(self.optimizer.init(params), c.opt)
         except BpttError as e:
-            raise BpttError(f"checkpoint {path!r}: {e} (was --optimizer, --clip or --plateau-patience changed?)") from None
+            raise BpttError(
+                f"checkpoint {path!r}: {e} (was --optimizer, --clip or --plateau-patience changed?)"
+            ) from None
         rng = np.random.default_rng()
         try:
             rng.bit_generator.state = c.meta["rng"]
         except (KeyError, TypeError, ValueError, OverflowError):
-            raise BpttError(f"checkpoint {path!r}: meta.rng: expected a NumPy PCG64 generator state, received "
-                            f"{json.dumps(c.meta['rng'])[:80]}") from None
-        carried = self._restore_carried(c, params, path)
+            raise BpttError(
+                f"checkpoint {path!r}: meta.rng: expected a NumPy PCG64 generator state, received "
+                f"{json.dumps(c.meta['rng'])[:80]}"
+            ) from None
+        carried = restore_carried(
+            c, params, path, self.model, self.cfg.batch_size if self.task.mode == "stream" else None
+        )
         key = f"{self.algorithm.name}_history"
         if carried is not None and key in c.meta:
-            self.algorithm.restore(self.model, carried, c.meta[key], c.extra or {}, params, where=f"checkpoint {path!r}: {key}")
+            self.algorithm.restore(
+                self.model, carried, c.meta[key], c.extra or {}, params, where=f"checkpoint {path!r}: {key}"
+            )
             self._continuing = True
         trackers = {"skipped": 0, "first_loss": None, **c.meta["trackers"]}
         return TrainState(params, opt_state, rng, carried, int(c.meta["step"]), trackers)
-
-    def _restore_carried(self, c: ckpt.Checkpoint, params: Params, path: str):
-        if not c.state:
-            return None
-        B = next(iter(next(iter(c.state.values())).values())).shape[0]
-        if self.task.mode == "stream" and B != self.cfg.batch_size:
-            raise BpttError(f"batch_size: expected {B} (the streams of the run's carried state), received {self.cfg.batch_size}")
-        template, _ = self.model.initial_state(params, B)
-        if sorted(c.state) != sorted(template):
-            raise BpttError(f"checkpoint {path!r}: state: expected the carried state of {sorted(template)}, "
-                            f"received {sorted(c.state)}")
-        carried = {}
-        for k, s in template.items():
-            fields = c.state[k]
-            for f, ref in zip(s._fields, s):
-                a = fields.get(f)
-                if a is None or a.shape != ref.shape or a.dtype != ref.dtype or not np.isfinite(a).all():
-                    got = "none" if a is None else f"{a.dtype}{a.shape}" + ("" if np.isfinite(a).all() else " with NaN or inf")
-                    raise BpttError(f"checkpoint {path!r}: state/{k}/{f}: expected finite {ref.dtype}{ref.shape}, received {got}")
-            carried[k] = type(s)(*(fields[f] for f in s._fields))
-        return carried
 
     def _meta(self, s: TrainState) -> dict[str, Any]:
         return {
@@ -376,8 +323,10 @@ class Trainer:
         """Train to the configured number of steps (or until stopped). `on_step(step, loss)` is
         called after every update. Releases the run folder when it ends."""
         if self.folder is None or not self.folder.held:
-            raise BpttError("run: expected a Trainer that has not run, received one that has ended "
-                            "(make a new one, e.g. Trainer(resume=folder))")
+            raise BpttError(
+                "run: expected a Trainer that has not run, received one that has ended "
+                "(make a new one, e.g. Trainer(resume=folder))"
+            )
         try:
             return self._run(on_step)
         finally:
@@ -396,7 +345,7 @@ class Trainer:
                 g = self._update_gradient(s.params, s.carried, s.step, s.rng)
                 skipped = guard.update(g, s)
                 final = g.final_state if task.mode == "stream" else None
-                s.carried = final if _finite(final) else None
+                s.carried = final if finite(final) else None
                 s.step += 1
                 dt = time.perf_counter() - t0
                 t_train += dt
@@ -428,9 +377,20 @@ class Trainer:
         plot_losses(self.folder.file("metrics.jsonl"), self.folder.file("loss.png"), f"{cfg.cell} on {task.source}")
         wall = time.perf_counter() - t_loop0
         return TrainResult(
-            self.run_dir, s.step, s.params, s.trackers.get("best"), out.last_eval, stopped, t_train,
+            self.run_dir,
+            s.step,
+            s.params,
+            s.trackers.get("best"),
+            out.last_eval,
+            stopped,
+            t_train,
             out.tokens / wall if wall > 0 else 0.0,
-            {"threads": threads[1], "parameters": out.n_params, "skipped": s.trackers.get("skipped", 0), "saved_at": saved_at},
+            {
+                "threads": threads[1],
+                "parameters": out.n_params,
+                "skipped": s.trackers.get("skipped", 0),
+                "saved_at": saved_at,
+            },
         )
 
     def _begin(self):
@@ -446,12 +406,21 @@ class Trainer:
             self.folder.fresh_metrics()
         limiter, threads = blas_threads(self.cfg.threads or default_threads())
         n_params = sum(v.size for v in s.params.values())
-        self.folder.write_json("config.json", {**self._meta(s), "model": repr(self.model), "parameters": n_params,
-                                               "threads": threads})
+        self.folder.write_json(
+            "config.json", {**self._meta(s), "model": repr(self.model), "parameters": n_params, "threads": threads}
+        )
         if not self.resumed:  # a run folder always holds a checkpoint to resume from (or fall back to)
             self._save("checkpoint.npz", s)
-        report.header(self.log, self.cfg, self.task, n_params, self.total_steps, threads, self.run_dir,
-                      s.step if self.resumed else None)
+        report.header(
+            self.log,
+            self.cfg,
+            self.task,
+            n_params,
+            self.total_steps,
+            threads,
+            self.run_dir,
+            s.step if self.resumed else None,
+        )
         return limiter, threads
 
     def _evaluate(self, s: TrainState, metrics, out) -> None:
@@ -472,18 +441,6 @@ class Trainer:
         if math.isfinite(loss):
             s.opt_state = optim.observe(self.optimizer, s.opt_state, loss)
         out.evaluation(s.step, ev)
-
-
-def _finite(tree) -> bool:
-    """Every array in a dict / NamedTuple / nested structure of arrays is finite (None is)."""
-    if tree is None:
-        return True
-    if isinstance(tree, dict):
-        return all(_finite(v) for v in tree.values())
-    if isinstance(tree, (tuple, list)):
-        return all(_finite(v) for v in tree)
-    a = np.asarray(tree)
-    return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
 
 
 def _json_safe(d: dict) -> dict:

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 
 def _pyplot():
@@ -55,7 +55,9 @@ def plot_losses(metrics_path: str, out_path: str, title: str = "") -> None:
         ax.plot(s[k - 1 :], sm, color="C0", lw=1.5, label=f"train (mean of {k})")
     if val:
         vs, vl = np.array(val).T
-        label = "validation" + (" NMSE" if rows and "nmse" in next((r for r in rows if r.get("split") == "val"), {}) else "")
+        label = "validation" + (
+            " NMSE" if rows and "nmse" in next((r for r in rows if r.get("split") == "val"), {}) else ""
+        )
         ax.plot(vs, vl, "o-", color="C3", lw=1.5, ms=3, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -66,7 +68,9 @@ def plot_losses(metrics_path: str, out_path: str, title: str = "") -> None:
     plt.close(fig)
 
 
-def plot_series(out_path: str, truth: np.ndarray, pred: np.ndarray, title: str, history: np.ndarray | None = None) -> None:
+def plot_series(
+    out_path: str, truth: np.ndarray, pred: np.ndarray, title: str, history: np.ndarray | None = None
+) -> None:
     """Prediction against truth (with the end of the history before them, if given)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.5))
