@@ -16,52 +16,9 @@ from ..generate import forecast, sample_text
 from ..plots import plot_series
 from .argtypes import integer, number, output_file
 from .checkpoint import atomic_write
-from .config import TrainConfig, load_toml
+from .config import HELP, TrainConfig, load_toml
 from .runs import load_run
 from .tasks import stream_loss, text_metrics
-
-HELP = {
-    "data": "text or series file (default: the bundled novel Botchan)",
-    "task": "text or series",
-    "column": "series: column name or 0-based index (default: the last column)",
-    "val_fraction": "the last fraction of the data is held out for validation",
-    "cell": "elman, jordan, gru or lstm",
-    "hidden": "units per recurrent layer",
-    "layers": "stacked recurrent layers",
-    "embed": "text: embedding width (0: token ids go straight into the recurrent layer)",
-    "optimizer": "sgd, momentum, nesterov, adagrad, rmsprop, adam, rprop or quickprop",
-    "lr": "learning rate (peak of the schedule)",
-    "schedule": "constant or cosine (linear warm-up, then cosine decay to --min-lr)",
-    "warmup": "warm-up updates of the cosine schedule",
-    "min_lr": "final learning rate of the cosine schedule",
-    "momentum": "momentum of the momentum and nesterov optimizers",
-    "weight_decay": "decoupled weight decay (adam)",
-    "clip": "clip the gradient's global norm to this (0: off)",
-    "clip_value": "clip each gradient entry to [-v, v] (0: off)",
-    "plateau_patience": "cut the lr after this many evaluations without improvement (0: off)",
-    "plateau_factor": "factor the lr is cut by on a plateau",
-    "algorithm": "full (BPTT over each batch), tbptt (TBPTT(k1, k2): an update every k1 steps, each window reaching k2 steps back), random (cuts drawn with --truncation-prob, no reweighting: biased) or artbp (the same cuts, messages reweighted by 1/(1-c): unbiased)",
-    "k1": "tbptt: steps per segment and update (sets --seq-len; 0: --seq-len)",
-    "k2": "tbptt: steps each window backpropagates (>= k1; 0: k1)",
-    "truncation_prob": "random/artbp: probability c of a truncation at each step",
-    "update": "online (an update after every batch: every k1 steps with tbptt on streams, SNNS's BPTT; per minibatch otherwise) or batch (one update per pass over the training data with the mean gradient of all its segments, SNNS's BBPTT; with --optimizer quickprop, QPTT); --steps then counts passes",
-    "batch_size": "sequences (streams) per batch",
-    "seq_len": "time steps per batch (the BPTT length)",
-    "batching": "stream (state carried across batches) or window (random windows); default: stream for text, window for series",
-    "steps": "training updates",
-    "epochs": "passes over the training data (overrides --steps when > 0)",
-    "max_seconds": "stop after this many seconds of training (0: no limit)",
-    "eval_every": "evaluate on the validation split every N updates",
-    "patience": "stop early after this many evaluations without improvement (0: off)",
-    "dtype": "float32 or float64",
-    "seed": "seed of all randomness (initial weights, batches)",
-    "threads": "BLAS threads (0: the usable cores, at most 2; use 1 on a machine shared with other jobs)",
-    "diverge_after": "stop after this many updates in a row skipped for a non-finite loss, gradient or weight "
-    "(the last good checkpoint is kept as it is)",
-    "out": "run folder (default: runs/<timestamp>)",
-    "sample_length": "text: characters sampled at the end",
-    "progress": "show a progress bar",
-}
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

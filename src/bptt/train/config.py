@@ -29,53 +29,55 @@ _KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or f
 
 @dataclass
 class TrainConfig:
+    """Every setting of a run; what each means is in HELP (shown by `bptt train --help`)."""
+
     # data
-    data: str = ""  # text or series file; empty: the bundled novel Botchan (text)
-    task: str = "text"  # text | series
-    column: str = ""  # series: column name or index (default: the last column)
-    val_fraction: float = 0.1  # the last fraction of the data is the validation split
+    data: str = ""
+    task: str = "text"
+    column: str = ""
+    val_fraction: float = 0.1
     # model
     cell: str = "lstm"
     hidden: int = 256
     layers: int = 1
-    embed: int = 0  # text: embedding width; 0 feeds token ids straight into the recurrent level
+    embed: int = 0
     # optimisation
     optimizer: str = "adam"
     lr: float = 3e-3
-    schedule: str = "cosine"  # constant | cosine (warm-up + cosine decay to min_lr)
+    schedule: str = "cosine"
     warmup: int = 50
     min_lr: float = 1e-4
-    momentum: float = 0.9  # momentum / nesterov
+    momentum: float = 0.9
     weight_decay: float = 0.0
-    clip: float = 1.0  # max global gradient norm; 0 disables
-    clip_value: float = 0.0  # elementwise gradient limit; 0 disables
-    plateau_patience: int = 0  # evaluations without improvement before the lr is cut; 0 off
+    clip: float = 1.0
+    clip_value: float = 0.0
+    plateau_patience: int = 0
     plateau_factor: float = 0.5
     # gradient algorithm
-    algorithm: str = "full"  # full | tbptt | random | artbp
-    k1: int = 0  # tbptt: steps per segment (an update every k1 steps); 0: seq_len. Sets seq_len.
-    k2: int = 0  # tbptt: steps each window reaches back (>= k1); 0: k1
-    truncation_prob: float = 0.0  # random / artbp: probability of a truncation at each step
-    update: str = "online"  # online: after every batch (SNNS BPTT) | batch: once per pass (SNNS BBPTT/QPTT)
+    algorithm: str = "full"
+    k1: int = 0
+    k2: int = 0
+    truncation_prob: float = 0.0
+    update: str = "online"
     # batches
     batch_size: int = 32
     seq_len: int = 100
-    batching: str = ""  # stream (state carried across batches) | window (random windows); "" = task default
+    batching: str = ""
     steps: int = 1500
-    epochs: float = 0.0  # if > 0, overrides steps: this many passes over the training data
-    max_seconds: float = 0.0  # stop after this much training time; 0: no limit
+    epochs: float = 0.0
+    max_seconds: float = 0.0
     eval_every: int = 250
-    patience: int = 0  # early stopping after this many evaluations without improvement; 0 off
+    patience: int = 0
     # numerics and reproducibility
     dtype: str = "float32"
     seed: int = 0
-    threads: int = 0  # BLAS threads; 0: the default (default_threads(): the usable cores, at most 2)
-    diverge_after: int = 20  # stop after this many updates in a row skipped for non-finite values
+    threads: int = 0
+    diverge_after: int = 20
     # output
-    out: str = ""  # run folder; empty: runs/<timestamp>
+    out: str = ""
     sample_length: int = 400
     progress: bool = True
-    extra: dict = field(default_factory=dict)  # free-form notes kept in config.json
+    extra: dict = field(default_factory=dict)  # free-form notes kept in config.json (no flag)
 
     def validate(self, given: set[str] | None = None) -> TrainConfig:
         """Check every value; raise BpttError naming the key, what was expected and received.
@@ -267,3 +269,48 @@ def load_toml(path: str) -> dict[str, Any]:
         raise BpttError(f"--config {path!r}: expected valid TOML, received a file that does not parse ({e})") from None
     # allow a [train] table or top-level keys
     return d.get("train", d) if isinstance(d.get("train"), dict) else d
+
+
+# What each setting means: the one place it is written (bptt train --help shows it).
+HELP = {
+    "data": "text or series file (default: the bundled novel Botchan)",
+    "task": "text or series",
+    "column": "series: column name or 0-based index (default: the last column)",
+    "val_fraction": "the last fraction of the data is held out for validation",
+    "cell": "elman, jordan, gru or lstm",
+    "hidden": "units per recurrent layer",
+    "layers": "stacked recurrent layers",
+    "embed": "text: embedding width (0: token ids go straight into the recurrent layer)",
+    "optimizer": "sgd, momentum, nesterov, adagrad, rmsprop, adam, rprop or quickprop",
+    "lr": "learning rate (peak of the schedule)",
+    "schedule": "constant or cosine (linear warm-up, then cosine decay to --min-lr)",
+    "warmup": "warm-up updates of the cosine schedule",
+    "min_lr": "final learning rate of the cosine schedule",
+    "momentum": "momentum of the momentum and nesterov optimizers",
+    "weight_decay": "decoupled weight decay (adam)",
+    "clip": "clip the gradient's global norm to this (0: off)",
+    "clip_value": "clip each gradient entry to [-v, v] (0: off)",
+    "plateau_patience": "cut the lr after this many evaluations without improvement (0: off)",
+    "plateau_factor": "factor the lr is cut by on a plateau",
+    "algorithm": "full (BPTT over each batch), tbptt (TBPTT(k1, k2): an update every k1 steps, each window reaching k2 steps back), random (cuts drawn with --truncation-prob, no reweighting: biased) or artbp (the same cuts, messages reweighted by 1/(1-c): unbiased)",
+    "k1": "tbptt: steps per segment and update (sets --seq-len; 0: --seq-len)",
+    "k2": "tbptt: steps each window backpropagates (>= k1; 0: k1)",
+    "truncation_prob": "random/artbp: probability c of a truncation at each step",
+    "update": "online (an update after every batch: every k1 steps with tbptt on streams, SNNS's BPTT; per minibatch otherwise) or batch (one update per pass over the training data with the mean gradient of all its segments, SNNS's BBPTT; with --optimizer quickprop, QPTT); --steps then counts passes",
+    "batch_size": "sequences (streams) per batch",
+    "seq_len": "time steps per batch (the BPTT length)",
+    "batching": "stream (state carried across batches) or window (random windows); default: stream for text, window for series",
+    "steps": "training updates",
+    "epochs": "passes over the training data (overrides --steps when > 0)",
+    "max_seconds": "stop after this many seconds of training (0: no limit)",
+    "eval_every": "evaluate on the validation split every N updates",
+    "patience": "stop early after this many evaluations without improvement (0: off)",
+    "dtype": "float32 or float64",
+    "seed": "seed of all randomness (initial weights, batches)",
+    "threads": "BLAS threads (0: the usable cores, at most 2; use 1 on a machine shared with other jobs)",
+    "diverge_after": "stop after this many updates in a row skipped for a non-finite loss, gradient or weight "
+    "(the last good checkpoint is kept as it is)",
+    "out": "run folder (default: runs/<timestamp>)",
+    "sample_length": "text: characters sampled at the end",
+    "progress": "show a progress bar",
+}
