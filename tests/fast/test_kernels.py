@@ -374,3 +374,14 @@ def test_softmax_xent_rejects_class_ids_out_of_range():
         for on in (True, False):
             with fast.use(on), pytest.raises(ValueError, match="class ids"):
                 Loss("ce").value_and_grad(y, t, None)
+
+
+def test_float64_never_loads_the_kernels_and_import_loads_nothing():
+    code = (
+        "import sys, numpy as np, bptt; print('numba' in sys.modules, bptt.ops.matmul.__module__); "
+        "m = bptt.Model(3, [bptt.rnn('lstm', 4), bptt.Dense(2)], loss='mse'); p = m.init_params(0); "
+        "x = np.zeros((5, 2, 3)); bptt.full_bptt(m, p, x, np.zeros((5, 2, 2))); "
+        "print('kernels' in bptt.fast._state, bptt.ops.matmul.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "bptt.ops", "False", "bptt.fast.pool"], out.stdout

@@ -1,8 +1,7 @@
 """The speed floor: what makes bptt's steps fast on a CPU, beside the math and not under it.
 
 The math (bptt.cells, bptt.scan, the model, the algorithms) is NumPy and complete on its own; it
-leaves a few operations open (bptt.ops). This package offers faster ones and installs them the
-first time one is used (so `import bptt` compiles nothing):
+leaves a few operations open (bptt.ops). This package offers faster ones:
 
 - pool.py: the buffer pool for a step's big arrays, and the big products that fill them;
 - rows.py: the elementwise part of one step of Elman (tanh), GRU and LSTM fused into one compiled
@@ -16,9 +15,10 @@ first time one is used (so `import bptt` compiles nothing):
 Everything here is tested equal to the NumPy reference (tests/fast). BPTT_FAST=0 (or
 `use(False)`) gives the reference everywhere; Numba missing, only the pool is used.
 
-Compiling. The kernels compile once into Numba's disk cache (about 30 s; one line on stderr says
-so) the first time a float32 step needs them, or ahead of time with `bptt warm`; after that
-they load in about a second, in the first step of a process.
+Loading. Nothing is loaded when bptt is imported. The first use of any operation installs the
+pool; the first float32 use loads the compiled kernels: from Numba's disk cache in about a
+second, or, the first time after installing, compiled (about 30 s, said in one line on stderr).
+`bptt warm` does that ahead of time. float64 never loads them.
 """
 
 from __future__ import annotations
@@ -32,56 +32,84 @@ from .switch import MODE, OFF, kernels_on, scans_on, use
 
 __all__ = ["MODE", "OFF", "available", "kernels_on", "load", "scans_on", "use"]
 
-_loaded: dict[str, Any] = {}
+_state: dict[str, Any] = {}
 
 
 def available() -> dict[str, bool]:
     """What this machine has: kernels (Numba), scans (NumPy's OpenBLAS, a disk cache), split
     scans and the engine (sched_yield, OpenBLAS's thread control). Loads the kernels."""
     load()
-    return dict(_loaded.get("available", {"kernels": False, "scans": False, "split": False}))
+    _kernels()
+    return dict(_state["available"])
 
 
-def load(verbose: bool = True) -> None:
-    """Install the faster operations into bptt.ops (once)."""
-    if _loaded:
+def load() -> None:
+    """Install the faster operations into bptt.ops (once); the kernels load at their first
+    float32 use."""
+    if _state:
         return
     from . import pool
 
-    impls: dict[str, Any] = {"empty": pool.empty, "zeros": pool.zeros, "matmul": pool.matmul}
-    _loaded["available"] = {"kernels": False, "scans": False, "split": False}
-    try:
-        from . import rows
-    except ImportError:  # no Numba: the pool only
-        ops.install(**impls)
-        return
-    from . import cells, engine, warm
-
-    if not warm.ensure(verbose):  # a broken compiler must not break the library
-        ops.install(**impls)
-        return
-    _loaded["available"] = {"kernels": True, "scans": cells.SCANS, "split": cells.SCANS and engine.AVAILABLE}
-
-    def index_sums(idx: np.ndarray, rows_: np.ndarray, size: int) -> np.ndarray:
-        if not kernels_on():
-            return ops.DEFAULTS["index_sums"](idx, rows_, size)
-        acc = np.zeros((size, rows_.shape[1]), dtype=rows_.dtype)
-        if len(idx):
-            rows.scatter_add(acc, np.ascontiguousarray(idx, dtype=np.int64), rows_)
-        return acc
-
-    def softmax_xent(dtype: Any):
-        return rows.softmax_xent if dtype == np.float32 and kernels_on() else None
-
-    def step_context(model: Any, params: Any, mask: Any):
-        found = [d.cell for lv in model.recurrent_levels for d in lv.directions]
-        return engine.engine(engine.ready(found, mask, cells.splits(next(iter(params.values())).dtype)))
-
-    impls.update(
-        index_sums=index_sums, softmax_xent=softmax_xent, implementation=cells.implementation, step_context=step_context
+    _state["available"] = {"kernels": False, "scans": False, "split": False}
+    ops.install(
+        empty=pool.empty,
+        zeros=pool.zeros,
+        matmul=pool.matmul,
+        index_sums=_index_sums,
+        softmax_xent=_softmax_xent,
+        implementation=_implementation,
+        step_context=_step_context,
     )
-    ops.install(**impls)
-    _loaded["done"] = True
+
+
+def _kernels() -> Any:
+    """The compiled kernels' modules (rows, cells, engine), loaded on first use; None where
+    Numba is missing or the compiler failed."""
+    if "kernels" not in _state:
+        _state["kernels"] = None
+        try:
+            from . import cells, engine, rows, warm
+        except ImportError:  # no Numba: the NumPy path
+            return None
+        if warm.ensure():
+            _state["kernels"] = (rows, cells, engine)
+            _state["available"] = {"kernels": True, "scans": cells.SCANS, "split": cells.SCANS and engine.AVAILABLE}
+    return _state["kernels"]
+
+
+def _f32(dtype: Any) -> Any:
+    """The kernels, where `dtype` is float32 and they are on."""
+    return _kernels() if dtype == np.float32 and kernels_on() else None
+
+
+def _index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    k = _f32(rows.dtype)
+    if k is None:
+        return ops.DEFAULTS["index_sums"](idx, rows, size)
+    acc = np.zeros((size, rows.shape[1]), dtype=rows.dtype)
+    if len(idx):
+        k[0].scatter_add(acc, np.ascontiguousarray(idx, dtype=np.int64), rows)
+    return acc
+
+
+def _softmax_xent(dtype: Any):
+    k = _f32(dtype)
+    return None if k is None else k[0].softmax_xent
+
+
+def _implementation(cell: Any, dtype: Any) -> Any:
+    k = _f32(dtype)
+    return cell if k is None else k[1].implementation(cell, dtype)
+
+
+def _step_context(model: Any, params: Any, mask: Any):
+    dtype = next(iter(params.values())).dtype
+    k = _f32(dtype)
+    if k is None:
+        return ops.DEFAULTS["step_context"](model, params, mask)
+    _, cells, engine = k
+    found = [d.cell for lv in model.recurrent_levels for d in lv.directions]
+    return engine.engine(engine.ready(found, mask, cells.splits(dtype)))
 
 
 if not OFF:
