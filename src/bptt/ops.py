@@ -12,10 +12,9 @@ Every replacement must compute what the default computes (to float32 rounding): 
 both and compare. `defaults()` puts the references back, `installed(...)` for a block.
 
 Implementations of a cell (`implementation`) follow the cell contract (bptt.cells.base) and may
-offer more, which the time loop uses where present (bptt.scan): a consumed backward step
-(`step_back_consume`, `recurrent_input`, `consume_grads`: the tape's work rows overwritten by the
-gradients, the recurrent weights' gradient as one product), and whole compiled scans
-(`forward_scan`, `backward_scan`).
+offer more, which the time loop uses where present (bptt.scan): a whole compiled forward scan
+(`forward_scan`, unmasked, tape kept) and a consumed backward scan of its tape (`backward_scan`:
+the tape's buffers overwritten by the gradients, the recurrent weights' gradient as one product).
 """
 
 from __future__ import annotations
