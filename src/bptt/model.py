@@ -318,7 +318,7 @@ class Model:
 
     # ---- inference -------------------------------------------------------------------------
     def forward(
-        self, params: Params, x: Any, mask: Any = None, state0: ModelState | None = None
+        self, params: Params, x: Any, *, mask: Any = None, state0: ModelState | None = None
     ) -> tuple[np.ndarray, ModelState]:
         """The last level's output (T, B, K) (logits for 'ce') and the final state."""
         b = self.check_batch(params, x, None, mask, state0, need_targets=False)

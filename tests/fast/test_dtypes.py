@@ -26,7 +26,7 @@ def test_float32_matches_float64(case):
     p32 = cast(random_problem(model, np.random.default_rng(2), masked=case.masked), np.float32)
     g64 = full_bptt(model, p64.params, p64.x, p64.targets, mask=p64.mask, state0=p64.state0)
     g32 = full_bptt(model, p32.params, p32.x, p32.targets, mask=p32.mask, state0=p32.state0)
-    y32, s32 = model.forward(p32.params, p32.x, p32.mask, p32.state0)
+    y32, s32 = model.forward(p32.params, p32.x, mask=p32.mask, state0=p32.state0)
     assert y32.dtype == np.float32
     for tree in (g32.grads, g32.dstate0, g32.final_state, s32):
         for v in tree.values():
