@@ -66,6 +66,17 @@ def check_carried_batch(batch: int | None, x: Any) -> None:
         )
 
 
+def window(k1: Any, k2: Any = None) -> tuple[int, int]:
+    """(k1, k2) checked: positive integers, k2 >= k1 (k2 defaults to k1)."""
+    k1 = _positive_int("k1", k1)
+    k2 = k1 if k2 is None else _positive_int("k2", k2)
+    if k2 < k1:
+        raise BpttError(
+            f"k2: expected k2 >= k1 (errors of the last k1 steps are backpropagated k2 steps), received k1={k1}, k2={k2}"
+        )
+    return k1, k2
+
+
 def _positive_int(name: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise BpttError(f"{name}: expected a positive integer, received {v!r}")
@@ -88,13 +99,7 @@ class TBPTTStream:
 
     def __init__(self, model: Model, k1: int, k2: int | None = None) -> None:
         check_streamable(model, "tbptt")
-        self.k1 = _positive_int("k1", k1)
-        self.k2 = self.k1 if k2 is None else _positive_int("k2", k2)
-        if self.k2 < self.k1:
-            raise BpttError(
-                f"k2: expected k2 >= k1 (errors of the last k1 steps are backpropagated k2 steps), "
-                f"received k1={self.k1}, k2={self.k2}"
-            )
+        self.k1, self.k2 = window(k1, k2)
         self.model = model
         rec = [i for i, lv in enumerate(model.levels) if lv.recurrent]
         self.head = rec[-1] + 1  # levels from here on are time-local (readout)
@@ -277,13 +282,7 @@ class TBPTT(Algorithm):
     stateful = True
 
     def __init__(self, k1: int, k2: int | None = None) -> None:
-        self.k1 = _positive_int("k1", k1)
-        self.k2 = self.k1 if k2 is None else _positive_int("k2", k2)
-        if self.k2 < self.k1:
-            raise BpttError(
-                f"k2: expected k2 >= k1 (errors of the last k1 steps are backpropagated k2 steps), "
-                f"received k1={self.k1}, k2={self.k2}"
-            )
+        self.k1, self.k2 = window(k1, k2)
         self._stream: TBPTTStream | None = None
         self.windows: list[Gradient] = []
 
