@@ -150,7 +150,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if missing:
         print(f'bench: {", ".join(missing)} not installed, measuring without (pip install "bptt[bench]")')
     if args.threads is None:
-        from .train.trainer import default_threads
+        from .train.runtime import default_threads
 
         args.threads = default_threads()
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):

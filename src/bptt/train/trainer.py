@@ -25,8 +25,6 @@ import datetime as _dt
 import json
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +42,7 @@ from . import checkpoint as ckpt
 from . import report
 from .config import TrainConfig
 from .folder import RunFolder
+from .runtime import Interrupt, blas_threads, default_threads
 from .state import Guard, TrainState, finite, restore_carried
 from .tasks import make_task
 
@@ -61,27 +60,6 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def default_threads() -> int:
-    """The BLAS thread count a run uses unless told: the cores this process may use, at most 2.
-    Measured on the default job (char-LSTM, 2-core machine otherwise idle): 2 threads train
-    1.37x faster than 1 (28.4K vs 20.8K tokens/s); more than 2 were not measured. OpenBLAS
-    threads busy-wait, so on a machine shared with another busy process use --threads 1."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(2, n))
-
-
-def blas_threads(n: int):
-    """Context manager limiting BLAS threads to n (threadpoolctl), and a description."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    limiter = threadpool_limits(limits=n, user_api="blas")
-    libs = sorted({f"{i['internal_api']}" for i in threadpool_info() if i.get("user_api") == "blas"})
-    return limiter, f"{n} BLAS thread{'s' if n > 1 else ''} ({', '.join(libs) or 'no BLAS found'})"
-
-
 def schedule_for(cfg: TrainConfig, total_steps: int):
     if cfg.schedule == "constant":
         return cfg.lr
@@ -94,29 +72,6 @@ def _new_run_dir(cfg: TrainConfig) -> str:
         return cfg.out
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", stamp)
-
-
-class _Interrupt:
-    """First Ctrl-C: ask the loop to stop after the current step. Second: stop now."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
 
 
 class Trainer:
@@ -339,7 +294,7 @@ class Trainer:
         out = report.Report(self.log, cfg, task, self.total_steps, s.step, self.tokens_per_update)
         stopped, saved_at, skipped = "done", s.step, None
         t_train, t_loop0 = s.trackers.get("train_seconds", 0.0), time.perf_counter()
-        with threads[0], _Interrupt() as interrupt, open(self.folder.file("metrics.jsonl"), "a") as metrics:
+        with threads[0], Interrupt() as interrupt, open(self.folder.file("metrics.jsonl"), "a") as metrics:
             while s.step < self.total_steps:
                 t0 = time.perf_counter()
                 g = self._update_gradient(s.params, s.carried, s.step, s.rng)
