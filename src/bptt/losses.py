@@ -63,9 +63,10 @@ class Loss:
             return y.reshape(T * B, K), targets.reshape(T * B, *targets.shape[2:]), slice(None)
         return y[mask], targets[mask], mask
 
-    def _terms(self, ys: np.ndarray, ts: np.ndarray, need_grad: bool):
-        """Sum of the per-position losses l over the N rows and, if asked, dl/dy (N, K) / N."""
-        n = len(ys)
+    def _terms(self, ys: np.ndarray, ts: np.ndarray, need_grad: bool, n: int | None = None):
+        """Sum of the per-position losses l over the N rows and, if asked, dl/dy (N, K) / n
+        (n: the positions the loss is averaged over; default N)."""
+        n = len(ys) if n is None else n
         if self.kind == "ce":
             ts = np.ascontiguousarray(ts, dtype=np.int64)
             if ts.min() < 0 or ts.max() >= ys.shape[1]:  # (-1 would wrap, the kernel reads any index)
@@ -80,7 +81,7 @@ class Loss:
             z = ys - ys.max(axis=1, keepdims=True)
             e = np.exp(z)
             s = e.sum(axis=1, keepdims=True)
-            rows = np.arange(n)
+            rows = np.arange(len(ys))
             total = (np.log(s[:, 0]) - z[rows, ts]).sum()
             if not need_grad:
                 return total, None
@@ -107,6 +108,31 @@ class Loss:
         dy = ops.zeros(y.shape, y.dtype)
         dy[idx] = d
         return loss, dy
+
+    def segment(self, y: np.ndarray, targets: np.ndarray, mask: np.ndarray | None, a: int, T: int, n: int):
+        """For the steps a .. a + L - 1 of a T-step batch (y: their (L, B, K) outputs): the sum
+        of the losses counted there, and dL/dy for the loss averaged over all n counted
+        positions of the batch: row for row the numbers value_and_grad gives on the whole batch
+        (so a batch run in segments has the same loss gradient)."""
+        L, B, K = y.shape
+        if self.at == "last":
+            last = last_index(mask, T, B)
+            rows = np.flatnonzero((last >= a) & (last < a + L))
+            idx = (last[rows] - a, rows)
+            ys, ts = y[idx], targets[rows]
+        elif mask is None:
+            idx, ys, ts = slice(None), y.reshape(L * B, K), targets[a : a + L].reshape(L * B, *targets.shape[2:])
+        else:
+            idx = mask[a : a + L]
+            ys, ts = y[idx], targets[a : a + L][idx]
+        if len(ys) == 0:
+            return 0.0, ops.zeros(y.shape, y.dtype)
+        total, d = self._terms(ys, ts, True, n)
+        if isinstance(idx, slice):
+            return float(total), d.reshape(y.shape)
+        dy = ops.zeros(y.shape, y.dtype)
+        dy[idx] = d
+        return float(total), dy
 
     def __repr__(self) -> str:
         return f"Loss({self.kind!r}, at={self.at!r})"

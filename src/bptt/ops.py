@@ -68,6 +68,11 @@ def _implementation(cell: Any, dtype: Any) -> Any:
     return cell
 
 
+def _release() -> None:
+    """Give back memory kept for later steps (a buffer pool's idle arrays): memory-budgeted BPTT
+    calls it between segments. By default there is none."""
+
+
 def _step_context(model: Any, params: Any, mask: Any) -> contextlib.AbstractContextManager:
     """Around one training step of `model` (full BPTT, randomized truncation): where the step's
     work may be split between cores. By default nothing."""
@@ -82,10 +87,11 @@ DEFAULTS: dict[str, Callable] = {
     "softmax_xent": _softmax_xent,
     "implementation": _implementation,
     "step_context": _step_context,
+    "release": _release,
 }
 
 empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
-softmax_xent, implementation, step_context = _softmax_xent, _implementation, _step_context
+softmax_xent, implementation, step_context, release = _softmax_xent, _implementation, _step_context, _release
 
 _loader: Callable[[], None] | None = None
 

@@ -14,7 +14,13 @@ from bptt.cells import Cell
 from bptt.errors import BpttError
 
 # options under which each registered algorithm computes full BPTT's gradient exactly
-EXACT = {"full": {}, "tbptt": {"k1": 50, "k2": 50}, "random": {"c": 0.0}, "artbp": {"c": 0.0}}
+EXACT = {
+    "full": {},
+    "tbptt": {"k1": 50, "k2": 50},
+    "random": {"c": 0.0},
+    "artbp": {"c": 0.0},
+    "budget": {"budget": "1GB"},
+}
 
 
 def test_every_registered_algorithm_is_listed_here():

@@ -1,10 +1,11 @@
 """Gradient algorithms: the orders in which a cell's forward and backward steps run, and what
 is kept between them. One interface (`Algorithm`: algo(model, params, x, targets, *, mask,
-state0) -> Gradient) and a registry by name (`make`, `REGISTRY`): full, tbptt, random, artbp."""
+state0) -> Gradient) and a registry by name (`make`, `REGISTRY`): full, tbptt, random, artbp, budget."""
 
 from ..scan import scan_backward, scan_forward
 from ..tape import Tape
 from .base import REGISTRY, Algorithm, Gradient, GradientMean, make, register
+from .budget import Budget
 from .full import FullBPTT, full_bptt
 from .randomized import (
     ARTBP,

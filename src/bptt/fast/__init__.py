@@ -59,6 +59,7 @@ def load() -> None:
         softmax_xent=_softmax_xent,
         implementation=_implementation,
         step_context=_step_context,
+        release=pool.buffers.clear,
     )
 
 

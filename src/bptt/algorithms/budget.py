@@ -1,0 +1,214 @@
+"""Memory-budgeted BPTT: full BPTT's gradient within a byte budget, by storing some states and
+running the steps after them forward again (the plans of bptt.algorithms.plan).
+
+    algo = Budget("64MB")                          # or make("budget", budget="64MB", policy="mixed")
+    g = algo(model, params, x, targets)            # the gradient full BPTT gives
+
+The executor walks the plan with an explicit stack (never recursing T deep), right to left in
+time: a leaf runs its steps forward keeping their tapes (the model's own level-wise segments:
+every level, masks, the readout and the loss; the same compiled scans as full BPTT), takes the
+loss gradient of those steps, and backpropagates through them from the state gradient that
+arrived from the right; a split runs forward to its point without tapes and keeps that state
+while the plan on its right runs. The state gradient is handed right to left from segment to
+segment, exactly as full BPTT hands it from step to step.
+
+What equals what. The recurrent weights' gradients add the same per-step terms in the same
+order as full BPTT's (float64: bitwise); the input weights', the biases', the readout's and the
+loss are sums over segments instead of one product over all T steps (float64: within 1e-15
+relative). The model must be unidirectional: a time step of a bidirectional level needs the
+whole sequence.
+
+Counted: forward steps run (`stats["forward_steps"]`, equal to the plan's) and the bytes of the
+stored states and recorded tapes at their peak (`stats["peak_bytes"]`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import ops
+from ..cells.base import Params
+from ..errors import BpttError, one_of
+from ..scan import scan_backward
+from .base import Algorithm, Gradient, register
+from .plan import POLICIES, Leaf, Plan, Storage, expand, plan
+
+if TYPE_CHECKING:
+    from ..model import Model, ModelState
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_bytes(value: Any, what: str = "memory budget") -> int:
+    """Bytes from a number or a string like '64MB', '1.5GiB', '800KB' (SI and binary units)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        n = int(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMG]i?B|B)?\s*", str(value), re.IGNORECASE)
+        if not m:
+            raise BpttError(f"{what}: expected bytes such as 64MB, 1.5GiB or 800000, received {value!r}")
+        n = int(float(m.group(1)) * _UNITS[(m.group(2) or "").upper()])
+    if n <= 0:
+        raise BpttError(f"{what}: expected a positive number of bytes, received {value!r}")
+    return n
+
+
+def nbytes(obj: Any, data: tuple = ()) -> int:
+    """Bytes of the arrays in a nested structure (tapes, states), each buffer counted once;
+    views of the `data` arrays (the batch's inputs and mask, held by the caller) not counted."""
+    seen = {id(_base(d)) for d in data if isinstance(d, np.ndarray)}
+    total, stack = 0, [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, np.ndarray):
+            base = _base(o)
+            if id(base) not in seen:
+                seen.add(id(base))
+                total += base.nbytes
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+    return total
+
+
+def _base(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def measure_storage(model: Model, params: Params, B: int, masked: bool = False) -> Storage:
+    """The bytes a plan stores, measured on the model: its carried state at batch B, and the
+    tapes of recorded segments of one and of two steps (a step's caches, and the fixed part).
+    masked: with a mask that holds some sequences at every step (a held state is an array of
+    its own: the most a masked step keeps)."""
+    dtype = model.check_params(params)
+    state, _ = model.initial_state(params, B)
+    sizes = []
+    for n in (1, 2):
+        x = np.zeros((n, B), np.int64) if model.tokens else np.zeros((n, B, model.input_size), dtype)
+        mask = None
+        if masked and B > 1:
+            mask = np.ones((n, B), bool)
+            mask[:, 0] = False
+        _, _, tapes = model.forward_levels(params, x, mask, state, keep=True)
+        sizes.append(nbytes(tapes, (x, mask)))
+    step = max(sizes[1] - sizes[0], 1)
+    return Storage(state=max(nbytes(state), 1), step=step, segment=max(sizes[0] - step, 0))
+
+
+@register
+class Budget(Algorithm):
+    """Full BPTT's gradient within `budget` bytes (a number, or '64MB', '1GiB', ...) for the
+    stored states and recorded tapes; `policy` 'revolve' (default) or 'mixed' (see
+    bptt.algorithms.plan, with its patent notice). A budget that holds full BPTT's tapes runs
+    full BPTT; one below a single step's tapes is refused, naming the minimum."""
+
+    name = "budget"
+
+    def __init__(self, budget: Any, policy: str = "revolve") -> None:
+        if policy not in POLICIES:
+            raise one_of("memory policy", policy, POLICIES)
+        self.budget, self.policy = parse_bytes(budget), policy
+        self._plans: dict[tuple, Plan] = {}
+        self.stats: dict[str, int] = {}
+
+    def plan_for(self, model: Model, params: Params, T: int, B: int, masked: bool = False) -> Plan:
+        dtype = next(iter(params.values())).dtype
+        key = (id(model), T, B, str(dtype), masked)
+        if key not in self._plans:
+            self._plans[key] = plan(T, self.budget, measure_storage(model, params, B, masked), self.policy)
+        return self._plans[key]
+
+    def __call__(
+        self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
+    ) -> Gradient:
+        if model.bidirectional:
+            raise BpttError(
+                "budget: expected a unidirectional model, received a bidirectional one: a step of its "
+                "reverse direction needs the whole sequence, so no time step's state can stand for the past"
+            )
+        b = model.check_batch(params, x, targets, mask, state0)
+        T, B = b.x.shape[:2]
+        p = self.plan_for(model, params, T, B, b.mask is not None)
+        with ops.step_context(model, params, b.mask):  # where the step's work may be split between cores
+            g, self.stats = execute(model, params, b, p)
+        return g
+
+
+def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, dict[str, int]]:
+    """Run plan p on a checked batch b: (the gradient, counts)."""
+    T, B = b.x.shape[:2]
+    n = (
+        int(np.count_nonzero(b.mask))
+        if b.mask is not None and model.loss_fn.at == "every"
+        else (T * B if model.loss_fn.at == "every" else B)
+    )
+    grads = model.zero_grads(params)
+    stored: dict[int, Any] = {0: b.state0}  # checkpoints by time index (the initial state given)
+    live = {"bytes": 0, "peak": 0, "forward": 0}
+    dstate: ModelState | None = None  # dL/d(state at the right end of what is left): zero at T
+    final: ModelState | None = None
+    loss = 0.0
+
+    def seg(a: int, e: int):
+        return b.x[a:e], None if b.mask is None else b.mask[a:e]
+
+    def forward(a: int, e: int, state: Any, keep: bool):
+        xs, ms = seg(a, e)
+        live["forward"] += e - a
+        return model.forward_levels(params, xs, ms, state, keep=keep)
+
+    def held(delta: int) -> None:
+        live["bytes"] += delta
+        live["peak"] = max(live["peak"], live["bytes"])
+
+    stack: list = [("node", p.root, None)]  # (kind, node, the state at node.a when already at hand)
+    while stack:
+        kind, node, state = stack.pop()
+        if kind == "free":
+            held(-nbytes(stored.pop(node)))
+            continue
+        node = expand(node)
+        start = stored[node.a] if state is None else state
+        if isinstance(node, Leaf):
+            y, last, tapes = forward(node.a, node.b, start, keep=True)
+            size = nbytes(tapes, (b.x, b.mask))
+            held(size)
+            if node.b == T:
+                final = last
+            part, dy = model.loss_fn.segment(y, b.targets, b.mask, node.a, T, n)
+            loss += part
+            # each segment's tapes are used once (a compiled scan may take their buffers)
+            dstate = model.backward_levels(params, tapes, dy, dstate, grads, _consume)
+            del tapes, y, dy
+            held(-size)
+            ops.release()
+            continue
+        _, at_y, _ = forward(node.a, node.y, start, keep=False)  # advance, keeping no tape
+        ops.release()
+        if node.left is not None:
+            stack.append(("node", node.left, None))
+        if node.store:
+            stored[node.y] = at_y
+            held(nbytes(at_y))
+            stack.append(("free", node.y, None))
+            stack.append(("node", node.right, None))
+        else:  # the right part starts from the state just reached
+            stack.append(("node", node.right, at_y))
+    model.add_init_grads(grads, dstate, b.given)
+    stats = {
+        "forward_steps": live["forward"],
+        "peak_bytes": live["peak"],
+        "planned_forward_steps": p.forward_steps,
+        "planned_peak_bytes": p.peak_bytes,
+    }
+    return Gradient(loss / n, grads, dstate, final), stats
+
+
+def _consume(cell, params, tape, douts, dstate, grads):
+    return scan_backward(cell, params, tape, douts, dstate, grads, consume=True)

@@ -1,0 +1,208 @@
+"""Memory-budgeted BPTT: plans (revolve's closed form, the mixed program against exhaustive
+search), and the executor against full BPTT on every unidirectional case, every budget down to
+the smallest, both policies."""
+
+import heapq
+from functools import lru_cache
+from math import comb
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt.algorithms import make
+from bptt.algorithms.budget import measure_storage, parse_bytes
+from bptt.algorithms.plan import Leaf, Split, Storage, count, expand, measure, plan, revolve_advances, revolve_split
+from bptt.diagnostics import random_problem, standard_cases, variant_cases
+from bptt.errors import BpttError
+
+
+# ---- revolve -------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def t_recursion(l, s):
+    """Griewank's recursion: advances to reverse l steps with s states held at once."""
+    if l == 1:
+        return 0
+    if s == 1:
+        return l * (l - 1) // 2
+    return min(m + t_recursion(l - m, s - 1) + t_recursion(m, s) for m in range(1, l))
+
+
+@pytest.mark.parametrize("s", range(1, 8))
+def test_revolve_closed_form_and_split_are_the_recursions_optimum(s):
+    for l in range(1, 90):
+        assert revolve_advances(l, s) == t_recursion(l, s), (l, s)
+        if s >= 2 and l >= 2:
+            m = revolve_split(l, s)
+            assert m + t_recursion(l - m, s - 1) + t_recursion(m, s) == t_recursion(l, s), (l, s, m)
+
+
+STORAGE = Storage(state=100, step=350, segment=50)
+
+
+@pytest.mark.parametrize("T", [1, 2, 7, 50, 333, 1000])
+@pytest.mark.parametrize("frac", [0.0, 0.02, 0.1, 0.5])
+def test_revolve_plans_count_what_the_closed_form_says(T, frac):
+    budget = max(STORAGE.leaf(1), int(frac * STORAGE.leaf(T)))
+    p = plan(T, budget, STORAGE)
+    assert count(p.root) == p.forward_steps
+    assert measure(p.root, STORAGE) == (p.peak_bytes, p.states) and p.peak_bytes <= budget
+    if p.policy == "revolve":
+        s = 1 + (budget - STORAGE.leaf(1)) // STORAGE.state
+        assert p.forward_steps == revolve_advances(T, min(s, T)) + T
+
+
+def test_planning_is_fast_and_the_smallest_budget_is_named():
+    import time
+
+    t0 = time.perf_counter()
+    p = plan(100_000, 2 * 10**9, Storage(8192, 28672, 8192))
+    assert time.perf_counter() - t0 < 1.0 and p.forward_steps > 100_000
+    with pytest.raises(
+        BpttError, match=r"memory budget: expected at least 0.00 MiB \(400 bytes: one step's caches\), received"
+    ):
+        plan(10, 399, STORAGE)
+    assert plan(10, STORAGE.leaf(10), STORAGE).policy == "full"
+
+
+# ---- the mixed program against exhaustive search ----------------------------------------------------
+def exhaustive(T: int, M: int, st: Storage) -> int:
+    """The fewest forward steps over every strategy of the executor's memory model, found by
+    Dijkstra: from a stored state (or the initial one) advance and store another state, or
+    advance and record the steps up to the backward frontier and backpropagate them (the
+    stored states and the recorded steps must fit in M)."""
+    start = (T, frozenset())
+    dist = {start: 0}
+    heap = [(0, T, ())]
+    while heap:
+        d, b, S = heapq.heappop(heap)
+        S = frozenset(S)
+        if b == 0:
+            return d
+        if dist.get((b, S), 1 << 60) < d:
+            continue
+        held = len(S) * st.state
+        for s in [0, *S]:
+            if s >= b:
+                continue
+            for q in range(s, b):  # record [q, b) after advancing s -> q
+                if held + st.leaf(b - q) <= M:
+                    key = (q, frozenset(x for x in S if x < q))
+                    nd = d + (q - s) + (b - q)
+                    if nd < dist.get(key, 1 << 60):
+                        dist[key] = nd
+                        heapq.heappush(heap, (nd, q, tuple(sorted(key[1]))))
+            for q in range(s + 1, b):  # store the state at q
+                if q not in S and held + st.state + st.leaf(1) <= M:
+                    key = (b, S | {q})
+                    nd = d + (q - s)
+                    if nd < dist.get(key, 1 << 60):
+                        dist[key] = nd
+                        heapq.heappush(heap, (nd, b, tuple(sorted(key[1]))))
+    raise AssertionError("no strategy")
+
+
+@pytest.mark.parametrize("st", [Storage(1, 2), Storage(2, 3, 1), Storage(1, 4)], ids=str)
+def test_mixed_plans_are_the_exhaustive_optimum_on_small_T(st):
+    for T in range(1, 8):
+        for M in range(st.leaf(1), st.leaf(T) + 2):
+            p = plan(T, M, st, "mixed")
+            assert p.forward_steps == exhaustive(T, M, st), (T, M)
+            assert count(p.root) == p.forward_steps and measure(p.root, st)[0] <= M
+
+
+def test_mixed_never_needs_more_than_revolve():
+    st = Storage(8192, 28672, 8192)
+    for T in (40, 300, 1000):
+        for frac in (0.01, 0.04, 0.2):
+            budget = max(st.leaf(1), int(frac * st.leaf(T)))
+            assert plan(T, budget, st, "mixed").forward_steps <= plan(T, budget, st, "revolve").forward_steps
+
+
+# ---- the executor against full BPTT ------------------------------------------------------------------
+CASES = [c for c in standard_cases() + variant_cases() if not c.bidirectional and not c.build().bidirectional]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name + (f"[{c.variant}]" if c.variant else ""))
+@pytest.mark.parametrize("policy", ["revolve", "mixed"])
+def test_budgeted_gradients_equal_full_bptt(case, policy):
+    """Every budget from the smallest feasible (one step's tapes) to more than full BPTT's:
+    float64 gradients within 1e-15 relative of full BPTT's (the top level's recurrent weights
+    bitwise), the executed forward steps those planned, the stored bytes within the budget."""
+    model = case.build()
+    p = random_problem(model, np.random.default_rng(0), masked=case.masked)
+    T = p.x.shape[0]
+    full = bptt.full_bptt(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)
+    st = measure_storage(model, p.params, p.x.shape[1], p.mask is not None)
+    top = [lv for lv in model.recurrent_levels][-1].name
+    for budget in sorted(
+        {st.leaf(1), st.leaf(1) + st.state, st.leaf(2) + 2 * st.state, st.leaf(T) // 2, st.leaf(T) + 1}
+    ):
+        algo = make("budget", budget=budget, policy=policy)
+        g = algo(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)
+        assert algo.stats["forward_steps"] == algo.stats["planned_forward_steps"]
+        assert algo.stats["peak_bytes"] <= budget
+        assert g.loss == pytest.approx(full.loss, rel=1e-14)
+        for k in full.grads:
+            err = np.abs(g.grads[k] - full.grads[k]).max() / max(np.abs(full.grads[k]).max(), 1e-300)
+            assert err <= 1e-15 * 2, (budget, k, err)
+            if k.startswith(top + ".") and k.endswith("W_hh") and model.loss_fn.kind == "mse":
+                np.testing.assert_array_equal(g.grads[k], full.grads[k], err_msg=k)
+        for k in full.dstate0:
+            for a, b in zip(g.dstate0[k], full.dstate0[k]):
+                assert np.abs(a - b).max() <= 2e-15 * np.abs(b).max(), (budget, k)
+        for k in full.final_state:
+            for a, b in zip(g.final_state[k], full.final_state[k]):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_float32_on_the_compiled_scans_agrees_with_full_bptt():
+    model = bptt.Model(9, [bptt.rnn("lstm", 32), bptt.rnn("gru", 16), bptt.Dense(9)], tokens=True)
+    params = model.init_params(np.random.default_rng(1), np.float32)
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 9, (60, 4)), rng.integers(0, 9, (60, 4))
+    full = bptt.full_bptt(model, params, x, y)
+    st = measure_storage(model, params, 4)
+    for policy in ("revolve", "mixed"):
+        g = make("budget", budget=st.leaf(60) // 10, policy=policy)(model, params, x, y)
+        for k in full.grads:
+            assert np.abs(g.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k
+
+
+def test_budget_errors():
+    model = bptt.Model(3, [bptt.rnn("lstm", 4), bptt.Dense(2)], loss="mse")
+    params = model.init_params(0)
+    x, y = np.zeros((10, 2, 3)), np.zeros((10, 2, 2))
+    with pytest.raises(
+        BpttError, match=r"memory budget: expected at least .* one step's caches\), received 0.00 MiB \(10 bytes\)"
+    ):
+        make("budget", budget=10)(model, params, x, y)
+    bi = bptt.Model(3, [bptt.rnn("lstm", 4, bidirectional=True), bptt.Dense(2)], loss="mse")
+    with pytest.raises(BpttError, match="budget: expected a unidirectional model"):
+        make("budget", budget="1MB")(bi, bi.init_params(0), x, y)
+    with pytest.raises(BpttError, match="memory policy: expected one of revolve, mixed, received 'mix'"):
+        make("budget", budget="1MB", policy="mix")
+
+
+def test_parse_bytes():
+    assert parse_bytes("64MB") == 64 * 10**6 and parse_bytes("1.5GiB") == int(1.5 * 2**30)
+    assert parse_bytes("800kb") == 800_000 and parse_bytes(4096) == 4096 and parse_bytes("512") == 512
+    for bad in ("lots", "-3MB", 0, "1.5TB"):
+        with pytest.raises(BpttError, match="memory budget: expected"):
+            parse_bytes(bad)
+
+
+def test_plans_walk_like_their_trees():
+    p = plan(50, STORAGE.leaf(50) // 5, STORAGE, "mixed")
+    leaves, stack = [], [p.root]
+    while stack:
+        n = expand(stack.pop())
+        if isinstance(n, Leaf):
+            leaves.append((n.a, n.b))
+        else:
+            assert isinstance(n, Split) and n.a <= n.y < n.b
+            stack.append(n.right)
+            if n.left is not None:
+                stack.append(n.left)
+    assert sorted(leaves) == sorted(set(leaves)) and sum(b - a for a, b in leaves) == 50  # each step recorded once
+    assert comb(4, 2) == 6  # (math.comb, as the closed form uses)
