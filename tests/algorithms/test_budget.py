@@ -3,7 +3,7 @@ search), and the executor against full BPTT on every unidirectional case, every 
 the smallest, both policies."""
 
 import heapq
-from functools import lru_cache
+from functools import cache
 from math import comb
 
 import numpy as np
@@ -18,7 +18,7 @@ from bptt.errors import BpttError
 
 
 # ---- revolve -------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def t_recursion(l, s):
     """Griewank's recursion: advances to reverse l steps with s states held at once."""
     if l == 1:

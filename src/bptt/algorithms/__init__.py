@@ -18,6 +18,7 @@ from .truncated import TBPTT, TBPTTStream, tbptt
 
 __all__ = [
     "ARTBP",
+    "Budget",
     "REGISTRY",
     "TBPTT",
     "Algorithm",
