@@ -129,6 +129,37 @@ def _cmd_warm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import Dense, Model, rnn
+    from .algorithms.budget import measure_storage, parse_bytes
+    from .algorithms.plan import plan
+
+    budget = parse_bytes(args.budget, "--budget")
+    tokens = not args.inputs
+    model = Model(
+        args.inputs or args.vocab, [*rnn(args.cell, args.hidden, args.layers), Dense(args.vocab)], tokens=tokens
+    )
+    params = model.init_params(np.random.default_rng(0), args.dtype)
+    st = measure_storage(model, params, args.batch)
+    T = args.length
+    full = st.leaf(T)
+    plans = [(policy.strip(), plan(T, budget, st, policy.strip())) for policy in args.policy.split(",")]
+    print(
+        f"bptt plan: {args.layers}x{args.cell} {args.hidden}, batch {args.batch}, {T} steps, {args.dtype}: a stored state "
+        f"{st.state:,} bytes, a recorded step {st.step:,} bytes (+{st.segment:,} per segment)"
+    )
+    print(f"  full BPTT: {T} forward steps (1.000 per step), {full / 2**20:.2f} MiB of tapes")
+    for policy, p in plans:
+        name = policy if p.policy != "full" else f"{policy} (the budget holds full BPTT)"
+        print(
+            f"  {name}: {p.states} stored states, {p.forward_steps} forward steps ({p.forward_steps / T:.3f} per step), "
+            f"peak {p.peak_bytes / 2**20:.2f} MiB ({p.peak_bytes / full:.1%} of full BPTT) within {budget / 2**20:.2f} MiB"
+        )
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json as _json
 
@@ -204,6 +235,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-variants", action="store_true", help="only the standard sweep")
     g.set_defaults(func=_cmd_gradcheck)
+
+    pl = sub.add_parser(
+        "plan",
+        parents=[debug],
+        help="how memory-budgeted BPTT would run: stored states, forward steps, peak memory",
+        description="The plan of memory-budgeted BPTT (--memory-budget in bptt train) for a model and batch: the "
+        "states it stores, the forward steps it runs per step, its predicted peak bytes, beside full BPTT's. "
+        "Policies: revolve (Griewank's binomial checkpointing) and mixed (after Gruslys et al. 2016; NOTICE: "
+        "patents US 11,256,990 B2 and EP 3446260 B1 claim choosing what to store during BPTT from a memory "
+        "allocation; judge for your jurisdiction).",
+    )
+    pl.add_argument("--cell", default="lstm", help="elman, jordan, gru or lstm (default lstm)")
+    pl.add_argument("--hidden", type=integer(1), default=256, help="units per layer (default 256)")
+    pl.add_argument("--layers", type=integer(1), default=1, help="stacked layers (default 1)")
+    pl.add_argument("--batch", type=integer(1), default=32, help="sequences per batch (default 32)")
+    pl.add_argument("--length", type=integer(1), default=1000, help="time steps T (default 1000)")
+    pl.add_argument("--vocab", type=integer(1), default=65, help="token vocabulary = outputs (default 65)")
+    pl.add_argument("--inputs", type=integer(1), default=None, help="float inputs of this width instead of tokens")
+    pl.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="(default float32)")
+    pl.add_argument("--budget", required=True, help="bytes for stored states and tapes, e.g. 8MB, 1GiB")
+    pl.add_argument("--policy", default="revolve,mixed", help="revolve, mixed, or both (default)")
+    pl.set_defaults(func=_cmd_plan)
 
     w = sub.add_parser(
         "warm",

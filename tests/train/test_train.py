@@ -439,3 +439,22 @@ def test_cli_tbptt_char_lstm_on_tiny_shakespeare_beats_the_unigram_baseline(tmp_
     assert (cfg["algorithm"], cfg["k1"], cfg["k2"], cfg["batching"] or "stream") == ("tbptt", 25, 25, "stream")
     val = [json.loads(ln) for ln in open(out / "metrics.jsonl") if '"val"' in ln][-1]["loss"]
     assert val < unigram - 0.5, (val, unigram)
+
+
+def test_a_memory_budget_trains_like_full_bptt(tmp_path, text_file, capsys):
+    """float64, same seed: the losses of a run within a small budget (mixed, and revolve) and of
+    one without agree to 1e-11 (the gradients differ in summation order only), and the run
+    says how it trains."""
+    runs = {}
+    for name, extra in (
+        ("full", {}),
+        ("mixed", dict(memory_budget="20KB", memory_policy="mixed")),
+        ("revolve", dict(memory_budget="20KB")),
+    ):
+        Trainer(small(tmp_path / name, data=text_file, steps=15, eval_every=5, **extra)).run()
+        runs[name] = [json.loads(ln)["loss"] for ln in open(tmp_path / name / "metrics.jsonl") if '"train"' in ln]
+    for name in ("mixed", "revolve"):
+        np.testing.assert_allclose(runs[name], runs["full"], rtol=1e-11)
+    assert "within 20KB (mixed)" in capsys.readouterr().out
+    assert main(["train", "--data", text_file, "--memory-budget", "1KB", "--out", str(tmp_path / "x")]) == 2
+    assert "memory budget: expected at least" in capsys.readouterr().err and not (tmp_path / "x").exists()

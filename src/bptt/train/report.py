@@ -17,6 +17,8 @@ def describe_algorithm(cfg: TrainConfig) -> str:
         how = f"TBPTT(k1={cfg.k1}, k2={cfg.k2})"
     elif cfg.algorithm in ("random", "artbp"):
         how = f"{cfg.algorithm} truncation, c = {cfg.truncation_prob:g}"
+    elif cfg.memory_budget:
+        how = f"full BPTT per batch within {cfg.memory_budget} ({cfg.memory_policy})"
     else:
         how = "full BPTT per batch"
     return how + ("; batch update per pass" if cfg.update == "batch" else "; online update per batch")

@@ -120,9 +120,14 @@ class Trainer:
         self.run_dir = _new_run_dir(self.cfg)
         self.task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
         self.model = self.task.build_model()
-        self.algorithm = algorithms.make(self.cfg.algorithm, **self.cfg.algorithm_options())
+        self.algorithm = algorithms.make(self.cfg.algorithm_name(), **self.cfg.algorithm_options())
         if self.algorithm.stateful and self.task.mode == "stream":
             algorithms.truncated.check_streamable(self.model, self.cfg.algorithm)
+        if isinstance(self.algorithm, algorithms.Budget):  # a budget too small is refused before anything runs
+            if self.model.bidirectional:
+                raise BpttError("memory_budget: expected a unidirectional model, received a bidirectional one")
+            p0 = self.model.init_params(np.random.default_rng(0), self.cfg.dtype)
+            self.algorithm.plan_for(self.model, p0, self.cfg.seq_len, self.cfg.batch_size)
         self._continuing = False  # a stateful algorithm's stream is running (its state is its own)
         # online: an update per batch; batch: an update per pass over the data (all its segments)
         self.batches_per_update = self.task.steps_per_epoch() if self.cfg.update == "batch" else 1
