@@ -229,13 +229,16 @@ class Model:
         mask: np.ndarray | None,
         state0: ModelState,
         keep: bool = True,
-        scan: Callable = scan_forward,
-    ) -> tuple[np.ndarray, ModelState, list]:
+        state_only: bool = False,
+    ) -> tuple[np.ndarray | None, ModelState, list]:
         """Run every level over the segment. Returns the last level's output (T, B, K), the
-        final state of every direction, and the tapes for `backward_levels` (if keep)."""
+        final state of every direction, and the tapes for `backward_levels` (if keep).
+        state_only: for the final states alone (memory-budgeted BPTT's advances): the levels up
+        to the last recurrent one, whose outputs are not kept (output None, no tapes)."""
         tapes: list = []
         final: ModelState = {}
-        for lv in self.levels:
+        last = max(i for i, lv in enumerate(self.levels) if lv.recurrent) if state_only else len(self.levels)
+        for i, lv in enumerate(self.levels[: last + 1]):
             if not lv.recurrent:
                 x, cache = lv.forward(lv.sub(params), x)
                 tapes.append(cache if keep else None)
@@ -244,9 +247,13 @@ class Model:
             for d in lv.directions:
                 p = lv.sub(params, d.prefix)
                 xp = d.cell.project(p, x)  # (T, B, G): one matrix product for all steps
-                out, final[d.key], tape = scan(d.cell, p, xp, state0[d.key], mask, d.reverse, keep)
+                out, final[d.key], tape = scan_forward(
+                    d.cell, p, xp, state0[d.key], mask, d.reverse, keep and not state_only, i < last
+                )
                 outs.append(out)
                 dir_tapes.append(tape)
+            if state_only and i == last:
+                return None, final, []
             tapes.append((x, dir_tapes) if keep else None)
             x = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=-1)
         return x, final, tapes

@@ -13,7 +13,8 @@ both and compare. `defaults()` puts the references back, `installed(...)` for a 
 
 Implementations of a cell (`implementation`) follow the cell contract (bptt.cells.base) and may
 offer more, which the time loop uses where present (bptt.scan): a whole compiled forward scan
-(`forward_scan`, unmasked, tape kept) and a consumed backward scan of its tape (`backward_scan`:
+(`forward_scan`, unmasked, tape kept; with `ring=True` the final state alone, in two steps'
+buffers) and a consumed backward scan of its tape (`backward_scan`:
 the tape's buffers overwritten by the gradients, the recurrent weights' gradient as one product).
 """
 
@@ -69,8 +70,14 @@ def _implementation(cell: Any, dtype: Any) -> Any:
 
 
 def _release() -> None:
-    """Give back memory kept for later steps (a buffer pool's idle arrays): memory-budgeted BPTT
-    calls it between segments. By default there is none."""
+    """Give back memory kept for later steps (a buffer pool's idle arrays). By default there is
+    none."""
+
+
+def _memory_limit(nbytes: int | None) -> None:
+    """From now on, keep at most `nbytes` in buffers kept for reuse, those in use included
+    (None: no limit): memory-budgeted BPTT sets it to what its plan leaves. By default nothing
+    is kept."""
 
 
 def _step_context(model: Any, params: Any, mask: Any) -> contextlib.AbstractContextManager:
@@ -88,10 +95,12 @@ DEFAULTS: dict[str, Callable] = {
     "implementation": _implementation,
     "step_context": _step_context,
     "release": _release,
+    "memory_limit": _memory_limit,
 }
 
 empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
 softmax_xent, implementation, step_context, release = _softmax_xent, _implementation, _step_context, _release
+memory_limit = _memory_limit
 
 _loader: Callable[[], None] | None = None
 

@@ -6,7 +6,8 @@ These two loops are the core of full BPTT; the other gradient algorithms order t
 Faster implementations. The loops run a cell's steps through `ops.implementation(cell, dtype)`:
 the cell itself (its NumPy math), or a stand-in with the same contract that bptt.fast offers for
 the built-in cells in float32. Where that stand-in also has a whole compiled scan
-(`forward_scan`: unmasked, tape kept; `backward_scan`: a tape used once), the loop hands it the
+(`forward_scan`: unmasked, tape kept, or with `ring` the final state alone in two steps'
+buffers; `backward_scan`: a tape used once), the loop hands it the
 segment; its tape then reads the per-step caches on demand from the scan's buffers, so the
 step-by-step backward (TBPTT k1 < k2) uses it unchanged.
 
@@ -48,29 +49,40 @@ def scan_forward(
     mask: np.ndarray | None = None,
     reverse: bool = False,
     keep: bool = True,
-) -> tuple[np.ndarray, Any, Tape | None]:
+    outputs: bool = True,
+) -> tuple[np.ndarray | None, Any, Tape | None]:
     """Run `cell` over xp (T, B, G) from `state`.
 
-    Returns the outputs (T, B, O), the state after the last step processed (t = T for a forward
-    scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`."""
+    Returns the outputs (T, B, O; None if not `outputs`: a scan run for its final state alone,
+    which then holds a step or two, not T), the state after the last step processed (t = T for
+    a forward scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`."""
     T, B = xp.shape[:2]
     full, empty = _mask_flags(mask, T)
     impl = ops.implementation(cell, xp.dtype)
-    if keep and T > 0 and full.all() and hasattr(impl, "forward_scan"):  # a whole compiled scan
-        fused = impl.forward_scan(params, xp, state, reverse)
+    if T > 0 and full.all() and hasattr(impl, "forward_scan"):  # a whole compiled scan
+        ring = not (keep or outputs)
+        fused = (
+            impl.forward_scan(params, xp, state, reverse, ring)
+            if ring
+            else impl.forward_scan(params, xp, state, reverse)
+        )
         if fused is not None:
-            return fused
-    outs = ops.empty((T, B, cell.output_size), xp.dtype)
+            return fused if keep else (fused[0], fused[1], None)
+    outs = ops.empty((T, B, cell.output_size), xp.dtype) if outputs or keep else None
     caches: list = [None] * T if keep else []
     for t in _order(T, reverse):
         if empty[t]:  # nothing to compute: every sequence holds its state
-            outs[t] = 0.0
+            if outs is not None:
+                outs[t] = 0.0
             continue
         new, out, cache = impl.step(params, state, xp[t])
         if not full[t]:
             m = mask[t][:, None]  # (B, 1)
             new = state_map(lambda a, b: np.where(m, a, b), new, state)
             out = np.where(m, out, 0.0)
+        if outs is None:
+            state = new
+            continue
         outs[t] = out
         if keep:
             caches[t] = cache

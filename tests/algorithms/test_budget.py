@@ -136,7 +136,7 @@ def test_budgeted_gradients_equal_full_bptt(case, policy):
     st = measure_storage(model, p.params, p.x.shape[1], p.mask is not None)
     top = [lv for lv in model.recurrent_levels][-1].name
     for budget in sorted(
-        {st.leaf(1), st.leaf(1) + st.state, st.leaf(2) + 2 * st.state, st.leaf(T) // 2, st.leaf(T) + 1}
+        {st.leaf(1), st.leaf(1) + st.state, st.leaf(2) + 2 * st.state, max(st.leaf(T) // 2, st.leaf(1)), st.leaf(T) + 1}
     ):
         algo = make("budget", budget=budget, policy=policy)
         g = algo(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)

@@ -24,7 +24,9 @@ stored states and recorded tapes at their peak (`stats["peak_bytes"]`).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import tracemalloc
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,23 +84,71 @@ def _base(a: np.ndarray) -> np.ndarray:
 
 
 def measure_storage(model: Model, params: Params, B: int, masked: bool = False) -> Storage:
-    """The bytes a plan stores, measured on the model: its carried state at batch B, and the
-    tapes of recorded segments of one and of two steps (a step's caches, and the fixed part).
-    masked: with a mask that holds some sequences at every step (a held state is an array of
-    its own: the most a masked step keeps)."""
+    """The bytes a plan holds, measured on the model at batch B: its carried state, and, by
+    running them (tracemalloc's peak over each, the buffer pool emptied first), a recorded
+    segment of one and of two steps from its forward to the end of its backward (the tapes,
+    the loss gradient and the backward's own arrays: a step's part and the fixed part) and an
+    advance of two and of four steps (Storage.advance: per step; its fixed part is no more
+    than a recorded segment's). masked: with a mask that holds some sequences at every step
+    (a held state is an array of its own: the most a masked step keeps). Not counted: the
+    weights, their gradients (the result) and the batch, which the caller holds anyway."""
     dtype = model.check_params(params)
     state, _ = model.initial_state(params, B)
-    sizes = []
-    for n in (1, 2):
+    grads = model.zero_grads(params)
+
+    def batch(n: int) -> tuple:
         x = np.zeros((n, B), np.int64) if model.tokens else np.zeros((n, B, model.input_size), dtype)
         mask = None
         if masked and B > 1:
             mask = np.ones((n, B), bool)
             mask[:, 0] = False
-        _, _, tapes = model.forward_levels(params, x, mask, state, keep=True)
-        sizes.append(nbytes(tapes, (x, mask)))
-    step = max(sizes[1] - sizes[0], 1)
-    return Storage(state=max(nbytes(state), 1), step=step, segment=max(sizes[0] - step, 0))
+        K = model.output_size
+        lead = (n, B) if model.loss_fn.at == "every" else (B,)
+        targets = np.zeros(lead, np.int64) if model.loss_fn.kind == "ce" else np.zeros((*lead, K), dtype)
+        return x, mask, targets
+
+    def record(n: int) -> int:
+        x, mask, targets = batch(n)
+        with _traced() as peak:
+            y, _, tapes = model.forward_levels(params, x, mask, state, keep=True)
+            _, dy = model.loss_fn.segment(y, targets, mask, 0, n, n * B)
+            del y
+            model.backward_levels(params, tapes, dy, None, grads, _consume)
+            del tapes, dy
+        return peak()
+
+    def advance(n: int) -> int:
+        x, mask, _ = batch(n)
+        with _traced() as peak:
+            model.forward_levels(params, x, mask, state, keep=False, state_only=True)
+        return peak()
+
+    record(1), advance(2)  # (the first run may load compiled kernels, which is not the step's memory)
+    one, two = record(1), record(2)
+    step = max(two - one, 1)
+    a2, a4 = advance(2), advance(4)
+    return Storage(max(nbytes(state), 1), step, max(one - step, 0), max((a4 - a2) // 2, 1))
+
+
+@contextlib.contextmanager
+def _traced():
+    """Within: the arrays allocated are traced (tracemalloc, started here unless it runs
+    already); yields a function giving the peak of what was allocated since entering. The
+    buffer pool is emptied first, so that what a probe asks of it is allocated."""
+    ops.release()
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    result = [0]
+    try:
+        yield lambda: result[0]
+    finally:
+        result[0] = max(0, tracemalloc.get_traced_memory()[1] - base)
+        if started:
+            tracemalloc.stop()
+        ops.release()
 
 
 @register
@@ -141,7 +191,9 @@ class Budget(Algorithm):
 
 
 def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, dict[str, int]]:
-    """Run plan p on a checked batch b: (the gradient, counts)."""
+    """Run plan p on a checked batch b: (the gradient, counts). Buffers kept for reuse (ops'
+    memory_limit) stay within what the plan leaves beside the stored states, plus the
+    gradient arrays."""
     T, B = b.x.shape[:2]
     n = (
         int(np.count_nonzero(b.mask))
@@ -149,57 +201,69 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
         else (T * B if model.loss_fn.at == "every" else B)
     )
     grads = model.zero_grads(params)
+    beside = nbytes(grads)  # held throughout, outside the plan
     stored: dict[int, Any] = {0: b.state0}  # checkpoints by time index (the initial state given)
-    live = {"bytes": 0, "peak": 0, "forward": 0}
+    live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}
     dstate: ModelState | None = None  # dL/d(state at the right end of what is left): zero at T
     final: ModelState | None = None
     loss = 0.0
 
-    def seg(a: int, e: int):
-        return b.x[a:e], None if b.mask is None else b.mask[a:e]
-
     def forward(a: int, e: int, state: Any, keep: bool):
-        xs, ms = seg(a, e)
         live["forward"] += e - a
-        return model.forward_levels(params, xs, ms, state, keep=keep)
+        ms = None if b.mask is None else b.mask[a:e]
+        return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep)
 
-    def held(delta: int) -> None:
-        live["bytes"] += delta
-        live["peak"] = max(live["peak"], live["bytes"])
+    def held(kind: str, delta: int) -> None:
+        live[kind] += delta
+        live["peak"] = max(live["peak"], live["states"] + live["tapes"])
+        ops.memory_limit(beside + p.peak_bytes - live["states"])
 
+    def advance(a: int, e: int, state: Any) -> Any:
+        """The state at e from the one at a, keeping no tape, in pieces that fit the part of the
+        plan's peak not in use (Storage.advance per step, beside a segment's fixed part)."""
+        piece = max(1, (p.peak_bytes - live["states"] - p.storage.segment) // p.storage.advance)
+        while a < e:
+            k = min(piece, e - a)
+            _, state, _ = forward(a, a + k, state, keep=False)
+            a += k
+        return state
+
+    held("states", 0)
     stack: list = [("node", p.root, None)]  # (kind, node, the state at node.a when already at hand)
-    while stack:
-        kind, node, state = stack.pop()
-        if kind == "free":
-            held(-nbytes(stored.pop(node)))
-            continue
-        node = expand(node)
-        start = stored[node.a] if state is None else state
-        if isinstance(node, Leaf):
-            y, last, tapes = forward(node.a, node.b, start, keep=True)
-            size = nbytes(tapes, (b.x, b.mask))
-            held(size)
-            if node.b == T:
-                final = last
-            part, dy = model.loss_fn.segment(y, b.targets, b.mask, node.a, T, n)
-            loss += part
-            # each segment's tapes are used once (a compiled scan may take their buffers)
-            dstate = model.backward_levels(params, tapes, dy, dstate, grads, _consume)
-            del tapes, y, dy
-            held(-size)
-            ops.release()
-            continue
-        _, at_y, _ = forward(node.a, node.y, start, keep=False)  # advance, keeping no tape
-        ops.release()
-        if node.left is not None:
-            stack.append(("node", node.left, None))
-        if node.store:
-            stored[node.y] = at_y
-            held(nbytes(at_y))
-            stack.append(("free", node.y, None))
-            stack.append(("node", node.right, None))
-        else:  # the right part starts from the state just reached
-            stack.append(("node", node.right, at_y))
+    try:
+        while stack:
+            kind, node, state = stack.pop()
+            if kind == "free":
+                held("states", -nbytes(stored.pop(node)))
+                continue
+            node = expand(node)
+            start = stored[node.a] if state is None else state
+            if isinstance(node, Leaf):
+                y, last, tapes = forward(node.a, node.b, start, keep=True)
+                size = nbytes(tapes, (b.x, b.mask))
+                held("tapes", size)
+                if node.b == T:
+                    final = _compact(last)  # (not a row of the segment's buffers, which go back now)
+                del last
+                part, dy = model.loss_fn.segment(y, b.targets, b.mask, node.a, T, n)
+                loss += part
+                # each segment's tapes are used once (a compiled scan may take their buffers)
+                dstate = model.backward_levels(params, tapes, dy, dstate, grads, _consume)
+                del tapes, y, dy
+                held("tapes", -size)
+                continue
+            at_y = advance(node.a, node.y, start)
+            if node.left is not None:
+                stack.append(("node", node.left, None))
+            if node.store:
+                stored[node.y] = at_y = _compact(at_y)
+                held("states", nbytes(at_y))
+                stack.append(("free", node.y, None))
+                stack.append(("node", node.right, None))
+            else:  # the right part starts from the state just reached
+                stack.append(("node", node.right, at_y))
+    finally:
+        ops.memory_limit(None)
     model.add_init_grads(grads, dstate, b.given)
     stats = {
         "forward_steps": live["forward"],
@@ -208,6 +272,12 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
         "planned_peak_bytes": p.peak_bytes,
     }
     return Gradient(loss / n, grads, dstate, final), stats
+
+
+def _compact(state: ModelState) -> ModelState:
+    """A state of arrays of its own (a scan's final state may be a row of its buffers, which
+    would stay held with it)."""
+    return {k: type(v)(*(np.array(a, copy=True) for a in v)) for k, v in state.items()}
 
 
 def _consume(cell, params, tape, douts, dstate, grads):

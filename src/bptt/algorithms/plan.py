@@ -58,11 +58,13 @@ POLICIES = ("revolve", "mixed")
 @dataclass(frozen=True)
 class Storage:
     """Bytes of what a plan stores, measured on the model: a carried state (all levels),
-    one recorded step's caches, and a recorded segment's fixed part."""
+    one recorded step's caches, and a recorded segment's fixed part; and what an advance (a
+    forward run for its final state alone) holds per step while it runs."""
 
     state: int
     step: int
     segment: int = 0
+    advance: int = 0
 
     def leaf(self, n: int) -> int:
         """Bytes of a recorded segment of n steps."""
@@ -320,6 +322,20 @@ def measure(node: Node, storage: Storage) -> tuple[int, int]:
             stack.append((n.left, held, k))
         stack.append((n.right, held + storage.state, k + 1) if n.store else (n.right, held, k))
     return peak, depth
+
+
+def segments_plan(T: int, k: int, storage: Storage) -> Plan:
+    """Chen et al.'s (2016) segments, for comparison: the state stored every k steps on the way
+    forward, each segment recorded whole from its state (the last one straight after the
+    advance)."""
+    if k < 1:
+        raise BpttError(f"segment length: expected at least 1, received {k}")
+    bounds = list(range(0, T, k))
+    node: Node = Leaf(bounds[-1], T)
+    for a, b in zip(reversed(bounds[:-1]), reversed(bounds[1:])):
+        node = Split(a, b, T, True, node, Leaf(a, b)) if node != Leaf(b, T) else Split(a, b, T, False, node, Leaf(a, b))
+    peak, depth = measure(node, storage)
+    return Plan(T, "segments", node, count(node), peak, depth, storage)
 
 
 def count(node: Node) -> int:

@@ -13,6 +13,7 @@ import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,9 @@ def make_bptt(case: Case, params: Params, x: np.ndarray, y: np.ndarray) -> Conte
     return Contender("bptt", __version__, lambda: full_bptt(model, params, x, y), grads)
 
 
-def make_torch(case: Case, params: Params, x: np.ndarray, y: np.ndarray) -> Contender:
+def _torch_setup(case: Case, params: Params, x: np.ndarray, y: np.ndarray) -> tuple:
+    """torch's modules on bptt's weights, the one-hot inputs and targets, and the gradient
+    reader: (module, linear, xt, yt, plist, grads_of)."""
     import torch
     import torch.nn.functional as F
 
@@ -78,6 +81,26 @@ def make_torch(case: Case, params: Params, x: np.ndarray, y: np.ndarray) -> Cont
     yt = torch.from_numpy(y).reshape(-1)
     plist = list(module.parameters()) + list(linear.parameters())
 
+    def grads_of(step: Callable[[], Any]) -> tuple[float, dict[str, np.ndarray]]:
+        for p in plist:
+            p.grad = None
+        loss = step()
+        got = {}
+        for b, t in names.items():
+            owner, pname = t.split(".", 1)
+            got[b] = getattr(owners[owner], pname).grad.numpy().copy()
+        return float(loss.detach()), got
+
+    return module, linear, xt, yt, plist, grads_of
+
+
+def make_torch(case: Case, params: Params, x: np.ndarray, y: np.ndarray) -> Contender:
+    import torch
+    import torch.nn.functional as F
+
+    D = case.dims[0]
+    module, linear, xt, yt, plist, grads_of = _torch_setup(case, params, x, y)
+
     def step():
         for p in plist:
             p.grad = None
@@ -86,15 +109,39 @@ def make_torch(case: Case, params: Params, x: np.ndarray, y: np.ndarray) -> Cont
         loss.backward()
         return loss
 
-    def grads():
-        loss = step()
-        got = {}
-        for b, t in names.items():
-            owner, pname = t.split(".", 1)
-            got[b] = getattr(owners[owner], pname).grad.numpy().copy()
-        return float(loss.detach()), got
+    return Contender("torch", torch.__version__, step, lambda: grads_of(step))
 
-    return Contender("torch", torch.__version__, step, grads)
+
+def make_torch_checkpoint(case: Case, params: Params, x: np.ndarray, y: np.ndarray, k: int) -> Contender:
+    """torch's own answer to long sequences: torch.utils.checkpoint over segments of k steps
+    (each segment's module, readout and loss run again in the backward pass)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    (D, H, _, _), (T, B) = case.dims, x.shape
+    module, linear, xt, yt, plist, grads_of = _torch_setup(case, params, x, y)
+    lstm = case.cell == "lstm"
+
+    def segment(xs, ys, *state):
+        out, new = module(xs, state if lstm else state[0])
+        loss = F.cross_entropy(linear(out).reshape(-1, D), ys, reduction="sum")
+        return (loss, *(new if lstm else (new,)))
+
+    def step():
+        for p in plist:
+            p.grad = None
+        state = tuple(torch.zeros(1, B, H) for _ in range(2 if lstm else 1))
+        total = 0.0
+        for a in range(0, T, k):
+            e = min(a + k, T)
+            part, *state = checkpoint(segment, xt[a:e], yt[a * B : e * B], *state, use_reentrant=False)
+            total = total + part
+        loss = total / (T * B)
+        loss.backward()
+        return loss
+
+    return Contender("torch checkpoint", torch.__version__, step, lambda: grads_of(step))
 
 
 def make_jax(case: Case, params: Params, x: np.ndarray, y: np.ndarray) -> Contender:

@@ -60,7 +60,14 @@ def load() -> None:
         implementation=_implementation,
         step_context=_step_context,
         release=pool.buffers.clear,
+        memory_limit=_memory_limit,
     )
+
+
+def _memory_limit(nbytes: int | None) -> None:
+    from . import pool
+
+    pool.buffers.set_limit(nbytes)
 
 
 def _kernels() -> Any:

@@ -6,7 +6,8 @@ whose `step` and `step_back` do the elementwise part in one compiled pass (rows.
 offers the time loop (bptt.scan) two more things:
 
 - `forward_scan`: an unmasked forward scan that keeps its tape, as one compiled loop (scans.py),
-  or split by hidden units between the engine's threads (split.py) within a step on the engine.
+  or split by hidden units between the engine's threads (split.py) within a step on the engine;
+  with `ring`, run for its final state alone, in buffers of two steps.
   The tape's caches are read on demand from the scan's buffers (`StepCaches`), so a step-by-step
   backward (TBPTT k1 < k2) uses them unchanged.
 - `backward_scan`: the consumed backward scan of such a tape (full BPTT, randomized truncation):
@@ -101,14 +102,24 @@ class _Fast:
         units' columns of W_hh (gates * H, n)."""
         H = self.cell.hidden_size
         W, units = params["W_hh"], engine.share(H, part, P)
-        return gemm.panels(W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units])
+        memo, key = engine.memo(), (id(W), part, P, forward)  # the weights hold still within a step
+        if key in memo and memo[key][0] is W:
+            return memo[key][1]
+        packed = gemm.panels(W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units])
+        memo[key] = (W, packed)
+        return packed
 
-    def _buffers(self, xp: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The input rows (src, idx) and, from the pool, the gate buffer and the outputs."""
+    def _buffers(self, xp: Any, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The input rows (src, idx) and, from the pool, the gate buffer and the outputs (T rows,
+        or a ring of `rows`: scans.py)."""
         src, idx = scan_rows(xp)
-        T, B = idx.shape
-        H = self.cell.hidden_size
-        return src, idx, pool.empty((T, B, self.work * H), xp.dtype), pool.empty((T, B, H), xp.dtype)
+        B, H = idx.shape[1], self.cell.hidden_size
+        return src, idx, pool.empty((rows, B, self.work * H), xp.dtype), pool.empty((rows, B, H), xp.dtype)
+
+    @staticmethod
+    def _rows(T: int, ring: bool) -> int:
+        """Rows of a forward scan's buffers: T, or two for a scan run for its final state."""
+        return min(T, 2) if ring else T
 
     def _weight_grad(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
         """After a consumed backward scan whose work rows hold dL/dxp_t, also the gradient at
@@ -142,11 +153,11 @@ class FastLSTM(_Fast):
         grads["W_hh"] += da.T @ h_prev
         return LSTMState(da @ params["W_hh"], dc_prev), da
 
-    def forward_scan(self, params: Params, xp: Any, state: LSTMState, reverse: bool):
+    def forward_scan(self, params: Params, xp: Any, state: LSTMState, reverse: bool, ring: bool = False):
         if not (SCANS and switch.scans_on()):
             return None
-        src, idx, work, outs = self._buffers(xp)
-        T, B = idx.shape
+        T, B = xp.shape[:2]
+        src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
         cs = pool.empty(outs.shape, xp.dtype)
         if engine.engaged():  # split by hidden units between the engine's threads
@@ -163,7 +174,9 @@ class FastLSTM(_Fast):
             p = previous_step(t, T, reverse)
             return LSTMCache(h0, c0, work[t], cs[t]) if p is None else LSTMCache(outs[p], cs[p], work[t], cs[t])
 
-        last = 0 if reverse else T - 1
+        last = (0 if reverse else T - 1) % outs.shape[0]
+        if ring:
+            return None, LSTMState(outs[last], cs[last]), None
         return (
             outs,
             LSTMState(outs[last], cs[last]),
@@ -223,11 +236,11 @@ class FastGRU(_Fast):
         grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
         return work[..., : 3 * H]
 
-    def forward_scan(self, params: Params, xp: Any, state: GRUState, reverse: bool):
+    def forward_scan(self, params: Params, xp: Any, state: GRUState, reverse: bool, ring: bool = False):
         if not (SCANS and switch.scans_on()):
             return None
-        src, idx, work, outs = self._buffers(xp)
-        T, B = idx.shape
+        T, B = xp.shape[:2]
+        src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         H = self.cell.hidden_size
         h0 = np.ascontiguousarray(state.h)
         b_hn = np.ascontiguousarray(params["b_hh"][2 * H :])
@@ -246,6 +259,8 @@ class FastGRU(_Fast):
             p = previous_step(t, T, reverse)
             return GRUCache(h0 if p is None else outs[p], work[t])
 
+        if ring:
+            return None, GRUState(outs[(0 if reverse else T - 1) % outs.shape[0]]), None
         return (
             outs,
             GRUState(outs[0 if reverse else T - 1]),
@@ -294,11 +309,11 @@ class FastElman(_Fast):
         grads["W_hh"] += delta.T @ cache.h_prev
         return ElmanState(delta @ params["W_hh"]), delta
 
-    def forward_scan(self, params: Params, xp: Any, state: ElmanState, reverse: bool):
+    def forward_scan(self, params: Params, xp: Any, state: ElmanState, reverse: bool, ring: bool = False):
         if not (SCANS and switch.scans_on()):
             return None
-        src, idx, work, outs = self._buffers(xp)
-        T = idx.shape[0]
+        T = xp.shape[0]
+        src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         h0 = np.ascontiguousarray(state.h)
         if engine.engaged():
 
@@ -313,6 +328,8 @@ class FastElman(_Fast):
             p = previous_step(t, T, reverse)
             return ElmanCache(h0 if p is None else outs[p], work[t])
 
+        if ring:
+            return None, ElmanState(outs[(0 if reverse else T - 1) % outs.shape[0]]), None
         return outs, ElmanState(outs[0 if reverse else T - 1]), Tape(StepCaches(cache, T), None, reverse, (work, h0))
 
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: ElmanState, grads: Params):

@@ -160,12 +160,18 @@ def scan_parts(fn: Callable[..., int], *args: Any, own: Callable[[int, int], tup
     P = parts()
     bar = np.array([0, 0, _YIELDS], np.int64)  # steps finished (summed over parts), abort flag, most yields
 
+    step_memo = memo()  # the caller's, also in the engine's threads
+
     def part(p: int) -> int:
+        mine = getattr(_local, "memo", None)
+        _local.memo = step_memo
         try:
             return fn(*args, p, P, *own(p, P), bar.ctypes.data)
         except BaseException:
             bar[1] = 1  # the other parts stop waiting for this one
             raise
+        finally:
+            _local.memo = mine
 
     codes = run([(lambda p=p: part(p)) for p in range(P)])
     if any(c != 0 for c in codes):
@@ -202,12 +208,19 @@ def _blas_threads() -> int:
 @contextmanager
 def split(P: int) -> Iterator[None]:
     """The calling thread's work split into P parts without touching BLAS's thread count (tests)."""
-    old = getattr(_local, "parts", 0)
-    _local.parts = P
+    old, memo = getattr(_local, "parts", 0), getattr(_local, "memo", None)
+    _local.parts, _local.memo = P, {}
     try:
         yield
     finally:
-        _local.parts = old
+        _local.parts, _local.memo = old, memo
+
+
+def memo() -> dict:
+    """What the calling thread's step keeps for its own duration (the packed weights of its
+    scans: a step that runs many short segments packs them once); empty off the engine."""
+    m = getattr(_local, "memo", None)
+    return {} if m is None else m
 
 
 @contextmanager

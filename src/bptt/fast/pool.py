@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -26,14 +27,18 @@ class BufferPool:
 
     `empty(shape, dtype)` returns an array that no one else holds: a pooled one of that shape
     and dtype whose only references are the pool's (every view of an array holds its base, so a
-    returned output, a tape or a gradient view keeps its buffer out of reuse), else a new one.
+    returned output, a tape or a gradient view keeps its buffer out of reuse), else the front of
+    the smallest such array of that dtype that is larger (segments of differing lengths, as
+    memory-budgeted BPTT runs them, reuse the same buffers), else a new one.
     Contents are undefined, as with np.empty. Arrays under `min_bytes` (256 KiB) are left to
     malloc; the pool keeps at most `size` arrays, dropping the least recently used unreferenced
-    ones first.
+    ones first, and, where `limit` is set, drops idle arrays (least recently used first) before
+    a new one would take its arrays beyond `limit` bytes (memory-budgeted BPTT sets it).
     """
 
     def __init__(self, size: int = 32, min_bytes: int = 1 << 18) -> None:
         self.size, self.min_bytes = size, min_bytes
+        self.limit: int | None = None
         self._arrays: list[np.ndarray] = []
         self._lock = threading.Lock()
         self._idle = self._references([np.empty(1)], 0)  # an array only a list holds
@@ -52,10 +57,20 @@ class BufferPool:
             return np.empty(shape, dtype)
         arrays = self._arrays
         with self._lock:
-            for i in range(len(arrays) - 1, -1, -1):
-                if arrays[i].shape == shape and arrays[i].dtype == dtype and self._free(i):
+            n, fit = math.prod(shape), -1
+            for i in range(len(arrays) - 1, -1, -1):  # (no name may hold an array while it is tested)
+                if arrays[i].dtype != dtype or arrays[i].size < n or not self._free(i):
+                    continue
+                if arrays[i].shape == shape:
                     arrays.append(arrays.pop(i))
                     return arrays[-1]
+                if fit < 0 or arrays[i].size < arrays[fit].size:
+                    fit = i
+            if fit >= 0:  # the front of the smallest idle array that holds it (it stays in use while this lives)
+                arrays.append(arrays.pop(fit))
+                return arrays[-1].reshape(-1)[:n].reshape(shape)
+            if self.limit is not None:
+                self._make_room(n * dtype.itemsize, self.limit)
             arrays.append(np.empty(shape, dtype))
             while len(arrays) > self.size:
                 free = [i for i in range(len(arrays) - 1) if self._free(i)]
@@ -67,9 +82,55 @@ class BufferPool:
         a.fill(0)
         return a
 
-    def clear(self) -> None:
+    def _make_room(self, need: int, limit: int) -> None:
+        """Drop idle arrays, least recently used first, until `need` more bytes fit in `limit`
+        (or none is idle)."""
+        arrays = self._arrays
+        total = sum(arrays[i].nbytes for i in range(len(arrays)))
+        i, dropped = 0, False
+        while total + need > limit and i < len(arrays):
+            if self._free(i):
+                total -= arrays.pop(i).nbytes
+                dropped = True
+            else:
+                i += 1
+        if dropped:
+            _trim()
+
+    def set_limit(self, limit: int | None) -> None:
+        """Set `limit` (None: none), dropping idle arrays beyond it now."""
         with self._lock:
-            self._arrays.clear()
+            self.limit = limit
+            if limit is not None:
+                self._make_room(0, limit)
+
+    def clear(self) -> None:
+        """Drop the idle arrays (those still referenced stay: they are someone's) and hand the
+        heap's free memory back to the system."""
+        with self._lock:
+            self._make_room(1, 0)
+
+
+def _trim() -> None:
+    """Hand the heap's free memory back to the system (glibc's malloc_trim). A freed array of
+    a few MB may otherwise stay in the heap: glibc raises its mmap threshold to the size of the
+    largest block freed and trims the heap only above twice that, so a process that runs
+    segments of differing lengths (memory-budgeted BPTT) would hold memory no budget counts."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _glibc() -> Any:
+    try:
+        import ctypes
+
+        lib = ctypes.CDLL(None)
+        return lib if hasattr(lib, "malloc_trim") else None
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return None
+
+
+_libc = _glibc()
 
 
 buffers = BufferPool()

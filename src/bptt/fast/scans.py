@@ -9,6 +9,11 @@ scan); the step before t is t-1 (or t+1); the first step reads the initial state
 and idx (T, B) give step t's input projection rows src[idx[t, b]]: the (V, G) token table and
 the tokens, or a dense (T*B, G) projection and arange(T*B). All arrays C-contiguous float32.
 
+_RING: a forward scan's T is idx's; its work, cs and outs may have fewer rows, each a ring that
+holds step t in row t % rows (at least 2 rows for outs and cs, whose previous row step t reads;
+the split scans' barrier keeps a row from being overwritten while another part reads it): a
+scan run only for its final state (memory-budgeted BPTT's advances) keeps two steps, not T.
+
 AVAILABLE is False where NumPy's OpenBLAS is not found or no disk cache can be written
 (compiling these at every start would cost about 12 s); the Python time loops then run.
 """
@@ -70,8 +75,9 @@ if AVAILABLE:
 
     @inline
     def _before(first, seq, s, T, reverse):
-        """The state step s starts from: `first` for s = 0, else seq at the step before."""
-        return first if s == 0 else seq[_at(s - 1, T, reverse)]
+        """The state step s starts from: `first` for s = 0, else seq at the step before (a
+        ring of fewer rows than T holds step t in row t % rows)."""
+        return first if s == 0 else seq[_at(s - 1, T, reverse) % seq.shape[0]]
 
     @inline
     def _scale_rows(d, scale, t):
@@ -84,16 +90,16 @@ if AVAILABLE:
 
     @jit
     def elman_scan(src, idx, W, h0, work, outs, reverse):
-        """work[t] <- h_t = tanh(xp_t + h_{t-1} W^T); outs[t] <- h_t."""
-        T = work.shape[0]
+        """work[t] <- h_t = tanh(xp_t + h_{t-1} W^T); outs[t] <- h_t (rings: see _RING)."""
+        T = idx.shape[0]
         for s in range(T):
             t = _at(s, T, reverse)
             hp = _before(h0, outs, s, T, reverse)
-            a = work[t]
+            a = work[t % work.shape[0]]
             _mm(hp, W, a, True, _ZERO)
             for b in range(a.shape[0]):
                 _elman_row(src[idx[t, b]], a[b])
-            outs[t] = a
+            outs[t % outs.shape[0]] = a
 
     @jit
     def elman_scan_back(W, h0, work, douts, dh, h_prev, scale, reverse):
@@ -112,12 +118,12 @@ if AVAILABLE:
 
     @jit
     def lstm_scan(src, idx, W, h0, c0, work, cs, outs, reverse):
-        """work[t] <- [i, f, g, o], cs[t] <- c_t, outs[t] <- h_t."""
-        T = work.shape[0]
+        """work[t] <- [i, f, g, o], cs[t] <- c_t, outs[t] <- h_t (rings: see _RING)."""
+        T = idx.shape[0]
         for s in range(T):
             t = _at(s, T, reverse)
             hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
-            a, c, h = work[t], cs[t], outs[t]
+            a, c, h = work[t % work.shape[0]], cs[t % cs.shape[0]], outs[t % outs.shape[0]]
             _mm(hp, W, a, True, _ZERO)
             for b in range(a.shape[0]):
                 _lstm_row(src[idx[t, b]], a[b], cp[b], c[b], h[b])
@@ -142,12 +148,12 @@ if AVAILABLE:
 
     @jit
     def gru_scan(src, idx, W, b_hn, h0, work, outs, rec, reverse):
-        """work[t] <- [r, z, n, hn], outs[t] <- h_t; rec (B, 3H) scratch."""
-        T = work.shape[0]
+        """work[t] <- [r, z, n, hn], outs[t] <- h_t; rec (B, 3H) scratch (rings: see _RING)."""
+        T = idx.shape[0]
         for s in range(T):
             t = _at(s, T, reverse)
             hp = _before(h0, outs, s, T, reverse)
-            w, h = work[t], outs[t]
+            w, h = work[t % work.shape[0]], outs[t % outs.shape[0]]
             _mm(hp, W, rec, True, _ZERO)
             for b in range(w.shape[0]):
                 _gru_row(src[idx[t, b]], rec[b], b_hn, w[b], hp[b], h[b])

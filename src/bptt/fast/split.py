@@ -51,7 +51,7 @@ def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, part, parts, P, a,
     W_hh ((4n, H), [i, f, g, o]), packed (pack_panels); a (B, 4n) and edge (4, 16)
     scratch; bar the address of the team's barrier (_wait). Returns 0, or -1 if the
     parts lost each other."""
-    T, H = work.shape[0], cs.shape[2]
+    T, H = idx.shape[0], cs.shape[2]
     lo, hi = _share(H, part, parts)
     n = hi - lo
     for s in range(T):
@@ -60,7 +60,7 @@ def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, part, parts, P, a,
         t = _at(s, T, reverse)
         hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
         _mm_panels(hp, P, a, edge, False)
-        w, c, h = work[t], cs[t], outs[t]
+        w, c, h = work[t % work.shape[0]], cs[t % cs.shape[0]], outs[t % outs.shape[0]]
         for b in range(a.shape[0]):
             x, ar, wr = src[idx[t, b]], a[b], w[b]
             _lstm_cells(
@@ -133,13 +133,13 @@ def lstm_scan_back_part(h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, re
 def elman_scan_part(src, idx, h0, work, outs, reverse, part, parts, P, edge, bar):
     """Part `part` of `parts` of elman_scan: P its units' rows of W_hh, transposed and
     packed; edge (4, 16) scratch; bar the team's barrier (_wait). 0, or -1 if lost."""
-    T, H = work.shape[0], outs.shape[2]
+    T, H = idx.shape[0], outs.shape[2]
     lo, hi = _share(H, part, parts)
     for s in range(T):
         if s > 0 and not _wait(bar, parts * s):
             return -1
         t = _at(s, T, reverse)
-        w, o = work[t], outs[t]
+        w, o = work[t % work.shape[0]], outs[t % outs.shape[0]]
         _mm_panels(_before(h0, outs, s, T, reverse), P, w[:, lo:hi], edge, False)
         for b in range(w.shape[0]):
             a = w[b, lo:hi]  # a row's slice: contiguous, which lets the loops vectorise
@@ -174,7 +174,7 @@ def elman_scan_back_part(h0, work, douts, dh, h_prev, scale, reverse, part, part
 def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, part, parts, P, rec, edge, bar):
     """Part `part` of `parts` of gru_scan: P its units' [r, z, n] rows of W_hh,
     transposed and packed; rec (B, 3n) and edge (4, 16) scratch. 0, or -1 if lost."""
-    T, H = work.shape[0], outs.shape[2]
+    T, H = idx.shape[0], outs.shape[2]
     lo, hi = _share(H, part, parts)
     n = hi - lo
     for s in range(T):
@@ -183,7 +183,7 @@ def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, part, parts, P, rec, 
         t = _at(s, T, reverse)
         hp = _before(h0, outs, s, T, reverse)
         _mm_panels(hp, P, rec, edge, False)
-        w, h = work[t], outs[t]
+        w, h = work[t % work.shape[0]], outs[t % outs.shape[0]]
         for b in range(w.shape[0]):
             x, rc, wb = src[idx[t, b]], rec[b], w[b]
             _gru_cells(
