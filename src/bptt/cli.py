@@ -167,6 +167,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench.contenders import PEERS, available
     from .files import atomic_write
 
+    if args.budget:
+        return _bench_budget(args)
+
     cases = all_cases(tuple(_names(args.cells)), tuple(_names(args.sizes)))
     wanted = ["bptt"] + [p for p in (_names(args.peers) if args.peers else PEERS) if p != "bptt"]
     for p in wanted:
@@ -196,6 +199,72 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.markdown:
         atomic_write(args.markdown, lambda f: f.write(table.encode()))
     return 0
+
+
+def _bench_budget(args: argparse.Namespace) -> int:
+    """`bptt bench --budget`: memory-budgeted BPTT against full BPTT, segments and torch."""
+    import json as _json
+
+    from .bench import budget
+    from .bench.contenders import available
+    from .files import atomic_write
+
+    hiddens = tuple(_positive_ints("--hidden", args.hidden))
+    fractions = tuple(_fractions(args.fractions))
+    peers = _names(args.peers) if args.peers else (["torch"] if available("torch") else [])
+    for p in peers:
+        if p != "torch":
+            raise one_of("--peers (with --budget)", p, ("torch",))
+        if not available("torch"):
+            raise BpttError('--peers: expected torch to be installed (pip install "bptt[bench]"), received none')
+    if not peers:
+        print('bench: torch not installed, measuring without (pip install "bptt[bench]")')
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+        if path:
+            output_file(flag, path)
+    if args.threads is None:
+        from .train.runtime import default_threads
+
+        args.threads = default_threads()
+    res = budget.run_budget(hiddens, fractions, args.threads, args.repeats, args.warmup, bool(peers))
+    table = budget.markdown(res)
+    print()
+    print(table)
+    if args.json:
+        atomic_write(args.json, lambda f: f.write((_json.dumps(res, indent=1) + "\n").encode()))
+    if args.markdown:
+        atomic_write(args.markdown, lambda f: f.write(table.encode()))
+    if args.plot:
+        budget.plot(res, args.plot)
+    return 0
+
+
+def _positive_ints(flag: str, text: str) -> list[int]:
+    out = []
+    for n in _names(text):
+        if not n.isdigit() or int(n) < 1:
+            raise BpttError(f"{flag}: expected comma-separated positive integers, received {text!r}")
+        out.append(int(n))
+    if not out:
+        raise BpttError(f"{flag}: expected comma-separated positive integers, received {text!r}")
+    return out
+
+
+def _fractions(text: str) -> list[float]:
+    out = []
+    for n in _names(text):
+        try:
+            f = float(n.rstrip("%")) / (100 if n.endswith("%") else 1)
+        except ValueError:
+            f = float("nan")
+        if not 0 < f < 1:
+            raise BpttError(
+                f"--fractions: expected fractions of full BPTT's memory in (0, 1) such as 0.04 or 4%, received {n!r}"
+            )
+        out.append(f)
+    if not out:
+        raise BpttError(f"--fractions: expected fractions such as 0.04,0.025, received {text!r}")
+    return out
 
 
 def _names(s: str) -> list[str]:
@@ -306,6 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=integer(1), default=7, help="timed rounds (default 7)")
     b.add_argument("--warmup", type=integer(0), default=2, help="untimed rounds first (default 2)")
     b.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    b.add_argument(
+        "--budget",
+        action="store_true",
+        help="instead: memory-budgeted BPTT (float32 LSTM, T=1000, B=32, tokens) for a sweep of budgets, "
+        "revolve and mixed, beside full BPTT, sqrt(T) segments, torch and torch.utils.checkpoint: peak memory "
+        "(each contender in a process of its own) and time relative to full BPTT",
+    )
+    b.add_argument("--hidden", default="128,256", help="with --budget: units H (default 128,256)")
+    b.add_argument(
+        "--fractions",
+        default=",".join(f"{f:g}" for f in (0.25, 0.1, 0.04, 0.025, 0.015)),
+        help="with --budget: budgets as fractions of full BPTT's recorded bytes (default 0.25,0.1,0.04,0.025,0.015)",
+    )
+    b.add_argument("--plot", help="with --budget: a PNG of the memory-time curves")
     b.add_argument("--json", help="write the results here")
     b.add_argument("--markdown", help="write the table here")
     b.set_defaults(func=_cmd_bench)

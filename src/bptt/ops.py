@@ -75,9 +75,9 @@ def _release() -> None:
 
 
 def _memory_limit(nbytes: int | None) -> None:
-    """From now on, keep at most `nbytes` in buffers kept for reuse, those in use included
-    (None: no limit): memory-budgeted BPTT sets it to what its plan leaves. By default nothing
-    is kept."""
+    """From now on, keep buffers for reuse within those in use now and `nbytes` more (None: no
+    limit): memory-budgeted BPTT sets it to the work it is about to run. By default nothing is
+    kept."""
 
 
 def _step_context(model: Any, params: Any, mask: Any) -> contextlib.AbstractContextManager:

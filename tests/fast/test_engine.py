@@ -259,3 +259,47 @@ def test_a_part_that_fails_releases_the_others(monkeypatch):
     with engine.split(2), pytest.raises(MemoryError, match="no room"):
         scan_forward(cell, p, xp, state)
     assert time.perf_counter() - t0 < 5  # not the ~10 s a lost part waits
+
+
+@needs_split
+@pytest.mark.parametrize("P", [0, 1, 2, 3])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("tokens", [True, False], ids=["tokens", "dense"])
+@pytest.mark.parametrize("T", [1, 2, 3, 7])
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_a_scan_run_for_its_final_state_alone_equals_the_whole_scan(kind, T, tokens, reverse, P):
+    """scan_forward(keep=False, outputs=False) runs the compiled scans in rings of two steps'
+    buffers (whole, P = 0, or split into P parts): the same final state, bitwise, and no
+    outputs."""
+    cell, p, state, xp, _, _ = _problem(kind, 37, 5, T=T, tokens=tokens)
+    impl = ops.implementation(cell, f4)
+    with engine.split(P) if P else threadpool_limits(1):
+        _, whole, _ = scan_forward(cell, p, xp, state, reverse=reverse)
+        fused = impl.forward_scan(p, xp, state, reverse, ring=True)
+        assert fused is not None and fused[0] is None and fused[2] is None
+        outs, final, tape = scan_forward(cell, p, xp, state, reverse=reverse, keep=False, outputs=False)
+    assert outs is None and tape is None
+    for a, b, c in zip(final, fused[1], whole):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+
+
+@needs_split
+def test_packed_weights_are_kept_for_a_step_and_no_longer():
+    """Within a split (a step on the engine), a scan packs each part's recurrent weights once
+    and later scans use them; outside, and in the next step, nothing is kept."""
+    cell, p, state, xp, _, _ = _problem("lstm", 37, 5)
+    calls = []
+    real = gemm.panels
+    try:
+        gemm.panels = lambda W: calls.append(1) or real(W)
+        with engine.split(2):
+            for _ in range(3):
+                scan_forward(cell, p, xp, state)
+            assert len(calls) == 2 and len(engine.memo()) == 2
+        assert engine.memo() == {}
+        with engine.split(2):
+            scan_forward(cell, p, xp, state)
+        assert len(calls) == 4
+    finally:
+        gemm.panels = real

@@ -120,3 +120,41 @@ def test_results_held_by_the_caller_survive_later_steps():
         assert any(not np.array_equal(copies[0][k], copies[1][k]) for k in copies[0])
         np.testing.assert_array_equal(logits, logits_copy)
         np.testing.assert_array_equal(dy, dy_copy)
+
+
+def test_pool_lends_the_front_of_a_larger_idle_array():
+    """A request no idle array of its shape meets takes the front of the smallest larger idle
+    one of its dtype (held while the view lives); busy or other-dtype arrays are not lent."""
+    pool = BufferPool(size=8, min_bytes=0)
+    big, small = pool.empty((10, 4), np.float32), pool.empty((6, 4), np.float32)
+    ids = id(big), id(small)
+    del big, small
+    v = pool.empty((5, 4), np.float32)
+    assert v.base is not None and id(v.base) == ids[1] and v.shape == (5, 4)  # the smallest that holds it
+    w = pool.empty((8, 4), np.float32)
+    assert id(w.base) == ids[0]
+    assert not np.shares_memory(v, w)
+    x = pool.empty((2, 4), np.float32)  # both lent: a new array
+    assert x.base is None and not np.shares_memory(x, v) and not np.shares_memory(x, w)
+    assert pool.empty((2, 4), np.float64).dtype == np.float64
+    del v
+    assert id(pool.empty((6,), np.float32).base) == ids[1]
+
+
+def test_pool_limit_drops_idle_arrays_before_a_new_one_passes_it():
+    pool = BufferPool(size=8, min_bytes=0)
+    a, b = pool.empty((100,), np.float32), pool.empty((100,), np.float32)  # 400 bytes each
+    del a
+    pool.set_limit(500)  # b in use, 500 spare: the idle 400 stay (900 in all)
+    assert len(pool._arrays) == 2 and pool.limit == 900
+    c = pool.empty((200,), np.float32)  # 800 more: the idle one goes first, then still beyond: allocated anyway
+    assert len(pool._arrays) == 2 and all(np.shares_memory(arr, b) or np.shares_memory(arr, c) for arr in pool._arrays)
+    del c
+    pool.set_limit(0)  # b in use, nothing spare: the idle 800 go now
+    assert len(pool._arrays) == 1 and pool.limit == 400 and np.shares_memory(pool._arrays[0], b)
+    pool.set_limit(None)
+    d = pool.empty((300,), np.float32)
+    assert len(pool._arrays) == 2 and d.nbytes == 1200
+    del d
+    pool.clear()
+    assert len(pool._arrays) == 1  # b is someone's

@@ -85,11 +85,11 @@ def _base(a: np.ndarray) -> np.ndarray:
 
 def measure_storage(model: Model, params: Params, B: int, masked: bool = False) -> Storage:
     """The bytes a plan holds, measured on the model at batch B: its carried state, and, by
-    running them (tracemalloc's peak over each, the buffer pool emptied first), a recorded
-    segment of one and of two steps from its forward to the end of its backward (the tapes,
-    the loss gradient and the backward's own arrays: a step's part and the fixed part) and an
-    advance of two and of four steps (Storage.advance: per step; its fixed part is no more
-    than a recorded segment's). masked: with a mask that holds some sequences at every step
+    running them (tracemalloc's peak over each, the buffer pool emptied first), recorded
+    segments of 1, 4 and 16 steps from their forward to the end of their backward (the tapes,
+    the loss gradient and the backward's own arrays: a step's part from 4 to 16, the fixed
+    part such that neither 1 nor 4 steps exceed it) and advances of 4 and 16 steps
+    (Storage.advance: per step; its fixed part is no more than a recorded segment's). masked: with a mask that holds some sequences at every step
     (a held state is an array of its own: the most a masked step keeps). Not counted: the
     weights, their gradients (the result) and the batch, which the caller holds anyway."""
     dtype = model.check_params(params)
@@ -124,10 +124,11 @@ def measure_storage(model: Model, params: Params, B: int, masked: bool = False) 
         return peak()
 
     record(1), advance(2)  # (the first run may load compiled kernels, which is not the step's memory)
-    one, two = record(1), record(2)
-    step = max(two - one, 1)
-    a2, a4 = advance(2), advance(4)
-    return Storage(max(nbytes(state), 1), step, max(one - step, 0), max((a4 - a2) // 2, 1))
+    one, four, sixteen = record(1), record(4), record(16)
+    step = max(-(-(sixteen - four) // 12), 1)  # (the scans of a few steps take other paths than long ones)
+    a4, a16 = advance(4), advance(16)
+    fixed = max(one - step, four - 4 * step, 0)
+    return Storage(max(nbytes(state), 1), step, fixed, max(-(-(a16 - a4) // 12), 1))
 
 
 @contextlib.contextmanager
@@ -192,8 +193,8 @@ class Budget(Algorithm):
 
 def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, dict[str, int]]:
     """Run plan p on a checked batch b: (the gradient, counts). Buffers kept for reuse (ops'
-    memory_limit) stay within what the plan leaves beside the stored states, plus the
-    gradient arrays."""
+    memory_limit) stay within those in use and the work about to run (a recorded segment, or
+    a piece of an advance)."""
     T, B = b.x.shape[:2]
     n = (
         int(np.count_nonzero(b.mask))
@@ -201,7 +202,6 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
         else (T * B if model.loss_fn.at == "every" else B)
     )
     grads = model.zero_grads(params)
-    beside = nbytes(grads)  # held throughout, outside the plan
     stored: dict[int, Any] = {0: b.state0}  # checkpoints by time index (the initial state given)
     live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}
     dstate: ModelState | None = None  # dL/d(state at the right end of what is left): zero at T
@@ -216,7 +216,11 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
     def held(kind: str, delta: int) -> None:
         live[kind] += delta
         live["peak"] = max(live["peak"], live["states"] + live["tapes"])
-        ops.memory_limit(beside + p.peak_bytes - live["states"])
+
+    def room(work: int) -> None:
+        """Buffers kept for reuse stay within those in use (gradients, stored states and tapes)
+        and the work about to run: idle ones beyond are dropped."""
+        ops.memory_limit(work)
 
     def advance(a: int, e: int, state: Any) -> Any:
         """The state at e from the one at a, keeping no tape, in pieces that fit the part of the
@@ -224,6 +228,7 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
         piece = max(1, (p.peak_bytes - live["states"] - p.storage.segment) // p.storage.advance)
         while a < e:
             k = min(piece, e - a)
+            room(p.storage.segment + k * p.storage.advance)
             _, state, _ = forward(a, a + k, state, keep=False)
             a += k
         return state
@@ -239,6 +244,7 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
             node = expand(node)
             start = stored[node.a] if state is None else state
             if isinstance(node, Leaf):
+                room(p.storage.leaf(node.b - node.a))
                 y, last, tapes = forward(node.a, node.b, start, keep=True)
                 size = nbytes(tapes, (b.x, b.mask))
                 held("tapes", size)
@@ -252,11 +258,11 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
                 del tapes, y, dy
                 held("tapes", -size)
                 continue
-            at_y = advance(node.a, node.y, start)
+            at_y = _compact(advance(node.a, node.y, start))  # (the advance's buffers go back now)
             if node.left is not None:
                 stack.append(("node", node.left, None))
             if node.store:
-                stored[node.y] = at_y = _compact(at_y)
+                stored[node.y] = at_y
                 held("states", nbytes(at_y))
                 stack.append(("free", node.y, None))
                 stack.append(("node", node.right, None))

@@ -29,11 +29,12 @@ class BufferPool:
     and dtype whose only references are the pool's (every view of an array holds its base, so a
     returned output, a tape or a gradient view keeps its buffer out of reuse), else the front of
     the smallest such array of that dtype that is larger (segments of differing lengths, as
-    memory-budgeted BPTT runs them, reuse the same buffers), else a new one.
+    memory-budgeted BPTT runs them, reuse the same buffers; under a limit, one at most an
+    eighth larger), else a new one.
     Contents are undefined, as with np.empty. Arrays under `min_bytes` (256 KiB) are left to
     malloc; the pool keeps at most `size` arrays, dropping the least recently used unreferenced
-    ones first, and, where `limit` is set, drops idle arrays (least recently used first) before
-    a new one would take its arrays beyond `limit` bytes (memory-budgeted BPTT sets it).
+    ones first, and, where a limit is set (`set_limit`), drops idle arrays (least recently used
+    first) before a new one would take its arrays beyond it (memory-budgeted BPTT sets it).
     """
 
     def __init__(self, size: int = 32, min_bytes: int = 1 << 18) -> None:
@@ -58,8 +59,9 @@ class BufferPool:
         arrays = self._arrays
         with self._lock:
             n, fit = math.prod(shape), -1
+            most = n + n // 8 if self.limit is not None else math.inf  # under a limit, little unused
             for i in range(len(arrays) - 1, -1, -1):  # (no name may hold an array while it is tested)
-                if arrays[i].dtype != dtype or arrays[i].size < n or not self._free(i):
+                if arrays[i].dtype != dtype or not n <= arrays[i].size <= most or not self._free(i):
                     continue
                 if arrays[i].shape == shape:
                     arrays.append(arrays.pop(i))
@@ -97,12 +99,16 @@ class BufferPool:
         if dropped:
             _trim()
 
-    def set_limit(self, limit: int | None) -> None:
-        """Set `limit` (None: none), dropping idle arrays beyond it now."""
+    def set_limit(self, spare: int | None) -> None:
+        """Keep the pool's arrays within those in use now and `spare` bytes more (None: no
+        limit), dropping idle arrays beyond it now."""
         with self._lock:
-            self.limit = limit
-            if limit is not None:
-                self._make_room(0, limit)
+            if spare is None:
+                self.limit = None
+                return
+            arrays = self._arrays
+            self.limit = spare + sum(arrays[i].nbytes for i in range(len(arrays)) if not self._free(i))
+            self._make_room(0, self.limit)
 
     def clear(self) -> None:
         """Drop the idle arrays (those still referenced stay: they are someone's) and hand the
