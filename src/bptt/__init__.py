@@ -24,7 +24,7 @@ from .cells import (
 )
 from .diagnostics import GradcheckResult, gradcheck, numeric_grad
 from .errors import BpttError
-from .layers import Dense, Embedding, Level, Recurrent, rnn
+from .layers import Dense, Embedding, Level, RateRegularizer, Recurrent, rnn
 from .losses import Loss
 from .model import Model, ModelState
 from .scan import scan_backward, scan_forward
@@ -52,6 +52,7 @@ __all__ = [
     "Loss",
     "Model",
     "ModelState",
+    "RateRegularizer",
     "Recurrent",
     "Tape",
     "full_bptt",

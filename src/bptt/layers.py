@@ -127,6 +127,51 @@ class Dense(Level):
         return f"Dense({self.size}, activation={self.activation.name!r}, name={self.name!r})"
 
 
+class RateRegularizer(Level):
+    """Firing-rate regularisation of the level below (spikes), as spiking networks are trained
+    (Bellec et al. 2020): its output is its input unchanged, and its backward adds the gradient
+    of R = strength/2 sum_j (rate_j - target)^2, rate_j the mean of unit j's output over the
+    (T, B) positions of the segment it sees (the whole sequence in full BPTT), so that units
+    are pulled toward `target` spikes per step. R is not part of the loss a gradient algorithm
+    reports (that stays the task's); `penalty(y)` gives it."""
+
+    kind = "rate"
+
+    def __init__(self, target: float = 0.01, strength: float = 1.0, name: str | None = None) -> None:
+        super().__init__(1, name)
+        for key, v in (("target", target), ("strength", strength)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                raise BpttError(f"{key}: expected a finite number >= 0, received {v!r}")
+        if target > 1:
+            raise BpttError(f"target: expected spikes per step in [0, 1], received {target!r}")
+        self.target, self.strength = float(target), float(strength)
+
+    @property
+    def output_size(self) -> int:
+        return self.input_size if self.input_size is not None else self.size
+
+    def local_shapes(self):
+        return {}
+
+    def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
+        return {}
+
+    def penalty(self, y: np.ndarray) -> float:
+        rate = y.reshape(-1, y.shape[-1]).mean(axis=0)
+        return 0.5 * self.strength * float(((rate - self.target) ** 2).sum())
+
+    def forward(self, p: Params, x: np.ndarray):
+        return x, x
+
+    def backward(self, p: Params, x: np.ndarray, dy: np.ndarray, g: Params, need_dx: bool):
+        n = x.shape[0] * x.shape[1]
+        rate = x.reshape(n, -1).mean(axis=0)  # (H,)
+        return dy + (self.strength / n) * (rate - self.target).astype(dy.dtype)
+
+    def __repr__(self) -> str:
+        return f"RateRegularizer(target={self.target!r}, strength={self.strength!r}, name={self.name!r})"
+
+
 class Direction(NamedTuple):
     key: str  # the state's key in a model state dict: 'lstm1' or 'lstm1.reverse'
     prefix: str  # parameter prefix within the level: '' or 'reverse.'

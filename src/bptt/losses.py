@@ -5,7 +5,9 @@
 
 at='every': every counted position (t, b) carries a loss; a position counts when its mask entry
 is True (all count without a mask). at='last': only each sequence's last counted step (its
-last True mask entry, or t = T for no mask) carries a loss: sequence classification/regression.
+last True mask entry, or t = T for no mask) carries a loss: sequence classification/regression;
+with window=W, each of the W steps that end there (from t = 0 at the earliest) carries one, with
+the sequence's target (a decision read out over a window, as spiking networks are).
 
 The loss is the AVERAGE over the counted (time, batch) positions, N of them:
 L = (1/N) sum l(t, b). Targets at uncounted positions are ignored (any padding value will do).
@@ -29,13 +31,32 @@ def last_index(mask: np.ndarray | None, T: int, B: int) -> np.ndarray:
     return T - 1 - np.argmax(mask[::-1], axis=0)
 
 
+def window_index(mask: np.ndarray | None, T: int, B: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(times, sequences) of the positions in each sequence's last `window` steps up to its last
+    counted one, sequence by sequence."""
+    last = last_index(mask, T, B)
+    t = last[:, None] - np.arange(window)[::-1]  # (B, W)
+    b = np.broadcast_to(np.arange(B)[:, None], t.shape)
+    keep = t >= 0
+    return t[keep], b[keep]
+
+
 class Loss:
-    def __init__(self, kind: str = "ce", at: str = "every") -> None:
+    def __init__(self, kind: str = "ce", at: str = "every", window: int = 1) -> None:
         if kind not in KINDS:
             raise one_of("loss", kind, KINDS)
         if at not in AT:
             raise one_of("at", at, AT)
         self.kind, self.at = kind, at
+        self.window = _checks.positive_int("window", window)
+        if self.window > 1 and at != "last":
+            raise BpttError(f"window: expected 1 with at='every' (a window is for at='last'), received {window}")
+
+    def count(self, mask: np.ndarray | None, T: int, B: int) -> int:
+        """The number N of positions the loss averages over."""
+        if self.at == "every":
+            return T * B if mask is None else int(np.count_nonzero(mask))
+        return len(window_index(mask, T, B, self.window)[0])
 
     def check_targets(self, targets, T: int, B: int, size: int, dtype: np.dtype, mask: np.ndarray | None) -> np.ndarray:
         _checks.array("targets", targets)
@@ -57,8 +78,8 @@ class Loss:
         """The counted positions: (y there (N, K), targets there, index into (T, B))."""
         T, B, K = y.shape
         if self.at == "last":
-            idx = (last_index(mask, T, B), np.arange(B))
-            return y[idx], targets, idx
+            idx = window_index(mask, T, B, self.window)
+            return y[idx], targets[idx[1]], idx
         if mask is None:
             return y.reshape(T * B, K), targets.reshape(T * B, *targets.shape[2:]), slice(None)
         return y[mask], targets[mask], mask
@@ -116,10 +137,10 @@ class Loss:
         (so a batch run in segments has the same loss gradient)."""
         L, B, K = y.shape
         if self.at == "last":
-            last = last_index(mask, T, B)
-            rows = np.flatnonzero((last >= a) & (last < a + L))
-            idx = (last[rows] - a, rows)
-            ys, ts = y[idx], targets[rows]
+            times, rows = window_index(mask, T, B, self.window)
+            here = (times >= a) & (times < a + L)
+            idx = (times[here] - a, rows[here])
+            ys, ts = y[idx], targets[rows[here]]
         elif mask is None:
             idx, ys, ts = slice(None), y.reshape(L * B, K), targets[a : a + L].reshape(L * B, *targets.shape[2:])
         else:
@@ -135,4 +156,5 @@ class Loss:
         return float(total), dy
 
     def __repr__(self) -> str:
-        return f"Loss({self.kind!r}, at={self.at!r})"
+        extra = f", window={self.window}" if self.window > 1 else ""
+        return f"Loss({self.kind!r}, at={self.at!r}{extra})"

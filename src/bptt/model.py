@@ -61,7 +61,8 @@ class Model:
 
     input_size: D for float inputs, or the vocabulary size with tokens=True.
     loss: 'ce' (softmax cross-entropy, integer targets) or 'mse' (1/2 squared error).
-    at: 'every' step carries a loss, or only the 'last' (counted) step of each sequence.
+    at: 'every' step carries a loss, or only the 'last' (counted) step of each sequence (with
+    window=W: each of its last W steps, with the sequence's target).
     """
 
     def __init__(
@@ -72,13 +73,14 @@ class Model:
         tokens: bool = False,
         loss: str = "ce",
         at: str = "every",
+        window: int = 1,
     ) -> None:
         self.input_size = _checks.positive_int("input_size", input_size)
         self.tokens = bool(tokens)
         self.levels = _flatten(levels)
         if not self.levels:
             raise BpttError("levels: expected at least one level, received none")
-        self.loss_fn = Loss(loss, at)
+        self.loss_fn = Loss(loss, at, window)
         size, names = self.input_size, set()
         for i, lv in enumerate(self.levels):
             if lv.input_size is not None:
@@ -358,5 +360,5 @@ class Model:
         inner = ",\n  ".join(repr(lv) for lv in self.levels)
         return (
             f"Model(input_size={self.input_size}, tokens={self.tokens}, loss={self.loss_fn.kind!r}, "
-            f"at={self.loss_fn.at!r}, levels=[\n  {inner}])"
+            f"at={self.loss_fn.at!r}{f', window={self.loss_fn.window}' if self.loss_fn.window > 1 else ''}, levels=[\n  {inner}])"
         )

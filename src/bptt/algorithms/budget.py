@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tracemalloc
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,7 +84,20 @@ def _base(a: np.ndarray) -> np.ndarray:
     return a
 
 
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(B, dtype, masked): Storage}
+
+
 def measure_storage(model: Model, params: Params, B: int, masked: bool = False) -> Storage:
+    """`_measure_storage`, once per model, batch, dtype and mask (the same figures for every plan
+    made in a process)."""
+    key = (int(B), str(model.check_params(params)), bool(masked))
+    known = _MEASURED.setdefault(model, {})
+    if key not in known:
+        known[key] = _measure_storage(model, params, B, masked)
+    return known[key]
+
+
+def _measure_storage(model: Model, params: Params, B: int, masked: bool = False) -> Storage:
     """The bytes a plan holds, measured on the model at batch B: its carried state, and, by
     running them (tracemalloc's peak over each, the buffer pool emptied first), recorded
     segments of 1, 4 and 16 steps from their forward to the end of their backward (the tapes,
@@ -123,7 +137,8 @@ def measure_storage(model: Model, params: Params, B: int, masked: bool = False) 
             model.forward_levels(params, x, mask, state, keep=False, state_only=True)
         return peak()
 
-    record(1), advance(2)  # (the first run may load compiled kernels, which is not the step's memory)
+    for n in (1, 4, 16):  # (the first runs may load kernels or fill caches: not the step's memory)
+        record(n), advance(n)
     one, four, sixteen = record(1), record(4), record(16)
     step = max(-(-(sixteen - four) // 12), 1)  # (the scans of a few steps take other paths than long ones)
     a4, a16 = advance(4), advance(16)
@@ -196,11 +211,7 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
     memory_limit) stay within those in use and the work about to run (a recorded segment, or
     a piece of an advance)."""
     T, B = b.x.shape[:2]
-    n = (
-        int(np.count_nonzero(b.mask))
-        if b.mask is not None and model.loss_fn.at == "every"
-        else (T * B if model.loss_fn.at == "every" else B)
-    )
+    n = model.loss_fn.count(b.mask, T, B)
     grads = model.zero_grads(params)
     stored: dict[int, Any] = {0: b.state0}  # checkpoints by time index (the initial state given)
     live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}

@@ -11,8 +11,10 @@ from .elman import Elman, ElmanState
 from .gru import GRU, GRUState
 from .jordan import Jordan, JordanState
 from .lstm import LSTM, LSTMState
+from .spiking import ALIF, LIF, ALIFState, Leaky, LeakyState, LIFState
 
-CELLS: dict[str, type[Cell]] = {c.kind: c for c in (Elman, Jordan, GRU, LSTM)}
+CELLS: dict[str, type[Cell]] = {c.kind: c for c in (Elman, Jordan, GRU, LSTM)}  # smooth: central differences check them
+SPIKING: dict[str, type[Cell]] = {c.kind: c for c in (LIF, ALIF, Leaky)}  # surrogate gradients (spiking.py)
 
 
 ALIASES = {"rnn": "elman"}  # torch's name for the Elman network (nn.RNN)
@@ -24,15 +26,24 @@ def cell_class(kind: str | type[Cell]) -> type[Cell]:
     if isinstance(kind, type) and issubclass(kind, Cell):
         return kind
     kind = ALIASES.get(kind, kind)
-    if kind not in CELLS:
-        raise one_of("cell", kind, sorted(CELLS))
-    return CELLS[kind]
+    known = {**CELLS, **SPIKING}
+    if kind not in known:
+        raise one_of("cell", kind, sorted(known))
+    return known[kind]
 
 
 def make_cell(kind: str | type[Cell], input_size: int, hidden_size: int, **options: Any) -> Cell:
     """Build a cell by name ('elman', 'jordan', 'gru', 'lstm') or from a Cell subclass."""
     cls = cell_class(kind)
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "input_size", "hidden_size")]
+    allowed: list[str] = []
+    for klass in cls.__mro__:  # a subclass passing **options on: its base's options too
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        allowed += [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    allowed = [p for p in dict.fromkeys(allowed) if p not in ("self", "input_size", "hidden_size")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise BpttError(f"cell {kind!r}: expected options among {allowed}, received {unknown}")
@@ -41,6 +52,8 @@ def make_cell(kind: str | type[Cell], input_size: int, hidden_size: int, **optio
 
 __all__ = [
     "ALIASES",
+    "ALIF",
+    "ALIFState",
     "CELLS",
     "Cell",
     "Elman",
@@ -51,7 +64,12 @@ __all__ = [
     "JordanState",
     "LSTM",
     "LSTMState",
+    "LIF",
+    "LIFState",
+    "Leaky",
+    "LeakyState",
     "Params",
+    "SPIKING",
     "State",
     "cell_class",
     "make_cell",
