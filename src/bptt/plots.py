@@ -87,3 +87,42 @@ def plot_series(
     ax.legend()
     _save(fig, out_path)
     plt.close(fig)
+
+
+def plot_spikes(
+    inputs: np.ndarray,
+    spikes: np.ndarray,
+    membrane: np.ndarray,
+    threshold: np.ndarray,
+    readout: np.ndarray,
+    window: int,
+    out_path: str,
+    title: str = "",
+    dt_ms: float = 1.0,
+) -> None:
+    """One sequence of a spiking network: a raster of its input spikes (T, C) and of its
+    neurons' spikes (T, H), the membrane (and threshold) of a few neurons (T, k), and the
+    readout units (T, O) with the decision window shaded."""
+    plt = _pyplot()
+    T = len(spikes)
+    t = np.arange(T) * dt_ms
+    fig, axes = plt.subplots(4, 1, figsize=(8, 8), sharex=True, gridspec_kw={"height_ratios": [1, 2, 1.2, 1]})
+    for ax, arr, label in ((axes[0], inputs, "input channel"), (axes[1], spikes, "neuron")):
+        ts, ns = np.nonzero(arr > 0)
+        ax.scatter(ts * dt_ms, ns, s=1.5, marker="|", color="k", linewidths=0.8)
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.5, arr.shape[1] - 0.5)
+    for j in range(membrane.shape[1]):
+        axes[2].plot(t, membrane[:, j], lw=0.9, color=f"C{j}")
+        axes[2].plot(t, threshold[:, j], lw=0.7, ls="--", color=f"C{j}")
+    axes[2].set_ylabel("membrane\n(-- threshold)")
+    for k in range(readout.shape[1]):
+        axes[3].plot(t, readout[:, k], lw=1.2, label=f"readout {k}")
+    axes[3].axvspan((T - window) * dt_ms, T * dt_ms, color="0.9")
+    axes[3].legend(loc="upper left", fontsize=8)
+    axes[3].set_xlabel("time (ms)" if dt_ms != 1.0 else "step")
+    axes[0].set_title(title)
+    for ax in axes:
+        ax.grid(alpha=0.2)
+    _save(fig, out_path)
+    plt.close(fig)

@@ -78,6 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"best validation: {ev['loss']:.4f} nats/char = {ev['bpc']:.3f} bits/char (step {ev.get('step', res.step)})"
             )
+        elif task.kind == "spikes":
+            print(
+                f"best validation: {ev['loss']:.4f} nats, accuracy {ev['accuracy']:.1%} (step {ev.get('step', res.step)})"
+            )
         else:
             print(f"best validation one-step NMSE: {ev['nmse']:.4f} (step {ev.get('step', res.step)})")
     if res.stopped == "diverged":

@@ -24,7 +24,7 @@ else:  # pragma: no cover - Python 3.10
 
 ALGORITHMS = ("full", "tbptt", "random", "artbp")
 UPDATES = ("online", "batch")
-TASKS = ("text", "series")
+TASKS = ("text", "series", "cue-accumulation", "store-recall")  # the last two: generated spike trains
 SCHEDULES = ("constant", "cosine")
 _KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
 
@@ -97,7 +97,7 @@ class TrainConfig:
             self.cell = ALIASES[self.cell]
         for key, names in (
             ("task", TASKS),
-            ("cell", sorted(CELLS)),
+            ("cell", sorted(CELLS) + ["alif", "lif"]),
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("algorithm", ALGORITHMS),
@@ -181,6 +181,10 @@ class TrainConfig:
         defaults = TrainConfig()
         rules = {
             "column": (self.task == "series", "--task series"),
+            "data": (self.task in ("text", "series"), "--task text or series"),
+            "seq_len": (self.task in ("text", "series"), "--task text or series"),
+            "val_fraction": (self.task in ("text", "series"), "--task text or series"),
+            "batching": (self.task in ("text", "series"), "--task text or series"),
             "embed": (self.task == "text", "--task text"),
             "sample_length": (self.task == "text", "--task text"),
             "k1": (self.algorithm == "tbptt", "--algorithm tbptt"),
@@ -209,6 +213,10 @@ class TrainConfig:
             if set_by_user and not applies and (key not in off or v != off[key]):
                 chosen = {
                     "column": "task",
+                    "data": "task",
+                    "seq_len": "task",
+                    "val_fraction": "task",
+                    "batching": "task",
                     "embed": "task",
                     "sample_length": "task",
                     "k1": "algorithm",
@@ -293,10 +301,10 @@ def load_toml(path: str) -> dict[str, Any]:
 # What each setting means: the one place it is written (bptt train --help shows it).
 HELP = {
     "data": "text or series file (default: the bundled novel Botchan)",
-    "task": "text or series",
+    "task": "text, series, or a generated spike task: cue-accumulation (Bellec et al. 2020), store-recall",
     "column": "series: column name or 0-based index (default: the last column)",
     "val_fraction": "the last fraction of the data is held out for validation",
-    "cell": "elman, jordan, gru or lstm",
+    "cell": "elman, jordan, gru, lstm, or spiking: lif, alif (adaptive; with --task cue-accumulation half the neurons adapt)",
     "hidden": "units per recurrent layer",
     "layers": "stacked recurrent layers",
     "embed": "text: embedding width (0: token ids go straight into the recurrent layer)",

@@ -40,7 +40,7 @@ def header(
     log(
         f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}, {n_params:,} parameters, {cfg.dtype}; "
         f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), clip {cfg.clip or 'off'}; batch {cfg.batch_size} x "
-        f"{cfg.seq_len} ({task.mode}); {total} steps; {describe_algorithm(cfg)}; {threads}"
+        f"{getattr(task, 'T', cfg.seq_len)} ({task.mode}); {total} steps; {describe_algorithm(cfg)}; {threads}"
     )
     log(f"run folder: {run_dir}" + (f" (resumed at step {resumed_at})" if resumed_at is not None else ""))
 
@@ -109,6 +109,8 @@ class Report:
                 f"step {step}: {train}validation {ev['loss']:.4f} nats/char ({ev['bpc']:.3f} bits/char, "
                 f"perplexity {ev['ppl']:.2f})"
             )
+        elif self.kind == "spikes":
+            write(f"step {step}: {train}validation {ev['loss']:.4f} nats, accuracy {ev['accuracy']:.1%}")
         else:
             write(f"step {step}: {train}validation one-step NMSE {ev['nmse']:.4f} (MSE {ev['mse']:.4g})")
 

@@ -1,4 +1,5 @@
-"""What the trainer trains on: character-level text, or a univariate time series.
+"""What the trainer trains on: character-level text, a univariate time series, or a generated
+spike-train task (cue accumulation, store-recall) for spiking networks.
 
 A task reads its data, builds the model that fits it, hands out training batches and evaluates
 the validation split. Two ways to batch:
@@ -19,16 +20,21 @@ from typing import Any
 import numpy as np
 
 from ..data import series as ser
+from ..data import spikes
 from ..data import text as txt
 from ..errors import BpttError
-from ..layers import Dense, Embedding, rnn
+from ..layers import Dense, Embedding, RateRegularizer, Recurrent, rnn
 from ..model import Model
 from .config import TrainConfig
 
 
 def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
     """text: tokens -> [Embedding] -> recurrent layers -> Dense(V), cross-entropy at every step;
-    series: value -> recurrent layers -> Dense(1), squared error at every step."""
+    series: value -> recurrent layers -> Dense(1), squared error at every step; a spike task:
+    `spike_model`."""
+    if cfg.task in SPIKE_TASKS:
+        probe = SPIKE_TASKS[cfg.task](np.random.default_rng(0), 1)
+        return spike_model(cfg, probe.x.shape[2], probe.window)
     rec = rnn(cfg.cell, cfg.hidden, cfg.layers)
     if cfg.task == "text":
         levels = ([Embedding(cfg.embed)] if cfg.embed else []) + [rec, Dense(vocab_size)]
@@ -200,9 +206,124 @@ class SeriesTask(_Batches):
         )
 
 
+# Spiking neurons as the generated tasks want them: steps of 10 ms (a 20 ms membrane, a 2 s
+# adaptation), Bellec et al.'s triangle pseudo-derivative dampened by 0.3; for 'alif', half the
+# neurons adapt (LSNN's mix), the others are plain LIF.
+SPIKE_TASKS = {"cue-accumulation": spikes.cue_accumulation, "store-recall": spikes.store_recall}
+DT_MS = 10.0
+
+
+def spiking_options(cell: str, hidden: int) -> dict[str, Any]:
+    if cell not in ("lif", "alif"):
+        return {}
+    opts: dict[str, Any] = dict(
+        decay=math.exp(-DT_MS / 20.0), threshold=0.6, surrogate="triangle", slope=1 / 0.6, surrogate_scale=0.3
+    )
+    if cell == "alif":
+        beta = np.zeros(hidden)
+        beta[hidden // 2 :] = 0.1
+        opts.update(adapt_decay=math.exp(-DT_MS / 2000.0), adapt_strength=beta)
+    return opts
+
+
+def spike_model(c: TrainConfig, channels: int, window: int) -> Model:
+    """spikes (T, B, channels) -> recurrent layers [-> firing-rate regulariser toward 10 Hz, for
+    spiking cells] -> 2 leaky readout units; cross-entropy over the last `window` steps."""
+    levels: list = [
+        Recurrent(c.cell, c.hidden, name=f"{c.cell}{i}", **spiking_options(c.cell, c.hidden)) for i in range(c.layers)
+    ]
+    if c.cell in ("lif", "alif"):
+        levels.append(RateRegularizer(target=10.0 * DT_MS / 1000.0, strength=1.0, name="rate"))
+    levels.append(Recurrent("leaky", 2, name="readout", decay=math.exp(-DT_MS / 20.0)))
+    return Model(channels, levels, at="last", window=window)
+
+
+class SpikeTask:
+    """A generated spike-train task: fresh batches from the run's generator every step; a fixed
+    validation set of 1,000 sequences (from the run's seed); the loss is the cross-entropy over
+    the recall window, the accuracy the readout's mean over that window."""
+
+    kind = "spikes"
+    mode = "window"
+    n_train = 0
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.make = SPIKE_TASKS[cfg.task]
+        self.source = f"generated {cfg.task}"
+        self.val = self.make(np.random.default_rng(10_000 + cfg.seed), 1000, dtype=cfg.dtype)
+        self.T, _, self.channels = self.val.x.shape
+        self.window = self.val.window
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.T
+
+    def steps_per_epoch(self) -> int:
+        return 1  # (every batch is new)
+
+    def build_model(self) -> Model:
+        return spike_model(self.cfg, self.channels, self.window)
+
+    def batch(self, step: int, rng: np.random.Generator):
+        d = self.make(rng, self.cfg.batch_size, dtype=self.cfg.dtype)
+        return d.x, d.y, True
+
+    def evaluate(self, model: Model, params) -> dict[str, float]:
+        y, _ = model.forward(params, self.val.x)
+        loss = model.loss_fn.value(y, self.val.y, None)
+        votes = y[-self.window :].mean(axis=0)
+        return {"loss": loss, "accuracy": float(np.mean(votes.argmax(axis=1) == self.val.y))}
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    def plot(self, model: Model, params, path: str) -> None:
+        """The first validation sequence: input raster, the first recurrent level's spikes, the
+        membrane and threshold of three neurons (the last of them adaptive for 'alif'), the
+        readout (bptt.plots.plot_spikes)."""
+        from ..plots import plot_spikes
+
+        first = model.levels[0]
+        if first.kind not in ("lif", "alif"):
+            return
+        cell = first.directions[0].cell
+        p = first.sub(params)
+        x = self.val.x[:, :1]
+        xp = cell.project(p, x)
+        state = cell.zero_state(1, x.dtype)
+        v, theta, z = [], [], []
+        for t in range(len(x)):
+            state, out, cache = cell.step(p, state, xp[t])
+            v.append(state.v[0])
+            theta.append(state.v[0] - cache.x[0])  # A(t) = v(t) - (v(t) - A(t))
+            z.append(out[0])
+        y, _ = model.forward(params, x)
+        pick = [0, 1, cell.hidden_size - 1]
+        plot_spikes(
+            x[:, 0],
+            np.array(z),
+            np.array(v)[:, pick],
+            np.array(theta)[:, pick],
+            y[:, 0],
+            self.window,
+            path,
+            f"{self.cfg.task}: {self.cfg.cell} {self.cfg.hidden}, class {int(self.val.y[0])}",
+            DT_MS,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"{self.source}: sequences of {self.T} steps x {self.channels} input channels, two classes, decided "
+            f"over the last {self.window} steps; validation: 1,000 fixed sequences (chance: 50%)"
+        )
+
+
 def make_task(cfg: TrainConfig, meta: dict[str, Any] | None = None):
     """The task for a config; `meta` (from a checkpoint) restores the vocabulary/normaliser."""
     meta = meta or {}
+    if cfg.task in SPIKE_TASKS:
+        return SpikeTask(cfg)
     if cfg.task == "text":
         vocab = txt.Vocab(meta["vocab"]) if "vocab" in meta else None
         return TextTask(cfg, vocab)

@@ -127,7 +127,7 @@ class Trainer:
             if self.model.bidirectional:
                 raise BpttError("memory_budget: expected a unidirectional model, received a bidirectional one")
             p0 = self.model.init_params(np.random.default_rng(0), self.cfg.dtype)
-            self.algorithm.plan_for(self.model, p0, self.cfg.seq_len, self.cfg.batch_size)
+            self.algorithm.plan_for(self.model, p0, getattr(self.task, "T", self.cfg.seq_len), self.cfg.batch_size)
         self._continuing = False  # a stateful algorithm's stream is running (its state is its own)
         # online: an update per batch; batch: an update per pass over the data (all its segments)
         self.batches_per_update = self.task.steps_per_epoch() if self.cfg.update == "batch" else 1
@@ -335,6 +335,8 @@ class Trainer:
         out.close()
         out.stopped(stopped, s, guard, skipped, saved_at, self.folder.file("checkpoint.npz"), self.run_dir)
         plot_losses(self.folder.file("metrics.jsonl"), self.folder.file("loss.png"), f"{cfg.cell} on {task.source}")
+        if hasattr(task, "plot"):  # spike tasks: a raster of one sequence
+            task.plot(self.model, s.params, self.folder.file("spikes.png"))
         wall = time.perf_counter() - t_loop0
         return TrainResult(
             self.run_dir,
