@@ -476,5 +476,6 @@ def test_a_spiking_network_learns_cue_accumulation_from_the_command_line(tmp_pat
     assert "generated cue-accumulation: sequences of 170 steps x 40 input channels" in text
     vals = [json.loads(ln) for ln in open(out / "metrics.jsonl") if '"val"' in ln]
     assert len(vals) == 2 and vals[-1]["accuracy"] >= 0.8, vals
+    assert 2 < vals[-1]["rate_hz.alif0"] < 50, vals  # (regularised toward 10 Hz)
     assert f"accuracy {vals[-1]['accuracy']:.1%}" in text
     assert (out / "spikes.png").stat().st_size > 10_000

@@ -110,7 +110,11 @@ class Report:
                 f"perplexity {ev['ppl']:.2f})"
             )
         elif self.kind == "spikes":
-            write(f"step {step}: {train}validation {ev['loss']:.4f} nats, accuracy {ev['accuracy']:.1%}")
+            rates = ", ".join(f"{k.split('.', 1)[1]} {v:.1f} Hz" for k, v in ev.items() if k.startswith("rate_hz."))
+            write(
+                f"step {step}: {train}validation {ev['loss']:.4f} nats, accuracy {ev['accuracy']:.1%}"
+                + (f"; firing rate {rates}" if rates else "")
+            )
         else:
             write(f"step {step}: {train}validation one-step NMSE {ev['nmse']:.4f} (MSE {ev['mse']:.4g})")
 

@@ -270,10 +270,19 @@ class SpikeTask:
         return d.x, d.y, True
 
     def evaluate(self, model: Model, params) -> dict[str, float]:
-        y, _ = model.forward(params, self.val.x)
+        """The validation loss and accuracy, and each spiking level's mean firing rate (Hz)."""
+        x = self.val.x
+        state0, _ = model.initial_state(params, x.shape[1])
+        y, _, tapes = model.forward_levels(params, x, None, state0, keep=True)
         loss = model.loss_fn.value(y, self.val.y, None)
         votes = y[-self.window :].mean(axis=0)
-        return {"loss": loss, "accuracy": float(np.mean(votes.argmax(axis=1) == self.val.y))}
+        out = {"loss": loss, "accuracy": float(np.mean(votes.argmax(axis=1) == self.val.y))}
+        for i, lv in enumerate(model.levels[:-1]):
+            if lv.kind in ("lif", "alif"):  # its spikes are the next level's input (what its tape keeps first)
+                nxt = tapes[i + 1]
+                spikes = nxt[0] if model.levels[i + 1].recurrent else nxt
+                out[f"rate_hz.{lv.name}"] = float(np.mean(spikes) * 1000.0 / DT_MS)
+        return out
 
     def meta(self) -> dict[str, Any]:
         return {}
