@@ -164,17 +164,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     st = measure_storage(model, params, args.batch)
     T = args.length
     full = st.leaf(T)
-    plans = [(policy.strip(), plan(T, budget, st, policy.strip())) for policy in args.policy.split(",")]
+    plans = []
+    for policy in args.policy.split(","):
+        t0 = time.perf_counter()
+        made = plan(T, budget, st, policy.strip())
+        plans.append((policy.strip(), made, time.perf_counter() - t0))
     print(
         f"bptt plan: {args.layers}x{args.cell} {args.hidden}, batch {args.batch}, {T} steps, {args.dtype}: a stored state "
         f"{st.state:,} bytes, a recorded step {st.step:,} bytes (+{st.segment:,} per segment)"
     )
     print(f"  full BPTT: {T} forward steps (1.000 per step), {full / 2**20:.2f} MiB of tapes")
-    for policy, p in plans:
+    for policy, p, took in plans:
         name = policy if p.policy != "full" else f"{policy} (the budget holds full BPTT)"
         print(
             f"  {name}: {p.states} stored states, {p.forward_steps} forward steps ({p.forward_steps / T:.3f} per step), "
-            f"peak {p.peak_bytes / 2**20:.2f} MiB ({p.peak_bytes / full:.1%} of full BPTT) within {budget / 2**20:.2f} MiB"
+            f"peak {p.peak_bytes / 2**20:.2f} MiB ({p.peak_bytes / full:.1%} of full BPTT) within {budget / 2**20:.2f} MiB; "
+            f"planned in {took:.3f} s"
         )
     return 0
 

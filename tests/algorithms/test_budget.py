@@ -52,12 +52,13 @@ def test_revolve_plans_count_what_the_closed_form_says(T, frac):
         assert p.forward_steps == revolve_advances(T, min(s, T)) + T
 
 
-def test_planning_is_fast_and_the_smallest_budget_is_named():
-    import time
+def test_revolve_plans_are_lazy_and_the_smallest_budget_is_named():
+    """A revolve plan of any length is its closed form and a root expanded on demand (planning
+    time is a benchmark's figure, not a test's: `bptt plan` prints it)."""
+    from bptt.algorithms.plan import Revolve
 
-    t0 = time.perf_counter()
     p = plan(100_000, 2 * 10**9, Storage(8192, 28672, 8192))
-    assert time.perf_counter() - t0 < 1.0 and p.forward_steps > 100_000
+    assert isinstance(p.root, Revolve) and p.forward_steps > 100_000
     with pytest.raises(
         BpttError, match=r"memory budget: expected at least 0.00 MiB \(400 bytes: one step's caches\), received"
     ):

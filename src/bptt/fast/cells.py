@@ -30,7 +30,7 @@ from ..cells.elman import Elman, ElmanCache, ElmanState
 from ..cells.gru import GRU, GRUCache, GRUState
 from ..cells.lstm import LSTM, LSTMCache, LSTMState
 from ..tape import Tape
-from . import engine, pool, rows, switch
+from . import engine, pool, rows, spiking, switch
 
 try:  # the compiled scans exist only where NumPy's OpenBLAS and a disk cache were found
     from . import scans
@@ -362,7 +362,11 @@ def _fits(cell: Any) -> bool:
 
 
 def implementation(cell: Any, dtype: Any) -> Any:
-    if dtype != np.float32 or not switch.kernels_on() or not _fits(cell):
+    if dtype != np.float32 or not switch.kernels_on():
+        return cell
+    if type(cell) in spiking.SPIKING:  # LIF, ALIF: compiled whole scans, the cell's own steps
+        return spiking.FastSpiking(cell)
+    if not _fits(cell):
         return cell
     return _IMPLEMENTATIONS[type(cell)](cell)
 

@@ -85,6 +85,18 @@ def _compile() -> None:
         scans.lstm_scan_back(np.zeros((4, 1), f), s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False)
         scans.gru_scan(g3, ix, np.zeros((3, 1), f), np.zeros(1, f), s, g4_.copy(), s3.copy(), g3.copy(), False)
         scans.gru_scan_back(np.zeros((3, 1), f), s, g4_.copy(), s3, s3, s.copy(), g3.copy(), s3.copy(), s, False)
+    if SCANS:  # the spiking cells' scans (never split)
+        from . import spiking
+
+        v1 = np.zeros(1, f)
+        spiking.spike_scan(
+            s, ix, s, True, v1, v1, v1, v1, False, True, 0, s, s, s, s,
+            s3.copy(), s3.copy(), s3.copy(), s3.copy(), s3.copy(), False,
+        )  # fmt: skip
+        spiking.spike_scan_back(
+            s, True, v1, v1, v1, v1, False, True, False, 0, 0, f(1.0), f(1.0), s, s, s3, s3, s3, s3, s3,
+            s.copy(), s.copy(), s.copy(), s3.copy(), s3.copy(), v1.copy(), s, False,
+        )  # fmt: skip
     if SPLIT:  # one part of one: no waiting
         bar = np.zeros(3, i8)
         P, e = np.zeros((1, 1, 16), f), np.zeros((4, 16), f)
