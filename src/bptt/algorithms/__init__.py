@@ -1,11 +1,13 @@
 """Gradient algorithms: the orders in which a cell's forward and backward steps run, and what
 is kept between them. One interface (`Algorithm`: algo(model, params, x, targets, *, mask,
-state0) -> Gradient) and a registry by name (`make`, `REGISTRY`): full, tbptt, random, artbp, budget."""
+state0) -> Gradient) and a registry by name (`make`, `REGISTRY`): full, tbptt, random, artbp, budget,
+and BPTT's forward-in-time rivals rtrl and uoro."""
 
 from ..scan import scan_backward, scan_forward
 from ..tape import Tape
 from .base import REGISTRY, Algorithm, Gradient, GradientMean, make, register
 from .budget import Budget
+from .forward import RTRL, UORO, rtrl, uoro
 from .full import FullBPTT, full_bptt
 from .randomized import (
     ARTBP,
@@ -20,7 +22,9 @@ __all__ = [
     "ARTBP",
     "Budget",
     "REGISTRY",
+    "RTRL",
     "TBPTT",
+    "UORO",
     "Algorithm",
     "FullBPTT",
     "Gradient",
@@ -33,8 +37,10 @@ __all__ = [
     "make",
     "randomized_bptt",
     "register",
+    "rtrl",
     "scan_backward",
     "scan_forward",
     "tbptt",
     "truncation_factors",
+    "uoro",
 ]

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..algorithms.forward import RTRL, UORO
 from ..algorithms.randomized import OnlineARTBP
 from ..algorithms.truncated import TBPTTStream
 from ..cells.base import Cell, Params
@@ -136,14 +137,30 @@ def run_influence(
         algo = TBPTTStream(model, 1 if method == "tbptt" else K, K)
         algo.start_from(s0)
         label = f"TBPTT({1 if method == 'tbptt' else K}, {K})"
+    elif method in ("rtrl", "uoro"):  # forward in time, an update after every step
+        online = RTRL() if method == "rtrl" else UORO(np.random.default_rng(seed))
+        started = [False]
+
+        def algo(p, x, y):
+            g = online(model, p, x, y, state0=None if started[0] else s0)
+            started[0] = True
+            return g
+
+        label = method.upper()
     else:
-        raise BpttError(f"method: expected 'tbptt', 'tbptt-chunks' or 'artbp', received {method!r}")
+        raise BpttError(f"method: expected 'tbptt', 'tbptt-chunks', 'artbp', 'rtrl' or 'uoro', received {method!r}")
     ones = np.ones((steps, 1, 1))
     theta = np.full(steps + 1, np.nan)
     theta[0] = params["system.theta"][0]
     t = 0
     while t < steps:
-        L = algo.draw_length(steps - t) if method == "artbp" else min(algo.k1, steps - t)
+        L = (
+            algo.draw_length(steps - t)
+            if method == "artbp"
+            else 1
+            if method in ("rtrl", "uoro")
+            else min(algo.k1, steps - t)
+        )
         g = algo(params, ones[t : t + L], ones[t : t + L])
         params = {"system.theta": params["system.theta"] - rate(t) * L * g.grads["system.theta"]}
         theta[t + 1 : t + L + 1] = params["system.theta"][0]
@@ -178,9 +195,12 @@ def influence_experiment(
     seeds: int = 5,
     tol: float = 1e-3,
     log=print,
+    forward: bool = True,
 ) -> list[tuple[InfluenceRun, int | None]]:
     """TBPTT(1, K) for each K and ARTBP(c) for `seeds` seeds, all from theta(0) = 0.5 with the
-    same per-step rate; prints one line per run and returns (run, settled_at) pairs."""
+    same per-step rate, and (`forward`) RTRL and UORO updating after every step (UORO at a
+    tenth of the rate: its rank-one estimate's variance diverges at the full one); prints one
+    line per run and returns (run, settled_at) pairs."""
     if not (isinstance(steps, int) and steps > 0 and lr > 0 and seeds >= 0 and all(k >= 1 for k in Ks)):
         raise BpttError(
             f"influence balancing: expected steps > 0, lr > 0, K >= 1, seeds >= 0, received "
@@ -188,6 +208,10 @@ def influence_experiment(
         )
     runs = [run_influence("tbptt", steps, lr, K=K) for K in Ks]
     runs += [run_influence("artbp", steps, lr, c=c, seed=s) for s in range(seeds)]
+    seeded = len(runs)
+    if forward:  # BPTT's forward-in-time rivals: RTRL (exact), UORO (unbiased, noisier: a tenth of the rate)
+        runs += [run_influence("rtrl", steps, lr)]
+        runs += [run_influence("uoro", steps, lr / 10, seed=s)._replace(label="UORO (lr / 10)") for s in range(seeds)]
     out = []
     log(
         f"influence balancing: n = 23 (10 positive, 13 negative), theta(0) = 0.5, theta* = -1/6, "
@@ -202,7 +226,7 @@ def influence_experiment(
             what = f"not within {tol:g} at the end"
         else:
             what = f"within {tol:g} from step {at}"
-        seed = str(i - len(Ks)) if i >= len(Ks) else "-"
+        seed = str(i - len(Ks)) if len(Ks) <= i < seeded else str(i - seeded - 1) if i > seeded else "-"
         log(f"{r.label:<18} {seed:>4} {r.theta[-1]:>13.6g} {r.final_error:>17.3e}  {what}")
         out.append((r, at))
     return out
@@ -216,13 +240,15 @@ def plot_influence(results: list[tuple[InfluenceRun, int | None]], path: str, to
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     seen = set()
+    counts = {r.label: sum(q.label == r.label for q, _ in results) for r, _ in results}
+    grouped = {"ARTBP": "black", "UORO": "tab:purple"}  # seeds of one method: one colour, one legend entry
     for i, (r, _) in enumerate(results):
-        art = r.label.startswith("ARTBP")
-        color = "black" if art else colors[i % len(colors)]
-        label = None if (art and r.label in seen) else r.label + (" (5 seeds)" if art else "")
+        group = next((c for k, c in grouped.items() if r.label.startswith(k)), None)
+        color = group or colors[i % len(colors)]
+        label = None if r.label in seen else r.label + (f" ({counts[r.label]} seeds)" if counts[r.label] > 1 else "")
         seen.add(r.label)
         t = np.arange(len(r.theta))
-        kw = dict(color=color, lw=0.9, alpha=0.6 if art else 1.0, label=label)
+        kw = dict(color=color, lw=0.9, alpha=0.6 if group else 1.0, label=label)
         a.plot(t, r.theta, **kw)
         b.semilogy(t, np.maximum(np.abs(r.theta - THETA_STAR), 1e-17), **kw)
     n = max(len(r.theta) for r, _ in results)

@@ -1,0 +1,103 @@
+"""RTRL and UORO: RTRL's gradient accumulated forward in time equals full BPTT's (float64,
+every unidirectional gradcheck case: cells, stacks, masks, tokens, losses, spiking cells);
+UORO's estimate averages to it within a stated statistical tolerance; what they refuse."""
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt.algorithms import make, rtrl, uoro
+from bptt.diagnostics import estimator_stats, random_problem, standard_cases, variant_cases
+from bptt.errors import BpttError
+
+CASES = [c for c in standard_cases() + variant_cases() if not c.build().bidirectional]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name + (f"[{c.variant}]" if c.variant else ""))
+def test_rtrl_equals_full_bptt(case):
+    """Random non-zero biases and initial states (random_problem); gradients, initial-state
+    gradients and final states within 1e-12 relative of full BPTT's."""
+    model = case.build()
+    p = random_problem(model, np.random.default_rng(0), masked=case.masked)
+    full = bptt.full_bptt(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)
+    g = make("rtrl")(model, p.params, p.x, p.targets, mask=p.mask, state0=p.state0)
+    assert g.loss == pytest.approx(full.loss, rel=1e-13)
+    for k in full.grads:
+        scale = max(np.abs(full.grads[k]).max(), 1e-300)
+        assert np.abs(g.grads[k] - full.grads[k]).max() <= 1e-12 * scale, k
+    for k in full.dstate0:
+        for a, b in zip(g.dstate0[k], full.dstate0[k]):
+            assert np.abs(a - b).max() <= 1e-12 * max(np.abs(b).max(), 1e-300), k
+    for k in full.final_state:
+        for a, b in zip(g.final_state[k], full.final_state[k]):
+            np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+def test_rtrl_equals_full_bptt_on_spiking_cells(kind):
+    opts = {"adapt_strength": 0.2, "adapt_decay": 0.9} if kind == "alif" else {}
+    model = bptt.Model(3, [bptt.Recurrent(kind, 5, refractory=1, learn_decay=True, **opts), bptt.Recurrent("leaky", 2)])
+    rng = np.random.default_rng(1)
+    params = model.init_params(rng)
+    params[f"{kind}0.W_ih"] *= 4
+    x, y = rng.standard_normal((12, 3, 3)), rng.integers(0, 2, (12, 3))
+    full = bptt.full_bptt(model, params, x, y)
+    g = rtrl(model, params, x, y)
+    for k in full.grads:
+        np.testing.assert_allclose(g.grads[k], full.grads[k], rtol=1e-12, atol=1e-14 * np.abs(full.grads[k]).max())
+
+
+def test_uoro_is_unbiased():
+    """1,000 seeded UORO draws on a GRU + Elman stack (float64): every parameter's mean within
+    4.5 standard errors of full BPTT's gradient (the largest |z| over its 131 entries; under the
+    normal approximation an entry passes 4.5 with probability 1 - 7e-6), so a bias of a
+    fraction of the spread fails; its variance reported beside ARTBP's (c = 0.3)."""
+    rng = np.random.default_rng(2)
+    model = bptt.Model(2, [bptt.rnn("gru", 4), bptt.rnn("elman", 3), bptt.Dense(2)], loss="mse")
+    params = model.init_params(rng)
+    params = {k: v + rng.uniform(-0.2, 0.2, v.shape) for k, v in params.items()}
+    x, y = rng.standard_normal((6, 1, 2)), rng.standard_normal((6, 1, 2))
+    exact = bptt.full_bptt(model, params, x, y).grads
+    stats = estimator_stats(lambda i: uoro(model, params, x, y, np.random.default_rng(100 + i)).grads, exact, 1000)
+    assert stats.max_z < 4.5, stats.summary()
+    artbp = estimator_stats(
+        lambda i: make("artbp", c=0.3, rng=np.random.default_rng(i))(model, params, x, y).grads, exact, 1000
+    )
+    assert artbp.max_z < 4.5 and stats.relative_variance > 0 and artbp.relative_variance > 0
+    print(f"UORO: {stats.summary()}\nARTBP c=0.3: {artbp.summary()}")
+
+
+def test_what_forward_in_time_algorithms_refuse():
+    model = bptt.Model(2, [bptt.rnn("gru", 4, bidirectional=True), bptt.Dense(2)], loss="mse")
+    params = model.init_params(0)
+    x = np.zeros((3, 1, 2))
+    with pytest.raises(BpttError, match="expected a unidirectional model for a forward-in-time algorithm"):
+        rtrl(model, params, x, x)
+    model = bptt.Model(2, [bptt.rnn("lstm", 16), bptt.Dense(2)], loss="mse")
+    with pytest.raises(
+        BpttError,
+        match=r"rtrl: expected sensitivities that fit in 1,000 bytes, received .* need [\d,]+ bytes \(n = 32 state units x P = 1,314 parameters",
+    ):
+        make("rtrl", max_bytes=1000)(model, model.init_params(0), x, x)
+
+
+def test_a_stream_carries_the_sensitivities():
+    """Two RTRL calls on the halves of a stream (the second continuing the first's state and
+    sensitivities J) give the same total as one call: the second half's gradient is exact
+    (full BPTT's over the whole stream, less the first half's part); state0 starts anew."""
+    name = "rtrl"
+    rng = np.random.default_rng(4)
+    model = bptt.Model(2, [bptt.rnn("lstm", 3), bptt.Dense(2)], loss="mse")
+    params = model.init_params(rng)
+    x, y = rng.standard_normal((10, 2, 2)), rng.standard_normal((10, 2, 2))
+    whole = make(name)(model, params, x, y)
+    algo = make(name)
+    first = algo(model, params, x[:4], y[:4])
+    second = algo(model, params, x[4:], y[4:])
+    for k in whole.grads:
+        np.testing.assert_allclose(
+            4 * first.grads[k] + 6 * second.grads[k], 10 * whole.grads[k], rtol=1e-12, atol=1e-14
+        )
+    again = algo(model, params, x[:4], y[:4], state0=model.initial_state(params, 2)[0])  # a new stream
+    for k in first.grads:
+        np.testing.assert_allclose(again.grads[k], first.grads[k], rtol=1e-13)
