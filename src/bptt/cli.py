@@ -388,7 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cu.add_argument("--steps", type=integer(1), default=300, help="training steps per run (default 300)")
     cu.add_argument("--seeds", type=integer(1), default=5, help="seeds per variant (default 5)")
-    cu.add_argument("--variants", default="alif,lif,tbptt", help="among alif, lif, tbptt (default all three)")
+    cu.add_argument(
+        "--variants",
+        default="alif,lif,tbptt",
+        help="among alif, lif, tbptt, eprop (online e-prop; default the first three)",
+    )
     cu.add_argument("--window", type=integer(1), default=30, help="steps the tbptt variant backpropagates (default 30)")
     cu.add_argument("--out", default="", help="also write the table to this markdown file")
     cu.set_defaults(func=_cmd_cues)

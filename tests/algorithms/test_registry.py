@@ -23,10 +23,11 @@ EXACT = {
     "rtrl": {},
 }
 ESTIMATES = {"uoro"}  # unbiased estimates (tests/algorithms/test_forward.py)
+SPIKING_ONLY = {"eprop"}  # exact on spiking levels (tests/algorithms/test_eprop.py)
 
 
 def test_every_registered_algorithm_is_listed_here():
-    assert set(REGISTRY) == set(EXACT) | ESTIMATES
+    assert set(REGISTRY) == set(EXACT) | ESTIMATES | SPIKING_ONLY
 
 
 def test_make_checks_names_and_options():

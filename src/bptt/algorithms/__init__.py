@@ -1,12 +1,13 @@
 """Gradient algorithms: the orders in which a cell's forward and backward steps run, and what
 is kept between them. One interface (`Algorithm`: algo(model, params, x, targets, *, mask,
 state0) -> Gradient) and a registry by name (`make`, `REGISTRY`): full, tbptt, random, artbp, budget,
-and BPTT's forward-in-time rivals rtrl and uoro."""
+and BPTT's forward-in-time rivals rtrl, uoro and eprop (spiking levels)."""
 
 from ..scan import scan_backward, scan_forward
 from ..tape import Tape
 from .base import REGISTRY, Algorithm, Gradient, GradientMean, make, register
 from .budget import Budget
+from .eprop import EProp, eprop
 from .forward import RTRL, UORO, rtrl, uoro
 from .full import FullBPTT, full_bptt
 from .randomized import (
@@ -21,6 +22,7 @@ from .truncated import TBPTT, TBPTTStream, tbptt
 __all__ = [
     "ARTBP",
     "Budget",
+    "EProp",
     "REGISTRY",
     "RTRL",
     "TBPTT",
@@ -33,6 +35,7 @@ __all__ = [
     "RandomTruncation",
     "TBPTTStream",
     "Tape",
+    "eprop",
     "full_bptt",
     "make",
     "randomized_bptt",

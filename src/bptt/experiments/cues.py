@@ -11,7 +11,9 @@ firing-rate regularisation toward 10 Hz. Variants:
 - `alif`: as above, full BPTT;
 - `lif`: every neuron plain LIF (beta = 0), full BPTT: nothing in it lasts the delay;
 - `tbptt`: as `alif`, with the gradient truncated to the last `window` steps (TBPTT with
-  k1 = k2 = window for a loss at the end): the cues lie outside it.
+  k1 = k2 = window for a loss at the end): the cues lie outside it;
+- `eprop`: as `alif`, with online e-prop (symmetric feedback; bptt.algorithms.eprop): the
+  learning signal is the readout's error at each step, carried back by eligibility traces.
 
 Accuracy is measured on 1,000 fresh sequences of a held-out seed.
 """
@@ -29,7 +31,7 @@ from ..layers import RateRegularizer, Recurrent
 from ..model import Model
 from ..optim import adam, apply_updates, chain, clip_by_global_norm
 
-VARIANTS = ("alif", "lif", "tbptt")
+VARIANTS = ("alif", "lif", "tbptt", "eprop")
 DT_MS = 10.0
 
 
@@ -114,7 +116,7 @@ def run_cues(
     params = _init(model, rng)
     opt = chain(clip_by_global_norm(1.0), adam(lr))
     state = opt.init(params)
-    full = make("full")
+    full = make("eprop", signal="online") if variant == "eprop" else make("full")
     losses = []
     t0 = time.perf_counter()
     for step in range(steps):
