@@ -127,8 +127,10 @@ def main() -> int:
                 while True:
                     resume = os.path.exists(os.path.join(out, "checkpoint.npz"))
                     step = ckpt.load(os.path.join(out, "checkpoint.npz")).meta["step"] if resume else 0
-                    if step >= 240:
-                        break  # killed after its last checkpoint: finished
+                    if step >= 240:  # killed after its last checkpoint (or finished): a resume is refused,
+                        if done_kills and chain_kills:  # and cleans what the killed writer left
+                            _bptt(["train", "--resume", out]).communicate()
+                        break
                     p = _bptt(["train", "--resume", out] if resume else ["train", *extra, "--out", out])
                     starts += 1
                     if done_kills < kills:

@@ -290,6 +290,18 @@ def test_the_lock_of_a_killed_run_is_free_and_its_temp_files_go(tmp_path, text_f
     assert any("removed 1 temporary file" in s for s in logs), logs
 
 
+def test_a_run_killed_after_its_last_checkpoint_is_cleaned_by_a_refused_resume(tmp_path, text_file, capsys):
+    """Killed while writing its final plot (after the last checkpoint), a run leaves a temp
+    file; `bptt train --resume` then refuses to train further (nothing left to do) but, holding
+    the lock, removes what the killed writer left."""
+    folder = tmp_path / "r"
+    Trainer(small(folder, text_file), **QUIET).run()
+    stale = folder / ".tmp-k3y9loss.png"
+    stale.write_bytes(b"half a png")
+    assert main(["train", "--resume", str(folder), "--no-progress"]) == 2
+    assert "expected more than the" in capsys.readouterr().err and not stale.exists()
+
+
 def test_a_torn_metrics_line_is_dropped_on_resume(tmp_path, text_file):
     folder = tmp_path / "r"
     Trainer(small(folder, text_file), **QUIET).run()

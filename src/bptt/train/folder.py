@@ -65,6 +65,9 @@ class RunFolder:
             raise BpttError(f"--resume: expected a run folder with checkpoint.npz, received {path!r}")
         folder = cls(path, RunLock(path), False)
         folder.lock.acquire("--resume")
+        # what a run killed while writing left (even one killed after its last checkpoint, which a
+        # resume then refuses to train further) goes now: the lock is held, no writer is alive
+        folder._stale = ckpt.remove_stale_temps(path, FILES)
         return folder
 
     def file(self, name: str) -> str:
@@ -77,7 +80,7 @@ class RunFolder:
     def start(self, log) -> None:
         """The run begins writing: record who holds the folder, clean what a killed run left."""
         self.lock.record()
-        removed = ckpt.remove_stale_temps(self.path, FILES)
+        removed = getattr(self, "_stale", []) + ckpt.remove_stale_temps(self.path, FILES)
         if removed:
             log(f"removed {len(removed)} temporary file(s) a killed run left in {self.path}")
 
