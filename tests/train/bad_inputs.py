@@ -797,7 +797,7 @@ def _cases() -> list[Case]:
             "flags",
             "a misspelt algorithm",
             T("--algorithm", "tbtt"),
-            expect=["algorithm: expected one of full, tbptt, random, artbp, received 'tbtt' (did you mean 'tbptt'?)"],
+            expect=["algorithm: expected one of full, tbptt, random, artbp, rtrl, uoro, received 'tbtt' (did you mean 'tbptt'?)"],
         ),
         C(
             "flag-dtype",

@@ -270,6 +270,48 @@ class _Online(Algorithm):
         self._state = g.final_state
         return g
 
+    _FIELDS: tuple[str, ...] = ()  # the arrays carried per sequence
+
+    def _shapes(self, flat: _Flat) -> tuple[tuple[int, ...], ...]:
+        raise NotImplementedError
+
+    def history(self) -> tuple[Any, dict[str, np.ndarray]] | None:
+        """The carried sensitivities, for a checkpoint: {"sequences": B} and arrays
+        'alg/<name>/<field><b>'."""
+        carried = getattr(self, "_carried", None)
+        if not carried:
+            return None
+        arrays = {}
+        for b, item in enumerate(carried):
+            parts = item if isinstance(item, tuple) else (item,)
+            for f, a in zip(self._FIELDS, parts):
+                arrays[f"alg/{self.name}/{f}{b}"] = np.array(a, np.float64)
+        return {"sequences": len(carried)}, arrays
+
+    def restore(self, model, state, desc, arrays, params, where: str = "history") -> None:
+        """Continue a stream from a checkpoint's carried state and sensitivities, each array
+        checked against this model's sizes."""
+        if not (isinstance(desc, dict) and set(desc) == {"sequences"} and isinstance(desc["sequences"], int)):
+            raise BpttError(f"{where}: expected {{'sequences': a number}}, received {str(desc)[:80]}")
+        flat = _Flat(model, params)
+        shapes = self._shapes(flat)
+        carried = []
+        for b in range(desc["sequences"]):
+            parts = []
+            for f, shape in zip(self._FIELDS, shapes):
+                key = f"alg/{self.name}/{f}{b}"
+                a = arrays.get(key)
+                if not (
+                    isinstance(a, np.ndarray) and a.shape == shape and a.dtype == np.float64 and np.isfinite(a).all()
+                ):
+                    got = (
+                        "nothing" if a is None else f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}"
+                    )
+                    raise BpttError(f"{where}: {key}: expected finite float64 of shape {shape}, received {got}")
+                parts.append(a.copy())
+            carried.append(parts[0] if len(parts) == 1 else tuple(parts))
+        self._carried, self._state = carried, state
+
 
 @register
 class RTRL(_Online):
@@ -278,6 +320,10 @@ class RTRL(_Online):
     (default: half the machine's memory)."""
 
     name = "rtrl"
+    _FIELDS = ("J",)
+
+    def _shapes(self, flat: _Flat) -> tuple[tuple[int, ...], ...]:
+        return ((flat.n, flat.P),)
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
@@ -295,6 +341,10 @@ class UORO(_Online):
     pair along the stream."""
 
     name = "uoro"
+    _FIELDS = ("s", "theta")
+
+    def _shapes(self, flat: _Flat) -> tuple[tuple[int, ...], ...]:
+        return ((flat.n,), (flat.P,))
 
     def __init__(self, rng: np.random.Generator | int = 0) -> None:
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)

@@ -22,7 +22,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-ALGORITHMS = ("full", "tbptt", "random", "artbp")
+ALGORITHMS = ("full", "tbptt", "random", "artbp", "rtrl", "uoro")
 UPDATES = ("online", "batch")
 TASKS = ("text", "series", "cue-accumulation", "store-recall")  # the last two: generated spike trains
 SCHEDULES = ("constant", "cosine")
@@ -319,7 +319,7 @@ HELP = {
     "clip_value": "clip each gradient entry to [-v, v] (0: off)",
     "plateau_patience": "cut the lr after this many evaluations without improvement (0: off)",
     "plateau_factor": "factor the lr is cut by on a plateau",
-    "algorithm": "full (BPTT over each batch), tbptt (TBPTT(k1, k2): an update every k1 steps, each window reaching k2 steps back), random (cuts drawn with --truncation-prob, no reweighting: biased) or artbp (the same cuts, messages reweighted by 1/(1-c): unbiased)",
+    "algorithm": "full (BPTT over each batch), tbptt (TBPTT(k1, k2): an update every k1 steps, each window reaching k2 steps back), random (cuts drawn with --truncation-prob, no reweighting: biased), artbp (the same cuts, messages reweighted by 1/(1-c): unbiased), rtrl (real-time recurrent learning: the exact gradient forward in time, its sensitivities carried along the stream) or uoro (UORO's unbiased rank-one estimate of them); with stream batching the state and the carried sensitivities go from batch to batch (and into checkpoints), an update every --seq-len steps",
     "k1": "tbptt: steps per segment and update (sets --seq-len; 0: --seq-len)",
     "k2": "tbptt: steps each window backpropagates (>= k1; 0: k1)",
     "truncation_prob": "random/artbp: probability c of a truncation at each step",
