@@ -797,7 +797,9 @@ def _cases() -> list[Case]:
             "flags",
             "a misspelt algorithm",
             T("--algorithm", "tbtt"),
-            expect=["algorithm: expected one of full, tbptt, random, artbp, rtrl, uoro, received 'tbtt' (did you mean 'tbptt'?)"],
+            expect=[
+                "algorithm: expected one of full, tbptt, random, artbp, rtrl, uoro, eprop, received 'tbtt' (did you mean 'tbptt'?)"
+            ],
         ),
         C(
             "flag-dtype",
@@ -882,6 +884,16 @@ def _cases() -> list[Case]:
             "--seq-len on a generated spike task (its sequences have their own length)",
             ["train", "--task", "cue-accumulation", "--cell", "alif", "--seq-len", "50", "--steps", "2", "--out", "x"],
             expect=["seq_len: expected only with --task text or series, received 50 with task 'cue-accumulation'"],
+        ),
+        C(
+            "flag-eprop-on-text",
+            "flags",
+            "e-prop on a text task (it trains a spiking level)",
+            T("--algorithm", "eprop"),
+            expect=[
+                "algorithm: expected eprop with a spike task and a spiking cell",
+                "received task 'text' and cell 'lstm'",
+            ],
         ),
         C(
             "flag-data-on-spikes",

@@ -488,3 +488,15 @@ def test_a_spiking_network_learns_cue_accumulation_from_the_command_line(tmp_pat
     assert 2 < vals[-1]["rate_hz.alif0"] < 50, vals  # (regularised toward 10 Hz)
     assert f"accuracy {vals[-1]['accuracy']:.1%}" in text
     assert (out / "spikes.png").stat().st_size > 10_000
+
+
+def test_online_eprop_trains_a_spiking_network_from_the_command_line(tmp_path, capsys):
+    """bptt train --algorithm eprop (online signal, symmetric feedback) on cue accumulation:
+    far above chance after 60 steps (measured 87.6%), the log says how it trains."""
+    out = tmp_path / "ep"
+    argv = ["train", "--task", "cue-accumulation", "--cell", "alif", "--hidden", "40", "--batch-size", "32"]
+    argv += ["--steps", "60", "--eval-every", "60", "--lr", "0.01", "--algorithm", "eprop", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "e-prop (online signal, symmetric feedback)" in capsys.readouterr().out
+    val = [json.loads(ln) for ln in open(out / "metrics.jsonl") if '"val"' in ln][-1]
+    assert val["accuracy"] >= 0.7, val

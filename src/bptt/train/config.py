@@ -22,7 +22,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-ALGORITHMS = ("full", "tbptt", "random", "artbp", "rtrl", "uoro")
+ALGORITHMS = ("full", "tbptt", "random", "artbp", "rtrl", "uoro", "eprop")
 UPDATES = ("online", "batch")
 TASKS = ("text", "series", "cue-accumulation", "store-recall")  # the last two: generated spike trains
 SCHEDULES = ("constant", "cosine")
@@ -63,6 +63,8 @@ class TrainConfig:
     update: str = "online"
     memory_budget: str = ""
     memory_policy: str = "revolve"
+    eprop_signal: str = "online"
+    eprop_feedback: str = "symmetric"
     # batches
     batch_size: int = 32
     seq_len: int = 100
@@ -170,6 +172,17 @@ class TrainConfig:
             parse_bytes(self.memory_budget, "memory_budget")
         if self.memory_policy not in POLICIES:
             raise one_of("memory_policy", self.memory_policy, POLICIES)
+        if self.eprop_signal not in ("online", "exact"):
+            raise one_of("eprop_signal", self.eprop_signal, ("online", "exact"))
+        if self.eprop_feedback not in ("symmetric", "random"):
+            raise one_of("eprop_feedback", self.eprop_feedback, ("symmetric", "random"))
+        if self.algorithm == "eprop" and (
+            self.task not in ("cue-accumulation", "store-recall") or self.cell not in ("lif", "alif")
+        ):
+            raise BpttError(
+                "algorithm: expected eprop with a spike task and a spiking cell (--task cue-accumulation or "
+                f"store-recall, --cell lif or alif), received task {self.task!r} and cell {self.cell!r}"
+            )
         if self.update == "batch" and self.batching_mode != "stream":
             raise BpttError(
                 "update: 'batch' accumulates the gradient over one pass through the data in order, so it "
@@ -197,6 +210,8 @@ class TrainConfig:
             "plateau_factor": (self.plateau_patience > 0, "--plateau-patience > 0"),
             "memory_budget": (self.algorithm == "full", "--algorithm full"),
             "memory_policy": (bool(self.memory_budget), "--memory-budget"),
+            "eprop_signal": (self.algorithm == "eprop", "--algorithm eprop"),
+            "eprop_feedback": (self.algorithm == "eprop", "--algorithm eprop"),
         }
         off = {
             "column": "",
@@ -229,6 +244,8 @@ class TrainConfig:
                     "plateau_factor": "plateau_patience",
                     "memory_budget": "algorithm",
                     "memory_policy": "memory_budget",
+                    "eprop_signal": "algorithm",
+                    "eprop_feedback": "algorithm",
                 }[key]
                 raise BpttError(
                     f"{key}: expected only with {where}, received {getattr(self, key)!r} with "
@@ -248,6 +265,8 @@ class TrainConfig:
             return {"k1": self.k1, "k2": self.k2}
         if self.algorithm in ("random", "artbp"):
             return {"c": self.truncation_prob}
+        if self.algorithm == "eprop":
+            return {"signal": self.eprop_signal, "feedback": self.eprop_feedback}
         return {}
 
     @property
@@ -319,12 +338,14 @@ HELP = {
     "clip_value": "clip each gradient entry to [-v, v] (0: off)",
     "plateau_patience": "cut the lr after this many evaluations without improvement (0: off)",
     "plateau_factor": "factor the lr is cut by on a plateau",
-    "algorithm": "full (BPTT over each batch), tbptt (TBPTT(k1, k2): an update every k1 steps, each window reaching k2 steps back), random (cuts drawn with --truncation-prob, no reweighting: biased), artbp (the same cuts, messages reweighted by 1/(1-c): unbiased), rtrl (real-time recurrent learning: the exact gradient forward in time, its sensitivities carried along the stream) or uoro (UORO's unbiased rank-one estimate of them); with stream batching the state and the carried sensitivities go from batch to batch (and into checkpoints), an update every --seq-len steps",
+    "algorithm": "full (BPTT over each batch), tbptt (TBPTT(k1, k2): an update every k1 steps, each window reaching k2 steps back), random (cuts drawn with --truncation-prob, no reweighting: biased), artbp (the same cuts, messages reweighted by 1/(1-c): unbiased), rtrl (real-time recurrent learning: the exact gradient forward in time, its sensitivities carried along the stream), uoro (UORO's unbiased rank-one estimate of them) or eprop (e-prop, spike tasks with --cell lif or alif); with stream batching the state and the carried sensitivities go from batch to batch (and into checkpoints), an update every --seq-len steps",
     "k1": "tbptt: steps per segment and update (sets --seq-len; 0: --seq-len)",
     "k2": "tbptt: steps each window backpropagates (>= k1; 0: k1)",
     "truncation_prob": "random/artbp: probability c of a truncation at each step",
     "memory_budget": "full BPTT's gradient within this memory for stored states and tapes (e.g. 64MB, 1GiB): "
     "some states are stored and the steps after them recomputed (bptt plan shows the cost); empty: no limit",
+    "eprop_signal": "with --algorithm eprop: online (the readout's error at each step, forward in time) or exact (dE/dz from BPTT: equals BPTT)",
+    "eprop_feedback": "with --algorithm eprop and the online signal: symmetric (the readout's weights) or random (a fixed random matrix from the run's generator)",
     "memory_policy": "revolve (hidden-state checkpointing with the binomial optimum, Griewank 1992) or mixed "
     "(states and whole recorded segments where each pays best, after Gruslys et al. 2016; NOTICE: patents "
     "US 11,256,990 B2 and EP 3446260 B1 claim choosing what to store during BPTT from a memory allocation; "

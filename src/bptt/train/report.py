@@ -17,6 +17,12 @@ def describe_algorithm(cfg: TrainConfig) -> str:
         how = f"TBPTT(k1={cfg.k1}, k2={cfg.k2})"
     elif cfg.algorithm in ("random", "artbp"):
         how = f"{cfg.algorithm} truncation, c = {cfg.truncation_prob:g}"
+    elif cfg.algorithm in ("rtrl", "uoro"):
+        how = f"{cfg.algorithm.upper()} (sensitivities carried forward)"
+    elif cfg.algorithm == "eprop":
+        how = f"e-prop ({cfg.eprop_signal} signal" + (
+            f", {cfg.eprop_feedback} feedback)" if cfg.eprop_signal == "online" else ")"
+        )
     elif cfg.memory_budget:
         how = f"full BPTT per batch within {cfg.memory_budget} ({cfg.memory_policy})"
     else:
