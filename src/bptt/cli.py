@@ -111,6 +111,18 @@ def _cmd_cues(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments.compare import compare, table
+
+    rows = compare(args.cell, args.hidden, args.batch, args.length, repeats=args.repeats, seed=args.seed)
+    print(
+        f"every gradient algorithm on one problem: {args.cell} {args.hidden}, batch {args.batch}, {args.length} steps, "
+        f"float64, mse at every step, random weights, data and initial state (seed {args.seed}); median of {args.repeats} calls"
+    )
+    print(table(rows))
+    return 0
+
+
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from .experiments.influence import influence_experiment, plot_influence
 
@@ -396,6 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--window", type=integer(1), default=30, help="steps the tbptt variant backpropagates (default 30)")
     cu.add_argument("--out", default="", help="also write the table to this markdown file")
     cu.set_defaults(func=_cmd_cues)
+    cp = xs.add_parser(
+        "compare",
+        parents=[debug],
+        help="every gradient algorithm on one problem: time, memory, agreement with full BPTT",
+        description="Full BPTT, TBPTT, ARTBP, memory-budgeted BPTT, RTRL and UORO on the same model, batch, "
+        "parameters and initial state: median time per call, peak memory (tracemalloc), and the cosine "
+        "similarity and relative error of each gradient to full BPTT's.",
+    )
+    cp.add_argument("--cell", default="gru", help="elman, jordan, gru or lstm (default gru)")
+    cp.add_argument("--hidden", type=integer(1), default=16, help="units (default 16)")
+    cp.add_argument("--batch", type=integer(1), default=4, help="sequences (default 4)")
+    cp.add_argument("--length", type=integer(1), default=50, help="time steps (default 50)")
+    cp.add_argument("--repeats", type=integer(1), default=3, help="timed calls per algorithm (default 3)")
+    cp.add_argument("--seed", type=integer(0), default=0, help="the problem's seed (default 0)")
+    cp.set_defaults(func=_cmd_compare)
 
     b = sub.add_parser(
         "bench",

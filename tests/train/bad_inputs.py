@@ -1407,7 +1407,7 @@ def _cases() -> list[Case]:
             "a misspelt experiment",
             ["experiment", "influence"],
             expect=[
-                "NAME: expected one of influence-balancing, cue-accumulation, received 'influence' (did you mean 'influence-balancing'?)"
+                "NAME: expected one of influence-balancing, cue-accumulation, compare, received 'influence' (did you mean 'influence-balancing'?)"
             ],
         ),
         C(
