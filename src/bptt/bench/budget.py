@@ -29,6 +29,7 @@ from typing import Any
 
 from .cases import Case
 from .harness import _blas_limit, _kernels_line, _machine, max_rel_error, set_threads
+from .memory import _status
 
 T, B, V = 1000, 32, 65
 FRACTIONS = (0.25, 0.1, 0.04, 0.025, 0.015)
@@ -50,14 +51,6 @@ def contenders(fractions: tuple[float, ...], torch: bool) -> list[str]:
     names = ["full", "segments"]
     names += [f"{policy} {f:.1%}" for f in fractions for policy in ("revolve", "mixed")]
     return names + (["torch", "torch checkpoint"] if torch else [])
-
-
-def _status(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0  # kB -> MiB
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _build(
