@@ -1,7 +1,8 @@
-"""e-prop on spiking levels: with the exact learning signal its eligibility-trace factorisation
-equals BPTT (float64, 1e-10) for LIF and ALIF, both resets, a stopped or flowing reset
-gradient, refractory steps and every surrogate; the online signal runs and differs; what it
-refuses."""
+"""e-prop: with the exact learning signal its eligibility-trace factorisation equals BPTT
+(float64, 1e-10) for LIF and ALIF (both resets, a stopped or flowing reset gradient, refractory
+steps, every surrogate), LSTM and Elman (float and token inputs, dense and leaky readouts, a
+level above); the online signal runs, differs and points the same way; on a stream the carried
+traces continue exactly and survive a checkpoint; what it refuses."""
 
 import itertools
 
@@ -74,10 +75,129 @@ def test_online_eprop_is_an_approximation_that_points_the_same_way():
 
 
 def test_what_eprop_refuses():
-    model = bptt.Model(3, [bptt.rnn("lstm", 4), bptt.Recurrent("leaky", 2)], at="last")
+    model = bptt.Model(3, [bptt.rnn("gru", 4), bptt.Recurrent("leaky", 2)], at="last")
     with pytest.raises(
-        BpttError, match="e-prop: expected a model whose first level is a unidirectional recurrent lif or alif level"
+        BpttError, match="e-prop: expected a model whose first level is a unidirectional recurrent lif, alif, lstm"
     ):
         eprop(model, model.init_params(0), np.zeros((3, 2, 3)), np.zeros(2, int))
     with pytest.raises(BpttError, match="signal: expected one of exact, online, received 'offline'"):
         make("eprop", signal="offline")
+    model = bptt.Model(3, [*bptt.rnn("lstm", 4), *bptt.rnn("gru", 4), bptt.Dense(2)], loss="mse")
+    x = np.zeros((3, 2, 3))
+    with pytest.raises(BpttError, match="expected the readout right above the e-prop level for the online signal"):
+        make("eprop", signal="online")(model, model.init_params(0), x, np.zeros((3, 2, 2)))
+    make("eprop")(model, model.init_params(0), x, np.zeros((3, 2, 2)))  # the exact signal: any levels above
+
+
+def dense_problem(kind, seed=0, T=12, B=3, D=4, H=5, tokens=False, readout="dense", above=False, **opts):
+    """A first level of `kind` (random non-zero biases and initial state), optionally a GRU
+    level above it, and a dense (mse at every step) or leaky (cross-entropy at the end) readout."""
+    levels = [bptt.Recurrent(kind, H, **opts)] + ([bptt.Recurrent("gru", 4)] if above else [])
+    if readout == "dense":
+        model = bptt.Model(D, [*levels, bptt.Dense(3)], loss="ce" if tokens else "mse", tokens=tokens)
+    else:
+        model = bptt.Model(D, [*levels, bptt.Recurrent("leaky", 3, decay=0.8)], at="last", tokens=tokens)
+    rng = np.random.default_rng(seed)
+    params = model.init_params(rng)
+    for k in params:
+        params[k] = params[k] + rng.uniform(-0.3, 0.3, params[k].shape) * (k.endswith(("b_ih", "b_hh")))
+    x = rng.integers(0, D, (T, B)) if tokens else rng.standard_normal((T, B, D))
+    if readout == "dense":
+        y = rng.integers(0, 3, (T, B)) if tokens else rng.standard_normal((T, B, 3))
+    else:
+        y = rng.integers(0, 3, B)
+    s0, _ = model.initial_state(params, B)
+    s0 = {k: type(v)(*(rng.uniform(-0.5, 0.5, a.shape) for a in v)) for k, v in s0.items()}
+    return model, params, x, y, s0
+
+
+@pytest.mark.parametrize(
+    "kind,opts,tokens,readout,above",
+    [
+        ("lstm", {}, False, "dense", False),
+        ("lstm", {}, True, "dense", False),
+        ("lstm", {}, False, "leaky", False),
+        ("lstm", {}, False, "dense", True),
+        ("elman", {}, False, "dense", False),
+        ("elman", {"activation": "relu"}, False, "dense", False),
+        ("elman", {}, True, "leaky", False),
+        ("elman", {}, False, "dense", True),
+    ],
+)
+def test_exact_eprop_equals_bptt_for_lstm_and_elman(kind, opts, tokens, readout, above):
+    model, params, x, y, s0 = dense_problem(kind, tokens=tokens, readout=readout, above=above, **opts)
+    full = bptt.full_bptt(model, params, x, y, state0=s0)
+    g = make("eprop")(model, params, x, y, state0=s0)
+    assert g.loss == full.loss
+    for k in full.grads:
+        scale = max(np.abs(full.grads[k]).max(), 1e-300)
+        assert np.abs(g.grads[k] - full.grads[k]).max() <= 1e-10 * scale, (k, np.abs(g.grads[k] - full.grads[k]).max())
+    assert np.abs(full.grads[f"{kind}0.W_hh"]).max() > 1e-3
+
+
+def test_the_lstm_trace_is_needed():
+    """The LSTM's cell-state trace matters: with eps reset every step (no trace), the exact
+    signal no longer gives BPTT's recurrent gradient."""
+    import importlib
+
+    ep = importlib.import_module("bptt.algorithms.eprop")
+
+    model, params, x, y, s0 = dense_problem("lstm")
+    full = bptt.full_bptt(model, params, x, y, state0=s0)
+    real = ep._step_traces
+
+    def no_trace(cell, p, ch, u, tr):
+        tr["eps"][...] = 0.0
+        return real(cell, p, ch, u, tr)
+
+    ep._step_traces = no_trace
+    try:
+        g = eprop(model, params, x, y, state0=s0)
+    finally:
+        ep._step_traces = real
+    assert (
+        np.abs(g.grads["lstm0.W_hh"] - full.grads["lstm0.W_hh"]).max() > 1e-3 * np.abs(full.grads["lstm0.W_hh"]).max()
+    )
+
+
+@pytest.mark.parametrize("kind", ["lstm", "elman", "alif"])
+def test_online_eprop_on_a_stream_continues_its_traces(kind):
+    """The online signal is local in time, so two calls on the halves of a sequence (state and
+    traces carried) give the gradient of one call on the whole; a checkpoint's history restored
+    into a new EProp continues the stream bitwise."""
+    if kind == "alif":  # a leaky readout with a loss at every step (its traces filtered by the decay)
+        opts = {"adapt_strength": np.linspace(0.1, 0.5, 7), "adapt_decay": 0.85}
+        model = bptt.Model(5, [bptt.Recurrent("alif", 7, **opts), bptt.Recurrent("leaky", 3, decay=0.7)])
+        rng = np.random.default_rng(0)
+        params = model.init_params(rng)
+        params["alif0.W_ih"] *= 4
+        x, y = (rng.random((16, 4, 5)) < 0.5).astype(np.float64), rng.integers(0, 3, (16, 4))
+        s0 = model.initial_state(params, 4)[0]
+    else:
+        model, params, x, y, s0 = dense_problem(kind, T=16)
+    whole = make("eprop", signal="online", feedback="random", rng=5)(model, params, x, y, state0=s0)
+    algo = make("eprop", signal="online", feedback="random", rng=5)
+    g1 = algo(model, params, x[:8], y[:8], state0=s0)
+    desc, arrays = algo.history()
+    g2 = algo(model, params, x[8:], y[8:])
+    k = f"{model.levels[0].name}.W_hh"
+    np.testing.assert_allclose(g1.grads[k] + g2.grads[k], 2 * whole.grads[k], rtol=1e-10, atol=1e-14)
+    again = make("eprop", signal="online", feedback="random", rng=99)  # its own feedback replaced by the stored one
+    again.restore(model, g1.final_state, desc, arrays, params)
+    g3 = again(model, params, x[8:], y[8:])
+    for key in g2.grads:
+        assert np.array_equal(g2.grads[key], g3.grads[key]), key
+    with pytest.raises(BpttError, match="alg/eprop/.*expected finite float64 of shape"):
+        bad = dict(arrays)
+        first = sorted(bad)[0]
+        bad[first] = bad[first][:1]
+        again.restore(model, g1.final_state, desc, bad, params)
+
+
+def test_online_eprop_for_lstm_points_the_same_way():
+    model, params, x, y, s0 = dense_problem("lstm", T=30, B=16, H=8)
+    full = bptt.full_bptt(model, params, x, y, state0=s0)
+    g = make("eprop", signal="online")(model, params, x, y, state0=s0)
+    a, b = g.grads["lstm0.W_ih"].ravel(), full.grads["lstm0.W_ih"].ravel()
+    assert not np.allclose(a, b) and a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.5
+    np.testing.assert_allclose(g.grads["dense1.W"], full.grads["dense1.W"], rtol=1e-12)

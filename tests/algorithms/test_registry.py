@@ -23,7 +23,7 @@ EXACT = {
     "rtrl": {},
 }
 ESTIMATES = {"uoro"}  # unbiased estimates (tests/algorithms/test_forward.py)
-SPIKING_ONLY = {"eprop"}  # exact on spiking levels (tests/algorithms/test_eprop.py)
+SPIKING_ONLY = {"eprop"}  # exact on lif, alif, lstm and elman first levels (tests/algorithms/test_eprop.py)
 
 
 def test_every_registered_algorithm_is_listed_here():

@@ -63,13 +63,23 @@ def interrupt_at(n):
 
 @pytest.mark.parametrize(
     "kind",
-    ["text-stream", "series-window", "text-tbptt-overlap", "text-artbp", "text-batch-update", "text-rtrl", "text-uoro"],
+    [
+        "text-stream",
+        "series-window",
+        "text-tbptt-overlap",
+        "text-artbp",
+        "text-batch-update",
+        "text-rtrl",
+        "text-uoro",
+        "text-eprop",
+    ],
 )
 def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file, series_files, kind):
     """Also for TBPTT with k1 < k2 (the caches its next windows reach are in the checkpoint),
     random truncation (its draws come from the saved generator), batch updates, and online RTRL
     and UORO (their carried sensitivities are in the checkpoint; UORO's signs come from the
-    saved generator)."""
+    saved generator), and online e-prop (its eligibility traces and random feedback are in the
+    checkpoint)."""
     extra = {
         "text-stream": dict(data=text_file, plateau_patience=1),
         "series-window": dict(data=series_files[0], task="series", cell="gru", optimizer="momentum", lr=0.05),
@@ -77,7 +87,10 @@ def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file
         "text-artbp": dict(data=text_file, algorithm="artbp", truncation_prob=0.2),
         "text-batch-update": dict(data=text_file, update="batch", batch_size=32, cell="elman"),
         "text-rtrl": dict(data=text_file, algorithm="rtrl", cell="gru", hidden=5, seq_len=6, batch_size=2),
-        "text-uoro": dict(data=text_file, algorithm="uoro", cell="elman", hidden=5, seq_len=6, batch_size=2),
+        "text-uoro": dict(data=text_file, algorithm="uoro", cell="elman", hidden=5, update_every=3, batch_size=1),
+        "text-eprop": dict(
+            data=text_file, algorithm="eprop", eprop_feedback="random", hidden=5, seq_len=6, batch_size=2
+        ),
     }[kind]
     a = Trainer(small(tmp_path / "a", **extra)).run()
     b = Trainer(small(tmp_path / "b", **extra)).run(on_step=interrupt_at(6))
@@ -90,10 +103,13 @@ def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file
     rows = [json.loads(ln) for ln in open(tmp_path / "b" / "metrics.jsonl")]
     steps = [r["step"] for r in rows if r["split"] == "train"]
     assert steps == list(range(1, 13))
-    if kind in ("text-rtrl", "text-uoro"):
+    if kind in ("text-rtrl", "text-uoro", "text-eprop"):
         name = kind[5:]
         saved = ckpt.load(str(tmp_path / "b" / "checkpoint.npz"))
         assert f"{name}_history" in saved.meta and any(k.startswith(f"alg/{name}/") for k in saved.extra)
+    if kind == "text-uoro":  # --update-every 3 with one stream: an update every 3 characters
+        saved_cfg = json.load(open(tmp_path / "b" / "config.json"))["config"]
+        assert saved_cfg["seq_len"] == saved_cfg["update_every"] == 3 and saved_cfg["batch_size"] == 1
 
 
 def test_same_seed_same_run_other_seed_other_run(tmp_path, text_file):

@@ -65,6 +65,7 @@ class TrainConfig:
     memory_policy: str = "revolve"
     eprop_signal: str = "online"
     eprop_feedback: str = "symmetric"
+    update_every: int = 0
     # batches
     batch_size: int = 32
     seq_len: int = 100
@@ -125,6 +126,7 @@ class TrainConfig:
             "threads",
             "sample_length",
             "seed",
+            "update_every",
         ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -163,6 +165,18 @@ class TrainConfig:
             self.k2 = self.k2 or self.k1
             if self.k2 < self.k1:
                 raise bad("k2", f"a number >= k1 = {self.k1}")
+        if self.update_every:  # the forward-in-time algorithms' update interval: their segment length
+            if self.batching_mode != "stream":
+                raise BpttError(
+                    "update_every: expected stream batching (the state and the sensitivities carried from update "
+                    f"to update), received --batching {self.batching_mode!r}"
+                )
+            if given is not None and "seq_len" in given and self.seq_len != self.update_every:
+                raise BpttError(
+                    f"update_every: expected the same as --seq-len (the steps between updates), received "
+                    f"{self.update_every} and --seq-len {self.seq_len}"
+                )
+            self.seq_len = self.update_every
         if self.algorithm in ("random", "artbp") and not self.truncation_prob > 0:
             raise BpttError(
                 f"truncation_prob: expected a probability c in (0, 1) with --algorithm {self.algorithm}, received "
@@ -176,13 +190,23 @@ class TrainConfig:
             raise one_of("eprop_signal", self.eprop_signal, ("online", "exact"))
         if self.eprop_feedback not in ("symmetric", "random"):
             raise one_of("eprop_feedback", self.eprop_feedback, ("symmetric", "random"))
-        if self.algorithm == "eprop" and (
-            self.task not in ("cue-accumulation", "store-recall") or self.cell not in ("lif", "alif")
-        ):
-            raise BpttError(
-                "algorithm: expected eprop with a spike task and a spiking cell (--task cue-accumulation or "
-                f"store-recall, --cell lif or alif), received task {self.task!r} and cell {self.cell!r}"
-            )
+        if self.algorithm == "eprop":
+            spikes = self.task in ("cue-accumulation", "store-recall")
+            if (spikes and self.cell not in ("lif", "alif")) or (not spikes and self.cell not in ("lstm", "elman")):
+                raise BpttError(
+                    "algorithm: expected eprop with a spiking cell on a spike task (--cell lif or alif) or an lstm or "
+                    f"elman cell on text or series, received task {self.task!r} and cell {self.cell!r}"
+                )
+            if not spikes and self.embed:
+                raise BpttError(
+                    "algorithm: expected eprop on the recurrent level that reads the input (tokens one-hot), "
+                    f"received --embed {self.embed} (an embedding level below it)"
+                )
+            if not spikes and self.eprop_signal == "online" and self.layers > 1:
+                raise BpttError(
+                    "algorithm: expected --layers 1 for eprop's online signal (the readout's error is fed back "
+                    f"to the level right below it), received --layers {self.layers} (the exact signal takes more)"
+                )
         if self.update == "batch" and self.batching_mode != "stream":
             raise BpttError(
                 "update: 'batch' accumulates the gradient over one pass through the data in order, so it "
@@ -212,6 +236,7 @@ class TrainConfig:
             "memory_policy": (bool(self.memory_budget), "--memory-budget"),
             "eprop_signal": (self.algorithm == "eprop", "--algorithm eprop"),
             "eprop_feedback": (self.algorithm == "eprop", "--algorithm eprop"),
+            "update_every": (self.algorithm in ("rtrl", "uoro", "eprop"), "--algorithm rtrl, uoro or eprop"),
         }
         off = {
             "column": "",
@@ -246,6 +271,7 @@ class TrainConfig:
                     "memory_policy": "memory_budget",
                     "eprop_signal": "algorithm",
                     "eprop_feedback": "algorithm",
+                    "update_every": "algorithm",
                 }[key]
                 raise BpttError(
                     f"{key}: expected only with {where}, received {getattr(self, key)!r} with "
@@ -338,7 +364,7 @@ HELP = {
     "clip_value": "clip each gradient entry to [-v, v] (0: off)",
     "plateau_patience": "cut the lr after this many evaluations without improvement (0: off)",
     "plateau_factor": "factor the lr is cut by on a plateau",
-    "algorithm": "full (BPTT over each batch), tbptt (TBPTT(k1, k2): an update every k1 steps, each window reaching k2 steps back), random (cuts drawn with --truncation-prob, no reweighting: biased), artbp (the same cuts, messages reweighted by 1/(1-c): unbiased), rtrl (real-time recurrent learning: the exact gradient forward in time, its sensitivities carried along the stream), uoro (UORO's unbiased rank-one estimate of them) or eprop (e-prop, spike tasks with --cell lif or alif); with stream batching the state and the carried sensitivities go from batch to batch (and into checkpoints), an update every --seq-len steps",
+    "algorithm": "full (BPTT over each batch), tbptt (TBPTT(k1, k2): an update every k1 steps, each window reaching k2 steps back), random (cuts drawn with --truncation-prob, no reweighting: biased), artbp (the same cuts, messages reweighted by 1/(1-c): unbiased), rtrl (real-time recurrent learning: the exact gradient forward in time, its sensitivities carried along the stream), uoro (UORO's unbiased rank-one estimate of them) or eprop (e-prop: spike tasks with --cell lif or alif, text or series with --cell lstm or elman; its eligibility traces carried on streams); with stream batching the state and the carried sensitivities go from batch to batch (and into checkpoints), an update every --seq-len steps",
     "k1": "tbptt: steps per segment and update (sets --seq-len; 0: --seq-len)",
     "k2": "tbptt: steps each window backpropagates (>= k1; 0: k1)",
     "truncation_prob": "random/artbp: probability c of a truncation at each step",
@@ -346,6 +372,7 @@ HELP = {
     "some states are stored and the steps after them recomputed (bptt plan shows the cost); empty: no limit",
     "eprop_signal": "with --algorithm eprop: online (the readout's error at each step, forward in time) or exact (dE/dz from BPTT: equals BPTT)",
     "eprop_feedback": "with --algorithm eprop and the online signal: symmetric (the readout's weights) or random (a fixed random matrix from the run's generator)",
+    "update_every": "with --algorithm rtrl, uoro or eprop on streams: an update every K time steps (1: at every step), the state and the algorithm's sensitivities or traces carried from update to update and into checkpoints (the same as --seq-len K)",
     "memory_policy": "revolve (hidden-state checkpointing with the binomial optimum, Griewank 1992) or mixed "
     "(states and whole recorded segments where each pays best, after Gruslys et al. 2016; NOTICE: patents "
     "US 11,256,990 B2 and EP 3446260 B1 claim choosing what to store during BPTT from a memory allocation; "
