@@ -51,6 +51,14 @@ class Level:
     def _local_names(self, prefix: str) -> list[str]:
         return list(self.local_shapes())
 
+    def forward_jvp(self, p: Params, cache: Any, dx: np.ndarray) -> np.ndarray:
+        """The tangent of a feed-forward level's output given its input's tangent dx (shaped as
+        its input), the parameters held, at the point its forward `cache` records (bptt.jvp)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.forward_jvp: this level has no forward-mode product; implement "
+            "forward_jvp(p, cache, dx) -> dy to place it between recurrent levels in bptt.jvp"
+        )
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.size}, name={self.name!r})"
 
@@ -123,6 +131,10 @@ class Dense(Level):
         g["b"] += d.sum(axis=0)
         return ops.matmul(d, p["W"]).reshape(T, B, D) if need_dx else None
 
+    def forward_jvp(self, p: Params, cache, dx: np.ndarray) -> np.ndarray:
+        """dy = f'(.) * (dx W^T)."""
+        return self.activation.backward(cache[1], dx @ p["W"].T)
+
     def __repr__(self) -> str:
         return f"Dense({self.size}, activation={self.activation.name!r}, name={self.name!r})"
 
@@ -167,6 +179,10 @@ class RateRegularizer(Level):
         n = x.shape[0] * x.shape[1]
         rate = x.reshape(n, -1).mean(axis=0)  # (H,)
         return dy + (self.strength / n) * (rate - self.target).astype(dy.dtype)
+
+    def forward_jvp(self, p: Params, x: np.ndarray, dx: np.ndarray) -> np.ndarray:
+        """The output is the input: its tangent too (the penalty is not part of the output)."""
+        return dx.copy()
 
     def __repr__(self) -> str:
         return f"RateRegularizer(target={self.target!r}, strength={self.strength!r}, name={self.name!r})"

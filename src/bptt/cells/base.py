@@ -13,11 +13,14 @@ recurrent product runs step by step:
 
     forward   step(params, state, xp_t)              -> (state_t, out_t, cache_t)
     backward  step_back(params, cache_t, dstate_t, dout_t, grads) -> (dstate_{t-1}, dxp_t)
+    tangent   step_jvp(params, cache_t, dstate_{t-1}, dxp_t)        -> (dstate_t, dout_t)
 
 `step_back` is the vector-Jacobian product of `step`: given the gradient of the loss with
 respect to the new state and to the step's output, it returns the gradient with respect to the
 previous state and to xp_t, and ADDS the step's contribution to the recurrent parameters'
 gradients into `grads` (the shared weights' gradient is the sum over the unrolled copies).
+`step_jvp` is the Jacobian-vector product of `step` with the parameters held: the transpose of
+step_back's map (dstate_t, dout_t) -> (dstate_{t-1}, dxp_t), so <u, JVP v> = <VJP u, v>.
 Caches are returned values holding what the backward step needs (activations, the previous
 state), never recomputed.
 """
@@ -156,6 +159,16 @@ class Cell(ABC):
     ) -> tuple[NamedTuple, np.ndarray]:
         """(cache_t, dL/dstate_t, dL/dout_t) -> (dL/dstate_{t-1}, dL/dxp_t); adds dparams.
         Returns arrays of its own: never writes into the cache or the incoming gradients."""
+
+    def step_jvp(self, params: Params, cache: Any, dstate_prev: NamedTuple, dxp: np.ndarray | None):
+        """(cache_t, tangent of state_{t-1}, tangent of xp_t or None: zero) -> (tangent of
+        state_t, tangent of out_t), the parameters held: the Jacobian-vector product of `step`,
+        exactly the transpose of the linear map `step_back` applies (forward-mode UORO/RTRL:
+        A v in O(n^2) instead of n VJPs). Returns arrays of its own."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.step_jvp: this cell has no forward-mode product; implement "
+            "step_jvp(params, cache, dstate_prev, dxp) -> (dstate, dout) as the transpose of its step_back"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size})"

@@ -11,6 +11,10 @@ Backward step (derivations.md, "Elman"): with g = dL/ds(t) (from the output and 
     dU        += delta(t)^T s(t-1)
     dL/ds(t-1) = delta(t) U
     dL/dxp(t)  = delta(t)
+
+Tangent step (`step_jvp`, its transpose): with ds = the tangent of s(t-1), dxp that of xp(t),
+
+    ds(t) = dout(t) = f'(a(t)) * (ds U^T + dxp)
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ class Elman(Cell):
         delta = self.activation.backward(cache.h, dstate.h + dout)  # (B, H)
         grads["W_hh"] += delta.T @ cache.h_prev
         return ElmanState(delta @ params["W_hh"]), delta
+
+    def step_jvp(self, params: Params, cache: ElmanCache, dstate_prev: ElmanState, dxp):
+        a = dstate_prev.h @ params["W_hh"].T
+        if dxp is not None:
+            a += dxp
+        dh = self.activation.backward(cache.h, a)
+        return ElmanState(dh), dh
 
     def __repr__(self) -> str:
         return (

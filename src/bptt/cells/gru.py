@@ -22,6 +22,13 @@ Backward step (derivations.md, "GRU"), g = dL/dh':
 The cache is (h, work) with work = [r, z, n, hn] (B, 4H), a row of the tape's work buffer. A
 consumed tape's backward step overwrites it with [da_r, da_z, da_n, da_n r]: dxp is its first
 3H columns and the recurrent product's gradient its columns r, z and the last H.
+
+Tangent step (`step_jvp`, its transpose), from dh = the tangent of h and dxp (B, 3H):
+
+    [ur, uz, un] = dh W_hh^T                        # the recurrent product's tangent
+    tr = r (1 - r) (dxp_r + ur),   tz = z (1 - z) (dxp_z + uz)
+    tn = (1 - n^2) (dxp_n + r un + hn tr)
+    dh' = (1 - z) tn + (h - n) tz + z dh
 """
 
 from __future__ import annotations
@@ -85,3 +92,20 @@ class GRU(Cell):
         grads["W_hh"] += drec.T @ h
         grads["b_hh"][2 * H :] += drec[:, 2 * H :].sum(axis=0)
         return GRUState(g * z + drec @ params["W_hh"]), da
+
+    def step_jvp(self, params: Params, cache: GRUCache, dstate_prev: GRUState, dxp):
+        H = self.hidden_size
+        h, work = cache
+        r, z, n, hn = work[:, :H], work[:, H : 2 * H], work[:, 2 * H : 3 * H], work[:, 3 * H :]
+        dh = dstate_prev.h
+        u = dh @ params["W_hh"].T  # (B, 3H)
+        if dxp is not None:
+            u[:, : 2 * H] += dxp[:, : 2 * H]
+        tr = u[:, :H] * (r * (1.0 - r))
+        tz = u[:, H : 2 * H] * (z * (1.0 - z))
+        a_n = r * u[:, 2 * H :] + hn * tr
+        if dxp is not None:
+            a_n += dxp[:, 2 * H :]
+        tn = a_n * (1.0 - n * n)
+        dh_new = (1.0 - z) * tn + (h - n) * tz + z * dh
+        return GRUState(dh_new), dh_new

@@ -20,6 +20,12 @@ gctx = dL/dctx(t) from step t+1:
     delta_s = (delta_y W) * f'(.)             # (B, H)
     dU += delta_s^T ctx(t-1)
     dL/dctx(t-1) = mu * gctx + delta_s U,    dxp = delta_s
+
+Tangent step (`step_jvp`, its transpose), from dctx = the tangent of ctx(t-1) and dxp:
+
+    ds      = f'(.) * (dxp + dctx U^T)
+    dy      = g'(.) * (ds W^T)                # the output's tangent
+    dctx(t) = mu * dctx + dy
 """
 
 from __future__ import annotations
@@ -101,6 +107,16 @@ class Jordan(Cell):
         if self.context_decay != 0.0:
             dctx += self.context_decay * dstate.ctx
         return JordanState(dctx), delta_s
+
+    def step_jvp(self, params: Params, cache: JordanCache, dstate_prev: JordanState, dxp):
+        _, s, y = cache
+        a = dstate_prev.ctx @ params["W_ch"].T  # (B, H)
+        if dxp is not None:
+            a += dxp
+        ds = self.activation.backward(s, a)
+        dy = self.out_activation.backward(y, ds @ params["W_hy"].T)  # (B, O)
+        dctx = dy if self.context_decay == 0.0 else self.context_decay * dstate_prev.ctx + dy
+        return JordanState(dctx), dy
 
     def __repr__(self) -> str:
         return (

@@ -19,6 +19,12 @@ Backward step (derivations.md, "LSTM"), with gh = dL/dh', gc = dL/dc' (from step
 The cache is (h, c, gates, c'): tanh(c') is recomputed in the backward step (one tanh per
 element, cheaper than storing it for every step). This NumPy code is the reference that
 bptt.fast's float32 kernels are tested against.
+
+Tangent step (`step_jvp`, its transpose), from (dh, dc) the tangent of (h, c) and dxp (B, 4H):
+
+    ta  = dxp + dh W_hh^T                                    # pre-activations' tangent
+    dc' = f dc + g i(1-i) ta_i + c f(1-f) ta_f + i (1-g^2) ta_g
+    dh' = o (1 - tanh(c')^2) dc' + tanh(c') o(1-o) ta_o
 """
 
 from __future__ import annotations
@@ -74,3 +80,18 @@ class LSTM(Cell):
         da[:, 3 * H :] = gh * tc * (o * (1.0 - o))
         grads["W_hh"] += da.T @ h_prev
         return LSTMState(da @ params["W_hh"], dc * f), da
+
+    def step_jvp(self, params: Params, cache: LSTMCache, dstate_prev: LSTMState, dxp):
+        _, c_prev, act, c = cache
+        H = self.hidden_size
+        i, f, g, o = act[:, :H], act[:, H : 2 * H], act[:, 2 * H : 3 * H], act[:, 3 * H :]
+        ta = dstate_prev.h @ params["W_hh"].T  # (B, 4H)
+        if dxp is not None:
+            ta += dxp
+        tc = np.tanh(c)
+        dc = f * dstate_prev.c
+        dc += ta[:, :H] * g * (i * (1.0 - i))
+        dc += ta[:, H : 2 * H] * c_prev * (f * (1.0 - f))
+        dc += ta[:, 2 * H : 3 * H] * i * (1.0 - g * g)
+        dh = dc * o * (1.0 - tc * tc) + ta[:, 3 * H :] * tc * (o * (1.0 - o))
+        return LSTMState(dh, dc), dh

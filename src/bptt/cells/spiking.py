@@ -39,9 +39,19 @@ gv = dL/dv(t), ga = dL/da(t) from step t+1:
     ALIF:     dL/da(t-1) = rho da;  dL/dz(t-1) += da
     decay:    d decay_logit = sum_b dv v_prev' alpha (1 - alpha)   (v_prev' the leaked term's v)
 
+Tangent step (`step_jvp`, the transpose of the backward step: the same surrogate where the
+backward step takes it), from (dv, dz, da) the tangent of (v, z, a)(t-1) and dxp (r has none):
+
+    dI       = dxp + dz W_hh^T
+    subtract: dv(t) = alpha dv + dI - theta dz   (- theta dz dropped with detach_reset)
+    zero:     dv(t) = alpha (1 - z(t-1)) dv + dI - alpha v(t-1) dz   (the last term dropped
+                                                    with detach_reset)
+    ALIF:     da(t) = rho da + dz
+    dz(t)    = dout(t) = psi(v - A) [r = 0] (dv(t) - beta da(t))
+
 The leaky readout (kind 'leaky'): a non-spiking unit y(t) = kappa y(t-1) + W_ih x(t) + b, kappa in
 (0, 1] (1: it counts its input, e.g. spikes, over time), for a loss on y at the last step or at
-every step.
+every step; its tangent step is dy(t) = dout(t) = kappa dy(t-1) + dxp.
 """
 
 from __future__ import annotations
@@ -237,6 +247,36 @@ class LIF(Cell):
             return self.State(dv_prev, dz_prev, self.rho.astype(dtype) * da, zeros), dv
         return self.State(dv_prev, dz_prev, zeros), dv
 
+    def step_jvp(self, params: Params, cache: _SpikeCache, dstate_prev, dxp):
+        v_prev, z_prev = cache.v_prev, cache.z_prev
+        dtype = v_prev.dtype
+        dv_prev, dz_prev = dstate_prev.v, dstate_prev.z
+        alpha = self.alpha(params)
+        dv = dz_prev @ params["W_hh"].T if self.recurrent else np.zeros_like(v_prev)
+        if dxp is not None:
+            dv += dxp
+        if self.reset == "subtract":
+            dv += alpha * dv_prev
+            if not self.detach_reset:
+                dv -= self.threshold.astype(dtype) * dz_prev
+        else:
+            dv += alpha * (1 - z_prev) * dv_prev
+            if not self.detach_reset:
+                dv -= alpha * v_prev * dz_prev
+        e = dv
+        if self.adaptive:
+            da = self.rho.astype(dtype) * dstate_prev.a + dz_prev
+            e = dv - self.beta.astype(dtype) * da
+        dz = e * surrogate(self.surrogate, cache.x, self.slope)  # (B, H)
+        if self.surrogate_scale != 1.0:
+            dz *= self.surrogate_scale
+        if cache.free is not None:
+            dz *= cache.free
+        zeros = np.zeros_like(dv)
+        if self.adaptive:
+            return self.State(dv, dz, da, zeros), dz
+        return self.State(dv, dz, zeros), dz
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
@@ -295,3 +335,9 @@ class Leaky(Cell):
     def step_back(self, params: Params, cache: Any, dstate: LeakyState, dout, grads: Params):
         dy = dstate.y + dout
         return LeakyState(self.decay.astype(dy.dtype) * dy), dy
+
+    def step_jvp(self, params: Params, cache: Any, dstate_prev: LeakyState, dxp):
+        dy = self.decay.astype(dstate_prev.y.dtype) * dstate_prev.y
+        if dxp is not None:
+            dy += dxp
+        return LeakyState(dy), dy
