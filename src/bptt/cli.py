@@ -112,14 +112,54 @@ def _cmd_cues(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .experiments.compare import compare, table
+    import json
 
-    rows = compare(args.cell, args.hidden, args.batch, args.length, repeats=args.repeats, seed=args.seed)
+    from .experiments.compare import DELAY, SEGMENT, compare, curves, plot_curves, save_curves, table
+    from .files import atomic_write
+
+    if args.json:
+        output_file("--json", args.json)
+    if args.curves is None:
+        if args.curve_updates is not None:
+            raise BpttError(
+                f"--curve-updates: expected it with --curves (the learning curves' plot), received "
+                f"--curve-updates {args.curve_updates} without --curves"
+            )
+        cell, hidden, batch = args.cell or "gru", args.hidden or 16, args.batch or 4
+        length, repeats = args.length or 50, args.repeats or 3
+        rows = compare(cell, hidden, batch, length, repeats=repeats, seed=args.seed)
+        print(
+            f"every gradient algorithm on one problem: {cell} {hidden}, batch {batch}, {length} steps, "
+            f"float64, mse at every step, random weights, data and initial state (seed {args.seed}); median of {repeats} calls"
+        )
+        print(table(rows))
+        if args.json:
+            text = json.dumps([r._asdict() for r in rows], indent=1) + "\n"
+            atomic_write(args.json, lambda f: f.write(text.encode()))
+            print(f"json: {args.json}")
+        return 0
+    if not args.curves:
+        raise BpttError("--curves: expected a PNG file to write, received ''")
+    output_file("--curves", args.curves)
+    for flag, v in (("--length", args.length), ("--repeats", args.repeats)):
+        if v is not None:
+            raise BpttError(
+                f"{flag}: expected {flag} only without --curves (a table setting), received {flag} {v} with --curves"
+            )
+    cell, hidden, batch = args.cell or "elman", args.hidden or 12, args.batch or 2
+    updates = args.curve_updates or 400
     print(
-        f"every gradient algorithm on one problem: {args.cell} {args.hidden}, batch {args.batch}, {args.length} steps, "
-        f"float64, mse at every step, random weights, data and initial state (seed {args.seed}); median of {args.repeats} calls"
+        f"learning curves on delayed recall (target = the input {DELAY} steps earlier): {cell} {hidden}, batch {batch}, "
+        f"float64, an Adam update every {SEGMENT} steps, {updates} updates, the same weights and stream (seed {args.seed})"
     )
-    print(table(rows))
+    t0 = time.perf_counter()
+    res = curves(cell, hidden, batch, updates=updates, seed=args.seed, log=print)
+    print(f"{time.perf_counter() - t0:.1f} s in all")
+    plot_curves(res, args.curves)
+    print(f"plot: {args.curves}")
+    if args.json:
+        save_curves(res, args.json)
+        print(f"json: {args.json}")
     return 0
 
 
@@ -414,14 +454,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="every gradient algorithm on one problem: time, memory, agreement with full BPTT",
         description="Full BPTT, TBPTT, ARTBP, memory-budgeted BPTT, RTRL and UORO on the same model, batch, "
         "parameters and initial state: median time per call, peak memory (tracemalloc), and the cosine "
-        "similarity and relative error of each gradient to full BPTT's.",
+        "similarity and relative error of each gradient to full BPTT's. With --curves instead: learning "
+        "curves of full BPTT, TBPTT, ARTBP, RTRL, UORO (and online e-prop where it takes the model) training "
+        "the same model online on one delayed-recall stream, in one PNG.",
     )
-    cp.add_argument("--cell", default="gru", help="elman, jordan, gru or lstm (default gru)")
-    cp.add_argument("--hidden", type=integer(1), default=16, help="units (default 16)")
-    cp.add_argument("--batch", type=integer(1), default=4, help="sequences (default 4)")
-    cp.add_argument("--length", type=integer(1), default=50, help="time steps (default 50)")
-    cp.add_argument("--repeats", type=integer(1), default=3, help="timed calls per algorithm (default 3)")
+    cp.add_argument("--cell", default=None, help="elman, jordan, gru or lstm (default gru; elman with --curves)")
+    cp.add_argument("--hidden", type=integer(1), default=None, help="units (default 16; 12 with --curves)")
+    cp.add_argument("--batch", type=integer(1), default=None, help="sequences (default 4; 2 with --curves)")
+    cp.add_argument("--length", type=integer(1), default=None, help="time steps (default 50; not with --curves)")
+    cp.add_argument(
+        "--repeats", type=integer(1), default=None, help="timed calls per algorithm (default 3; not with --curves)"
+    )
     cp.add_argument("--seed", type=integer(0), default=0, help="the problem's seed (default 0)")
+    cp.add_argument(
+        "--curves",
+        metavar="PNG",
+        help="instead of the table: train with each algorithm (an update every 8 steps) and plot the "
+        "learning curves here",
+    )
+    cp.add_argument(
+        "--curve-updates", type=integer(1), default=None, help="with --curves: updates per algorithm (default 400)"
+    )
+    cp.add_argument("--json", help="also write the results (the table's rows or the curves) here")
     cp.set_defaults(func=_cmd_compare)
 
     b = sub.add_parser(
