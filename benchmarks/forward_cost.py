@@ -1,12 +1,13 @@
-"""How the cost of full BPTT, RTRL and UORO grows with the number of units n: time per step
-and peak memory (tracemalloc, above what the call starts with) for an Elman network of n units,
-B = 1, T = 20, 4 inputs, a linear readout of 2, float64; medians of alternated repeats.
+"""How the cost of full BPTT, RTRL, UORO and e-prop grows with the number of units n: time per
+step and peak memory (tracemalloc, above what the call starts with) for an Elman network of n
+units, B = 1, T = 20, 4 inputs, a linear readout of 2, float64; medians of alternated repeats.
 
 Theory per step (P ~ n^2 parameters): BPTT O(n^2) time, O(n) memory a step kept; RTRL O(n^2 P) =
-O(n^4) time, O(n P) = O(n^3) memory; UORO O(n^2 + P) with a forward-mode product of the cell,
-O(n^3) here, where bptt forms A(t) from n vector-Jacobian products (bptt.algorithms.forward).
+O(n^4) time, O(n P) = O(n^3) memory; UORO O(n^2 + P) (a forward-mode product of the cells and one
+vector-Jacobian product a step), O(P) memory; e-prop (online signal) O(P) time and memory a step
+(its traces: one number per weight).
 
-python benchmarks/forward_cost.py [--repeats 5] [--sizes 8,16,32,64]
+python benchmarks/forward_cost.py [--repeats 5] [--sizes 8,16,32,64,128,256,512] [--rtrl-max 128]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sizes", default="8,16,32,64")
     ap.add_argument("--length", type=int, default=20)
+    ap.add_argument("--rtrl-max", type=int, default=128, help="RTRL only up to this n (its J: 8 n P bytes)")
     args = ap.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import numpy as np
@@ -39,7 +41,14 @@ def main() -> int:
         model = bptt.Model(4, [bptt.rnn("elman", n), bptt.Dense(2)], loss="mse")
         params = model.init_params(rng)
         x, y = rng.standard_normal((T, 1, 4)), rng.standard_normal((T, 1, 2))
-        algos = {"full BPTT": make("full"), "RTRL": make("rtrl"), "UORO": make("uoro", rng=1)}
+        algos = {
+            "full BPTT": make("full"),
+            "RTRL": make("rtrl"),
+            "UORO": make("uoro", rng=1),
+            "e-prop": make("eprop", signal="online"),
+        }
+        if n > args.rtrl_max:
+            del algos["RTRL"]
         times: dict[str, list[float]] = {k: [] for k in algos}
         peaks: dict[str, int] = {}
         for name, algo in algos.items():  # warm, and the memory
@@ -60,23 +69,32 @@ def main() -> int:
         f"Elman n units, B = 1, T = {T}, float64; {cpu}, BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}; "
         f"Python {platform.python_version()}, NumPy {np.__version__}; medians of {args.repeats} alternated calls"
     )
-    print("| n | P | full BPTT per step | RTRL per step | UORO per step | peak: full | peak: RTRL | peak: UORO |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    names = list(rows[0][2])
+    cell = lambda d, k, f: f(d[k]) if k in d else "-"  # noqa: E731
+    print(
+        "| n | P | "
+        + " | ".join(f"{k} per step" for k in names)
+        + " | "
+        + " | ".join(f"peak: {k}" for k in names)
+        + " |"
+    )
+    print("| --- | --- |" + " --- |" * (2 * len(names)))
     for n, P, t, m in rows:
         print(
-            f"| {n} | {P:,} | {t['full BPTT'] * 1e6:,.0f} µs | {t['RTRL'] * 1e6:,.0f} µs | {t['UORO'] * 1e6:,.0f} µs | "
-            f"{m['full BPTT'] / 1024:,.0f} KiB | {m['RTRL'] / 1024:,.0f} KiB | {m['UORO'] / 1024:,.0f} KiB |"
+            f"| {n} | {P:,} | "
+            + " | ".join(cell(t, k, lambda v: f"{v * 1e6:,.0f} µs") for k in names)
+            + " | "
+            + " | ".join(cell(m, k, lambda v: f"{v / 1024:,.0f} KiB") for k in names)
+            + " |"
         )
-    if len(rows) > 1:
-        (n0, _, t0_, m0), (n1, _, t1, m1) = rows[-2], rows[-1]
+    for (n0, _, t0_, m0), (n1, _, t1, m1) in zip(rows, rows[1:]):
         f = n1 / n0
-        slope = {k: np.log(t1[k] / t0_[k]) / np.log(f) for k in t1}
-        mslope = {k: np.log(m1[k] / m0[k]) / np.log(f) for k in m1}
+        both = [k for k in t1 if k in t0_]
         print(
             f"growth from n = {n0} to {n1} (exponent of n): time "
-            + ", ".join(f"{k} {v:.2f}" for k, v in slope.items())
+            + ", ".join(f"{k} {np.log(t1[k] / t0_[k]) / np.log(f):.2f}" for k in both)
             + "; memory "
-            + ", ".join(f"{k} {v:.2f}" for k, v in mslope.items())
+            + ", ".join(f"{k} {np.log(m1[k] / m0[k]) / np.log(f):.2f}" for k in both)
         )
     return 0
 

@@ -47,24 +47,75 @@ def test_rtrl_equals_full_bptt_on_spiking_cells(kind):
         np.testing.assert_allclose(g.grads[k], full.grads[k], rtol=1e-12, atol=1e-14 * np.abs(full.grads[k]).max())
 
 
+def _with_dstate0(g):
+    """The gradients and the initial-state gradient's arrays, as one dict of estimates."""
+    out = dict(g.grads)
+    out.update({f"dstate0.{k}.{i}": a for k, v in g.dstate0.items() for i, a in enumerate(v)})
+    return out
+
+
 def test_uoro_is_unbiased():
-    """1,000 seeded UORO draws on a GRU + Elman stack (float64): every parameter's mean within
-    4.5 standard errors of full BPTT's gradient (the largest |z| over its 131 entries; under the
-    normal approximation an entry passes 4.5 with probability 1 - 7e-6), so a bias of a
-    fraction of the spread fails; its variance reported beside ARTBP's (c = 0.3)."""
+    """1,000 seeded UORO draws on a GRU + Elman stack (float64): every parameter's and every
+    initial-state gradient entry's mean within 4.5 standard errors of full BPTT's (the largest
+    |z| over its 138 entries; under the normal approximation an entry passes 4.5 with
+    probability 1 - 7e-6), so a bias of a fraction of the spread fails; its variance reported
+    beside ARTBP's (c = 0.3)."""
     rng = np.random.default_rng(2)
     model = bptt.Model(2, [bptt.rnn("gru", 4), bptt.rnn("elman", 3), bptt.Dense(2)], loss="mse")
     params = model.init_params(rng)
     params = {k: v + rng.uniform(-0.2, 0.2, v.shape) for k, v in params.items()}
     x, y = rng.standard_normal((6, 1, 2)), rng.standard_normal((6, 1, 2))
-    exact = bptt.full_bptt(model, params, x, y).grads
-    stats = estimator_stats(lambda i: uoro(model, params, x, y, np.random.default_rng(100 + i)).grads, exact, 1000)
+    s0 = {
+        k: type(v)(*(rng.uniform(-0.5, 0.5, a.shape) for a in v)) for k, v in model.initial_state(params, 1)[0].items()
+    }
+    exact = _with_dstate0(bptt.full_bptt(model, params, x, y, state0=s0))
+    stats = estimator_stats(
+        lambda i: _with_dstate0(uoro(model, params, x, y, np.random.default_rng(100 + i), state0=s0)), exact, 1000
+    )
     assert stats.max_z < 4.5, stats.summary()
+    assert sum(a.size for a in exact.values()) == 138
     artbp = estimator_stats(
-        lambda i: make("artbp", c=0.3, rng=np.random.default_rng(i))(model, params, x, y).grads, exact, 1000
+        lambda i: make("artbp", c=0.3, rng=np.random.default_rng(i))(model, params, x, y, state0=s0).grads,
+        {k: v for k, v in exact.items() if not k.startswith("dstate0")},
+        1000,
     )
     assert artbp.max_z < 4.5 and stats.relative_variance > 0 and artbp.relative_variance > 0
     print(f"UORO: {stats.summary()}\nARTBP c=0.3: {artbp.summary()}")
+
+
+def test_uoro_on_a_cell_without_a_forward_mode_product(monkeypatch):
+    """Where a level has no step_jvp (a cell of one's own), UORO forms A from VJPs instead: the
+    same estimate with the same draws."""
+    import bptt.algorithms.forward as fw
+
+    rng = np.random.default_rng(6)
+    model = bptt.Model(2, [bptt.rnn("gru", 3), bptt.Dense(2)], loss="mse")
+    params = model.init_params(rng)
+    x, y = rng.standard_normal((5, 2, 2)), rng.standard_normal((5, 2, 2))
+    a = uoro(model, params, x, y, np.random.default_rng(7))
+
+    def missing(*args, **kw):
+        raise NotImplementedError("no step_jvp")
+
+    monkeypatch.setattr(fw, "step_jvp", missing)
+    b = uoro(model, params, x, y, np.random.default_rng(7))
+    for k in a.grads:
+        np.testing.assert_allclose(b.grads[k], a.grads[k], rtol=1e-11, atol=1e-14)
+
+
+def test_uoros_forward_mode_product_is_the_jacobians():
+    """UORO's A s~ (one forward-mode product) equals A built from n one-step VJPs times s~."""
+    from bptt.algorithms.forward import _Flat, _Step
+
+    rng = np.random.default_rng(5)
+    model = bptt.Model(3, [bptt.rnn("lstm", 4), bptt.rnn("gru", 3), bptt.Dense(2)], loss="mse")
+    params = {k: v + rng.uniform(-0.3, 0.3, v.shape) for k, v in model.init_params(rng).items()}
+    flat = _Flat(model, params)
+    s0 = flat.state_of(rng.standard_normal(flat.n), np.float64)
+    step = _Step(model, params, flat, rng.standard_normal((1, 1, 3)), None, s0)
+    A, _ = step.jacobians(params=False)
+    v = rng.standard_normal(flat.n)
+    np.testing.assert_allclose(step.jvp(v), A @ v, rtol=1e-12, atol=1e-14)
 
 
 def test_what_forward_in_time_algorithms_refuse():
@@ -79,6 +130,9 @@ def test_what_forward_in_time_algorithms_refuse():
         match=r"rtrl: expected sensitivities that fit in 1,000 bytes, received .* need [\d,]+ bytes \(n = 32 state units x P = 1,314 parameters",
     ):
         make("rtrl", max_bytes=1000)(model, model.init_params(0), x, x)
+    model = bptt.Model(2, [bptt.Recurrent("lif", 4), bptt.RateRegularizer(0.1, 0.5), bptt.Recurrent("leaky", 2)])
+    with pytest.raises(BpttError, match="expected no rate penalty for a forward-in-time algorithm"):
+        make("uoro")(model, model.init_params(0), x, np.zeros((3, 1), int))
 
 
 def test_a_stream_carries_the_sensitivities():

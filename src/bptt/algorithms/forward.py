@@ -24,9 +24,11 @@ dL_t/dS(t-1) s~ theta~ is unbiased; Rademacher signs keep rho1 even in nu).
 Both are built on the cell contract alone: A(t) and M(t) come row by row from the model's
 one-step backward (a vector-Jacobian product with the i-th state unit's one-hot gradient), for
 each sequence of the batch, so they hold for every cell (spiking ones through their surrogate),
-stacked levels and masks, and equal BPTT's gradient in exact arithmetic. This form spends n
-VJPs a step on A (UORO too: a cell's own forward-mode product would make UORO O(n^2 + P)).
-Bidirectional models are not causal and are refused.
+stacked levels and masks, and equal BPTT's gradient in exact arithmetic. RTRL spends n VJPs a
+step on A and M; UORO needs only A s~, one forward-mode product of the cells (bptt.jvp: the exact
+transpose of their backward step), and nu^T M, one VJP: O(n^2 + P) a step.
+Bidirectional models are not causal and are refused, and so is a rate penalty (a function of
+the segment's mean rate, not a sum of per-step losses).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 
 from ..cells.base import Params
 from ..errors import BpttError
+from ..jvp import step_jvp
 from .base import Algorithm, Gradient, register
 
 if TYPE_CHECKING:
@@ -106,6 +109,17 @@ class _Step:
         d0 = self.model.backward_levels(self.params, self.tapes, dy, dfinal, grads)
         return self.flat.state_vec(d0).astype(np.float64), self.flat.grads_vec(grads).astype(np.float64)
 
+    def jvp(self, v: np.ndarray) -> np.ndarray:
+        """A v = dS(t)/dS(t-1) v as a vector: one forward-mode product of the step (bptt.jvp);
+        for a level without one (a cell of one's own with no `step_jvp`), A from n VJPs."""
+        if getattr(self, "_A", None) is None:
+            try:
+                d = step_jvp(self.model, self.params, self.tapes, self.flat.state_of(v, self.dtype))
+                return self.flat.state_vec(d).astype(np.float64)
+            except NotImplementedError:
+                self._A = self.jacobians(params=False)[0]
+        return self._A @ v
+
     def jacobians(self, params: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """A = dS(t)/dS(t-1) (n, n) and (with `params`) M = dS(t)/dtheta (n, P), row by row."""
         n = self.flat.n
@@ -128,6 +142,12 @@ def _forward_in_time(model: Model, params: Params, x: Any, targets: Any, mask: A
         raise BpttError(
             "model: expected a unidirectional model for a forward-in-time algorithm, received a bidirectional one"
         )
+    for lv in model.levels:
+        if lv.kind == "rate" and lv.strength > 0:
+            raise BpttError(
+                f"model: expected no rate penalty for a forward-in-time algorithm (its gradient is of the "
+                f"segment's mean rate, not a sum of per-step losses), received {lv!r}"
+            )
     b = model.check_batch(params, x, targets, mask, state0)
     T, B = b.x.shape[:2]
     flat = _Flat(model, params)
@@ -220,9 +240,12 @@ def uoro(
     eps: float = 1e-7,
     carried: list | None = None,
 ) -> Gradient:
-    """An unbiased estimate of the gradient by UORO (module docstring); signs from `rng`. The
-    initial-state gradient is exact (carried as dS(t)/dS(0), n x n). carried: each sequence's
-    rank-one pair (s~, theta~) at the start (None: zeros), updated in place."""
+    """An unbiased estimate of the gradient by UORO (module docstring); signs from `rng`. A s~
+    is one forward-mode product of the step (bptt.jvp), nu^T M one vector-Jacobian product:
+    O(n^2 + P) a step. The initial-state gradient is an unbiased rank-one estimate as well:
+    dS(t)/dS(0) = K(t) with K(0) = I = E[nu0 nu0^T], so K(t) nu0 (carried by the same forward
+    products) times nu0^T. carried: each sequence's rank-one pair (s~, theta~) at the start
+    (None: zeros), updated in place."""
     acc: dict[str, Any] = {"dS0": []}
     pairs = carried if carried is not None else []
 
@@ -231,19 +254,18 @@ def uoro(
         if t == 0:
             if len(pairs) <= s:
                 pairs.append((np.zeros(n), np.zeros(P)))
-            acc["K"] = np.eye(n)
+            acc["nu0"] = rng.choice(np.array([-1.0, 1.0]), size=n)
+            acc["k"] = acc["nu0"].copy()
             acc["dS0"].append(np.zeros(n))
         st, th = pairs[s]
         acc["total"] = acc.get("total", 0.0) + g + (dS @ st) * th
-        acc["dS0"][-1] += dS @ acc["K"]
-        A, _ = step.jacobians(params=False)
+        acc["dS0"][-1] += (dS @ acc["k"]) * acc["nu0"]
         nu = rng.choice(np.array([-1.0, 1.0]), size=n)
         _, nuM = step.vjp(None, nu)
-        As = A @ st
+        As, acc["k"] = step.jvp(st), step.jvp(acc["k"])
         rho0 = np.sqrt(np.linalg.norm(th) / (np.linalg.norm(As) + eps)) + eps
         rho1 = np.sqrt(np.linalg.norm(nuM) / (np.linalg.norm(nu) + eps)) + eps
         pairs[s] = (rho0 * As + rho1 * nu, th / rho0 + nuM / rho1)
-        acc["K"] = A @ acc["K"]
 
     loss, final, b, flat = _forward_in_time(model, params, x, targets, mask, state0, carry)
     return _gradient(model, params, flat, b, loss, acc["total"], np.array(acc["dS0"]), final)

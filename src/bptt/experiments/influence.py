@@ -82,6 +82,10 @@ class InfluenceCell(Cell):
         h = state.h @ self.A.T + xp_t  # (B, n)
         return InfluenceState(h), h[:, :1], None
 
+    def step_jvp(self, params: Params, cache: Any, dstate: InfluenceState, dxp: np.ndarray | None):
+        h = dstate.h @ self.A.T + (0.0 if dxp is None else dxp)
+        return InfluenceState(h), h[:, :1]
+
     def step_back(self, params: Params, cache: Any, dstate: InfluenceState, dout: np.ndarray, grads: Params):
         g = dstate.h.copy()
         g[:, 0] += dout[:, 0]
