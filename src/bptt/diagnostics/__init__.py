@@ -1,5 +1,7 @@
-"""Diagnostics: measuring a gradient algorithm against another (gradient checking first)."""
+"""Diagnostics: measuring a gradient algorithm against another (gradient checking first), and
+the flow of error signals through time (`flow`)."""
 
+from .flow import Flow, flow
 from .gradcheck import GradcheckResult, gradcheck, numeric_grad, relative_error
 from .sweep import (
     Case,
@@ -14,9 +16,11 @@ from .variance import EstimatorStats, estimator_stats
 __all__ = [
     "Case",
     "EstimatorStats",
+    "Flow",
     "GradcheckResult",
     "Problem",
     "estimator_stats",
+    "flow",
     "gradcheck",
     "numeric_grad",
     "random_problem",
