@@ -789,7 +789,7 @@ def _cases() -> list[Case]:
             "a misspelt task",
             T("--task", "seris"),
             expect=[
-                "task: expected one of text, series, cue-accumulation, store-recall, received 'seris' (did you mean 'series'?)"
+                "task: expected one of text, series, cue-accumulation, store-recall, adding, copy-memory, temporal-xor, letters, embedded-reber, add-task, received 'seris' (did you mean 'series'?)"
             ],
         ),
         C(
@@ -883,7 +883,9 @@ def _cases() -> list[Case]:
             "flags",
             "--seq-len on a generated spike task (its sequences have their own length)",
             ["train", "--task", "cue-accumulation", "--cell", "alif", "--seq-len", "50", "--steps", "2", "--out", "x"],
-            expect=["seq_len: expected only with --task text or series, received 50 with task 'cue-accumulation'"],
+            expect=[
+                "seq_len: expected only with --task text, series or a long-term task but embedded-reber, received 50 with task 'cue-accumulation'"
+            ],
         ),
         C(
             "flag-eprop-gru",

@@ -14,6 +14,7 @@ from ..data import text as txt
 from ..errors import BpttError
 from ..generate import forecast, sample_text
 from ..plots import plot_series
+from . import report
 from .argtypes import integer, number, output_file
 from .checkpoint import atomic_write
 from .config import HELP, TrainConfig, load_toml
@@ -82,6 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"best validation: {ev['loss']:.4f} nats, accuracy {ev['accuracy']:.1%} (step {ev.get('step', res.step)})"
             )
+        elif task.kind == "longterm":
+            print(f"best validation: {report.longterm_figures(ev)} (step {ev.get('step', res.step)})")
         else:
             print(f"best validation one-step NMSE: {ev['nmse']:.4f} (step {ev.get('step', res.step)})")
     if res.stopped == "diverged":

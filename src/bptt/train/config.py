@@ -25,6 +25,8 @@ else:  # pragma: no cover - Python 3.10
 ALGORITHMS = ("full", "tbptt", "random", "artbp", "rtrl", "uoro", "eprop")
 UPDATES = ("online", "batch")
 TASKS = ("text", "series", "cue-accumulation", "store-recall")  # the last two: generated spike trains
+LONG_TERM = ("adding", "copy-memory", "temporal-xor", "letters", "embedded-reber", "add-task")  # bptt.data.longterm
+TASKS = TASKS + LONG_TERM
 SCHEDULES = ("constant", "cosine")
 _KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
 
@@ -219,7 +221,10 @@ class TrainConfig:
         rules = {
             "column": (self.task == "series", "--task series"),
             "data": (self.task in ("text", "series"), "--task text or series"),
-            "seq_len": (self.task in ("text", "series"), "--task text or series"),
+            "seq_len": (
+                self.task in ("text", "series") or (self.task in LONG_TERM and self.task != "embedded-reber"),
+                "--task text, series or a long-term task but embedded-reber",
+            ),
             "val_fraction": (self.task in ("text", "series"), "--task text or series"),
             "batching": (self.task in ("text", "series"), "--task text or series"),
             "embed": (self.task == "text", "--task text"),
@@ -346,7 +351,7 @@ def load_toml(path: str) -> dict[str, Any]:
 # What each setting means: the one place it is written (bptt train --help shows it).
 HELP = {
     "data": "text or series file (default: the bundled novel Botchan)",
-    "task": "text, series, or a generated spike task: cue-accumulation (Bellec et al. 2020), store-recall",
+    "task": "text, series, a generated spike task: cue-accumulation (Bellec et al. 2020), store-recall, or a long-term dependency task: adding, copy-memory, temporal-xor, letters, embedded-reber, add-task (--seq-len: their length T)",
     "column": "series: column name or 0-based index (default: the last column)",
     "val_fraction": "the last fraction of the data is held out for validation",
     "cell": "elman, jordan, gru, lstm, or spiking: lif, alif (adaptive; with --task cue-accumulation half the neurons adapt)",

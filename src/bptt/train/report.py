@@ -62,6 +62,19 @@ def learning_rate(cfg: TrainConfig, schedule: Any, state: Any) -> float:
     return rate * (plateau[0].scale if plateau else 1.0)
 
 
+def longterm_figures(ev: dict) -> str:
+    """A long-term task's evaluation in words: its loss beside the no-memory baseline, and its
+    own figures (tasks.LongTermTask.evaluate)."""
+    words = f"loss {ev['loss']:.4f}" + (f" (no memory: {ev['baseline']:.4f})" if "baseline" in ev else "")
+    if "mse" in ev:
+        words += f", mean square error {ev['mse']:.4f} (predicting 1: 0.1667)"
+    if "accuracy" in ev:
+        words += f", accuracy {ev['accuracy']:.1%}"
+    if "loss_determined" in ev:
+        words += f", determined steps {ev['loss_determined']:.4f} nats, the others {ev['loss_other']:.4f}"
+    return words
+
+
 class Report:
     def __init__(
         self, log: Callable[[str], None], cfg: TrainConfig, task: Any, total: int, start: int, tokens_per_update: int
@@ -121,6 +134,8 @@ class Report:
                 f"step {step}: {train}validation {ev['loss']:.4f} nats, accuracy {ev['accuracy']:.1%}"
                 + (f"; firing rate {rates}" if rates else "")
             )
+        elif self.kind == "longterm":
+            write(f"step {step}: {train}validation {longterm_figures(ev)}")
         else:
             write(f"step {step}: {train}validation one-step NMSE {ev['nmse']:.4f} (MSE {ev['mse']:.4g})")
 

@@ -180,20 +180,21 @@ class Trainer:
         self.close()
 
     # ---- the gradient algorithm ----------------------------------------------------------------
-    def _gradient(self, params, x, y, state0) -> Gradient:
+    def _gradient(self, params, x, y, state0, mask=None) -> Gradient:
         """One batch's gradient by the configured algorithm, from state0 (None: the initial
         state). A stateful algorithm (TBPTT) on streams carries its own state and window history
-        from batch to batch (saved in the checkpoint); state0 None starts a new stream."""
+        from batch to batch (saved in the checkpoint); state0 None starts a new stream. mask: the
+        real steps of right-padded sequences (a generated task of varying lengths)."""
         algo, model = self.algorithm, self.model
         if not algo.stateful:
-            return algo(model, params, x, y, state0=state0)
+            return algo(model, params, x, y, mask=mask, state0=state0)
         if state0 is None:
             algo.reset()
-            g = algo(model, params, x, y)
+            g = algo(model, params, x, y, mask=mask)
         elif self._continuing:
-            g = algo(model, params, x, y)
+            g = algo(model, params, x, y, mask=mask)
         else:  # resumed from a checkpoint without the stream's history
-            g = algo(model, params, x, y, state0=state0)
+            g = algo(model, params, x, y, mask=mask, state0=state0)
         self._continuing = self.task.mode == "stream"
         return g
 
@@ -205,8 +206,8 @@ class Trainer:
         share of the positions: the sum of per-segment gradients times 1/P for equal segments)."""
         task = self.task
         if self.batches_per_update == 1:
-            x, y, reset = task.batch(step, rng)
-            return self._gradient(params, x, y, None if (reset or carried is None) else carried)
+            x, y, reset, *mask = task.batch(step, rng)
+            return self._gradient(params, x, y, None if (reset or carried is None) else carried, *mask)
         P, state, mean = self.batches_per_update, None, GradientMean()
         for i in range(P):
             x, y, _ = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
