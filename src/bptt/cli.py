@@ -561,6 +561,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.set_defaults(func=commands.cmd_evaluate)
+
+    d = sub.add_parser(
+        "diagnose", parents=[debug], help="gradient flow of a run: error signals and Jacobian norms by lag, clip rates"
+    )
+    d.add_argument("run", metavar="RUN", help="run folder")
+    d.add_argument("--data", action="store_true", help="write RUN/diagnose.json only (no RUN/flow.png)")
+    d.add_argument("--checkpoint", choices=["best", "last"], default="last", help="which parameters (default last)")
+    d.set_defaults(func=commands.cmd_diagnose)
     return parser
 
 

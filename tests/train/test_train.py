@@ -551,3 +551,42 @@ def test_the_long_term_tasks_run_and_report_their_figures(tmp_path, capsys, task
     c = Trainer(resume=str(tmp_path / "b"), log=lambda s: None).run()
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], c.params[k], err_msg=k)
+
+
+def test_diagnose_every_records_the_flow_and_bptt_diagnose_reports_it(tmp_path, capsys):
+    """--diagnose-every N writes a 'flow' row of metrics.jsonl at update 0 and every N updates
+    (the same figures bptt.diagnostics.flow gives for those weights on the diagnostic batch:
+    checked for the last one against the checkpoint); bptt diagnose RUN writes diagnose.json
+    with them, the checkpoint's flow, gradient norms and clip rates, and draws flow.png
+    (--data: the JSON only)."""
+    from bptt.diagnostics import flow
+    from bptt.train.runs import load_run
+    from bptt.train.tasks import make_task
+
+    out = tmp_path / "d"
+    argv = ["train", "--task", "temporal-xor", "--cell", "elman", "--hidden", "6", "--batch-size", "4"]
+    argv += ["--seq-len", "12", "--steps", "8", "--eval-every", "4", "--diagnose-every", "4", "--clip", "0.05"]
+    assert main([*argv, "--dtype", "float64", "--no-progress", "--out", str(out)]) == 0
+    rows = [json.loads(ln) for ln in open(out / "metrics.jsonl")]
+    flows = [r for r in rows if r["split"] == "flow"]
+    assert [r["step"] for r in flows] == [0, 4, 8]
+    run = load_run(str(out), "last")
+    x, y, mask = make_task(run.cfg, run.meta).diagnostic_batch()
+    f = flow(run.model, run.params, x, y, mask=mask, max_lag=x.shape[0] - 1)
+    np.testing.assert_allclose(flows[-1]["error"], f.error, rtol=1e-12)
+    np.testing.assert_allclose(flows[-1]["lag"], f.lag, rtol=1e-12)
+    assert flows[0]["by_lag_norm"] != flows[-1]["by_lag_norm"]
+    capsys.readouterr()
+    assert main(["diagnose", str(out), "--data"]) == 0
+    assert not (out / "flow.png").exists()
+    data = json.load(open(out / "diagnose.json"))
+    assert len(data["recorded"]) == 3 and data["checkpoint"]["error"] == flows[-1]["error"]
+    norms = [r["grad_norm"] for r in rows if r["split"] == "train"]
+    assert [r["clip_rate"] for r in data["clip_rates"]] == [
+        np.mean(np.array(norms[:4]) > 0.05),
+        np.mean(np.array(norms[4:]) > 0.05),
+    ]
+    assert main(["diagnose", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "3 flow rows recorded" in text and "clip rate per evaluation" in text
+    assert (out / "flow.png").stat().st_size > 10_000

@@ -208,3 +208,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
     )
     return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """bptt diagnose RUN [--data]: the flow rows the run recorded (--diagnose-every), the flow of
+    its checkpoint's weights on the task's diagnostic batch, gradient norms and clip rates ->
+    RUN/diagnose.json and (unless --data) RUN/flow.png (bptt.train.diagnose)."""
+    from ..plots import read_metrics
+    from . import diagnose
+    from .tasks import make_task
+
+    run = load_run(args.run, args.checkpoint)
+    task = make_task(run.cfg, run.meta)
+    rows = read_metrics(os.path.join(args.run, "metrics.jsonl"))
+    now = diagnose.flow_row(run.model, run.params, task, None)
+    data = diagnose.summary(rows, now, run.cfg.clip)
+    out = os.path.join(args.run, "diagnose.json")
+    diagnose.write_json(out, data)
+    lag = [v for v in now["lag"] if v is not None]
+    print(
+        f"{args.run} ({run.which}): loss {now['loss']:.4f} on the diagnostic batch; |dS(T)/dS(T-l)| "
+        + (f"{lag[1]:.3g} at lag 1, {lag[-1]:.3g} at lag {len(lag) - 1}" if len(lag) > 1 else "not formed")
+        + f"; error signal {now['error'][-1]:.3g} at the last step, {now['error'][0]:.3g} at the first; "
+        + f"{len(data['recorded'])} flow rows recorded"
+    )
+    rates = data["clip_rates"]
+    if rates:
+        listed = ", ".join(f"{r['clip_rate']:.0%}" for r in rates)
+        print(f"clip rate per evaluation: {listed} (clip {run.cfg.clip:g})")
+    print(f"data: {out}")
+    if not args.data:
+        png = os.path.join(args.run, "flow.png")
+        diagnose.plot_flow(data, png, f"{run.cfg.cell} on {task.source}")
+        print(f"plot: {png}")
+    return 0

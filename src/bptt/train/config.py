@@ -82,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     diverge_after: int = 20
+    diagnose_every: int = 0
     # output
     out: str = ""
     sample_length: int = 400
@@ -129,6 +130,7 @@ class TrainConfig:
             "sample_length",
             "seed",
             "update_every",
+            "diagnose_every",
         ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -377,6 +379,7 @@ HELP = {
     "some states are stored and the steps after them recomputed (bptt plan shows the cost); empty: no limit",
     "eprop_signal": "with --algorithm eprop: online (the readout's error at each step, forward in time) or exact (dE/dz from BPTT: equals BPTT)",
     "eprop_feedback": "with --algorithm eprop and the online signal: symmetric (the readout's weights) or random (a fixed random matrix from the run's generator)",
+    "diagnose_every": "every N updates, the gradient flow on a fixed batch (bptt.diagnostics.flow: the error signal at every step, |dS(T)/dS(t)| by lag, each lag's part of the recurrent weight gradients) as a 'flow' row of metrics.jsonl, for `bptt diagnose RUN` (0: never)",
     "update_every": "with --algorithm rtrl, uoro or eprop on streams: an update every K time steps (1: at every step), the state and the algorithm's sensitivities or traces carried from update to update and into checkpoints (the same as --seq-len K)",
     "memory_policy": "revolve (hidden-state checkpointing with the binomial optimum, Griewank 1992) or mixed "
     "(states and whole recorded segments where each pays best, after Gruslys et al. 2016; NOTICE: patents "

@@ -126,6 +126,14 @@ class TextTask(_Batches):
         idx = starts[None, :] + np.arange(c.seq_len)[:, None]
         return self.train_ids[idx], self.train_ids[idx + 1], True
 
+    def diagnostic_batch(self) -> tuple:
+        """A fixed batch for the gradient-flow diagnostics: 4 windows of seq_len steps at evenly
+        spaced places of the training text, from the initial state."""
+        c = self.cfg
+        starts = np.linspace(0, self.n_train - c.seq_len - 1, 4).astype(int)
+        idx = starts[None, :] + np.arange(c.seq_len)[:, None]
+        return self.train_ids[idx], self.train_ids[idx + 1], None
+
     def evaluate(self, model: Model, params) -> dict[str, float] | None:
         if self.val_streams is None:
             return None
@@ -186,6 +194,14 @@ class SeriesTask(_Batches):
             return self._stream_batch(step)
         x, y = ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
         return x, y, True
+
+    def diagnostic_batch(self) -> tuple:
+        """4 windows of seq_len steps at evenly spaced places of the training series."""
+        T = min(self.cfg.seq_len, self.n_train - 1)
+        starts = np.linspace(0, self.n_train - T - 1, 4).astype(int)
+        idx = starts[None, :] + np.arange(T)[:, None]
+        z = np.asarray(self.z_train, self.dtype)
+        return z[idx][..., None], z[idx + 1][..., None], None
 
     def one_step_predictions(self, model: Model, params, z: np.ndarray) -> np.ndarray:
         """Predictions of z[1:] from z[:-1], one sequence from the initial state, in original units."""
@@ -273,6 +289,10 @@ class SpikeTask:
     def batch(self, step: int, rng: np.random.Generator):
         d = self.make(rng, self.cfg.batch_size, dtype=self.cfg.dtype)
         return d.x, d.y, True
+
+    def diagnostic_batch(self) -> tuple:
+        """The first 4 validation sequences."""
+        return self.val.x[:, :4], self.val.y[:4], None
 
     def evaluate(self, model: Model, params) -> dict[str, float]:
         """The validation loss and accuracy, and each spiking level's mean firing rate (Hz)."""
@@ -397,6 +417,16 @@ class LongTermTask:
     def batch(self, step: int, rng: np.random.Generator):
         p = self.make(rng, self.cfg.batch_size)
         return p.x, self._targets(p), True, p.mask
+
+    def diagnostic_batch(self) -> tuple:
+        """The first 4 validation sequences (and their mask)."""
+        p, t = self.val, self._targets(self.val)
+        y = t[:, :4] if p.at == "every" else t[:4]
+        mask = None if p.mask is None else p.mask[:, :4]
+        if mask is not None:  # (trimmed to the longest of the four)
+            T = int(mask.any(axis=1).nonzero()[0][-1]) + 1
+            return p.x[:T, :4], y[:T], mask[:T]
+        return p.x[:, :4], y, None
 
     def evaluate(self, model: Model, params) -> dict[str, float]:
         p = self.val

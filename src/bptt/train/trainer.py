@@ -41,6 +41,7 @@ from ..plots import plot_losses
 from . import checkpoint as ckpt
 from . import report
 from .config import TrainConfig
+from .diagnose import flow_row
 from .folder import RunFolder
 from .runtime import Interrupt, blas_threads, default_threads
 from .state import Guard, TrainState, finite, restore_carried
@@ -301,6 +302,8 @@ class Trainer:
         stopped, saved_at, skipped = "done", s.step, None
         t_train, t_loop0 = s.trackers.get("train_seconds", 0.0), time.perf_counter()
         with threads[0], Interrupt() as interrupt, open(self.folder.file("metrics.jsonl"), "a") as metrics:
+            if cfg.diagnose_every and s.step == 0:  # the flow at the initial weights
+                metrics.write(json.dumps(flow_row(self.model, s.params, task, 0)) + "\n")
             while s.step < self.total_steps:
                 t0 = time.perf_counter()
                 g = self._update_gradient(s.params, s.carried, s.step, s.rng)
@@ -311,6 +314,8 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 t_train += dt
                 out.step(metrics, s, g.loss, dt, t_train, skipped, self.optimizer)
+                if cfg.diagnose_every and s.step % cfg.diagnose_every == 0 and not skipped:
+                    metrics.write(json.dumps(flow_row(self.model, s.params, task, s.step)) + "\n")
                 if guard.diverged:  # the last checkpoint is left as it is: the last good state of the run
                     stopped = "diverged"
                     break
