@@ -163,6 +163,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_longterm(args: argparse.Namespace) -> int:
+    from .experiments.longterm import PARTS, run_experiment
+
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    for p in parts:
+        if p not in PARTS:
+            raise one_of("--parts", p, PARTS)
+    if args.out:
+        if not os.path.isdir(args.out):
+            raise BpttError(f"--out: expected an existing folder, received {args.out!r}")
+    res = run_experiment(parts, args.seeds, args.out, print)
+    print(res["markdown"])
+    if args.out:
+        print(
+            f"results: {args.out}/longterm.json, longterm.md" + (" and plots" if {"xor", "flow"} & set(parts) else "")
+        )
+    return 0
+
+
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from .experiments.influence import influence_experiment, plot_influence
 
@@ -477,6 +496,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--json", help="also write the results (the table's rows or the curves) here")
     cp.set_defaults(func=_cmd_compare)
+    lt = xs.add_parser(
+        "long-term",
+        parents=[debug],
+        help="the classic long-term dependency tasks: Elman, GRU, LSTM x full BPTT, TBPTT, ARTBP, clipping",
+        description="The adding problem, the embedded Reber grammar, Elman's temporal XOR, copy memory and the Add "
+        "task learned by Elman, GRU and LSTM networks (full BPTT, TBPTT and ARTBP, with and without clipping on "
+        "the Add task), and the gradient flow by lag of the trained networks and of an Elman network in an "
+        "exploding regime with and without clipping. Tables, and with --out the JSON and the plots.",
+    )
+    lt.add_argument("--parts", default="adding,reber,xor,copy,add-task,flow", help="comma-separated among adding, "
+                    "reber, xor, copy, add-task, flow (default: all; about 40 minutes on 2 cores)")  # fmt: skip
+    lt.add_argument("--seeds", type=integer(1), default=5, help="seeds per cell (adding; twice as many for reber)")
+    lt.add_argument("--out", default="", help="a folder for longterm.json, longterm.md and the plots")
+    lt.set_defaults(func=_cmd_longterm)
 
     b = sub.add_parser(
         "bench",

@@ -164,6 +164,26 @@ def reber_correct(outputs: np.ndarray, problem: Problem) -> np.ndarray:
     return (hit | ~problem.mask).all(axis=0)
 
 
+def figures(name: str, p: Problem, y: np.ndarray) -> dict[str, float]:
+    """A task's own figures for the outputs y of a model on problem p (the task `name`):
+    adding: the mean square error of the last step; copy-memory: the recall accuracy;
+    temporal-xor and letters: the cross-entropy (nats) on the determined steps and on the
+    others; embedded-reber: the share of strings whose every next-symbol set is right."""
+    if name == "adding":
+        return {"mse": float(np.mean((y[-1, :, 0] - p.y[:, 0]) ** 2))}
+    if name == "copy-memory":
+        R = 10
+        return {"accuracy": float(np.mean(y[-R:].argmax(axis=-1) == p.y[-R:]))}
+    if name in ("temporal-xor", "letters"):
+        top = y.max(-1, keepdims=True)
+        logp = y - top - np.log(np.exp(y - top).sum(-1, keepdims=True))
+        nll = -np.take_along_axis(logp, p.y[..., None], axis=-1)[..., 0]
+        return {"loss_determined": float(nll[p.scored].mean()), "loss_other": float(nll[~p.scored].mean())}
+    if name == "embedded-reber":
+        return {"accuracy": float(np.mean(reber_correct(y, p)))}
+    return {}
+
+
 def add_task(rng: np.random.Generator, batch: int, length: int = 1000, t1: int = 5, t2: int = 9) -> Problem:
     """x(t) in {0, 1} (tokens), y(t) ~ Bernoulli(0.5 + 0.5 x(t - t1) - 0.25 x(t - t2)) as class
     0/1 (x before the start: fair coins too, so every step has both dependencies)."""

@@ -435,18 +435,7 @@ class LongTermTask:
         out = {"loss": model.loss_fn.value(y, t, p.mask)}
         if p.baseline > 0:  # (embedded-reber states none)
             out["baseline"] = float(p.baseline)
-        name = self.cfg.task
-        if name == "adding":
-            out["mse"] = float(np.mean((y[-1, :, 0] - p.y[:, 0]) ** 2))
-        elif name == "copy-memory":
-            out["accuracy"] = float(np.mean(y[-10:].argmax(axis=-1) == p.y[-10:]))
-        elif name in ("temporal-xor", "letters"):
-            logp = y - np.log(np.exp(y - y.max(-1, keepdims=True)).sum(-1, keepdims=True)) - y.max(-1, keepdims=True)
-            nll = -np.take_along_axis(logp, p.y[..., None], axis=-1)[..., 0]
-            out["loss_determined"] = float(nll[p.scored].mean())
-            out["loss_other"] = float(nll[~p.scored].mean())
-        elif name == "embedded-reber":
-            out["accuracy"] = float(np.mean(lt.reber_correct(y, p)))
+        out.update(lt.figures(self.cfg.task, p, y))
         return out
 
     def meta(self) -> dict[str, Any]:

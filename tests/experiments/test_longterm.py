@@ -1,0 +1,56 @@
+"""bptt experiment long-term, in small: a run trains (the held-out loss falls), each algorithm
+and clipping setting runs, the exploding start has spectral radius 1.5, the tables and plots
+come out, the Add-task levels are named right; the command refuses unknown parts."""
+
+import numpy as np
+import pytest
+
+from bptt.cli import main
+from bptt.experiments import longterm as L
+
+
+def test_a_short_run_learns_and_reports_its_figures():
+    r = L.train("embedded-reber", "lstm", 0, hidden=16, batch=16, steps=300, eval_every=100)
+    assert r.curve[0][1] > r.curve[-1][1] and 0 <= r.figures["accuracy"] <= 1
+    assert len(r.curve) == 3 and r.curve[-1][3] > 0  # (update, loss, figures, median gradient norm)
+    table = L.table_reber([r])
+    assert table.splitlines()[2].startswith("| lstm | ")
+
+
+@pytest.mark.parametrize("algo", L.ADD_ALGORITHMS)
+@pytest.mark.parametrize("clip", [1.0, 0.0])
+def test_every_algorithm_and_clipping_setting_runs(algo, clip):
+    r = L.train("add-task", "gru", 0, algo=algo, clip=clip, T=20, hidden=8, batch=4, steps=12, eval_every=6)
+    assert np.isfinite(r.loss) and r.algorithm == algo
+    assert L.level_of(r.loss) in ("none (0.66)", "t - 5 (0.52)", "both (0.45)", "above 0.66")
+
+
+def test_the_exploding_start_and_the_levels():
+    r = L.train("adding", "elman", 0, T=10, hidden=8, steps=2, init_radius=1.5, keep_params=True, lr=0.0)
+    W = r.params["elman0.W_hh"].astype(np.float64)
+    assert np.abs(np.linalg.eigvals(W)).max() == pytest.approx(1.5, rel=1e-5)
+    none, first, both = L.lt.add_task_levels()
+    assert (
+        L.level_of(both) == "both (0.45)" and L.level_of(first) == "t - 5 (0.52)" and L.level_of(none) == "none (0.66)"
+    )
+    assert (
+        L.strings_to_solve(r._replace(curve=[(50, 0.1, {"accuracy": 0.9}, 1), (100, 0, {"accuracy": 1.0}, 1)])) == 1600
+    )
+
+
+def test_plots_and_tables(tmp_path):
+    xor = L.train("temporal-xor", "elman", 0, T=30, hidden=8, batch=4, steps=4, eval_every=2, keep_params=True)
+    L.plot_xor(xor, str(tmp_path / "x.png"), T=30)
+    add = L.train("adding", "lstm", 0, T=12, hidden=6, batch=4, steps=4, keep_params=True)
+    prof = L.lag_profiles([add], T=12)
+    assert len(prof["lstm"]["lag"]) == 12 and prof["lstm"]["lag"][0] == 1.0
+    L.plot_flow(prof, [add], str(tmp_path / "f.png"))
+    assert (tmp_path / "x.png").stat().st_size > 5000 and (tmp_path / "f.png").stat().st_size > 5000
+    assert "| temporal-xor T=30 | elman |" in L.table_simple([xor]) and "| lstm | 12 |" in L.table_adding([add])
+
+
+def test_the_command_refuses_unknown_parts(capsys):
+    assert main(["experiment", "long-term", "--parts", "adding,foo"]) == 2
+    assert (
+        "--parts: expected one of adding, reber, xor, copy, add-task, flow, received 'foo'" in capsys.readouterr().err
+    )
