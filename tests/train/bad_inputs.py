@@ -1444,7 +1444,7 @@ def _cases() -> list[Case]:
             "a misspelt experiment",
             ["experiment", "influence"],
             expect=[
-                "NAME: expected one of influence-balancing, cue-accumulation, compare, received 'influence' (did you mean 'influence-balancing'?)"
+                "NAME: expected one of influence-balancing, cue-accumulation, compare, long-term, received 'influence' (did you mean 'influence-balancing'?)"
             ],
         ),
         C(
