@@ -211,6 +211,33 @@ def add_task_levels() -> tuple[float, float, float]:
     return none, first, both
 
 
+def make(name: str, rng: np.random.Generator, batch: int, length: int, dtype: Any = np.float32) -> Problem:
+    """Task `name` of TASKS with its length parameter from one number: adding, letters and
+    add-task T = length; copy-memory the delay; temporal-xor length // 3 triples;
+    embedded-reber none."""
+    if name == "adding":
+        return adding(rng, batch, length, dtype=dtype)
+    if name == "copy-memory":
+        return copy_memory(rng, batch, delay=length)
+    if name == "temporal-xor":
+        return temporal_xor(rng, batch, triples=max(1, length // 3))
+    if name == "letters":
+        return letters(rng, batch, length)
+    if name == "add-task":
+        return add_task(rng, batch, length)
+    return embedded_reber(rng, batch)
+
+
+# (inputs, outputs, token inputs) of a model for each task
+SIZES = {
+    "adding": (2, 1, False),
+    "copy-memory": (10, 9, True),
+    "temporal-xor": (2, 2, True),
+    "letters": (6, 6, True),
+    "embedded-reber": (7, 7, True),
+    "add-task": (2, 2, True),
+}
+
 TASKS = {
     "adding": adding,
     "copy-memory": copy_memory,

@@ -33,14 +33,6 @@ from ..model import Model
 from ..optim import adam, apply_updates, chain, clip_by_global_norm, global_norm, warmup_cosine
 
 PARTS = ("adding", "reber", "xor", "copy", "add-task", "flow")
-SIZES = {  # inputs, outputs, tokens
-    "adding": (2, 1, False),
-    "copy-memory": (10, 9, True),
-    "temporal-xor": (2, 2, True),
-    "letters": (6, 6, True),
-    "embedded-reber": (7, 7, True),
-    "add-task": (2, 2, True),
-}
 
 
 class Run(NamedTuple):
@@ -59,21 +51,11 @@ class Run(NamedTuple):
 
 
 def problem(task: str, rng: np.random.Generator, B: int, T: int) -> lt.Problem:
-    if task == "adding":
-        return lt.adding(rng, B, T, dtype=np.float32)
-    if task == "copy-memory":
-        return lt.copy_memory(rng, B, delay=T)
-    if task == "temporal-xor":
-        return lt.temporal_xor(rng, B, triples=max(1, T // 3))
-    if task == "letters":
-        return lt.letters(rng, B, T)
-    if task == "add-task":
-        return lt.add_task(rng, B, T)
-    return lt.embedded_reber(rng, B)
+    return lt.make(task, rng, B, T)
 
 
 def model_for(task: str, cell: str, hidden: int, p: lt.Problem) -> Model:
-    D, K, tokens = SIZES[task]
+    D, K, tokens = lt.SIZES[task]
     return Model(D, [rnn(cell, hidden), Dense(K)], tokens=tokens, loss=p.loss, at=p.at)
 
 

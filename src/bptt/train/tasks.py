@@ -353,17 +353,6 @@ class SpikeTask:
         )
 
 
-# the long-term tasks: (inputs, outputs, tokens) of their models
-_SIZES = {
-    "adding": (2, 1, False),
-    "copy-memory": (10, 9, True),
-    "temporal-xor": (2, 2, True),
-    "letters": (6, 6, True),
-    "embedded-reber": (7, 7, True),
-    "add-task": (2, 2, True),
-}
-
-
 class LongTermTask:
     """A classic long-term dependency task (bptt.data.longterm): fresh sequences from the run's
     generator every step, a fixed validation set of 500 sequences (from the run's seed); the
@@ -386,18 +375,7 @@ class LongTermTask:
         self.T = self.val.x.shape[0]
 
     def make(self, rng: np.random.Generator, B: int) -> lt.Problem:
-        name, T = self.cfg.task, self.cfg.seq_len
-        if name == "adding":
-            return lt.adding(rng, B, T, dtype=self.cfg.dtype)
-        if name == "copy-memory":
-            return lt.copy_memory(rng, B, delay=T)
-        if name == "temporal-xor":
-            return lt.temporal_xor(rng, B, triples=max(1, T // 3))
-        if name == "letters":
-            return lt.letters(rng, B, T)
-        if name == "add-task":
-            return lt.add_task(rng, B, T)
-        return lt.embedded_reber(rng, B)
+        return lt.make(self.cfg.task, rng, B, self.cfg.seq_len, self.cfg.dtype)
 
     @property
     def tokens_per_step(self) -> int:
@@ -407,7 +385,7 @@ class LongTermTask:
         return 1
 
     def build_model(self) -> Model:
-        D, K, tokens = _SIZES[self.cfg.task]
+        D, K, tokens = lt.SIZES[self.cfg.task]
         levels = [rnn(self.cfg.cell, self.cfg.hidden, self.cfg.layers), Dense(K)]
         return Model(D, levels, tokens=tokens, loss=self.val.loss, at=self.val.at)
 
@@ -442,7 +420,7 @@ class LongTermTask:
         return {}
 
     def describe(self) -> str:
-        shape = "tokens" if _SIZES[self.cfg.task][2] else "floats"
+        shape = "tokens" if lt.SIZES[self.cfg.task][2] else "floats"
         return (
             f"{self.source}: sequences of {self.T} steps ({shape}), loss {self.val.loss} at {self.val.at} step(s); "
             "validation: 500 fixed sequences"
