@@ -91,7 +91,8 @@ def plot_flow(data: dict[str, Any], path: str, title: str = "") -> None:
     from ..plots import _pyplot, _save
 
     plt = _pyplot()
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.4))
+    fig, ax = plt.subplots(1, 3, figsize=(17, 4.4))
+    fig.subplots_adjust(wspace=0.42)
     flows = data["recorded"] + [data["checkpoint"]]
     name = sorted(data["checkpoint"]["by_lag_norm"])[0] if data["checkpoint"]["by_lag_norm"] else None
     if name and data["recorded"]:
@@ -103,7 +104,7 @@ def plot_flow(data: dict[str, Any], path: str, title: str = "") -> None:
             origin="lower",
             extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, grid.shape[1] - 0.5),
         )
-        fig.colorbar(im, ax=ax[0], label="log10 |part of dL/dW_hh| (last row: all longer lags)")
+        fig.colorbar(im, ax=ax[0], label="log10 |part of dL/dW_hh| (top row: the rest)")
         ax[0].set(xlabel="training update", ylabel="lag", title=f"{name}: each lag's part of the gradient")
     else:
         ax[0].text(0.5, 0.5, "no flow rows recorded\n(bptt train --diagnose-every N)", ha="center", va="center")
