@@ -44,9 +44,27 @@ def test_plots_and_tables(tmp_path):
     add = L.train("adding", "lstm", 0, T=12, hidden=6, batch=4, steps=4, keep_params=True)
     prof = L.lag_profiles([add], T=12)
     assert len(prof["lstm"]["lag"]) == 12 and prof["lstm"]["lag"][0] == 1.0
-    L.plot_flow(prof, [add], str(tmp_path / "f.png"))
+    boom = L.train("adding", "elman", 0, T=10, hidden=8, steps=60, init_radius=2.0, optimizer="sgd", clip=0.0)
+    assert len(boom.figures["trace"]) == 60 and boom.figures["trace"][0][2] < 2.0 + 1  # (after the first update)
+    assert "| none |" in L.table_exploding([boom])
+    L.plot_flow(prof, [boom], str(tmp_path / "f.png"))
     assert (tmp_path / "x.png").stat().st_size > 5000 and (tmp_path / "f.png").stat().st_size > 5000
     assert "| temporal-xor T=30 | elman |" in L.table_simple([xor]) and "| lstm | 12 |" in L.table_adding([add])
+
+
+def test_parts_run_one_at_a_time_keep_the_others(tmp_path, monkeypatch):
+    """run_experiment with --out keeps the parts already in longterm.json and adds the new one;
+    the markdown holds the tables of both."""
+    tiny = lambda log=None: [L.train("temporal-xor", "elman", 0, T=12, hidden=4, batch=2, steps=4, keep_params=True)]  # noqa: E731
+    monkeypatch.setattr(L, "xor_part", tiny)
+    monkeypatch.setattr(
+        L, "copy_part", lambda log=None: [L.train("copy-memory", "gru", 0, T=5, hidden=4, batch=2, steps=4)]
+    )
+    L.run_experiment(("xor",), out=str(tmp_path), log=None)
+    res = L.run_experiment(("copy",), out=str(tmp_path), log=None)
+    assert set(res["runs"]) == {"xor", "copy"}
+    md = (tmp_path / "longterm.md").read_text()
+    assert "### Temporal XOR" in md and "### Copy memory" in md and (tmp_path / "longterm_xor.png").exists()
 
 
 def test_the_command_refuses_unknown_parts(capsys):
