@@ -89,6 +89,7 @@ def train(
     keep_params: bool = False,
     init_radius: float = 0.0,
     optimizer: str = "adam",
+    warmup: int | None = None,
     log: Any = None,
 ) -> Run:
     """One run (module docstring). init_radius > 0: the recurrent weights scaled to that spectral
@@ -224,7 +225,7 @@ def exploding_part(log: Any = None) -> list[Run]:
     """Elman from spectral radius 2 (gradients ~500x those at radius 1 here), adding T = 50,
     plain gradient descent (Adam would rescale the steps), with and without clipping."""
     return [train("adding", "elman", 0, T=50, hidden=32, steps=1000, lr=0.01, clip=c, init_radius=2.0,
-                  optimizer="sgd", eval_every=50, log=log) for c in (1.0, 0.0)]  # fmt: skip
+                  optimizer="sgd", warmup=0, eval_every=50, log=log) for c in (1.0, 0.0)]  # fmt: skip
 
 
 # ---- tables and plots -----------------------------------------------------------------------
