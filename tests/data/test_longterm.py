@@ -47,7 +47,7 @@ def test_temporal_xor_every_third_bit_is_determined():
     np.testing.assert_array_equal(y[t], x[t - 1] ^ x[t])
     other = ~p.scored
     assert abs(y[other].mean() - 0.5) < 0.1  # coin flips there
-    assert p.baseline == pytest.approx(2 / 3 * np.log(2))
+    assert p.baseline == pytest.approx(np.log(2))
 
 
 def test_letters_follow_elmans_words():
@@ -58,8 +58,15 @@ def test_letters_follow_elmans_words():
         assert set(words[:-4].strip()) <= {" "}, s[:60]
     vowels = p.y >= 3
     np.testing.assert_array_equal(p.scored, vowels)
-    share = (~vowels).mean()
-    assert abs(share - 1 / 3) < 0.05 and p.baseline == pytest.approx(np.log(3) / 3)
+    assert abs((~vowels).mean() - 1 / 3) < 0.05
+    # the no-memory baseline: the next letter's entropy given the current one, measured
+    big = L.letters(np.random.default_rng(2), 40, length=2000)
+    x, y = big.x.ravel(), big.y.ravel()
+    H = 0.0
+    for c in range(6):
+        nxt = np.bincount(y[x == c], minlength=6) / max(1, (x == c).sum())
+        H += (x == c).mean() * -sum(q * np.log(q) for q in nxt if q > 0)
+    assert H == pytest.approx(p.baseline, abs=0.01) and p.baseline == pytest.approx(0.7324, abs=1e-4)
 
 
 def _parse_reber(s: str) -> bool:
