@@ -222,7 +222,7 @@ def lag_profiles(adding_runs: list[Run], T: int = 100) -> dict[str, dict]:
 
 
 def exploding_part(log: Any = None) -> list[Run]:
-    """Elman from spectral radius 2 (gradients ~500x those at radius 1 here), adding T = 50,
+    """Elman from spectral radius 2 (a first gradient of 84 against 2.3 at radius 1), adding T = 50,
     plain gradient descent (Adam would rescale the steps), with and without clipping."""
     return [train("adding", "elman", 0, T=50, hidden=32, steps=1000, lr=0.01, clip=c, init_radius=2.0,
                   optimizer="sgd", warmup=0, eval_every=50, log=log) for c in (1.0, 0.0)]  # fmt: skip
