@@ -255,10 +255,6 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    from .. import machine
+
+    return f"{machine.cpu()}, Python {platform.python_version()}; BLAS: {machine.blas()}"

@@ -21,11 +21,12 @@ def default_threads() -> int:
 
 def blas_threads(n: int):
     """Context manager limiting BLAS threads to n (threadpoolctl), and a description."""
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
+
+    from .. import machine
 
     limiter = threadpool_limits(limits=n, user_api="blas")
-    libs = sorted({f"{i['internal_api']}" for i in threadpool_info() if i.get("user_api") == "blas"})
-    return limiter, f"{n} BLAS thread{'s' if n > 1 else ''} ({', '.join(libs) or 'no BLAS found'})"
+    return limiter, f"{n} BLAS thread{'s' if n > 1 else ''} ({machine.blas()}); {machine.cpu()}"
 
 
 class Interrupt:
