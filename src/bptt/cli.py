@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exploding regime with and without clipping. Tables, and with --out the JSON and the plots.",
     )
     lt.add_argument("--parts", default="adding,reber,xor,copy,add-task,flow", help="comma-separated among adding, "
-                    "reber, xor, copy, add-task, flow (default: all; about 40 minutes on 2 cores)")  # fmt: skip
+                    "reber, xor, copy, add-task, flow (default: all; about 35 minutes on one core)")  # fmt: skip
     lt.add_argument("--seeds", type=integer(1), default=5, help="seeds per cell (adding; twice as many for reber)")
     lt.add_argument("--out", default="", help="a folder for longterm.json, longterm.md and the plots")
     lt.set_defaults(func=_cmd_longterm)

@@ -146,9 +146,9 @@ def test_the_lstm_trace_is_needed():
     full = bptt.full_bptt(model, params, x, y, state0=s0)
     real = ep._step_traces
 
-    def no_trace(cell, p, ch, u, tr):
+    def no_trace(cell, ch, u, tr, lif):
         tr["eps"][...] = 0.0
-        return real(cell, p, ch, u, tr)
+        return real(cell, ch, u, tr, lif)
 
     ep._step_traces = no_trace
     try:

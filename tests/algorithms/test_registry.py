@@ -23,11 +23,11 @@ EXACT = {
     "rtrl": {},
 }
 ESTIMATES = {"uoro"}  # unbiased estimates (tests/algorithms/test_forward.py)
-SPIKING_ONLY = {"eprop"}  # exact on lif, alif, lstm and elman first levels (tests/algorithms/test_eprop.py)
+FIRST_LEVEL_ONLY = {"eprop"}  # exact on lif, alif, lstm and elman first levels (tests/algorithms/test_eprop.py)
 
 
 def test_every_registered_algorithm_is_listed_here():
-    assert set(REGISTRY) == set(EXACT) | ESTIMATES | SPIKING_ONLY
+    assert set(REGISTRY) == set(EXACT) | ESTIMATES | FIRST_LEVEL_ONLY
 
 
 def test_make_checks_names_and_options():

@@ -103,9 +103,19 @@ def _zero_traces(cell: Any, B: int, U: int, dtype: Any, filtered: bool) -> dict[
     return t
 
 
-def _step_traces(cell: Any, params: Params, ch: Any, u: np.ndarray, tr: dict) -> np.ndarray:
+def _lif_constants(cell: Any, params: Params, dtype: Any) -> tuple:
+    """A spiking level's per-unit constants of its trace dynamics (alpha, theta, rho, beta, c),
+    once per call rather than once per step."""
+    H = cell.hidden_size
+    alpha, theta = cell.alpha(params).astype(dtype), cell.threshold.astype(dtype)
+    rho = cell.rho.astype(dtype) if cell.adaptive else np.zeros(H, dtype)
+    beta = cell.beta.astype(dtype) if cell.adaptive else np.zeros(H, dtype)
+    return alpha, theta, rho, beta, 0.0 if cell.detach_reset else 1.0
+
+
+def _step_traces(cell: Any, ch: Any, u: np.ndarray, tr: dict, lif: tuple | None) -> np.ndarray:
     """One step: updates the carried `tr` in place and returns e(t), (B, G, U) for the G rows of
-    W_ih and the inputs u = [x(t), z(t-1), 1]."""
+    W_ih and the inputs u = [x(t), z(t-1), 1]; lif: `_lif_constants` for a spiking level."""
     dtype = u.dtype
     if isinstance(cell, LSTM):
         H = cell.hidden_size
@@ -124,11 +134,7 @@ def _step_traces(cell: Any, params: Params, ch: Any, u: np.ndarray, tr: dict) ->
         fprime = cell.activation.backward(ch.h, np.ones_like(ch.h))
         return fprime[:, :, None] * u[:, None, :]
     # LIF / ALIF
-    H = cell.hidden_size
-    alpha, theta = cell.alpha(params).astype(dtype), cell.threshold.astype(dtype)
-    rho = cell.rho.astype(dtype) if cell.adaptive else np.zeros(H, dtype)
-    beta = cell.beta.astype(dtype) if cell.adaptive else np.zeros(H, dtype)
-    c = 0.0 if cell.detach_reset else 1.0
+    alpha, theta, rho, beta, c = lif
     psi_prev = tr["psi"]
     zp, vp = ch.z_prev, ch.v_prev
     if cell.reset == "subtract":
@@ -157,10 +163,11 @@ def _traces(cell: Any, params: Params, x: np.ndarray, caches: list, signal: np.n
     G = cell.gates * cell.hidden_size
     out = np.zeros((G, tr["U"]), x.dtype)
     ones = np.ones((B, 1), x.dtype)
+    lif = _lif_constants(cell, params, x.dtype) if isinstance(cell, LIF) else None
     for t in range(T):
         ch = caches[t]
         u = np.concatenate([x[t], ch.z_prev if isinstance(cell, LIF) else ch.h_prev, ones], axis=1)
-        e = _step_traces(cell, params, ch, u, tr)
+        e = _step_traces(cell, ch, u, tr, lif)
         if kappa is not None:
             tr["filt"] *= kappa
             tr["filt"] += e

@@ -178,7 +178,7 @@ def curves(
     out = []
     for key in algorithms:
         label, build = contenders[key]
-        if key == "eprop":  # only where it accepts this model (today: spiking levels only)
+        if key == "eprop":  # only where it accepts this model (a first level of lif, alif, lstm or elman)
             try:
                 build(np.random.default_rng(0))(model, params0, x[:segment], y[:segment])
             except BpttError as e:

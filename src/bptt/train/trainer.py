@@ -211,8 +211,8 @@ class Trainer:
             return self._gradient(params, x, y, None if (reset or carried is None) else carried, *mask)
         P, state, mean = self.batches_per_update, None, GradientMean()
         for i in range(P):
-            x, y, _ = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
-            g = self._gradient(params, x, y, state)
+            x, y, _, *mask = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
+            g = self._gradient(params, x, y, state, *mask)
             state = g.final_state if finite(g.final_state) else None
             mean.add(g, x.shape[0] * x.shape[1])
         # the next pass starts from the initial state: nothing is carried across updates
