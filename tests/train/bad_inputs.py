@@ -1040,11 +1040,11 @@ def _cases() -> list[Case]:
             expect=["memory_policy: expected only with --memory-budget, received 'mixed'"],
         ),
         C(
-            "flag-memory-budget-tbptt",
+            "flag-memory-budget-rtrl",
             "flags",
-            "--memory-budget with TBPTT",
-            T("--algorithm", "tbptt", "--memory-budget", "1MB"),
-            expect=["memory_budget: expected only with --algorithm full, received '1MB' with algorithm 'tbptt'"],
+            "--memory-budget with RTRL",
+            T("--algorithm", "rtrl", "--memory-budget", "1MB"),
+            expect=["memory_budget: expected only with --algorithm full or tbptt, received '1MB' with algorithm 'rtrl'"],
         ),
         C(
             "plan-too-small",

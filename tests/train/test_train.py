@@ -67,6 +67,7 @@ def interrupt_at(n):
         "text-stream",
         "series-window",
         "text-tbptt-overlap",
+        "text-tbptt-budget",
         "text-artbp",
         "text-batch-update",
         "text-rtrl",
@@ -84,6 +85,9 @@ def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file
         "text-stream": dict(data=text_file, plateau_patience=1),
         "series-window": dict(data=series_files[0], task="series", cell="gru", optimizer="momentum", lr=0.05),
         "text-tbptt-overlap": dict(data=text_file, algorithm="tbptt", k1=5, k2=23, cell="gru"),
+        "text-tbptt-budget": dict(
+            data=text_file, algorithm="tbptt", k1=5, k2=23, cell="lstm", memory_budget="60KB", memory_policy="mixed"
+        ),
         "text-artbp": dict(data=text_file, algorithm="artbp", truncation_prob=0.2),
         "text-batch-update": dict(data=text_file, update="batch", batch_size=32, cell="elman"),
         "text-rtrl": dict(data=text_file, algorithm="rtrl", cell="gru", hidden=5, seq_len=6, batch_size=2),
@@ -485,6 +489,15 @@ def test_a_memory_budget_trains_like_full_bptt(tmp_path, text_file, capsys):
     for name in ("mixed", "revolve"):
         np.testing.assert_allclose(runs[name], runs["full"], rtol=1e-11)
     assert "within 60KB (mixed)" in capsys.readouterr().out
+    # TBPTT(10, 10) on streams, each window within a budget: the same run as without
+    for name, extra in (("tbptt", {}), ("tbptt-budget", dict(memory_budget="60KB"))):
+        trainer = Trainer(small(tmp_path / name, data=text_file, steps=15, algorithm="tbptt", k1=10, **extra))
+        trainer.run()
+        if extra:
+            assert trainer.algorithm.stream(trainer.model).budget.stats["forward_steps"] > 10  # recomputed
+        runs[name] = [json.loads(ln)["loss"] for ln in open(tmp_path / name / "metrics.jsonl") if '"train"' in ln]
+    np.testing.assert_allclose(runs["tbptt-budget"], runs["tbptt"], rtol=1e-11)
+    assert "TBPTT(k1=10, k2=10), each window within 60KB (revolve)" in capsys.readouterr().out
     assert main(["train", "--data", text_file, "--memory-budget", "1KB", "--out", str(tmp_path / "x")]) == 2
     assert "memory budget: expected at least" in capsys.readouterr().err and not (tmp_path / "x").exists()
 

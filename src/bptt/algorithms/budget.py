@@ -28,12 +28,13 @@ import contextlib
 import re
 import tracemalloc
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import ops
-from ..cells.base import Params
+from ..cells.base import Params, state_map
 from ..errors import BpttError, one_of
 from ..scan import scan_backward
 from .base import Algorithm, Gradient, register
@@ -139,9 +140,11 @@ def _measure_storage(model: Model, params: Params, B: int, masked: bool = False)
 
     for n in (1, 4, 16):  # (the first runs may load kernels or fill caches: not the step's memory)
         record(n), advance(n)
-    one, four, sixteen = record(1), record(4), record(16)
+    # the least of three runs each: a Python object that grows once inside a probe (a cache, a
+    # dict) is not the step's memory, and would make two processes plan differently
+    one, four, sixteen = (min(record(n) for _ in range(3)) for n in (1, 4, 16))
     step = max(-(-(sixteen - four) // 12), 1)  # (the scans of a few steps take other paths than long ones)
-    a4, a16 = advance(4), advance(16)
+    a4, a16 = (min(advance(n) for _ in range(3)) for n in (4, 16))
     fixed = max(one - step, four - 4 * step, 0)
     return Storage(max(nbytes(state), 1), step, fixed, max(-(-(a16 - a4) // 12), 1))
 
@@ -206,12 +209,27 @@ class Budget(Algorithm):
         return g
 
 
-def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, dict[str, int]]:
+def execute(
+    model: Model,
+    params: Params,
+    b: Any,
+    p: Plan,
+    loss_mask: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+    restarts: dict[int, np.ndarray] | None = None,
+) -> tuple[Gradient, dict[str, int]]:
     """Run plan p on a checked batch b: (the gradient, counts). Buffers kept for reuse (ops'
     memory_limit) stay within those in use and the work about to run (a recorded segment, or
-    a piece of an advance)."""
+    a piece of an advance).
+
+    For a truncated window (TBPTT under a budget): loss_mask (T, B), the positions whose loss
+    counts (instead of b.mask, which still decides where states are held); scale (T, B), the
+    factors on the backward message leaving each step (scan_backward's), a cut stream's 0;
+    restarts {t: (B,) bool}, the streams whose state is zeroed before step t (a stream reset
+    inside the window: forward runs and records split there)."""
     T, B = b.x.shape[:2]
-    n = model.loss_fn.count(b.mask, T, B)
+    counted = b.mask if loss_mask is None else loss_mask
+    n = model.loss_fn.count(counted, T, B)
     grads = model.zero_grads(params)
     stored: dict[int, Any] = {0: b.state0}  # checkpoints by time index (the initial state given)
     live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}
@@ -219,8 +237,20 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
     final: ModelState | None = None
     loss = 0.0
 
+    cuts = sorted(restarts or ())
+
+    def pieces(a: int, e: int) -> list[tuple[int, int]]:
+        """[a, e) split at the restarts inside it."""
+        at = [a] + [r for r in cuts if a < r < e] + [e]
+        return list(zip(at[:-1], at[1:]))
+
     def forward(a: int, e: int, state: Any, keep: bool):
         live["forward"] += e - a
+        if restarts and a in restarts:  # the stream starts over from zeros (no learned initial state)
+            m = restarts[a][:, None]
+            state = {
+                k: state_map(lambda v: np.where(m, 0.0, v).astype(v.dtype, copy=False), s) for k, s in state.items()
+            }
         ms = None if b.mask is None else b.mask[a:e]
         return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep)
 
@@ -238,7 +268,7 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
         plan's peak not in use (Storage.advance per step, beside a segment's fixed part)."""
         piece = max(1, (p.peak_bytes - live["states"] - p.storage.segment) // p.storage.advance)
         while a < e:
-            k = min(piece, e - a)
+            k = min([piece, e - a] + [r - a for r in cuts if a < r < e])
             room(p.storage.segment + k * p.storage.advance)
             _, state, _ = forward(a, a + k, state, keep=False)
             a += k
@@ -256,17 +286,23 @@ def execute(model: Model, params: Params, b: Any, p: Plan) -> tuple[Gradient, di
             start = stored[node.a] if state is None else state
             if isinstance(node, Leaf):
                 room(p.storage.leaf(node.b - node.a))
-                y, last, tapes = forward(node.a, node.b, start, keep=True)
-                size = nbytes(tapes, (b.x, b.mask))
+                parts, last = [], start
+                for a, e in pieces(node.a, node.b):  # one piece unless a stream restarts inside
+                    y, last, tapes = forward(a, e, last, keep=True)
+                    parts.append((a, e, y, tapes))
+                size = nbytes([pt[3] for pt in parts], (b.x, b.mask))
                 held("tapes", size)
                 if node.b == T:
                     final = _compact(last)  # (not a row of the segment's buffers, which go back now)
                 del last
-                part, dy = model.loss_fn.segment(y, b.targets, b.mask, node.a, T, n)
-                loss += part
-                # each segment's tapes are used once (a compiled scan may take their buffers)
-                dstate = model.backward_levels(params, tapes, dy, dstate, grads, _consume)
-                del tapes, y, dy
+                while parts:
+                    a, e, y, tapes = parts.pop()
+                    part, dy = model.loss_fn.segment(y, b.targets, counted, a, T, n)
+                    loss += part
+                    # each segment's tapes are used once (a compiled scan may take their buffers)
+                    back = _consume if scale is None else partial(_consume, scale=scale[a:e])
+                    dstate = model.backward_levels(params, tapes, dy, dstate, grads, back)
+                    del tapes, y, dy
                 held("tapes", -size)
                 continue
             at_y = _compact(advance(node.a, node.y, start))  # (the advance's buffers go back now)
@@ -297,5 +333,5 @@ def _compact(state: ModelState) -> ModelState:
     return {k: type(v)(*(np.array(a, copy=True) for a in v)) for k, v in state.items()}
 
 
-def _consume(cell, params, tape, douts, dstate, grads):
-    return scan_backward(cell, params, tape, douts, dstate, grads, consume=True)
+def _consume(cell, params, tape, douts, dstate, grads, scale=None):
+    return scan_backward(cell, params, tape, douts, dstate, grads, scale=scale, consume=True)

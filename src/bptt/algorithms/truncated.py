@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import tape
+from .. import ops, tape
 from .._treeio import decode, encode
 from ..cells.base import Params, state_map
 from ..errors import BpttError
@@ -254,6 +254,159 @@ class TBPTTStream:
         return Gradient(loss, grads, dstate0, final)
 
 
+class BudgetTBPTTStream(TBPTTStream):
+    """Truncated BPTT(k1, k2) whose windows run within a memory budget (Budget's plans): for a
+    long k2, the window's caches are not kept from step to step. The history is what a window
+    needs to run its earlier steps again: each past segment's inputs, mask and cut and the state
+    it started from (a few arrays of (steps, B) or (B, n) instead of the caches of every step);
+    each window runs from the stored state at its first step (advancing state-only over the
+    steps of a segment it cuts short) through the plan for its length.
+
+    The same gradient as TBPTTStream on fixed weights (float64: within 1e-15 relative, the
+    input weights' gradient summed over the plan's segments). With updates between windows the
+    window's earlier steps are run again with the current weights, where TBPTTStream reuses the
+    caches of their time (Williams & Peng's real-time approximation): from the same stored
+    states, the same inputs."""
+
+    def __init__(self, model: Model, k1: int, k2: int | None = None, budget: Any = None, policy: str = "revolve"):
+        from .budget import Budget  # (budget imports nothing of this module)
+
+        super().__init__(model, k1, k2)
+        self.budget = Budget(budget, policy)
+
+    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
+        from .budget import execute
+
+        model = self.model
+        check_carried_batch(self.batch if self.state is not None else None, x)
+        if self.state is not None and not all(np.isfinite(a).all() for s in self.state.values() for a in s):
+            raise BpttError(
+                "tbptt: expected a finite state carried from the previous segment, received NaN or inf "
+                "(the weights or the loss diverged before it); call reset() to start over"
+            )
+        b = model.check_batch(params, x, targets, mask, self.state, every_sequence=False)
+        n, B = b.x.shape[:2]
+        if b.mask is not None and not b.mask.any():  # nothing counted: every state held, no window
+            self.state, self.batch = b.state0, B
+            return Gradient(
+                0.0, model.zero_grads(params), {k: state_map(np.zeros_like, v) for k, v in b.state0.items()}, b.state0
+            )
+        if n > self.k2:
+            raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
+        # the history segments this window reaches (the first one possibly cut short by `skip`)
+        reach = min(self.k2 - n, self.k2 - self.k1)  # TBPTTStream keeps k2 - k1 steps of history
+        keep, have = [], 0
+        for seg in reversed(self._history):
+            if have >= reach:
+                break
+            keep.append(seg)
+            have += seg[0]
+        keep.reverse()
+        skip = max(0, have - reach)
+        cut_now = self._pending_cut
+        segs = keep + [(n, b.x, b.mask, cut_now, b.state0)]
+        state0 = segs[0][4]
+        xs = [s[1] for s in segs]
+        ms = [s[2] for s in segs]
+        cuts = [s[3] for s in segs]
+        if skip:  # the first segment's first steps lie before the window: run them state-only
+            m0 = None if ms[0] is None else ms[0][:skip]
+            _, state0, _ = model.forward_levels(params, xs[0][:skip], m0, state0, keep=False, state_only=True)
+            xs[0], ms[0], cuts[0] = xs[0][skip:], None if ms[0] is None else ms[0][skip:], None
+        steps = [len(v) for v in xs]
+        W, h = sum(steps), sum(steps[:-1])
+        xw = np.concatenate(xs) if len(xs) > 1 else b.x
+        mw = None
+        if any(m is not None for m in ms):
+            mw = np.concatenate([np.ones((k, B), bool) if m is None else m for k, m in zip(steps, ms)])
+        # the earlier steps carry no loss (their targets are never read)
+        tw = b.targets
+        if h:
+            tw = np.concatenate([np.zeros((h,) + b.targets.shape[1:], b.targets.dtype), b.targets])
+        lm = np.ones((W, B), bool) if mw is None else mw.copy()
+        lm[:h] = False
+        scale = None
+        if any(c is not None for c in cuts):
+            scale = np.ones((W, B))
+            row = 0
+            for c, k in zip(cuts, steps):
+                if c is not None:
+                    scale[row] = np.where(c, 0.0, 1.0)  # the message leaving this segment's first step
+                row += k
+        bw = model.check_batch(params, xw, tw, mw, state0, every_sequence=False)
+        p = self.budget.plan_for(model, params, W, B, mw is not None)
+        restarts = {r: c for r, c in zip(np.cumsum([0] + steps[:-1]).tolist(), cuts) if c is not None and r > 0}
+        with ops.step_context(model, params, mw):  # where the step's work may be split between cores
+            g, self.budget.stats = execute(model, params, bw, p, lm, scale, restarts)
+        # what later windows can reach: whole segments covering the last k2 - k1 steps
+        self._history.append((n, np.array(b.x), None if b.mask is None else np.array(b.mask), cut_now, b.state0))
+        self._pending_cut = None
+        while len(self._history) > 1 and sum(s[0] for s in self._history[1:]) >= self.k2 - self.k1:
+            self._history.pop(0)
+        if self.k2 == self.k1:
+            self._history = []
+        self.state, self.batch = g.final_state, B
+        return g
+
+    def _check_history(self, params: Params, history: list, cut: Any, where: str) -> None:
+        B, m = self.batch, self.model
+        if not tape.is_cut(cut, B):
+            raise BpttError(f"{where}: cut: expected null or a ({B},) boolean array, received {tape.what(cut)}")
+        template = m.initial_state(params, B)[0]
+        for i, seg in enumerate(history):
+            if not (
+                isinstance(seg, tuple)
+                and len(seg) == 5
+                and isinstance(seg[0], int)
+                and not isinstance(seg[0], bool)
+                and seg[0] >= 1
+                and tape.is_cut(seg[3], B)
+                and isinstance(seg[4], dict)
+            ):
+                raise BpttError(
+                    f"{where}[{i}]: expected (steps >= 1, inputs, mask, cut, state) as a memory-budgeted "
+                    f"window keeps them, received {tape.what(seg)}"
+                )
+            steps, x, mask, _, state = seg
+            try:
+                m.check_batch(params, x, None, mask, None, need_targets=False, every_sequence=False)
+            except BpttError as e:
+                raise BpttError(f"{where}[{i}]: {e}") from None
+            if len(x) != steps:
+                raise BpttError(f"{where}[{i}]: expected {steps} steps of inputs, received {len(x)}")
+            if np.shape(x)[1] != B:
+                raise BpttError(f"{where}[{i}]: expected inputs of {B} streams, received {np.shape(x)[1]}")
+            if set(state) != set(template):
+                raise BpttError(f"{where}[{i}]: expected a state keyed by {sorted(template)}, received {sorted(state)}")
+            for k, v in state.items():
+                if not (isinstance(v, list) and len(v) == len(template[k])):
+                    raise BpttError(
+                        f"{where}[{i}]: state[{k!r}]: expected {len(template[k])} arrays, received {tape.what(v)}"
+                    )
+            try:
+                m.initial_state(params, B, {k: type(template[k])(*v) for k, v in state.items()})
+            except BpttError as e:
+                raise BpttError(f"{where}[{i}]: {e}") from None
+        if history and sum(s[0] for s in history[1:]) >= self.k2 - self.k1:
+            raise BpttError(
+                f"{where}: expected the fewest whole segments covering k2 - k1 = {self.k2 - self.k1} steps, "
+                f"received {[s[0] for s in history]}"
+            )
+
+    def history(self) -> tuple[Any, dict[str, np.ndarray]]:
+        arrays: dict[str, np.ndarray] = {}
+        plain = [(k, x, m, c, {key: list(v) for key, v in s.items()}) for k, x, m, c, s in self._history]
+        desc = encode({"history": plain, "cut": self._pending_cut}, arrays, "alg/tbptt/")
+        return desc, arrays
+
+    def restore(self, state, desc, arrays, params=None, where: str = "tbptt history") -> None:
+        super().restore(state, desc, arrays, params, where)
+        template = self.model.initial_state(params, self.batch)[0] if params is not None else self.state
+        self._history = [
+            (k, x, m, c, {key: type(template[key])(*v) for key, v in s.items()}) for k, x, m, c, s in self._history
+        ]
+
+
 def segments(T: int, k1: int) -> Iterator[tuple[int, int]]:
     """(start, stop) of consecutive segments of k1 steps over T (the last may be shorter)."""
     for s in range(0, T, k1):
@@ -276,20 +429,33 @@ class TBPTT(Algorithm):
     step where the stream starts there). Stateful: the next call continues the stream; `state0`
     starts it anew from that state, `reset()` from the initial state. An online learner calls
     it once per k1-step segment and updates the weights in between (the trainer's --algorithm
-    tbptt)."""
+    tbptt).
+
+    With `budget` (bytes, or '64MB'; `policy` 'revolve' or 'mixed'), each window runs within
+    that memory for its stored states and caches (BudgetTBPTTStream): a long k2 without keeping
+    k2 steps of caches."""
 
     name = "tbptt"
     stateful = True
 
-    def __init__(self, k1: int, k2: int | None = None) -> None:
+    def __init__(self, k1: int, k2: int | None = None, budget: Any = None, policy: str = "revolve") -> None:
         self.k1, self.k2 = window(k1, k2)
+        self.budget, self.policy = budget, policy
+        if budget is not None:
+            from .budget import Budget
+
+            Budget(budget, policy)  # checked now, not at the first call
         self._stream: TBPTTStream | None = None
         self.windows: list[Gradient] = []
 
     def stream(self, model: Model) -> TBPTTStream:
-        """The stream of `model` this algorithm carries (a new one for another model)."""
+        """The stream of `model` this algorithm carries (a new one for another model); with a
+        budget, one whose windows run within it (BudgetTBPTTStream)."""
         if self._stream is None or self._stream.model is not model:
-            self._stream = TBPTTStream(model, self.k1, self.k2)
+            if self.budget is None:
+                self._stream = TBPTTStream(model, self.k1, self.k2)
+            else:
+                self._stream = BudgetTBPTTStream(model, self.k1, self.k2, self.budget, self.policy)
         return self._stream
 
     def reset(self) -> None:

@@ -239,7 +239,7 @@ class TrainConfig:
             "warmup": (self.schedule == "cosine", "--schedule cosine"),
             "min_lr": (self.schedule == "cosine", "--schedule cosine"),
             "plateau_factor": (self.plateau_patience > 0, "--plateau-patience > 0"),
-            "memory_budget": (self.algorithm == "full", "--algorithm full"),
+            "memory_budget": (self.algorithm in ("full", "tbptt"), "--algorithm full or tbptt"),
             "memory_policy": (bool(self.memory_budget), "--memory-budget"),
             "eprop_signal": (self.algorithm == "eprop", "--algorithm eprop"),
             "eprop_feedback": (self.algorithm == "eprop", "--algorithm eprop"),
@@ -295,7 +295,8 @@ class TrainConfig:
         if self.algorithm_name() == "budget":
             return {"budget": self.memory_budget, "policy": self.memory_policy}
         if self.algorithm == "tbptt":
-            return {"k1": self.k1, "k2": self.k2}
+            within = {"budget": self.memory_budget, "policy": self.memory_policy} if self.memory_budget else {}
+            return {"k1": self.k1, "k2": self.k2, **within}
         if self.algorithm in ("random", "artbp"):
             return {"c": self.truncation_prob}
         if self.algorithm == "eprop":
@@ -375,8 +376,9 @@ HELP = {
     "k1": "tbptt: steps per segment and update (sets --seq-len; 0: --seq-len)",
     "k2": "tbptt: steps each window backpropagates (>= k1; 0: k1)",
     "truncation_prob": "random/artbp: probability c of a truncation at each step",
-    "memory_budget": "full BPTT's gradient within this memory for stored states and tapes (e.g. 64MB, 1GiB): "
-    "some states are stored and the steps after them recomputed (bptt plan shows the cost); empty: no limit",
+    "memory_budget": "full BPTT's gradient (or with --algorithm tbptt each window's) within this memory for stored "
+    "states and tapes (e.g. 64MB, 1GiB): some states are stored and the steps after them recomputed (bptt plan "
+    "shows the cost); empty: no limit",
     "eprop_signal": "with --algorithm eprop: online (the readout's error at each step, forward in time) or exact (dE/dz from BPTT: equals BPTT)",
     "eprop_feedback": "with --algorithm eprop and the online signal: symmetric (the readout's weights) or random (a fixed random matrix from the run's generator)",
     "diagnose_every": "every N updates, the gradient flow on a fixed batch (bptt.diagnostics.flow: the error signal at every step, |dS(T)/dS(t)| by lag, each lag's part of the recurrent weight gradients) as a 'flow' row of metrics.jsonl, for `bptt diagnose RUN` (0: never)",

@@ -14,7 +14,9 @@ from .config import TrainConfig
 
 def describe_algorithm(cfg: TrainConfig) -> str:
     if cfg.algorithm == "tbptt":
-        how = f"TBPTT(k1={cfg.k1}, k2={cfg.k2})"
+        how = f"TBPTT(k1={cfg.k1}, k2={cfg.k2})" + (
+            f", each window within {cfg.memory_budget} ({cfg.memory_policy})" if cfg.memory_budget else ""
+        )
     elif cfg.algorithm in ("random", "artbp"):
         how = f"{cfg.algorithm} truncation, c = {cfg.truncation_prob:g}"
     elif cfg.algorithm in ("rtrl", "uoro"):

@@ -124,11 +124,14 @@ class Trainer:
         self.algorithm = algorithms.make(self.cfg.algorithm_name(), **self.cfg.algorithm_options())
         if self.algorithm.stateful and self.task.mode == "stream":
             algorithms.truncated.check_streamable(self.model, self.cfg.algorithm)
-        if isinstance(self.algorithm, algorithms.Budget):  # a budget too small is refused before anything runs
+        if self.cfg.memory_budget:  # a budget too small is refused before anything runs
             if self.model.bidirectional:
                 raise BpttError("memory_budget: expected a unidirectional model, received a bidirectional one")
             p0 = self.model.init_params(np.random.default_rng(0), self.cfg.dtype)
-            self.algorithm.plan_for(self.model, p0, getattr(self.task, "T", self.cfg.seq_len), self.cfg.batch_size)
+            if isinstance(self.algorithm, algorithms.Budget):
+                self.algorithm.plan_for(self.model, p0, getattr(self.task, "T", self.cfg.seq_len), self.cfg.batch_size)
+            else:  # TBPTT: the longest window, k2 steps
+                self.algorithm.stream(self.model).budget.plan_for(self.model, p0, self.cfg.k2, self.cfg.batch_size)
         self._continuing = False  # a stateful algorithm's stream is running (its state is its own)
         # online: an update per batch; batch: an update per pass over the data (all its segments)
         self.batches_per_update = self.task.steps_per_epoch() if self.cfg.update == "batch" else 1
