@@ -602,6 +602,62 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", action="store_true", help="write RUN/diagnose.json only (no RUN/flow.png)")
     d.add_argument("--checkpoint", choices=["best", "last"], default="last", help="which parameters (default last)")
     d.set_defaults(func=commands.cmd_diagnose)
+
+    from .train import export
+
+    ex = sub.add_parser(
+        "export",
+        parents=[debug],
+        help="a run's weights as a PyTorch state_dict file (safetensors or npz) with its architecture in JSON",
+        description="Write a run's parameters under the names of torch.nn.RNN/GRU/LSTM(...).state_dict() "
+        "(prefix 'rnn.'), the readout nn.Linear ('linear.') and, with --embed, nn.Embedding ('embedding.'); a text "
+        "run without --embed reads one-hot token vectors (rnn.weight_ih_l0 takes the vocabulary). FILE.json beside "
+        "it (and the safetensors metadata) describes the architecture, dtype, vocabulary or normaliser.",
+    )
+    ex.add_argument("run", metavar="RUN", help="run folder")
+    ex.add_argument(
+        "--format",
+        choices=list(export.FORMATS),
+        default=None,
+        help="safetensors (pip install 'bptt[safetensors]') or npz (default: safetensors if installed, else npz)",
+    )
+    ex.add_argument("--out", metavar="FILE", help="the file, .safetensors or .npz (default: RUN/model.<format>)")
+    ex.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which parameters (default best)")
+    ex.set_defaults(func=export.cmd_export)
+
+    im = sub.add_parser(
+        "import",
+        parents=[debug],
+        help="a run folder from a PyTorch state_dict (safetensors or npz; never a pickled .pt)",
+        description="Make a run folder (config.json, checkpoint.npz at step 0) from the weights of a torch "
+        "nn.RNN/GRU/LSTM ('rnn.'), nn.Linear ('linear.') and optionally nn.Embedding ('embedding.') saved with "
+        "safetensors or numpy.savez, e.g. by bptt export; ready for sample, forecast, evaluate, diagnose and "
+        "train --resume. The architecture comes from FILE.json or the file's metadata when present, else from "
+        "the tensors' names and shapes; flags override it. A pickle (.pt) is never loaded.",
+    )
+    im.add_argument("file", metavar="FILE", help="a .safetensors or .npz file of torch-named tensors")
+    im.add_argument("--out", metavar="DIR", required=True, help="the new run folder")
+    im.add_argument("--cell", default=None, help="elman (torch's RNN), gru or lstm (default: from the file)")
+    im.add_argument("--hidden", type=integer(1), default=None, help="units per layer (default: from the file)")
+    im.add_argument("--layers", type=integer(1), default=None, help="stacked layers (default: from the file)")
+    im.add_argument("--task", choices=["text", "series"], default=None, help="(default: from the file)")
+    im.add_argument(
+        "--data",
+        default=None,
+        help="the text or series the model was trained on: the run's data (train --resume, forecast); text: its "
+        "characters are the vocabulary where the file carries none; series: the normaliser is fitted on it as bptt "
+        "train does where neither the file nor --mean/--std give one",
+    )
+    im.add_argument("--column", default=None, help="series: column of --data")
+    im.add_argument("--mean", type=number(), default=None, help="series: the normaliser's mean")
+    im.add_argument("--std", type=number(0, lo_open=True), default=None, help="series: the normaliser's std")
+    im.add_argument(
+        "--names",
+        default=None,
+        help="the file's prefixes, e.g. rnn=lstm,linear=fc for a module with self.lstm and self.fc "
+        "(default: rnn, linear, embedding)",
+    )
+    im.set_defaults(func=export.cmd_import)
     return parser
 
 

@@ -8,10 +8,13 @@ so the mapping is only a renaming:
     '<level>.b_ih'          <-> 'bias_ih_l{k}'
     '<level>.b_hh'          <-> 'bias_hh_l{k}'
     '<dense>.W', '<dense>.b' <-> the Linear readout's 'weight', 'bias'
+    '<embed>.W'              <-> an nn.Embedding's 'weight' (V, E), where a model on tokens has one
 
-where k counts the recurrent levels. A model on integer tokens corresponds to torch fed with
-one-hot vectors (W_ih is (G, vocabulary) in both). Initial states map to torch's h0 / c0 of shape
-(layers * directions, B, H), ordered layer-major, forward direction first. No torch import here.
+where k counts the recurrent levels. A model on integer tokens without an Embedding level
+corresponds to torch fed with one-hot vectors (W_ih is (G, vocabulary) in both). Initial states
+map to torch's h0 / c0 of shape (layers * directions, B, H), ordered layer-major, forward
+direction first. `torch_spec` describes the torch modules (and their keyword arguments) that
+take these names. No torch import here.
 """
 
 from __future__ import annotations
@@ -20,40 +23,76 @@ from typing import Any
 
 import numpy as np
 
+from .cells import CELLS
 from .cells.base import Params
 from .errors import BpttError
-from .layers import Dense
+from .layers import Dense, Embedding
 from .model import Model, ModelState
 
 _NAMES = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+PREFIXES = {"embedding": "embedding.", "rnn": "rnn.", "linear": "linear."}  # torch module -> name prefix
+TORCH_MODULES = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
+EXPECTED = (
+    "a model of N identical Elman/GRU/LSTM levels (Elman with tanh or relu, no learned initial state; "
+    "on tokens, one Embedding level may come first) followed by one linear Dense level"
+)
 
 
-def _check_torch_shaped(model: Model) -> None:
+def torch_problem(model: Model) -> str | None:
+    """What keeps `model` from being torch's [nn.Embedding ->] nn.RNN/GRU/LSTM -> nn.Linear, in a
+    few words ('a jordan level jordan0', ...); None when nothing does."""
+    levels = model.levels
+    first = 1 if levels and isinstance(levels[0], Embedding) else 0
     rec = model.recurrent_levels
-    kinds = {lv.kind for lv in rec}
-    ok = (
-        rec
-        and model.levels[: len(rec)] == rec
-        and len(kinds) == 1
-        and kinds <= {"elman", "gru", "lstm"}
-        and len({(lv.size, lv.bidirectional) for lv in rec}) == 1
-        and not any(lv.learn_init for lv in rec)
-        and len(model.levels) == len(rec) + 1
-        and isinstance(model.levels[-1], Dense)
-        and model.levels[-1].activation.name == "identity"
-    )
-    if not ok:
-        raise BpttError(
-            "interop: expected a model of N identical Elman/GRU/LSTM levels followed by one "
-            f"linear Dense level, received {model!r}"
+    if not rec:
+        return "no recurrent level"
+    for lv in rec:
+        if lv.kind not in TORCH_MODULES or lv.cell_type is not CELLS[lv.kind]:
+            return f"a {lv.kind!r} level {lv.name} ({lv.cell_type.__name__})"
+        extra = set(lv.cell_options) - ({"activation"} if lv.kind == "elman" else set())
+        if extra:
+            return f"the cell options {sorted(extra)} of {lv.name}"
+        if lv.kind == "elman" and _nonlinearity(lv) not in ("tanh", "relu"):
+            return f"an Elman level {lv.name} with activation {_nonlinearity(lv)!r}"
+        if lv.learn_init:
+            return f"learned initial states in {lv.name}"
+    for i, lv in enumerate(levels[first : first + len(rec)], first):
+        if not lv.recurrent:
+            return f"the {type(lv).__name__} level {lv.name} at position {i}, before or between the recurrent levels"
+    sigs = {(lv.kind, lv.size, lv.bidirectional, _nonlinearity(lv)) for lv in rec}
+    if len(sigs) > 1:
+        return "recurrent levels that differ: " + ", ".join(
+            f"{lv.name} ({lv.kind}, {lv.size}{', bidirectional' if lv.bidirectional else ''}"
+            f"{', ' + _nonlinearity(lv) if _nonlinearity(lv) else ''})"
+            for lv in rec
         )
+    after = levels[first + len(rec) :]
+    if len(after) != 1 or not isinstance(after[0], Dense):
+        got = ", ".join(f"{type(lv).__name__} {lv.name}" for lv in after) or "nothing"
+        return f"{got} after the recurrent levels"
+    if after[0].activation.name != "identity":
+        return f"a Dense readout {after[0].name} with activation {after[0].activation.name!r}"
+    return None
+
+
+def _nonlinearity(lv) -> str | None:
+    """An Elman level's activation (torch's nonlinearity); None for the gated cells."""
+    return lv.directions[0].cell.activation.name if lv.kind == "elman" else None
+
+
+def _check_torch_shaped(model: Model, where: str = "interop") -> None:
+    problem = torch_problem(model)
+    if problem is not None:
+        raise BpttError(f"{where}: expected {EXPECTED}, received {problem}")
 
 
 def torch_names(model: Model) -> dict[str, str]:
     """bptt parameter name -> torch name ('rnn.<name>' for the recurrent module,
-    'linear.<name>' for the readout)."""
+    'linear.<name>' for the readout, 'embedding.weight' for an Embedding level)."""
     _check_torch_shaped(model)
     names = {}
+    if isinstance(model.levels[0], Embedding):
+        names[f"{model.levels[0].name}.W"] = "embedding.weight"
     for k, lv in enumerate(model.recurrent_levels):
         for d in lv.directions:
             suffix = "_reverse" if d.reverse else ""
@@ -63,6 +102,57 @@ def torch_names(model: Model) -> dict[str, str]:
     names[f"{out.name}.W"] = "linear.weight"
     names[f"{out.name}.b"] = "linear.bias"
     return names
+
+
+def torch_spec(model: Model) -> dict[str, Any]:
+    """The torch modules that hold the model's parameters under torch_names' names, as plain
+    JSON-able values: the architecture (cell, input_size of the recurrent module, hidden_size,
+    num_layers, bidirectional, nonlinearity for Elman, output_size, how inputs come in), the
+    name prefixes, and each module's class and keyword arguments ('torch'), so that
+
+        nn.ModuleDict({m: getattr(nn, s["module"])(**s["kwargs"]) for m, s in spec["torch"].items()})
+
+    loads to_torch's arrays with load_state_dict(strict=True). Sequences are time-major
+    (batch_first=False) as in bptt."""
+    _check_torch_shaped(model)
+    rec = model.recurrent_levels
+    lv = rec[0]
+    emb = model.levels[0] if isinstance(model.levels[0], Embedding) else None
+    nonlinearity = _nonlinearity(lv)
+    rnn_kwargs: dict[str, Any] = {
+        "input_size": lv.input_size,
+        "hidden_size": lv.size,
+        "num_layers": len(rec),
+        "bidirectional": lv.bidirectional,
+    }
+    if nonlinearity:
+        rnn_kwargs["nonlinearity"] = nonlinearity
+    torch_mods: dict[str, Any] = {}
+    if emb is not None:
+        torch_mods["embedding"] = {
+            "module": "Embedding",
+            "kwargs": {"num_embeddings": model.input_size, "embedding_dim": emb.size},
+        }
+    torch_mods["rnn"] = {"module": TORCH_MODULES[lv.kind], "kwargs": rnn_kwargs}
+    torch_mods["linear"] = {
+        "module": "Linear",
+        "kwargs": {"in_features": lv.output_size, "out_features": model.output_size},
+    }
+    return {
+        "cell": lv.kind,
+        "input_size": lv.input_size,
+        "hidden_size": lv.size,
+        "num_layers": len(rec),
+        "bidirectional": lv.bidirectional,
+        "nonlinearity": nonlinearity,
+        "output_size": model.output_size,
+        "input": "embedding" if emb is not None else "one-hot" if model.tokens else "float",
+        "vocab_size": model.input_size if model.tokens else None,
+        "embedding_dim": emb.size if emb is not None else None,
+        "batch_first": False,
+        "prefixes": {m: PREFIXES[m] for m in torch_mods},
+        "torch": torch_mods,
+    }
 
 
 def to_torch(model: Model, params: Params) -> dict[str, np.ndarray]:
@@ -77,12 +167,12 @@ def from_torch(model: Model, tensors: dict[str, Any], readout: dict[str, Any] | 
     (anything with .numpy() or __array__) become NumPy arrays of the dtype they hold; a missing
     or misshapen entry is one BpttError naming it."""
     names = torch_names(model)
-    merged = {k if k.startswith(("rnn.", "linear.")) else f"rnn.{k}": v for k, v in tensors.items()}
+    merged = {k if k.startswith(tuple(PREFIXES.values())) else f"rnn.{k}": v for k, v in tensors.items()}
     merged.update({f"linear.{k}": v for k, v in (readout or {}).items()})
     missing = [t for t in names.values() if t not in merged]
     if missing:
         raise BpttError(
-            f"from_torch: expected the torch entries {missing} (a bare nn.{_TORCH[model.recurrent_levels[0].kind]} "
+            f"from_torch: expected the torch entries {missing} (a bare nn.{TORCH_MODULES[model.recurrent_levels[0].kind]} "
             f"state_dict needs the readout's nn.Linear state_dict as readout=), received {sorted(tensors)[:8]}"
         )
     shapes = model.param_shapes()
@@ -94,9 +184,6 @@ def from_torch(model: Model, tensors: dict[str, Any], readout: dict[str, Any] | 
             raise BpttError(f"from_torch: {t}: expected shape {tuple(shapes[b])} (bptt's {b}), received {a.shape}")
         out[b] = a
     return out
-
-
-_TORCH = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
 
 
 def state_to_torch(model: Model, state: ModelState) -> tuple[np.ndarray, np.ndarray | None]:

@@ -14,7 +14,9 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import shutil
+import struct
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -66,6 +68,8 @@ def build_workspace(ws: str) -> None:
         open("tiny.csv", "w").write("".join(f"{x}\n" for x in range(12)))
         open("afile", "w").write("not a folder\n")
         os.makedirs("adir", exist_ok=True)
+        os.makedirs("tb-used", exist_ok=True)  # the event files of another run (bptt train --tensorboard)
+        open("tb-used/events.out.tfevents.1700000000.host", "wb").close()
         if not os.path.lexists("dangling.txt"):
             os.symlink("nowhere.txt", "dangling.txt")
         open("bad.toml", "w").write("hidden = = 1\n")
@@ -91,11 +95,74 @@ def build_workspace(ws: str) -> None:
             ),
             **quiet,
         ).run()
+        Trainer(TrainConfig(data="words.txt", cell="jordan", out="runs/jordan", **small), **quiet).run()
         os.makedirs("runs/empty", exist_ok=True)
         for name, make in CRAFTED.items():
             _craft(name, make)
+        _build_weights()
     finally:
         os.chdir(cwd)
+
+
+# ---- weights files for bptt import: exported, then damaged ----------------------------------------
+def _safetensors(path: str, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
+    """A safetensors file written by hand (dtype code, array), so that any dtype can be stored."""
+    header, data = {}, b""
+    for k, (code, a) in tensors.items():
+        raw = np.ascontiguousarray(a).tobytes()
+        header[k] = {"dtype": code, "shape": list(a.shape), "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
+
+
+def _build_weights() -> None:
+    from bptt.train.export import write_weights
+    from bptt.train.runs import load_run
+
+    os.makedirs("weights", exist_ok=True)
+    run = load_run("runs/text")
+    write_weights("weights/text.npz", run.model, run.params, "npz", {"task": "text", "vocab": run.meta["vocab"]})
+    sr = load_run("runs/series")
+    write_weights("weights/series.npz", sr.model, sr.params, "npz", {"task": "series"})
+    base = dict(np.load("weights/text.npz"))
+    spec = json.load(open("weights/text.npz.json"))
+
+    def npz(name: str, arrays: dict, desc: dict | None = None) -> None:
+        with open(f"weights/{name}.npz", "wb") as f:
+            np.savez(f, **arrays)
+        if desc is not None:
+            with open(f"weights/{name}.npz.json", "w") as f:
+                json.dump(desc, f)
+
+    rnn = {k: v for k, v in base.items() if k.startswith("rnn.")}
+    npz("bare", base)
+    npz("series-bare", dict(np.load("weights/series.npz")))
+    npz("no-bias", {k: v for k, v in base.items() if k != "linear.bias"}, spec)
+    npz("proj", {**base, "rnn.weight_hr_l0": np.zeros((8, 8))}, spec)
+    npz("lstm-prefix", {k.replace("rnn.", "lstm."): v for k, v in base.items()})
+    npz("int", {**base, "linear.bias": base["linear.bias"].astype(np.int64)}, spec)
+    npz("nan", {**base, "rnn.weight_hh_l0": base["rnn.weight_hh_l0"] * np.nan}, spec)
+    npz("mixed", {**base, "linear.bias": base["linear.bias"].astype(np.float32)}, spec)
+    npz("bidirectional", {**base, **{k + "_reverse": v for k, v in rnn.items()}}, spec)
+    npz("bad-hidden", base, {**spec, "hidden_size": -1})
+    npz("bad-vocab", base, {**spec, "vocab": spec["vocab"][::-1]})
+    npz("other-format", base, {**spec, "format": "onnx"})
+    npz("adding", base, {**spec, "task": "adding"})
+    npz("relu", base, {**spec, "cell": "elman", "nonlinearity": "relu"})
+    evil = pickle.dumps(_Boom())
+    open("weights/model.pt", "wb").write(evil)
+    open("weights/pickle.npz", "wb").write(evil)
+    _raw_zip("weights/torch.npz", [("archive/data.pkl", evil), ("archive/version", b"3\n")])
+    whole = open("weights/text.npz", "rb").read()
+    open("weights/truncated.npz", "wb").write(whole[: len(whole) // 2])
+    _safetensors(
+        "weights/f16.safetensors",
+        {k: ("F16", v.astype(np.float16)) if k == "linear.bias" else ("F64", v) for k, v in base.items()},
+    )
+    open("weights/damaged.safetensors", "wb").write(struct.pack("<Q", 10**12) + b"{}")
 
 
 def _load(path: str) -> tuple[dict, dict]:
@@ -1044,7 +1111,9 @@ def _cases() -> list[Case]:
             "flags",
             "--memory-budget with RTRL",
             T("--algorithm", "rtrl", "--memory-budget", "1MB"),
-            expect=["memory_budget: expected only with --algorithm full or tbptt, received '1MB' with algorithm 'rtrl'"],
+            expect=[
+                "memory_budget: expected only with --algorithm full or tbptt, received '1MB' with algorithm 'rtrl'"
+            ],
         ),
         C(
             "plan-too-small",
@@ -1115,6 +1184,20 @@ def _cases() -> list[Case]:
             "--out naming a folder that holds a run",
             T("--out", "runs/text"),
             expect=["--out: expected a new run folder, received 'runs/text' which already holds a run"],
+        ),
+        C(
+            "tensorboard-a-file",
+            "run folders",
+            "--tensorboard naming a file",
+            T("--tensorboard", "afile"),
+            expect=["tensorboard: expected a folder for the event files, received 'afile', which is a file"],
+        ),
+        C(
+            "tensorboard-used",
+            "run folders",
+            "--tensorboard naming a folder with another run's event files",
+            T("--tensorboard", "tb-used"),
+            expect=["tensorboard: expected a folder without event files", "received 'tb-used', which holds 1"],
         ),
     ]
     toml = [
@@ -1531,7 +1614,260 @@ def _cases() -> list[Case]:
                 expect=[crafted_expect[name]],
             )
         )
-    return data + flags + toml + runs + crafted + _api_cases()
+    return data + flags + toml + runs + crafted + _weights_cases() + _api_cases()
+
+
+def _weights_cases() -> list[Case]:
+    """bptt export and bptt import: what they refuse, before anything is written."""
+    g = "weights: export and import"
+    pickled = "a pickle (torch.save's format): bptt never unpickles a file"
+
+    def imp(file: str, *args: str) -> list[str]:
+        return ["import", f"weights/{file}", "--out", "imported", *args]
+
+    return [
+        Case(
+            "export-jordan",
+            g,
+            "a Jordan network, which torch has no module for",
+            ["export", "runs/jordan"],
+            expect=["RUN: expected a run whose model maps onto torch", "received a 'jordan' level jordan0"],
+        ),
+        Case(
+            "export-format",
+            g,
+            "an unknown format",
+            ["export", "runs/text", "--format", "onnx"],
+            expect=["--format: expected one of safetensors, npz, received 'onnx'"],
+        ),
+        Case(
+            "export-out-pt",
+            g,
+            "a .pt file name",
+            ["export", "runs/text", "--out", "model.pt"],
+            expect=["--out: expected a file name ending in .safetensors or .npz, received 'model.pt'"],
+        ),
+        Case(
+            "export-format-clash",
+            g,
+            "--format and the file name disagree",
+            ["export", "runs/text", "--format", "safetensors", "--out", "w.npz"],
+            expect=["--format: expected npz for --out 'w.npz', received safetensors"],
+        ),
+        Case(
+            "export-over-checkpoint",
+            g,
+            "--out onto the run's own checkpoint",
+            ["export", "runs/text", "--out", "runs/text/checkpoint.npz"],
+            expect=["--out: expected a file other than the run's own files, received 'runs/text/checkpoint.npz'"],
+        ),
+        Case(
+            "export-no-run",
+            g,
+            "a folder without a run",
+            ["export", "runs/empty"],
+            expect=["RUN: expected best.npz or checkpoint.npz in 'runs/empty'"],
+        ),
+        Case(
+            "export-out-folder",
+            g,
+            "--out into a missing folder",
+            ["export", "runs/text", "--out", "nowhere/w.npz"],
+            expect=["--out: expected a file in an existing folder, received 'nowhere/w.npz'"],
+        ),
+        Case("import-pt", g, "a pickled .pt file", imp("model.pt"), expect=[pickled]),
+        Case("import-pickle-as-npz", g, "a pickle named .npz", imp("pickle.npz"), expect=[pickled]),
+        Case("import-torch-zip", g, "torch.save's zip named .npz", imp("torch.npz"), expect=[pickled]),
+        Case(
+            "import-missing",
+            g,
+            "a file that does not exist",
+            imp("none.safetensors"),
+            expect=["FILE: expected a .safetensors or .npz file, received 'weights/none.safetensors' (no such file)"],
+        ),
+        Case(
+            "import-no-out",
+            g,
+            "no --out",
+            ["import", "weights/text.npz"],
+            expect=["--out: expected a value, received none"],
+        ),
+        Case(
+            "import-missing-key",
+            g,
+            "the readout's bias missing",
+            imp("no-bias.npz"),
+            expect=["expected the entries [", "received none for [linear.bias]"],
+        ),
+        Case(
+            "import-proj-size",
+            g,
+            "an LSTM with proj_size",
+            imp("proj.npz"),
+            expect=["received unexpected [rnn.weight_hr_l0] (an LSTM with proj_size"],
+        ),
+        Case(
+            "import-own-prefix",
+            g,
+            "a module's own names (self.lstm) without --names",
+            imp("lstm-prefix.npz", "--data", "words.txt"),
+            expect=["rnn.weight_hh_l0: expected an array of shape (G*H, H)", "received none", "--names"],
+        ),
+        Case(
+            "import-int",
+            g,
+            "an integer tensor",
+            imp("int.npz"),
+            expect=["linear.bias: expected float32 or float64, received int64"],
+        ),
+        Case(
+            "import-float16",
+            g,
+            "a float16 tensor in safetensors",
+            imp("f16.safetensors", "--data", "words.txt"),
+            expect=["linear.bias: expected float32 or float64, received float16"],
+        ),
+        Case(
+            "import-nan",
+            g,
+            "NaN weights",
+            imp("nan.npz"),
+            expect=["rnn.weight_hh_l0: expected finite values, received NaN or inf"],
+        ),
+        Case(
+            "import-mixed-dtypes",
+            g,
+            "float32 and float64 tensors",
+            imp("mixed.npz"),
+            expect=["expected one dtype for all tensors, received float32, float64"],
+        ),
+        Case(
+            "import-bidirectional",
+            g,
+            "a bidirectional network",
+            imp("bidirectional.npz"),
+            expect=["expected a unidirectional network", "received a bidirectional one"],
+        ),
+        Case(
+            "import-no-vocab",
+            g,
+            "a text model without a vocabulary",
+            imp("bare.npz"),
+            expect=["--data: expected the text the model was trained on", "received none"],
+        ),
+        Case(
+            "import-vocab-mismatch",
+            g,
+            "a text whose vocabulary is not the model's",
+            imp("bare.npz", "--data", "short.txt"),
+            expect=["rnn.weight_ih_l0: expected shape (32, 3) (bptt's lstm0.W_ih; the vocabulary has 3 characters)"],
+        ),
+        Case(
+            "import-hidden-override",
+            g,
+            "--hidden that the tensors contradict",
+            imp("text.npz", "--hidden", "16"),
+            expect=["rnn.weight_ih_l0: expected shape (64, ", "received (32, "],
+        ),
+        Case(
+            "import-series-no-normaliser",
+            g,
+            "a series model without its normaliser",
+            imp("series-bare.npz"),
+            expect=["--mean, --std: expected the series normaliser", "received none"],
+        ),
+        Case(
+            "import-mean-only",
+            g,
+            "--mean without --std",
+            imp("series-bare.npz", "--mean", "0"),
+            expect=["--mean, --std: expected both or neither, received only --mean"],
+        ),
+        Case(
+            "import-text-mean",
+            g,
+            "--mean and --std for a text model",
+            imp("text.npz", "--mean", "0", "--std", "1"),
+            expect=["--mean: expected only for a series model, received 0.0 for text"],
+        ),
+        Case(
+            "import-bad-description",
+            g,
+            "a description with a negative hidden size",
+            imp("bad-hidden.npz"),
+            expect=["description 'weights/bad-hidden.npz.json': hidden_size: expected a positive integer, received -1"],
+        ),
+        Case(
+            "import-unsorted-vocab",
+            g,
+            "a vocabulary out of order",
+            imp("bad-vocab.npz"),
+            expect=["vocab: expected the vocabulary: a non-empty string of distinct characters in sorted order"],
+        ),
+        Case(
+            "import-other-description",
+            g,
+            "a JSON beside the file that is not bptt's",
+            imp("other-format.npz"),
+            expect=["format: expected 'bptt-torch-weights-1', received \"onnx\""],
+        ),
+        Case(
+            "import-other-task",
+            g,
+            "a model of another task",
+            imp("adding.npz"),
+            expect=["expected a text or series model", "received task 'adding'"],
+        ),
+        Case(
+            "import-relu",
+            g,
+            "a relu Elman network",
+            imp("relu.npz"),
+            expect=["nonlinearity: expected 'tanh' (a run's Elman networks), received 'relu'"],
+        ),
+        Case(
+            "import-names",
+            g,
+            "--names of an unknown module",
+            imp("text.npz", "--names", "gru=lstm"),
+            expect=["--names: expected MODULE=PREFIX pairs with MODULE among embedding, rnn, linear", "'gru=lstm'"],
+        ),
+        Case(
+            "import-cell",
+            g,
+            "an unknown cell",
+            imp("text.npz", "--cell", "cnn"),
+            expect=["--cell: expected one of elman, gru, lstm, received 'cnn'"],
+        ),
+        Case(
+            "import-column-text",
+            g,
+            "--column for a text model",
+            imp("text.npz", "--column", "1"),
+            expect=["column: expected only with --task series, received '1'"],
+        ),
+        Case(
+            "import-into-a-run",
+            g,
+            "--out a folder that holds a run",
+            ["import", "weights/text.npz", "--out", "runs/text"],
+            expect=["--out: expected a new run folder, received 'runs/text' which already holds a run"],
+        ),
+        Case(
+            "import-damaged-safetensors",
+            g,
+            "a damaged safetensors file",
+            imp("damaged.safetensors"),
+            expect=["expected a complete safetensors file, received a damaged one"],
+        ),
+        Case(
+            "import-truncated-npz",
+            g,
+            "a truncated .npz",
+            imp("truncated.npz"),
+            expect=["expected a .npz of float arrays (numpy.savez), received a corrupted or truncated file"],
+        ),
+    ]
 
 
 CASES = _cases()

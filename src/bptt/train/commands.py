@@ -20,6 +20,7 @@ from .checkpoint import atomic_write
 from .config import HELP, TrainConfig, load_toml
 from .runs import load_run
 from .tasks import stream_loss, text_metrics
+from .tb import DEFAULT as TENSORBOARD_DEFAULT
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,13 +43,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
             )
         else:
             parse = integer() if isinstance(d, int) else number() if isinstance(d, float) else str
+            # the one option whose value may be left out: --tensorboard alone is RUN/tensorboard
+            optional = {"nargs": "?", "const": TENSORBOARD_DEFAULT} if f.name == "tensorboard" else {}
             p.add_argument(
                 flag,
                 dest=f.name,
                 type=parse,
                 default=argparse.SUPPRESS,
-                metavar=type(d).__name__.upper(),
+                metavar="DIR" if optional else type(d).__name__.upper(),
                 help=f"{HELP.get(f.name, '')} (default: {shown})",
+                **optional,
             )
 
 

@@ -87,6 +87,7 @@ class TrainConfig:
     out: str = ""
     sample_length: int = 400
     progress: bool = True
+    tensorboard: str = ""
     extra: dict = field(default_factory=dict)  # free-form notes kept in config.json (no flag)
 
     def validate(self, given: set[str] | None = None) -> TrainConfig:
@@ -404,4 +405,7 @@ HELP = {
     "out": "run folder (default: runs/<timestamp>)",
     "sample_length": "text: characters sampled at the end",
     "progress": "show a progress bar",
+    "tensorboard": "also write TensorBoard event files to this folder: the losses, bits/char or NMSE, lr, gradient norm, "
+    "clip rate, tokens/s as in metrics.jsonl, and (text) a sample at each evaluation; --tensorboard alone: "
+    "{run}/tensorboard, {run} standing for the run folder; needs pip install 'bptt[tensorboard]' ('': off)",
 }

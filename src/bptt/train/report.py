@@ -77,6 +77,24 @@ def longterm_figures(ev: dict) -> str:
     return words
 
 
+class Metrics:
+    """metrics.jsonl (one JSON object a line) and, with --tensorboard, the run's event file
+    (tb.Board): every row goes to both, so the two hold the same numbers."""
+
+    def __init__(self, file: Any, board: Any = None) -> None:
+        self.file, self.board = file, board
+
+    def row(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        if self.board is not None:
+            self.board.row(row)
+
+    def flush(self) -> None:
+        self.file.flush()
+        if self.board is not None:
+            self.board.flush()
+
+
 class Report:
     def __init__(
         self, log: Callable[[str], None], cfg: TrainConfig, task: Any, total: int, start: int, tokens_per_update: int
@@ -109,7 +127,7 @@ class Report:
             row["grad_norm"] = clip[0].norm
         if skipped:
             row["skipped"] = skipped
-        metrics.write(json.dumps(row) + "\n")
+        metrics.row(row)
         if math.isfinite(loss):
             self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
         if self.bar is not None:

@@ -37,9 +37,9 @@ from .._version import __version__
 from ..algorithms import Gradient, GradientMean
 from ..cells.base import Params
 from ..errors import BpttError
-from ..plots import plot_losses
+from ..plots import plot_losses, read_metrics
 from . import checkpoint as ckpt
-from . import report
+from . import report, tb
 from .config import TrainConfig
 from .diagnose import flow_row
 from .folder import RunFolder
@@ -93,6 +93,8 @@ class Trainer:
         self.log = log
         self.resumed: ckpt.Checkpoint | None = None
         self.folder: RunFolder | None = None
+        self.board: tb.Board | None = None  # --tensorboard's event file, from _begin to close
+        self.board_dir: str | None = None
         try:
             self._setup(cfg, resume, overrides)
         except BaseException:
@@ -119,6 +121,9 @@ class Trainer:
             cfg = TrainConfig()
         self.cfg = cfg.validate(given)
         self.run_dir = _new_run_dir(self.cfg)
+        if self.cfg.tensorboard:  # the package and the folder checked before anything is written
+            before = self.resumed.meta["config"].get("tensorboard", "") if self.resumed else ""
+            self.board_dir = tb.check(self.cfg.tensorboard, self.run_dir, bool(self.resumed), before)
         self.task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
         self.model = self.task.build_model()
         self.algorithm = algorithms.make(self.cfg.algorithm_name(), **self.cfg.algorithm_options())
@@ -174,6 +179,8 @@ class Trainer:
     def close(self, failed: bool = False) -> None:
         """Release the run folder (done by `run` when it ends); after a failed set-up, remove the
         folder if this trainer made it and nothing was written there."""
+        if self.board is not None:
+            self.board.close()
         if self.folder is not None:
             self.folder.close(failed)
 
@@ -304,9 +311,10 @@ class Trainer:
         out = report.Report(self.log, cfg, task, self.total_steps, s.step, self.tokens_per_update)
         stopped, saved_at, skipped = "done", s.step, None
         t_train, t_loop0 = s.trackers.get("train_seconds", 0.0), time.perf_counter()
-        with threads[0], Interrupt() as interrupt, open(self.folder.file("metrics.jsonl"), "a") as metrics:
+        with threads[0], Interrupt() as interrupt, open(self.folder.file("metrics.jsonl"), "a") as f:
+            metrics = report.Metrics(f, self.board)  # metrics.jsonl, and the event file with --tensorboard
             if cfg.diagnose_every and s.step == 0:  # the flow at the initial weights
-                metrics.write(json.dumps(flow_row(self.model, s.params, task, 0)) + "\n")
+                metrics.row(flow_row(self.model, s.params, task, 0))
             while s.step < self.total_steps:
                 t0 = time.perf_counter()
                 g = self._update_gradient(s.params, s.carried, s.step, s.rng)
@@ -318,7 +326,7 @@ class Trainer:
                 t_train += dt
                 out.step(metrics, s, g.loss, dt, t_train, skipped, self.optimizer)
                 if cfg.diagnose_every and s.step % cfg.diagnose_every == 0 and not skipped:
-                    metrics.write(json.dumps(flow_row(self.model, s.params, task, s.step)) + "\n")
+                    metrics.row(flow_row(self.model, s.params, task, s.step))
                 if guard.diverged:  # the last checkpoint is left as it is: the last good state of the run
                     stopped = "diverged"
                     break
@@ -375,6 +383,9 @@ class Trainer:
                 self.log(f"metrics.jsonl: dropped {dropped} torn line(s) (written when the run was stopped mid-line)")
         else:
             self.folder.fresh_metrics()
+        if self.board_dir is not None:  # resumed: its events after the checkpoint dropped, as metrics.jsonl's rows
+            rows = read_metrics(self.folder.file("metrics.jsonl")) if self.resumed else []
+            self.board = tb.Board(self.board_dir, self.cfg, s.step, bool(self.resumed), rows)
         limiter, threads = blas_threads(self.cfg.threads or default_threads())
         n_params = sum(v.size for v in s.params.values())
         self.folder.write_json(
@@ -392,6 +403,9 @@ class Trainer:
             self.run_dir,
             s.step if self.resumed else None,
         )
+        if self.board is not None:
+            dropped = f"; {self.board.dropped} event(s) after step {s.step} dropped" if self.board.dropped else ""
+            self.log(f"tensorboard: {self.board_dir} (tensorboard --logdir {self.board_dir}){dropped}")
         return limiter, threads
 
     def _evaluate(self, s: TrainState, metrics, out) -> None:
@@ -401,7 +415,9 @@ class Trainer:
         out.last_eval = ev
         if ev is None:
             return
-        metrics.write(json.dumps({"step": s.step, "split": "val", **_json_safe(ev)}) + "\n")
+        metrics.row({"step": s.step, "split": "val", **_json_safe(ev)})
+        if self.board is not None and self.task.kind == "text" and self.cfg.sample_length:
+            self.board.sample(s.step, self.model, s.params, self.task.vocab)
         loss = ev["loss"]
         best = s.trackers["best"]
         if math.isfinite(loss) and (best is None or loss < best["loss"]):
