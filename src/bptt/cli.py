@@ -264,6 +264,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.budget:
         return _bench_budget(args)
+    if args.train:
+        return _bench_train(args)
 
     cases = all_cases(tuple(_names(args.cells)), tuple(_names(args.sizes)))
     wanted = ["bptt"] + [p for p in (_names(args.peers) if args.peers else PEERS) if p != "bptt"]
@@ -293,6 +295,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         atomic_write(args.json, lambda f: f.write((_json.dumps(res, indent=1) + "\n").encode()))
     if args.markdown:
         atomic_write(args.markdown, lambda f: f.write(table.encode()))
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    """`bptt bench --train`: bptt train's whole step against a plain PyTorch loop."""
+    import json as _json
+
+    from .bench.contenders import available
+    from .bench.train_step import run_train
+    from .files import atomic_write
+
+    if not available("torch"):
+        raise BpttError(
+            '--train: expected PyTorch to compare with (pip install "bptt[bench]"), received none installed'
+        )
+    if args.threads is None:
+        from .train.runtime import default_threads
+
+        args.threads = default_threads()
+    if args.json:
+        output_file("--json", args.json)
+    res = run_train(args.threads, repeats=args.repeats)
+    if args.json:
+        atomic_write(args.json, lambda f: f.write((_json.dumps(res, indent=1) + "\n").encode()))
     return 0
 
 
@@ -538,6 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: memory-budgeted BPTT (float32 LSTM, T=1000, B=32, tokens) for a sweep of budgets, "
         "revolve and mixed, beside full BPTT, sqrt(T) segments, torch and torch.utils.checkpoint: peak memory "
         "(each contender in a process of its own) and time relative to full BPTT",
+    )
+    b.add_argument(
+        "--train",
+        action="store_true",
+        help="instead: the whole training step of bptt train (batch, forward, loss, BPTT, clipping, Adam) on its "
+        "default configuration (char-LSTM 256, B=32, T=100, float32) against the same step in a plain PyTorch "
+        "loop, from the same weights on the same batches; rounds of 50 steps alternated, --repeats timed rounds "
+        "after one untimed each; median step times",
     )
     b.add_argument("--hidden", default="128,256", help="with --budget: units H (default 128,256)")
     b.add_argument(

@@ -86,3 +86,20 @@ def test_cli_bench(tmp_path, capsys):
     assert "--peers: expected one of torch, jax, received 'tensorflow'" in capsys.readouterr().err
     with pytest.raises(ValueError):
         all_cases(("lstm",), ("huge",))
+
+
+def test_bench_train_times_both_loops_on_the_same_weights_and_batches(tmp_path):
+    """bptt bench --train on a tiny configuration: both loops start from the same weights and
+    see the same batches (their first losses agree to float32 rounding), each timed round gives
+    steps - 1 step times, and the speedup is the ratio of the medians."""
+    pytest.importorskip("torch")
+    from bptt.bench.train_step import run_train
+
+    lines = []
+    res = run_train(1, steps=6, repeats=2, hidden=16, batch_size=4, seq_len=12, log=lines.append)
+    assert len(res["first_losses"]["bptt"]) == len(res["first_losses"]["torch"]) == 5
+    assert res["loss_difference"] <= 1e-5  # the same computation in float32
+    assert len(res["step_times_s"]["bptt"]) == len(res["step_times_s"]["torch"]) == 2 * 5
+    med = res["median_step_s"]
+    assert res["speedup"] == pytest.approx(med["torch"] / med["bptt"])
+    assert "BLAS: " in lines[0] and "kernels" in lines[0] and "bptt" in lines[-1] and "x torch" in lines[-1]
