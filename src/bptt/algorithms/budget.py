@@ -15,8 +15,8 @@ segment, exactly as full BPTT hands it from step to step.
 What equals what. The recurrent weights' gradients add the same per-step terms in the same
 order as full BPTT's (float64: bitwise); the input weights', the biases', the readout's and the
 loss are sums over segments instead of one product over all T steps (float64: within 1e-15
-relative). The model must be unidirectional: a time step of a bidirectional level needs the
-whole sequence.
+relative). A model with bidirectional levels (no time step's state stands for its past) runs
+level by level, each direction through its own plan (levelwise.py).
 
 Counted: forward steps run (`stats["forward_steps"]`, equal to the plan's) and the bytes of the
 stored states and recorded tapes at their peak (`stats["peak_bytes"]`).
@@ -196,13 +196,14 @@ class Budget(Algorithm):
     def __call__(
         self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
     ) -> Gradient:
-        if model.bidirectional:
-            raise BpttError(
-                "budget: expected a unidirectional model, received a bidirectional one: a step of its "
-                "reverse direction needs the whole sequence, so no time step's state can stand for the past"
-            )
         b = model.check_batch(params, x, targets, mask, state0)
         T, B = b.x.shape[:2]
+        if model.bidirectional:  # no step's state stands for the past: level by level (levelwise.py)
+            from .levelwise import levelwise
+
+            with ops.step_context(model, params, b.mask):
+                g, self.stats = levelwise(model, params, b, self.budget, self.policy, self._plans)
+            return g
         p = self.plan_for(model, params, T, B, b.mask is not None)
         with ops.step_context(model, params, b.mask):  # where the step's work may be split between cores
             g, self.stats = execute(model, params, b, p)
@@ -231,12 +232,41 @@ def execute(
     counted = b.mask if loss_mask is None else loss_mask
     n = model.loss_fn.count(counted, T, B)
     grads = model.zero_grads(params)
-    stored: dict[int, Any] = {0: b.state0}  # checkpoints by time index (the initial state given)
-    live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}
-    dstate: ModelState | None = None  # dL/d(state at the right end of what is left): zero at T
-    final: ModelState | None = None
-    loss = 0.0
+    loss = [0.0]
 
+    def forward(a: int, e: int, state: Any, keep: bool):
+        ms = None if b.mask is None else b.mask[a:e]
+        return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep)
+
+    def backward(a: int, e: int, y: Any, tapes: list, dstate: Any) -> Any:
+        part, dy = model.loss_fn.segment(y, b.targets, counted, a, T, n)
+        loss[0] += part
+        # each segment's tapes are used once (a compiled scan may take their buffers)
+        back = _consume if scale is None else partial(_consume, scale=scale[a:e])
+        return model.backward_levels(params, tapes, dy, dstate, grads, back)
+
+    dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts)
+    model.add_init_grads(grads, dstate, b.given)
+    return Gradient(loss[0] / n, grads, dstate, final), stats
+
+
+def walk(
+    p: Plan,
+    T: int,
+    state0: Any,
+    forward: Any,
+    backward: Any,
+    data: tuple = (),
+    restarts: dict[int, np.ndarray] | None = None,
+) -> tuple[Any, Any, dict[str, int]]:
+    """Walk plan p over T steps from state0 (a dict of states): forward(a, e, state, keep) ->
+    (outputs, state at e, tapes) runs steps a .. e-1 (keep: recording them); backward(a, e,
+    outputs, tapes, dstate) -> the state gradient at a, given the one at e (None: zero), taking
+    the segment's loss. Returns the state gradient at 0, the state at T and the counts."""
+    stored: dict[int, Any] = {0: state0}  # checkpoints by time index (the initial state given)
+    live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}
+    dstate: Any = None  # dL/d(state at the right end of what is left): zero at T
+    final: Any = None
     cuts = sorted(restarts or ())
 
     def pieces(a: int, e: int) -> list[tuple[int, int]]:
@@ -244,15 +274,14 @@ def execute(
         at = [a] + [r for r in cuts if a < r < e] + [e]
         return list(zip(at[:-1], at[1:]))
 
-    def forward(a: int, e: int, state: Any, keep: bool):
+    def run(a: int, e: int, state: Any, keep: bool):
         live["forward"] += e - a
         if restarts and a in restarts:  # the stream starts over from zeros (no learned initial state)
             m = restarts[a][:, None]
             state = {
                 k: state_map(lambda v: np.where(m, 0.0, v).astype(v.dtype, copy=False), s) for k, s in state.items()
             }
-        ms = None if b.mask is None else b.mask[a:e]
-        return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep)
+        return forward(a, e, state, keep)
 
     def held(kind: str, delta: int) -> None:
         live[kind] += delta
@@ -270,7 +299,7 @@ def execute(
         while a < e:
             k = min([piece, e - a] + [r - a for r in cuts if a < r < e])
             room(p.storage.segment + k * p.storage.advance)
-            _, state, _ = forward(a, a + k, state, keep=False)
+            _, state, _ = run(a, a + k, state, keep=False)
             a += k
         return state
 
@@ -288,21 +317,17 @@ def execute(
                 room(p.storage.leaf(node.b - node.a))
                 parts, last = [], start
                 for a, e in pieces(node.a, node.b):  # one piece unless a stream restarts inside
-                    y, last, tapes = forward(a, e, last, keep=True)
+                    y, last, tapes = run(a, e, last, keep=True)
                     parts.append((a, e, y, tapes))
-                size = nbytes([pt[3] for pt in parts], (b.x, b.mask))
+                size = nbytes([pt[3] for pt in parts], data)
                 held("tapes", size)
                 if node.b == T:
                     final = _compact(last)  # (not a row of the segment's buffers, which go back now)
                 del last
                 while parts:
                     a, e, y, tapes = parts.pop()
-                    part, dy = model.loss_fn.segment(y, b.targets, counted, a, T, n)
-                    loss += part
-                    # each segment's tapes are used once (a compiled scan may take their buffers)
-                    back = _consume if scale is None else partial(_consume, scale=scale[a:e])
-                    dstate = model.backward_levels(params, tapes, dy, dstate, grads, back)
-                    del tapes, y, dy
+                    dstate = backward(a, e, y, tapes, dstate)
+                    del tapes, y
                 held("tapes", -size)
                 continue
             at_y = _compact(advance(node.a, node.y, start))  # (the advance's buffers go back now)
@@ -317,14 +342,13 @@ def execute(
                 stack.append(("node", node.right, at_y))
     finally:
         ops.memory_limit(None)
-    model.add_init_grads(grads, dstate, b.given)
     stats = {
         "forward_steps": live["forward"],
         "peak_bytes": live["peak"],
         "planned_forward_steps": p.forward_steps,
         "planned_peak_bytes": p.peak_bytes,
     }
-    return Gradient(loss / n, grads, dstate, final), stats
+    return dstate, final, stats
 
 
 def _compact(state: ModelState) -> ModelState:
