@@ -39,7 +39,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     idles = [float(s) for s in args.idle.split(",")]
     print(f"cold steps: {args.threads} thread(s); {_machine()}; {_kernels_line()}; torch {torch.__version__}")
-    print(f"warm: median of {args.warm} back-to-back steps; cold: median of {args.repeats} steps each after the idle time")
+    print(
+        f"warm: median of {args.warm} back-to-back steps; cold: median of {args.repeats} steps each after the idle time"
+    )
     print("| case | idle | bptt warm / cold / extra (ms) | torch warm / cold / extra (ms) | bptt extra / torch extra |")
     print("|---|---|---|---|---|")
     with _blas_limit(args.threads):

@@ -38,9 +38,9 @@ def test_packed_product_equals_matmul(M, K, N):
     for B in (rng.standard_normal((K, N)).astype(f4), rng.standard_normal((N + 3, K)).astype(f4)[1 : N + 1].T):
         ref = A.astype(np.float64) @ B.astype(np.float64)
         C = np.full((M, N + 5), np.nan, f4)[:, 2 : N + 2]  # a strided view: the columns around must stay
-        gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, 16), f4), False)
+        gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, gemm.PANEL), f4), False)
         _close(C, ref, 1e-6)
-        gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, 16), f4), True)  # C += A @ B
+        gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, gemm.PANEL), f4), True)  # C += A @ B
         _close(C, 2 * ref, 1e-6)
         assert np.isnan(C.base[:, :2]).all() and np.isnan(C.base[:, N + 2 :]).all()
 

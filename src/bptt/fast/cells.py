@@ -82,7 +82,7 @@ def previous_step(t: int, T: int, reverse: bool) -> int | None:
 
 
 def _edge(dtype: Any) -> np.ndarray:
-    return np.empty((4, 16), dtype)
+    return np.empty((4, gemm.PANEL), dtype)
 
 
 class _Fast:
@@ -164,7 +164,7 @@ class FastLSTM(_Fast):
 
             def own(p, P):  # packed weights, product and edge scratch
                 Wp = self._panels(params, p, P, True)
-                return Wp, np.empty((B, Wp.shape[0] * 16), xp.dtype), _edge(xp.dtype)
+                return Wp, np.empty((B, Wp.shape[0] * gemm.PANEL), xp.dtype), _edge(xp.dtype)
 
             engine.scan_parts(split.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, own=own)
         else:
@@ -248,7 +248,7 @@ class FastGRU(_Fast):
 
             def own(p, P):  # packed weights, product and edge scratch
                 Wp = self._panels(params, p, P, True)
-                return Wp, np.empty((B, Wp.shape[0] * 16), xp.dtype), _edge(xp.dtype)
+                return Wp, np.empty((B, Wp.shape[0] * gemm.PANEL), xp.dtype), _edge(xp.dtype)
 
             engine.scan_parts(split.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, own=own)
         else:

@@ -1,12 +1,12 @@
 """bptt's own small matrix product for the split scans: a packed-panel kernel in LLVM IR.
 
 The recurrent product of a part: (B, K) @ (K, N) with the (K, N) factor packed once per scan
-into 16-column panels (`pack_panels`), so that no step repacks it (OpenBLAS packs its operands
-at every call: at B = 32 half its time). The inner kernel is written in LLVM IR with 8-float
-vectors: a 4 x 16 tile of the result in 8 registers, one pass over K with one fused
-multiply-add per register and step (measured on one core: (32, 128) @ (128, 256) 30 us =
-71 GFLOP/s, OpenBLAS 44 us; (32, 512) @ (512, 1024) 77 vs 58 GFLOP/s). Tested against float64
-products.
+into panels of 2 x LANES columns (`pack_panels`), so that no step repacks it (OpenBLAS packs its
+operands at every call: at B = 32 half its time). The inner kernel is written in LLVM IR with
+LANES-float vectors (8 for AVX2, 16 for AVX-512): a 4 x 2 LANES tile of the result in 8
+registers, one pass over K with one fused multiply-add per register and step (8 lanes, measured
+on one Zen 3 core: (32, 128) @ (128, 256) 30 us = 71 GFLOP/s, OpenBLAS 44 us; (32, 512) @
+(512, 1024) 77 vs 58 GFLOP/s). Tested against float64 products, and 16 lanes bitwise against 8.
 """
 
 from __future__ import annotations
@@ -17,35 +17,34 @@ from numba import types as nt
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .jit import inline, jit
+from .jit import LANES, inline, jit
 from .rows import _ZERO
 
-# The recurrent product of a part: (B, K) @ (K, N) with the (K, N) factor packed once per
-# scan into 16-column panels (`pack_panels`), so that no step repacks it (OpenBLAS packs
-# its operands at every call: at B = 32 half its time). The inner kernel is written in
-# LLVM IR with 8-float vectors: a 4 x 16 tile of the result in 8 registers, one pass
-# over K with one fused multiply-add per register and step (measured on one core:
-# (32, 128) @ (128, 256) 30 us = 71 GFLOP/s, OpenBLAS 44 us; (32, 512) @ (512, 1024)
-# 77 vs 58 GFLOP/s).
-_PANEL = 16
+# The vector width: LANES floats a register (jit.py: 16 with AVX-512, else 8, or BPTT_LANES;
+# LLVM splits a wider vector into what the target has, so either is correct on any CPU, ARM's
+# NEON included). A panel is two vectors wide. The width changes the tiles, not the sums: every
+# element is the same fused multiply-adds over k in the same order (tests: bitwise).
+_PANEL = 2 * LANES
+PANEL = _PANEL
 
 
 def _tile_kernel(rows, add):
-    """An intrinsic: C[r, :16] (+)= sum_k A[r, k] P[k, :16] for r < rows, += if `add`
+    """An intrinsic: C[r, :PANEL] (+)= sum_k A[r, k] P[k, :PANEL] for r < rows, += if `add`
     (byte addresses, strides in floats)."""
     f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
-    v8 = ir.VectorType(f32, 8)
+    L = LANES
+    v8 = ir.VectorType(f32, L)
 
     def codegen(context, builder, sig, args):
         a_at, lda, p_at, K, c_at, ldc = args
         fp, vp = f32.as_pointer(), v8.as_pointer()
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fmuladd.v8f32")
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]), f"llvm.fmuladd.v{L}f32")
         A, P, C = (builder.inttoptr(x, fp) for x in (a_at, p_at, c_at))
         zero, undef = ir.Constant(v8, None), ir.Constant(v8, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+        splat = ir.Constant(ir.VectorType(i32, L), [0] * L)
         rows_at = [builder.gep(C, [builder.mul(ir.Constant(i64, r), ldc)]) for r in range(rows)]
         at = [
-            builder.bitcast(builder.gep(rows_at[r], [ir.Constant(i64, 8 * h)]), vp) for r in range(rows) for h in (0, 1)
+            builder.bitcast(builder.gep(rows_at[r], [ir.Constant(i64, L * h)]), vp) for r in range(rows) for h in (0, 1)
         ]
         first = [builder.load(a, align=4) for a in at] if add else [zero] * (2 * rows)
         start = builder.block
@@ -55,7 +54,7 @@ def _tile_kernel(rows, add):
         k = builder.phi(i64)
         acc = [builder.phi(v8) for _ in range(2 * rows)]
         pk = builder.gep(P, [builder.mul(k, ir.Constant(i64, _PANEL))])
-        b = [builder.load(builder.bitcast(builder.gep(pk, [ir.Constant(i64, 8 * h)]), vp), align=4) for h in (0, 1)]
+        b = [builder.load(builder.bitcast(builder.gep(pk, [ir.Constant(i64, L * h)]), vp), align=4) for h in (0, 1)]
         new = []
         for r in range(rows):
             a = builder.load(builder.gep(A, [builder.add(builder.mul(ir.Constant(i64, r), lda), k)]), align=4)
@@ -91,8 +90,8 @@ _tile4, _tile1, _tile4_add, _tile1_add = (_tile_kernel(r, a) for a in (False, Tr
 
 @jit
 def pack_panels(B, out):
-    """out[j, k, c] = B[k, 16 j + c] (zero beyond B's N columns): the (K, N) factor of a
-    product as ceil(N / 16) panels (ceil(N / 16), K, 16); B may be any strided view."""
+    """out[j, k, c] = B[k, PANEL j + c] (zero beyond B's N columns): the (K, N) factor of a
+    product as ceil(N / PANEL) panels (ceil(N / PANEL), K, PANEL); B may be any strided view."""
     K, N = B.shape
     for j in range(out.shape[0]):
         for k in range(K):
@@ -104,7 +103,7 @@ def pack_panels(B, out):
 @inline
 def _mm_panels(A, P, C, edge, add):
     """C = A @ B (C += A @ B if add) for B packed by pack_panels; A and C rows with unit
-    inner stride; edge (4, 16) scratch for the last, partial panel."""
+    inner stride; edge (4, PANEL) scratch for the last, partial panel."""
     M, K = A.shape
     N = C.shape[1]
     sa, sc = A.strides[0], C.strides[0]
@@ -148,6 +147,6 @@ def mm_panels(A, P, C, edge, add):
 def panels(b: np.ndarray) -> np.ndarray:
     """The (K, N) float32 factor b of a product packed for the split scans (pack_panels)."""
     K, N = b.shape
-    out = np.empty((-(-N // 16), K, 16), np.float32)
+    out = np.empty((-(-N // _PANEL), K, _PANEL), np.float32)
     pack_panels(b, out)
     return out

@@ -6,6 +6,7 @@ operand (a NaN weight gave a finite loss). Without them a NaN in gives NaN out, 
 
 Numba's cache lives beside this package (or in NUMBA_CACHE_DIR); where neither is writable the
 step kernels are compiled in each process that uses them (about 5 s) and the whole scans stay off.
+The packed product's vector width (LANES) is the host's, or BPTT_LANES's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,20 @@ import os
 
 import numba as nb
 
+from ..machine import vector_isa
+
 CACHE = os.access(os.path.dirname(os.path.abspath(__file__)), os.W_OK) or bool(os.environ.get("NUMBA_CACHE_DIR"))
+
+# The packed product's vector width in floats (gemm.py): 16 where the CPU has AVX-512, else 8,
+# or BPTT_LANES (8 or 16). Numba's cache keys compiled code by the CPU, not by this constant,
+# so code compiled for a width other than the host's own is cached in a folder of its own.
+HOST_LANES = 16 if vector_isa() == "AVX-512" else 8
+LANES = int(os.environ.get("BPTT_LANES") or HOST_LANES)
+if LANES not in (8, 16):
+    raise ImportError(f"BPTT_LANES: expected 8 or 16, received {LANES}")
+if LANES != HOST_LANES and CACHE:
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    nb.config.CACHE_DIR = os.path.join(base, f"lanes{LANES}")  # (this process only)
 FLAGS = {"contract", "arcp", "nsz", "afn", "reassoc"}
 jit = nb.njit(fastmath=FLAGS, error_model="numpy", cache=CACHE, nogil=True)
 inline = nb.njit(fastmath=FLAGS, error_model="numpy", cache=CACHE, inline="always")

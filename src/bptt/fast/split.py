@@ -48,7 +48,7 @@ def _share(H, part, parts):
 @jit
 def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, part, parts, P, a, edge, bar):
     """Part `part` of `parts` of lstm_scan: P the transpose of its units' gate rows of
-    W_hh ((4n, H), [i, f, g, o]), packed (pack_panels); a (B, 4n) and edge (4, 16)
+    W_hh ((4n, H), [i, f, g, o]), packed (pack_panels); a (B, 4n) and edge (4, PANEL)
     scratch; bar the address of the team's barrier (_wait). Returns 0, or -1 if the
     parts lost each other."""
     T, H = idx.shape[0], cs.shape[2]
@@ -71,7 +71,7 @@ def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, part, parts, P, a,
                 ar[:n],
                 ar[n : 2 * n],
                 ar[2 * n : 3 * n],
-                ar[3 * n :],
+                ar[3 * n : 4 * n],
                 wr[lo:hi],
                 wr[H + lo : H + hi],
                 wr[2 * H + lo : 2 * H + hi],
@@ -87,7 +87,7 @@ def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, part, parts, P, a,
 @jit
 def lstm_scan_back_part(h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse, part, parts, P, row, edge, bar):
     """Part `part` of `parts` of lstm_scan_back (same arguments but W_hh): P its units'
-    columns of W_hh ((4H, n)), packed; row (5n) and edge (4, 16) scratch. Returns 0, or
+    columns of W_hh ((4H, n)), packed; row (5n) and edge (4, PANEL) scratch. Returns 0, or
     -1 if the parts lost each other."""
     T, H = work.shape[0], dh.shape[1]
     lo, hi = _share(H, part, parts)
@@ -132,7 +132,7 @@ def lstm_scan_back_part(h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, re
 @jit
 def elman_scan_part(src, idx, h0, work, outs, reverse, part, parts, P, edge, bar):
     """Part `part` of `parts` of elman_scan: P its units' rows of W_hh, transposed and
-    packed; edge (4, 16) scratch; bar the team's barrier (_wait). 0, or -1 if lost."""
+    packed; edge (4, PANEL) scratch; bar the team's barrier (_wait). 0, or -1 if lost."""
     T, H = idx.shape[0], outs.shape[2]
     lo, hi = _share(H, part, parts)
     for s in range(T):
@@ -152,7 +152,7 @@ def elman_scan_part(src, idx, h0, work, outs, reverse, part, parts, P, edge, bar
 @jit
 def elman_scan_back_part(h0, work, douts, dh, h_prev, scale, reverse, part, parts, P, row, edge, bar):
     """Part `part` of `parts` of elman_scan_back (W_hh's columns for its units packed in
-    P); row (n) and edge (4, 16) scratch. 0, or -1 if the parts lost each other."""
+    P); row (n) and edge (4, PANEL) scratch. 0, or -1 if the parts lost each other."""
     T, H = work.shape[0], dh.shape[1]
     lo, hi = _share(H, part, parts)
     dhc = dh[:, lo:hi]
@@ -173,7 +173,7 @@ def elman_scan_back_part(h0, work, douts, dh, h_prev, scale, reverse, part, part
 @jit
 def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, part, parts, P, rec, edge, bar):
     """Part `part` of `parts` of gru_scan: P its units' [r, z, n] rows of W_hh,
-    transposed and packed; rec (B, 3n) and edge (4, 16) scratch. 0, or -1 if lost."""
+    transposed and packed; rec (B, 3n) and edge (4, PANEL) scratch. 0, or -1 if lost."""
     T, H = idx.shape[0], outs.shape[2]
     lo, hi = _share(H, part, parts)
     n = hi - lo
@@ -192,7 +192,7 @@ def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, part, parts, P, rec, 
                 x[2 * H + lo : 2 * H + hi],
                 rc[:n],
                 rc[n : 2 * n],
-                rc[2 * n :],
+                rc[2 * n : 3 * n],
                 b_hn[lo:hi],
                 wb[lo:hi],
                 wb[H + lo : H + hi],
@@ -210,7 +210,7 @@ def gru_scan_back_part(h0, work, outs, douts, dh, drec, h_prev, scale, reverse, 
     """Part `part` of `parts` of gru_scan_back: P its units' columns of W_hh packed;
     drec (2, B, 3H) shared by the parts, alternate steps using alternate halves (the
     step after may write one while a part still reads the other); row (4n) and edge
-    (4, 16) scratch. 0, or -1 if the parts lost each other."""
+    (4, PANEL) scratch. 0, or -1 if the parts lost each other."""
     T, H = work.shape[0], dh.shape[1]
     lo, hi = _share(H, part, parts)
     n = hi - lo
