@@ -64,3 +64,13 @@ __all__ = [
     "scan_backward",
     "scan_forward",
 ]
+
+
+def __getattr__(name: str):
+    """`bptt.fit` (bptt.train.fit), loaded on first use: training's tools (plots, progress bar,
+    checkpoints) stay out of `import bptt`."""
+    if name == "fit":
+        from .train.api import fit
+
+        return fit
+    raise AttributeError(f"module 'bptt' has no attribute {name!r}")

@@ -85,3 +85,55 @@ def forecast(model: Model, params: Params, history: np.ndarray, horizon: int) ->
         y_t, state = model.step(params, state, preds[h - 1 : h, None])
         preds[h] = y_t[0, 0]
     return preds
+
+
+def forecast_columns(
+    model: Model,
+    params: Params,
+    history: np.ndarray,
+    horizon: int,
+    feedback: list[int],
+    future: np.ndarray | None = None,
+) -> np.ndarray:
+    """Iterated forecast of a model of several columns: run it over `history` (normalised
+    inputs, (T, D)), then build each next input row from its last prediction: input column i is
+    output feedback[i] when that is >= 0, else future[h - 1, i] (a column the model does not
+    predict: its values after the history, (>= horizon - 1, D)). Returns (horizon, K)
+    predictions (normalised)."""
+    if model.tokens or model.loss_fn.kind != "mse":
+        raise BpttError("forecast: expected a series model (real inputs, 'mse'), received another kind")
+    if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
+        raise BpttError(f"horizon: expected a positive integer, received {horizon!r}")
+    D, K = model.input_size, model.output_size
+    fb = np.asarray(feedback, int)
+    if fb.shape != (D,) or not ((fb >= -1) & (fb < K)).all():
+        raise BpttError(f"feedback: expected {D} output indices in [-1, {K}), received {list(feedback)!r}")
+    dtype = model.check_params(params)
+    _finite_params(params)
+    x = np.asarray(history, dtype)
+    if x.ndim != 2 or x.shape[1] != D or len(x) == 0:
+        raise BpttError(f"history: expected an array (T, {D}) of normalised inputs, received shape {x.shape}")
+    own = fb >= 0
+    if not own.all() and horizon > 1:
+        if future is None or np.ndim(future) != 2 or np.shape(future)[1] != D or len(future) < horizon - 1:
+            got = "none" if future is None else f"shape {np.shape(future)}"
+            raise BpttError(
+                f"future: expected the {horizon - 1} rows after the history (for the inputs the model does not "
+                f"predict), received {got}"
+            )
+        future = np.asarray(future, dtype)[: horizon - 1]
+        if not np.isfinite(future[:, ~own]).all():
+            raise BpttError("future: expected finite values, received NaN or inf")
+    if not np.isfinite(x).all():
+        raise BpttError("history: expected finite values, received NaN or inf")
+    y, state = model.forward(params, x[:, None, :])
+    preds = np.empty((horizon, K), dtype)
+    preds[0] = y[-1, 0]
+    for h in range(1, horizon):
+        row = np.empty((1, D), dtype)
+        if not own.all():
+            row[0, ~own] = future[h - 1, ~own]
+        row[0, own] = preds[h - 1, fb[own]]
+        y_t, state = model.step(params, state, row)
+        preds[h] = y_t[0]
+    return preds

@@ -33,7 +33,10 @@ def test_every_registered_algorithm_is_listed_here():
 def test_make_checks_names_and_options():
     with pytest.raises(BpttError, match=r"algorithm: expected one of .* received 'tbtt' \(did you mean 'tbptt'\?\)"):
         make("tbtt")
-    with pytest.raises(BpttError, match=r"algorithm 'tbptt': expected options among \['k1', 'k2'\], received \['c'\]"):
+    with pytest.raises(
+        BpttError,
+        match=r"algorithm 'tbptt': expected options among \['k1', 'k2', 'budget', 'policy'\], received \['c'\]",
+    ):
         make("tbptt", c=0.1)
     assert make("artbp", c=0.1).reweight and not make("random", c=0.1).reweight
     assert repr(make("tbptt", k1=3, k2=5)) == "TBPTT(k1=3, k2=5)"

@@ -96,12 +96,28 @@ def build_workspace(ws: str) -> None:
             **quiet,
         ).run()
         Trainer(TrainConfig(data="words.txt", cell="jordan", out="runs/jordan", **small), **quiet).run()
+        _arrays_run("runs/arrays")
         os.makedirs("runs/empty", exist_ok=True)
         for name, make in CRAFTED.items():
             _craft(name, make)
         _build_weights()
+        _columns_workspace()
     finally:
         os.chdir(cwd)
+
+
+def _fit_arrays(**kw: Any) -> Any:
+    """bptt.fit on small (T, B, D) sequences with targets at every step."""
+    from bptt.train import fit
+
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((6, 8, 2)), rng.standard_normal((6, 8, 1))
+    return fit(x=x, y=y, log=None, progress=False, **kw)
+
+
+def _arrays_run(out: str) -> None:
+    """A run folder of a run on arrays given in Python (its config says so; no data file)."""
+    _fit_arrays(out=out, hidden=8, steps=4, eval_every=2, batch_size=4, dtype="float64")
 
 
 # ---- weights files for bptt import: exported, then damaged ----------------------------------------
@@ -1291,6 +1307,20 @@ def _cases() -> list[Case]:
             expect=["steps: expected more than the 4 updates already done", "received 4"],
         ),
         C(
+            "resume-arrays-run",
+            "run folders",
+            "--resume of a run trained from Python on arrays (bptt.fit(x=..., y=...)), without them",
+            ["train", "--resume", "runs/arrays", "--steps", "8"],
+            expect=["data: expected the arrays the run in 'runs/arrays' trained on", "received none"],
+        ),
+        Case(
+            "fit-resume-arrays-on-a-file-run",
+            "run folders",
+            "bptt.fit(x=..., y=..., resume=RUN) of a run that trains on its file",
+            call=lambda ws: _fit_arrays(resume="runs/text", steps=8),
+            expect=["x: expected no arrays for the run in 'runs/text'"],
+        ),
+        C(
             "resume-other-out",
             "run folders",
             "--resume with another --out",
@@ -1614,7 +1644,7 @@ def _cases() -> list[Case]:
                 expect=[crafted_expect[name]],
             )
         )
-    return data + flags + toml + runs + crafted + _weights_cases() + _api_cases()
+    return data + flags + toml + runs + crafted + _weights_cases() + _api_cases() + _columns_cases()
 
 
 def _weights_cases() -> list[Case]:
@@ -1870,7 +1900,246 @@ def _weights_cases() -> list[Case]:
     ]
 
 
-CASES = _cases()
+# ---- series of several columns (--column LIST, --target, --missing) ----------------------------
+def _columns_workspace() -> None:
+    """cols.csv (x, y with y(t) = x(t-1)), files with missing values, runs/cols (inputs x, y ->
+    target y), its weights (weights/cols.npz, and one with a normaliser of the wrong length) and
+    crafted/columns-*: its checkpoint with a damaged per-column normaliser."""
+    from bptt.train import TrainConfig, Trainer
+    from bptt.train.export import write_weights
+    from bptt.train.runs import load_run
+
+    x = np.random.default_rng(1).standard_normal(300)
+    y = np.r_[0.0, x[:-1]]
+    open("cols.csv", "w").write("x,y\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(x, y)))
+    open("gaps.csv", "w").write("t,value\n1,0.5\n2,NA\n3,0.7\n4,0.1\n5,0.2\n")
+    open("allgap.csv", "w").write("t,value\n1,?\n2,\n3,NaN\n4,nan\n")
+    open("fewrows.csv", "w").write("t,value\n1,0.5\n2,NA\n3,?\n4,0.1\n")
+    small = dict(hidden=8, steps=4, eval_every=2, batch_size=4, seq_len=10, dtype="float64", progress=False)
+    cfg = TrainConfig(data="cols.csv", task="series", column="x,y", target="y", out="runs/cols", **small)
+    Trainer(cfg, log=lambda s: None).run()
+    run = load_run("runs/cols")
+    info = {
+        "task": "series",
+        "normalizer": run.meta["normalizer"],
+        "columns": run.meta["series_columns"],
+        "train_config": run.cfg.to_dict(),
+    }
+    write_weights("weights/cols.npz", run.model, run.params, "npz", info)
+    shutil.copy("weights/cols.npz", "weights/cols-short.npz")
+    with open("weights/cols-short.npz.json", "w") as f:
+        json.dump({**json.load(open("weights/cols.npz.json")), "normalizer": {"mean": [0.0], "std": [1.0]}}, f)
+    damage = {
+        "columns-normalizer-short": lambda m: m["normalizer"].update(mean=[0.0], std=[1.0]),
+        "columns-normalizer-mixed": lambda m: m["normalizer"].update(std=1.0),
+    }
+    for name, fn in damage.items():
+        dst = os.path.join("crafted", name)
+        if os.path.exists(dst):
+            shutil.rmtree(dst)
+        shutil.copytree("runs/cols", dst)
+        os.unlink(os.path.join(dst, "best.npz"))
+        _edit(lambda a, m, fn=fn: fn(m))(os.path.join(dst, "checkpoint.npz"), name)
+
+
+def _forecast_columns_api(ws):
+    from bptt.generate import forecast_columns
+
+    run = _load_run(ws, "runs/cols")
+    return forecast_columns(run.model, run.params, np.zeros((5, 2)), 3, [-1, 0])
+
+
+def _columns_cases() -> list[Case]:
+    C, g, w = Case, "data: series of several columns", "weights: export and import"
+    fix = "(a missing value in 'value'; --missing drop or interpolate handles them)"
+    return [
+        C(
+            "columns-missing-value",
+            g,
+            "a missing value (NA) with the default --missing error",
+            S("--data", "gaps.csv"),
+            expect=[f"data file 'gaps.csv', row 3, column 1: expected a finite number, received 'NA' {fix}"],
+        ),
+        C(
+            "columns-missing-rule",
+            g,
+            "an unknown missing-value rule",
+            S("--missing", "skip"),
+            expect=["missing: expected one of error, drop, interpolate, received 'skip'"],
+        ),
+        C(
+            "columns-missing-everywhere",
+            g,
+            "a column of missing values only, to interpolate",
+            S("--data", "allgap.csv", "--missing", "interpolate"),
+            expect=["column 1: expected at least one value to interpolate from, received 4 missing values"],
+        ),
+        C(
+            "columns-drop-too-many",
+            g,
+            "too few rows left after dropping those with a missing value",
+            S("--data", "fewrows.csv", "--missing", "drop"),
+            expect=["expected at least 3 values, received 2 (after dropping 2 rows with a missing value)"],
+        ),
+        C(
+            "columns-empty-name",
+            g,
+            "an empty name in a list of columns",
+            S("--column", "t,,value"),
+            expect=["column: expected column names or 0-based indices separated by commas, received 't,,value'"],
+        ),
+        C(
+            "columns-named-twice",
+            g,
+            "a column named twice",
+            S("--column", "value,value"),
+            expect=["column: expected distinct columns, received 'value' twice in 'value,value'"],
+        ),
+        C(
+            "columns-same-by-index",
+            g,
+            "a column given by name and by index",
+            S("--column", "value,1"),
+            expect=["column: expected distinct columns, received 'value' and '1', both column 1"],
+        ),
+        C(
+            "columns-target-unknown",
+            g,
+            "a target column the file does not have",
+            S("--target", "load"),
+            expect=["target: expected one of t, value, received 'load'"],
+        ),
+        C(
+            "columns-target-index",
+            g,
+            "a target index past the last column",
+            S("--target", "0,7"),
+            expect=["target: expected an index in [-2, 2), received '7'"],
+        ),
+        C(
+            "columns-target-on-text",
+            g,
+            "--target on a text run",
+            T("--target", "x"),
+            expect=["target: expected only with --task series, received 'x' with task 'text'"],
+        ),
+        C(
+            "columns-missing-on-text",
+            g,
+            "--missing on a text run",
+            T("--missing", "drop"),
+            expect=["missing: expected only with --task series, received 'drop' with task 'text'"],
+        ),
+        C(
+            "columns-forecast-no-future",
+            g,
+            "a forecast beyond the data of a run whose input x is not a target",
+            ["forecast", "runs/cols"],
+            expect=["--data: expected the rows that follow the history: the input columns that are not targets (x)"],
+        ),
+        C(
+            "columns-forecast-past-the-data",
+            g,
+            "a forecast longer than the rows that give the other inputs",
+            ["forecast", "runs/cols", "--data", "cols.csv", "--horizon", "400"],
+            expect=["--horizon: expected at most 300 steps (the rows of --data 'cols.csv' that give x), received 400"],
+        ),
+        C(
+            "columns-forecast-other-file",
+            g,
+            "a file without the run's columns",
+            ["forecast", "runs/cols", "--data", "series.csv"],
+            expect=["column: expected one of t, value, received 'x'"],
+        ),
+        C(
+            "columns-evaluate-count",
+            g,
+            "fewer input columns than the run has",
+            ["evaluate", "runs/cols", "--data", "cols.csv", "--column", "x"],
+            expect=["--column: expected 2 input columns (as the run's x, y), received 'x'"],
+        ),
+        C(
+            "columns-normalizer-short",
+            g,
+            "a checkpoint whose per-column normaliser has one column of two",
+            ["evaluate", "crafted/columns-normalizer-short", "--data", "cols.csv"],
+            expect=["RUN: expected a normaliser of the 2 columns x, y and 1 outputs, received 1 column(s)"],
+        ),
+        C(
+            "columns-normalizer-short-resume",
+            g,
+            "resuming with a per-column normaliser of one column of two",
+            ["train", "--resume", "crafted/columns-normalizer-short", "--steps", "20"],
+            expect=["normalizer: expected 2 means and stds (the columns x, y), received 1 of each"],
+        ),
+        C(
+            "columns-normalizer-mixed",
+            g,
+            "a checkpoint with a list of means and one std",
+            ["forecast", "crafted/columns-normalizer-mixed"],
+            expect=["meta.normalizer: expected an object with a finite mean and a positive std (numbers, or lists"],
+        ),
+        C(
+            "columns-api-forecast-no-future",
+            g,
+            "forecast_columns without the future of an input it does not predict",
+            call=_forecast_columns_api,
+            expect=["future: expected the 2 rows after the history", "received none"],
+        ),
+        C(
+            "import-columns-mean",
+            w,
+            "--mean and --std for a model of several columns",
+            ["import", "weights/cols.npz", "--out", "imported", "--mean", "0", "--std", "1"],
+            expect=["--mean: expected only for a one-column series"],
+        ),
+        C(
+            "import-columns-short-normalizer",
+            w,
+            "a description whose normaliser has one column of two",
+            ["import", "weights/cols-short.npz", "--out", "imported"],
+            expect=["normalizer: expected one mean and std per column of x, y, received"],
+        ),
+    ]
+
+
+def _without_mpi4py(ws: str) -> None:
+    """A process an MPI launcher started (PMI_SIZE=2) where mpi4py is not installed."""
+    import sys
+
+    from bptt.train import TrainConfig, Trainer, dist
+
+    env, mod = os.environ.get("PMI_SIZE"), sys.modules.get("mpi4py", KeyError)
+    os.environ["PMI_SIZE"], sys.modules["mpi4py"], dist._WORLD = "2", None, None  # (None: import fails)
+    try:
+        Trainer(TrainConfig(data="words.txt", steps=2, out="mpi-run"))
+    finally:
+        dist._WORLD = None
+        if env is None:
+            del os.environ["PMI_SIZE"]
+        else:
+            os.environ["PMI_SIZE"] = env
+        if mod is KeyError:
+            del sys.modules["mpi4py"]
+        else:
+            sys.modules["mpi4py"] = mod
+
+
+def _mpi_cases() -> list[Case]:
+    """Data-parallel training (bptt.train.dist); the mistakes only a real mpirun shows (a batch
+    that does not split, a rate penalty) are in tests/train/test_mpi.py."""
+    return [
+        Case(
+            "mpi-without-mpi4py",
+            "data-parallel training (MPI)",
+            "bptt train started by mpirun where mpi4py is not installed",
+            call=_without_mpi4py,
+            expect=["mpi: expected mpi4py in a process an MPI launcher started (PMI_SIZE=2)", "bptt[mpi]"],
+        ),
+    ]
+
+
+CASES = _cases() + _mpi_cases()
 
 
 # ---- running a case ----------------------------------------------------------------------------

@@ -448,6 +448,10 @@ class TBPTT(Algorithm):
         self._stream: TBPTTStream | None = None
         self.windows: list[Gradient] = []
 
+    def __repr__(self) -> str:
+        within = f", budget={self.budget!r}, policy={self.policy!r}" if self.budget is not None else ""
+        return f"TBPTT(k1={self.k1}, k2={self.k2}{within})"
+
     def stream(self, model: Model) -> TBPTTStream:
         """The stream of `model` this algorithm carries (a new one for another model); with a
         budget, one whose windows run within it (BudgetTBPTTStream)."""

@@ -50,7 +50,9 @@ def _kernels_line() -> str:
         return "bptt float32 kernels off (NumPy path)"
     import numba
 
-    return f"bptt float32 kernels: Numba {numba.__version__}"
+    from ..fast import jit
+
+    return f"bptt float32 kernels: Numba {numba.__version__}, {jit.LANES}-float vectors"
 
 
 def gemm_gflops(n: int = 1024, repeats: int = 7) -> float:

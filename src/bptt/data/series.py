@@ -1,27 +1,46 @@
 """Time series from CSV or whitespace-separated files.
 
 A file holds one or more numeric columns, one row per time step; a CSV file may start with a
-header row of column names. `read_series` returns one column as float64. The normalisation is
-fitted on the training part only and applied to everything (no information from the future
-leaks into training). The model learns one-step-ahead prediction: input v(t), target v(t+1).
-Iterated multi-step forecasting feeds each prediction back as the next input.
+header row of column names. `read_series` returns one column as float64; `read_table` several:
+the input columns and the target columns (by default the inputs themselves), with missing values
+(an empty field, NA, NaN, nan or ?) refused (`missing="error"`, naming the row and column),
+their rows dropped ("drop"), or filled linearly between the neighbouring values of the column
+("interpolate"; before the first and after the last value: the nearest value). The normalisation
+is fitted per column on the training part only and applied to everything (no information from
+the future leaks into training). The model learns one-step-ahead prediction: the inputs at t,
+the targets at t+1. Iterated multi-step forecasting feeds each prediction back as the next input.
 
     NMSE = mean((prediction - target)^2) / var(target)
 
-where var is the variance of the target segment itself (1 = predicting its mean).
+where var is the variance of the target segment itself (1 = predicting its mean), per target
+column.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import BpttError, one_of
 from ._io import read_bytes
+
+MISSING = ("", "NA", "NaN", "nan", "?")  # how a missing value is written (and any other spelling of NaN)
+MISSING_RULES = ("error", "drop", "interpolate")
+
+
+def _missing(cell: str) -> bool:
+    if cell in MISSING:
+        return True
+    try:
+        return math.isnan(float(cell))
+    except ValueError:
+        return False
 
 
 def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]]]:
@@ -38,7 +57,7 @@ def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]]]:
             float(cell)
             return True
         except ValueError:
-            return False
+            return cell in MISSING  # a first row with a missing value is still data
 
     header = None
     if not all(numeric(c) for c in rows[0]):
@@ -49,77 +68,227 @@ def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]]]:
     return header, rows
 
 
-def read_series(path: str | os.PathLike, column: str | int | None = None) -> tuple[np.ndarray, str]:
-    """One column of a numeric table as float64, and its name.
+def parse_columns(text: str, key: str = "column") -> list[str]:
+    """'temp,humidity,load' -> ['temp', 'humidity', 'load']: header names or 0-based indices
+    separated by commas ('' -> [], the default)."""
+    if not text.strip():
+        return []
+    items = [c.strip() for c in text.split(",")]
+    if "" in items:
+        raise BpttError(
+            f"{key}: expected column names or 0-based indices separated by commas, received {text!r} (an empty name)"
+        )
+    twice = next((c for i, c in enumerate(items) if c in items[:i]), None)
+    if twice is not None:
+        raise BpttError(f"{key}: expected distinct columns, received {twice!r} twice in {text!r}")
+    return items
 
-    column: a header name, or a 0-based index (negative counts from the end); default the last
-    column. A missing, empty, binary, non-numeric or NaN/inf-holding file raises ValueError
-    naming the file, row and column."""
-    path = os.fspath(path)
+
+def _resolve(column: str | int | None, header: list[str] | None, width: int, key: str) -> int:
+    """The 0-based index of a column given by name, index (negative from the end) or None (the last)."""
+    if column is None:
+        return width - 1
+    if isinstance(column, str) and not column.lstrip("-").isdigit():
+        if header is None or column not in header:
+            raise one_of(key, column, header or list(range(width)))
+        return header.index(column)
+    col = int(column)
+    if not -width <= col < width:
+        raise BpttError(f"{key}: expected an index in [{-width}, {width}), received {column!r}")
+    return col % width
+
+
+@dataclass(frozen=True)
+class Table:
+    """The columns a series run uses, (T, D) float64: the inputs first, then the targets that
+    are not inputs; `targets` indexes the target columns among them."""
+
+    values: np.ndarray  # (T, D)
+    names: tuple[str, ...]  # of the D columns
+    index: tuple[int, ...]  # their 0-based columns in the file
+    n_inputs: int
+    targets: tuple[int, ...]
+    missing: str = "error"
+    dropped: int = 0  # rows dropped (missing="drop")
+    filled: int = 0  # values filled in (missing="interpolate")
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.names[: self.n_inputs])
+
+    @property
+    def target_names(self) -> list[str]:
+        return [self.names[j] for j in self.targets]
+
+    def note(self) -> str:
+        """What the missing-value rule did, in words ('' for the default rule)."""
+        if self.missing == "drop":
+            return f"--missing drop: {self.dropped} row(s) with a missing value dropped"
+        if self.missing == "interpolate":
+            return f"--missing interpolate: {self.filled} missing value(s) filled in"
+        return ""
+
+
+def _text(path: str) -> str:
     raw = read_bytes(path)
     if b"\x00" in raw[:65536]:
         raise BpttError(f"data file {path!r}: expected a numeric text table, received binary data")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise BpttError(
             f"data file {path!r}: expected a numeric text table, received undecodable bytes at offset {e.start}"
         ) from None
-    header, rows = _rows(text, path)
+
+
+def read_table(
+    path: str | os.PathLike,
+    inputs: Sequence[str | int | None] = (None,),
+    targets: Sequence[str | int | None] = (),
+    missing: str = "error",
+) -> Table:
+    """The input columns and the target columns (default: the inputs) of a numeric table.
+
+    Columns: header names or 0-based indices (negative from the end; None: the last column).
+    A missing value (an empty field, NA, NaN, nan, ?) is an error naming the row and column
+    (missing="error"), drops its row (missing="drop": any used column missing), or is filled
+    linearly between its column's neighbours (missing="interpolate": the nearest value before the
+    first or after the last). A missing, empty, binary, non-numeric or inf-holding file raises
+    BpttError naming the file, row and column."""
+    path = os.fspath(path)
+    if missing not in MISSING_RULES:
+        raise one_of("missing", missing, MISSING_RULES)
+    header, rows = _rows(_text(path), path)
     width = len(rows[0])
-    if column is None:
-        col = width - 1
-    elif isinstance(column, str) and not column.lstrip("-").isdigit():
-        if header is None or column not in header:
-            raise one_of("column", column, header or list(range(width)))
-        col = header.index(column)
-    else:
-        col = int(column)
-        if not -width <= col < width:
-            raise BpttError(f"column: expected an index in [{-width}, {width}), received {column!r}")
-        col %= width
-    values = np.empty(len(rows))
+    cols = [_resolve(c, header, width, "column") for c in inputs]
+    tcols = [_resolve(c, header, width, "target") for c in targets] or list(cols)
+    for key, given, got in (("column", inputs, cols), ("target", targets, tcols)):
+        for i, c in enumerate(got):
+            if c in got[:i]:
+                j = got.index(c)
+                raise BpttError(
+                    f"{key}: expected distinct columns, received {given[j]!r} and {given[i]!r}, both column {c}"
+                )
+    used = cols + [c for c in tcols if c not in cols]
+    names = [header[c] if header and c < len(header) else f"column {c}" for c in used]
     first_line = 2 if header else 1
+    need = max(used) + 1
+    values = np.empty((len(rows), len(used)))
+    gaps = np.zeros((len(rows), len(used)), bool)
     for i, r in enumerate(rows):
-        if len(r) <= col:
+        if len(r) < need:
             raise BpttError(
-                f"data file {path!r}, row {i + first_line}: expected at least {col + 1} columns, received {len(r)}"
+                f"data file {path!r}, row {i + first_line}: expected at least {need} columns, received {len(r)}"
             )
-        try:
-            values[i] = float(r[col])
-        except ValueError:
-            raise BpttError(
-                f"data file {path!r}, row {i + first_line}, column {col}: expected a number, received {r[col]!r}"
-            ) from None
-    bad = ~np.isfinite(values)
+        for j, c in enumerate(used):
+            if _missing(r[c]):
+                gaps[i, j] = True
+                continue
+            try:
+                values[i, j] = float(r[c])
+            except ValueError:
+                raise BpttError(
+                    f"data file {path!r}, row {i + first_line}, column {c}: expected a number, received {r[c]!r}"
+                ) from None
+    bad = ~np.isfinite(np.where(gaps, 0.0, values))
+    if missing == "error":
+        bad |= gaps
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        i, j = (int(k[0]) for k in np.nonzero(bad))
+        cell, c = rows[i][used[j]], used[j]
+        why = ""
+        if gaps[i, j]:
+            named = f" in {names[j]!r}" if header else ""
+            why = f" (a missing value{named}; --missing drop or interpolate handles them)"
         raise BpttError(
-            f"data file {path!r}, row {i + first_line}, column {col}: expected a finite number, received {rows[i][col]!r}"
+            f"data file {path!r}, row {i + first_line}, column {c}: expected a finite number, received {cell!r}{why}"
         )
+    dropped = filled = 0
+    if gaps.any() and missing == "drop":
+        keep = ~gaps.any(axis=1)
+        dropped = int(len(keep) - keep.sum())
+        values = values[keep]
+    elif gaps.any():  # interpolate
+        t = np.arange(len(values))
+        for j in range(len(used)):
+            hole = gaps[:, j]
+            if hole.all():
+                raise BpttError(
+                    f"data file {path!r}, column {used[j]}: expected at least one value to interpolate from, "
+                    f"received {len(hole)} missing values"
+                )
+            if hole.any():
+                values[hole, j] = np.interp(t[hole], t[~hole], values[~hole, j])
+        filled = int(gaps.sum())
     if len(values) < 3:
-        raise BpttError(f"data file {path!r}: expected at least 3 values, received {len(values)}")
-    name = header[col] if header else f"column {col}"
-    return values, name
+        after = f" (after dropping {dropped} rows with a missing value)" if dropped else ""
+        raise BpttError(f"data file {path!r}: expected at least 3 values, received {len(values)}{after}")
+    return Table(
+        values, tuple(names), tuple(used), len(cols), tuple(used.index(c) for c in tcols), missing, dropped, filled
+    )
+
+
+def read_series(
+    path: str | os.PathLike, column: str | int | None = None, missing: str = "error"
+) -> tuple[np.ndarray, str]:
+    """One column of a numeric table as float64, and its name.
+
+    column: a header name, or a 0-based index (negative counts from the end); default the last
+    column. A missing, empty, binary, non-numeric or NaN/inf-holding file raises ValueError
+    naming the file, row and column (missing: see read_table)."""
+    t = read_table(path, [column], (), missing)
+    return t.values[:, 0], t.names[0]
 
 
 @dataclass(frozen=True)
 class Normalizer:
-    """z = (v - mean) / std, with mean and std of the training part."""
+    """z = (v - mean) / std, with mean and std of the training part: numbers for one column, or
+    tuples of one per column (the last axis of v)."""
 
-    mean: float
-    std: float
+    mean: float | tuple[float, ...]
+    std: float | tuple[float, ...]
+
+    def __post_init__(self) -> None:  # lists (from JSON) become tuples: hashable, comparable
+        for k in ("mean", "std"):
+            v = getattr(self, k)
+            if isinstance(v, (list, tuple, np.ndarray)):
+                object.__setattr__(self, k, tuple(float(x) for x in v))
 
     @classmethod
     def fit(cls, values: np.ndarray) -> Normalizer:
+        values = np.asarray(values)
+        if values.ndim == 2:  # each column as a series of its own
+            fits = [cls.fit(values[:, j]) for j in range(values.shape[1])]
+            return cls(tuple(f.mean for f in fits), tuple(f.std for f in fits))
         std = float(np.std(values))
         return cls(float(np.mean(values)), std if std > 0 else 1.0)
 
+    @property
+    def columns(self) -> int | None:
+        """How many columns it normalises (None: one series, numbers)."""
+        return len(self.mean) if isinstance(self.mean, tuple) else None
+
+    def take(self, idx: Sequence[int]) -> Normalizer:
+        """The normaliser of some of the columns."""
+        assert isinstance(self.mean, tuple) and isinstance(self.std, tuple)
+        return Normalizer(tuple(self.mean[i] for i in idx), tuple(self.std[i] for i in idx))
+
+    def as_dict(self) -> dict[str, float | list[float]]:
+        """For JSON (a checkpoint's record, export's description)."""
+        if isinstance(self.mean, tuple) and isinstance(self.std, tuple):
+            return {"mean": list(self.mean), "std": list(self.std)}
+        return {"mean": self.mean, "std": self.std}
+
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        return (v - self.mean) / self.std
+        return (v - _vector(self.mean)) / _vector(self.std)
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
-        return z * self.std + self.mean
+        return z * _vector(self.std) + _vector(self.mean)
+
+
+def _vector(x):
+    """A per-column tuple as an array (over the last axis); a number stays a Python float."""
+    return np.asarray(x) if isinstance(x, tuple) else x
 
 
 def nmse(prediction: np.ndarray, target: np.ndarray) -> float:
@@ -129,6 +298,19 @@ def nmse(prediction: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean((prediction - target) ** 2) / (var if var > 0 else 1.0))
 
 
+def column_metrics(prediction: np.ndarray, target: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """NMSE and MSE of (T, K) predictions of K target columns, per column ('nmse.NAME',
+    'mse.NAME') and their means ('nmse', 'mse'; 'loss' is the mean NMSE)."""
+    prediction, target = np.asarray(prediction, float), np.asarray(target, float)
+    out: dict[str, float] = {}
+    for j, name in enumerate(names):
+        out[f"nmse.{name}"] = nmse(prediction[:, j], target[:, j])
+        out[f"mse.{name}"] = float(np.mean((prediction[:, j] - target[:, j]) ** 2))
+    mean_nmse = float(np.mean([out[f"nmse.{n}"] for n in names]))
+    mean_mse = float(np.mean([out[f"mse.{n}"] for n in names]))
+    return {"loss": mean_nmse, "nmse": mean_nmse, "mse": mean_mse, **out}
+
+
 def one_step(z: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Inputs z(t) and one-step-ahead targets z(t+1) as (T, 1, 1) arrays."""
     z = np.asarray(z, dtype)
@@ -136,13 +318,16 @@ def one_step(z: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
 
 
 def random_windows(z: np.ndarray, batch: int, length: int, rng: np.random.Generator, dtype=np.float64):
-    """B windows of `length` inputs with their next-step targets, at random offsets: (T, B, 1)."""
+    """B windows of `length` inputs with their next-step targets, at random offsets: (T, B, 1)
+    for a series (T,), (T, B, D) for columns (T, D)."""
     n = len(z) - length  # the last valid offset is n - 1 (its target reaches z[-1])
     if n < 1:
         raise BpttError(f"seq_len: expected less than {len(z) - 1} for a series of {len(z)} values, received {length}")
     starts = rng.integers(0, n, size=batch)
     idx = starts[None, :] + np.arange(length)[:, None]  # (T, B)
     z = np.asarray(z, dtype)
+    if z.ndim == 2:
+        return z[idx], z[idx + 1]
     return z[idx][..., None], z[idx + 1][..., None]
 
 

@@ -254,12 +254,39 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
             meta,
             "normalizer",
             (dict,),
-            "an object with a finite mean and a positive std",
-            lambda v: (
-                set(v) == {"mean", "std"}
-                and all(
-                    isinstance(v[k], (int, float)) and not isinstance(v[k], bool) and math.isfinite(v[k]) for k in v
-                )
-                and v["std"] > 0
-            ),
+            "an object with a finite mean and a positive std (numbers, or lists of one per column)",
+            normalizer_ok,
         )
+        if "series_columns" in meta:
+            _typed(
+                path,
+                meta,
+                "series_columns",
+                (dict,),
+                "an object with lists of column names 'inputs' and 'targets'",
+                lambda v: (
+                    set(v) == {"inputs", "targets"}
+                    and all(isinstance(n, list) and n and all(isinstance(x, str) for x in n) for n in v.values())
+                ),
+            )
+
+
+def normalizer_ok(v: Any) -> bool:
+    """A series normaliser as JSON: {"mean": m, "std": s}, finite numbers with s > 0, or lists
+    of one per column (the same length)."""
+
+    def finite(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not (isinstance(v, dict) and set(v) == {"mean", "std"}):
+        return False
+    mean, std = v["mean"], v["std"]
+    if isinstance(mean, list) or isinstance(std, list):
+        return (
+            isinstance(mean, list)
+            and isinstance(std, list)
+            and 0 < len(mean) == len(std)
+            and all(map(finite, mean + std))
+            and all(s > 0 for s in std)
+        )
+    return finite(mean) and finite(std) and std > 0

@@ -57,7 +57,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import Trainer
+    from . import dist
+    from .api import fit  # the Python entry point: the command is its settings and what it prints after
+    from .trainer import _new_run_dir
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.keys()}
     if args.resume:
@@ -65,15 +67,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise BpttError(
                 "--config: expected no config file with --resume (the run's own config is used), received one"
             )
-        trainer = Trainer(resume=args.resume, overrides=given)
+        res = fit(resume=args.resume, **given)
     else:
         base = load_toml(args.config) if args.config else {}
         if base:
             TrainConfig.from_dict(base, f"--config {args.config!r}")  # its own keys and types, named as its own
-        cfg = TrainConfig.from_dict({**base, **given}, "flags")
-        trainer = Trainer(cfg.validate(set(base) | set(given)))
-    res = trainer.run()
-    cfg, task = trainer.cfg, trainer.task
+        cfg = TrainConfig.from_dict({**base, **given}, "flags").validate(set(base) | set(given))
+        cfg.out = cfg.out or _new_run_dir(cfg)  # the command's run folder: runs/<timestamp> unless --out
+        res = fit(cfg)
+    if not dist.world().root:  # under MPI: rank 0 prints the summary and writes the sample
+        return {"diverged": 1, "interrupted": 130}.get(res.stopped, 0)
+    cfg, task = res.cfg, res.task
     ev = res.best or res.last_eval
     print(
         f"trained {res.step} steps in {res.train_seconds:.1f} s ({res.tokens_per_s:,.0f} tokens/s); {res.extra['threads']}"
@@ -90,7 +94,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif task.kind == "longterm":
             print(f"best validation: {report.longterm_figures(ev)} (step {ev.get('step', res.step)})")
         else:
-            print(f"best validation one-step NMSE: {ev['nmse']:.4f} (step {ev.get('step', res.step)})")
+            print(
+                f"best validation one-step NMSE: {ev['nmse']:.4f}{_per_target(ev, 'nmse')} (step {ev.get('step', res.step)})"
+            )
     if res.stopped == "diverged":
         print(f"run folder: {res.run_dir} (the last good checkpoint: step {res.extra['saved_at']})")
         return 1
@@ -108,6 +114,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         atomic_write(os.path.join(res.run_dir, "sample.txt"), lambda f: f.write(text.encode()))
         print("sample (temperature 0.8):\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
+    elif task.kind == "series" and task.n_val and task.multi:  # the first target column
+        pred = task.one_step_predictions(run.model, run.params, task.z)[task.n_train - 1 :, 0]
+        truth = task.values[:, task.targets[0]]
+        plot_series(
+            os.path.join(res.run_dir, "prediction.png"),
+            truth[task.n_train :],
+            pred,
+            f"{task.table.target_names[0]}: one-step predictions on the validation split, "
+            f"NMSE {ser.nmse(pred, truth[task.n_train :]):.4f}",
+            truth[: task.n_train],
+        )
     elif task.kind == "series" and task.n_val:
         pred = task.one_step_predictions(run.model, run.params, task.z)[task.n_train - 1 :]
         plot_series(
@@ -144,8 +161,98 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _series_of(run, path: str, column) -> np.ndarray:
     col = column if column is not None else (run.cfg.column or None)
-    values, _ = ser.read_series(path, col)
+    values, _ = ser.read_series(path, col, run.cfg.missing)
     return values
+
+
+def _per_target(ev: dict, key: str) -> str:
+    """' (mean of K targets: load 0.0123, temp 0.0456)' for several target columns, else ''."""
+    per = [(k.split(".", 1)[1], v) for k, v in ev.items() if k.startswith(key + ".")]
+    if not per:
+        return ""
+    if len(per) == 1:
+        return f" ({per[0][0]})"
+    fmt = ".4f" if key == "nmse" else ".4g"
+    return f" (mean of {len(per)} targets: " + ", ".join(f"{n} {v:{fmt}}" for n, v in per) + ")"
+
+
+def _table_of(run, path: str, column) -> tuple[ser.Table, ser.Normalizer]:
+    """The columns of a run of several columns in `path` (--column: other input columns, as
+    many), and the run's normaliser, checked to fit them."""
+    from .tasks import series_columns
+
+    inputs, targets = series_columns(run.cfg)
+    if column is not None:
+        inputs = ser.parse_columns(column, "--column")
+        if len(inputs) != run.model.input_size:
+            raise BpttError(
+                f"--column: expected {run.model.input_size} input columns (as the run's "
+                f"{', '.join(run.meta.get('series_columns', {}).get('inputs', [])) or run.cfg.column}), "
+                f"received {column!r}"
+            )
+    table = ser.read_table(path, inputs, targets, run.cfg.missing)
+    norm = run.normalizer
+    if norm.columns != len(table.names) or len(table.targets) != run.model.output_size:
+        raise BpttError(
+            f"RUN: expected a normaliser of the {len(table.names)} columns {', '.join(table.names)} and "
+            f"{len(table.targets)} outputs, received {norm.columns or 1} column(s) and {run.model.output_size} "
+            f"outputs in {run.folder!r}"
+        )
+    return table, norm
+
+
+def _forecast_columns(run, args, hist_path: str, out: str) -> int:
+    """bptt forecast for a run of several columns: target columns that are inputs are fed back;
+    the other inputs come from --data, the rows that follow the history (their future values are
+    not predicted), so that such a forecast reaches at most the end of --data."""
+    from ..generate import forecast_columns
+
+    hist, norm = _table_of(run, hist_path, args.column)
+    truth = _table_of(run, args.data, args.column)[0] if args.data else None
+    n_in, tgt = hist.n_inputs, list(hist.targets)
+    feedback = [tgt.index(i) if i in tgt else -1 for i in range(n_in)]
+    given = [hist.names[i] for i in range(n_in) if feedback[i] < 0]
+    if given and truth is None:
+        raise BpttError(
+            f"--data: expected the rows that follow the history: the input columns that are not targets "
+            f"({', '.join(given)}) have no predictions to feed back, so a forecast takes their values from --data, "
+            "received none"
+        )
+    horizon = args.horizon or (len(truth.values) if truth is not None else 100)
+    if given and truth is not None and horizon > len(truth.values):
+        raise BpttError(
+            f"--horizon: expected at most {len(truth.values)} steps (the rows of --data {args.data!r} that give "
+            f"{', '.join(given)}), received {horizon}"
+        )
+    future = norm(truth.values)[:, :n_in] if truth is not None else None
+    z = forecast_columns(run.model, run.params, norm(hist.values)[:, :n_in], horizon, feedback, future)
+    pred = norm.take(tgt).inverse(z.astype(np.float64))
+    names = hist.target_names
+    fed = f"; {', '.join(given)} from --data" if given else ""
+    if truth is not None:
+        n = min(horizon, len(truth.values))
+        true = truth.values[:n][:, tgt]
+        m = ser.column_metrics(pred[:n], true, names)
+        print(
+            f"iterated {n}-step forecast from {len(hist.values)} rows of {hist_path}: NMSE {m['nmse']:.4f}"
+            f"{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}{fed}"
+        )
+        plot_series(
+            out,
+            true[:, 0],
+            pred[:n, 0],
+            f"{names[0]}: iterated forecast, NMSE {m[f'nmse.{names[0]}']:.4f}",
+            hist.values[:, tgt[0]],
+        )
+    else:
+        print("# " + " ".join(names))
+        for row in pred:
+            print(" ".join(f"{v:.6g}" for v in row))
+        plot_series(
+            out, pred[:, 0], pred[:, 0], f"{names[0]}: iterated forecast (no truth given)", hist.values[:, tgt[0]]
+        )
+    print(f"plot: {out}")
+    return 0
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
@@ -158,6 +265,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             f"--history: expected the series to start from (the run's data file {run.cfg.data!r} is not there), received none"
         )
     out = output_file("--out", args.out or os.path.join(run.folder, "forecast.png"))
+    if run.normalizer.columns is not None:  # several columns
+        return _forecast_columns(run, args, hist_path, out)
     history = _series_of(run, hist_path, args.column)
     truth = _series_of(run, args.data, args.column) if args.data else None
     horizon = args.horizon or (len(truth) if truth is not None else 100)
@@ -195,6 +304,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"perplexity {m['ppl']:.2f}; {unknown} unknown characters skipped"
         )
         return 0
+    if run.normalizer.columns is not None:
+        return _evaluate_columns(run, args)
     values = _series_of(run, args.data, args.column)
     warmup = args.warmup or 0
     if warmup > len(values) - 2:
@@ -210,6 +321,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(
         f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {warmup}): "
         f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
+    )
+    return 0
+
+
+def _evaluate_columns(run, args: argparse.Namespace) -> int:
+    """bptt evaluate for a run of several columns: NMSE and MSE per target column and their means."""
+    table, norm = _table_of(run, args.data, args.column)
+    warmup = args.warmup or 0
+    T = len(table.values)
+    if warmup > T - 2:
+        raise BpttError(
+            f"--warmup: expected fewer than {T - 1} steps (the {T - 1} predictions of {args.data!r}), received {warmup}"
+        )
+    tgt = list(table.targets)
+    z = norm(table.values)[:, : table.n_inputs].astype(run.cfg.dtype)
+    y, _ = run.model.forward(run.params, z[:-1, None, :])
+    pred = norm.take(tgt).inverse(y[:, 0, :].astype(np.float64))[warmup:]
+    truth = table.values[1:][:, tgt][warmup:]
+    m = ser.column_metrics(pred, truth, table.target_names)
+    note = f"; {table.note()}" if table.note() else ""
+    print(
+        f"{args.data}: one-step-ahead predictions of {len(truth)} rows (after a warm-up of {warmup}) from "
+        f"{', '.join(table.input_names)}: NMSE {m['nmse']:.4f}{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}"
+        f"{_per_target(m, 'mse')}{note}"
     )
     return 0
 

@@ -13,6 +13,7 @@ from typing import Any
 from ..algorithms.budget import parse_bytes
 from ..algorithms.plan import POLICIES
 from ..cells import ALIASES, CELLS
+from ..data.series import MISSING_RULES, parse_columns
 from ..errors import BpttError, did_you_mean, one_of
 from ..optim import OPTIMIZERS
 
@@ -39,6 +40,8 @@ class TrainConfig:
     data: str = ""
     task: str = "text"
     column: str = ""
+    target: str = ""
+    missing: str = "error"
     val_fraction: float = 0.1
     # model
     cell: str = "lstm"
@@ -115,6 +118,8 @@ class TrainConfig:
                 raise one_of(key, getattr(self, key), names)
         if self.batching not in ("", "stream", "window"):
             raise one_of("batching", self.batching, ("stream", "window"))
+        if self.missing not in MISSING_RULES:
+            raise one_of("missing", self.missing, MISSING_RULES)
         for key in ("hidden", "layers", "batch_size", "seq_len", "eval_every", "diverge_after"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -163,6 +168,8 @@ class TrainConfig:
         if self.steps == 0 and self.epochs == 0:
             raise bad("steps", "a positive number of steps (or epochs > 0)")
         self._refuse_what_does_not_apply(given)
+        parse_columns(self.column, "column")  # names or indices, separated by commas
+        parse_columns(self.target, "target")
         if self.algorithm == "tbptt":
             if self.k1:
                 self.seq_len = self.k1  # the segment length is k1
@@ -223,6 +230,8 @@ class TrainConfig:
         defaults = TrainConfig()
         rules = {
             "column": (self.task == "series", "--task series"),
+            "target": (self.task == "series", "--task series"),
+            "missing": (self.task == "series", "--task series"),
             "data": (self.task in ("text", "series"), "--task text or series"),
             "seq_len": (
                 self.task in ("text", "series") or (self.task in LONG_TERM and self.task != "embedded-reber"),
@@ -248,6 +257,8 @@ class TrainConfig:
         }
         off = {
             "column": "",
+            "target": "",
+            "missing": "error",
             "embed": 0,
             "sample_length": 0,
             "k1": 0,
@@ -261,6 +272,8 @@ class TrainConfig:
             if set_by_user and not applies and (key not in off or v != off[key]):
                 chosen = {
                     "column": "task",
+                    "target": "task",
+                    "missing": "task",
                     "data": "task",
                     "seq_len": "task",
                     "val_fraction": "task",
@@ -356,7 +369,12 @@ def load_toml(path: str) -> dict[str, Any]:
 HELP = {
     "data": "text or series file (default: the bundled novel Botchan)",
     "task": "text, series, a generated spike task: cue-accumulation (Bellec et al. 2020), store-recall, or a long-term dependency task: adding, copy-memory, temporal-xor, letters, embedded-reber, add-task (--seq-len: their length T)",
-    "column": "series: column name or 0-based index (default: the last column)",
+    "column": "series: the input column(s), header names or 0-based indices separated by commas, e.g. "
+    "temp,humidity,load (default: the last column)",
+    "target": "series: the column(s) the inputs at t predict at t+1, as --column (default: the --column columns)",
+    "missing": "series: what a missing value (an empty field, NA, NaN, nan or ?) in the columns used does: error "
+    "(names its row and column), drop (its row) or interpolate (linearly between the column's neighbours; before "
+    "the first or after the last value: the nearest one)",
     "val_fraction": "the last fraction of the data is held out for validation",
     "cell": "elman, jordan, gru, lstm, or spiking: lif, alif (adaptive; with --task cue-accumulation half the neurons adapt)",
     "hidden": "units per recurrent layer",
@@ -389,7 +407,7 @@ HELP = {
     "US 11,256,990 B2 and EP 3446260 B1 claim choosing what to store during BPTT from a memory allocation; "
     "judge for your jurisdiction)",
     "update": "online (an update after every batch: every k1 steps with tbptt on streams, SNNS's BPTT; per minibatch otherwise) or batch (one update per pass over the training data with the mean gradient of all its segments, SNNS's BBPTT; with --optimizer quickprop, QPTT); --steps then counts passes",
-    "batch_size": "sequences (streams) per batch",
+    "batch_size": "sequences (streams) per batch (under mpirun -n N: the whole batch, B/N streams on each rank)",
     "seq_len": "time steps per batch (the BPTT length)",
     "batching": "stream (state carried across batches) or window (random windows); default: stream for text, window for series",
     "steps": "training updates",

@@ -10,8 +10,9 @@ export writes the parameters under the names of torch's modules (bptt.interop):
 A text run without --embed reads token ids as one-hot vectors: its rnn.weight_ih_l0 takes the
 vocabulary as its input size. The file is safetensors (the optional extra `bptt[safetensors]`)
 or .npz; FILE.json beside it (and the safetensors metadata, key 'bptt') describes the
-architecture (interop.torch_spec), the dtype, the vocabulary or the series normaliser, bptt's
-version and the prefixes. Written atomically (temp file, then rename).
+architecture (interop.torch_spec), the dtype, the vocabulary or the series normaliser (and
+columns: the input and target columns, one mean and std per column where there are several),
+bptt's version and the prefixes. Written atomically (temp file, then rename).
 
 import makes a run folder from such a file, or from any torch state_dict of that shape saved
 with safetensors.torch.save_file or numpy.savez: config.json and checkpoint.npz (step 0, a fresh
@@ -29,7 +30,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import re
 import zipfile
@@ -129,6 +129,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         info["vocab"] = run.meta["vocab"]
     elif run.cfg.task == "series":
         info["normalizer"] = dict(run.meta["normalizer"])
+        name = run.meta.get("series_name")  # (one column; a run of several records its columns)
+        cols = run.meta.get("series_columns") or ({"inputs": [name], "targets": [name]} if name else None)
+        if cols:
+            info["columns"] = dict(cols)
     info["source"] = {"run": run.folder, "checkpoint": run.which, "step": run.meta["step"]}
     info["train_config"] = run.cfg.to_dict()  # bptt import takes the run's settings back from it
     spec = write_weights(path, run.model, run.params, fmt, info)
@@ -257,9 +261,6 @@ def _parse_description(text: str, where: str) -> dict[str, Any]:
     def pos(v):
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
-    def finite(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     rules = {
         "cell": ("elman, gru or lstm", lambda v: v in interop.TORCH_MODULES),
         "hidden_size": ("a positive integer", pos),
@@ -275,9 +276,15 @@ def _parse_description(text: str, where: str) -> dict[str, Any]:
             lambda v: isinstance(v, str) and len(v) > 0 and list(v) == sorted(set(v)),
         ),
         "normalizer": (
-            "an object with a finite mean and a positive std",
+            "an object with a finite mean and a positive std (numbers, or lists of one per column)",
+            ckpt.normalizer_ok,
+        ),
+        "columns": (
+            "an object with lists of column names 'inputs' and 'targets'",
             lambda v: (
-                isinstance(v, dict) and set(v) == {"mean", "std"} and all(map(finite, v.values())) and v["std"] > 0
+                isinstance(v, dict)
+                and set(v) == {"inputs", "targets"}
+                and all(isinstance(n, list) and n and all(isinstance(x, str) for x in n) for n in v.values())
             ),
         ),
         "prefixes": (
@@ -455,6 +462,11 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
             )
         vocab = txt.Vocab.from_text(txt.read_text(cfg.data)).chars
         return {"vocab": vocab}, f"a vocabulary of {len(vocab)} characters (those of {cfg.data})"
+    from .tasks import SeriesTask, series_sizes
+
+    columns = series_sizes(cfg) != (1, 1) or cfg.target not in ("", cfg.column)  # several columns
+    if columns:
+        return _columns_meta(cfg, meta, args, where)
     if (args.mean is None) != (args.std is None):
         raise BpttError(
             f"--mean, --std: expected both or neither, received only --{'mean' if args.std is None else 'std'}"
@@ -467,8 +479,6 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
     elif "normalizer" in meta:
         norm, how = dict(meta["normalizer"]), "the description"
     elif cfg.data:
-        from .tasks import SeriesTask
-
         fitted = SeriesTask(cfg).norm  # as bptt train fits it: on the training part of --data
         norm, how = {"mean": float(fitted.mean), "std": float(fitted.std)}, f"fitted on {cfg.data} as bptt train does"
     else:
@@ -477,6 +487,38 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
             "carries none; or --data to fit it as bptt train does), received none"
         )
     return {"normalizer": norm}, f"normaliser mean {norm['mean']:.6g}, std {norm['std']:.6g} (from {how})"
+
+
+def _columns_meta(cfg: TrainConfig, meta: dict[str, Any], args, where: str) -> tuple[dict[str, Any], str]:
+    """A series model of several columns: its per-column normaliser and column names from the
+    description, or fitted on --data as bptt train fits them."""
+    from .tasks import SeriesTask
+
+    for flag in ("mean", "std"):
+        if getattr(args, flag) is not None:
+            raise BpttError(
+                f"--{flag}: expected only for a one-column series (a model of the columns {cfg.column!r} takes its "
+                f"per-column normaliser from the description or --data), received {getattr(args, flag)}"
+            )
+    if "normalizer" in meta and "columns" in meta:
+        norm, cols = meta["normalizer"], meta["columns"]
+        used = cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]]
+        if not isinstance(norm["mean"], list) or len(norm["mean"]) != len(used):
+            raise BpttError(
+                f"{where}: normalizer: expected one mean and std per column of {', '.join(used)}, received "
+                f"{json.dumps(norm)[:80]}"
+            )
+        return {"normalizer": dict(norm), "series_columns": dict(cols)}, (
+            f"columns {', '.join(cols['inputs'])} -> {', '.join(cols['targets'])}, a per-column normaliser "
+            "(from the description)"
+        )
+    if cfg.data:
+        task = SeriesTask(cfg)  # as bptt train fits it: on the training part of --data
+        return task.meta(), f"columns {task.name}, a per-column normaliser fitted on {cfg.data} as bptt train does"
+    raise BpttError(
+        f"--data: expected the series the model was trained on, to fit its per-column normaliser ({where} carries "
+        "no normaliser and columns), received none"
+    )
 
 
 def _params(model: Model, t: dict[str, np.ndarray], where: str, task_meta: dict[str, Any], dtype: str):

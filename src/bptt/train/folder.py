@@ -123,3 +123,33 @@ class RunFolder:
 
     def write_json(self, name: str, obj: Any) -> None:
         ckpt.write_json(self.file(name), obj)
+
+
+class Follower:
+    """The run folder as a rank other than 0 of a data-parallel run sees it (dist.py): the same
+    paths; it takes no lock and writes nothing (rank 0 does both)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self._open = path, True
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def held(self) -> bool:
+        return self._open
+
+    def start(self, log) -> None:
+        pass
+
+    def close(self, failed: bool = False) -> None:
+        self._open = False
+
+    def fresh_metrics(self) -> None:
+        pass
+
+    def truncate_metrics(self, step: int) -> int:
+        return 0
+
+    def write_json(self, name: str, obj: Any) -> None:
+        pass

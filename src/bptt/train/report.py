@@ -97,14 +97,23 @@ class Metrics:
 
 class Report:
     def __init__(
-        self, log: Callable[[str], None], cfg: TrainConfig, task: Any, total: int, start: int, tokens_per_update: int
+        self,
+        log: Callable[[str], None],
+        cfg: TrainConfig,
+        task: Any,
+        total: int,
+        start: int,
+        tokens_per_update: int,
+        quiet: bool = False,
     ) -> None:
+        """tokens_per_update: those of the whole (global) batch, so that tokens/s under MPI is
+        the sum over the ranks; quiet: no progress bar (a rank other than 0)."""
         from .trainer import schedule_for
 
         self.log, self.cfg, self.kind = log, cfg, task.kind
         self.schedule = schedule_for(cfg, total)
         self.tokens_per_update = tokens_per_update
-        self.bar = _progress(cfg.progress, start, total)
+        self.bar = _progress(cfg.progress and not quiet, start, total)
         self.ema: float | None = None
         self.last_eval: dict[str, float] | None = None
         self.tokens = 0

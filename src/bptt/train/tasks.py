@@ -1,4 +1,5 @@
-"""What the trainer trains on: character-level text, a univariate time series, a generated
+"""What the trainer trains on: character-level text, a time series (one column, or several
+input columns and target columns), a generated
 spike-train task (cue accumulation, store-recall) for spiking networks, or one of the classic
 long-term dependency tasks (bptt.data.longterm: adding, copy-memory, temporal-xor, letters,
 embedded-reber, add-task).
@@ -33,8 +34,8 @@ from .config import TrainConfig
 
 def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
     """text: tokens -> [Embedding] -> recurrent layers -> Dense(V), cross-entropy at every step;
-    series: value -> recurrent layers -> Dense(1), squared error at every step; a spike task:
-    `spike_model`."""
+    series: the input columns -> recurrent layers -> Dense(the target columns), squared error at
+    every step (one column: value -> Dense(1)); a spike task: `spike_model`."""
     if cfg.task in SPIKE_TASKS:
         probe = SPIKE_TASKS[cfg.task](np.random.default_rng(0), 1)
         return spike_model(cfg, probe.x.shape[2], probe.window)
@@ -44,7 +45,20 @@ def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
     if cfg.task == "text":
         levels = ([Embedding(cfg.embed)] if cfg.embed else []) + [rec, Dense(vocab_size)]
         return Model(vocab_size, levels, tokens=True, loss="ce")
-    return Model(1, [rec, Dense(1)], loss="mse")
+    n_in, n_out = series_sizes(cfg)
+    return Model(n_in, [rec, Dense(n_out)], loss="mse")
+
+
+def series_columns(cfg: TrainConfig) -> tuple[list[str | None], list[str]]:
+    """(the input columns, the target columns) of --column and --target: names or indices as
+    given; the inputs [None] (the last column) by default, the targets [] (the inputs)."""
+    return ser.parse_columns(cfg.column, "column") or [None], ser.parse_columns(cfg.target, "target")
+
+
+def series_sizes(cfg: TrainConfig) -> tuple[int, int]:
+    """(inputs, outputs) of a series model, from the config alone (no data file read)."""
+    inputs, targets = series_columns(cfg)
+    return len(inputs), len(targets or inputs)
 
 
 def stream_loss(model: Model, params, streams: np.ndarray, seq_len: int) -> tuple[float, int]:
@@ -157,6 +171,10 @@ def text_metrics(loss: float) -> dict[str, float]:
 
 
 class SeriesTask(_Batches):
+    """A series: one column (v(t) predicts v(t+1)), or several: the --column inputs at t predict
+    the --target columns at t+1, each column normalised on the training part. The state of a
+    one-column task (values (T,), a scalar normaliser, its metrics) is what it always was."""
+
     kind = "series"
 
     def __init__(self, cfg: TrainConfig, normalizer: ser.Normalizer | None = None) -> None:
@@ -164,18 +182,39 @@ class SeriesTask(_Batches):
         if not cfg.data:
             raise BpttError("data: expected a series file for --task series, received none")
         self.path = self.source = cfg.data
-        column = cfg.column if cfg.column else None
-        self.values, self.name = ser.read_series(self.path, column)
+        inputs, targets = series_columns(cfg)
+        self.table = ser.read_table(self.path, inputs, targets, cfg.missing)
+        self.multi = len(self.table.names) > 1
+        self.n_in, self.targets = self.table.n_inputs, list(self.table.targets)
+        self.values = self.table.values if self.multi else self.table.values[:, 0]
+        self.name = ", ".join(self.table.names)
         n_val = int(round(len(self.values) * cfg.val_fraction))
         self.n_train, self.n_val = len(self.values) - n_val, n_val
         self.norm = normalizer or ser.Normalizer.fit(self.values[: self.n_train])
+        want = len(self.table.names) if self.multi else None
+        if self.norm.columns != want:
+            raise BpttError(
+                f"normalizer: expected {'one mean and std' if want is None else f'{want} means and stds'} (the "
+                f"columns {self.name}), received "
+                + ("one of each" if self.norm.columns is None else f"{self.norm.columns} of each")
+            )
         self.z = self.norm(self.values)
         self.z_train = self.z[: self.n_train]
         if self.n_train < 3:
             raise BpttError(f"val_fraction: expected at least 3 training values, received {self.n_train}")
         self.mode = cfg.batching_mode
         if self.mode == "stream":
-            self.streams = txt.batchify(self.z_train, cfg.batch_size)[..., None].astype(self.dtype)
+            if self.multi:  # B contiguous streams of rows, (N, B, D), as txt.batchify cuts a series
+                n = len(self.z_train) // cfg.batch_size
+                if n < 2:
+                    raise BpttError(
+                        f"batch size: expected at most {len(self.z_train) // 2} streams for {len(self.z_train)} "
+                        f"rows, received {cfg.batch_size}"
+                    )
+                rows = self.z_train[: n * cfg.batch_size].reshape(cfg.batch_size, n, -1)
+                self.streams = np.ascontiguousarray(rows.transpose(1, 0, 2), self.dtype)
+            else:
+                self.streams = txt.batchify(self.z_train, cfg.batch_size)[..., None].astype(self.dtype)
             self.segs = txt.segments(self.streams, cfg.seq_len)
         elif cfg.seq_len > self.n_train - 2:
             raise BpttError(
@@ -189,11 +228,18 @@ class SeriesTask(_Batches):
     def build_model(self) -> Model:
         return build_model(self.cfg)
 
+    def _columns(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, B, D) rows -> the inputs of x and the targets of y."""
+        if not self.multi:
+            return x, y
+        return np.ascontiguousarray(x[..., : self.n_in]), np.ascontiguousarray(y[..., self.targets])
+
     def batch(self, step: int, rng: np.random.Generator):
         if self.mode == "stream":
-            return self._stream_batch(step)
+            x, y, first = self._stream_batch(step)
+            return (*self._columns(x, y), first)
         x, y = ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
-        return x, y, True
+        return (*self._columns(x, y), True)
 
     def diagnostic_batch(self) -> tuple:
         """4 windows of seq_len steps at evenly spaced places of the training series."""
@@ -201,29 +247,54 @@ class SeriesTask(_Batches):
         starts = np.linspace(0, self.n_train - T - 1, 4).astype(int)
         idx = starts[None, :] + np.arange(T)[:, None]
         z = np.asarray(self.z_train, self.dtype)
+        if self.multi:
+            return (*self._columns(z[idx], z[idx + 1]), None)
         return z[idx][..., None], z[idx + 1][..., None], None
 
     def one_step_predictions(self, model: Model, params, z: np.ndarray) -> np.ndarray:
-        """Predictions of z[1:] from z[:-1], one sequence from the initial state, in original units."""
+        """Predictions of z[1:] from z[:-1], one sequence from the initial state, in original
+        units: (T-1,) for one column; (T-1, K) of the K targets for several (z: (T, D) rows)."""
+        if self.multi:
+            x = np.asarray(z[:-1, : self.n_in], self.dtype)[:, None, :]
+            y, _ = model.forward(params, x)
+            return self.norm.take(self.targets).inverse(y[:, 0, :].astype(np.float64))
         x = np.asarray(z[:-1], self.dtype)[:, None, None]
         y, _ = model.forward(params, x)
         return self.norm.inverse(y[:, 0, 0].astype(np.float64))
 
     def evaluate(self, model: Model, params) -> dict[str, float] | None:
+        """NMSE and MSE of the one-step predictions of the validation split; with several
+        target columns, per column (nmse.NAME, mse.NAME) and their means (nmse, mse, loss)."""
         if self.n_val == 0:
             return None
         pred = self.one_step_predictions(model, params, self.z)[self.n_train - 1 :]
+        if self.multi:
+            truth = self.values[self.n_train :][:, self.targets]
+            return ser.column_metrics(pred, truth, self.table.target_names)
         truth = self.values[self.n_train :]
         mse = float(np.mean((pred - truth) ** 2))
         return {"loss": ser.nmse(pred, truth), "mse": mse, "nmse": ser.nmse(pred, truth)}
 
     def meta(self) -> dict[str, Any]:
+        if self.multi:
+            cols = {"inputs": self.table.input_names, "targets": self.table.target_names}
+            return {"normalizer": self.norm.as_dict(), "series_columns": cols}
         return {"normalizer": {"mean": self.norm.mean, "std": self.norm.std}, "series_name": self.name}
 
     def describe(self) -> str:
+        note = f"; {self.table.note()}" if self.table.note() else ""
+        if self.multi:
+            assert isinstance(self.norm.mean, tuple) and isinstance(self.norm.std, tuple)
+            means = ", ".join(f"{m:.4g}" for m in self.norm.mean)
+            stds = ", ".join(f"{s:.4g}" for s in self.norm.std)
+            return (
+                f"series {self.source}: {len(self.values)} rows, inputs {', '.join(self.table.input_names)} at t -> "
+                f"targets {', '.join(self.table.target_names)} at t+1, train {self.n_train} / validation "
+                f"{self.n_val}, normalised per column ({self.name}) by mean {means}, std {stds}{note}"
+            )
         return (
             f"series {self.source} ({self.name}): {len(self.values)} values, train {self.n_train} / "
-            f"validation {self.n_val}, normalised by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}"
+            f"validation {self.n_val}, normalised by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}{note}"
         )
 
 

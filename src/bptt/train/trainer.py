@@ -17,6 +17,11 @@ Reproducibility: all randomness comes from one np.random.Generator seeded by `se
 is saved in every checkpoint together with the parameters, the optimizer state, the carried
 recurrent state and the trackers, so a run stopped at step n and resumed reaches exactly the
 parameters of an uninterrupted run. Ctrl-C finishes the current step, saves and exits.
+
+Under `mpirun -n N` (dist.py) each rank computes the gradient of its share of every batch's
+streams, the ranks combine them into the whole batch's (the same bits on every rank), and rank 0
+alone takes the folder, writes and logs; a checkpoint holds every stream's state, as one
+process's would, so a run resumes on any number of ranks.
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ from .._version import __version__
 from ..algorithms import Gradient, GradientMean
 from ..cells.base import Params
 from ..errors import BpttError
+from ..model import Model
 from ..plots import plot_losses, read_metrics
 from . import checkpoint as ckpt
-from . import report, tb
+from . import dist, report, tb
 from .config import TrainConfig
 from .diagnose import flow_row
-from .folder import RunFolder
+from .folder import Follower, RunFolder
 from .runtime import Interrupt, blas_threads, default_threads
 from .state import Guard, TrainState, finite, restore_carried
 from .tasks import make_task
@@ -55,10 +61,29 @@ class TrainResult:
     params: Params
     best: dict[str, float] | None
     last_eval: dict[str, float] | None
-    stopped: str  # 'done' | 'early-stop' | 'time-limit' | 'interrupted' | 'diverged'
+    stopped: str  # 'done' | 'early-stop' | 'time-limit' | 'interrupted' | 'diverged' | 'callback'
     train_seconds: float
     tokens_per_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the bptt.Model trained
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # the rows of metrics.jsonl
+    best_params: Params | None = None  # those of the best validation loss (best.npz), if any
+    cfg: TrainConfig | None = None  # the run's settings, as validated
+    task: Any = None  # what it trained on (tasks.py; its vocabulary, normaliser, splits)
+
+
+class Stop(Exception):
+    """Raised by an `on_step` or `on_eval` callback (or return True from one) to end training
+    after the current update, as early stopping does: the run is saved and `run` returns, its
+    `stopped` 'callback'."""
+
+
+def _asks_to_stop(callback: Callable[..., Any], *args: Any) -> bool:
+    try:
+        answer = callback(*args)
+    except Stop:
+        return True
+    return isinstance(answer, (bool, np.bool_)) and bool(answer)  # (not any truthy value: list.append's None...)
 
 
 def schedule_for(cfg: TrainConfig, total_steps: int):
@@ -66,6 +91,31 @@ def schedule_for(cfg: TrainConfig, total_steps: int):
         return cfg.lr
     warm = min(cfg.warmup, max(total_steps - 1, 0))
     return optim.warmup_cosine(cfg.lr, warm, max(total_steps, warm + 1), min(cfg.min_lr, cfg.lr))
+
+
+ARRAYS = "arrays"  # the config's `extra` key of a run on in-memory arrays: what they were
+
+
+def check_fits(model: Model, task: Any, dtype: str) -> None:
+    """A model of one's own against the task's data (its inputs, targets, mask): a BpttError of
+    one line if it does not fit."""
+    try:
+        if task.kind == "text" and not (model.tokens and model.input_size == model.output_size == len(task.vocab)):
+            V = len(task.vocab)
+            got = f"{'token ids' if model.tokens else 'float inputs'} of {model.input_size}"
+            raise BpttError(
+                f"expected token ids of the {V} characters in and {V} outputs, received {got} and "
+                f"{model.output_size} outputs"
+            )
+        check = getattr(task, "check_model", None)
+        params = model.init_params(0, dtype)
+        if check is not None:
+            check(model, params)
+        else:
+            x, y, mask = task.diagnostic_batch()
+            model.check_batch(params, x, y, mask)
+    except BpttError as e:
+        raise BpttError(f"model: does not fit {task.source}: {e}") from None
 
 
 def _new_run_dir(cfg: TrainConfig) -> str:
@@ -82,32 +132,49 @@ class Trainer:
         resume: str | None = None,
         overrides: dict[str, Any] | None = None,
         log: Callable[[str], None] = print,
+        *,
+        data: Any = None,
+        model: Model | None = None,
     ) -> None:
         """A new run from `cfg`, or the run in folder `resume` continued (with `overrides`
         applied to its saved config, e.g. more steps).
+
+        data: in-memory sequences instead of the config's task (an object whose `task(cfg)`
+        makes the task; bptt.train.fit's arrays); model: a model of one's own instead of the
+        one the config describes, checked to fit the data.
 
         Everything is checked here, before anything is written: the config, the data, the run
         folder (a new run's must not hold one already; a resumed run's checkpoint must load and
         fit the model), and the folder's lock is taken (one writer per folder, held until `run`
         ends or `close`)."""
-        self.log = log
+        self.world = dist.world()  # this process alone, or the ranks of `mpirun -n N` (dist.py)
+        self.log = log if self.world.root else dist.quiet
+        self._data, self._user_model = data, model
         self.resumed: ckpt.Checkpoint | None = None
-        self.folder: RunFolder | None = None
+        self.folder: RunFolder | Follower | None = None
         self.board: tb.Board | None = None  # --tensorboard's event file, from _begin to close
         self.board_dir: str | None = None
+        failed = None
         try:
             self._setup(cfg, resume, overrides)
-        except BaseException:
+        except BaseException as e:
             self.close(failed=True)
-            raise
+            failed = e
+        self.world.agree(failed)  # raises it (under MPI: rank 0 says the first failing rank's error)
 
     def _setup(self, cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any] | None) -> None:
         given = None
         if resume:
             resume = os.fspath(resume)
-            self.folder = RunFolder.existing(resume)
-            path = self.folder.file("checkpoint.npz")
-            self.resumed = ckpt.load(path)
+            path = os.path.join(resume, "checkpoint.npz")
+
+            def load() -> ckpt.Checkpoint:
+                self.folder = RunFolder.existing(resume)
+                return ckpt.load(path)
+
+            if not self.world.root:
+                self.folder = Follower(resume)
+            self.resumed = self.world.share(load)  # rank 0 takes the folder and reads it; every rank gets it
             saved = TrainConfig.from_dict(self.resumed.meta["config"], f"checkpoint {path!r}: config").to_dict()
             overrides = dict(overrides or {})
             if overrides.get("out", resume) != resume:
@@ -121,22 +188,24 @@ class Trainer:
             cfg = TrainConfig()
         self.cfg = cfg.validate(given)
         self.run_dir = _new_run_dir(self.cfg)
-        if self.cfg.tensorboard:  # the package and the folder checked before anything is written
+        if self.cfg.tensorboard and self.world.root:  # the package and the folder checked before anything is written
             before = self.resumed.meta["config"].get("tensorboard", "") if self.resumed else ""
             self.board_dir = tb.check(self.cfg.tensorboard, self.run_dir, bool(self.resumed), before)
-        self.task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
-        self.model = self.task.build_model()
+        self.task, self.model = self._task_and_model()
         self.algorithm = algorithms.make(self.cfg.algorithm_name(), **self.cfg.algorithm_options())
         if self.algorithm.stateful and self.task.mode == "stream":
             algorithms.truncated.check_streamable(self.model, self.cfg.algorithm)
+        self.world.check(self.model, self.cfg.batch_size)
+        local_batch = self.cfg.batch_size // self.world.size  # the streams this rank computes
         if self.cfg.memory_budget:  # a budget too small is refused before anything runs
             if self.model.bidirectional:
                 raise BpttError("memory_budget: expected a unidirectional model, received a bidirectional one")
             p0 = self.model.init_params(np.random.default_rng(0), self.cfg.dtype)
             if isinstance(self.algorithm, algorithms.Budget):
-                self.algorithm.plan_for(self.model, p0, getattr(self.task, "T", self.cfg.seq_len), self.cfg.batch_size)
+                self.algorithm.plan_for(self.model, p0, getattr(self.task, "T", self.cfg.seq_len), local_batch)
             else:  # TBPTT: the longest window, k2 steps
-                self.algorithm.stream(self.model).budget.plan_for(self.model, p0, self.cfg.k2, self.cfg.batch_size)
+                self.algorithm.stream(self.model).budget.plan_for(self.model, p0, self.cfg.k2, local_batch)
+        self.algorithm = dist.sharded(self.algorithm, self.world, self.cfg.batch_size)
         self._continuing = False  # a stateful algorithm's stream is running (its state is its own)
         # online: an update per batch; batch: an update per pass over the data (all its segments)
         self.batches_per_update = self.task.steps_per_epoch() if self.cfg.update == "batch" else 1
@@ -171,7 +240,7 @@ class Trainer:
                     f"(give --steps N > {done} to train on)"
                 )
         else:
-            self.folder = RunFolder.new(self.run_dir)
+            self.folder = RunFolder.new(self.run_dir) if self.world.root else Follower(self.run_dir)
             self.state = self._fresh()
         if hasattr(self.algorithm, "rng"):  # random draws come from the run's generator (saved and restored)
             self.algorithm.rng = self.state.rng
@@ -189,6 +258,32 @@ class Trainer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _task_and_model(self) -> tuple[Any, Model]:
+        """The task (the config's, or that of the in-memory data) and the model (the task's, or
+        one's own, checked to fit the data). A run on arrays says so in its config (extra), and
+        goes on only with arrays given again."""
+        trained_on = self.cfg.extra.get(ARRAYS) if self.resumed else None
+        if self.resumed and self._data is None and trained_on:
+            raise BpttError(
+                f"data: expected the arrays the run in {self.run_dir!r} trained on ({trained_on}), given again "
+                "(bptt.train.fit(x=..., y=..., resume=RUN)), received none"
+            )
+        if self.resumed and self._data is not None and not trained_on:
+            raise BpttError(
+                f"x: expected no arrays for the run in {self.run_dir!r} (it trains on its --task {self.cfg.task} "
+                f"data), received {self._data.note}"
+            )
+        extra = {k: v for k, v in self.cfg.extra.items() if k != ARRAYS}
+        self.cfg.extra = extra if self._data is None else {**extra, ARRAYS: self._data.note}  # (into config.json)
+        if self._data is not None:
+            task = self._data.task(self.cfg)
+        else:
+            task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
+        if self._user_model is None:
+            return task, task.build_model()
+        check_fits(self._user_model, task, self.cfg.dtype)
+        return task, self._user_model
 
     # ---- the gradient algorithm ----------------------------------------------------------------
     def _gradient(self, params, x, y, state0, mask=None) -> Gradient:
@@ -215,18 +310,19 @@ class Trainer:
         segments of one pass over the data with the weights fixed, state carried from segment to
         segment, combined as the gradient of the pass's average loss (each segment weighted by its
         share of the positions: the sum of per-segment gradients times 1/P for equal segments)."""
-        task = self.task
+        task, world = self.task, self.world  # under MPI: this rank's streams of each batch, then combined
         if self.batches_per_update == 1:
-            x, y, reset, *mask = task.batch(step, rng)
-            return self._gradient(params, x, y, None if (reset or carried is None) else carried, *mask)
+            x, y, reset, *mask = world.shard(self.model, task.batch(step, rng))
+            g = self._gradient(params, x, y, None if (reset or carried is None) else carried, *mask)
+            return world.combine(g, self.model.loss_fn.count(mask[0] if mask else None, *np.shape(x)[:2]), params)
         P, state, mean = self.batches_per_update, None, GradientMean()
         for i in range(P):
-            x, y, _, *mask = task.batch(step * P + i, rng)  # i = 0 starts the pass (and resets TBPTT)
+            x, y, _, *mask = world.shard(self.model, task.batch(step * P + i, rng))  # i = 0 starts the pass
             g = self._gradient(params, x, y, state, *mask)
             state = g.final_state if finite(g.final_state) else None
             mean.add(g, x.shape[0] * x.shape[1])
         # the next pass starts from the initial state: nothing is carried across updates
-        return mean.result(params)._replace(final_state=None)
+        return world.combine(mean.result(params)._replace(final_state=None), mean.total, params)
 
     # ---- state ---------------------------------------------------------------------------------
     def _fresh(self) -> TrainState:
@@ -262,10 +358,14 @@ class Trainer:
             c, params, path, self.model, self.cfg.batch_size if self.task.mode == "stream" else None
         )
         key = f"{self.algorithm.name}_history"
+        history, where = (c.meta.get(key), c.extra or {}), f"checkpoint {path!r}: {key}"
+        if self.world.parallel and carried is not None:  # the checkpoint holds every stream's: this rank's share
+            share = self.world.streams(self.cfg.batch_size)
+            carried = dist.split_state(carried, share)
+            if history[0] is not None:
+                history = dist.split_history(self.algorithm.name, *history, share, where)
         if carried is not None and key in c.meta:
-            self.algorithm.restore(
-                self.model, carried, c.meta[key], c.extra or {}, params, where=f"checkpoint {path!r}: {key}"
-            )
+            self.algorithm.restore(self.model, carried, *history, params, where=where)
             self._continuing = True
         trackers = {"skipped": 0, "first_loss": None, **c.meta["trackers"]}
         return TrainState(params, opt_state, rng, carried, int(c.meta["step"]), trackers)
@@ -285,35 +385,58 @@ class Trainer:
         """checkpoint.npz: the whole state; best.npz: the parameters (and the record)."""
         meta, extra = self._meta(s), None
         history = None if best or s.carried is None else self.algorithm.history()
+        carried = None if best else s.carried
+        if self.world.parallel and not best:  # rank 0 writes every rank's streams, as one process would
+            self.world.check_same(s.params, s.rng)
+            every = self.world.gather((carried, history))
+            if every is None:
+                return
+            carried = dist.join_state([c for c, _ in every])
+            history = dist.join_history(self.algorithm.name, [h for _, h in every])
+        if not self.world.root:
+            return
         if history is not None:  # the windows of the next segments reach back into earlier ones
             meta[f"{self.algorithm.name}_history"], extra = history
         opt = {} if best else optim.flatten_state(s.opt_state)
-        ckpt.save(self.folder.file(name), s.params, opt, None if best else s.carried, meta, extra)
+        ckpt.save(self.folder.file(name), s.params, opt, carried, meta, extra)
 
     # ---- the loop ------------------------------------------------------------------------------
-    def run(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    def run(
+        self,
+        on_step: Callable[[int, float], Any] | None = None,
+        on_eval: Callable[[int, dict[str, float]], Any] | None = None,
+    ) -> TrainResult:
         """Train to the configured number of steps (or until stopped). `on_step(step, loss)` is
-        called after every update. Releases the run folder when it ends."""
+        called after every update, `on_eval(step, figures)` after every evaluation with its
+        figures (the validation loss, bits/char, NMSE, accuracy...: the row of metrics.jsonl);
+        either stops the run by returning True or raising `Stop`. Releases the run folder when it
+        ends."""
         if self.folder is None or not self.folder.held:
             raise BpttError(
                 "run: expected a Trainer that has not run, received one that has ended "
                 "(make a new one, e.g. Trainer(resume=folder))"
             )
         try:
-            return self._run(on_step)
+            return self._run(on_step, on_eval)
+        except BaseException as e:
+            self.world.abort(e)  # under MPI the other ranks may wait for this one: every rank ends
+            raise
         finally:
             self.close()
 
-    def _run(self, on_step) -> TrainResult:
+    def _run(self, on_step, on_eval) -> TrainResult:
         cfg, task, s = self.cfg, self.task, self.state
         threads = self._begin()
         guard = Guard(self.optimizer, cfg.diverge_after)
-        out = report.Report(self.log, cfg, task, self.total_steps, s.step, self.tokens_per_update)
+        out = report.Report(
+            self.log, cfg, task, self.total_steps, s.step, self.tokens_per_update, quiet=not self.world.root
+        )
         stopped, saved_at, skipped = "done", s.step, None
         t_train, t_loop0 = s.trackers.get("train_seconds", 0.0), time.perf_counter()
-        with threads[0], Interrupt() as interrupt, open(self.folder.file("metrics.jsonl"), "a") as f:
+        rows = self.folder.file("metrics.jsonl") if self.world.root else os.devnull  # (rank 0 writes)
+        with threads[0], Interrupt() as interrupt, open(rows, "a") as f:
             metrics = report.Metrics(f, self.board)  # metrics.jsonl, and the event file with --tensorboard
-            if cfg.diagnose_every and s.step == 0:  # the flow at the initial weights
+            if cfg.diagnose_every and s.step == 0 and self.world.root:  # the flow at the initial weights
                 metrics.row(flow_row(self.model, s.params, task, 0))
             while s.step < self.total_steps:
                 t0 = time.perf_counter()
@@ -325,36 +448,46 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 t_train += dt
                 out.step(metrics, s, g.loss, dt, t_train, skipped, self.optimizer)
-                if cfg.diagnose_every and s.step % cfg.diagnose_every == 0 and not skipped:
+                if cfg.diagnose_every and s.step % cfg.diagnose_every == 0 and not skipped and self.world.root:
                     metrics.row(flow_row(self.model, s.params, task, s.step))
                 if guard.diverged:  # the last checkpoint is left as it is: the last good state of the run
                     stopped = "diverged"
                     break
-                if on_step is not None:
-                    on_step(s.step, g.loss)
+                asked = on_step is not None and _asks_to_stop(on_step, s.step, g.loss)  # a callback's stop
                 out_of_time = bool(cfg.max_seconds and t_train >= cfg.max_seconds)
+                # under MPI every rank stops (and saves) at the same step: a stop asked on any rank
+                requested, asked, out_of_time = self.world.any(interrupt.requested, asked, out_of_time)
                 regular = s.step % cfg.eval_every == 0 or s.step == self.total_steps or out_of_time
-                if (regular or interrupt.requested) and not skipped:  # (skipped: not trusted, not saved)
+                if (regular or requested or asked) and not skipped:  # (skipped: not trusted, not saved)
                     s.trackers["train_seconds"] = t_train
                     # evaluation (and what it decides) only at regular points, so that an
                     # interrupted and resumed run takes exactly the uninterrupted run's path
                     if regular:
-                        self._evaluate(s, metrics, out)
+                        ev = self._evaluate(s, metrics, out)
+                        if ev is not None and on_eval is not None:
+                            asked = _asks_to_stop(on_eval, s.step, dict(ev)) or asked
+                            (asked,) = self.world.any(asked)
                     metrics.flush()
                     self._save("checkpoint.npz", s)
                     saved_at = s.step
                     if regular and cfg.patience and s.trackers["since_best"] >= cfg.patience:
                         stopped = "early-stop"
                         break
-                if interrupt.requested or out_of_time:
-                    stopped = "interrupted" if interrupt.requested else "time-limit"
+                if asked:
+                    stopped = "callback"
+                    break
+                if requested or out_of_time:
+                    stopped = "interrupted" if requested else "time-limit"
                     break
         out.close()
         out.stopped(stopped, s, guard, skipped, saved_at, self.folder.file("checkpoint.npz"), self.run_dir)
-        plot_losses(self.folder.file("metrics.jsonl"), self.folder.file("loss.png"), f"{cfg.cell} on {task.source}")
-        if hasattr(task, "plot"):  # spike tasks: a raster of one sequence
-            task.plot(self.model, s.params, self.folder.file("spikes.png"))
+        if self.world.root:
+            plot_losses(self.folder.file("metrics.jsonl"), self.folder.file("loss.png"), f"{cfg.cell} on {task.source}")
+            if hasattr(task, "plot"):  # spike tasks: a raster of one sequence
+                task.plot(self.model, s.params, self.folder.file("spikes.png"))
+        self.world.barrier()  # (the other ranks return once rank 0's files are written)
         wall = time.perf_counter() - t_loop0
+        best_file = self.folder.file("best.npz")
         return TrainResult(
             self.run_dir,
             s.step,
@@ -370,6 +503,11 @@ class Trainer:
                 "skipped": s.trackers.get("skipped", 0),
                 "saved_at": saved_at,
             },
+            self.model,
+            read_metrics(self.folder.file("metrics.jsonl")),
+            ckpt.load(best_file).params if os.path.isfile(best_file) else None,
+            cfg,
+            task,
         )
 
     def _begin(self):
@@ -386,10 +524,12 @@ class Trainer:
         if self.board_dir is not None:  # resumed: its events after the checkpoint dropped, as metrics.jsonl's rows
             rows = read_metrics(self.folder.file("metrics.jsonl")) if self.resumed else []
             self.board = tb.Board(self.board_dir, self.cfg, s.step, bool(self.resumed), rows)
-        limiter, threads = blas_threads(self.cfg.threads or default_threads())
+        limiter, threads = blas_threads(self.cfg.threads or self.world.default_threads(default_threads()))
         n_params = sum(v.size for v in s.params.values())
+        ranks = {"mpi_ranks": self.world.size} if self.world.parallel else {}
         self.folder.write_json(
-            "config.json", {**self._meta(s), "model": repr(self.model), "parameters": n_params, "threads": threads}
+            "config.json",
+            {**self._meta(s), "model": repr(self.model), "parameters": n_params, "threads": threads, **ranks},
         )
         if not self.resumed:  # a run folder always holds a checkpoint to resume from (or fall back to)
             self._save("checkpoint.npz", s)
@@ -403,18 +543,20 @@ class Trainer:
             self.run_dir,
             s.step if self.resumed else None,
         )
+        if self.world.parallel:
+            self.log(self.world.describe(self.cfg.batch_size))
         if self.board is not None:
             dropped = f"; {self.board.dropped} event(s) after step {s.step} dropped" if self.board.dropped else ""
             self.log(f"tensorboard: {self.board_dir} (tensorboard --logdir {self.board_dir}){dropped}")
         return limiter, threads
 
-    def _evaluate(self, s: TrainState, metrics, out) -> None:
+    def _evaluate(self, s: TrainState, metrics, out) -> dict[str, float] | None:
         """The validation loss: logged, fed to the optimizer (reduce_on_plateau), best.npz
         written when it is finite and lower than every one before."""
-        ev = self.task.evaluate(self.model, s.params)
+        ev = self.world.bcast(self.task.evaluate(self.model, s.params) if self.world.root else None)
         out.last_eval = ev
         if ev is None:
-            return
+            return None
         metrics.row({"step": s.step, "split": "val", **_json_safe(ev)})
         if self.board is not None and self.task.kind == "text" and self.cfg.sample_length:
             self.board.sample(s.step, self.model, s.params, self.task.vocab)
@@ -428,6 +570,7 @@ class Trainer:
         if math.isfinite(loss):
             s.opt_state = optim.observe(self.optimizer, s.opt_state, loss)
         out.evaluation(s.step, ev)
+        return ev
 
 
 def _json_safe(d: dict) -> dict:
