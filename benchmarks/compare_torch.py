@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     except ImportError:
         print("compare_torch: expected PyTorch (pip install torch==2.13.0), received none installed")
         return 2
+    from bptt.bench.train_step import torch_char_lstm, torch_train
     from bptt.data import text as txt
-    from bptt.interop import to_torch
     from bptt.train.config import TrainConfig
     from bptt.train.tasks import make_task, stream_loss
     from bptt.train.trainer import Trainer, schedule_for
@@ -86,41 +86,10 @@ def main(argv=None) -> int:
     t_bptt = time.perf_counter() - t0
     ours = res.last_eval["loss"]
 
-    # ---- torch, a plain loop over the same batches
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = torch.nn.LSTM(V, H)
-            self.linear = torch.nn.Linear(H, V)
-
-        def forward(self, x, state):
-            y, state = self.rnn(torch.nn.functional.one_hot(x, V).float(), state)
-            return self.linear(y), state
-
-    torch.manual_seed(cfg.seed)
-    net = Net()
-    net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_torch(model, params0).items()})
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    sched = schedule_for(cfg, cfg.steps)
-    lr_at = sched if callable(sched) else (lambda step: sched)
-    rng = np.random.default_rng(cfg.seed)  # unused by stream batches; kept for the same signature
-    state = None
+    # ---- torch, a plain loop over the same batches (the one `bptt bench --train` times)
+    net = torch_char_lstm(model, params0, V, H)
     t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        x, y, reset = task.batch(step, rng)
-        if reset:
-            state = None
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        logits, state = net(torch.from_numpy(x.astype(np.int64)), state)
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, V), torch.from_numpy(y.astype(np.int64)).reshape(-1)
-        )
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-        opt.step()
-        state = tuple(s.detach() for s in state)
+    torch_train(net, task, cfg, schedule_for(cfg, cfg.steps))
     t_torch = time.perf_counter() - t0
 
     # evaluate torch's weights by bptt's evaluation rule (the same code for both)

@@ -200,7 +200,9 @@ class TBPTTStream:
                 raise BpttError(diff)
 
     # ---- one segment -----------------------------------------------------------------------
-    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
+    def _segment(self, params: Params, x: Any, targets: Any, mask: Any) -> tuple[Any, Gradient | None]:
+        """The checked batch of a segment from the carried state, or (b, the gradient) of a
+        segment with nothing counted (every state held, no window)."""
         model = self.model
         check_carried_batch(self.batch if self.state is not None else None, x)
         if self.state is not None and not all(np.isfinite(a).all() for s in self.state.values() for a in s):
@@ -209,15 +211,21 @@ class TBPTTStream:
                 "(the weights or the loss diverged before it); call reset() to start over"
             )
         b = model.check_batch(params, x, targets, mask, self.state, every_sequence=False)
-        if b.mask is not None and not b.mask.any():  # nothing counted: every state held, no window
+        if b.mask is not None and not b.mask.any():
             state = b.state0
             self.state, self.batch = state, b.x.shape[1]
-            return Gradient(
-                0.0, model.zero_grads(params), {k: state_map(np.zeros_like, v) for k, v in state.items()}, state
-            )
+            zero = {k: state_map(np.zeros_like, v) for k, v in state.items()}
+            return b, Gradient(0.0, model.zero_grads(params), zero, state)
+        if b.x.shape[0] > self.k2:
+            raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {b.x.shape[0]}")
+        return b, None
+
+    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
+        model = self.model
+        b, empty = self._segment(params, x, targets, mask)
+        if empty is not None:
+            return empty
         n = b.x.shape[0]
-        if n > self.k2:
-            raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
         y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
         grads = model.zero_grads(params)
@@ -278,21 +286,10 @@ class BudgetTBPTTStream(TBPTTStream):
         from .budget import execute
 
         model = self.model
-        check_carried_batch(self.batch if self.state is not None else None, x)
-        if self.state is not None and not all(np.isfinite(a).all() for s in self.state.values() for a in s):
-            raise BpttError(
-                "tbptt: expected a finite state carried from the previous segment, received NaN or inf "
-                "(the weights or the loss diverged before it); call reset() to start over"
-            )
-        b = model.check_batch(params, x, targets, mask, self.state, every_sequence=False)
+        b, empty = self._segment(params, x, targets, mask)
+        if empty is not None:
+            return empty
         n, B = b.x.shape[:2]
-        if b.mask is not None and not b.mask.any():  # nothing counted: every state held, no window
-            self.state, self.batch = b.state0, B
-            return Gradient(
-                0.0, model.zero_grads(params), {k: state_map(np.zeros_like, v) for k, v in b.state0.items()}, b.state0
-            )
-        if n > self.k2:
-            raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {n}")
         # the history segments this window reaches (the first one possibly cut short by `skip`)
         reach = min(self.k2 - n, self.k2 - self.k1)  # TBPTTStream keeps k2 - k1 steps of history
         keep, have = [], 0

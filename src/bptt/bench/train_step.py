@@ -40,7 +40,6 @@ def run_train(
     set_threads(threads)  # before torch is imported
     import torch
 
-    from ..interop import to_torch
     from ..train.config import TrainConfig
     from ..train.tasks import make_task
     from ..train.trainer import Trainer, schedule_for
@@ -56,18 +55,8 @@ def run_train(
     params0 = model.init_params(np.random.default_rng(cfg.seed), cfg.dtype)  # what a Trainer starts from
     V, H = len(task.vocab), cfg.hidden
 
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rnn = torch.nn.LSTM(V, H)
-            self.linear = torch.nn.Linear(H, V)
-
-        def forward(self, x, state):
-            y, state = self.rnn(torch.nn.functional.one_hot(x, V).float(), state)
-            return self.linear(y), state
-
+    net_of = lambda: torch_char_lstm(model, params0, V, H)  # noqa: E731
     sched = schedule_for(cfg, cfg.steps)
-    lr_at = sched if callable(sched) else (lambda step: sched)
 
     def bptt_round(i: int) -> tuple[list[float], list[float]]:
         stamps, losses = [], []
@@ -80,30 +69,7 @@ def run_train(
         return list(np.diff(stamps)), losses
 
     def torch_round(i: int) -> tuple[list[float], list[float]]:
-        torch.manual_seed(cfg.seed)
-        net = Net()
-        weights = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_torch(model, params0).items()}
-        net.load_state_dict(weights)
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-        rng, state, times, losses = np.random.default_rng(cfg.seed), None, [], []
-        for step in range(cfg.steps):
-            t0 = time.perf_counter()
-            x, y, reset, *_ = task.batch(step, rng)
-            if reset:
-                state = None
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            logits, state = net(torch.from_numpy(x.astype(np.int64)), state)
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, V), torch.from_numpy(y.astype(np.int64)).reshape(-1)
-            )
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-            opt.step()
-            state = tuple(s.detach() for s in state)
-            losses.append(loss.item())
-            times.append(time.perf_counter() - t0)
+        times, losses = torch_train(net_of(), task, cfg, sched)
         return times[1:], losses  # (the first step: like bptt's, not timed)
 
     log(
@@ -148,3 +114,56 @@ def run_train(
         f"first {len(first['bptt'])} losses agree to {diff:.1e}"
     )
     return res
+
+
+def torch_char_lstm(model: Any, params: Any, V: int, H: int) -> Any:
+    """nn.LSTM + nn.Linear on one-hot characters, holding bptt's weights (bptt.interop)."""
+    import torch
+
+    from ..interop import to_torch
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.LSTM(V, H)
+            self.linear = torch.nn.Linear(H, V)
+
+        def forward(self, x, state):
+            y, state = self.rnn(torch.nn.functional.one_hot(x, V).float(), state)
+            return self.linear(y), state
+
+    net = Net()
+    net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_torch(model, params).items()})
+    return net
+
+
+def torch_train(net: Any, task: Any, cfg: Any, sched: Any) -> tuple[list[float], list[float]]:
+    """The plain PyTorch loop over the task's batches as bptt train takes them (state carried
+    and detached, reset where a pass starts), Adam at the schedule's rate, clipping by global
+    norm: each step's seconds and loss."""
+    import torch
+
+    V = net.linear.out_features
+    lr_at = sched if callable(sched) else (lambda step: sched)
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    rng, state, times, losses = np.random.default_rng(cfg.seed), None, [], []  # (stream batches draw nothing)
+    for step in range(cfg.steps):
+        t0 = time.perf_counter()
+        x, y, reset, *_ = task.batch(step, rng)
+        if reset:
+            state = None
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        logits, state = net(torch.from_numpy(x.astype(np.int64)), state)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, V), torch.from_numpy(y.astype(np.int64)).reshape(-1)
+        )
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+        opt.step()
+        state = tuple(s.detach() for s in state)
+        losses.append(loss.item())
+        times.append(time.perf_counter() - t0)
+    return times, losses
