@@ -11,6 +11,7 @@ import numpy as np
 
 from ..data import series as ser
 from ..data import text as txt
+from ..data.baselines import Baselines, scores, verdict
 from ..errors import BpttError
 from ..generate import forecast, sample_text
 from ..plots import plot_series
@@ -97,6 +98,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"best validation one-step NMSE: {ev['nmse']:.4f}{_per_target(ev, 'nmse')} (step {ev.get('step', res.step)})"
             )
+            if not getattr(task, "multi", False) and task.n_val:
+                base = _baselines(task.values[: task.n_train])
+                if base is not None and task.n_train >= base.first():
+                    val = task.values[task.n_train :]
+                    scored = scores(base.one_step(task.values, task.n_train), val)
+                    print(f"validation {verdict(ev['nmse'], scored)}")
     if res.stopped == "diverged":
         print(f"run folder: {res.run_dir} (the last good checkpoint: step {res.extra['saved_at']})")
         return 1
@@ -163,6 +170,38 @@ def _series_of(run, path: str, column) -> np.ndarray:
     col = column if column is not None else (run.cfg.column or None)
     values, _ = ser.read_series(path, col, run.cfg.missing)
     return values
+
+
+def _training_part(run) -> np.ndarray | None:
+    """The single-column run's training values (its data file, less the validation part), or
+    None where the file is not there."""
+    if not run.cfg.data or not os.path.isfile(run.cfg.data):
+        return None
+    values = _series_of(run, run.cfg.data, None)
+    return values[: len(values) - int(round(len(values) * run.cfg.val_fraction))]
+
+
+def _baselines(train: np.ndarray | None) -> Baselines | None:
+    if train is None:
+        return None
+    try:
+        return Baselines.fit(train)
+    except BpttError:  # too short a training part for them: nothing to say
+        return None
+
+
+def _against_baselines(base: Baselines | None, series: np.ndarray, start: int, pred: np.ndarray) -> str:
+    """' The network ...; baselines on the same points: ...' for the one-step predictions `pred`
+    of series[start:], on the points every baseline can predict."""
+    if base is None:
+        return "baselines: not computed (the run's data file, for their training part, is not there)"
+    s = max(start, base.first())
+    if s >= len(series):
+        return "baselines: not computed (too few points after their history)"
+    truth = series[s:]
+    net = ser.nmse(pred[s - start :], truth)
+    where = f" (points {s}-{len(series) - 1}, after the baselines' history)" if s > start else ""
+    return f"network NMSE {net:.4f}{where}; {verdict(net, scores(base.one_step(series, s), truth))}"
 
 
 def _per_target(ev: dict, key: str) -> str:
@@ -279,6 +318,10 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             f"iterated {n}-step forecast from {len(history)} values of {hist_path}: NMSE {score:.4f} "
             f"(MSE {np.mean((pred[:n] - truth[:n]) ** 2):.4g}, variance of the truth {np.var(truth[:n]):.4g})"
         )
+        base = _baselines(_training_part(run))
+        if base is not None and len(history) >= base.first():
+            paths = base.iterated(history, n)
+            print(f"iterated from the same history: {verdict(score, scores(paths, truth[:n]))}")
         plot_series(out, truth[:n], pred[:n], f"iterated forecast, NMSE {score:.4f}", history)
     else:
         print(" ".join(f"{v:.6g}" for v in pred))
@@ -322,6 +365,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {warmup}): "
         f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
     )
+    print(_against_baselines(_baselines(_training_part(run)), values, 1 + warmup, pred))
     return 0
 
 
