@@ -133,31 +133,7 @@ def test_split_matmul_equals_matmul(shape):
 
 
 @needs_split
-def test_a_step_after_idle_runs_in_one_part_and_wakes_the_team(monkeypatch):
-    """The cold-step policy: a team idle for over COLD seconds gives a step one part (its
-    threads asleep would hold the split scans back), and that step's end wakes the team (an
-    empty job each), so that the next step splits again."""
-    cells = [make_cell("lstm", 4, 32)]
-    splits32 = fast_cells.splits(f4)
-    with threadpool_limits(2, user_api="blas"):
-        engine.run([lambda: None] * 2)  # the team exists and has just worked
-        assert not engine.cold() and engine.ready(cells, None, splits32) == 2
-        team = engine._team
-        monkeypatch.setattr(team, "last", team.last - 10 * engine.COLD)  # as if idle since
-        assert engine.cold()
-        P = engine.ready(cells, None, splits32)
-        assert P == 1
-        posted = int(team.posted[0, 0])
-        with engine.engine(P):
-            assert engine.parts() == 1
-        assert int(team.posted[0, 0]) == posted + 1  # woken at the step's end
-        assert not engine.cold() and engine.ready(cells, None, splits32) == 2
-        assert engine.run([lambda: 7, lambda: 8]) == [7, 8]  # the empty job's result is not taken for a call's
-
-
-@needs_split
-def test_engine_sets_and_restores_blas_threads(monkeypatch):
-    monkeypatch.setattr(engine, "COLD", 1e9)  # (the split, whatever the team did before)
+def test_engine_sets_and_restores_blas_threads():
     get = engine._threads[0]
     model = bptt.Model(5, [bptt.Recurrent("lstm", 32), bptt.Dense(5)], tokens=True)
     p32, p64 = model.init_params(0, f4), model.init_params(0, np.float64)

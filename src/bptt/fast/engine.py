@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -78,7 +77,6 @@ class _Team:
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()  # one caller at a time
         self.runs = 0
-        self.last = time.perf_counter()  # when the team last finished a call
         for i in range(size - 1):
             box: queue.SimpleQueue = queue.SimpleQueue()
             threading.Thread(target=self._serve, args=(box, i), name=f"bptt-engine-{i + 1}", daemon=True).start()
@@ -141,41 +139,9 @@ def run(calls: list[Callable[[], Any]]) -> list[Any]:
                 results[i] = value
             else:
                 errors.append(value)
-        team.last = time.perf_counter()
     if errors:
         raise errors[0]
     return results
-
-
-COLD = 0.05  # seconds without a call after which the team's threads count as cold (see `ready`)
-
-
-def cold() -> bool:
-    """Whether the team's threads have had nothing to do for over COLD seconds (asleep since,
-    or never started)."""
-    team = _team
-    return team is None or team.pid != os.getpid() or time.perf_counter() - team.last > COLD
-
-
-def wake(P: int) -> None:
-    """Post an empty job to each of the team's first P - 1 threads: each wakes and spins for
-    its few milliseconds, so that a step that follows soon finds it awake. Nothing is waited
-    for; the empty jobs' results are dropped by `run` (their run id, 0, is never a call's)."""
-    team = _team
-    if P < 2 or team is None or team.pid != os.getpid() or len(team.inboxes) < P - 1:
-        return
-    if not team.lock.acquire(blocking=False):  # another thread's step is on the team
-        return
-    try:
-        for i in range(P - 1):
-            team.post(i, ((0, i + 1), _nothing))
-        team.last = time.perf_counter()
-    finally:
-        team.lock.release()
-
-
-def _nothing() -> None:
-    return None
 
 
 def run_parts(fn: Callable[[int], Any]) -> list[Any]:
@@ -225,18 +191,7 @@ def ready(cells: list[Any], mask: Any, splits: Callable[[Any], bool]) -> int:
         return 0
     if not cells or not all(splits(c) for c in cells):
         return 0
-    P = max(1, min(_blas_threads(), min(c.hidden_size for c in cells) // 16))
-    if P > 1 and cold():
-        # A step whose split scans start on threads that slept (the process idled: evaluation,
-        # data loading, an environment between steps) runs its parts in lockstep with a core
-        # that is slow to come back: measured at 2 threads on Zen 3 (benchmarks/cold_step.py),
-        # Elman small took 8.7-9.7 ms back to back, 18.6-24 ms split after 50 ms of idle and
-        # 24-35 ms after 0.5 s, against 14 ms unsplit after 0.5 s. So a step after COLD
-        # seconds without work for the team runs in one part, and wakes the team for the step
-        # after it (engine()).
-        _local.wake = P
-        return 1
-    return P
+    return max(1, min(_blas_threads(), min(c.hidden_size for c in cells) // 16))
 
 
 _blas_lock = threading.Lock()
@@ -291,6 +246,3 @@ def engine(P: int) -> Iterator[None]:
             _blas_users -= 1
             if _blas_users == 0:
                 put(_blas_saved)
-        P_next, _local.wake = getattr(_local, "wake", 0), 0
-        if P_next:
-            wake(P_next)
