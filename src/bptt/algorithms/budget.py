@@ -138,15 +138,26 @@ def _measure_storage(model: Model, params: Params, B: int, masked: bool = False)
             model.forward_levels(params, x, mask, state, keep=False, state_only=True)
         return peak()
 
-    for n in (1, 4, 16):  # (the first runs may load kernels or fill caches: not the step's memory)
+    return probed(record, advance, nbytes(state))
+
+
+def probed(record: Any, advance: Any, state_bytes: int, longest: int = 16) -> Storage:
+    """Storage from probes: record(n), the peak bytes of a recorded segment of n steps from its
+    forward to the end of its backward, and advance(n), of a forward run for its final state,
+    for n in 1, 4, 16 (those up to `longest`). A step's part from the two longest, the fixed
+    part such that no probe exceeds it; each probe the least of three runs (after one untimed:
+    it may load kernels or fill caches), since a Python object that grows once inside a probe
+    (a cache, a dict) is not the step's memory and would make two processes plan differently."""
+    lengths = [n for n in (1, 4, 16) if n <= longest] or [1]
+    for n in lengths:
         record(n), advance(n)
-    # the least of three runs each: a Python object that grows once inside a probe (a cache, a
-    # dict) is not the step's memory, and would make two processes plan differently
-    one, four, sixteen = (min(record(n) for _ in range(3)) for n in (1, 4, 16))
-    step = max(-(-(sixteen - four) // 12), 1)  # (the scans of a few steps take other paths than long ones)
-    a4, a16 = (min(advance(n) for _ in range(3)) for n in (4, 16))
-    fixed = max(one - step, four - 4 * step, 0)
-    return Storage(max(nbytes(state), 1), step, fixed, max(-(-(a16 - a4) // 12), 1))
+    rec = {n: min(record(n) for _ in range(3)) for n in lengths}
+    adv = {n: min(advance(n) for _ in range(3)) for n in lengths}
+    lo, hi = lengths[min(1, len(lengths) - 1)], lengths[-1]  # (the scans of a few steps take other paths)
+    step = max(-(-(rec[hi] - rec[lo]) // (hi - lo)), 1) if hi > lo else max(rec[lo], 1)
+    per = max(-(-(adv[hi] - adv[lo]) // (hi - lo)), 1) if hi > lo else max(adv[lo], 1)
+    fixed = max(max(rec[n] - n * step for n in lengths), 0)
+    return Storage(max(state_bytes, 1), step, fixed, per)
 
 
 @contextlib.contextmanager

@@ -90,7 +90,7 @@ def _measure(d: Any, p: Params, X: np.ndarray, mask: np.ndarray | None, need_dx:
     """Storage of one direction over inputs like X, measured as `budget._measure_storage`
     measures a model (the least of three probes of recorded segments of 1, 4 and 16 steps and
     of advances), on the first steps of X with zero output gradients."""
-    from .budget import _traced, nbytes
+    from .budget import _traced, nbytes, probed
 
     n = min(16, X.shape[0])
     B, dtype = X.shape[1], p[next(iter(p))].dtype
@@ -112,16 +112,7 @@ def _measure(d: Any, p: Params, X: np.ndarray, mask: np.ndarray | None, need_dx:
             run.forward(0, n, state, False)
         return peak()
 
-    lengths = [n for n in (1, 4, 16) if n <= run.T] or [1]
-    for n in lengths:
-        record(n), advance(n)
-    rec = {n: min(record(n) for _ in range(3)) for n in lengths}
-    adv = {n: min(advance(n) for _ in range(3)) for n in lengths}
-    lo, hi = lengths[min(1, len(lengths) - 1)], lengths[-1]
-    step = max(-(-(rec[hi] - rec[lo]) // max(hi - lo, 1)), 1) if hi > lo else max(rec[lo], 1)
-    fixed = max(max(rec[n] - n * step for n in lengths), 0)
-    per = max(-(-(adv[hi] - adv[lo]) // max(hi - lo, 1)), 1) if hi > lo else max(adv[lo], 1)
-    return Storage(max(nbytes(state), 1), step, fixed, per)
+    return probed(record, advance, nbytes(state), n)
 
 
 def levelwise(model: Model, params: Params, b: Batch, budget: int, policy: str, cache: dict) -> tuple[Gradient, dict]:

@@ -78,11 +78,12 @@ def save(
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _corrupt(path: str, what: str) -> BpttError:
-    return BpttError(f"checkpoint {path!r}: expected a complete bptt checkpoint (.npz), received {what}")
+def _corrupt(path: str, what: str, expected: str | None = None) -> BpttError:
+    head = expected or f"checkpoint {path!r}: expected a complete bptt checkpoint (.npz)"
+    return BpttError(f"{head}, received {what}")
 
 
-def _npy(raw: bytes, name: str, path: str) -> np.ndarray:
+def _npy(raw: bytes, name: str, path: str, expected: str | None = None) -> np.ndarray:
     """One .npy member parsed without pickle; only plain numeric (or unicode text) dtypes."""
     f = io.BytesIO(raw)
     try:
@@ -90,42 +91,43 @@ def _npy(raw: bytes, name: str, path: str) -> np.ndarray:
         read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(f)
     except Exception as e:  # any malformed header: a corrupted file
-        raise _corrupt(path, f"a damaged array header in {name!r} ({type(e).__name__})") from None
+        raise _corrupt(path, f"a damaged array header in {name!r} ({type(e).__name__})", expected) from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _KINDS + "U":
-        raise BpttError(
-            f"checkpoint {path!r}: expected arrays of booleans, integers or floats, received {name!r} of dtype "
-            f"{dtype} (object and structured arrays are never loaded)"
-        )
+        head = expected or f"checkpoint {path!r}: expected arrays of booleans, integers or floats"
+        raise BpttError(f"{head}, received {name!r} of dtype {dtype} (object and structured arrays are never loaded)")
     size = math.prod(shape) * dtype.itemsize
     data = raw[f.tell() :]
     if len(data) != size:
-        raise _corrupt(path, f"{name!r} with {len(data)} bytes of data where its header declares {size}")
+        raise _corrupt(path, f"{name!r} with {len(data)} bytes of data where its header declares {size}", expected)
     a = np.frombuffer(data, dtype)
     return (a.reshape(shape[::-1]).T if fortran else a.reshape(shape)).copy()
 
 
-def _read_npz(path: str) -> dict[str, np.ndarray]:
+def _read_npz(path: str, expected: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, read without pickle (member by member, CRCs, headers, sizes);
+    `expected` the start of its errors ("FILE 'x.npz': expected ...") where not a checkpoint."""
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             names = [i.filename for i in infos]
             if len(names) > _MAX_MEMBERS or len(set(names)) != len(names):
-                raise _corrupt(path, "a zip with repeated or too many members")
+                raise _corrupt(path, "a zip with repeated or too many members", expected)
             limit = os.path.getsize(path)
             raws = {}
             for i in infos:
                 if not i.filename.endswith(".npy") or i.file_size > 64 * limit + 2**20:
-                    raise _corrupt(path, f"an unexpected member {i.filename!r}")
+                    raise _corrupt(path, f"an unexpected member {i.filename!r}", expected)
                 raws[i.filename[:-4]] = z.read(i)  # checks the member's CRC
     except BpttError:
         raise
     except OSError as e:
         if isinstance(e, (PermissionError, IsADirectoryError)):
-            raise BpttError(f"checkpoint {path!r}: expected a readable file, received {e.strerror.lower()}") from None
-        raise _corrupt(path, f"a damaged file ({type(e).__name__})") from None
+            head = expected or f"checkpoint {path!r}: expected a readable file"
+            raise BpttError(f"{head}, received {e.strerror.lower()}") from None
+        raise _corrupt(path, f"a damaged file ({type(e).__name__})", expected) from None
     except Exception as e:  # zipfile, zlib, struct... on damaged bytes: all mean the same to the user
-        raise _corrupt(path, f"a corrupted or truncated file ({type(e).__name__}: {str(e)[:80]})") from None
-    return {k: _npy(raw, k, path) for k, raw in raws.items()}
+        raise _corrupt(path, f"a corrupted or truncated file ({type(e).__name__}: {str(e)[:80]})", expected) from None
+    return {k: _npy(raw, k, path, expected) for k, raw in raws.items()}
 
 
 def load(path: str) -> Checkpoint:

@@ -225,13 +225,7 @@ def read_weights(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | Non
                 f"{' '.join(str(e).split())[:100]})"
             ) from None
     else:
-        try:
-            tensors = ckpt._read_npz(path)
-        except BpttError as e:  # the checkpoint reader's words, for a file that is not a checkpoint
-            said = re.search(r"received (.*)$", str(e))
-            raise BpttError(
-                f"{where}: expected a .npz of float arrays (numpy.savez), received {said.group(1) if said else e}"
-            ) from None
+        tensors = ckpt._read_npz(path, f"{where}: expected a .npz of float arrays (numpy.savez)")
         for k, a in tensors.items():
             if a.dtype not in (np.float32, np.float64):
                 raise BpttError(f"{where}: {k}: expected float32 or float64, received {a.dtype}")
@@ -556,25 +550,10 @@ def _few(names: list[str]) -> str:
 
 def _write_run(cfg: TrainConfig, model: Model, params, task_meta: dict[str, Any]) -> None:
     """config.json and checkpoint.npz at step 0: what bptt train writes before its first update."""
-    from .trainer import schedule_for
+    from .trainer import fresh_trackers, optimizer_for, run_meta
 
-    optimizer = optim.make_optimizer(
-        cfg.optimizer,
-        schedule_for(cfg, cfg.steps),
-        clip=cfg.clip or None,
-        clip_value=cfg.clip_value or None,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-    )
-    meta = {
-        "bptt_version": __version__,
-        "config": cfg.to_dict(),
-        "step": 0,
-        "total_steps": cfg.steps,
-        "rng": np.random.default_rng(cfg.seed).bit_generator.state,
-        "trackers": {"best": None, "since_best": 0, "train_seconds": 0.0, "skipped": 0, "first_loss": None},
-        **task_meta,
-    }
+    optimizer = optimizer_for(cfg, cfg.steps)
+    meta = run_meta(cfg, 0, cfg.steps, np.random.default_rng(cfg.seed), fresh_trackers(), task_meta)
     folder = RunFolder.new(cfg.out)
     try:
         folder.start(lambda s: None)

@@ -86,6 +86,40 @@ def _asks_to_stop(callback: Callable[..., Any], *args: Any) -> bool:
     return isinstance(answer, (bool, np.bool_)) and bool(answer)  # (not any truthy value: list.append's None...)
 
 
+def optimizer_for(cfg: TrainConfig, total_steps: int) -> optim.Transform:
+    """The run's optimizer: --optimizer with its schedule, clipping, momentum, weight decay and
+    plateau rule."""
+    plateau = (cfg.plateau_factor, cfg.plateau_patience) if cfg.plateau_patience else None
+    return optim.make_optimizer(
+        cfg.optimizer,
+        schedule_for(cfg, total_steps),
+        clip=cfg.clip or None,
+        clip_value=cfg.clip_value or None,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        plateau=plateau,
+    )
+
+
+def fresh_trackers() -> dict[str, Any]:
+    """What a run tracks from its step 0 (kept in every checkpoint)."""
+    return {"best": None, "since_best": 0, "train_seconds": 0.0, "skipped": 0, "first_loss": None}
+
+
+def run_meta(cfg: TrainConfig, step: int, total_steps: int, rng: np.random.Generator, trackers, task_meta) -> dict:
+    """A checkpoint's record (and config.json's head): version, config, step, generator, trackers
+    and what the task keeps (vocabulary or normaliser)."""
+    return {
+        "bptt_version": __version__,
+        "config": cfg.to_dict(),
+        "step": step,
+        "total_steps": total_steps,
+        "rng": rng.bit_generator.state,
+        "trackers": trackers,
+        **task_meta,
+    }
+
+
 def schedule_for(cfg: TrainConfig, total_steps: int):
     if cfg.schedule == "constant":
         return cfg.lr
@@ -216,16 +250,7 @@ class Trainer:
             if self.cfg.update == "batch"
             else self.task.tokens_per_step
         )
-        plateau = (self.cfg.plateau_factor, self.cfg.plateau_patience) if self.cfg.plateau_patience else None
-        self.optimizer = optim.make_optimizer(
-            self.cfg.optimizer,
-            schedule_for(self.cfg, self.total_steps),
-            clip=self.cfg.clip or None,
-            clip_value=self.cfg.clip_value or None,
-            momentum=self.cfg.momentum,
-            weight_decay=self.cfg.weight_decay,
-            plateau=plateau,
-        )
+        self.optimizer = optimizer_for(self.cfg, self.total_steps)
         if self.resumed:
             self.state = self._restore(self.resumed, self.folder.file("checkpoint.npz"))
             if self.total_steps <= self.state.step:
@@ -328,8 +353,7 @@ class Trainer:
     def _fresh(self) -> TrainState:
         rng = np.random.default_rng(self.cfg.seed)
         params = self.model.init_params(rng, self.cfg.dtype)
-        trackers = {"best": None, "since_best": 0, "train_seconds": 0.0, "skipped": 0, "first_loss": None}
-        return TrainState(params, self.optimizer.init(params), rng, None, 0, trackers)
+        return TrainState(params, self.optimizer.init(params), rng, None, 0, fresh_trackers())
 
     def _restore(self, c: ckpt.Checkpoint, path: str) -> TrainState:
         """The run's state from its checkpoint, every part checked against this model and config."""
@@ -371,15 +395,7 @@ class Trainer:
         return TrainState(params, opt_state, rng, carried, int(c.meta["step"]), trackers)
 
     def _meta(self, s: TrainState) -> dict[str, Any]:
-        return {
-            "bptt_version": __version__,
-            "config": self.cfg.to_dict(),
-            "step": s.step,
-            "total_steps": self.total_steps,
-            "rng": s.rng.bit_generator.state,
-            "trackers": s.trackers,
-            **self.task.meta(),
-        }
+        return run_meta(self.cfg, s.step, self.total_steps, s.rng, s.trackers, self.task.meta())
 
     def _save(self, name: str, s: TrainState, best: bool = False) -> None:
         """checkpoint.npz: the whole state; best.npz: the parameters (and the record)."""
