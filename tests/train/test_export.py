@@ -234,6 +234,23 @@ def test_an_imported_folder_samples_evaluates_diagnoses_and_resumes(ws, tmp_path
     assert load_run(str(out), "last").meta["step"] == 3
 
 
+def test_an_imported_run_with_a_plateau_rule_resumes(ws, tmp_path, capsys):
+    """The imported step-0 checkpoint holds the optimizer state the trainer builds for the run's
+    config, the plateau rule's included (bptt train --resume checks its layout)."""
+    words = ws / "words.txt"
+    src = tmp_path / "plateau"
+    cfg = dict(hidden=8, steps=4, eval_every=2, batch_size=4, seq_len=10, dtype="float64", progress=False)
+    Trainer(TrainConfig(data=str(words), out=str(src), sample_length=0, plateau_patience=1, **cfg), log=print).run()
+    assert run_cli(capsys, "export", src, "--out", tmp_path / "p.npz")[0] == 0
+    out = tmp_path / "p"
+    rc, _, err = run_cli(capsys, "import", tmp_path / "p.npz", "--out", out, "--data", words)
+    assert rc == 0, err
+    assert load_run(str(out)).cfg.plateau_patience == 1
+    rc, said, err = run_cli(capsys, "train", "--resume", out, "--steps", "3", "--no-progress")
+    assert rc == 0, err
+    assert load_run(str(out), "last").meta["step"] == 3, said
+
+
 def test_an_imported_series_forecasts_like_the_original(ws, tmp_path, capsys):
     assert run_cli(capsys, "export", ws / "elman", "--out", tmp_path / "e.npz")[0] == 0
     out = tmp_path / "e"

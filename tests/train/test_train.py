@@ -603,3 +603,21 @@ def test_diagnose_every_records_the_flow_and_bptt_diagnose_reports_it(tmp_path, 
     text = capsys.readouterr().out
     assert "3 flow rows recorded" in text and "clip rate per evaluation" in text
     assert (out / "flow.png").stat().st_size > 10_000
+
+
+def test_a_plateau_rule_does_not_make_updates_skips(tmp_path, text_file):
+    """reduce_on_plateau's best loss starts at +inf (no evaluation yet); the guard against
+    non-finite optimizer states counts only entries that became non-finite, so the updates
+    before the first evaluation train, and a NaN that appears is still caught."""
+    res = Trainer(small(tmp_path / "p", data=text_file, steps=4, plateau_patience=1)).run()
+    rows = [json.loads(ln) for ln in open(tmp_path / "p" / "metrics.jsonl") if '"train"' in ln]
+    assert len(rows) == 4 and not any("skipped" in r for r in rows)
+    init = res.model.init_params(np.random.default_rng(0), "float64")  # what the run started from (seed 0)
+    assert any(not np.array_equal(res.params[k], init[k]) for k in res.params)  # it trained
+    from bptt.train.state import _stays_finite
+
+    inf, nan = np.array(np.inf), np.array(np.nan)
+    assert _stays_finite({"best": inf}, {"best": inf})
+    assert not _stays_finite({"best": inf}, {"best": nan}) and not _stays_finite(
+        {"m": np.zeros(2)}, {"m": np.array([0, np.inf])}
+    )

@@ -50,7 +50,7 @@ class Guard:
         else:
             updates, opt_state = self.optimizer.update(g.grads, s.opt_state, s.params)
             params = optim.apply_updates(s.params, updates)
-            if finite(params) and finite(optim.flatten_state(opt_state)):
+            if finite(params) and _stays_finite(optim.flatten_state(s.opt_state), optim.flatten_state(opt_state)):
                 s.params, s.opt_state = params, opt_state
             else:
                 reason = "non-finite weights after the update"
@@ -95,6 +95,19 @@ def restore_carried(c: ckpt.Checkpoint, params: Params, path: str, model: Any, s
                 )
         carried[k] = type(s)(*(fields[f] for f in s._fields))
     return carried
+
+
+def _stays_finite(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> bool:
+    """No optimizer state entry became NaN or infinite in the update. An entry that starts
+    infinite by design stays allowed as it was (reduce_on_plateau's best loss before the first
+    evaluation is +inf: counting it made every update of a --plateau-patience run a skip)."""
+    for k, a in after.items():
+        ok = np.isfinite(a)
+        if not ok.all():
+            b = before.get(k)
+            if b is None or np.shape(b) != np.shape(a) or not (ok | (a == b)).all():
+                return False
+    return True
 
 
 def finite(tree) -> bool:
