@@ -71,20 +71,7 @@ def forecast(model: Model, params: Params, history: np.ndarray, horizon: int) ->
         raise BpttError(
             "forecast: expected a univariate series model (1 input, 1 output, 'mse'), received another kind"
         )
-    if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
-        raise BpttError(f"horizon: expected a positive integer, received {horizon!r}")
-    dtype = model.check_params(params)
-    _finite_params(params)
-    x = np.asarray(history, dtype)[:, None, None]
-    if not np.isfinite(x).all():
-        raise BpttError("history: expected finite values, received NaN or inf")
-    y, state = model.forward(params, x)
-    preds = np.empty(horizon, dtype)
-    preds[0] = y[-1, 0, 0]
-    for h in range(1, horizon):
-        y_t, state = model.step(params, state, preds[h - 1 : h, None])
-        preds[h] = y_t[0, 0]
-    return preds
+    return forecast_columns(model, params, np.asarray(history)[:, None], horizon, [0])[:, 0]
 
 
 def forecast_columns(
