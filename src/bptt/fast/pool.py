@@ -29,8 +29,9 @@ class BufferPool:
     and dtype whose only references are the pool's (every view of an array holds its base, so a
     returned output, a tape or a gradient view keeps its buffer out of reuse), else the front of
     the smallest such array of that dtype that is larger (segments of differing lengths, as
-    memory-budgeted BPTT runs them, reuse the same buffers; under a limit, one at most an
-    eighth larger), else a new one.
+    memory-budgeted BPTT runs them, use the fronts of the longest one's buffers), else a new
+    one (under a limit, idle arrays of that dtype too small for it are dropped first: they are
+    a shorter segment's, and kept beside it they would hold memory no plan counts).
     Contents are undefined, as with np.empty. Arrays under `min_bytes` (256 KiB) are left to
     malloc; the pool keeps at most `size` arrays, dropping the least recently used unreferenced
     ones first, and, where a limit is set (`set_limit`), drops idle arrays (least recently used
@@ -59,9 +60,8 @@ class BufferPool:
         arrays = self._arrays
         with self._lock:
             n, fit = math.prod(shape), -1
-            most = n + n // 8 if self.limit is not None else math.inf  # under a limit, little unused
             for i in range(len(arrays) - 1, -1, -1):  # (no name may hold an array while it is tested)
-                if arrays[i].dtype != dtype or not n <= arrays[i].size <= most or not self._free(i):
+                if arrays[i].dtype != dtype or arrays[i].size < n or not self._free(i):
                     continue
                 if arrays[i].shape == shape:
                     arrays.append(arrays.pop(i))
@@ -71,8 +71,8 @@ class BufferPool:
             if fit >= 0:  # the front of the smallest idle array that holds it (it stays in use while this lives)
                 arrays.append(arrays.pop(fit))
                 return arrays[-1].reshape(-1)[:n].reshape(shape)
-            if self.limit is not None:
-                self._make_room(n * dtype.itemsize, self.limit)
+            if self.limit is not None:  # idle arrays too small for it go first (a shorter run's)
+                self._make_room(n * dtype.itemsize, self.limit, smaller=(dtype, n))
             arrays.append(np.empty(shape, dtype))
             while len(arrays) > self.size:
                 free = [i for i in range(len(arrays) - 1) if self._free(i)]
@@ -84,14 +84,19 @@ class BufferPool:
         a.fill(0)
         return a
 
-    def _make_room(self, need: int, limit: int) -> None:
+    def _make_room(self, need: int, limit: int, smaller: tuple | None = None) -> None:
         """Drop idle arrays, least recently used first, until `need` more bytes fit in `limit`
-        (or none is idle)."""
+        (or none is idle); with smaller = (dtype, n), first every idle array of that dtype
+        with fewer than n elements."""
         arrays = self._arrays
         total = sum(arrays[i].nbytes for i in range(len(arrays)))
         i, dropped = 0, False
-        while total + need > limit and i < len(arrays):
-            if self._free(i):
+        while i < len(arrays):  # (no name may hold an array while it is tested)
+            small = smaller is not None and arrays[i].dtype == smaller[0] and arrays[i].size < smaller[1]
+            if small and self._free(i):
+                total -= arrays.pop(i).nbytes
+                dropped = True
+            elif total + need > limit and self._free(i):
                 total -= arrays.pop(i).nbytes
                 dropped = True
             else:
