@@ -12,7 +12,18 @@ import pytest
 import bptt
 from bptt.algorithms import make
 from bptt.algorithms.budget import measure_storage, parse_bytes
-from bptt.algorithms.plan import Leaf, Split, Storage, count, expand, measure, plan, revolve_advances, revolve_split
+from bptt.algorithms.plan import (
+    Leaf,
+    Split,
+    Storage,
+    count,
+    expand,
+    measure,
+    plan,
+    revolve_advances,
+    revolve_split,
+    runs,
+)
 from bptt.diagnostics import random_problem, standard_cases, variant_cases
 from bptt.errors import BpttError
 
@@ -67,11 +78,15 @@ def test_revolve_plans_are_lazy_and_the_smallest_budget_is_named():
 
 
 # ---- the mixed program against exhaustive search ----------------------------------------------------
-def exhaustive(T: int, M: int, st: Storage) -> int:
-    """The fewest forward steps over every strategy of the executor's memory model, found by
-    Dijkstra: from a stored state (or the initial one) advance and store another state, or
-    advance and record the steps up to the backward frontier and backpropagate them (the
-    stored states and the recorded steps must fit in M)."""
+RUNS = 1000  # more than any small plan's runs
+
+
+def exhaustive(T: int, M: int, st: Storage) -> tuple[int, int]:
+    """The fewest forward steps, and then the fewest runs (advances and recorded segments),
+    over every strategy of the executor's memory model, found by Dijkstra: from a stored state
+    (or the initial one) advance and store another state, or advance and record the steps up
+    to the backward frontier and backpropagate them (the stored states and the recorded steps
+    must fit in M). Costs are steps * RUNS + runs."""
     start = (T, frozenset())
     dist = {start: 0}
     heap = [(0, T, ())]
@@ -79,7 +94,7 @@ def exhaustive(T: int, M: int, st: Storage) -> int:
         d, b, S = heapq.heappop(heap)
         S = frozenset(S)
         if b == 0:
-            return d
+            return divmod(d, RUNS)
         if dist.get((b, S), 1 << 60) < d:
             continue
         held = len(S) * st.state
@@ -89,14 +104,14 @@ def exhaustive(T: int, M: int, st: Storage) -> int:
             for q in range(s, b):  # record [q, b) after advancing s -> q
                 if held + st.leaf(b - q) <= M:
                     key = (q, frozenset(x for x in S if x < q))
-                    nd = d + (q - s) + (b - q)
+                    nd = d + ((q - s) + (b - q)) * RUNS + (q > s) + 1
                     if nd < dist.get(key, 1 << 60):
                         dist[key] = nd
                         heapq.heappush(heap, (nd, q, tuple(sorted(key[1]))))
             for q in range(s + 1, b):  # store the state at q
                 if q not in S and held + st.state + st.leaf(1) <= M:
                     key = (b, S | {q})
-                    nd = d + (q - s)
+                    nd = d + (q - s) * RUNS + 1
                     if nd < dist.get(key, 1 << 60):
                         dist[key] = nd
                         heapq.heappush(heap, (nd, b, tuple(sorted(key[1]))))
@@ -108,16 +123,23 @@ def test_mixed_plans_are_the_exhaustive_optimum_on_small_T(st):
     for T in range(1, 8):
         for M in range(st.leaf(1), st.leaf(T) + 2):
             p = plan(T, M, st, "mixed")
-            assert p.forward_steps == exhaustive(T, M, st), (T, M)
+            assert (p.forward_steps, runs(p.root)) == exhaustive(T, M, st), (T, M)
             assert count(p.root) == p.forward_steps and measure(p.root, st)[0] <= M
 
 
-def test_mixed_never_needs_more_than_revolve():
+def test_mixed_never_needs_more_than_revolve_or_equal_segments():
+    """Nor more than segments of one length k with the state stored at each (a remainder
+    first): 2T - k forward steps for the longest k that fits."""
     st = Storage(8192, 28672, 8192)
     for T in (40, 300, 1000):
         for frac in (0.01, 0.04, 0.2):
             budget = max(st.leaf(1), int(frac * st.leaf(T)))
-            assert plan(T, budget, st, "mixed").forward_steps <= plan(T, budget, st, "revolve").forward_steps
+            p = plan(T, budget, st, "mixed")
+            assert p.forward_steps <= plan(T, budget, st, "revolve").forward_steps
+            fits = [k for k in range(1, T) if max(-(-T // k) - 2, 0) * st.state + st.leaf(k) <= budget]
+            if fits:
+                assert p.forward_steps <= 2 * T - max(fits), (T, frac)
+            assert p.peak_bytes <= budget and count(p.root) == p.forward_steps
 
 
 # ---- the executor against full BPTT ------------------------------------------------------------------

@@ -300,11 +300,11 @@ def walk(
 
     def room(work: int) -> None:
         """Buffers kept for reuse stay within those in use (gradients, stored states and tapes)
-        and what the plan allows beside the stored states now (at least the work about to run):
-        idle ones beyond are dropped. So the buffers of the plan's longest recorded run stay
-        from one run, and one step, to the next, and shorter runs use their fronts: no new
-        pages each time (the pool drops idle arrays too small for a new one before making it)."""
-        ops.memory_limit(max(work, p.peak_bytes - live["states"]))
+        and the work about to run: idle ones beyond are dropped. Where the plan allows it
+        (Plan.keep), within what it allows beside the stored states now: the buffers of its
+        longest recorded segment then stay from one segment, and one step, to the next, and
+        shorter segments use their fronts, so that no pages are faulted in again."""
+        ops.memory_limit(max(work, p.peak_bytes - live["states"]) if p.keep else work)
 
     def advance(a: int, e: int, state: Any) -> Any:
         """The state at e from the one at a, keeping no tape, in pieces that fit the part of the

@@ -124,6 +124,11 @@ class Plan:
     peak_bytes: int  # stored states and caches at the worst moment (the initial state not counted)
     states: int  # states stored at once at most (the initial one not counted)
     storage: Storage
+    # whether the buffers of its longest recorded segment may stay for the whole walk (the
+    # executor then keeps them from one segment and one step to the next): every segment fits
+    # the peak beside them with the states stored while it runs (true of full BPTT, revolve and
+    # segments of one length)
+    keep: bool = True
 
     @property
     def recomputed(self) -> int:
@@ -218,12 +223,59 @@ def _mixed(T: int, budget: int, storage: Storage) -> Plan:
     root = _mixed_tree(n, L, choice)
     if g > 1:
         root = _scale(root, g, T)
+    best = _planned(T, "mixed", root, storage)
+    # within the mixed policy's space, never worse than either: revolve, and equal segments
+    # (whole steps where the program has blocks; one length, so that the executor's buffers
+    # for the longest segment are the plan's for every segment)
+    for other in (plan(T, budget, storage, "revolve").root, _equal_segments(T, budget, storage)):
+        if other is not None:
+            candidate = _planned(T, "mixed", other, storage)
+            if (candidate.forward_steps, runs(other)) < (best.forward_steps, runs(best.root)):
+                best = candidate
+    return best
+
+
+def _planned(T: int, policy: str, root: Node, storage: Storage) -> Plan:
     peak, depth = measure(root, storage)
-    mixed = Plan(T, "mixed", root, count(root), peak, depth, storage)
-    rev = plan(T, budget, storage, "revolve")  # within the mixed policy's space: never worse than it
-    if rev.forward_steps < mixed.forward_steps:
-        return Plan(T, "mixed", rev.root, rev.forward_steps, rev.peak_bytes, rev.states, storage)
-    return mixed
+    return Plan(T, policy, root, count(root), peak, depth, storage, _keeps(root, storage, peak))
+
+
+def _keeps(node: Node, storage: Storage, peak: int) -> bool:
+    """Whether every recorded segment of the plan, with the states stored while it runs, fits
+    `peak` beside the longest segment's bytes (Plan.keep)."""
+    if isinstance(node, Revolve):  # every segment one step
+        return True
+    held, longest, stack = [], 0, [(node, 0)]
+    while stack:
+        n, h = stack.pop()
+        n = expand(n)
+        if isinstance(n, Leaf):
+            held.append(h)
+            longest = max(longest, n.b - n.a)
+            continue
+        if n.left is not None:
+            stack.append((n.left, h))
+        stack.append((n.right, h + storage.state if n.store else h))
+    return max(held) + storage.leaf(longest) <= peak
+
+
+def _equal_segments(T: int, budget: int, storage: Storage) -> Node | None:
+    """Segments of one length k, the longest whose plan fits the budget: the state stored at
+    each segment's start on the way forward, each segment recorded from it, the last one
+    straight after its advance; a shorter remainder first, so that the last segment, which
+    is never run again, is a whole one (2T - k forward steps). None if no k fits."""
+    h = storage.state
+    for k in range(min(T, (budget - storage.segment) // storage.step), 0, -1):
+        n = -(-T // k)  # segments; n - 2 states stored at once besides the initial one
+        if max(n - 2, 0) * h + storage.leaf(k) <= budget:
+            break
+    else:
+        return None
+    bounds = [0, *range(T - (n - 1) * k, T, k)] if T % k else list(range(0, T, k))
+    node: Node = Leaf(bounds[-1], T)
+    for a, b in zip(reversed(bounds[:-1]), reversed(bounds[1:])):
+        node = Split(a, b, T, node != Leaf(b, T), node, Leaf(a, b))
+    return node
 
 
 def _mixed_table(n: int, budget: int, unit: Storage):
@@ -342,8 +394,21 @@ def segments_plan(T: int, k: int, storage: Storage) -> Plan:
     node: Node = Leaf(bounds[-1], T)
     for a, b in zip(reversed(bounds[:-1]), reversed(bounds[1:])):
         node = Split(a, b, T, True, node, Leaf(a, b)) if node != Leaf(b, T) else Split(a, b, T, False, node, Leaf(a, b))
-    peak, depth = measure(node, storage)
-    return Plan(T, "segments", node, count(node), peak, depth, storage)
+    return _planned(T, "segments", node, storage)
+
+
+def runs(node: Node) -> int:
+    """Runs of a plan tree: its recorded segments and its advances (each a call of the scans
+    with a fixed cost of its own), by walking it."""
+    total, stack = 0, [node]
+    while stack:
+        n = expand(stack.pop())
+        total += 1 if isinstance(n, Leaf) else n.y > n.a
+        if isinstance(n, Split):
+            stack.append(n.right)
+            if n.left is not None:
+                stack.append(n.left)
+    return total
 
 
 def count(node: Node) -> int:
