@@ -48,7 +48,7 @@ class LongCase(Case):
 
 
 def contenders(fractions: tuple[float, ...], torch: bool) -> list[str]:
-    names = ["full", "segments"]
+    names = ["full", "forward", "one step", "segments"]
     names += [f"{policy} {f:.1%}" for f in fractions for policy in ("revolve", "mixed")]
     return names + (["torch", "torch checkpoint"] if torch else [])
 
@@ -80,6 +80,15 @@ def _build(
     if name == "full":
         run = lambda: full_bptt(model, params, x, y)  # noqa: E731
         facts["forward_steps"] = length
+    elif name == "one step":  # one step's working memory: full BPTT over the first time step
+        run = lambda: full_bptt(model, params, x[:1], y[:1])  # noqa: E731
+    elif name == "forward":  # the forward pass alone, for its final state: what a recomputation costs
+
+        def run():
+            state, _ = model.initial_state(params, B)
+            with ops.step_context(model, params, None):
+                model.forward_levels(params, x, None, state, keep=False, state_only=True)
+
     else:
         if name == "segments":
             p = segments_plan(length, k, storage)
@@ -242,6 +251,8 @@ def run_budget(
                         times[w.name].append(s)
             peaks = {w.name: w.ask("peak")["above_mib"] for w in workers}
             for w in workers:
+                if w.name in ("forward", "one step"):
+                    continue
                 w.facts["grad_error"] = w.ask("check")["grad_error"]
                 if not w.facts["grad_error"] <= GRAD_TOL:
                     raise RuntimeError(
@@ -284,20 +295,30 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['machine']}; {results['threads']} threads, {results['blas']}; {results['kernels']}; "
         f"medians of {results['repeats']} alternated steps; {results['date']}.",
         "",
-        "| H | contender | time | x full | peak memory (MiB) | % of full | budget (MiB) | peak - budget (MiB) "
-        "| forward steps / T |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| H | contender | time | x full | floor | peak memory (MiB) | % of full | budget (MiB) "
+        "| peak - budget - one step (MiB) | forward steps / T |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    one = {r["hidden"]: r["peak_mib"] for r in results["rows"] if r["contender"] == "one step"}
+    fwd = {r["hidden"]: r["time_ratio"] for r in results["rows"] if r["contender"] == "forward"}
     for r in results["rows"]:
+        H = r["hidden"]
         budget = f"{r['budget_bytes'] / 2**20:.2f}" if "budget_bytes" in r else ""
-        over = f"{r['peak_mib'] - r['budget_bytes'] / 2**20:.2f}" if "budget_bytes" in r else ""
+        over = f"{r['peak_mib'] - r['budget_bytes'] / 2**20 - one[H]:.2f}" if "budget_bytes" in r and H in one else ""
         steps = f"{r['forward_steps'] / results['T']:.2f}" if "forward_steps" in r else ""
+        floor = f"{1 + (r['forward_steps'] / results['T'] - 1) * fwd[H]:.2f}" if "forward_steps" in r and H in fwd else ""
         lines.append(
-            f"| {r['hidden']} | {r['contender']} | {r['median_s'] * 1e3:.0f} ms | {r['time_ratio']:.2f} | "
+            f"| {H} | {r['contender']} | {r['median_s'] * 1e3:.0f} ms | {r['time_ratio']:.2f} | {floor} | "
             f"{r['peak_mib']:.1f} | {r['memory_ratio']:.1%} | {budget} | {over} | {steps} |"
         )
     weights = {r["hidden"]: r["weights_mib"] for r in results["rows"] if "weights_mib" in r}
     lines += [
+        "",
+        "forward: the forward pass alone over the T steps, for its final state (what recomputing them costs); "
+        "floor: 1 + (forward steps / T - 1) x forward's time, the least a plan that runs those forward steps can "
+        "cost, whatever its overheads. one step: full BPTT over one time step, whose peak is one step's working "
+        "memory (the gradients, the packed weights and their gradients' products, one step's tape); "
+        "peak - budget - one step <= 0 is a peak within the budget and one step's working memory.",
         "",
         "Peak memory: the worker's VmHWM over the timed steps above its resident memory before them "
         "(imports, weights, batch loaded). A budget counts what grows with T (stored states, recorded tapes, "
