@@ -142,6 +142,16 @@ def test_mixed_never_needs_more_than_revolve_or_equal_segments():
             assert p.peak_bytes <= budget and count(p.root) == p.forward_steps
 
 
+def test_a_budget_under_a_block_of_the_program_still_plans():
+    """Above MIXED_BLOCKS steps the program records blocks of T / 256 steps or more; a budget
+    under one such block (it used to make the program's tables negative) gets revolve's plan
+    or segments of one length, whichever runs fewer forward steps."""
+    st = Storage(32768, 153187, 477253)
+    for T, budget in ((100_000, 15_000_000), (20_000, 2_000_000), (1_000, st.leaf(1))):
+        p, r = plan(T, budget, st, "mixed"), plan(T, budget, st, "revolve")
+        assert p.peak_bytes <= budget and p.forward_steps <= r.forward_steps
+
+
 # ---- the executor against full BPTT ------------------------------------------------------------------
 CASES = [c for c in standard_cases() + variant_cases() if not c.bidirectional and not c.build().bidirectional]
 

@@ -306,7 +306,9 @@ def markdown(results: dict[str, Any]) -> str:
         budget = f"{r['budget_bytes'] / 2**20:.2f}" if "budget_bytes" in r else ""
         over = f"{r['peak_mib'] - r['budget_bytes'] / 2**20 - one[H]:.2f}" if "budget_bytes" in r and H in one else ""
         steps = f"{r['forward_steps'] / results['T']:.2f}" if "forward_steps" in r else ""
-        floor = f"{1 + (r['forward_steps'] / results['T'] - 1) * fwd[H]:.2f}" if "forward_steps" in r and H in fwd else ""
+        floor = (
+            f"{1 + (r['forward_steps'] / results['T'] - 1) * fwd[H]:.2f}" if "forward_steps" in r and H in fwd else ""
+        )
         lines.append(
             f"| {H} | {r['contender']} | {r['median_s'] * 1e3:.0f} ms | {r['time_ratio']:.2f} | {floor} | "
             f"{r['peak_mib']:.1f} | {r['memory_ratio']:.1%} | {budget} | {over} | {steps} |"
