@@ -781,6 +781,41 @@ def _cases() -> list[Case]:
             expect=["seq_len: expected at most", "received 50"],
         ),
         C(
+            "series-diff-unknown",
+            "data: series",
+            "a differencing order the series task does not have",
+            S("--diff", "3"),
+            expect=["diff: expected one of auto, 0, 1, 2, received '3'"],
+        ),
+        C(
+            "series-seasonal-one",
+            "data: series",
+            "a seasonal difference of period 1",
+            S("--seasonal-diff", "1"),
+            expect=["seasonal_diff: expected 0 (none) or a period of at least 2, received 1"],
+        ),
+        C(
+            "series-seasonal-too-long",
+            "data: series",
+            "a seasonal period that leaves too few training values",
+            S("--seasonal-diff", "400"),
+            expect=["seasonal_diff: expected differencing that leaves at least 3 of the 360 training values"],
+        ),
+        C(
+            "series-diff-columns",
+            "data: series",
+            "differencing a series of several columns",
+            S("--column", "t,value", "--diff", "1"),
+            expect=["diff: expected it only for a series of one column, received --diff 1"],
+        ),
+        C(
+            "text-diff",
+            "data: series",
+            "--diff for a text run",
+            T("--diff", "1"),
+            expect=["diff: expected only with --task series, received '1' with task 'text'"],
+        ),
+        C(
             "series-no-data",
             "data: series",
             "a series task without data",
@@ -1940,6 +1975,12 @@ def _columns_workspace() -> None:
         shutil.copytree("runs/cols", dst)
         os.unlink(os.path.join(dst, "best.npz"))
         _edit(lambda a, m, fn=fn: fn(m))(os.path.join(dst, "checkpoint.npz"), name)
+    dst = os.path.join("crafted", "difference-order")  # a one-column run with a crafted differencing
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    shutil.copytree("runs/series", dst)
+    os.unlink(os.path.join(dst, "best.npz"))
+    _edit(lambda a, m: m.update(difference={"d": 5, "s": 0}))(os.path.join(dst, "checkpoint.npz"), "difference")
 
 
 def _forecast_columns_api(ws):
@@ -2078,6 +2119,13 @@ def _columns_cases() -> list[Case]:
             "a checkpoint with a list of means and one std",
             ["forecast", "crafted/columns-normalizer-mixed"],
             expect=["meta.normalizer: expected an object with a finite mean and a positive std (numbers, or lists"],
+        ),
+        C(
+            "difference-order",
+            g,
+            "a checkpoint whose series differencing has an order of 5",
+            ["forecast", "crafted/difference-order"],
+            expect=["meta.difference: expected an object with the orders d (0, 1 or 2) and s"],
         ),
         C(
             "columns-api-forecast-no-future",

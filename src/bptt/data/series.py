@@ -286,6 +286,114 @@ class Normalizer:
         return z * _vector(self.std) + _vector(self.mean)
 
 
+DIFF_CHOICES = ("auto", "0", "1", "2")
+TREND_R2 = 0.5  # auto: first differences where a straight line explains at least this much of the training part
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Differencing of one series: w(t) = (1 - B)^d (1 - B^s) v(t), B the backshift (B v(t) =
+    v(t-1)); s = 0: no seasonal difference. The model learns w (normalised) and its
+    predictions are turned back into values of v: w(t) = sum_k c_k v(t-k) with c_0 = 1
+    (`coeffs`), so v(t) = w(t) - sum_{k>=1} c_k v(t-k), from the values before t: the true
+    ones for one-step predictions (`restore`), the predicted ones for an iterated forecast
+    (`integrate`). The first `order` = d + s values have no w of their own."""
+
+    d: int = 0
+    s: int = 0
+
+    def __post_init__(self) -> None:
+        for key, ok, want in (
+            ("d", self.d in (0, 1, 2), "0, 1 or 2"),
+            ("s", self.s == 0 or self.s >= 2, "0 (none) or a period of at least 2"),
+        ):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not ok:
+                raise BpttError(f"difference {key}: expected {want}, received {v!r}")
+            object.__setattr__(self, key, int(v))
+
+    @property
+    def order(self) -> int:
+        return self.d + self.s
+
+    @property
+    def coeffs(self) -> np.ndarray:
+        """c_0 .. c_order of (1 - B)^d (1 - B^s)."""
+        c = np.array([1.0])
+        for _ in range(self.d):
+            c = np.convolve(c, [1.0, -1.0])
+        if self.s:
+            c = np.convolve(c, np.r_[1.0, np.zeros(self.s - 1), -1.0])
+        return c
+
+    def __bool__(self) -> bool:
+        return self.order > 0
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        """w for t = order .. len(v) - 1."""
+        v = np.asarray(v, np.float64)
+        if len(v) <= self.order + 1:
+            raise BpttError(
+                f"series: expected more than {self.order + 1} values for {self.describe()}, received {len(v)}"
+            )
+        c, p = self.coeffs, self.order
+        return sum(c[k] * v[p - k : len(v) - k] for k in range(p + 1))
+
+    def restore(self, w: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
+        """Values of v(t) for t = start, start + 1, ... from predictions w of w(t) and the true
+        values of v before each t (start >= order)."""
+        w, v = np.asarray(w, np.float64), np.asarray(v, np.float64)
+        c, p = self.coeffs, self.order
+        assert start >= p and start + len(w) <= len(v)
+        t = np.arange(start, start + len(w))
+        return w - sum(c[k] * v[t - k] for k in range(1, p + 1))
+
+    def integrate(self, w: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """An iterated forecast: v(t) for the len(w) steps after `history`, each from its
+        predicted w(t) and the values before it (predicted ones after the history)."""
+        c, p = self.coeffs, self.order
+        v = list(np.asarray(history, np.float64)[-p:]) if p else []
+        out = np.empty(len(w))
+        for i, wi in enumerate(np.asarray(w, np.float64)):
+            out[i] = wi - sum(c[k] * v[-k] for k in range(1, p + 1))
+            v.append(out[i])
+        return out
+
+    def describe(self) -> str:
+        parts = [f"differences of order {self.d}" if self.d > 1 else "first differences"] if self.d else []
+        if self.s:
+            parts.append(f"a seasonal difference of period {self.s}")
+        return " and ".join(parts) if parts else "no differencing"
+
+    def as_dict(self) -> dict[str, int]:
+        return {"d": self.d, "s": self.s}
+
+    @classmethod
+    def choose(cls, diff: str, seasonal: int, train: np.ndarray) -> tuple[Difference, str]:
+        """The differencing of --diff (auto, 0, 1, 2) and --seasonal-diff, and why: auto takes
+        first differences where a straight line fitted to the training part explains at least
+        TREND_R2 of its variance (a trend a stationary model cannot follow out of its range)."""
+        if diff != "auto":
+            return cls(int(diff), seasonal), f"{cls(int(diff), seasonal).describe()} (as asked)"
+        r2 = trend_r2(train)
+        d = 1 if r2 >= TREND_R2 else 0
+        why = "a trend" if d else "no strong trend"
+        return cls(d, seasonal), (
+            f"{cls(d, seasonal).describe()} (auto: {why}, a straight line explains {r2:.0%} of the training part's "
+            f"variance; {TREND_R2:.0%} or more takes first differences)"
+        )
+
+
+def trend_r2(v: np.ndarray) -> float:
+    """The part of v's variance a least-squares straight line over time explains (R^2)."""
+    v = np.asarray(v, np.float64)
+    if len(v) < 3 or not np.var(v) > 0:
+        return 0.0
+    t = np.arange(len(v), dtype=np.float64)
+    r = np.corrcoef(t, v)[0, 1]
+    return float(r * r) if np.isfinite(r) else 0.0
+
+
 def _vector(x):
     """A per-column tuple as an array (over the last axis); a number stays a Python float."""
     return np.asarray(x) if isinstance(x, tuple) else x

@@ -36,7 +36,19 @@ from .trainer import Stop, Trainer, TrainResult
 __all__ = ["Stop", "fit"]
 
 # settings that choose or cut the data of a file: arrays come with their own
-_FILE_KEYS = ("data", "task", "seq_len", "batching", "column", "target", "missing", "embed", "sample_length")
+_FILE_KEYS = (
+    "data",
+    "task",
+    "seq_len",
+    "batching",
+    "column",
+    "target",
+    "missing",
+    "diff",
+    "seasonal_diff",
+    "embed",
+    "sample_length",
+)
 _SPIKING = ("lif", "alif")
 
 

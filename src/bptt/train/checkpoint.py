@@ -259,6 +259,15 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
             "an object with a finite mean and a positive std (numbers, or lists of one per column)",
             normalizer_ok,
         )
+        if "difference" in meta:
+            _typed(
+                path,
+                meta,
+                "difference",
+                (dict,),
+                DIFFERENCE,
+                difference_ok,
+            )
         if "series_columns" in meta:
             _typed(
                 path,
@@ -271,6 +280,20 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
                     and all(isinstance(n, list) and n and all(isinstance(x, str) for x in n) for n in v.values())
                 ),
             )
+
+
+DIFFERENCE = "an object with the orders d (0, 1 or 2) and s (0 or a period of at least 2)"
+
+
+def difference_ok(v: Any) -> bool:
+    """A series' differencing as JSON: {"d": 0|1|2, "s": 0 or a period >= 2}."""
+    return (
+        isinstance(v, dict)
+        and set(v) == {"d", "s"}
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in v.values())
+        and v["d"] in (0, 1, 2)
+        and (v["s"] == 0 or v["s"] >= 2)
+    )
 
 
 def normalizer_ok(v: Any) -> bool:

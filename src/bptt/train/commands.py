@@ -309,8 +309,16 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     history = _series_of(run, hist_path, args.column)
     truth = _series_of(run, args.data, args.column) if args.data else None
     horizon = args.horizon or (len(truth) if truth is not None else 100)
-    norm = run.normalizer
-    pred = norm.inverse(forecast(run.model, run.params, norm(history), horizon).astype(np.float64))
+    norm, diff = run.normalizer, run.difference
+    if diff and len(history) < diff.order + 2:
+        raise BpttError(
+            f"--history: expected at least {diff.order + 2} values (the run models {diff.describe()}), "
+            f"received {len(history)}"
+        )
+    z = norm(diff(history) if diff else history)
+    pred = norm.inverse(forecast(run.model, run.params, z, horizon).astype(np.float64))
+    if diff:  # forecasts of the differences, added back up from the history's last values
+        pred = diff.integrate(pred, history)
     if truth is not None:
         n = min(horizon, len(truth))
         score = ser.nmse(pred[:n], truth[:n])
@@ -356,16 +364,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"--warmup: expected fewer than {len(values) - 1} steps (the {len(values) - 1} predictions of "
             f"{args.data!r}), received {warmup}"
         )
-    norm = run.normalizer
-    z = norm(values).astype(run.cfg.dtype)
+    norm, diff = run.normalizer, run.difference
+    p = diff.order  # values before the first predicted difference
+    if p and len(values) < p + 2 + warmup:
+        raise BpttError(
+            f"--data: expected at least {p + 2 + warmup} values (the run models {diff.describe()}, which takes "
+            f"the first {p}; warm-up {warmup}), received {len(values)}"
+        )
+    z = norm(diff(values) if p else values).astype(run.cfg.dtype)
     y, _ = run.model.forward(run.params, z[:-1, None, None])
-    pred = norm.inverse(y[:, 0, 0].astype(np.float64))[warmup:]
-    truth = values[1:][warmup:]
+    pred = norm.inverse(y[:, 0, 0].astype(np.float64))
+    if p:  # predictions of values p + 1 .., each from its predicted difference and the true values before it
+        pred = diff.restore(pred, values, p + 1)
+    pred = pred[warmup:]
+    truth = values[1 + p :][warmup:]
+    seeded = f" and the {p} value{'s' * (p > 1)} the differences start from" if p else ""
     print(
-        f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {warmup}): "
+        f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {warmup}{seeded}): "
         f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
     )
-    print(_against_baselines(_baselines(_training_part(run)), values, 1 + warmup, pred))
+    print(_against_baselines(_baselines(_training_part(run)), values, 1 + p + warmup, pred))
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..algorithms.budget import parse_bytes
 from ..algorithms.plan import POLICIES
 from ..cells import ALIASES, CELLS
-from ..data.series import MISSING_RULES, parse_columns
+from ..data.series import DIFF_CHOICES, MISSING_RULES, parse_columns
 from ..errors import BpttError, did_you_mean, one_of
 from ..optim import OPTIMIZERS
 
@@ -42,6 +42,8 @@ class TrainConfig:
     column: str = ""
     target: str = ""
     missing: str = "error"
+    diff: str = "auto"
+    seasonal_diff: int = 0
     val_fraction: float = 0.1
     # model
     cell: str = "lstm"
@@ -120,6 +122,17 @@ class TrainConfig:
             raise one_of("batching", self.batching, ("stream", "window"))
         if self.missing not in MISSING_RULES:
             raise one_of("missing", self.missing, MISSING_RULES)
+        if isinstance(self.diff, int) and not isinstance(self.diff, bool):  # (diff = 1 in a TOML file)
+            self.diff = str(self.diff)
+        if self.diff not in DIFF_CHOICES:
+            raise one_of("diff", self.diff, DIFF_CHOICES)
+        if (
+            isinstance(self.seasonal_diff, bool)
+            or not isinstance(self.seasonal_diff, int)
+            or self.seasonal_diff == 1
+            or self.seasonal_diff < 0
+        ):
+            raise bad("seasonal_diff", "0 (none) or a period of at least 2")
         for key in ("hidden", "layers", "batch_size", "seq_len", "eval_every", "diverge_after"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -232,6 +245,8 @@ class TrainConfig:
             "column": (self.task == "series", "--task series"),
             "target": (self.task == "series", "--task series"),
             "missing": (self.task == "series", "--task series"),
+            "diff": (self.task == "series", "--task series"),
+            "seasonal_diff": (self.task == "series", "--task series"),
             "data": (self.task in ("text", "series"), "--task text or series"),
             "seq_len": (
                 self.task in ("text", "series") or (self.task in LONG_TERM and self.task != "embedded-reber"),
@@ -259,6 +274,8 @@ class TrainConfig:
             "column": "",
             "target": "",
             "missing": "error",
+            "diff": "auto",
+            "seasonal_diff": 0,
             "embed": 0,
             "sample_length": 0,
             "k1": 0,
@@ -274,6 +291,8 @@ class TrainConfig:
                     "column": "task",
                     "target": "task",
                     "missing": "task",
+                    "diff": "task",
+                    "seasonal_diff": "task",
                     "data": "task",
                     "seq_len": "task",
                     "val_fraction": "task",
@@ -375,6 +394,11 @@ HELP = {
     "missing": "series: what a missing value (an empty field, NA, NaN, nan or ?) in the columns used does: error "
     "(names its row and column), drop (its row) or interpolate (linearly between the column's neighbours; before "
     "the first or after the last value: the nearest one)",
+    "diff": "series: model the differences of the series instead of its values, predictions and forecasts turned "
+    "back into values (metrics on the original scale): 1 (first differences), 2, 0 (none) or auto (first "
+    "differences where a straight line explains at least half the training part's variance; said in the log)",
+    "seasonal_diff": "series: also a seasonal difference of this period, v(t) - v(t - s) (e.g. 12 for monthly data "
+    "with a yearly cycle; 0: none)",
     "val_fraction": "the last fraction of the data is held out for validation",
     "cell": "elman, jordan, gru, lstm, or spiking: lif, alif (adaptive; with --task cue-accumulation half the neurons adapt)",
     "hidden": "units per recurrent layer",

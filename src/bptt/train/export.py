@@ -40,6 +40,7 @@ import numpy as np
 from .. import interop, optim
 from .._version import __version__
 from ..cells import ALIASES
+from ..data import series as ser
 from ..data import text as txt
 from ..errors import BpttError, one_of
 from ..files import atomic_write, write_json
@@ -129,6 +130,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         info["vocab"] = run.meta["vocab"]
     elif run.cfg.task == "series":
         info["normalizer"] = dict(run.meta["normalizer"])
+        if "difference" in run.meta:  # the model's inputs and outputs are differences of the series
+            info["difference"] = dict(run.meta["difference"])
         name = run.meta.get("series_name")  # (one column; a run of several records its columns)
         cols = run.meta.get("series_columns") or ({"inputs": [name], "targets": [name]} if name else None)
         if cols:
@@ -273,6 +276,7 @@ def _parse_description(text: str, where: str) -> dict[str, Any]:
             "an object with a finite mean and a positive std (numbers, or lists of one per column)",
             ckpt.normalizer_ok,
         ),
+        "difference": (ckpt.DIFFERENCE, ckpt.difference_ok),
         "columns": (
             "an object with lists of column names 'inputs' and 'targets'",
             lambda v: (
@@ -473,14 +477,24 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
     elif "normalizer" in meta:
         norm, how = dict(meta["normalizer"]), "the description"
     elif cfg.data:
-        fitted = SeriesTask(cfg).norm  # as bptt train fits it: on the training part of --data
-        norm, how = {"mean": float(fitted.mean), "std": float(fitted.std)}, f"fitted on {cfg.data} as bptt train does"
+        task = SeriesTask(cfg)  # as bptt train fits it: on the training part of --data
+        norm, how = (
+            {"mean": float(task.norm.mean), "std": float(task.norm.std)},
+            f"fitted on {cfg.data} as bptt train does",
+        )
+        if task.diff and "difference" not in meta:
+            meta = {**meta, "difference": task.diff.as_dict()}
     else:
         raise BpttError(
             f"--mean, --std: expected the series normaliser z = (v - mean) / std the model was trained with ({where} "
             "carries none; or --data to fit it as bptt train does), received none"
         )
-    return {"normalizer": norm}, f"normaliser mean {norm['mean']:.6g}, std {norm['std']:.6g} (from {how})"
+    out: dict[str, Any] = {"normalizer": norm}
+    said = f"normaliser mean {norm['mean']:.6g}, std {norm['std']:.6g} (from {how})"
+    if "difference" in meta:
+        out["difference"] = dict(meta["difference"])
+        said += f", {ser.Difference(**meta['difference']).describe()}"
+    return out, said
 
 
 def _columns_meta(cfg: TrainConfig, meta: dict[str, Any], args, where: str) -> tuple[dict[str, Any], str]:

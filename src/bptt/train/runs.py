@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cells.base import Params
-from ..data.series import Normalizer
+from ..data.series import Difference, Normalizer
 from ..data.text import Vocab
 from ..errors import BpttError
 from ..model import Model
@@ -32,6 +32,11 @@ class Run:
     @property
     def normalizer(self) -> Normalizer:
         return Normalizer(**self.meta["normalizer"])
+
+    @property
+    def difference(self) -> Difference:
+        """The series' differencing (none where the run's record has none)."""
+        return Difference(**self.meta.get("difference", {}))
 
 
 def load_run(folder: str, which: str = "best") -> Run:

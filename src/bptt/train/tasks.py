@@ -177,7 +177,9 @@ class SeriesTask(_Batches):
 
     kind = "series"
 
-    def __init__(self, cfg: TrainConfig, normalizer: ser.Normalizer | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, normalizer: ser.Normalizer | None = None, difference: ser.Difference | None = None
+    ) -> None:
         self.cfg = cfg
         if not cfg.data:
             raise BpttError("data: expected a series file for --task series, received none")
@@ -190,7 +192,16 @@ class SeriesTask(_Batches):
         self.name = ", ".join(self.table.names)
         n_val = int(round(len(self.values) * cfg.val_fraction))
         self.n_train, self.n_val = len(self.values) - n_val, n_val
-        self.norm = normalizer or ser.Normalizer.fit(self.values[: self.n_train])
+        self.diff, self.diff_note = self._difference(cfg, difference)
+        p = self.diff.order  # the modelled series w starts at value p
+        if p and self.n_train - p < 3:
+            key, got = ("seasonal_diff", self.diff.s) if self.diff.s else ("diff", self.diff.d)
+            raise BpttError(
+                f"{key}: expected differencing that leaves at least 3 of the {self.n_train} training values "
+                f"({self.diff.describe()} takes the first {p}), received {got}"
+            )
+        self.w = self.diff(self.values) if self.diff else self.values
+        self.norm = normalizer or ser.Normalizer.fit(self.w[: self.n_train - p])
         want = len(self.table.names) if self.multi else None
         if self.norm.columns != want:
             raise BpttError(
@@ -198,8 +209,8 @@ class SeriesTask(_Batches):
                 f"columns {self.name}), received "
                 + ("one of each" if self.norm.columns is None else f"{self.norm.columns} of each")
             )
-        self.z = self.norm(self.values)
-        self.z_train = self.z[: self.n_train]
+        self.z = self.norm(self.w)
+        self.z_train = self.z[: self.n_train - p]
         if self.n_train < 3:
             raise BpttError(f"val_fraction: expected at least 3 training values, received {self.n_train}")
         self.mode = cfg.batching_mode
@@ -216,10 +227,26 @@ class SeriesTask(_Batches):
             else:
                 self.streams = txt.batchify(self.z_train, cfg.batch_size)[..., None].astype(self.dtype)
             self.segs = txt.segments(self.streams, cfg.seq_len)
-        elif cfg.seq_len > self.n_train - 2:
+        elif cfg.seq_len > len(self.z_train) - 2:
             raise BpttError(
-                f"seq_len: expected at most {self.n_train - 2} for {self.n_train} training values, received {cfg.seq_len}"
+                f"seq_len: expected at most {len(self.z_train) - 2} for {self.n_train} training values"
+                + (f" ({len(self.z_train)} differences)" if p else "")
+                + f", received {cfg.seq_len}"
             )
+
+    def _difference(self, cfg: TrainConfig, given: ser.Difference | None) -> tuple[ser.Difference, str]:
+        """The run's differencing (a resumed run's own; else --diff and --seasonal-diff, auto
+        looking for a trend in the training part) and what to say of it."""
+        if given is not None:
+            return given, given.describe()
+        if self.multi:
+            if cfg.diff not in ("auto", "0") or cfg.seasonal_diff:
+                raise BpttError(
+                    f"diff: expected it only for a series of one column, received --diff {cfg.diff} "
+                    f"--seasonal-diff {cfg.seasonal_diff} with the columns {self.name}"
+                )
+            return ser.Difference(), ""
+        return ser.Difference.choose(cfg.diff, cfg.seasonal_diff, self.values[: self.n_train])
 
     @property
     def dtype(self):
@@ -243,8 +270,9 @@ class SeriesTask(_Batches):
 
     def diagnostic_batch(self) -> tuple:
         """4 windows of seq_len steps at evenly spaced places of the training series."""
-        T = min(self.cfg.seq_len, self.n_train - 1)
-        starts = np.linspace(0, self.n_train - T - 1, 4).astype(int)
+        n = len(self.z_train)
+        T = min(self.cfg.seq_len, n - 1)
+        starts = np.linspace(0, n - T - 1, 4).astype(int)
         idx = starts[None, :] + np.arange(T)[:, None]
         z = np.asarray(self.z_train, self.dtype)
         if self.multi:
@@ -260,7 +288,12 @@ class SeriesTask(_Batches):
             return self.norm.take(self.targets).inverse(y[:, 0, :].astype(np.float64))
         x = np.asarray(z[:-1], self.dtype)[:, None, None]
         y, _ = model.forward(params, x)
-        return self.norm.inverse(y[:, 0, 0].astype(np.float64))
+        pred = self.norm.inverse(y[:, 0, 0].astype(np.float64))
+        if not self.diff:
+            return pred
+        # z holds w from value p on: its predictions are of values p + 1 .. (none for the first p)
+        p = self.diff.order
+        return np.r_[np.full(p, np.nan), self.diff.restore(pred, self.values, p + 1)]
 
     def evaluate(self, model: Model, params) -> dict[str, float] | None:
         """NMSE and MSE of the one-step predictions of the validation split; with several
@@ -279,7 +312,10 @@ class SeriesTask(_Batches):
         if self.multi:
             cols = {"inputs": self.table.input_names, "targets": self.table.target_names}
             return {"normalizer": self.norm.as_dict(), "series_columns": cols}
-        return {"normalizer": {"mean": self.norm.mean, "std": self.norm.std}, "series_name": self.name}
+        meta = {"normalizer": {"mean": self.norm.mean, "std": self.norm.std}, "series_name": self.name}
+        if self.diff:
+            meta["difference"] = self.diff.as_dict()
+        return meta
 
     def describe(self) -> str:
         note = f"; {self.table.note()}" if self.table.note() else ""
@@ -292,9 +328,10 @@ class SeriesTask(_Batches):
                 f"targets {', '.join(self.table.target_names)} at t+1, train {self.n_train} / validation "
                 f"{self.n_val}, normalised per column ({self.name}) by mean {means}, std {stds}{note}"
             )
+        what = f"{self.diff_note}, then normalised" if self.diff else "normalised"
         return (
             f"series {self.source} ({self.name}): {len(self.values)} values, train {self.n_train} / "
-            f"validation {self.n_val}, normalised by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}{note}"
+            f"validation {self.n_val}, {what} by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}{note}"
         )
 
 
@@ -509,5 +546,7 @@ def make_task(cfg: TrainConfig, meta: dict[str, Any] | None = None):
     if cfg.task == "text":
         vocab = txt.Vocab(meta["vocab"]) if "vocab" in meta else None
         return TextTask(cfg, vocab)
-    norm = ser.Normalizer(**meta["normalizer"]) if "normalizer" in meta else None
-    return SeriesTask(cfg, norm)
+    if "normalizer" not in meta:
+        return SeriesTask(cfg)
+    # a run's own normaliser and differencing (none where its record has none)
+    return SeriesTask(cfg, ser.Normalizer(**meta["normalizer"]), ser.Difference(**meta.get("difference", {})))
