@@ -18,6 +18,7 @@ CONFIG = dict(
     cell="lstm",
     hidden=256,
     layers=1,
+    dropout=0.0,
     optimizer="adam",
     lr=3e-3,
     schedule="cosine",

@@ -24,7 +24,7 @@ from .cells import (
 )
 from .diagnostics import GradcheckResult, gradcheck, numeric_grad
 from .errors import BpttError
-from .layers import Dense, Embedding, Level, RateRegularizer, Recurrent, rnn
+from .layers import Dense, Dropout, Embedding, Level, RateRegularizer, Recurrent, rnn
 from .losses import Loss
 from .model import Model, ModelState
 from .scan import scan_backward, scan_forward
@@ -37,6 +37,7 @@ __all__ = [
     "CELLS",
     "Cell",
     "Dense",
+    "Dropout",
     "Elman",
     "ElmanState",
     "Embedding",

@@ -40,8 +40,9 @@ EXPECTED = (
 
 def torch_problem(model: Model) -> str | None:
     """What keeps `model` from being torch's [nn.Embedding ->] nn.RNN/GRU/LSTM -> nn.Linear, in a
-    few words ('a jordan level jordan0', ...); None when nothing does."""
-    levels = model.levels
+    few words ('a jordan level jordan0', ...); None when nothing does. Dropout levels are the
+    identity outside training (torch's modules in eval mode): passed over."""
+    levels = [lv for lv in model.levels if lv.kind != "dropout"]
     first = 1 if levels and isinstance(levels[0], Embedding) else 0
     rec = model.recurrent_levels
     if not rec:

@@ -139,7 +139,21 @@ class Dense(Level):
         return f"Dense({self.size}, activation={self.activation.name!r}, name={self.name!r})"
 
 
-class RateRegularizer(Level):
+class _Passing(Level):
+    """A level without parameters whose output has its input's size."""
+
+    @property
+    def output_size(self) -> int:
+        return self.input_size if self.input_size is not None else self.size
+
+    def local_shapes(self):
+        return {}
+
+    def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
+        return {}
+
+
+class RateRegularizer(_Passing):
     """Firing-rate regularisation of the level below (spikes), as spiking networks are trained
     (Bellec et al. 2020): its output is its input unchanged, and its backward adds the gradient
     of R = strength/2 sum_j (rate_j - target)^2, rate_j the mean of unit j's output over the
@@ -157,16 +171,6 @@ class RateRegularizer(Level):
         if target > 1:
             raise BpttError(f"target: expected spikes per step in [0, 1], received {target!r}")
         self.target, self.strength = float(target), float(strength)
-
-    @property
-    def output_size(self) -> int:
-        return self.input_size if self.input_size is not None else self.size
-
-    def local_shapes(self):
-        return {}
-
-    def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
-        return {}
 
     def penalty(self, y: np.ndarray) -> float:
         rate = y.reshape(-1, y.shape[-1]).mean(axis=0)
@@ -186,6 +190,53 @@ class RateRegularizer(Level):
 
     def __repr__(self) -> str:
         return f"RateRegularizer(target={self.target!r}, strength={self.strength!r}, name={self.name!r})"
+
+
+class Dropout(_Passing):
+    """Variational dropout of the level below's outputs (Gal & Ghahramani 2016): while a batch
+    is trained, sequence b keeps unit j with probability 1 - rate, the same at every time step,
+    its kept values scaled by 1 / (1 - rate); otherwise (no masks drawn: evaluation, sampling,
+    forecasting) the level is the identity. `draw(rng, B, dtype)` draws a batch's masks and
+    `clear()` drops them (Model.dropout does both around a step). With its masks held the level
+    is linear, so every gradient algorithm's gradient is exactly that of the masked network,
+    and a segment run again (memory-budgeted BPTT) meets the same masks."""
+
+    kind = "dropout"
+
+    def __init__(self, rate: float, name: str | None = None) -> None:
+        super().__init__(1, name)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise BpttError(f"dropout rate: expected a number in [0, 1), received {rate!r}")
+        self.rate = float(rate)
+        self.mask: np.ndarray | None = None  # (B, D): 0 or 1 / (1 - rate)
+
+    def draw(self, rng: np.random.Generator, batch: int, dtype: Any) -> None:
+        keep = rng.random((batch, self.output_size)) >= self.rate
+        self.mask = (keep / (1.0 - self.rate)).astype(dtype)
+
+    def clear(self) -> None:
+        self.mask = None
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        if self.mask is None:
+            return x
+        if x.shape[-2:] != self.mask.shape:
+            raise BpttError(
+                f"{self.name}: expected a batch of {self.mask.shape[0]} sequences (its masks), received shape {x.shape}"
+            )
+        return x * self.mask
+
+    def forward(self, p: Params, x: np.ndarray):
+        return self._apply(x), None
+
+    def backward(self, p: Params, cache: Any, dy: np.ndarray, g: Params, need_dx: bool):
+        return self._apply(dy)
+
+    def forward_jvp(self, p: Params, cache: Any, dx: np.ndarray) -> np.ndarray:
+        return self._apply(dx).copy()
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate!r}, name={self.name!r})"
 
 
 class Direction(NamedTuple):

@@ -17,7 +17,8 @@ each field (B, n).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,19 @@ class Model:
     @property
     def recurrent_levels(self) -> list[Recurrent]:
         return [lv for lv in self.levels if lv.recurrent]
+
+    @contextlib.contextmanager
+    def dropout(self, rng: np.random.Generator, batch: int, dtype: Any) -> Iterator[None]:
+        """Within: every Dropout level holds masks for a batch of `batch` sequences, drawn from
+        rng (level by level); after, none (the levels are the identity again)."""
+        levels = [lv for lv in self.levels if lv.kind == "dropout"]
+        for lv in levels:
+            lv.draw(rng, batch, dtype)
+        try:
+            yield
+        finally:
+            for lv in levels:
+                lv.clear()
 
     @property
     def bidirectional(self) -> bool:

@@ -73,6 +73,7 @@ def interrupt_at(n):
         "text-rtrl",
         "text-uoro",
         "text-eprop",
+        "text-dropout",
     ],
 )
 def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file, series_files, kind):
@@ -95,6 +96,7 @@ def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file
         "text-eprop": dict(
             data=text_file, algorithm="eprop", eprop_feedback="random", hidden=5, seq_len=6, batch_size=2
         ),
+        "text-dropout": dict(data=text_file, dropout=0.3, layers=2),
     }[kind]
     a = Trainer(small(tmp_path / "a", **extra)).run()
     b = Trainer(small(tmp_path / "b", **extra)).run(on_step=interrupt_at(6))

@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not getattr(task, "multi", False) and task.n_val:
                 base = _baselines(task.values[: task.n_train])
                 if base is not None and task.n_train >= base.first():
-                    val = task.values[task.n_train :]
+                    val = task.values[task.n_train : task.n_train + task.n_val]
                     scored = scores(base.one_step(task.values, task.n_train), val)
                     print(f"validation {verdict(ev['nmse'], scored)}")
     if res.stopped == "diverged":
@@ -122,23 +122,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         atomic_write(os.path.join(res.run_dir, "sample.txt"), lambda f: f.write(text.encode()))
         print("sample (temperature 0.8):\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
     elif task.kind == "series" and task.n_val and task.multi:  # the first target column
-        pred = task.one_step_predictions(run.model, run.params, task.z)[task.n_train - 1 :, 0]
+        a, e = task.n_train, task.n_train + task.n_val
+        pred = task.one_step_predictions(run.model, run.params, task.z)[a - 1 : e - 1, 0]
         truth = task.values[:, task.targets[0]]
         plot_series(
             os.path.join(res.run_dir, "prediction.png"),
-            truth[task.n_train :],
+            truth[a:e],
             pred,
             f"{task.table.target_names[0]}: one-step predictions on the validation split, "
-            f"NMSE {ser.nmse(pred, truth[task.n_train :]):.4f}",
+            f"NMSE {ser.nmse(pred, truth[a:e]):.4f}",
             truth[: task.n_train],
         )
     elif task.kind == "series" and task.n_val:
-        pred = task.one_step_predictions(run.model, run.params, task.z)[task.n_train - 1 :]
+        a, e = task.n_train, task.n_train + task.n_val
+        pred = task.one_step_predictions(run.model, run.params, task.z)[a - 1 : e - 1]
         plot_series(
             os.path.join(res.run_dir, "prediction.png"),
-            task.values[task.n_train :],
+            task.values[a:e],
             pred,
-            f"one-step predictions on the validation split, NMSE {ser.nmse(pred, task.values[task.n_train :]):.4f}",
+            f"one-step predictions on the validation split, NMSE {ser.nmse(pred, task.values[a:e]):.4f}",
             task.values[: task.n_train],
         )
     print(f"run folder: {res.run_dir}")
@@ -178,7 +180,8 @@ def _training_part(run) -> np.ndarray | None:
     if not run.cfg.data or not os.path.isfile(run.cfg.data):
         return None
     values = _series_of(run, run.cfg.data, None)
-    return values[: len(values) - int(round(len(values) * run.cfg.val_fraction))]
+    held = int(round(len(values) * run.cfg.val_fraction)) + int(round(len(values) * run.cfg.test_fraction))
+    return values[: len(values) - held]
 
 
 def _baselines(train: np.ndarray | None) -> Baselines | None:

@@ -45,11 +45,13 @@ class TrainConfig:
     diff: str = "auto"
     seasonal_diff: int = 0
     val_fraction: float = 0.1
+    test_fraction: float = 0.0
     # model
     cell: str = "lstm"
     hidden: int = 256
     layers: int = 1
     embed: int = 0
+    dropout: float = 0.0
     # optimisation
     optimizer: str = "adam"
     lr: float = 3e-3
@@ -164,8 +166,10 @@ class TrainConfig:
             "epochs",
             "max_seconds",
             "val_fraction",
+            "test_fraction",
             "truncation_prob",
             "plateau_factor",
+            "dropout",
         ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
@@ -176,6 +180,13 @@ class TrainConfig:
             raise bad("truncation_prob", "a number in [0, 1)")
         if not self.val_fraction < 1.0:
             raise bad("val_fraction", "a number in [0, 1)")
+        if not self.val_fraction + self.test_fraction < 1.0:
+            raise bad(
+                "test_fraction",
+                f"a number in [0, {1 - self.val_fraction:g}) (with --val-fraction {self.val_fraction:g})",
+            )
+        if not self.dropout < 1.0:
+            raise bad("dropout", "a number in [0, 1)")
         if not 0.0 < self.plateau_factor < 1.0:
             raise bad("plateau_factor", "a number in (0, 1)")
         if self.steps == 0 and self.epochs == 0:
@@ -253,8 +264,13 @@ class TrainConfig:
                 "--task text, series or a long-term task but embedded-reber",
             ),
             "val_fraction": (self.task in ("text", "series"), "--task text or series"),
+            "test_fraction": (self.task in ("text", "series"), "--task text or series"),
             "batching": (self.task in ("text", "series"), "--task text or series"),
             "embed": (self.task == "text", "--task text"),
+            "dropout": (
+                self.task in ("text", "series") and self.algorithm in ("full", "tbptt", "random", "artbp"),
+                "--task text or series and --algorithm full, tbptt, random or artbp",
+            ),
             "sample_length": (self.task == "text", "--task text"),
             "k1": (self.algorithm == "tbptt", "--algorithm tbptt"),
             "k2": (self.algorithm == "tbptt", "--algorithm tbptt"),
@@ -276,7 +292,9 @@ class TrainConfig:
             "missing": "error",
             "diff": "auto",
             "seasonal_diff": 0,
+            "test_fraction": 0.0,
             "embed": 0,
+            "dropout": 0.0,
             "sample_length": 0,
             "k1": 0,
             "k2": 0,
@@ -296,8 +314,10 @@ class TrainConfig:
                     "data": "task",
                     "seq_len": "task",
                     "val_fraction": "task",
+                    "test_fraction": "task",
                     "batching": "task",
                     "embed": "task",
+                    "dropout": "task" if self.task not in ("text", "series") else "algorithm",
                     "sample_length": "task",
                     "k1": "algorithm",
                     "k2": "algorithm",
@@ -399,11 +419,16 @@ HELP = {
     "differences where a straight line explains at least half the training part's variance; said in the log)",
     "seasonal_diff": "series: also a seasonal difference of this period, v(t) - v(t - s) (e.g. 12 for monthly data "
     "with a yearly cycle; 0: none)",
-    "val_fraction": "the last fraction of the data is held out for validation",
+    "val_fraction": "the last fraction of the data (before the test part) is held out for validation",
+    "test_fraction": "text or series: the very last fraction of the data is held out for a test figure, computed "
+    "once at the end of the run with the weights of the best validation (printed, test.json; 0: none)",
     "cell": "elman, jordan, gru, lstm, or spiking: lif, alif (adaptive; with --task cue-accumulation half the neurons adapt)",
     "hidden": "units per recurrent layer",
     "layers": "stacked recurrent layers",
     "embed": "text: embedding width (0: token ids go straight into the recurrent layer)",
+    "dropout": "text or series: variational dropout after every recurrent layer (Gal & Ghahramani 2016): in "
+    "training each sequence of a batch drops a unit's output with this probability, the same units at every "
+    "time step, the kept ones scaled by 1/(1 - p); off for validation, sampling and forecasts (0: none)",
     "optimizer": "sgd, momentum, nesterov, adagrad, rmsprop, adam, rprop or quickprop",
     "lr": "learning rate (peak of the schedule)",
     "schedule": "constant or cosine (linear warm-up, then cosine decay to --min-lr)",

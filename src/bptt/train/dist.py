@@ -105,6 +105,11 @@ class World:
                     f"received the firing-rate penalty {lv.name!r} (a function of the whole batch's mean rate); "
                     "run it in one process"
                 )
+            if lv.kind == "dropout" and lv.rate > 0:
+                raise BpttError(
+                    f"dropout: expected none for {self.size} MPI ranks (each rank would need its streams' share of "
+                    f"the batch's masks), received {lv.rate} ({lv.name}); run it in one process"
+                )
 
     def shard(self, model: Any, batch: tuple) -> tuple:
         """A task's batch (x, targets, reset[, mask]) cut to this rank's streams."""

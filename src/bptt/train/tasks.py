@@ -27,7 +27,7 @@ from ..data import series as ser
 from ..data import spikes
 from ..data import text as txt
 from ..errors import BpttError
-from ..layers import Dense, Embedding, RateRegularizer, Recurrent, rnn
+from ..layers import Dense, Dropout, Embedding, RateRegularizer, Recurrent, rnn
 from ..model import Model
 from .config import TrainConfig
 
@@ -41,7 +41,9 @@ def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
         return spike_model(cfg, probe.x.shape[2], probe.window)
     if cfg.task in lt.TASKS:
         return LongTermTask(cfg).build_model()
-    rec = rnn(cfg.cell, cfg.hidden, cfg.layers)
+    rec: list = rnn(cfg.cell, cfg.hidden, cfg.layers)
+    if cfg.dropout:  # after every recurrent level (Zaremba et al.'s places; Gal & Ghahramani's masks)
+        rec = [lv for i, r in enumerate(rec) for lv in (r, Dropout(cfg.dropout, name=f"drop{i}"))]
     if cfg.task == "text":
         levels = ([Embedding(cfg.embed)] if cfg.embed else []) + [rec, Dense(vocab_size)]
         return Model(vocab_size, levels, tokens=True, loss="ce")
@@ -111,7 +113,10 @@ class TextTask(_Batches):
         text = txt.read_text(self.path)
         self.vocab = vocab or txt.Vocab.from_text(text)
         ids, self.unknown = self.vocab.encode(text)
-        train, val = txt.split(ids, cfg.val_fraction)
+        self.n_test = int(round(len(ids) * cfg.test_fraction))  # the very end, then validation before it
+        n_val = int(round(len(ids) * cfg.val_fraction))
+        test, ids = ids[len(ids) - self.n_test :], ids[: len(ids) - self.n_test]
+        train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
         self.n_train, self.n_val = len(train), len(val)
         if len(train) < cfg.seq_len + 1:
             raise BpttError(
@@ -123,10 +128,13 @@ class TextTask(_Batches):
         if self.mode == "stream":
             self.streams = txt.batchify(train, cfg.batch_size)
             self.segs = txt.segments(self.streams, cfg.seq_len)
-        self.val_streams = None
-        if len(val) >= 2:
-            b = max(1, min(cfg.batch_size, len(val) // (2 * cfg.seq_len)))
-            self.val_streams = txt.batchify(val, b)
+        self.val_streams, self.test_streams = self._streams(val), self._streams(test)
+
+    def _streams(self, ids: np.ndarray) -> np.ndarray | None:
+        """A held-out part as streams for stream_loss (None if under 2 characters)."""
+        if len(ids) < 2:
+            return None
+        return txt.batchify(ids, max(1, min(self.cfg.batch_size, len(ids) // (2 * self.cfg.seq_len))))
 
     def build_model(self) -> Model:
         return build_model(self.cfg, len(self.vocab))
@@ -154,13 +162,21 @@ class TextTask(_Batches):
         loss, _ = stream_loss(model, params, self.val_streams, self.cfg.seq_len)
         return text_metrics(loss)
 
+    def test(self, model: Model, params) -> dict[str, float] | None:
+        """The figures of the test part (--test-fraction), as evaluate's."""
+        if self.test_streams is None:
+            return None
+        loss, _ = stream_loss(model, params, self.test_streams, self.cfg.seq_len)
+        return text_metrics(loss)
+
     def meta(self) -> dict[str, Any]:
         return {"vocab": self.vocab.chars}
 
     def describe(self) -> str:
         return (
-            f"text {self.source}: {self.n_train + self.n_val:,} characters, vocabulary {len(self.vocab)}, "
+            f"text {self.source}: {self.n_train + self.n_val + self.n_test:,} characters, vocabulary {len(self.vocab)}, "
             f"train {self.n_train:,} / validation {self.n_val:,}"
+            + (f" / test {self.n_test:,}" if self.n_test else "")
             + (f", {self.unknown} unknown skipped" if self.unknown else "")
             + f"; unigram entropy {self.unigram:.4f} nats/char (the no-context baseline)"
         )
@@ -191,7 +207,8 @@ class SeriesTask(_Batches):
         self.values = self.table.values if self.multi else self.table.values[:, 0]
         self.name = ", ".join(self.table.names)
         n_val = int(round(len(self.values) * cfg.val_fraction))
-        self.n_train, self.n_val = len(self.values) - n_val, n_val
+        self.n_test = int(round(len(self.values) * cfg.test_fraction))  # the very end, validation before it
+        self.n_train, self.n_val = len(self.values) - n_val - self.n_test, n_val
         self.diff, self.diff_note = self._difference(cfg, difference)
         p = self.diff.order  # the modelled series w starts at value p
         if p and self.n_train - p < 3:
@@ -298,13 +315,22 @@ class SeriesTask(_Batches):
     def evaluate(self, model: Model, params) -> dict[str, float] | None:
         """NMSE and MSE of the one-step predictions of the validation split; with several
         target columns, per column (nmse.NAME, mse.NAME) and their means (nmse, mse, loss)."""
-        if self.n_val == 0:
+        return self._scored(model, params, self.n_train, self.n_val)
+
+    def test(self, model: Model, params) -> dict[str, float] | None:
+        """The figures of the test part (--test-fraction), as evaluate's."""
+        return self._scored(model, params, self.n_train + self.n_val, self.n_test)
+
+    def _scored(self, model: Model, params, start: int, n: int) -> dict[str, float] | None:
+        """evaluate's figures for the n values from `start` (one-step predictions of the whole
+        series from its start, the state carried through the parts before)."""
+        if n == 0:
             return None
-        pred = self.one_step_predictions(model, params, self.z)[self.n_train - 1 :]
+        pred = self.one_step_predictions(model, params, self.z)[start - 1 : start - 1 + n]
         if self.multi:
-            truth = self.values[self.n_train :][:, self.targets]
+            truth = self.values[start : start + n][:, self.targets]
             return ser.column_metrics(pred, truth, self.table.target_names)
-        truth = self.values[self.n_train :]
+        truth = self.values[start : start + n]
         mse = float(np.mean((pred - truth) ** 2))
         return {"loss": ser.nmse(pred, truth), "mse": mse, "nmse": ser.nmse(pred, truth)}
 
@@ -317,6 +343,9 @@ class SeriesTask(_Batches):
             meta["difference"] = self.diff.as_dict()
         return meta
 
+    def _test_note(self) -> str:
+        return f" / test {self.n_test}" if self.n_test else ""
+
     def describe(self) -> str:
         note = f"; {self.table.note()}" if self.table.note() else ""
         if self.multi:
@@ -326,12 +355,12 @@ class SeriesTask(_Batches):
             return (
                 f"series {self.source}: {len(self.values)} rows, inputs {', '.join(self.table.input_names)} at t -> "
                 f"targets {', '.join(self.table.target_names)} at t+1, train {self.n_train} / validation "
-                f"{self.n_val}, normalised per column ({self.name}) by mean {means}, std {stds}{note}"
+                f"{self.n_val}{self._test_note()}, normalised per column ({self.name}) by mean {means}, std {stds}{note}"
             )
         what = f"{self.diff_note}, then normalised" if self.diff else "normalised"
         return (
             f"series {self.source} ({self.name}): {len(self.values)} values, train {self.n_train} / "
-            f"validation {self.n_val}, {what} by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}{note}"
+            f"validation {self.n_val}{self._test_note()}, {what} by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}{note}"
         )
 
 

@@ -338,12 +338,14 @@ class Trainer:
         task, world = self.task, self.world  # under MPI: this rank's streams of each batch, then combined
         if self.batches_per_update == 1:
             x, y, reset, *mask = world.shard(self.model, task.batch(step, rng))
-            g = self._gradient(params, x, y, None if (reset or carried is None) else carried, *mask)
+            with self.model.dropout(rng, np.shape(x)[1], self.cfg.dtype):  # (the masks of --dropout)
+                g = self._gradient(params, x, y, None if (reset or carried is None) else carried, *mask)
             return world.combine(g, self.model.loss_fn.count(mask[0] if mask else None, *np.shape(x)[:2]), params)
         P, state, mean = self.batches_per_update, None, GradientMean()
         for i in range(P):
             x, y, _, *mask = world.shard(self.model, task.batch(step * P + i, rng))  # i = 0 starts the pass
-            g = self._gradient(params, x, y, state, *mask)
+            with self.model.dropout(rng, np.shape(x)[1], self.cfg.dtype):
+                g = self._gradient(params, x, y, state, *mask)
             state = g.final_state if finite(g.final_state) else None
             mean.add(g, x.shape[0] * x.shape[1])
         # the next pass starts from the initial state: nothing is carried across updates
@@ -497,6 +499,7 @@ class Trainer:
                     break
         out.close()
         out.stopped(stopped, s, guard, skipped, saved_at, self.folder.file("checkpoint.npz"), self.run_dir)
+        tested = self._test(stopped, s.params)
         if self.world.root:
             plot_losses(self.folder.file("metrics.jsonl"), self.folder.file("loss.png"), f"{cfg.cell} on {task.source}")
             if hasattr(task, "plot"):  # spike tasks: a raster of one sequence
@@ -518,6 +521,7 @@ class Trainer:
                 "parameters": out.n_params,
                 "skipped": s.trackers.get("skipped", 0),
                 "saved_at": saved_at,
+                **({"test": tested} if tested else {}),
             },
             self.model,
             read_metrics(self.folder.file("metrics.jsonl")),
@@ -525,6 +529,28 @@ class Trainer:
             cfg,
             task,
         )
+
+    def _test(self, stopped: str, params) -> dict[str, Any] | None:
+        """The test part's figures (--test-fraction), once, at the end of a run that was not
+        interrupted or diverged: with the weights of the best validation (best.npz) where there
+        is one, else the last; said in the log and written to test.json."""
+        task = self.task
+        if stopped in ("interrupted", "diverged") or not getattr(task, "n_test", 0):
+            return None
+        best = self.folder.file("best.npz")
+        which, params = ("best", ckpt.load(best).params) if os.path.isfile(best) else ("last", params)
+        m = task.test(self.model, params)
+        if m is None:
+            return None
+        m = {**m, "weights": which, "values": task.n_test}
+        self.folder.write_json("test.json", m)  # (rank 0 writes; the others' folder writes nothing)
+        if task.kind == "text":
+            shown = f"{m['loss']:.4f} nats/char = {m['bpc']:.3f} bits/char, perplexity {m['ppl']:.2f}"
+        else:
+            shown = ", ".join(f"{k.upper()} {v:.4f}" for k, v in m.items() if k.startswith(("nmse", "mse")))
+        held = "characters" if task.kind == "text" else "values"
+        self.log(f"test ({task.n_test:,} held-out {held}, the {which} weights): {shown}")
+        return m
 
     def _begin(self):
         """The run starts writing: its folder claimed, metrics, config.json and (for a new run)
