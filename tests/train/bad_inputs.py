@@ -816,6 +816,13 @@ def _cases() -> list[Case]:
             expect=["diff: expected only with --task series, received '1' with task 'text'"],
         ),
         C(
+            "series-normalize-unknown",
+            "data: series",
+            "a normalisation the series task does not have",
+            S("--normalize", "window"),
+            expect=["normalize: expected one of global, none, received 'window'"],
+        ),
+        C(
             "series-no-data",
             "data: series",
             "a series task without data",

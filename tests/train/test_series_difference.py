@@ -145,3 +145,15 @@ def test_a_run_resumes_and_exports_with_its_difference(runs, files, tmp_path, ca
     said = capsys.readouterr().out
     assert "a seasonal difference of period 26" in said
     assert load_run(str(tmp_path / "imported")).meta["difference"] == {"d": 1, "s": 26}
+
+
+def test_normalize_none_models_the_values_as_they_are(files, tmp_path):
+    paths, v = files
+    said = []
+    res = Trainer(small(tmp_path / "n", paths["train"], normalize="none", diff="0", steps=4), log=said.append).run()
+    task = res.task
+    assert (task.norm.mean, task.norm.std) == (0.0, 1.0)
+    np.testing.assert_array_equal(task.z, task.values)
+    assert any("not normalised (--normalize none)" in s for s in said)
+    d = Trainer(small(tmp_path / "d", paths["train"], normalize="none", diff="1", steps=4), log=lambda s: None).run()
+    np.testing.assert_allclose(d.task.z, np.diff(d.task.values))

@@ -46,6 +46,7 @@ _FILE_KEYS = (
     "missing",
     "diff",
     "seasonal_diff",
+    "normalize",
     "test_fraction",
     "embed",
     "sample_length",

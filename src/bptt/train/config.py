@@ -44,6 +44,7 @@ class TrainConfig:
     missing: str = "error"
     diff: str = "auto"
     seasonal_diff: int = 0
+    normalize: str = "global"
     val_fraction: float = 0.1
     test_fraction: float = 0.0
     # model
@@ -128,6 +129,8 @@ class TrainConfig:
             self.diff = str(self.diff)
         if self.diff not in DIFF_CHOICES:
             raise one_of("diff", self.diff, DIFF_CHOICES)
+        if self.normalize not in ("global", "none"):
+            raise one_of("normalize", self.normalize, ("global", "none"))
         if (
             isinstance(self.seasonal_diff, bool)
             or not isinstance(self.seasonal_diff, int)
@@ -258,6 +261,7 @@ class TrainConfig:
             "missing": (self.task == "series", "--task series"),
             "diff": (self.task == "series", "--task series"),
             "seasonal_diff": (self.task == "series", "--task series"),
+            "normalize": (self.task == "series", "--task series"),
             "data": (self.task in ("text", "series"), "--task text or series"),
             "seq_len": (
                 self.task in ("text", "series") or (self.task in LONG_TERM and self.task != "embedded-reber"),
@@ -292,6 +296,7 @@ class TrainConfig:
             "missing": "error",
             "diff": "auto",
             "seasonal_diff": 0,
+            "normalize": "global",
             "test_fraction": 0.0,
             "embed": 0,
             "dropout": 0.0,
@@ -311,6 +316,7 @@ class TrainConfig:
                     "missing": "task",
                     "diff": "task",
                     "seasonal_diff": "task",
+                    "normalize": "task",
                     "data": "task",
                     "seq_len": "task",
                     "val_fraction": "task",
@@ -419,6 +425,8 @@ HELP = {
     "differences where a straight line explains at least half the training part's variance; said in the log)",
     "seasonal_diff": "series: also a seasonal difference of this period, v(t) - v(t - s) (e.g. 12 for monthly data "
     "with a yearly cycle; 0: none)",
+    "normalize": "series: global (each column's mean and standard deviation on the training part, after any "
+    "differencing) or none (the values as they are)",
     "val_fraction": "the last fraction of the data (before the test part) is held out for validation",
     "test_fraction": "text or series: the very last fraction of the data is held out for a test figure, computed "
     "once at the end of the run with the weights of the best validation (printed, test.json; 0: none)",

@@ -218,7 +218,7 @@ class SeriesTask(_Batches):
                 f"({self.diff.describe()} takes the first {p}), received {got}"
             )
         self.w = self.diff(self.values) if self.diff else self.values
-        self.norm = normalizer or ser.Normalizer.fit(self.w[: self.n_train - p])
+        self.norm = normalizer or self._normalizer(self.w[: self.n_train - p])
         want = len(self.table.names) if self.multi else None
         if self.norm.columns != want:
             raise BpttError(
@@ -250,6 +250,13 @@ class SeriesTask(_Batches):
                 + (f" ({len(self.z_train)} differences)" if p else "")
                 + f", received {cfg.seq_len}"
             )
+
+    def _normalizer(self, train: np.ndarray) -> ser.Normalizer:
+        """--normalize global: fitted on the training part; none: the identity (mean 0, std 1)."""
+        if self.cfg.normalize == "none":
+            k = train.shape[1] if train.ndim == 2 else None
+            return ser.Normalizer((0.0,) * k, (1.0,) * k) if k else ser.Normalizer(0.0, 1.0)
+        return ser.Normalizer.fit(train)
 
     def _difference(self, cfg: TrainConfig, given: ser.Difference | None) -> tuple[ser.Difference, str]:
         """The run's differencing (a resumed run's own; else --diff and --seasonal-diff, auto
@@ -358,9 +365,12 @@ class SeriesTask(_Batches):
                 f"{self.n_val}{self._test_note()}, normalised per column ({self.name}) by mean {means}, std {stds}{note}"
             )
         what = f"{self.diff_note}, then normalised" if self.diff else "normalised"
+        scale = f"{what} by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}"
+        if self.cfg.normalize == "none":
+            scale = f"{self.diff_note}, not normalised" if self.diff else "not normalised (--normalize none)"
         return (
             f"series {self.source} ({self.name}): {len(self.values)} values, train {self.n_train} / "
-            f"validation {self.n_val}{self._test_note()}, {what} by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}{note}"
+            f"validation {self.n_val}{self._test_note()}, {scale}{note}"
         )
 
 
