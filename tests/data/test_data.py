@@ -35,8 +35,10 @@ def test_bundled_text():
 
 def test_split_and_streams():
     ids = np.arange(100)
-    tr, va = split(ids, 0.1)
-    assert tr.tolist() == list(range(90)) and va.tolist() == list(range(90, 100))
+    tr, va, te = split(ids, 0.1)
+    assert tr.tolist() == list(range(90)) and va.tolist() == list(range(90, 100)) and len(te) == 0
+    tr, va, te = split(ids, 0.1, 0.2)  # the test part the very end, validation before it
+    assert (tr[-1], va.tolist(), te[0], len(te)) == (69, list(range(70, 80)), 80, 20)
     s = batchify(np.arange(23), 4)  # 5 per stream, the last 3 dropped
     assert s.shape == (5, 4) and s[:, 1].tolist() == [5, 6, 7, 8, 9]
     assert segments(s, 2) == [(0, 2), (2, 2)]

@@ -277,7 +277,13 @@ def _equal_segments(T: int, budget: int, storage: Storage) -> Node | None:
             break
     else:
         return None
-    bounds = [0, *range(T - (n - 1) * k, T, k)] if T % k else list(range(0, T, k))
+    return _chain([0, *range(T - (n - 1) * k, T, k)] if T % k else list(range(0, T, k)), T)
+
+
+def _chain(bounds: list[int], T: int) -> Node:
+    """Segments [bounds[i], bounds[i+1]) and [bounds[-1], T): the state stored at each
+    segment's start on the way forward, each segment recorded from it, the last one straight
+    after its advance (its start not stored)."""
     node: Node = Leaf(bounds[-1], T)
     for a, b in zip(reversed(bounds[:-1]), reversed(bounds[1:])):
         node = Split(a, b, T, node != Leaf(b, T), node, Leaf(a, b))
@@ -395,11 +401,7 @@ def segments_plan(T: int, k: int, storage: Storage) -> Plan:
     advance)."""
     if k < 1:
         raise BpttError(f"segment length: expected at least 1, received {k}")
-    bounds = list(range(0, T, k))
-    node: Node = Leaf(bounds[-1], T)
-    for a, b in zip(reversed(bounds[:-1]), reversed(bounds[1:])):
-        node = Split(a, b, T, True, node, Leaf(a, b)) if node != Leaf(b, T) else Split(a, b, T, False, node, Leaf(a, b))
-    return _planned(T, "segments", node, storage)
+    return _planned(T, "segments", _chain(list(range(0, T, k)), T), storage)
 
 
 def runs(node: Node) -> int:

@@ -374,7 +374,8 @@ class Difference:
         first differences where a straight line fitted to the training part explains at least
         TREND_R2 of its variance (a trend a stationary model cannot follow out of its range)."""
         if diff != "auto":
-            return cls(int(diff), seasonal), f"{cls(int(diff), seasonal).describe()} (as asked)"
+            asked = cls(int(diff), seasonal)
+            return asked, f"{asked.describe()} (as asked)"
         r2 = trend_r2(train)
         d = 1 if r2 >= TREND_R2 else 0
         why = "a trend" if d else "no strong trend"

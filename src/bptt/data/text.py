@@ -79,12 +79,21 @@ class Vocab:
         return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
 
 
-def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The first (1 - val_fraction) for training, the last val_fraction for validation."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise BpttError(f"val_fraction: expected a number in [0, 1), received {val_fraction!r}")
-    n_val = int(round(len(ids) * val_fraction))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+def split_sizes(n: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[int, int, int]:
+    """(train, validation, test) sizes of n items in order: the test part is the very end
+    (test_fraction of n), validation the val_fraction of n before it, each rounded."""
+    if not (0.0 <= val_fraction and 0.0 <= test_fraction and val_fraction + test_fraction < 1.0):
+        raise BpttError(
+            f"val_fraction: expected a number in [0, 1) (with the test fraction, below 1), received {val_fraction!r}"
+        )
+    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
+    return n - n_val - n_test, n_val, n_test
+
+
+def split(ids: np.ndarray, val_fraction: float, test_fraction: float = 0.0) -> tuple[np.ndarray, ...]:
+    """(train, validation, test) parts of ids in order, sized by split_sizes."""
+    a, v, _ = split_sizes(len(ids), val_fraction, test_fraction)
+    return ids[:a], ids[a : a + v], ids[a + v :]
 
 
 def batchify(ids: np.ndarray, batch: int) -> np.ndarray:

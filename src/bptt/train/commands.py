@@ -180,8 +180,7 @@ def _training_part(run) -> np.ndarray | None:
     if not run.cfg.data or not os.path.isfile(run.cfg.data):
         return None
     values = _series_of(run, run.cfg.data, None)
-    held = int(round(len(values) * run.cfg.val_fraction)) + int(round(len(values) * run.cfg.test_fraction))
-    return values[: len(values) - held]
+    return values[: txt.split_sizes(len(values), run.cfg.val_fraction, run.cfg.test_fraction)[0]]
 
 
 def _baselines(train: np.ndarray | None) -> Baselines | None:

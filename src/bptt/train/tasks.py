@@ -113,11 +113,8 @@ class TextTask(_Batches):
         text = txt.read_text(self.path)
         self.vocab = vocab or txt.Vocab.from_text(text)
         ids, self.unknown = self.vocab.encode(text)
-        self.n_test = int(round(len(ids) * cfg.test_fraction))  # the very end, then validation before it
-        n_val = int(round(len(ids) * cfg.val_fraction))
-        test, ids = ids[len(ids) - self.n_test :], ids[: len(ids) - self.n_test]
-        train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
-        self.n_train, self.n_val = len(train), len(val)
+        train, val, test = txt.split(ids, cfg.val_fraction, cfg.test_fraction)
+        self.n_train, self.n_val, self.n_test = len(train), len(val), len(test)
         if len(train) < cfg.seq_len + 1:
             raise BpttError(
                 f"seq_len: expected fewer than {len(train)} steps for {len(train)} training characters, received {cfg.seq_len}"
@@ -206,9 +203,7 @@ class SeriesTask(_Batches):
         self.n_in, self.targets = self.table.n_inputs, list(self.table.targets)
         self.values = self.table.values if self.multi else self.table.values[:, 0]
         self.name = ", ".join(self.table.names)
-        n_val = int(round(len(self.values) * cfg.val_fraction))
-        self.n_test = int(round(len(self.values) * cfg.test_fraction))  # the very end, validation before it
-        self.n_train, self.n_val = len(self.values) - n_val - self.n_test, n_val
+        self.n_train, self.n_val, self.n_test = txt.split_sizes(len(self.values), cfg.val_fraction, cfg.test_fraction)
         self.diff, self.diff_note = self._difference(cfg, difference)
         p = self.diff.order  # the modelled series w starts at value p
         if p and self.n_train - p < 3:

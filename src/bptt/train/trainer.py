@@ -499,14 +499,15 @@ class Trainer:
                     break
         out.close()
         out.stopped(stopped, s, guard, skipped, saved_at, self.folder.file("checkpoint.npz"), self.run_dir)
-        tested = self._test(stopped, s.params)
+        best_file = self.folder.file("best.npz")
+        best_params = ckpt.load(best_file).params if os.path.isfile(best_file) else None
+        tested = self._test(stopped, best_params, s.params)
         if self.world.root:
             plot_losses(self.folder.file("metrics.jsonl"), self.folder.file("loss.png"), f"{cfg.cell} on {task.source}")
             if hasattr(task, "plot"):  # spike tasks: a raster of one sequence
                 task.plot(self.model, s.params, self.folder.file("spikes.png"))
         self.world.barrier()  # (the other ranks return once rank 0's files are written)
         wall = time.perf_counter() - t_loop0
-        best_file = self.folder.file("best.npz")
         return TrainResult(
             self.run_dir,
             s.step,
@@ -525,20 +526,19 @@ class Trainer:
             },
             self.model,
             read_metrics(self.folder.file("metrics.jsonl")),
-            ckpt.load(best_file).params if os.path.isfile(best_file) else None,
+            best_params,
             cfg,
             task,
         )
 
-    def _test(self, stopped: str, params) -> dict[str, Any] | None:
+    def _test(self, stopped: str, best, last) -> dict[str, Any] | None:
         """The test part's figures (--test-fraction), once, at the end of a run that was not
-        interrupted or diverged: with the weights of the best validation (best.npz) where there
-        is one, else the last; said in the log and written to test.json."""
+        interrupted or diverged: with the weights of the best validation where there are some,
+        else the last; said in the log and written to test.json."""
         task = self.task
         if stopped in ("interrupted", "diverged") or not getattr(task, "n_test", 0):
             return None
-        best = self.folder.file("best.npz")
-        which, params = ("best", ckpt.load(best).params) if os.path.isfile(best) else ("last", params)
+        which, params = ("best", best) if best is not None else ("last", last)
         m = task.test(self.model, params)
         if m is None:
             return None
