@@ -19,6 +19,8 @@ CONFIG = dict(
     hidden=256,
     layers=1,
     dropout=0.0,
+    embed=0,
+    tie=False,
     optimizer="adam",
     lr=3e-3,
     schedule="cosine",
@@ -48,7 +50,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     ap.add_argument("--target", type=float, default=1.70, help="validation nats/char to reach (default %(default)s)")
     for k, v in CONFIG.items():
-        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+        if isinstance(v, bool):
+            ap.add_argument(f"--{k.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=v)
+        else:
+            ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     args = ap.parse_args(argv)
     cfg = TrainConfig(
         data=args.path,

@@ -125,3 +125,30 @@ def test_a_dropout_run_places_its_levels_and_exports_to_torch_modules(tmp_path, 
     assert torch_problem(whole.model) is None  # identity outside training: torch's modules in eval mode
     assert torch_names(whole.model)["dense4.W"] == "linear.weight"
     assert torch_names(whole.model)["lstm2.W_hh"] == "rnn.weight_hh_l1"
+
+
+def test_input_dropout_sits_below_the_first_recurrent_level(tmp_path, text_file):
+    """--input-dropout: after the embedding for text, first for a series; it changes the run
+    and the model still maps onto torch's modules."""
+    a = Trainer(cfg(tmp_path / "a", data=text_file, dropout=0.0, embed=8, input_dropout=0.3), log=lambda s: None).run()
+    b = Trainer(cfg(tmp_path / "b", data=text_file, dropout=0.0, embed=8), log=lambda s: None).run()
+    assert [lv.kind for lv in a.model.levels] == ["embed", "dropout", "lstm", "lstm", "dense"]
+    assert a.last_eval["loss"] != b.last_eval["loss"]
+    from bptt.interop import torch_problem
+
+    assert torch_problem(a.model) is None
+    series = tmp_path / "s.csv"
+    series.write_text("\n".join(f"{np.sin(i / 5):.5f}" for i in range(300)) + "\n")
+    s = Trainer(
+        cfg(tmp_path / "s", data=str(series), task="series", dropout=0.0, input_dropout=0.5), log=lambda s: None
+    )
+    assert [lv.kind for lv in s.model.levels] == ["dropout", "lstm", "lstm", "dense"]
+    # with masks held the model's gradient is exact (float64 central differences)
+    model = s.model
+    rng = np.random.default_rng(0)
+    params = {k: rng.uniform(-0.5, 0.5, v.shape) for k, v in model.init_params(0).items()}
+    x, y = rng.normal(size=(5, 6, 1)), rng.normal(size=(5, 6, 1))
+    with model.dropout(np.random.default_rng(2), 6, np.float64):
+        assert (model.levels[0].mask == 0).any() and (model.levels[0].mask > 0).any()
+        res = gradcheck(model, params, x, y, tol=1e-6)
+    assert res.passed, res.errors

@@ -600,9 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", parents=[debug], help="generate text from a trained text run")
     s.add_argument("run", metavar="RUN", help="run folder")
     s.add_argument("--prime", default="", help="text to start from")
-    s.add_argument("--length", type=integer(0), default=500, help="characters to generate (default 500)")
+    s.add_argument(
+        "--length", type=integer(0), default=500, help="tokens to generate: characters, or words (default 500)"
+    )
     s.add_argument("--temperature", type=number(0, lo_open=True), default=1.0, help="softmax temperature (default 1.0)")
-    s.add_argument("--top-k", type=integer(1), default=None, help="sample among the k most likely characters only")
+    s.add_argument("--top-k", type=integer(1), default=None, help="sample among the k most likely tokens only")
     s.add_argument("--seed", type=integer(0), default=None, help="seed of the sampling")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which parameters (default best)")
     s.set_defaults(func=commands.cmd_sample)

@@ -37,8 +37,9 @@ def sample_text(
     top_k: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> str:
-    """Prime the state on `prime` (unknown characters skipped), then draw `length` characters,
-    each from softmax(logits / temperature) restricted to the top_k most likely."""
+    """Prime the state on `prime` (encoded by the vocabulary: unknown characters skipped, unknown
+    words as <unk>), then draw `length` tokens (characters or words), each from
+    softmax(logits / temperature) restricted to the top_k most likely."""
     if not model.tokens or model.loss_fn.kind != "ce":
         raise BpttError("sample: expected a character model (token inputs, 'ce' loss), received another kind")
     if not temperature > 0:
@@ -50,8 +51,8 @@ def sample_text(
     _finite_params(params)
     rng = rng or np.random.default_rng()
     ids, _ = vocab.encode(prime)
-    if len(ids) == 0:  # start from a newline if the vocabulary has one
-        ids = np.array([vocab.chars.find("\n") if "\n" in vocab.chars else 0], np.int32)
+    if len(ids) == 0:  # start from a line's end (a newline, or <eos>) where the vocabulary has one
+        ids = np.array([vocab.start()], np.int32)
     state = model.initial_state(params, 1)[0]
     y, state = model.forward(params, ids[:, None], state0=state)
     logits = y[-1, 0]

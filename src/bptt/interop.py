@@ -100,9 +100,14 @@ def torch_names(model: Model) -> dict[str, str]:
             for local, tname in _NAMES.items():
                 names[f"{lv.name}.{d.prefix}{local}"] = f"rnn.{tname}_l{k}{suffix}"
     out = model.levels[-1]
-    names[f"{out.name}.W"] = "linear.weight"
+    if getattr(out, "tie", None) is None:  # (tied: linear.weight is embedding.weight, see to_torch)
+        names[f"{out.name}.W"] = "linear.weight"
     names[f"{out.name}.b"] = "linear.bias"
     return names
+
+
+def _tied(model: Model) -> bool:
+    return getattr(model.levels[-1], "tie", None) is not None
 
 
 def torch_spec(model: Model) -> dict[str, Any]:
@@ -150,6 +155,7 @@ def torch_spec(model: Model) -> dict[str, Any]:
         "input": "embedding" if emb is not None else "one-hot" if model.tokens else "float",
         "vocab_size": model.input_size if model.tokens else None,
         "embedding_dim": emb.size if emb is not None else None,
+        "tie_weights": _tied(model),
         "batch_first": False,
         "prefixes": {m: PREFIXES[m] for m in torch_mods},
         "torch": torch_mods,
@@ -157,8 +163,12 @@ def torch_spec(model: Model) -> dict[str, Any]:
 
 
 def to_torch(model: Model, params: Params) -> dict[str, np.ndarray]:
-    """Parameters under torch names (see torch_names)."""
-    return {t: params[b] for b, t in torch_names(model).items()}
+    """Parameters under torch names (see torch_names). With tied weights linear.weight is the
+    embedding's array, as in a torch model with `linear.weight = embedding.weight`."""
+    out = {t: params[b] for b, t in torch_names(model).items()}
+    if _tied(model):
+        out["linear.weight"] = out["embedding.weight"]
+    return out
 
 
 def from_torch(model: Model, tensors: dict[str, Any], readout: dict[str, Any] | None = None) -> Params:
@@ -176,6 +186,15 @@ def from_torch(model: Model, tensors: dict[str, Any], readout: dict[str, Any] | 
             f"from_torch: expected the torch entries {missing} (a bare nn.{TORCH_MODULES[model.recurrent_levels[0].kind]} "
             f"state_dict needs the readout's nn.Linear state_dict as readout=), received {sorted(tensors)[:8]}"
         )
+    if _tied(model) and "linear.weight" in merged:  # a tied torch model's state_dict holds the table twice
+        lin, emb = (
+            np.asarray(merged[k].detach().cpu() if hasattr(merged[k], "detach") else merged[k])
+            for k in ("linear.weight", "embedding.weight")
+        )
+        if lin.shape != emb.shape or not np.array_equal(lin, emb):
+            raise BpttError(
+                "from_torch: expected linear.weight equal to embedding.weight (the model ties them), received other values"
+            )
     shapes = model.param_shapes()
     out = {}
     for b, t in names.items():

@@ -15,6 +15,7 @@ from . import _checks, ops
 from .activations import get_activation
 from .cells import Cell, cell_class, make_cell
 from .cells.base import Params
+from .cells.recurrent_dropout import RecurrentDropout
 from .errors import BpttError
 
 
@@ -69,6 +70,10 @@ class Embedding(Level):
 
     kind = "embed"
 
+    def __init__(self, size: int, name: str | None = None) -> None:
+        super().__init__(size, name)
+        self.readout: Dense | None = None  # a Dense level whose W this W is (Dense(V, tie=...))
+
     def build(self, input_size: int, name: str, tokens: bool) -> None:
         if not tokens:
             raise BpttError(
@@ -80,6 +85,9 @@ class Embedding(Level):
         return {"W": (self.input_size, self.size)}
 
     def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
+        if self.readout is not None:  # tied: drawn as the readout's own weights would be (torch's Linear)
+            k = 1.0 / np.sqrt(self.size)
+            return {"W": rng.uniform(-k, k, size=(self.input_size, self.size)).astype(dtype)}
         return {"W": rng.standard_normal((self.input_size, self.size)).astype(dtype)}
 
     def forward(self, p: Params, x: np.ndarray):
@@ -97,9 +105,14 @@ class Dense(Level):
 
     kind = "dense"
 
-    def __init__(self, size: int, activation: str = "identity", name: str | None = None) -> None:
+    def __init__(
+        self, size: int, activation: str = "identity", name: str | None = None, tie: Embedding | None = None
+    ) -> None:
         super().__init__(size, name)
         self.activation = get_activation(activation)
+        if tie is not None and not isinstance(tie, Embedding):
+            raise BpttError(f"Dense tie: expected an Embedding level of the same model, received {type(tie).__name__}")
+        self.tie = tie  # weight tying (Press & Wolf 2017; Inan et al. 2017): W is the embedding's (V, E) table
 
     def build(self, input_size: int, name: str, tokens: bool) -> None:
         if tokens:
@@ -108,9 +121,28 @@ class Dense(Level):
                 "Embedding or a Recurrent level), received a model with tokens=True as its input"
             )
         super().build(input_size, name, tokens)
+        if self.tie is not None:
+            e = self.tie
+            if e.input_size is None or (e.input_size, e.size) != (self.size, input_size):
+                got = "an embedding not built before it" if e.input_size is None else f"({e.input_size}, {e.size})"
+                raise BpttError(
+                    f"Dense tie: expected an earlier Embedding of shape ({self.size}, {input_size}) (the readout's "
+                    f"outputs by its inputs), received {got}"
+                )
+            e.readout = self
 
     def local_shapes(self):
+        if self.tie is not None:  # W is the embedding's parameter, counted (and updated) there once
+            return {"b": (self.size,)}
         return {"W": (self.size, self.input_size), "b": (self.size,)}
+
+    def sub(self, params: Params, prefix: str = "") -> Params:
+        """Its parameters under local names; a tied level's W is the embedding's array (also in a
+        dict of gradients, where both levels add to it)."""
+        p = super().sub(params, prefix)
+        if self.tie is not None:
+            p["W"] = params[f"{self.tie.name}.W"]
+        return p
 
     def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
         k = 1.0 / np.sqrt(self.input_size)  # torch.nn.Linear's default
@@ -136,7 +168,8 @@ class Dense(Level):
         return self.activation.backward(cache[1], dx @ p["W"].T)
 
     def __repr__(self) -> str:
-        return f"Dense({self.size}, activation={self.activation.name!r}, name={self.name!r})"
+        tie = f", tie={self.tie.name!r}" if self.tie is not None else ""
+        return f"Dense({self.size}, activation={self.activation.name!r}, name={self.name!r}{tie})"
 
 
 class _Passing(Level):
@@ -261,6 +294,7 @@ class Recurrent(Level):
         bidirectional: bool = False,
         learn_init: bool = False,
         name: str | None = None,
+        recurrent_dropout: float = 0.0,
         **cell_options: Any,
     ) -> None:
         self.cell_type = cell_class(cell)  # a name, or a Cell subclass of one's own
@@ -268,21 +302,19 @@ class Recurrent(Level):
         super().__init__(size, name)
         self.bidirectional = bool(bidirectional)
         self.learn_init = bool(learn_init)
+        self.recurrent_dropout = recurrent_dropout  # (cells/recurrent_dropout.py; checked when built)
         self.cell_options = cell_options
         self.directions: list[Direction] = []
 
     def build(self, input_size: int, name: str, tokens: bool) -> None:
         super().build(input_size, name, tokens)
         dirs = [("", False)] + ([("reverse.", True)] if self.bidirectional else [])
-        self.directions = [
-            Direction(
-                self.name + ("." + p[:-1] if p else ""),
-                p,
-                rev,
-                make_cell(self.cell_type, input_size, self.size, **self.cell_options),
-            )
-            for p, rev in dirs
-        ]
+
+        def cell() -> Any:
+            c = make_cell(self.cell_type, input_size, self.size, **self.cell_options)
+            return RecurrentDropout(c, self.recurrent_dropout) if self.recurrent_dropout else c
+
+        self.directions = [Direction(self.name + ("." + p[:-1] if p else ""), p, rev, cell()) for p, rev in dirs]
 
     @property
     def output_size(self) -> int:
@@ -313,6 +345,8 @@ class Recurrent(Level):
 
     def __repr__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.cell_options.items())
+        if self.recurrent_dropout:
+            opts += f", recurrent_dropout={self.recurrent_dropout!r}"
         return (
             f"Recurrent({self.kind!r}, {self.size}, bidirectional={self.bidirectional}, "
             f"learn_init={self.learn_init}{opts}, name={self.name!r})"

@@ -101,16 +101,22 @@ class Model:
 
     @contextlib.contextmanager
     def dropout(self, rng: np.random.Generator, batch: int, dtype: Any) -> Iterator[None]:
-        """Within: every Dropout level holds masks for a batch of `batch` sequences, drawn from
-        rng (level by level); after, none (the levels are the identity again)."""
-        levels = [lv for lv in self.levels if lv.kind == "dropout"]
-        for lv in levels:
-            lv.draw(rng, batch, dtype)
+        """Within: every Dropout level, and every recurrent level with recurrent dropout, holds
+        masks for a batch of `batch` sequences, drawn from rng (level by level); after, none
+        (the levels are the identity, and the cells plain, again)."""
+        held = []  # in the levels' order: Dropout levels, and recurrent levels' masked cells
+        for lv in self.levels:
+            if lv.kind == "dropout":
+                held.append(lv)
+            elif lv.recurrent:
+                held += [d.cell for d in lv.directions if hasattr(d.cell, "draw")]
+        for h in held:
+            h.draw(rng, batch, dtype)
         try:
             yield
         finally:
-            for lv in levels:
-                lv.clear()
+            for h in held:
+                h.clear()
 
     @property
     def bidirectional(self) -> bool:

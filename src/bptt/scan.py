@@ -58,6 +58,7 @@ def scan_forward(
     a forward scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`."""
     T, B = xp.shape[:2]
     full, empty = _mask_flags(mask, T)
+    cell = cell.effective()
     impl = ops.implementation(cell, xp.dtype)
     if T > 0 and full.all() and hasattr(impl, "forward_scan"):  # a whole compiled scan
         ring = not (keep or outputs)
@@ -114,6 +115,7 @@ def scan_backward(
     gradient with respect to the initial state (scaled by the first step's factor)."""
     T, B = douts.shape[:2]
     full, empty = _mask_flags(tape.mask, T)
+    cell = cell.effective()
     impl = ops.implementation(cell, douts.dtype)
     if consume and tape.aux is not None and full.all() and hasattr(impl, "backward_scan"):
         return impl.backward_scan(params, tape, douts, scale, dstate, grads)

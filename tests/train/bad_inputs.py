@@ -102,8 +102,33 @@ def build_workspace(ws: str) -> None:
             _craft(name, make)
         _build_weights()
         _columns_workspace()
+        _ensembles()
     finally:
         os.chdir(cwd)
+
+
+def _ensembles() -> None:
+    """Ensemble folders (bptt train --seeds) made from the runs above: a whole one, and damaged
+    ones (ensemble.json unreadable, naming paths, a member missing, members of other tasks)."""
+    from bptt.train.runs import load_run
+
+    cfg = load_run("runs/series").cfg.to_dict()
+
+    def ens(name: str, doc: Any, members: dict[str, str]) -> None:
+        os.makedirs(name, exist_ok=True)
+        for sub, src in members.items():
+            shutil.copytree(src, os.path.join(name, sub), dirs_exist_ok=True)
+        body = doc if isinstance(doc, str) else json.dumps(doc)
+        open(os.path.join(name, "ensemble.json"), "w").write(body)
+
+    whole = {"format": "bptt ensemble", "seeds": [0, 1], "config": cfg, "results": {}}
+    two = {"seed-0": "runs/series", "seed-1": "runs/series"}
+    ens("ens/whole", whole, two)
+    ens("ens/unreadable", '{"format": "bptt ensemble", "seeds": [0,', two)
+    ens("ens/paths", {**whole, "seeds": ["../../runs/text"]}, two)
+    ens("ens/missing", whole, {"seed-0": "runs/series"})
+    ens("ens/mixed", whole, {"seed-0": "runs/series", "seed-1": "runs/text"})
+    ens("ens/badconfig", {**whole, "config": {**cfg, "hidden": "many"}}, two)
 
 
 def _fit_arrays(**kw: Any) -> Any:
@@ -316,6 +341,7 @@ CRAFTED: dict[str, Callable[[str, str], None]] = {
     "best-loss-nan": _edit(lambda a, m: _set(m["trackers"], "best", {"loss": float("nan"), "step": 2})),
     "no-vocab": _edit(lambda a, m: _del(m, "vocab")),
     "vocab-a-number": _edit(lambda a, m: _set(m, "vocab", 42)),
+    "word-vocab-without-unk": _edit(lambda a, m: (_set(m["config"], "tokens", "word"), _set(m, "vocab", ["a", "b"]))),
     "config-wrong-type": _edit(lambda a, m: _set(m["config"], "hidden", "big")),
     "config-unknown-key": _edit(lambda a, m: _set(m["config"], "hiden", 8)),
     "config-bad-cell": _edit(lambda a, m: _set(m["config"], "cell", "cnn")),
@@ -846,6 +872,78 @@ def _cases() -> list[Case]:
             expect=["--hidden: expected an integer, received 'big'"],
         ),
         C(
+            "flag-recurrent-dropout-gru",
+            "flags",
+            "recurrent dropout on a GRU",
+            T("--recurrent-dropout", "0.2", "--cell", "gru"),
+            expect=["recurrent_dropout: expected --cell elman or lstm", "received --cell gru"],
+        ),
+        C(
+            "flag-recurrent-dropout-uoro",
+            "flags",
+            "recurrent dropout with a forward-in-time algorithm",
+            T("--recurrent-dropout", "0.2", "--algorithm", "uoro"),
+            expect=["recurrent_dropout: expected only with --task text or series and --algorithm full, tbptt"],
+        ),
+        C(
+            "flag-recurrent-dropout-one",
+            "flags",
+            "recurrent dropout of 1",
+            T("--recurrent-dropout", "1"),
+            expect=["recurrent_dropout: expected a number in [0, 1), received 1.0"],
+        ),
+        C(
+            "flag-input-dropout-tokens",
+            "flags",
+            "input dropout on token ids (no embedding)",
+            T("--input-dropout", "0.2"),
+            expect=["input_dropout: expected --embed E on text", "received --embed 0"],
+        ),
+        C(
+            "flag-tokens-unknown",
+            "flags",
+            "a kind of token there is none of",
+            T("--tokens", "sentence"),
+            expect=["tokens: expected one of char, word, received 'sentence'"],
+        ),
+        C(
+            "flag-vocab-size-chars",
+            "flags",
+            "a vocabulary size for a character run",
+            T("--vocab-size", "500"),
+            expect=["vocab_size: expected only with --tokens word, received 500 with tokens 'char'"],
+        ),
+        C(
+            "flag-vocab-size-one",
+            "flags",
+            "a word vocabulary of one (<unk> alone)",
+            T("--tokens", "word", "--vocab-size", "1"),
+            expect=["vocab_size: expected an integer from 2 to 1,000,000, received 1"],
+        ),
+        C(
+            "flag-tokens-series",
+            "flags",
+            "word tokens on a series",
+            S("--tokens", "word"),
+            expect=["tokens: expected only with --task text, received 'word' with task 'series'"],
+        ),
+        C(
+            "flag-tie-no-embedding",
+            "flags",
+            "weight tying without an embedding as wide as the hidden layer",
+            T("--tie"),
+            expect=[
+                "tie: expected --embed equal to --hidden (8; the readout's rows are the embedding's), received --embed 0"
+            ],
+        ),
+        C(
+            "flag-tie-series",
+            "flags",
+            "weight tying on a series",
+            S("--tie"),
+            expect=["tie: expected only with --task text, received True with task 'series'"],
+        ),
+        C(
             "flag-dropout-one",
             "flags",
             "dropping every unit",
@@ -1279,6 +1377,94 @@ def _cases() -> list[Case]:
             expect=["--out: expected a new run folder, received 'runs/text' which already holds a run"],
         ),
         C(
+            "seeds-out-existing-ensemble",
+            "ensembles",
+            "--seeds with --out naming a folder that holds an ensemble",
+            S("--seeds", "2", "--out", "ens/whole"),
+            expect=[
+                "--out: expected a new folder for the ensemble, received 'ens/whole', which already holds an ensemble"
+            ],
+        ),
+        C(
+            "seeds-out-existing-run",
+            "ensembles",
+            "--seeds with --out naming a run folder",
+            S("--seeds", "2", "--out", "runs/series"),
+            expect=["--out: expected a new folder for the ensemble, received 'runs/series', which already holds a run"],
+        ),
+        C(
+            "seeds-zero",
+            "ensembles",
+            "--seeds 0",
+            S("--seeds", "0"),
+            expect=["--seeds: expected a positive integer, received '0'"],
+        ),
+        C(
+            "seeds-resume-other-count",
+            "ensembles",
+            "--resume of an ensemble of 2 with --seeds 3",
+            ["train", "--resume", "ens/whole", "--seeds", "3"],
+            expect=["--seeds: expected 2 (the ensemble 'ens/whole') or none with --resume, received 3"],
+        ),
+        C(
+            "seeds-resume-a-run",
+            "ensembles",
+            "--resume of a single run with --seeds",
+            ["train", "--resume", "runs/series", "--seeds", "2"],
+            expect=["--resume: expected a run folder or an ensemble folder", "received 'runs/series' without either"],
+        ),
+        C(
+            "ensemble-sample",
+            "ensembles",
+            "bptt sample given an ensemble folder",
+            ["sample", "ens/whole"],
+            expect=["RUN: expected one run, received the ensemble 'ens/whole' of 2 runs", "ens/whole/seed-0"],
+        ),
+        C(
+            "ensemble-export",
+            "ensembles",
+            "bptt export given an ensemble folder",
+            ["export", "ens/whole", "--out", "ens.npz"],
+            expect=["RUN: expected one run, received the ensemble 'ens/whole' of 2 runs"],
+        ),
+        C(
+            "ensemble-unreadable",
+            "ensembles",
+            "ensemble.json cut short",
+            ["evaluate", "ens/unreadable", "--data", "series.csv"],
+            expect=["ens/unreadable/ensemble.json: expected the JSON that bptt train --seeds writes", "does not read"],
+        ),
+        C(
+            "ensemble-paths",
+            "ensembles",
+            "ensemble.json naming a path instead of seeds",
+            ["forecast", "ens/paths", "--horizon", "5"],
+            expect=[
+                "ens/paths/ensemble.json: expected {'format': 'bptt ensemble', 'seeds': [1 to 1000 distinct seeds]"
+            ],
+        ),
+        C(
+            "ensemble-bad-config",
+            "ensembles",
+            "ensemble.json with a setting of the wrong type",
+            ["train", "--resume", "ens/badconfig"],
+            expect=["ens/badconfig/ensemble.json: config: hidden: expected an integer, received 'many'"],
+        ),
+        C(
+            "ensemble-member-missing",
+            "ensembles",
+            "an ensemble whose second member's folder is gone",
+            ["evaluate", "ens/missing", "--data", "series.csv"],
+            expect=["RUN: expected the 2 member folders of the ensemble 'ens/missing', received it without seed-1"],
+        ),
+        C(
+            "ensemble-mixed-tasks",
+            "ensembles",
+            "an ensemble whose members are a series run and a text run",
+            ["evaluate", "ens/mixed", "--data", "series.csv"],
+            expect=["RUN: expected members that read their data alike", "whose task differs"],
+        ),
+        C(
             "tensorboard-a-file",
             "run folders",
             "--tensorboard naming a file",
@@ -1679,6 +1865,8 @@ def _cases() -> list[Case]:
         "best-loss-nan": "meta.trackers.best: expected null or an object with a finite loss",
         "no-vocab": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters), received nothing",
         "vocab-a-number": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters), received 42",
+        "word-vocab-without-unk": "meta.vocab: expected the vocabulary of a word run (a list of up to 1,000,000 distinct "
+        'non-empty strings, <unk> among them), received ["a", "b"]',
         "config-wrong-type": "config: hidden: expected an integer, received 'big'",
         "config-unknown-key": "config: expected keys among",
         "config-bad-cell": "lstm, received 'cnn'",

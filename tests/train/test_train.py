@@ -74,6 +74,8 @@ def interrupt_at(n):
         "text-uoro",
         "text-eprop",
         "text-dropout",
+        "text-words-tied",
+        "text-recurrent-dropout",
     ],
 )
 def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file, series_files, kind):
@@ -97,6 +99,8 @@ def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file
             data=text_file, algorithm="eprop", eprop_feedback="random", hidden=5, seq_len=6, batch_size=2
         ),
         "text-dropout": dict(data=text_file, dropout=0.3, layers=2),
+        "text-words-tied": dict(data=text_file, tokens="word", vocab_size=12, embed=16, tie=True),
+        "text-recurrent-dropout": dict(data=text_file, recurrent_dropout=0.3, dropout=0.1, layers=2),
     }[kind]
     a = Trainer(small(tmp_path / "a", **extra)).run()
     b = Trainer(small(tmp_path / "b", **extra)).run(on_step=interrupt_at(6))

@@ -160,6 +160,11 @@ class Cell(ABC):
         """(cache_t, dL/dstate_t, dL/dout_t) -> (dL/dstate_{t-1}, dL/dxp_t); adds dparams.
         Returns arrays of its own: never writes into the cache or the incoming gradients."""
 
+    def effective(self) -> Cell:
+        """The cell whose steps run now: itself (a wrapper holding no masks gives the cell it
+        wraps, so that the fast path takes it)."""
+        return self
+
     def step_jvp(self, params: Params, cache: Any, dstate_prev: NamedTuple, dxp: np.ndarray | None):
         """(cache_t, tangent of state_{t-1}, tangent of xp_t or None: zero) -> (tangent of
         state_t, tangent of out_t), the parameters held: the Jacobian-vector product of `step`,

@@ -1,15 +1,26 @@
-"""Character-level text: reading, vocabulary, encoding, splitting and stateful streams.
+"""Text as tokens (characters or words): reading, vocabulary, encoding, splitting and stateful
+streams.
 
-Unknown characters. The vocabulary is the set of characters of the TRAINING text. Text encoded
-later (validation, `bptt evaluate` on another file, a sampling prime) may hold characters
-outside it; the rule is to SKIP them: they are removed before encoding, so the model never sees
-them and they carry no loss. Their count is returned so that it can be reported (bits per
-character are then on in-vocabulary characters).
+Characters (Vocab). The vocabulary is the set of characters of the text a run is made on. Text
+encoded later (`bptt evaluate` on another file, a sampling prime) may hold characters outside
+it; the rule is to SKIP them: they are removed before encoding, so the model never sees them and
+they carry no loss. Their count is returned so that it can be reported (bits per character are
+then on in-vocabulary characters).
+
+Words (WordVocab, `--tokens word`). The rule: each line is cut into runs of letters and digits
+(apostrophes inside a word kept: don't, o'clock) and single other non-space characters
+(punctuation), and ends with the token <eos> (PyTorch's word_language_model's convention); case
+is kept. The vocabulary is the `limit` - 1 most frequent tokens of the TRAINING part (ties by
+the token's text) and <unk>, which every other token becomes, in training and later alike: an
+unknown word is predicted as <unk> and counts in the loss (as in the Penn Treebank's
+benchmarks). Decoding joins tokens with spaces and turns <eos> into a line break.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 
@@ -77,6 +88,90 @@ class Vocab:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
+
+    def start(self) -> int:
+        """The id a sample starts from without a prime: a newline where there is one."""
+        return max(self.chars.find("\n"), 0)
+
+    def meta(self) -> str:
+        return self.chars
+
+
+UNK, EOS = "<unk>", "<eos>"
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[^\s]")
+MAX_WORDS = 1_000_000
+
+
+def words(text: str) -> list[str]:
+    """The word rule (module docstring): tokens of each line, then <eos>."""
+    out: list[str] = []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":  # a final line break ends the last line, not another one
+        lines.pop()
+    for line in lines:
+        out.extend(_WORD.findall(line))
+        out.append(EOS)
+    return out
+
+
+@dataclass(frozen=True)
+class WordVocab:
+    """Words; id i <-> words[i]; <unk> among them (every token outside the vocabulary)."""
+
+    words: tuple[str, ...]
+
+    @classmethod
+    def from_tokens(cls, tokens: list[str], limit: int) -> WordVocab:
+        """The limit - 1 most frequent tokens (ties by their text) and <unk>."""
+        counts = Counter(t for t in tokens if t != UNK)
+        top = sorted(counts, key=lambda t: (-counts[t], t))[: max(limit - 1, 1)]
+        return cls(tuple(sorted([*top, UNK])))
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def _ids(self) -> dict[str, int]:
+        ids = self.__dict__.get("_index")
+        if ids is None:
+            ids = {w: i for i, w in enumerate(self.words)}
+            object.__setattr__(self, "_index", ids)
+        return ids
+
+    def encode_tokens(self, tokens: list[str]) -> tuple[np.ndarray, int]:
+        """(ids as int32, number of tokens that became <unk>)."""
+        ids, unk = self._ids, self._ids[UNK]
+        out = np.fromiter((ids.get(t, unk) for t in tokens), np.int32, len(tokens))
+        known = sum(1 for t in tokens if t in ids and t != UNK)
+        return out, len(tokens) - known
+
+    def encode(self, text: str) -> tuple[np.ndarray, int]:
+        """(ids of the text's words by the word rule, number that became <unk>)."""
+        return self.encode_tokens(words(text))
+
+    def decode(self, ids) -> str:
+        parts: list[str] = []
+        for i in np.asarray(ids).reshape(-1):
+            w = self.words[i]
+            if w == EOS:
+                parts.append("\n")
+            else:
+                if parts and parts[-1] != "\n":
+                    parts.append(" ")
+                parts.append(w)
+        return "".join(parts)
+
+    def start(self) -> int:
+        """The id a sample starts from without a prime: <eos> (a line's end), else <unk>."""
+        return self._ids.get(EOS, self._ids[UNK])
+
+    def meta(self) -> list[str]:
+        return list(self.words)
+
+
+def vocab_from_meta(tokens: str, vocab) -> Vocab | WordVocab:
+    """A run's vocabulary from its record (a checked string of characters, or list of words)."""
+    return WordVocab(tuple(vocab)) if tokens == "word" else Vocab(vocab)
 
 
 def split_sizes(n: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[int, int, int]:

@@ -241,7 +241,9 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
             f"checkpoint {path!r}: meta.trackers.first_loss: expected null or a finite number, received {first!r}"
         )
     task = meta["config"].get("task", "text")
-    if task == "text":
+    if task == "text" and meta["config"].get("tokens") == "word":
+        _typed(path, meta, "vocab", (list,), WORD_VOCAB, word_vocab_ok)
+    elif task == "text":
         _typed(
             path,
             meta,
@@ -283,6 +285,19 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
 
 
 DIFFERENCE = "an object with the orders d (0, 1 or 2) and s (0 or a period of at least 2)"
+
+
+WORD_VOCAB = "the vocabulary of a word run (a list of up to 1,000,000 distinct non-empty strings, <unk> among them)"
+
+
+def word_vocab_ok(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and 0 < len(v) <= 1_000_000
+        and all(isinstance(w, str) and 0 < len(w) <= 1000 for w in v)
+        and len(set(v)) == len(v)
+        and "<unk>" in v
+    )
 
 
 def difference_ok(v: Any) -> bool:

@@ -15,18 +15,28 @@ from ..data.baselines import Baselines, scores, verdict
 from ..errors import BpttError
 from ..generate import forecast, sample_text
 from ..plots import plot_series
-from . import report
+from . import ensemble, report
 from .argtypes import integer, number, output_file
 from .checkpoint import atomic_write
 from .config import HELP, TrainConfig, load_toml
-from .runs import load_run
-from .tasks import stream_loss, text_metrics
+from .report import text_line
+from .runs import load_members, load_run
+from .tasks import mixture_loss, stream_loss, text_metrics
 from .tb import DEFAULT as TENSORBOARD_DEFAULT
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE.toml", help="read these keys from a TOML file; flags override it")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (flags override its config)")
+    p.add_argument(
+        "--seeds",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="train N runs of these settings, seeds SEED .. SEED+N-1, one after another into OUT/seed-<s>; print "
+        "each one's figure, their spread and the ensemble's (their predictions averaged), which bptt evaluate and "
+        "bptt forecast give for the folder (default: one run)",
+    )
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name == "extra":
@@ -63,17 +73,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import _new_run_dir
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.keys()}
+    if args.resume and args.config:
+        raise BpttError("--config: expected no config file with --resume (the run's own config is used), received one")
+    if args.seeds is not None or (args.resume and ensemble.read(args.resume) is not None):
+        return _train_ensemble(args, given)
     if args.resume:
-        if args.config:
-            raise BpttError(
-                "--config: expected no config file with --resume (the run's own config is used), received one"
-            )
         res = fit(resume=args.resume, **given)
     else:
-        base = load_toml(args.config) if args.config else {}
-        if base:
-            TrainConfig.from_dict(base, f"--config {args.config!r}")  # its own keys and types, named as its own
-        cfg = TrainConfig.from_dict({**base, **given}, "flags").validate(set(base) | set(given))
+        cfg = _new_config(args, given)
         cfg.out = cfg.out or _new_run_dir(cfg)  # the command's run folder: runs/<timestamp> unless --out
         res = fit(cfg)
     if not dist.world().root:  # under MPI: rank 0 prints the summary and writes the sample
@@ -85,9 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if ev:
         if task.kind == "text":
-            print(
-                f"best validation: {ev['loss']:.4f} nats/char = {ev['bpc']:.3f} bits/char (step {ev.get('step', res.step)})"
-            )
+            print(f"best validation: {text_line(ev, cfg.tokens)} (step {ev.get('step', res.step)})")
         elif task.kind == "spikes":
             print(
                 f"best validation: {ev['loss']:.4f} nats, accuracy {ev['accuracy']:.1%} (step {ev.get('step', res.step)})"
@@ -98,12 +103,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"best validation one-step NMSE: {ev['nmse']:.4f}{_per_target(ev, 'nmse')} (step {ev.get('step', res.step)})"
             )
-            if not getattr(task, "multi", False) and task.n_val:
-                base = _baselines(task.values[: task.n_train])
-                if base is not None and task.n_train >= base.first():
-                    val = task.values[task.n_train : task.n_train + task.n_val]
-                    scored = scores(base.one_step(task.values, task.n_train), val)
-                    print(f"validation {verdict(ev['nmse'], scored)}")
+            said = _validation_verdict(task, ev["nmse"])
+            if said:
+                print(said)
     if res.stopped == "diverged":
         print(f"run folder: {res.run_dir} (the last good checkpoint: step {res.extra['saved_at']})")
         return 1
@@ -147,6 +149,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_config(args: argparse.Namespace, given: dict) -> TrainConfig:
+    """A new run's settings: the --config file's, the flags over them, validated."""
+    base = load_toml(args.config) if args.config else {}
+    if base:
+        TrainConfig.from_dict(base, f"--config {args.config!r}")  # its own keys and types, named as its own
+    return TrainConfig.from_dict({**base, **given}, "flags").validate(set(base) | set(given))
+
+
+def _validation_verdict(task, nmse: float) -> str | None:
+    """'validation <the network against the baselines>' for a single-column series run with a
+    validation part, else None."""
+    if task.kind != "series" or getattr(task, "multi", False) or not task.n_val:
+        return None
+    base = _baselines(task.values[: task.n_train])
+    if base is None or task.n_train < base.first():
+        return None
+    val = task.values[task.n_train : task.n_train + task.n_val]
+    return f"validation {verdict(nmse, scores(base.one_step(task.values, task.n_train), val))}"
+
+
+def _train_ensemble(args: argparse.Namespace, given: dict) -> int:
+    """bptt train --seeds N (or --resume of an ensemble folder): the members one after another,
+    then each one's figure, their spread and the ensemble's."""
+    from .trainer import _new_run_dir
+
+    if args.resume:
+        out = ensemble.train(None, args.seeds, given, resume=args.resume)
+    else:
+        cfg = _new_config(args, given)
+        cfg.out = cfg.out or _new_run_dir(cfg)
+        out = ensemble.train(cfg, args.seeds, {})
+    for line in ensemble.report(out["summary"], out["seeds"], out["kind"]):
+        print(line)
+    validation = (out["summary"].get("ensemble") or {}).get("validation")
+    said = _validation_verdict(out["task"], validation["nmse"]) if validation and "nmse" in validation else None
+    if said:
+        print(f"the ensemble, {said}")
+    print(f"ensemble folder: {out['folder']} (members {', '.join(ensemble.member_name(s) for s in out['seeds'])})")
+    return {"diverged": 1, "interrupted": 130}.get(out["stopped"], 0)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.checkpoint)
     if run.cfg.task != "text":
@@ -164,7 +207,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.top_k,
         np.random.default_rng(args.seed),
     )
-    sys.stdout.write((args.prime or "") + text + "\n")
+    prime = args.prime or ""
+    gap = " " if run.cfg.tokens == "word" and prime and not prime[-1].isspace() and not text.startswith("\n") else ""
+    sys.stdout.write(prime + gap + text + "\n")
     return 0
 
 
@@ -242,12 +287,13 @@ def _table_of(run, path: str, column) -> tuple[ser.Table, ser.Normalizer]:
     return table, norm
 
 
-def _forecast_columns(run, args, hist_path: str, out: str) -> int:
-    """bptt forecast for a run of several columns: target columns that are inputs are fed back;
-    the other inputs come from --data, the rows that follow the history (their future values are
-    not predicted), so that such a forecast reaches at most the end of --data."""
+def _forecast_columns(runs, args, hist_path: str, out: str) -> int:
+    """bptt forecast for a run (or ensemble) of several columns: target columns that are inputs
+    are fed back; the other inputs come from --data, the rows that follow the history (their
+    future values are not predicted), so that such a forecast reaches at most the end of --data."""
     from ..generate import forecast_columns
 
+    run = runs[0]
     hist, norm = _table_of(run, hist_path, args.column)
     truth = _table_of(run, args.data, args.column)[0] if args.data else None
     n_in, tgt = hist.n_inputs, list(hist.targets)
@@ -266,7 +312,8 @@ def _forecast_columns(run, args, hist_path: str, out: str) -> int:
             f"{', '.join(given)}), received {horizon}"
         )
     future = norm(truth.values)[:, :n_in] if truth is not None else None
-    z = forecast_columns(run.model, run.params, norm(hist.values)[:, :n_in], horizon, feedback, future)
+    start = norm(hist.values)[:, :n_in]
+    z = np.mean([forecast_columns(r.model, r.params, start, horizon, feedback, future) for r in runs], axis=0)
     pred = norm.take(tgt).inverse(z.astype(np.float64))
     names = hist.target_names
     fed = f"; {', '.join(given)} from --data" if given else ""
@@ -275,7 +322,7 @@ def _forecast_columns(run, args, hist_path: str, out: str) -> int:
         true = truth.values[:n][:, tgt]
         m = ser.column_metrics(pred[:n], true, names)
         print(
-            f"iterated {n}-step forecast from {len(hist.values)} rows of {hist_path}: NMSE {m['nmse']:.4f}"
+            f"iterated {n}-step forecast from {len(hist.values)} rows of {hist_path}{_of(runs)}: NMSE {m['nmse']:.4f}"
             f"{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}{fed}"
         )
         plot_series(
@@ -296,8 +343,21 @@ def _forecast_columns(run, args, hist_path: str, out: str) -> int:
     return 0
 
 
+def _of(runs: list) -> str:
+    """' by the mean of M members' for an ensemble, else ''."""
+    return f" by the mean of {len(runs)} members" if len(runs) > 1 else ""
+
+
+def _members_line(runs: list, scores_: list[float], what: str) -> None:
+    """For an ensemble: each member's figure and their spread, on one line."""
+    if len(runs) > 1:
+        each = ", ".join(f"{os.path.basename(r.folder)} {v:.4f}" for r, v in zip(runs, scores_))
+        print(f"members' {what}: {each}; {ensemble.spread(scores_)}")
+
+
 def cmd_forecast(args: argparse.Namespace) -> int:
-    run = load_run(args.run, args.checkpoint)
+    runs = load_members(args.run, args.checkpoint)
+    run = runs[0]
     if run.cfg.task != "series":
         raise BpttError(f"RUN: expected a run of --task series, received a {run.cfg.task} run")
     hist_path = args.history or run.cfg.data
@@ -307,7 +367,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         )
     out = output_file("--out", args.out or os.path.join(run.folder, "forecast.png"))
     if run.normalizer.columns is not None:  # several columns
-        return _forecast_columns(run, args, hist_path, out)
+        return _forecast_columns(runs, args, hist_path, out)
     history = _series_of(run, hist_path, args.column)
     truth = _series_of(run, args.data, args.column) if args.data else None
     horizon = args.horizon or (len(truth) if truth is not None else 100)
@@ -318,16 +378,19 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             f"received {len(history)}"
         )
     z = norm(diff(history) if diff else history)
-    pred = norm.inverse(forecast(run.model, run.params, z, horizon).astype(np.float64))
-    if diff:  # forecasts of the differences, added back up from the history's last values
-        pred = diff.integrate(pred, history)
+    paths = []
+    for r in runs:  # each member iterated on its own outputs
+        p = norm.inverse(forecast(r.model, r.params, z, horizon).astype(np.float64))
+        paths.append(diff.integrate(p, history) if diff else p)  # differences added back up from the history
+    pred = np.mean(paths, axis=0)
     if truth is not None:
         n = min(horizon, len(truth))
         score = ser.nmse(pred[:n], truth[:n])
         print(
-            f"iterated {n}-step forecast from {len(history)} values of {hist_path}: NMSE {score:.4f} "
+            f"iterated {n}-step forecast from {len(history)} values of {hist_path}{_of(runs)}: NMSE {score:.4f} "
             f"(MSE {np.mean((pred[:n] - truth[:n]) ** 2):.4g}, variance of the truth {np.var(truth[:n]):.4g})"
         )
+        _members_line(runs, [ser.nmse(p[:n], truth[:n]) for p in paths], "NMSE")
         base = _baselines(_training_part(run))
         if base is not None and len(history) >= base.first():
             paths = base.iterated(history, n)
@@ -341,24 +404,31 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run = load_run(args.run, args.checkpoint)
+    runs = load_members(args.run, args.checkpoint)
+    run = runs[0]
     if run.cfg.task == "text":
         for flag, v in (("--column", args.column), ("--warmup", args.warmup)):
             if v is not None:
                 raise BpttError(f"{flag}: expected only for a series run, received {v!r} for the text run {args.run!r}")
         ids, unknown = run.vocab.encode(txt.read_text(args.data))
+        unit = run.cfg.tokens
         if len(ids) < 2:
-            raise BpttError(f"--data: expected at least 2 known characters, received {len(ids)}")
+            raise BpttError(f"--data: expected at least 2 known {unit}s, received {len(ids)}")
         streams = txt.batchify(ids, max(1, min(run.cfg.batch_size, len(ids) // (2 * run.cfg.seq_len))))
-        loss, n = stream_loss(run.model, run.params, streams, run.cfg.seq_len)
-        m = text_metrics(loss)
-        print(
-            f"{args.data}: {n:,} predictions, {m['loss']:.4f} nats/char = {m['bpc']:.3f} bits/char, "
-            f"perplexity {m['ppl']:.2f}; {unknown} unknown characters skipped"
-        )
+        if len(runs) == 1:
+            loss, n = stream_loss(run.model, run.params, streams, run.cfg.seq_len)
+        else:  # the mixture: the mean of the members' probabilities
+            loss, each = mixture_loss([(r.model, r.params) for r in runs], streams, run.cfg.seq_len)
+            n = (len(streams) - 1) * streams.shape[1]
+        m = text_metrics(loss, unit)
+        mean = " (the mean of the members' probabilities)" if len(runs) > 1 else ""
+        unknowns = f"{unknown} unknown characters skipped" if unit == "char" else f"{unknown:,} unknown words as <unk>"
+        print(f"{args.data}: {n:,} predictions{mean}, {text_line(m, unit)}; {unknowns}")
+        if len(runs) > 1:
+            _members_line(runs, each, f"nats/{unit}")
         return 0
     if run.normalizer.columns is not None:
-        return _evaluate_columns(run, args)
+        return _evaluate_columns(runs, args)
     values = _series_of(run, args.data, args.column)
     warmup = args.warmup or 0
     if warmup > len(values) - 2:
@@ -374,23 +444,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"the first {p}; warm-up {warmup}), received {len(values)}"
         )
     z = norm(diff(values) if p else values).astype(run.cfg.dtype)
-    y, _ = run.model.forward(run.params, z[:-1, None, None])
-    pred = norm.inverse(y[:, 0, 0].astype(np.float64))
-    if p:  # predictions of values p + 1 .., each from its predicted difference and the true values before it
-        pred = diff.restore(pred, values, p + 1)
-    pred = pred[warmup:]
+    preds = []
+    for r in runs:
+        y, _ = r.model.forward(r.params, z[:-1, None, None])
+        pr = norm.inverse(y[:, 0, 0].astype(np.float64))
+        if p:  # predictions of values p + 1 .., each from its predicted difference and the true values before it
+            pr = diff.restore(pr, values, p + 1)
+        preds.append(pr[warmup:])
+    pred = np.mean(preds, axis=0)
     truth = values[1 + p :][warmup:]
     seeded = f" and the {p} value{'s' * (p > 1)} the differences start from" if p else ""
     print(
-        f"{args.data}: one-step-ahead predictions of {len(truth)} values (after a warm-up of {warmup}{seeded}): "
-        f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
+        f"{args.data}: one-step-ahead predictions of {len(truth)} values{_of(runs)} (after a warm-up of "
+        f"{warmup}{seeded}): NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
     )
+    _members_line(runs, [ser.nmse(pr, truth) for pr in preds], "NMSE")
     print(_against_baselines(_baselines(_training_part(run)), values, 1 + p + warmup, pred))
     return 0
 
 
-def _evaluate_columns(run, args: argparse.Namespace) -> int:
-    """bptt evaluate for a run of several columns: NMSE and MSE per target column and their means."""
+def _evaluate_columns(runs, args: argparse.Namespace) -> int:
+    """bptt evaluate for a run (or ensemble) of several columns: NMSE and MSE per target column
+    and their means."""
+    run = runs[0]
     table, norm = _table_of(run, args.data, args.column)
     warmup = args.warmup or 0
     T = len(table.values)
@@ -400,13 +476,13 @@ def _evaluate_columns(run, args: argparse.Namespace) -> int:
         )
     tgt = list(table.targets)
     z = norm(table.values)[:, : table.n_inputs].astype(run.cfg.dtype)
-    y, _ = run.model.forward(run.params, z[:-1, None, :])
-    pred = norm.take(tgt).inverse(y[:, 0, :].astype(np.float64))[warmup:]
+    y = np.mean([r.model.forward(r.params, z[:-1, None, :])[0][:, 0, :].astype(np.float64) for r in runs], axis=0)
+    pred = norm.take(tgt).inverse(y)[warmup:]
     truth = table.values[1:][:, tgt][warmup:]
     m = ser.column_metrics(pred, truth, table.target_names)
     note = f"; {table.note()}" if table.note() else ""
     print(
-        f"{args.data}: one-step-ahead predictions of {len(truth)} rows (after a warm-up of {warmup}) from "
+        f"{args.data}: one-step-ahead predictions of {len(truth)} rows{_of(runs)} (after a warm-up of {warmup}) from "
         f"{', '.join(table.input_names)}: NMSE {m['nmse']:.4f}{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}"
         f"{_per_target(m, 'mse')}{note}"
     )

@@ -53,6 +53,11 @@ class TrainConfig:
     layers: int = 1
     embed: int = 0
     dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    input_dropout: float = 0.0
+    tie: bool = False
+    tokens: str = "char"
+    vocab_size: int = 10000
     # optimisation
     optimizer: str = "adam"
     lr: float = 3e-3
@@ -131,6 +136,14 @@ class TrainConfig:
             raise one_of("diff", self.diff, DIFF_CHOICES)
         if self.normalize not in ("global", "none"):
             raise one_of("normalize", self.normalize, ("global", "none"))
+        if self.tokens not in ("char", "word"):
+            raise one_of("tokens", self.tokens, ("char", "word"))
+        if (
+            isinstance(self.vocab_size, bool)
+            or not isinstance(self.vocab_size, int)
+            or not 2 <= self.vocab_size <= 1_000_000
+        ):
+            raise bad("vocab_size", "an integer from 2 to 1,000,000")
         if (
             isinstance(self.seasonal_diff, bool)
             or not isinstance(self.seasonal_diff, int)
@@ -173,6 +186,8 @@ class TrainConfig:
             "truncation_prob",
             "plateau_factor",
             "dropout",
+            "recurrent_dropout",
+            "input_dropout",
         ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
@@ -190,6 +205,25 @@ class TrainConfig:
             )
         if not self.dropout < 1.0:
             raise bad("dropout", "a number in [0, 1)")
+        if not self.recurrent_dropout < 1.0:
+            raise bad("recurrent_dropout", "a number in [0, 1)")
+        if not self.input_dropout < 1.0:
+            raise bad("input_dropout", "a number in [0, 1)")
+        if self.input_dropout and self.task == "text" and not self.embed:
+            raise BpttError(
+                "input_dropout: expected --embed E on text (the units dropped are the embedding's; token ids have "
+                "none), received --embed 0"
+            )
+        if self.recurrent_dropout and self.cell not in ("elman", "lstm"):
+            raise BpttError(
+                "recurrent_dropout: expected --cell elman or lstm (whose h_(t-1) enters only the recurrent product; a "
+                f"GRU carries it into h_t, a Jordan cell reads its output), received --cell {self.cell}"
+            )
+        if self.tie and self.task == "text" and self.embed != self.hidden:
+            raise BpttError(
+                f"tie: expected --embed equal to --hidden ({self.hidden}; the readout's rows are the embedding's), "
+                f"received --embed {self.embed}"
+            )
         if not 0.0 < self.plateau_factor < 1.0:
             raise bad("plateau_factor", "a number in (0, 1)")
         if self.steps == 0 and self.epochs == 0:
@@ -271,7 +305,18 @@ class TrainConfig:
             "test_fraction": (self.task in ("text", "series"), "--task text or series"),
             "batching": (self.task in ("text", "series"), "--task text or series"),
             "embed": (self.task == "text", "--task text"),
+            "tie": (self.task == "text", "--task text"),
+            "tokens": (self.task == "text", "--task text"),
+            "vocab_size": (self.task == "text" and self.tokens == "word", "--tokens word"),
             "dropout": (
+                self.task in ("text", "series") and self.algorithm in ("full", "tbptt", "random", "artbp"),
+                "--task text or series and --algorithm full, tbptt, random or artbp",
+            ),
+            "recurrent_dropout": (
+                self.task in ("text", "series") and self.algorithm in ("full", "tbptt", "random", "artbp"),
+                "--task text or series and --algorithm full, tbptt, random or artbp",
+            ),
+            "input_dropout": (
                 self.task in ("text", "series") and self.algorithm in ("full", "tbptt", "random", "artbp"),
                 "--task text or series and --algorithm full, tbptt, random or artbp",
             ),
@@ -299,7 +344,12 @@ class TrainConfig:
             "normalize": "global",
             "test_fraction": 0.0,
             "embed": 0,
+            "tie": False,
+            "tokens": "char",
+            "vocab_size": 10000,
             "dropout": 0.0,
+            "recurrent_dropout": 0.0,
+            "input_dropout": 0.0,
             "sample_length": 0,
             "k1": 0,
             "k2": 0,
@@ -323,7 +373,12 @@ class TrainConfig:
                     "test_fraction": "task",
                     "batching": "task",
                     "embed": "task",
+                    "tie": "task",
+                    "tokens": "task",
+                    "vocab_size": "tokens" if self.task == "text" else "task",
                     "dropout": "task" if self.task not in ("text", "series") else "algorithm",
+                    "recurrent_dropout": "task" if self.task not in ("text", "series") else "algorithm",
+                    "input_dropout": "task" if self.task not in ("text", "series") else "algorithm",
                     "sample_length": "task",
                     "k1": "algorithm",
                     "k2": "algorithm",
@@ -434,6 +489,16 @@ HELP = {
     "hidden": "units per recurrent layer",
     "layers": "stacked recurrent layers",
     "embed": "text: embedding width (0: token ids go straight into the recurrent layer)",
+    "recurrent_dropout": "text or series, elman or lstm: variational dropout on the recurrent connections (Gal & "
+    "Ghahramani 2016): each sequence of a batch reads h_(t-1) through one mask of its own (rate P, the kept units "
+    "scaled by 1/(1 - P)) at every step; the identity in evaluation",
+    "input_dropout": "text (with --embed) or series: variational dropout of the inputs of the first recurrent "
+    "layer (the embedding's units, or the series' columns), one mask per sequence of a batch",
+    "tokens": "text: char (every character a token) or word (runs of letters and digits, single punctuation marks, "
+    "<eos> at each line's end; the --vocab-size most frequent on the training part, <unk> for the rest)",
+    "vocab_size": "text with --tokens word: the vocabulary's size, <unk> included",
+    "tie": "text: the readout's weights are the embedding's table (weight tying, Press & Wolf 2017; Inan et al. "
+    "2017); needs --embed equal to --hidden",
     "dropout": "text or series: variational dropout after every recurrent layer (Gal & Ghahramani 2016): in "
     "training each sequence of a batch drops a unit's output with this probability, the same units at every "
     "time step, the kept ones scaled by 1/(1 - p); off for validation, sampling and forecasts (0: none)",

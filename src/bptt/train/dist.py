@@ -105,6 +105,12 @@ class World:
                     f"received the firing-rate penalty {lv.name!r} (a function of the whole batch's mean rate); "
                     "run it in one process"
                 )
+            rec = getattr(lv, "recurrent_dropout", 0.0) if lv.recurrent else 0.0
+            if rec:
+                raise BpttError(
+                    f"recurrent dropout: expected none for {self.size} MPI ranks (each rank would need its streams' "
+                    f"share of the batch's masks), received {rec} ({lv.name}); run it in one process"
+                )
             if lv.kind == "dropout" and lv.rate > 0:
                 raise BpttError(
                     f"dropout: expected none for {self.size} MPI ranks (each rank would need its streams' share of "

@@ -140,7 +140,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     info["train_config"] = run.cfg.to_dict()  # bptt import takes the run's settings back from it
     spec = write_weights(path, run.model, run.params, fmt, info)
     print(
-        f"wrote {path} ({fmt}{note}): {len(interop.torch_names(run.model))} tensors, {spec['dtype']}, "
+        f"wrote {path} ({fmt}{note}): {len(interop.to_torch(run.model, run.params))} tensors, {spec['dtype']}, "
         f"{describe(spec)}, from the run's {run.which} (step {run.meta['step']})"
     )
     if spec["input"] == "one-hot":
@@ -160,9 +160,10 @@ def describe(spec: dict[str, Any]) -> str:
     emb = f"Embedding {spec['vocab_size']}x{spec['embedding_dim']} -> " if spec.get("embedding_dim") else ""
     nl = f" ({spec['nonlinearity']})" if spec.get("nonlinearity") else ""
     bi = ", bidirectional" if spec["bidirectional"] else ""
+    tied = " (its weight the embedding's)" if spec.get("tie_weights") else ""
     return (
         f"{emb}{rnn['module']}{nl} {spec['input_size']} -> {spec['hidden_size']} x {spec['num_layers']}{bi} "
-        f"-> Linear {spec['output_size']}"
+        f"-> Linear {spec['output_size']}{tied}"
     )
 
 
@@ -265,12 +266,14 @@ def _parse_description(text: str, where: str) -> dict[str, Any]:
         "bidirectional": ("true or false", lambda v: isinstance(v, bool)),
         "nonlinearity": ("null, 'tanh' or 'relu'", lambda v: v in (None, "tanh", "relu")),
         "embedding_dim": ("null or a positive integer", lambda v: v is None or pos(v)),
+        "tie_weights": ("true or false", lambda v: isinstance(v, bool)),
         "dtype": ("'float32' or 'float64'", lambda v: v in ("float32", "float64")),
         "task": ("a task name", lambda v: isinstance(v, str)),
         "train_config": ("an object of training settings", lambda v: isinstance(v, dict)),
         "vocab": (
-            "the vocabulary: a non-empty string of distinct characters in sorted order",
-            lambda v: isinstance(v, str) and len(v) > 0 and list(v) == sorted(set(v)),
+            "the vocabulary: a non-empty string of distinct characters in sorted order, or a word run's list of "
+            "distinct words with <unk>",
+            lambda v: (isinstance(v, str) and len(v) > 0 and list(v) == sorted(set(v))) or ckpt.word_vocab_ok(v),
         ),
         "normalizer": (
             "an object with a finite mean and a positive std (numbers, or lists of one per column)",
@@ -413,6 +416,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         hidden=hidden,
         layers=layers,
         embed=inf["embed"] if task == "text" else 0,
+        tie=task == "text" and bool((meta or {}).get("tie_weights", base.tie)),
+        tokens="word" if task == "text" and isinstance((meta or {}).get("vocab"), list) else base.tokens,
         dtype=dtype,
         out=args.out,
         extra={**base.extra, "imported": imported},
@@ -451,13 +456,19 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
         for flag in ("mean", "std"):
             if getattr(args, flag) is not None:
                 raise BpttError(f"--{flag}: expected only for a series model, received {getattr(args, flag)} for text")
+        unit = "words" if cfg.tokens == "word" else "characters"
         if "vocab" in meta:
-            return {"vocab": meta["vocab"]}, f"a vocabulary of {len(meta['vocab'])} characters (from the description)"
+            return {"vocab": meta["vocab"]}, f"a vocabulary of {len(meta['vocab'])} {unit} (from the description)"
         if not cfg.data:
             raise BpttError(
                 f"--data: expected the text the model was trained on (its characters are the vocabulary; {where} "
                 "carries none), received none"
             )
+        if cfg.tokens == "word":  # as bptt train makes it: the most frequent words of the training part
+            from .tasks import TextTask
+
+            words = TextTask(cfg).vocab.meta()
+            return {"vocab": words}, f"a vocabulary of {len(words)} words (those of {cfg.data}, as bptt train makes it)"
         vocab = txt.Vocab.from_text(txt.read_text(cfg.data)).chars
         return {"vocab": vocab}, f"a vocabulary of {len(vocab)} characters (those of {cfg.data})"
     from .tasks import SeriesTask, series_sizes
@@ -534,7 +545,8 @@ def _params(model: Model, t: dict[str, np.ndarray], where: str, task_meta: dict[
     names = interop.torch_names(model)
     shapes = model.param_shapes()
     wanted = list(names.values())
-    unexpected = [k for k in t if k not in names.values()]
+    tied = ["linear.weight"] if "linear.weight" not in wanted and "linear.weight" in t else []  # (checked equal)
+    unexpected = [k for k in t if k not in names.values() and k not in tied]
     if unexpected:
         hint = (
             " (an LSTM with proj_size, which bptt has no level for)"
@@ -555,7 +567,7 @@ def _params(model: Model, t: dict[str, np.ndarray], where: str, task_meta: dict[
             raise BpttError(f"{where}: {k}: expected shape {tuple(shapes[b])} (bptt's {b}{why}), received {t[k].shape}")
         if not np.isfinite(t[k]).all():
             raise BpttError(f"{where}: {k}: expected finite values, received NaN or inf")
-    return interop.from_torch(model, {k: t[k].astype(dtype, copy=True) for k in wanted})
+    return interop.from_torch(model, {k: t[k].astype(dtype, copy=True) for k in wanted + tied})
 
 
 def _few(names: list[str]) -> str:

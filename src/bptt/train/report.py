@@ -46,11 +46,29 @@ def header(
 
     log(f"bptt {__version__} | {task.describe()}")
     log(
-        f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}, {n_params:,} parameters, {cfg.dtype}; "
+        f"model: {cfg.cell} {cfg.layers}x{cfg.hidden}{regularisers(cfg)}, {n_params:,} parameters, {cfg.dtype}; "
         f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), clip {cfg.clip or 'off'}; batch {cfg.batch_size} x "
         f"{getattr(task, 'T', cfg.seq_len)} ({task.mode}); {total} steps; {describe_algorithm(cfg)}; {threads}"
     )
     log(f"run folder: {run_dir}" + (f" (resumed at step {resumed_at})" if resumed_at is not None else ""))
+
+
+def regularisers(cfg: TrainConfig) -> str:
+    """' (embedding 256 tied to the readout; dropout 0.25 between layers, ...)' or ''."""
+    parts = []
+    if cfg.task == "text" and cfg.embed:
+        parts.append(f"embedding {cfg.embed}" + (" tied to the readout" if cfg.tie else ""))
+    drops = [
+        f"{what} {p:g}"
+        for what, p in (
+            ("input dropout", cfg.input_dropout),
+            ("dropout after each layer", cfg.dropout),
+            ("recurrent dropout", cfg.recurrent_dropout),
+        )
+        if p
+    ]
+    parts += drops
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def learning_rate(cfg: TrainConfig, schedule: Any, state: Any) -> float:
@@ -75,6 +93,13 @@ def longterm_figures(ev: dict) -> str:
     if "loss_determined" in ev:
         words += f", determined steps {ev['loss_determined']:.4f} nats, the others {ev['loss_other']:.4f}"
     return words
+
+
+def text_line(m: dict[str, float], unit: str = "char") -> str:
+    """'1.5000 nats/char = 2.164 bits/char, perplexity 4.48', or '5.1000 nats/word, perplexity 164.02'."""
+    if unit == "word":
+        return f"{m['loss']:.4f} nats/word, perplexity {m['ppl']:.2f}"
+    return f"{m['loss']:.4f} nats/char = {m['bpc']:.3f} bits/char, perplexity {m['ppl']:.2f}"
 
 
 class Metrics:
@@ -153,10 +178,7 @@ class Report:
         write = self.log if self.bar is None else self.bar.write
         train = f"train {self.ema:.4f}, " if self.ema is not None else ""
         if self.kind == "text":
-            write(
-                f"step {step}: {train}validation {ev['loss']:.4f} nats/char ({ev['bpc']:.3f} bits/char, "
-                f"perplexity {ev['ppl']:.2f})"
-            )
+            write(f"step {step}: {train}validation {text_line(ev, self.cfg.tokens)}")
         elif self.kind == "spikes":
             rates = ", ".join(f"{k.split('.', 1)[1]} {v:.1f} Hz" for k, v in ev.items() if k.startswith("rate_hz."))
             write(

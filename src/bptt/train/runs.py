@@ -8,10 +8,11 @@ from typing import Any
 
 from ..cells.base import Params
 from ..data.series import Difference, Normalizer
-from ..data.text import Vocab
+from ..data.text import Vocab, WordVocab, vocab_from_meta
 from ..errors import BpttError
 from ..model import Model
 from . import checkpoint as ckpt
+from . import ensemble
 from .config import TrainConfig
 from .tasks import build_model
 
@@ -26,8 +27,8 @@ class Run:
     which: str  # 'best.npz' or 'checkpoint.npz'
 
     @property
-    def vocab(self) -> Vocab:
-        return Vocab(self.meta["vocab"])
+    def vocab(self) -> Vocab | WordVocab:
+        return vocab_from_meta(self.cfg.tokens, self.meta["vocab"])
 
     @property
     def normalizer(self) -> Normalizer:
@@ -44,6 +45,12 @@ def load_run(folder: str, which: str = "best") -> Run:
     if not os.path.isdir(folder):
         what = "a file" if os.path.exists(folder) else "no such folder"
         raise BpttError(f"RUN: expected a run folder (from bptt train), received {folder!r} ({what})")
+    members = ensemble.member_folders(folder)
+    if members is not None:
+        raise BpttError(
+            f"RUN: expected one run, received the ensemble {folder!r} of {len(members)} runs "
+            f"(bptt evaluate and forecast take it whole; here give one of its members, e.g. {members[0]})"
+        )
     names = ["best.npz", "checkpoint.npz"] if which == "best" else ["checkpoint.npz"]
     path = next((os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))), None)
     if path is None:
@@ -61,3 +68,29 @@ def load_run(folder: str, which: str = "best") -> Run:
 def _model_for(cfg: TrainConfig, meta: dict[str, Any]) -> Model:
     """The model of a run, without reading its data file again."""
     return build_model(cfg, len(meta["vocab"]) if cfg.task == "text" else None)
+
+
+def load_members(folder: str, which: str = "best") -> list[Run]:
+    """The runs of the ensemble in `folder` (bptt train --seeds), or [the run] of a run folder.
+    The members must share their task, data and what turns predictions into values (vocabulary,
+    normaliser, differencing)."""
+    members = ensemble.member_folders(folder) if os.path.isdir(folder) else None
+    if members is None:
+        return [load_run(folder, which)]
+    missing = [m for m in members if not os.path.isdir(m)]
+    if missing:
+        raise BpttError(
+            f"RUN: expected the {len(members)} member folders of the ensemble {folder!r}, received it without "
+            f"{', '.join(map(os.path.basename, missing))} (bptt train --resume {folder} trains them)"
+        )
+    runs = [load_run(m, which) for m in members]
+    shared = ("vocab", "normalizer", "difference", "series_columns")
+    first = runs[0]
+    for r in runs[1:]:
+        for k in shared:
+            if r.meta.get(k) != first.meta.get(k) or r.cfg.task != first.cfg.task:
+                raise BpttError(
+                    f"RUN: expected members that read their data alike, received {r.folder!r} whose "
+                    f"{k if r.cfg.task == first.cfg.task else 'task'} differs from {first.folder!r}'s"
+                )
+    return runs

@@ -41,12 +41,20 @@ def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
         return spike_model(cfg, probe.x.shape[2], probe.window)
     if cfg.task in lt.TASKS:
         return LongTermTask(cfg).build_model()
-    rec: list = rnn(cfg.cell, cfg.hidden, cfg.layers)
+    rec: list = rnn(
+        cfg.cell,
+        cfg.hidden,
+        cfg.layers,
+        **({"recurrent_dropout": cfg.recurrent_dropout} if cfg.recurrent_dropout else {}),
+    )
     if cfg.dropout:  # after every recurrent level (Zaremba et al.'s places; Gal & Ghahramani's masks)
         rec = [lv for i, r in enumerate(rec) for lv in (r, Dropout(cfg.dropout, name=f"drop{i}"))]
+    if cfg.input_dropout:  # on what the first recurrent level reads
+        rec = [Dropout(cfg.input_dropout, name="dropin"), *rec]
     if cfg.task == "text":
-        levels = ([Embedding(cfg.embed)] if cfg.embed else []) + [rec, Dense(vocab_size)]
-        return Model(vocab_size, levels, tokens=True, loss="ce")
+        emb = Embedding(cfg.embed) if cfg.embed else None
+        out = Dense(vocab_size, tie=emb if cfg.tie else None)
+        return Model(vocab_size, ([emb] if emb else []) + [rec, out], tokens=True, loss="ce")
     n_in, n_out = series_sizes(cfg)
     return Model(n_in, [rec, Dense(n_out)], loss="mse")
 
@@ -76,6 +84,28 @@ def stream_loss(model: Model, params, streams: np.ndarray, seq_len: int) -> tupl
         total += model.loss_fn.value(out, y, None) * n
         count += n
     return total / count, count
+
+
+def target_logprobs(model: Model, params, streams: np.ndarray, seq_len: int) -> np.ndarray:
+    """log p(next token) of every next-token prediction of (N, B) streams, as stream_loss makes
+    them (state carried across segments): (N - 1, B) float64."""
+    state = model.initial_state(params, streams.shape[1])[0]
+    rows = []
+    for start, length in txt.segments(streams, seq_len):
+        out, state = model.forward(params, streams[start : start + length], state0=state)
+        z = out.astype(np.float64)
+        z -= z.max(axis=-1, keepdims=True)
+        y = streams[start + 1 : start + 1 + length]
+        rows.append(np.take_along_axis(z, y[..., None], axis=-1)[..., 0] - np.log(np.exp(z).sum(axis=-1)))
+    return np.concatenate(rows)
+
+
+def mixture_loss(members: list, streams: np.ndarray, seq_len: int) -> tuple[float, list[float]]:
+    """Mean loss of the members' mixture over the next-token predictions of the streams,
+    -mean log((1/M) sum_m p_m(y)), and each member's own mean loss (members: (model, params))."""
+    logp = np.stack([target_logprobs(m, p, streams, seq_len) for m, p in members])
+    mix = -np.mean(np.logaddexp.reduce(logp, axis=0) - np.log(len(members)))
+    return float(mix), [float(-np.mean(lp)) for lp in logp]
 
 
 class _Batches:
@@ -111,13 +141,22 @@ class TextTask(_Batches):
         self.path = cfg.data or txt.bundled_text_path()
         self.source = cfg.data or f"bundled: {txt.BUNDLED}"
         text = txt.read_text(self.path)
-        self.vocab = vocab or txt.Vocab.from_text(text)
-        ids, self.unknown = self.vocab.encode(text)
+        self.unit = cfg.tokens  # 'char' or 'word'
+        if self.unit == "word":
+            tokens = txt.words(text)
+            if vocab is None:  # the most frequent words of the training part
+                n = txt.split_sizes(len(tokens), cfg.val_fraction, cfg.test_fraction)[0]
+                vocab = txt.WordVocab.from_tokens(tokens[:n], cfg.vocab_size)
+            self.vocab = vocab
+            ids, self.unknown = vocab.encode_tokens(tokens)
+        else:
+            self.vocab = vocab or txt.Vocab.from_text(text)
+            ids, self.unknown = self.vocab.encode(text)
         train, val, test = txt.split(ids, cfg.val_fraction, cfg.test_fraction)
         self.n_train, self.n_val, self.n_test = len(train), len(val), len(test)
         if len(train) < cfg.seq_len + 1:
             raise BpttError(
-                f"seq_len: expected fewer than {len(train)} steps for {len(train)} training characters, received {cfg.seq_len}"
+                f"seq_len: expected fewer than {len(train)} steps for {len(train)} training {self.unit}s, received {cfg.seq_len}"
             )
         self.train_ids = train
         self.unigram = txt.unigram_entropy(train, len(self.vocab))
@@ -154,33 +193,47 @@ class TextTask(_Batches):
         return self.train_ids[idx], self.train_ids[idx + 1], None
 
     def evaluate(self, model: Model, params) -> dict[str, float] | None:
-        if self.val_streams is None:
-            return None
-        loss, _ = stream_loss(model, params, self.val_streams, self.cfg.seq_len)
-        return text_metrics(loss)
+        return self._scored([(model, params)], self.val_streams)
 
     def test(self, model: Model, params) -> dict[str, float] | None:
         """The figures of the test part (--test-fraction), as evaluate's."""
-        if self.test_streams is None:
+        return self._scored([(model, params)], self.test_streams)
+
+    def ensemble(self, members: list, part: str) -> dict[str, float] | None:
+        """evaluate's (part 'validation') or test's figures of the members' mixture: the mean of
+        their probabilities of each next character."""
+        return self._scored(members, self.val_streams if part == "validation" else self.test_streams)
+
+    def _scored(self, members: list, streams: np.ndarray | None) -> dict[str, float] | None:
+        if streams is None:
             return None
-        loss, _ = stream_loss(model, params, self.test_streams, self.cfg.seq_len)
-        return text_metrics(loss)
+        if len(members) == 1:
+            return text_metrics(stream_loss(*members[0], streams, self.cfg.seq_len)[0], self.unit)
+        return text_metrics(mixture_loss(members, streams, self.cfg.seq_len)[0], self.unit)
 
     def meta(self) -> dict[str, Any]:
-        return {"vocab": self.vocab.chars}
+        return {"vocab": self.vocab.meta()}
 
     def describe(self) -> str:
         return (
-            f"text {self.source}: {self.n_train + self.n_val + self.n_test:,} characters, vocabulary {len(self.vocab)}, "
+            f"text {self.source}: {self.n_train + self.n_val + self.n_test:,} {self.unit}s, vocabulary {len(self.vocab)}, "
             f"train {self.n_train:,} / validation {self.n_val:,}"
             + (f" / test {self.n_test:,}" if self.n_test else "")
-            + (f", {self.unknown} unknown skipped" if self.unknown else "")
-            + f"; unigram entropy {self.unigram:.4f} nats/char (the no-context baseline)"
+            + (f", {self.unknown} unknown skipped" if self.unknown and self.unit == "char" else "")
+            + (
+                f", {self.unknown:,} as <unk> ({self.unknown / (self.n_train + self.n_val + self.n_test):.1%})"
+                if self.unit == "word"
+                else ""
+            )
+            + f"; unigram entropy {self.unigram:.4f} nats/{self.unit} (the no-context baseline)"
         )
 
 
-def text_metrics(loss: float) -> dict[str, float]:
-    return {"loss": loss, "bpc": loss / math.log(2.0), "ppl": math.exp(min(loss, 700.0))}
+def text_metrics(loss: float, unit: str = "char") -> dict[str, float]:
+    """The figures of a mean loss in nats per token: bits per character and perplexity for
+    characters, perplexity for words."""
+    ppl = math.exp(min(loss, 700.0))
+    return {"loss": loss, "bpc": loss / math.log(2.0), "ppl": ppl} if unit == "char" else {"loss": loss, "ppl": ppl}
 
 
 class SeriesTask(_Batches):
@@ -317,18 +370,27 @@ class SeriesTask(_Batches):
     def evaluate(self, model: Model, params) -> dict[str, float] | None:
         """NMSE and MSE of the one-step predictions of the validation split; with several
         target columns, per column (nmse.NAME, mse.NAME) and their means (nmse, mse, loss)."""
-        return self._scored(model, params, self.n_train, self.n_val)
+        return self._scored([(model, params)], self.n_train, self.n_val)
 
     def test(self, model: Model, params) -> dict[str, float] | None:
         """The figures of the test part (--test-fraction), as evaluate's."""
-        return self._scored(model, params, self.n_train + self.n_val, self.n_test)
+        return self._scored([(model, params)], self.n_train + self.n_val, self.n_test)
 
-    def _scored(self, model: Model, params, start: int, n: int) -> dict[str, float] | None:
+    def ensemble(self, members: list, part: str) -> dict[str, float] | None:
+        """evaluate's (part 'validation') or test's figures of the mean of the members' one-step
+        predictions (members: (model, params) pairs)."""
+        if part == "validation":
+            return self._scored(members, self.n_train, self.n_val)
+        return self._scored(members, self.n_train + self.n_val, self.n_test)
+
+    def _scored(self, members: list, start: int, n: int) -> dict[str, float] | None:
         """evaluate's figures for the n values from `start` (one-step predictions of the whole
-        series from its start, the state carried through the parts before)."""
+        series from its start, the state carried through the parts before; several members'
+        predictions averaged)."""
         if n == 0:
             return None
-        pred = self.one_step_predictions(model, params, self.z)[start - 1 : start - 1 + n]
+        pred = np.mean([self.one_step_predictions(m, p, self.z) for m, p in members], axis=0)
+        pred = pred[start - 1 : start - 1 + n]
         if self.multi:
             truth = self.values[start : start + n][:, self.targets]
             return ser.column_metrics(pred, truth, self.table.target_names)
@@ -578,7 +640,7 @@ def make_task(cfg: TrainConfig, meta: dict[str, Any] | None = None):
     if cfg.task in lt.TASKS:
         return LongTermTask(cfg)
     if cfg.task == "text":
-        vocab = txt.Vocab(meta["vocab"]) if "vocab" in meta else None
+        vocab = txt.vocab_from_meta(cfg.tokens, meta["vocab"]) if "vocab" in meta else None
         return TextTask(cfg, vocab)
     if "normalizer" not in meta:
         return SeriesTask(cfg)

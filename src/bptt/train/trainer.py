@@ -545,10 +545,10 @@ class Trainer:
         m = {**m, "weights": which, "values": task.n_test}
         self.folder.write_json("test.json", m)  # (rank 0 writes; the others' folder writes nothing)
         if task.kind == "text":
-            shown = f"{m['loss']:.4f} nats/char = {m['bpc']:.3f} bits/char, perplexity {m['ppl']:.2f}"
+            shown = report.text_line(m, task.unit)
         else:
             shown = ", ".join(f"{k.upper()} {v:.4f}" for k, v in m.items() if k.startswith(("nmse", "mse")))
-        held = "characters" if task.kind == "text" else "values"
+        held = f"{task.unit}s" if task.kind == "text" else "values"
         self.log(f"test ({task.n_test:,} held-out {held}, the {which} weights): {shown}")
         return m
 

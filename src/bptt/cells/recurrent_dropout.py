@@ -1,0 +1,124 @@
+"""Variational dropout on the recurrent connections (Gal & Ghahramani 2016), around a cell.
+
+While a batch is trained, sequence b reads its previous hidden state through a mask m_b (H,)
+drawn once for the batch: unit j kept with probability 1 - rate and scaled by 1 / (1 - rate),
+the same units at every time step:
+
+    Elman:  h_t = tanh(xp_t + W_hh (m * h_{t-1}))
+    LSTM:   [i, f, g, o]_t = xp_t + W_hh (m * h_{t-1});  c_t = f c_{t-1} + i g  (c unmasked)
+
+The state carried from step to step is the unmasked h_{t-1}; only the recurrent product sees
+the mask (the initial state's too). With the mask held the step is the cell's step on m * h, so
+its backward step is the cell's, and the gradient reaching h_{t-1} is m times the one reaching
+m * h_{t-1}: exact, for every algorithm that runs the cell's steps. Without a mask (evaluation,
+sampling, export) the wrapper is the cell itself, fast path included.
+
+Only cells whose previous hidden state enters the step through the recurrent product alone:
+Elman (tanh or relu) and LSTM. A GRU carries h_{t-1} into h_t itself ((1 - z) n + z h_{t-1}),
+and a Jordan cell reads its previous output; masking their state would drop part of the
+memory, not the connections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from ..errors import BpttError
+from .base import Cell, Params
+
+SUPPORTED = ("elman", "lstm")
+
+
+class RecurrentDropout(Cell):
+    """`cell` with variational dropout of `rate` on its recurrent input h_{t-1}."""
+
+    def __init__(self, cell: Cell, rate: float) -> None:
+        if getattr(cell, "kind", None) not in SUPPORTED:
+            raise BpttError(
+                f"recurrent dropout: expected an elman or lstm cell (whose h_(t-1) enters only the recurrent product), "
+                f"received {getattr(cell, 'kind', type(cell).__name__)!r}"
+            )
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+            raise BpttError(f"recurrent dropout rate: expected a number in (0, 1), received {rate!r}")
+        self.inner, self.rate = cell, float(rate)
+        self.kind = cell.kind
+        self.State = cell.State
+        self.gates = cell.gates
+        self.input_size, self.hidden_size = cell.input_size, cell.hidden_size
+        self.mask: np.ndarray | None = None  # (B, H): 0 or 1 / (1 - rate)
+
+    # ---- masks (held per batch: Model.dropout) --------------------------------------------
+    def draw(self, rng: np.random.Generator, batch: int, dtype: Any) -> None:
+        keep = rng.random((batch, self.hidden_size)) >= self.rate
+        self.mask = (keep / (1.0 - self.rate)).astype(dtype)
+
+    def clear(self) -> None:
+        self.mask = None
+
+    def effective(self) -> Cell:
+        """The cell to run now: this one while a mask is held, else the plain cell."""
+        return self if self.mask is not None else self.inner
+
+    # ---- the contract, delegated ----------------------------------------------------------
+    @property
+    def output_size(self) -> int:
+        return self.inner.output_size
+
+    def state_sizes(self) -> dict[str, int]:
+        return self.inner.state_sizes()
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.inner.param_shapes()
+
+    def init_params(self, rng: np.random.Generator, dtype: Any = np.float64) -> Params:
+        return self.inner.init_params(rng, dtype)
+
+    def zero_state(self, batch: int, dtype: Any = np.float64):
+        return self.inner.zero_state(batch, dtype)
+
+    def project(self, params: Params, x: np.ndarray):
+        return self.inner.project(params, x)
+
+    def project_back(self, params, x, dxp, grads, need_dx: bool = True):
+        return self.inner.project_back(params, x, dxp, grads, need_dx)
+
+    def _masked(self, state):
+        m = self.mask
+        if m is None:
+            return state
+        if m.shape != state.h.shape:
+            raise BpttError(
+                f"recurrent dropout: expected a batch of {m.shape[0]} sequences (its masks), received states of "
+                f"shape {state.h.shape}"
+            )
+        return state._replace(h=state.h * m)
+
+    def _steps(self, dtype: Any) -> Any:
+        """What runs the wrapped cell's steps on `dtype` (its NumPy math, or the fast path's
+        per-step kernels: the same one for a step and its backward step)."""
+        return ops.implementation(self.inner, dtype)
+
+    def step(self, params: Params, state, xp_t: np.ndarray):
+        return self._steps(xp_t.dtype).step(params, self._masked(state), xp_t)
+
+    def step_back(self, params: Params, cache: Any, dstate, dout: np.ndarray, grads: Params):
+        d_prev, dxp = self._steps(dout.dtype).step_back(params, cache, dstate, dout, grads)
+        if self.mask is not None:  # h_(t-1) reached the step as m * h_(t-1)
+            d_prev = d_prev._replace(h=d_prev.h * self.mask)
+        return d_prev, dxp
+
+    def step_jvp(self, params: Params, cache: Any, dstate_prev, dxp):
+        if self.mask is not None:
+            raise BpttError("recurrent dropout: expected no masks held in forward-mode products, received masks")
+        return self.inner.step_jvp(params, cache, dstate_prev, dxp)
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped cell's own settings (an Elman's activation, ...)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"RecurrentDropout({self.inner!r}, rate={self.rate!r})"

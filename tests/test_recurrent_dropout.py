@@ -1,0 +1,116 @@
+"""Variational dropout on the recurrent connections (--recurrent-dropout, cells/recurrent_dropout.py):
+with masks held the gradient is exact (float64 central differences, torch autograd on the same
+masks, truncation and memory-budgeted BPTT meeting the same masks, the fast path's per-step
+kernels against the NumPy steps); without masks the model is the plain one."""
+
+import numpy as np
+import pytest
+
+from bptt import BpttError, Dense, Model, fast, rnn
+from bptt.algorithms import make
+from bptt.algorithms.budget import measure_storage
+from bptt.algorithms.full import full_bptt
+from bptt.cells import make_cell
+from bptt.cells.recurrent_dropout import RecurrentDropout
+from bptt.diagnostics import gradcheck
+
+
+def model_with(cell="lstm", rate=0.4, layers=2, D=3, K=4, dtype=np.float64):
+    return Model(D, [*rnn(cell, 5, layers, recurrent_dropout=rate), Dense(K)], loss="ce")
+
+
+def problem(model, seed=0, T=6, B=3, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    params = {k: rng.uniform(-0.6, 0.6, v.shape).astype(dtype) for k, v in model.init_params(0).items()}
+    x = rng.normal(size=(T, B, model.input_size)).astype(dtype)
+    y = rng.integers(0, model.output_size, (T, B))
+    state0, _ = model.initial_state(params, B)
+    state0 = {k: type(s)(*(rng.normal(size=a.shape).astype(dtype) * 0.5 for a in s)) for k, s in state0.items()}
+    return params, x, y, state0
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm"])
+def test_gradients_with_held_masks_are_exact(cell):
+    model = model_with(cell)
+    params, x, y, state0 = problem(model)
+    mask = np.ones(x.shape[:2], bool)
+    mask[4:, 1] = False  # a shorter sequence: held steps pass the masked cells too
+    with model.dropout(np.random.default_rng(5), 3, np.float64):
+        cells = [d.cell for lv in model.recurrent_levels for d in lv.directions]
+        assert all(isinstance(c, RecurrentDropout) and (c.mask == 0).any() for c in cells)
+        res = gradcheck(model, params, x, y, mask=mask, state0=state0, tol=1e-6)
+        assert res.passed, res.errors
+        g = full_bptt(model, params, x, y, state0=state0)
+        st = measure_storage(model, params, 3)
+        budget = make("budget", budget=st.leaf(2) + 2 * st.state)
+        b = budget(model, params, x, y, state0=state0)
+        assert budget.stats["forward_steps"] > len(x)  # segments run again meet the same masks
+        t = make("tbptt", k1=6, k2=6)(model, params, x, y, state0=state0)
+    for k in g.grads:
+        np.testing.assert_allclose(b.grads[k], g.grads[k], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(t.grads[k], g.grads[k], rtol=1e-12, atol=1e-14)
+    plain = full_bptt(model, params, x, y, state0=state0)  # no masks: another network's gradient
+    assert max(np.abs(plain.grads[k] - g.grads[k]).max() for k in g.grads) > 1e-3
+
+
+def test_without_masks_it_is_the_plain_model():
+    model = model_with("lstm")
+    plain = Model(3, [*rnn("lstm", 5, 2), Dense(4)], loss="ce")
+    params, x, y, state0 = problem(model, seed=2)
+    a, _ = model.forward(params, x, state0=state0)
+    b, _ = plain.forward(params, x, state0=state0)
+    np.testing.assert_array_equal(a, b)
+    cell = model.recurrent_levels[0].directions[0].cell
+    assert cell.effective() is cell.inner  # (so the fast path takes it)
+
+
+def test_gradients_equal_torch_autograd_with_the_same_masks():
+    torch = pytest.importorskip("torch")
+    model = model_with("lstm", layers=1)
+    params, x, y, state0 = problem(model, seed=3)
+    with model.dropout(np.random.default_rng(7), 3, np.float64):
+        m = torch.from_numpy(model.recurrent_levels[0].directions[0].cell.mask)
+        g = full_bptt(model, params, x, y, state0=state0)
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    s = state0["lstm0"]
+    h, c = torch.tensor(s.h, requires_grad=True), torch.tensor(s.c, requires_grad=True)
+    h0, c0 = h, c
+    W_ih, W_hh, b = t["lstm0.W_ih"], t["lstm0.W_hh"], t["lstm0.b_ih"] + t["lstm0.b_hh"]
+    logits = []
+    for step in range(len(x)):
+        a = torch.from_numpy(x[step]) @ W_ih.T + (h * m) @ W_hh.T + b  # the mask on h_(t-1) only
+        i, f, gg, o = a.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        logits.append(h @ t["dense1.W"].T + t["dense1.b"])
+    loss = torch.nn.functional.cross_entropy(torch.stack(logits).reshape(-1, 4), torch.from_numpy(y).reshape(-1))
+    loss.backward()
+    assert abs(loss.item() - g.loss) < 1e-13
+    for k in params:
+        np.testing.assert_allclose(g.grads[k], t[k].grad.numpy(), rtol=1e-10, atol=1e-13, err_msg=k)
+    np.testing.assert_allclose(g.dstate0["lstm0"].h, h0.grad.numpy(), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(g.dstate0["lstm0"].c, c0.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm"])
+def test_float32_fast_steps_equal_the_numpy_steps(cell):
+    model = model_with(cell, layers=1, D=6, K=5)
+    params, x, y, state0 = problem(model, seed=4, T=12, B=4, dtype=np.float32)
+    out = {}
+    for on in (True, False):
+        with fast.use(on), model.dropout(np.random.default_rng(1), 4, np.float32):
+            out[on] = full_bptt(model, params, x, y, state0=state0)
+    for k in out[True].grads:
+        np.testing.assert_allclose(out[True].grads[k], out[False].grads[k], rtol=2e-4, atol=2e-6, err_msg=k)
+
+
+def test_what_it_refuses():
+    with pytest.raises(BpttError, match="recurrent dropout: expected an elman or lstm cell.*received 'gru'"):
+        Model(3, [*rnn("gru", 5, recurrent_dropout=0.2), Dense(2)])
+    with pytest.raises(BpttError, match=r"recurrent dropout rate: expected a number in \(0, 1\), received 1.0"):
+        RecurrentDropout(make_cell("lstm", 3, 5), 1.0)
+    model = model_with("lstm", layers=1)
+    params, x, y, state0 = problem(model)
+    with model.dropout(np.random.default_rng(0), 2, np.float64):  # masks for 2 sequences, a batch of 3
+        with pytest.raises(BpttError, match="recurrent dropout: expected a batch of 2 sequences"):
+            full_bptt(model, params, x, y)
