@@ -98,6 +98,7 @@ class Vocab:
 
 
 UNK, EOS = "<unk>", "<eos>"
+UNITS = {"char": "characters", "word": "words"}  # a token kind, as counted in words
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[^\s]")
 MAX_WORDS = 1_000_000
 

@@ -413,7 +413,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ids, unknown = run.vocab.encode(txt.read_text(args.data))
         unit = run.cfg.tokens
         if len(ids) < 2:
-            raise BpttError(f"--data: expected at least 2 known {unit}s, received {len(ids)}")
+            raise BpttError(f"--data: expected at least 2 known {txt.UNITS[unit]}, received {len(ids)}")
         streams = txt.batchify(ids, max(1, min(run.cfg.batch_size, len(ids) // (2 * run.cfg.seq_len))))
         if len(runs) == 1:
             loss, n = stream_loss(run.model, run.params, streams, run.cfg.seq_len)

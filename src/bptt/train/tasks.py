@@ -156,7 +156,7 @@ class TextTask(_Batches):
         self.n_train, self.n_val, self.n_test = len(train), len(val), len(test)
         if len(train) < cfg.seq_len + 1:
             raise BpttError(
-                f"seq_len: expected fewer than {len(train)} steps for {len(train)} training {self.unit}s, received {cfg.seq_len}"
+                f"seq_len: expected fewer than {len(train)} steps for {len(train)} training {txt.UNITS[self.unit]}, received {cfg.seq_len}"
             )
         self.train_ids = train
         self.unigram = txt.unigram_entropy(train, len(self.vocab))
@@ -216,7 +216,7 @@ class TextTask(_Batches):
 
     def describe(self) -> str:
         return (
-            f"text {self.source}: {self.n_train + self.n_val + self.n_test:,} {self.unit}s, vocabulary {len(self.vocab)}, "
+            f"text {self.source}: {self.n_train + self.n_val + self.n_test:,} {txt.UNITS[self.unit]}, vocabulary {len(self.vocab)}, "
             f"train {self.n_train:,} / validation {self.n_val:,}"
             + (f" / test {self.n_test:,}" if self.n_test else "")
             + (f", {self.unknown} unknown skipped" if self.unknown and self.unit == "char" else "")

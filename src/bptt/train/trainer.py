@@ -548,7 +548,7 @@ class Trainer:
             shown = report.text_line(m, task.unit)
         else:
             shown = ", ".join(f"{k.upper()} {v:.4f}" for k, v in m.items() if k.startswith(("nmse", "mse")))
-        held = f"{task.unit}s" if task.kind == "text" else "values"
+        held = ("characters" if task.unit == "char" else "words") if task.kind == "text" else "values"
         self.log(f"test ({task.n_test:,} held-out {held}, the {which} weights): {shown}")
         return m
 
