@@ -38,6 +38,7 @@ CONFIG = dict(
     seq_len=40,
     steps=1500,
     weight_decay=0.0,
+    dropout=0.0,
     dtype="float64",
     threads=1,
 )
@@ -53,6 +54,17 @@ def main(argv=None) -> int:
     ap.add_argument("path", help="sunspots.csv (columns YEAR, SUNACTIVITY)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--order", type=int, default=9, help="AR baseline order (default %(default)s)")
+    ap.add_argument(
+        "--train-end",
+        type=int,
+        default=TRAIN[1],
+        help="last training year (default %(default)s; 1876 to choose settings)",
+    )
+    ap.add_argument(
+        "--test",
+        default="1921-1955,1956-1979",
+        help="scored segments (default %(default)s; with --train-end 1876: 1877-1920, inside the training years)",
+    )
     for k, v in CONFIG.items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     args = ap.parse_args(argv)
@@ -64,8 +76,9 @@ def main(argv=None) -> int:
         return 2
     keep = (years >= TRAIN[0]) & (years <= TEST2[1])
     years, spots = years[keep].astype(int), spots[keep]
-    tr = (years >= TRAIN[0]) & (years <= TRAIN[1])
-    segments = {f"{a}-{b}": (years >= a) & (years <= b) for a, b in (TEST1, TEST2)}
+    tr = (years >= TRAIN[0]) & (years <= args.train_end)
+    tests = [tuple(int(y) for y in seg.split("-")) for seg in args.test.split(",")]
+    segments = {f"{a}-{b}": (years >= a) & (years <= b) for a, b in tests}
     var_all = float(np.var(spots))
 
     def scores(pred_full: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -117,7 +130,9 @@ def main(argv=None) -> int:
     )
     rows.append(ensemble)
 
-    print(f"sunspots {args.path}: train {TRAIN[0]}-{TRAIN[1]} ({tr.sum()} years); variance of 1700-1979 {var_all:.1f}")
+    print(
+        f"sunspots {args.path}: train {TRAIN[0]}-{args.train_end} ({tr.sum()} years); variance of 1700-1979 {var_all:.1f}"
+    )
     print(f"network config: {', '.join(f'{k}={getattr(args, k)}' for k in CONFIG)}")
     head = " | ".join(f"{n} NMSE | {n} ARV" for n in segments)
     print(f"| model | {head} |\n|---|" + "---|" * (2 * len(segments)))

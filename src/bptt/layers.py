@@ -15,7 +15,7 @@ from . import _checks, ops
 from .activations import get_activation
 from .cells import Cell, cell_class, make_cell
 from .cells.base import Params
-from .cells.recurrent_dropout import RecurrentDropout
+from .cells.recurrent_dropout import RecurrentDropout, keep_mask
 from .errors import BpttError
 
 
@@ -244,8 +244,7 @@ class Dropout(_Passing):
         self.mask: np.ndarray | None = None  # (B, D): 0 or 1 / (1 - rate)
 
     def draw(self, rng: np.random.Generator, batch: int, dtype: Any) -> None:
-        keep = rng.random((batch, self.output_size)) >= self.rate
-        self.mask = (keep / (1.0 - self.rate)).astype(dtype)
+        self.mask = keep_mask(rng, batch, self.output_size, self.rate, dtype)
 
     def clear(self) -> None:
         self.mask = None

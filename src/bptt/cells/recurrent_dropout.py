@@ -32,6 +32,12 @@ from .base import Cell, Params
 SUPPORTED = ("elman", "lstm")
 
 
+def keep_mask(rng: np.random.Generator, batch: int, width: int, rate: float, dtype: Any) -> np.ndarray:
+    """(batch, width) masks of inverted dropout: 1 / (1 - rate) with probability 1 - rate, else 0."""
+    keep = rng.random((batch, width)) >= rate
+    return (keep / (1.0 - rate)).astype(dtype)
+
+
 class RecurrentDropout(Cell):
     """`cell` with variational dropout of `rate` on its recurrent input h_{t-1}."""
 
@@ -52,8 +58,7 @@ class RecurrentDropout(Cell):
 
     # ---- masks (held per batch: Model.dropout) --------------------------------------------
     def draw(self, rng: np.random.Generator, batch: int, dtype: Any) -> None:
-        keep = rng.random((batch, self.hidden_size)) >= self.rate
-        self.mask = (keep / (1.0 - self.rate)).astype(dtype)
+        self.mask = keep_mask(rng, batch, self.hidden_size, self.rate, dtype)
 
     def clear(self) -> None:
         self.mask = None
