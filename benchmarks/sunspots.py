@@ -13,6 +13,10 @@ deviation of 1700-1920) and are scored by the same code:
 The network predicts each year from the state it reached running over all earlier years (from
 1700); the AR(9) model from the nine years before. Only 1700-1920 is used for training (no early
 stopping on the test years): a fixed number of steps.
+
+The hidden size was chosen without the test years: trained on 1700-1876 and scored on
+1877-1920 (`--train-end 1876 --test 1877-1920`), the mean NMSE of 5 seeds was 0.312 (4 units),
+0.307 (8), 0.331 (16), 0.502 (32); so 8.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 CONFIG = dict(
     cell="gru",
-    hidden=16,
+    hidden=8,  # chosen inside the training years: see the module's docstring
     layers=1,
     optimizer="adam",
     lr=3e-3,
@@ -137,12 +141,12 @@ def main(argv=None) -> int:
     head = " | ".join(f"{n} NMSE | {n} ARV" for n in segments)
     print(f"| model | {head} |\n|---|" + "---|" * (2 * len(segments)))
     for name, sc in rows:
-        print(f"| {name} | " + " | ".join(f"{sc[n][0]:.3f} | {sc[n][1]:.3f}" for n in segments) + " |")
+        print(f"| {name} | " + " | ".join(f"{sc[n][0]:.4f} | {sc[n][1]:.4f}" for n in segments) + " |")
     first = list(segments)[0]
     mean_net, ar = rows[-2][1][first][0], rows[0][1][first][0]
     ok = mean_net < ar
     print(
-        f"{first}: network NMSE {mean_net:.3f} vs AR({args.order}) {ar:.3f}: {'below' if ok else 'NOT below'} the baseline"
+        f"{first}: network NMSE {mean_net:.4f} vs AR({args.order}) {ar:.4f}: {'below' if ok else 'NOT below'} the baseline"
     )
     return 0 if ok else 1
 
