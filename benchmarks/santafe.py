@@ -41,6 +41,7 @@ CONFIG = dict(
     steps=3000,
     dtype="float32",
     dropout=0.0,
+    input_noise=0.0,
     threads=1,
 )
 STARTS = range(200, 901, 50)

@@ -900,6 +900,20 @@ def _cases() -> list[Case]:
             expect=["input_dropout: expected --embed E on text", "received --embed 0"],
         ),
         C(
+            "flag-input-noise-text",
+            "flags",
+            "input noise on text",
+            T("--input-noise", "0.1"),
+            expect=["input_noise: expected only with --task series, received 0.1 with task 'text'"],
+        ),
+        C(
+            "flag-input-noise-negative",
+            "flags",
+            "a negative noise level",
+            S("--input-noise", "-0.1"),
+            expect=["input_noise: expected a finite non-negative number, received -0.1"],
+        ),
+        C(
             "flag-tokens-unknown",
             "flags",
             "a kind of token there is none of",

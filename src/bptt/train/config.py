@@ -55,6 +55,7 @@ class TrainConfig:
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
     input_dropout: float = 0.0
+    input_noise: float = 0.0
     tie: bool = False
     tokens: str = "char"
     vocab_size: int = 10000
@@ -188,6 +189,7 @@ class TrainConfig:
             "dropout",
             "recurrent_dropout",
             "input_dropout",
+            "input_noise",
         ):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
@@ -296,6 +298,7 @@ class TrainConfig:
             "diff": (self.task == "series", "--task series"),
             "seasonal_diff": (self.task == "series", "--task series"),
             "normalize": (self.task == "series", "--task series"),
+            "input_noise": (self.task == "series", "--task series"),
             "data": (self.task in ("text", "series"), "--task text or series"),
             "seq_len": (
                 self.task in ("text", "series") or (self.task in LONG_TERM and self.task != "embedded-reber"),
@@ -342,6 +345,7 @@ class TrainConfig:
             "diff": "auto",
             "seasonal_diff": 0,
             "normalize": "global",
+            "input_noise": 0.0,
             "test_fraction": 0.0,
             "embed": 0,
             "tie": False,
@@ -367,6 +371,7 @@ class TrainConfig:
                     "diff": "task",
                     "seasonal_diff": "task",
                     "normalize": "task",
+                    "input_noise": "task",
                     "data": "task",
                     "seq_len": "task",
                     "val_fraction": "task",
@@ -492,6 +497,9 @@ HELP = {
     "recurrent_dropout": "text or series, elman or lstm: variational dropout on the recurrent connections (Gal & "
     "Ghahramani 2016): each sequence of a batch reads h_(t-1) through one mask of its own (rate P, the kept units "
     "scaled by 1/(1 - P)) at every step; the identity in evaluation",
+    "input_noise": "series: the standard deviation of Gaussian noise added to the inputs of each training batch "
+    "(in normalised units; the targets stay clean), drawn from the run's generator: a network whose iterated forecasts "
+    "meet their own errors learns from inputs that are not exact",
     "input_dropout": "text (with --embed) or series: variational dropout of the inputs of the first recurrent "
     "layer (the embedding's units, or the series' columns), one mask per sequence of a batch",
     "tokens": "text: char (every character a token) or word (runs of letters and digits, single punctuation marks, "

@@ -336,9 +336,15 @@ class SeriesTask(_Batches):
     def batch(self, step: int, rng: np.random.Generator):
         if self.mode == "stream":
             x, y, first = self._stream_batch(step)
-            return (*self._columns(x, y), first)
-        x, y = ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
-        return (*self._columns(x, y), True)
+            x, y = self._columns(x, y)
+        else:
+            x, y = self._columns(
+                *ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
+            )
+            first = True
+        if self.cfg.input_noise:  # the inputs of this batch alone, the targets clean
+            x = x + rng.normal(0.0, self.cfg.input_noise, x.shape).astype(x.dtype)
+        return x, y, first
 
     def diagnostic_batch(self) -> tuple:
         """4 windows of seq_len steps at evenly spaced places of the training series."""
