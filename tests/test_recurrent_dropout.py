@@ -114,3 +114,59 @@ def test_what_it_refuses():
     with model.dropout(np.random.default_rng(0), 2, np.float64):  # masks for 2 sequences, a batch of 3
         with pytest.raises(BpttError, match="recurrent dropout: expected a batch of 2 sequences"):
             full_bptt(model, params, x, y)
+
+
+def _holders(model):
+    """Whatever holds masks: Dropout levels and recurrent-dropout cells."""
+    out = [lv for lv in model.levels if lv.kind == "dropout"]
+    return out + [d.cell for lv in model.recurrent_levels for d in lv.directions if hasattr(d.cell, "draw")]
+
+
+def test_tbptt_steps_kept_past_their_batch_go_back_through_their_own_masks():
+    """TBPTT(k1 = 2, k2 = 4) on a stream: the second window reaches back into the first batch,
+    whose steps met that batch's masks (input dropout and recurrent dropout). Reference: float64
+    central differences of the second window's loss, the first two steps run with the first
+    batch's masks, the last two with the second's, from the initial state (the window's start)."""
+    from bptt import Dropout
+    from bptt.algorithms.truncated import TBPTTStream
+
+    model = Model(2, [Dropout(0.5), *rnn("lstm", 3, 1, recurrent_dropout=0.5), Dense(2)], loss="ce")
+    rng = np.random.default_rng(0)
+    params = {k: rng.uniform(-0.8, 0.8, v.shape) for k, v in model.init_params(0).items()}
+    B = 4
+    x1, x2 = rng.normal(size=(2, B, 2)), rng.normal(size=(2, B, 2))
+    y1, y2 = rng.integers(0, 2, (2, B)), rng.integers(0, 2, (2, B))
+    stream = TBPTTStream(model, k1=2, k2=4)
+    masks = []
+    for x, y, seed in ((x1, y1, 1), (x2, y2, 2)):
+        with model.dropout(np.random.default_rng(seed), B, np.float64):
+            masks.append([h.mask.copy() for h in _holders(model)])
+            g = stream(params, x, y)
+    assert not all(np.array_equal(a, b) for a, b in zip(*masks))
+
+    def loss() -> float:
+        state = None
+        try:
+            for h, m in zip(_holders(model), masks[0]):
+                h.mask = m
+            _, state = model.forward(params, x1, state0=state)
+            for h, m in zip(_holders(model), masks[1]):
+                h.mask = m
+            out, _ = model.forward(params, x2, state0=state)
+            return model.loss_fn.value(out, y2, None)
+        finally:
+            for h in _holders(model):
+                h.clear()
+
+    assert abs(loss() - g.loss) < 1e-12
+    for k, p in params.items():
+        num = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + 1e-6
+            up = loss()
+            p[i] = old - 1e-6
+            down = loss()
+            p[i] = old
+            num[i] = (up - down) / 2e-6
+        np.testing.assert_allclose(g.grads[k], num, rtol=1e-6, atol=1e-8, err_msg=k)

@@ -110,6 +110,11 @@ def test_gradients_equal_torch_autograd_with_a_shared_weight():
 def test_a_tie_must_fit():
     with pytest.raises(BpttError, match="Dense tie: expected an Embedding level of the same model, received Dense"):
         Dense(V, tie=Dense(3))
+    other = Embedding(H)
+    Model(V, [other, rnn("lstm", H), Dense(V)], tokens=True, loss="ce")
+    with pytest.raises(BpttError, match="expected a tie to an Embedding level before it in this model"):
+        Model(V, [Embedding(H), rnn("lstm", H), Dense(V, tie=other)], tokens=True, loss="ce")
+    assert other.readout is None  # (another model's embedding is left as it was)
     emb = Embedding(4)
     with pytest.raises(
         BpttError, match=r"Dense tie: expected an earlier Embedding of shape \(7, 5\).*received \(7, 4\)"

@@ -249,23 +249,26 @@ class Dropout(_Passing):
     def clear(self) -> None:
         self.mask = None
 
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        if self.mask is None:
+    def _apply(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        if mask is None:
             return x
-        if x.shape[-2:] != self.mask.shape:
+        if x.shape[-2:] != mask.shape[-2:]:
             raise BpttError(
-                f"{self.name}: expected a batch of {self.mask.shape[0]} sequences (its masks), received shape {x.shape}"
+                f"{self.name}: expected a batch of {mask.shape[-2]} sequences (its masks), received shape {x.shape}"
             )
-        return x * self.mask
+        return x * mask
 
     def forward(self, p: Params, x: np.ndarray):
-        return self._apply(x), None
+        # the cache is the masks the steps met, (T, B, D) (a broadcast view): a tape kept past
+        # its batch (TBPTT with k2 > k1) goes back through that batch's masks, not those held now
+        y = self._apply(x, self.mask)
+        return y, None if self.mask is None else np.broadcast_to(self.mask, x.shape)
 
     def backward(self, p: Params, cache: Any, dy: np.ndarray, g: Params, need_dx: bool):
-        return self._apply(dy)
+        return self._apply(dy, cache)
 
     def forward_jvp(self, p: Params, cache: Any, dx: np.ndarray) -> np.ndarray:
-        return self._apply(dx).copy()
+        return self._apply(dx, cache).copy()
 
     def __repr__(self) -> str:
         return f"Dropout({self.rate!r}, name={self.name!r})"

@@ -86,6 +86,12 @@ class Model:
         for i, lv in enumerate(self.levels):
             if lv.input_size is not None:
                 raise BpttError(f"levels[{i}]: this level object is already built into a model")
+            tie = getattr(lv, "tie", None)
+            if tie is not None and not any(tie is earlier for earlier in self.levels[:i]):
+                raise BpttError(
+                    f"levels[{i}]: expected a tie to an Embedding level before it in this model, received one to "
+                    f"an Embedding of another model or after it"
+                )
             lv.build(size, f"{lv.kind}{i}", self.tokens and i == 0)
             if lv.name in names or "." in lv.name:
                 raise BpttError(f"levels[{i}]: expected a unique name without '.', received {lv.name!r}")

@@ -115,7 +115,6 @@ def scan_backward(
     gradient with respect to the initial state (scaled by the first step's factor)."""
     T, B = douts.shape[:2]
     full, empty = _mask_flags(tape.mask, T)
-    cell = cell.effective()
     impl = ops.implementation(cell, douts.dtype)
     if consume and tape.aux is not None and full.all() and hasattr(impl, "backward_scan"):
         return impl.backward_scan(params, tape, douts, scale, dstate, grads)

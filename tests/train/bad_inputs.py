@@ -1425,7 +1425,21 @@ def _cases() -> list[Case]:
             "ensembles",
             "--resume of a single run with --seeds",
             ["train", "--resume", "runs/series", "--seeds", "2"],
-            expect=["--resume: expected a run folder or an ensemble folder", "received 'runs/series' without either"],
+            expect=["--seeds: expected an ensemble folder with --resume, received 'runs/series', a single run"],
+        ),
+        C(
+            "seeds-past-2-32",
+            "ensembles",
+            "seeds that would pass 2**32",
+            S("--seeds", "3", "--seed", "4294967294"),
+            expect=["--seeds: expected seeds below 2**32 (--seed 4294967294 and 3 after it)"],
+        ),
+        C(
+            "resume-other-tokens",
+            "run folders",
+            "--resume of a character run with --tokens word",
+            ["train", "--resume", "runs/text", "--tokens", "word", "--steps", "9"],
+            expect=["tokens: expected 'char' with --resume (the run's own", "received 'word'"],
         ),
         C(
             "ensemble-sample",

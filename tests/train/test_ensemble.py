@@ -139,6 +139,12 @@ def test_resume_trains_the_members_not_there_and_leaves_the_finished(series_ense
     assert rc == 0, text
     for s in (5, 6):
         assert json.load(open(os.path.join(out, f"seed-{s}", "config.json")))["config"]["steps"] == 30
+    shutil.rmtree(os.path.join(out, "seed-6"))  # a member not begun starts with the settings given too
+    rc, text = _run(["train", "--resume", out, "--steps", "32"])
+    assert rc == 0, text
+    for s in (5, 6):
+        assert json.load(open(os.path.join(out, f"seed-{s}", "config.json")))["config"]["steps"] == 32
+    assert json.load(open(os.path.join(out, ensemble.ENSEMBLE)))["config"]["steps"] == 32
 
 
 def _text_members(tmp_path, n: int = 2):

@@ -21,7 +21,7 @@ memory, not the connections.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,6 +30,13 @@ from ..errors import BpttError
 from .base import Cell, Params
 
 SUPPORTED = ("elman", "lstm")
+
+
+class MaskedCache(NamedTuple):
+    """A masked step's cache: the wrapped cell's, and the mask the step met."""
+
+    cache: Any
+    mask: np.ndarray
 
 
 def keep_mask(rng: np.random.Generator, batch: int, width: int, rate: float, dtype: Any) -> np.ndarray:
@@ -64,7 +71,9 @@ class RecurrentDropout(Cell):
         self.mask = None
 
     def effective(self) -> Cell:
-        """The cell to run now: this one while a mask is held, else the plain cell."""
+        """The cell whose forward steps run now: this one while a mask is held, else the plain
+        cell (and its fast path). Backward steps always go through this one (step_back), which
+        reads from each step's cache whether it met a mask."""
         return self if self.mask is not None else self.inner
 
     # ---- the contract, delegated ----------------------------------------------------------
@@ -107,12 +116,21 @@ class RecurrentDropout(Cell):
         return ops.implementation(self.inner, dtype)
 
     def step(self, params: Params, state, xp_t: np.ndarray):
-        return self._steps(xp_t.dtype).step(params, self._masked(state), xp_t)
+        new, out, cache = self._steps(xp_t.dtype).step(params, self._masked(state), xp_t)
+        # the mask travels in the cache: a step kept past its batch (TBPTT with k2 > k1) goes
+        # back through the mask it met, not the one held now
+        return new, out, (cache if self.mask is None else MaskedCache(cache, self.mask))
 
     def step_back(self, params: Params, cache: Any, dstate, dout: np.ndarray, grads: Params):
+        """The wrapped cell's backward step; for a step run with a mask (its cache says which),
+        the gradient reaching h_(t-1) is m times the one reaching m * h_(t-1). A step run
+        without one (the plain cell's, e.g. a compiled scan's tape) goes back plainly."""
+        m = None
+        if isinstance(cache, MaskedCache):
+            cache, m = cache
         d_prev, dxp = self._steps(dout.dtype).step_back(params, cache, dstate, dout, grads)
-        if self.mask is not None:  # h_(t-1) reached the step as m * h_(t-1)
-            d_prev = d_prev._replace(h=d_prev.h * self.mask)
+        if m is not None:
+            d_prev = d_prev._replace(h=d_prev.h * m)
         return d_prev, dxp
 
     def step_jvp(self, params: Params, cache: Any, dstate_prev, dxp):

@@ -21,7 +21,7 @@ from .checkpoint import atomic_write
 from .config import HELP, TrainConfig, load_toml
 from .report import text_line
 from .runs import load_members, load_run
-from .tasks import mixture_loss, stream_loss, text_metrics
+from .tasks import text_loss, text_metrics
 from .tb import DEFAULT as TENSORBOARD_DEFAULT
 
 
@@ -180,7 +180,7 @@ def _train_ensemble(args: argparse.Namespace, given: dict) -> int:
         cfg = _new_config(args, given)
         cfg.out = cfg.out or _new_run_dir(cfg)
         out = ensemble.train(cfg, args.seeds, {})
-    for line in ensemble.report(out["summary"], out["seeds"], out["kind"]):
+    for line in ensemble.report(out["summary"], out["seeds"], out["kind"], getattr(out["task"], "unit", "char")):
         print(line)
     validation = (out["summary"].get("ensemble") or {}).get("validation")
     said = _validation_verdict(out["task"], validation["nmse"]) if validation and "nmse" in validation else None
@@ -415,11 +415,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if len(ids) < 2:
             raise BpttError(f"--data: expected at least 2 known {txt.UNITS[unit]}, received {len(ids)}")
         streams = txt.batchify(ids, max(1, min(run.cfg.batch_size, len(ids) // (2 * run.cfg.seq_len))))
-        if len(runs) == 1:
-            loss, n = stream_loss(run.model, run.params, streams, run.cfg.seq_len)
-        else:  # the mixture: the mean of the members' probabilities
-            loss, each = mixture_loss([(r.model, r.params) for r in runs], streams, run.cfg.seq_len)
-            n = (len(streams) - 1) * streams.shape[1]
+        # an ensemble's: its mixture's, the mean of the members' probabilities
+        loss, each, n = text_loss([(r.model, r.params) for r in runs], streams, run.cfg.seq_len)
         m = text_metrics(loss, unit)
         mean = " (the mean of the members' probabilities)" if len(runs) > 1 else ""
         unknowns = f"{unknown} unknown characters skipped" if unit == "char" else f"{unknown:,} unknown words as <unk>"

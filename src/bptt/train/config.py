@@ -291,6 +291,10 @@ class TrainConfig:
 
     def _refuse_what_does_not_apply(self, given: set[str] | None) -> None:
         defaults = TrainConfig()
+        masks = (  # where dropout's masks are held for a batch's gradient
+            self.task in ("text", "series") and self.algorithm in ("full", "tbptt", "random", "artbp"),
+            "--task text or series and --algorithm full, tbptt, random or artbp",
+        )
         rules = {
             "column": (self.task == "series", "--task series"),
             "target": (self.task == "series", "--task series"),
@@ -311,18 +315,9 @@ class TrainConfig:
             "tie": (self.task == "text", "--task text"),
             "tokens": (self.task == "text", "--task text"),
             "vocab_size": (self.task == "text" and self.tokens == "word", "--tokens word"),
-            "dropout": (
-                self.task in ("text", "series") and self.algorithm in ("full", "tbptt", "random", "artbp"),
-                "--task text or series and --algorithm full, tbptt, random or artbp",
-            ),
-            "recurrent_dropout": (
-                self.task in ("text", "series") and self.algorithm in ("full", "tbptt", "random", "artbp"),
-                "--task text or series and --algorithm full, tbptt, random or artbp",
-            ),
-            "input_dropout": (
-                self.task in ("text", "series") and self.algorithm in ("full", "tbptt", "random", "artbp"),
-                "--task text or series and --algorithm full, tbptt, random or artbp",
-            ),
+            "dropout": masks,
+            "recurrent_dropout": masks,
+            "input_dropout": masks,
             "sample_length": (self.task == "text", "--task text"),
             "k1": (self.algorithm == "tbptt", "--algorithm tbptt"),
             "k2": (self.algorithm == "tbptt", "--algorithm tbptt"),

@@ -11,7 +11,7 @@ configuration, and the mean of their predictions is usually better than a typica
 
 The ensemble's prediction: for a series, the mean of the members' predictions in the series'
 own units (one-step predictions, or iterated forecasts, each member fed its own outputs); for
-text, the mean of the members' probabilities of the next character, whose loss is
+text, the mean of the members' probabilities of the next token, whose loss is
 -log((1/M) sum_m p_m(y)) (a mixture; never more than the members' mean loss, by Jensen).
 
 ensemble.json is read as data: the member folders are named from its integer seeds alone, and
@@ -49,7 +49,7 @@ def read(folder: str) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read(1 << 22).decode())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise BpttError(
             f"{path}: expected the JSON that bptt train --seeds writes, received one that does not read ({e})"
         ) from None
@@ -155,17 +155,29 @@ def train(
     if resume is not None:
         doc = read(resume)
         if doc is None:
+            single = os.path.isfile(os.path.join(resume, "checkpoint.npz"))
             raise BpttError(
-                f"--resume: expected a run folder or an ensemble folder, received {resume!r} without either"
+                f"--seeds: expected an ensemble folder with --resume, received {resume!r}, "
+                + (
+                    "a single run (resume it without --seeds)"
+                    if single
+                    else "which holds neither a run nor an ensemble"
+                )
             )
         folder, seeds, base, results = resume, doc["seeds"], doc["config"], doc["results"]
         if n is not None and n != len(seeds):
             raise BpttError(
                 f"--seeds: expected {len(seeds)} (the ensemble {resume!r}) or none with --resume, received {n}"
             )
+        if given:  # members not begun yet start with the settings given too, and the record says so
+            base = TrainConfig.from_dict({**base.to_dict(), **given}, "flags").validate(set(given))
     else:
         assert cfg is not None and n is not None
         folder, base, results = cfg.out, cfg, {}
+        if cfg.seed + n > 2**32:
+            raise BpttError(
+                f"--seeds: expected seeds below 2**32 (--seed {cfg.seed} and {n} after it), received {n} from {cfg.seed}"
+            )
         seeds = [cfg.seed + i for i in range(n)]
         _new_folder(folder)
     lock = RunLock(folder).acquire("--resume" if resume else "--out")
@@ -245,11 +257,11 @@ def spread(values: list[float]) -> str:
     )
 
 
-def report(summary: dict[str, Any], seeds: list[int], kind: str) -> list[str]:
+def report(summary: dict[str, Any], seeds: list[int], kind: str, tokens: str = "char") -> list[str]:
     """The lines bptt train prints after the members: each seed's figure, their spread, the
     ensemble's (validation, and test where there is a test part)."""
     key = key_figure(kind)
-    unit = " nats/char" if kind == "text" else " one-step NMSE" if kind == "series" else " loss"
+    unit = f" nats/{tokens}" if kind == "text" else " one-step NMSE" if kind == "series" else " loss"
     lines = [f"ensemble of {len(seeds)} seeds, best validation{unit}:"]
     values = []
     for s in seeds:

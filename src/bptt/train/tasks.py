@@ -108,6 +108,16 @@ def mixture_loss(members: list, streams: np.ndarray, seq_len: int) -> tuple[floa
     return float(mix), [float(-np.mean(lp)) for lp in logp]
 
 
+def text_loss(members: list, streams: np.ndarray, seq_len: int) -> tuple[float, list[float], int]:
+    """(the loss of one model, or of several models' mixture, each member's own loss, the number
+    of predictions) over the next-token predictions of (N, B) streams."""
+    if len(members) == 1:
+        loss, n = stream_loss(*members[0], streams, seq_len)
+        return loss, [loss], n
+    mix, each = mixture_loss(members, streams, seq_len)
+    return mix, each, (len(streams) - 1) * streams.shape[1]
+
+
 class _Batches:
     """What both tasks share: B streams cut into consecutive segments, or random windows."""
 
@@ -201,15 +211,13 @@ class TextTask(_Batches):
 
     def ensemble(self, members: list, part: str) -> dict[str, float] | None:
         """evaluate's (part 'validation') or test's figures of the members' mixture: the mean of
-        their probabilities of each next character."""
+        their probabilities of each next token."""
         return self._scored(members, self.val_streams if part == "validation" else self.test_streams)
 
     def _scored(self, members: list, streams: np.ndarray | None) -> dict[str, float] | None:
         if streams is None:
             return None
-        if len(members) == 1:
-            return text_metrics(stream_loss(*members[0], streams, self.cfg.seq_len)[0], self.unit)
-        return text_metrics(mixture_loss(members, streams, self.cfg.seq_len)[0], self.unit)
+        return text_metrics(text_loss(members, streams, self.cfg.seq_len)[0], self.unit)
 
     def meta(self) -> dict[str, Any]:
         return {"vocab": self.vocab.meta()}

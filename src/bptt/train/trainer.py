@@ -216,6 +216,12 @@ class Trainer:
                     f"out: expected no --out with --resume (the run goes on in {resume!r}), "
                     f"received {overrides['out']!r}"
                 )
+            for key in ("tokens", "vocab_size", "tie"):  # the run's vocabulary and parameters are its own
+                if key in overrides and overrides[key] != saved[key]:
+                    raise BpttError(
+                        f"{key}: expected {saved[key]!r} with --resume (the run's own: its vocabulary and parameters "
+                        f"are made of it), received {overrides[key]!r}"
+                    )
             cfg = TrainConfig.from_dict({**saved, **overrides, "out": resume}, "flags")
             given = set(overrides) - {"out"}
         elif cfg is None:
