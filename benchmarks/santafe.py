@@ -41,7 +41,7 @@ CONFIG = dict(
     steps=3000,
     dtype="float32",
     dropout=0.0,
-    input_noise=0.0,
+    input_noise=0.05,  # the inputs of training batches with N(0, 0.05^2) noise (normalised units)
     threads=1,
 )
 STARTS = range(200, 901, 50)
