@@ -18,6 +18,7 @@ benchmarks). Decoding joins tokens with spaces and turns <eos> into a line break
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import Counter
@@ -100,7 +101,7 @@ class Vocab:
 UNK, EOS = "<unk>", "<eos>"
 UNITS = {"char": "characters", "word": "words"}  # a token kind, as counted in words
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*|[^\s]")
-MAX_WORDS = 1_000_000
+MAX_WORDS = 1_000_000  # the largest word vocabulary a run may have (--vocab-size, a checkpoint's list)
 
 
 def words(text: str) -> list[str]:
@@ -131,13 +132,9 @@ class WordVocab:
     def __len__(self) -> int:
         return len(self.words)
 
-    @property
+    @functools.cached_property
     def _ids(self) -> dict[str, int]:
-        ids = self.__dict__.get("_index")
-        if ids is None:
-            ids = {w: i for i, w in enumerate(self.words)}
-            object.__setattr__(self, "_index", ids)
-        return ids
+        return {w: i for i, w in enumerate(self.words)}
 
     def encode_tokens(self, tokens: list[str]) -> tuple[np.ndarray, int]:
         """(ids as int32, number of tokens that became <unk>)."""

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.text import MAX_WORDS
 from ..errors import BpttError
 from ..files import TMP_PREFIX, atomic_write, remove_stale_temps, write_json  # noqa: F401 (re-exported)
 
@@ -293,7 +294,7 @@ WORD_VOCAB = "the vocabulary of a word run (a list of up to 1,000,000 distinct n
 def word_vocab_ok(v: Any) -> bool:
     return (
         isinstance(v, list)
-        and 0 < len(v) <= 1_000_000
+        and 0 < len(v) <= MAX_WORDS
         and all(isinstance(w, str) and 0 < len(w) <= 1000 for w in v)
         and len(set(v)) == len(v)
         and "<unk>" in v

@@ -14,6 +14,7 @@ from ..algorithms.budget import parse_bytes
 from ..algorithms.plan import POLICIES
 from ..cells import ALIASES, CELLS
 from ..data.series import DIFF_CHOICES, MISSING_RULES, parse_columns
+from ..data.text import MAX_WORDS
 from ..errors import BpttError, did_you_mean, one_of
 from ..optim import OPTIMIZERS
 
@@ -142,7 +143,7 @@ class TrainConfig:
         if (
             isinstance(self.vocab_size, bool)
             or not isinstance(self.vocab_size, int)
-            or not 2 <= self.vocab_size <= 1_000_000
+            or not 2 <= self.vocab_size <= MAX_WORDS
         ):
             raise bad("vocab_size", "an integer from 2 to 1,000,000")
         if (
