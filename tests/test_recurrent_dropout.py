@@ -170,3 +170,27 @@ def test_tbptt_steps_kept_past_their_batch_go_back_through_their_own_masks():
             p[i] = old
             num[i] = (up - down) / 2e-6
         np.testing.assert_allclose(g.grads[k], num, rtol=1e-6, atol=1e-8, err_msg=k)
+
+
+@pytest.mark.parametrize("where", ["between", "recurrent"])
+def test_several_mpi_ranks_refuse_masks(where):
+    """Each rank would need its streams' share of a batch's masks: refused in one line."""
+    from bptt import Dropout
+    from bptt.train.dist import World
+
+    class TwoRanks:  # what World reads of an MPI communicator
+        def Get_size(self):
+            return 2
+
+        def Get_rank(self):
+            return 0
+
+    levels = (
+        [*rnn("lstm", 4, recurrent_dropout=0.3), Dense(2)]
+        if where == "recurrent"
+        else [rnn("lstm", 4), Dropout(0.3), Dense(2)]
+    )
+    what = "recurrent dropout" if where == "recurrent" else "dropout"
+    with pytest.raises(BpttError, match=f"^{what}: expected none for 2 MPI ranks .*received 0.3"):
+        World(TwoRanks()).check(Model(3, levels), 4)
+    World(TwoRanks()).check(Model(3, [rnn("lstm", 4), Dense(2)]), 4)  # without masks: nothing to refuse

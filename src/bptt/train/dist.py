@@ -105,16 +105,13 @@ class World:
                     f"received the firing-rate penalty {lv.name!r} (a function of the whole batch's mean rate); "
                     "run it in one process"
                 )
-            rec = getattr(lv, "recurrent_dropout", 0.0) if lv.recurrent else 0.0
-            if rec:
+            what, rate = ("dropout", lv.rate) if lv.kind == "dropout" else ("recurrent dropout", 0.0)
+            if lv.recurrent:
+                rate = getattr(lv, "recurrent_dropout", 0.0)
+            if rate:
                 raise BpttError(
-                    f"recurrent dropout: expected none for {self.size} MPI ranks (each rank would need its streams' "
-                    f"share of the batch's masks), received {rec} ({lv.name}); run it in one process"
-                )
-            if lv.kind == "dropout" and lv.rate > 0:
-                raise BpttError(
-                    f"dropout: expected none for {self.size} MPI ranks (each rank would need its streams' share of "
-                    f"the batch's masks), received {lv.rate} ({lv.name}); run it in one process"
+                    f"{what}: expected none for {self.size} MPI ranks (each rank would need its streams' share of "
+                    f"the batch's masks), received {rate} ({lv.name}); run it in one process"
                 )
 
     def shard(self, model: Any, batch: tuple) -> tuple:
