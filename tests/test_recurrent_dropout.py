@@ -105,7 +105,7 @@ def test_float32_fast_steps_equal_the_numpy_steps(cell):
 
 
 def test_what_it_refuses():
-    with pytest.raises(BpttError, match="recurrent dropout: expected an elman or lstm cell.*received 'gru'"):
+    with pytest.raises(BpttError, match="recurrent dropout: expected an unwrapped elman or lstm cell.*received 'gru'"):
         Model(3, [*rnn("gru", 5, recurrent_dropout=0.2), Dense(2)])
     with pytest.raises(BpttError, match=r"recurrent dropout rate: expected a number in \(0, 1\), received 1.0"):
         RecurrentDropout(make_cell("lstm", 3, 5), 1.0)

@@ -33,7 +33,7 @@ _NAMES = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "
 PREFIXES = {"embedding": "embedding.", "rnn": "rnn.", "linear": "linear."}  # torch module -> name prefix
 TORCH_MODULES = {"elman": "RNN", "gru": "GRU", "lstm": "LSTM"}
 EXPECTED = (
-    "a model of N identical Elman/GRU/LSTM levels (Elman with tanh or relu, no learned initial state; "
+    "a model of N identical Elman/GRU/LSTM levels (Elman with tanh or relu, no learned initial state, no zoneout; "
     "on tokens, one Embedding level may come first) followed by one linear Dense level"
 )
 
@@ -57,6 +57,9 @@ def torch_problem(model: Model) -> str | None:
             return f"an Elman level {lv.name} with activation {_nonlinearity(lv)!r}"
         if lv.learn_init:
             return f"learned initial states in {lv.name}"
+        zoned = {f: z for f, z in getattr(lv, "zoneout", {}).items() if z}
+        if zoned:  # its evaluation step mixes the previous state in: not torch's cell
+            return f"zoneout {zoned} in {lv.name}"
     for i, lv in enumerate(levels[first : first + len(rec)], first):
         if not lv.recurrent:
             return f"the {type(lv).__name__} level {lv.name} at position {i}, before or between the recurrent levels"

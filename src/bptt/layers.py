@@ -16,6 +16,7 @@ from .activations import get_activation
 from .cells import Cell, cell_class, make_cell
 from .cells.base import Params
 from .cells.recurrent_dropout import RecurrentDropout, keep_mask
+from .cells.zoneout import Zoneout
 from .errors import BpttError
 
 
@@ -297,6 +298,8 @@ class Recurrent(Level):
         learn_init: bool = False,
         name: str | None = None,
         recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: float = 0.0,
         **cell_options: Any,
     ) -> None:
         self.cell_type = cell_class(cell)  # a name, or a Cell subclass of one's own
@@ -305,6 +308,7 @@ class Recurrent(Level):
         self.bidirectional = bool(bidirectional)
         self.learn_init = bool(learn_init)
         self.recurrent_dropout = recurrent_dropout  # (cells/recurrent_dropout.py; checked when built)
+        self.zoneout = {"h": zoneout, "c": zoneout_cell}  # (cells/zoneout.py; checked when built)
         self.cell_options = cell_options
         self.directions: list[Direction] = []
 
@@ -312,8 +316,16 @@ class Recurrent(Level):
         super().build(input_size, name, tokens)
         dirs = [("", False)] + ([("reverse.", True)] if self.bidirectional else [])
 
+        zoned = {f: z for f, z in self.zoneout.items() if z}
+        if zoned and self.recurrent_dropout:
+            raise BpttError(
+                f"{name}: expected recurrent dropout or zoneout, received both ({self.recurrent_dropout}, {zoned})"
+            )
+
         def cell() -> Any:
             c = make_cell(self.cell_type, input_size, self.size, **self.cell_options)
+            if zoned:
+                return Zoneout(c, zoned)
             return RecurrentDropout(c, self.recurrent_dropout) if self.recurrent_dropout else c
 
         self.directions = [Direction(self.name + ("." + p[:-1] if p else ""), p, rev, cell()) for p, rev in dirs]
@@ -349,6 +361,7 @@ class Recurrent(Level):
         opts = "".join(f", {k}={v!r}" for k, v in self.cell_options.items())
         if self.recurrent_dropout:
             opts += f", recurrent_dropout={self.recurrent_dropout!r}"
+        opts += "".join(f", {k}={v!r}" for k, v in zip(("zoneout", "zoneout_cell"), self.zoneout.values()) if v)
         return (
             f"Recurrent({self.kind!r}, {self.size}, bidirectional={self.bidirectional}, "
             f"learn_init={self.learn_init}{opts}, name={self.name!r})"

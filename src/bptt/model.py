@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _checks, ops
-from .cells.base import Params
+from .cells.base import Params, project_at
 from .errors import BpttError
 from .layers import Level, Recurrent
 from .losses import Loss
@@ -105,17 +105,29 @@ class Model:
     def recurrent_levels(self) -> list[Recurrent]:
         return [lv for lv in self.levels if lv.recurrent]
 
-    @contextlib.contextmanager
-    def dropout(self, rng: np.random.Generator, batch: int, dtype: Any) -> Iterator[None]:
-        """Within: every Dropout level, and every recurrent level with recurrent dropout, holds
-        masks for a batch of `batch` sequences, drawn from rng (level by level); after, none
-        (the levels are the identity, and the cells plain, again)."""
-        held = []  # in the levels' order: Dropout levels, and recurrent levels' masked cells
+    def mask_holders(self) -> list:
+        """What holds masks for a batch, in the levels' order: Dropout levels, and the wrapped
+        cells of recurrent levels (recurrent dropout, zoneout)."""
+        held = []
         for lv in self.levels:
             if lv.kind == "dropout":
                 held.append(lv)
             elif lv.recurrent:
                 held += [d.cell for d in lv.directions if hasattr(d.cell, "draw")]
+        return held
+
+    def holds_masks(self) -> bool:
+        """Whether masks are held now (within `dropout`)."""
+        return any(
+            getattr(h, "mask", None) is not None or getattr(h, "seed", None) is not None for h in self.mask_holders()
+        )
+
+    @contextlib.contextmanager
+    def dropout(self, rng: np.random.Generator, batch: int, dtype: Any) -> Iterator[None]:
+        """Within: every Dropout level, and every recurrent level with recurrent dropout or
+        zoneout, holds masks for a batch of `batch` sequences, drawn from rng (level by level);
+        after, none (the levels are the identity, and the cells their evaluation steps, again)."""
+        held = self.mask_holders()
         for h in held:
             h.draw(rng, batch, dtype)
         try:
@@ -258,11 +270,14 @@ class Model:
         state0: ModelState,
         keep: bool = True,
         state_only: bool = False,
+        t0: int = 0,
     ) -> tuple[np.ndarray | None, ModelState, list]:
         """Run every level over the segment. Returns the last level's output (T, B, K), the
         final state of every direction, and the tapes for `backward_levels` (if keep).
         state_only: for the final states alone (memory-budgeted BPTT's advances): the levels up
-        to the last recurrent one, whose outputs are not kept (output None, no tapes)."""
+        to the last recurrent one, whose outputs are not kept (output None, no tapes).
+        t0: the segment's first step in the sequence (memory-budgeted BPTT's segments: a cell
+        drawing noise per step meets the same noise when a segment runs again)."""
         tapes: list = []
         final: ModelState = {}
         last = max(i for i, lv in enumerate(self.levels) if lv.recurrent) if state_only else len(self.levels)
@@ -274,7 +289,7 @@ class Model:
             outs, dir_tapes = [], []
             for d in lv.directions:
                 p = lv.sub(params, d.prefix)
-                xp = d.cell.project(p, x)  # (T, B, G): one matrix product for all steps
+                xp = project_at(d.cell, p, x, t0)  # (T, B, G): one matrix product for all steps
                 out, final[d.key], tape = scan_forward(
                     d.cell, p, xp, state0[d.key], mask, d.reverse, keep and not state_only, i < last
                 )

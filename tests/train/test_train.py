@@ -76,6 +76,7 @@ def interrupt_at(n):
         "text-dropout",
         "text-words-tied",
         "text-recurrent-dropout",
+        "text-zoneout-tbptt-budget",
         "series-input-noise",
     ],
 )
@@ -102,6 +103,9 @@ def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file
         "text-dropout": dict(data=text_file, dropout=0.3, layers=2),
         "text-words-tied": dict(data=text_file, tokens="word", vocab_size=12, embed=16, tie=True),
         "text-recurrent-dropout": dict(data=text_file, recurrent_dropout=0.3, dropout=0.1, layers=2),
+        "text-zoneout-tbptt-budget": dict(
+            data=text_file, algorithm="tbptt", k1=5, k2=5, zoneout=0.2, zoneout_cell=0.4, memory_budget="60KB"
+        ),
         "series-input-noise": dict(data=series_files[0], task="series", input_noise=0.1),
     }[kind]
     a = Trainer(small(tmp_path / "a", **extra)).run()

@@ -247,7 +247,7 @@ def execute(
 
     def forward(a: int, e: int, state: Any, keep: bool):
         ms = None if b.mask is None else b.mask[a:e]
-        return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep)
+        return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep, t0=a)
 
     def backward(a: int, e: int, y: Any, tapes: list, dstate: Any) -> Any:
         part, dy = model.loss_fn.segment(y, b.targets, counted, a, T, n)

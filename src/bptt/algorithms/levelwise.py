@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import ops
-from ..cells.base import Params
+from ..cells.base import Params, project_at
 from ..errors import BpttError
 from ..scan import scan_forward
 from .base import Gradient
@@ -55,7 +55,7 @@ class _Direction:
     def forward(self, a: int, e: int, state: Any, keep: bool, outputs: bool = False):
         d, r = self.d, self.rows(a, e)
         xs = self.X[r]
-        xp = d.cell.project(self.p, xs)  # (e - a, B, G): this segment's input projection
+        xp = project_at(d.cell, self.p, xs, r.start)  # (e - a, B, G): this segment's input projection
         m = None if self.mask is None else self.mask[r]
         out, fin, tape = scan_forward(d.cell, self.p, xp, state[d.key], m, d.reverse, keep, keep or outputs)
         return out, {d.key: fin}, ([xs, tape] if keep else None)

@@ -300,6 +300,12 @@ class BudgetTBPTTStream(TBPTTStream):
             have += seg[0]
         keep.reverse()
         skip = max(0, have - reach)
+        if keep and model.holds_masks():
+            raise BpttError(
+                f"truncated BPTT within a memory budget: expected no dropout or zoneout masks when a window reaches "
+                f"back past its batch (k2 = {self.k2} > k1 = {self.k1}: its earlier steps would run again with "
+                "this batch's masks), received masks held; use k2 = k1, or no memory budget"
+            )
         cut_now = self._pending_cut
         segs = keep + [(n, b.x, b.mask, cut_now, b.state0)]
         state0 = segs[0][4]

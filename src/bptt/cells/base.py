@@ -57,6 +57,13 @@ class TokenRows:
         return out if dtype is None else out.astype(dtype)
 
 
+def project_at(cell: Any, params: Params, x: Any, t0: int = 0) -> Any:
+    """cell.project(params, x) for steps t0 .. t0 + T - 1 of the sequence (x in the sequence's
+    own order of time): a cell whose steps draw noise per step (zoneout: `timed`) takes t0, so
+    that a segment run again meets the same noise."""
+    return cell.project(params, x, t0) if getattr(cell, "timed", False) else cell.project(params, x)
+
+
 def state_map(fn, *states: NamedTuple) -> NamedTuple:
     """Apply `fn` field by field to states of the same type."""
     first = states[0]

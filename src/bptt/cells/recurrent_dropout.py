@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import ops
 from ..errors import BpttError
 from .base import Cell, Params
+from .wrapped import Wrapped
 
 SUPPORTED = ("elman", "lstm")
 
@@ -45,22 +45,16 @@ def keep_mask(rng: np.random.Generator, batch: int, width: int, rate: float, dty
     return (keep / (1.0 - rate)).astype(dtype)
 
 
-class RecurrentDropout(Cell):
+class RecurrentDropout(Wrapped):
     """`cell` with variational dropout of `rate` on its recurrent input h_{t-1}."""
 
+    what = "recurrent dropout"
+    supported = SUPPORTED
+    reason = " (whose h_(t-1) enters only the recurrent product)"
+
     def __init__(self, cell: Cell, rate: float) -> None:
-        if getattr(cell, "kind", None) not in SUPPORTED:
-            raise BpttError(
-                f"recurrent dropout: expected an elman or lstm cell (whose h_(t-1) enters only the recurrent product), "
-                f"received {getattr(cell, 'kind', type(cell).__name__)!r}"
-            )
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
-            raise BpttError(f"recurrent dropout rate: expected a number in (0, 1), received {rate!r}")
-        self.inner, self.rate = cell, float(rate)
-        self.kind = cell.kind
-        self.State = cell.State
-        self.gates = cell.gates
-        self.input_size, self.hidden_size = cell.input_size, cell.hidden_size
+        super().__init__(cell)
+        self.rate = self._rate("recurrent dropout rate", rate)
         self.mask: np.ndarray | None = None  # (B, H): 0 or 1 / (1 - rate)
 
     # ---- masks (held per batch: Model.dropout) --------------------------------------------
@@ -76,29 +70,6 @@ class RecurrentDropout(Cell):
         reads from each step's cache whether it met a mask."""
         return self if self.mask is not None else self.inner
 
-    # ---- the contract, delegated ----------------------------------------------------------
-    @property
-    def output_size(self) -> int:
-        return self.inner.output_size
-
-    def state_sizes(self) -> dict[str, int]:
-        return self.inner.state_sizes()
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return self.inner.param_shapes()
-
-    def init_params(self, rng: np.random.Generator, dtype: Any = np.float64) -> Params:
-        return self.inner.init_params(rng, dtype)
-
-    def zero_state(self, batch: int, dtype: Any = np.float64):
-        return self.inner.zero_state(batch, dtype)
-
-    def project(self, params: Params, x: np.ndarray):
-        return self.inner.project(params, x)
-
-    def project_back(self, params, x, dxp, grads, need_dx: bool = True):
-        return self.inner.project_back(params, x, dxp, grads, need_dx)
-
     def _masked(self, state):
         m = self.mask
         if m is None:
@@ -109,11 +80,6 @@ class RecurrentDropout(Cell):
                 f"shape {state.h.shape}"
             )
         return state._replace(h=state.h * m)
-
-    def _steps(self, dtype: Any) -> Any:
-        """What runs the wrapped cell's steps on `dtype` (its NumPy math, or the fast path's
-        per-step kernels: the same one for a step and its backward step)."""
-        return ops.implementation(self.inner, dtype)
 
     def step(self, params: Params, state, xp_t: np.ndarray):
         new, out, cache = self._steps(xp_t.dtype).step(params, self._masked(state), xp_t)
@@ -137,11 +103,6 @@ class RecurrentDropout(Cell):
         if self.mask is not None:
             raise BpttError("recurrent dropout: expected no masks held in forward-mode products, received masks")
         return self.inner.step_jvp(params, cache, dstate_prev, dxp)
-
-    def __getattr__(self, name: str) -> Any:  # the wrapped cell's own settings (an Elman's activation, ...)
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"RecurrentDropout({self.inner!r}, rate={self.rate!r})"

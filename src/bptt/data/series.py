@@ -243,10 +243,18 @@ def read_series(
 @dataclass(frozen=True)
 class Normalizer:
     """z = (v - mean) / std, with mean and std of the training part: numbers for one column, or
-    tuples of one per column (the last axis of v)."""
+    tuples of one per column (the last axis of v).
+
+    Per window (`window` > 0, one column; mean 0 and std 1, so that z = v): each window of
+    `window` inputs is normalised by its own mean m and standard deviation s (at least `floor`),
+    and so is its target: the network reads (v - m) / s and predicts (v(t+1) - m) / s, which is
+    turned back by the same m and s (instance normalisation of the input window, as in RevIN).
+    A level or scale that drifts over the series then reaches the network as the same shapes."""
 
     mean: float | tuple[float, ...]
     std: float | tuple[float, ...]
+    window: int = 0
+    floor: float = 0.0
 
     def __post_init__(self) -> None:  # lists (from JSON) become tuples: hashable, comparable
         for k in ("mean", "std"):
@@ -263,6 +271,13 @@ class Normalizer:
         std = float(np.std(values))
         return cls(float(np.mean(values)), std if std > 0 else 1.0)
 
+    @classmethod
+    def per_window(cls, train: np.ndarray, window: int) -> Normalizer:
+        """Per-window normalisation over windows of `window` values; a window's spread is taken
+        as at least 1e-3 of the training part's (a flat window is not blown up)."""
+        std = float(np.std(np.asarray(train, np.float64)))
+        return cls(0.0, 1.0, int(window), 1e-3 * std if std > 0 else 1e-3)
+
     @property
     def columns(self) -> int | None:
         """How many columns it normalises (None: one series, numbers)."""
@@ -277,6 +292,8 @@ class Normalizer:
         """For JSON (a checkpoint's record, export's description)."""
         if isinstance(self.mean, tuple) and isinstance(self.std, tuple):
             return {"mean": list(self.mean), "std": list(self.std)}
+        if self.window:
+            return {"mean": self.mean, "std": self.std, "window": self.window, "floor": self.floor}
         return {"mean": self.mean, "std": self.std}
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
@@ -284,6 +301,47 @@ class Normalizer:
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         return z * _vector(self.std) + _vector(self.mean)
+
+    def stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per window: the mean and spread (at least `floor`) of windows x (T, ...) over time,
+        in float64, shaped (1, ...) to broadcast over the window."""
+        x = np.asarray(x, np.float64)
+        return x.mean(axis=0, keepdims=True), np.maximum(x.std(axis=0, keepdims=True), self.floor)
+
+    def pair(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A batch of windows x (T, B, 1) and their next-step targets y, each window by its own
+        inputs' mean and spread."""
+        m, s = self.stats(x)
+        return ((x - m) / s).astype(x.dtype), ((y - m) / s).astype(y.dtype)
+
+    def windows(self, z: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """The windows of `window` values ending just before each index in `ends`: (T, n)."""
+        return np.asarray(z, np.float64)[ends[None, :] - self.window + np.arange(self.window)[:, None]]
+
+    def predictions(self, forward, z: np.ndarray, dtype, chunk: int = 512) -> np.ndarray:
+        """One-step predictions of z[1:] (len(z) - 1,), each from the `window` values before it,
+        normalised by their own mean and spread and turned back by them; the first window - 1
+        have no whole window (NaN). forward(x (T, B, 1)) -> outputs (T, B, 1)."""
+        out = np.full(len(z) - 1, np.nan)
+        ends = np.arange(self.window, len(z))
+        for a in range(0, len(ends), chunk):
+            e = ends[a : a + chunk]
+            x = self.windows(z, e)
+            m, s = self.stats(x)
+            y = forward(((x - m) / s).astype(dtype)[..., None])
+            out[e - 1] = np.asarray(y[-1, :, 0], np.float64) * s[0] + m[0]
+        return out
+
+    def forecast(self, forward, history: np.ndarray, horizon: int, dtype) -> np.ndarray:
+        """An iterated forecast of `horizon` values after `history` (at least `window` values):
+        each from the last window, its own predictions included."""
+        seq = list(np.asarray(history, np.float64)[-self.window :])
+        for _ in range(horizon):
+            x = np.asarray(seq[-self.window :])[:, None]
+            m, s = self.stats(x)
+            y = forward(((x - m) / s).astype(dtype)[..., None])
+            seq.append(float(y[-1, 0, 0]) * float(s[0, 0]) + float(m[0, 0]))
+        return np.asarray(seq[self.window :])
 
 
 DIFF_CHOICES = ("auto", "0", "1", "2")

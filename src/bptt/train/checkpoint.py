@@ -259,7 +259,7 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
             meta,
             "normalizer",
             (dict,),
-            "an object with a finite mean and a positive std (numbers, or lists of one per column)",
+            NORMALIZER,
             normalizer_ok,
         )
         if "difference" in meta:
@@ -312,13 +312,24 @@ def difference_ok(v: Any) -> bool:
     )
 
 
+NORMALIZER = (
+    "an object with a finite mean and a positive std (numbers, or lists of one per column; per window, mean 0, "
+    "std 1, an integer window >= 2 and a positive floor)"
+)
+
+
 def normalizer_ok(v: Any) -> bool:
     """A series normaliser as JSON: {"mean": m, "std": s}, finite numbers with s > 0, or lists
-    of one per column (the same length)."""
+    of one per column (the same length); per window, also "window" (an integer >= 2) and "floor"
+    (a finite number > 0) with mean 0 and std 1."""
 
     def finite(x: Any) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
+    if isinstance(v, dict) and set(v) == {"mean", "std", "window", "floor"}:
+        w, f = v["window"], v["floor"]
+        window_ok = isinstance(w, int) and not isinstance(w, bool) and w >= 2 and finite(f) and f > 0
+        return window_ok and v["mean"] == 0 and v["std"] == 1
     if not (isinstance(v, dict) and set(v) == {"mean", "std"}):
         return False
     mean, std = v["mean"], v["std"]

@@ -377,10 +377,18 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             f"--history: expected at least {diff.order + 2} values (the run models {diff.describe()}), "
             f"received {len(history)}"
         )
+    if norm.window and len(history) < diff.order + norm.window:
+        raise BpttError(
+            f"--history: expected at least {diff.order + norm.window} values (the run predicts from windows of "
+            f"{norm.window}{', after ' + diff.describe() if diff else ''}), received {len(history)}"
+        )
     z = norm(diff(history) if diff else history)
     paths = []
     for r in runs:  # each member iterated on its own outputs
-        p = norm.inverse(forecast(r.model, r.params, z, horizon).astype(np.float64))
+        if norm.window:  # each step from the last window, its own predictions included
+            p = norm.forecast(lambda x, r=r: r.model.forward(r.params, x)[0], z, horizon, r.cfg.dtype)
+        else:
+            p = norm.inverse(forecast(r.model, r.params, z, horizon).astype(np.float64))
         paths.append(diff.integrate(p, history) if diff else p)  # differences added back up from the history
     pred = np.mean(paths, axis=0)
     if truth is not None:
@@ -440,20 +448,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"--data: expected at least {p + 2 + warmup} values (the run models {diff.describe()}, which takes "
             f"the first {p}; warm-up {warmup}), received {len(values)}"
         )
+    if norm.window:  # each prediction from the window of values before it: none for the first window - 1
+        if len(values) < p + norm.window + 1 + warmup:
+            raise BpttError(
+                f"--data: expected at least {p + norm.window + 1 + warmup} values (the run normalises each window of "
+                f"{norm.window}{', after ' + diff.describe() if p else ''}; warm-up {warmup}), received {len(values)}"
+            )
+        warmup = max(warmup, norm.window - 1)
     z = norm(diff(values) if p else values).astype(run.cfg.dtype)
     preds = []
     for r in runs:
-        y, _ = r.model.forward(r.params, z[:-1, None, None])
-        pr = norm.inverse(y[:, 0, 0].astype(np.float64))
+        if norm.window:
+            pr = norm.predictions(lambda x, r=r: r.model.forward(r.params, x)[0], z, run.cfg.dtype)
+        else:
+            y, _ = r.model.forward(r.params, z[:-1, None, None])
+            pr = norm.inverse(y[:, 0, 0].astype(np.float64))
         if p:  # predictions of values p + 1 .., each from its predicted difference and the true values before it
             pr = diff.restore(pr, values, p + 1)
         preds.append(pr[warmup:])
     pred = np.mean(preds, axis=0)
     truth = values[1 + p :][warmup:]
     seeded = f" and the {p} value{'s' * (p > 1)} the differences start from" if p else ""
+    windowed = f", each from the window of {norm.window} values before it" if norm.window else ""
     print(
         f"{args.data}: one-step-ahead predictions of {len(truth)} values{_of(runs)} (after a warm-up of "
-        f"{warmup}{seeded}): NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
+        f"{warmup}{seeded}{windowed}): NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
     )
     _members_line(runs, [ser.nmse(pr, truth) for pr in preds], "NMSE")
     print(_against_baselines(_baselines(_training_part(run)), values, 1 + p + warmup, pred))

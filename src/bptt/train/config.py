@@ -32,6 +32,8 @@ TASKS = TASKS + LONG_TERM
 SCHEDULES = ("constant", "cosine")
 _KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
 
+NORMALIZE = ("global", "window", "none")
+
 
 @dataclass
 class TrainConfig:
@@ -55,6 +57,8 @@ class TrainConfig:
     embed: int = 0
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    zoneout_cell: float = 0.0
     input_dropout: float = 0.0
     input_noise: float = 0.0
     tie: bool = False
@@ -136,8 +140,13 @@ class TrainConfig:
             self.diff = str(self.diff)
         if self.diff not in DIFF_CHOICES:
             raise one_of("diff", self.diff, DIFF_CHOICES)
-        if self.normalize not in ("global", "none"):
-            raise one_of("normalize", self.normalize, ("global", "none"))
+        if self.normalize not in NORMALIZE:
+            raise one_of("normalize", self.normalize, NORMALIZE)
+        if self.normalize == "window" and self.task == "series" and self.batching_mode != "window":
+            raise BpttError(
+                "normalize: 'window' normalises each window of --seq-len inputs by its own mean and spread, so it "
+                f"expected --batching window, received --batching {self.batching_mode}"
+            )
         if self.tokens not in ("char", "word"):
             raise one_of("tokens", self.tokens, ("char", "word"))
         if (
@@ -189,6 +198,8 @@ class TrainConfig:
             "plateau_factor",
             "dropout",
             "recurrent_dropout",
+            "zoneout",
+            "zoneout_cell",
             "input_dropout",
             "input_noise",
         ):
@@ -212,6 +223,25 @@ class TrainConfig:
             raise bad("recurrent_dropout", "a number in [0, 1)")
         if not self.input_dropout < 1.0:
             raise bad("input_dropout", "a number in [0, 1)")
+        if not self.zoneout < 1.0:
+            raise bad("zoneout", "a number in [0, 1)")
+        if not self.zoneout_cell < 1.0:
+            raise bad("zoneout_cell", "a number in [0, 1)")
+        if (self.zoneout or self.zoneout_cell) and self.cell not in ("elman", "gru", "lstm"):
+            raise BpttError(
+                "zoneout: expected --cell elman, gru or lstm (whose output is its hidden state), received --cell "
+                f"{self.cell}"
+            )
+        if self.zoneout_cell and self.cell != "lstm":
+            raise BpttError(
+                f"zoneout_cell: expected --cell lstm (the cell state c is an LSTM's), received --cell {self.cell}"
+            )
+        if self.recurrent_dropout and (self.zoneout or self.zoneout_cell):
+            raise BpttError(
+                "zoneout: expected either --recurrent-dropout or --zoneout/--zoneout-cell on the recurrent state, "
+                f"received --recurrent-dropout {self.recurrent_dropout:g} and zoneout "
+                f"{self.zoneout:g}/{self.zoneout_cell:g}"
+            )
         if self.input_dropout and self.task == "text" and not self.embed:
             raise BpttError(
                 "input_dropout: expected --embed E on text (the units dropped are the embedding's; token ids have "
@@ -260,6 +290,17 @@ class TrainConfig:
             )
         if self.memory_budget:
             parse_bytes(self.memory_budget, "memory_budget")
+            masked = [
+                f"--{k.replace('_', '-')} {getattr(self, k):g}"
+                for k in ("dropout", "recurrent_dropout", "zoneout", "zoneout_cell", "input_dropout")
+                if getattr(self, k)
+            ]
+            if self.algorithm == "tbptt" and self.k2 > self.k1 and masked:
+                raise BpttError(
+                    f"memory_budget: expected --k2 equal to --k1 with dropout or zoneout (a window reaching back past "
+                    f"its batch runs its earlier steps again, and they met the earlier batch's masks), received --k2 "
+                    f"{self.k2} > --k1 {self.k1} with {', '.join(masked)}"
+                )
         if self.memory_policy not in POLICIES:
             raise one_of("memory_policy", self.memory_policy, POLICIES)
         if self.eprop_signal not in ("online", "exact"):
@@ -318,6 +359,8 @@ class TrainConfig:
             "vocab_size": (self.task == "text" and self.tokens == "word", "--tokens word"),
             "dropout": masks,
             "recurrent_dropout": masks,
+            "zoneout": masks,
+            "zoneout_cell": masks,
             "input_dropout": masks,
             "sample_length": (self.task == "text", "--task text"),
             "k1": (self.algorithm == "tbptt", "--algorithm tbptt"),
@@ -349,6 +392,8 @@ class TrainConfig:
             "vocab_size": 10000,
             "dropout": 0.0,
             "recurrent_dropout": 0.0,
+            "zoneout": 0.0,
+            "zoneout_cell": 0.0,
             "input_dropout": 0.0,
             "sample_length": 0,
             "k1": 0,
@@ -379,6 +424,8 @@ class TrainConfig:
                     "vocab_size": "tokens" if self.task == "text" else "task",
                     "dropout": "task" if self.task not in ("text", "series") else "algorithm",
                     "recurrent_dropout": "task" if self.task not in ("text", "series") else "algorithm",
+                    "zoneout": "task" if self.task not in ("text", "series") else "algorithm",
+                    "zoneout_cell": "task" if self.task not in ("text", "series") else "algorithm",
                     "input_dropout": "task" if self.task not in ("text", "series") else "algorithm",
                     "sample_length": "task",
                     "k1": "algorithm",
@@ -482,7 +529,9 @@ HELP = {
     "seasonal_diff": "series: also a seasonal difference of this period, v(t) - v(t - s) (e.g. 12 for monthly data "
     "with a yearly cycle; 0: none)",
     "normalize": "series: global (each column's mean and standard deviation on the training part, after any "
-    "differencing) or none (the values as they are)",
+    "differencing), window (one column, --batching window: each window of --seq-len inputs and its target by the "
+    "window's own mean and standard deviation, predictions turned back by them; evaluation and forecasts read the "
+    "--seq-len values before each prediction) or none (the values as they are)",
     "val_fraction": "the last fraction of the data (before the test part) is held out for validation",
     "test_fraction": "text or series: the very last fraction of the data is held out for a test figure, computed "
     "once at the end of the run with the weights of the best validation (printed, test.json; 0: none)",
@@ -493,6 +542,11 @@ HELP = {
     "recurrent_dropout": "text or series, elman or lstm: variational dropout on the recurrent connections (Gal & "
     "Ghahramani 2016): each sequence of a batch reads h_(t-1) through one mask of its own (rate P, the kept units "
     "scaled by 1/(1 - P)) at every step; the identity in evaluation",
+    "zoneout": "text or series, elman, gru or lstm: zoneout (Krueger et al. 2017): at every step each unit of "
+    "the hidden state keeps its previous value with this probability (a fresh draw per step and sequence); in "
+    "evaluation h_t = z h_(t-1) + (1 - z) h~_t (0: none)",
+    "zoneout_cell": "text or series, lstm: zoneout of the cell state c, as --zoneout for h (Krueger et al. used 0.5 "
+    "on c and 0.05 on h for characters)",
     "input_noise": "series: the standard deviation of Gaussian noise added to the inputs of each training batch "
     "(in normalised units; the targets stay clean), drawn from the run's generator: a network whose iterated forecasts "
     "meet their own errors learns from inputs that are not exact",

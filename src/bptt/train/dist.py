@@ -107,7 +107,8 @@ class World:
                 )
             what, rate = ("dropout", lv.rate) if lv.kind == "dropout" else ("recurrent dropout", 0.0)
             if lv.recurrent:
-                rate = getattr(lv, "recurrent_dropout", 0.0)
+                zoned = [z for z in getattr(lv, "zoneout", {}).values() if z]
+                what, rate = ("zoneout", zoned[0]) if zoned else (what, getattr(lv, "recurrent_dropout", 0.0))
             if rate:
                 raise BpttError(
                     f"{what}: expected none for {self.size} MPI ranks (each rank would need its streams' share of "

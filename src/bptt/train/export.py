@@ -275,10 +275,7 @@ def _parse_description(text: str, where: str) -> dict[str, Any]:
             "distinct words with <unk>",
             lambda v: (isinstance(v, str) and len(v) > 0 and list(v) == sorted(set(v))) or ckpt.word_vocab_ok(v),
         ),
-        "normalizer": (
-            "an object with a finite mean and a positive std (numbers, or lists of one per column)",
-            ckpt.normalizer_ok,
-        ),
+        "normalizer": (ckpt.NORMALIZER, ckpt.normalizer_ok),
         "difference": (ckpt.DIFFERENCE, ckpt.difference_ok),
         "columns": (
             "an object with lists of column names 'inputs' and 'targets'",

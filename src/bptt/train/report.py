@@ -64,6 +64,8 @@ def regularisers(cfg: TrainConfig) -> str:
             ("input dropout", cfg.input_dropout),
             ("dropout after each layer", cfg.dropout),
             ("recurrent dropout", cfg.recurrent_dropout),
+            ("zoneout of h", cfg.zoneout),
+            ("zoneout of c", cfg.zoneout_cell),
         )
         if p
     ]

@@ -46,6 +46,8 @@ def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
         cfg.hidden,
         cfg.layers,
         **({"recurrent_dropout": cfg.recurrent_dropout} if cfg.recurrent_dropout else {}),
+        **({"zoneout": cfg.zoneout} if cfg.zoneout else {}),
+        **({"zoneout_cell": cfg.zoneout_cell} if cfg.zoneout_cell else {}),
     )
     if cfg.dropout:  # after every recurrent level (Zaremba et al.'s places; Gal & Ghahramani's masks)
         rec = [lv for i, r in enumerate(rec) for lv in (r, Dropout(cfg.dropout, name=f"drop{i}"))]
@@ -308,7 +310,15 @@ class SeriesTask(_Batches):
             )
 
     def _normalizer(self, train: np.ndarray) -> ser.Normalizer:
-        """--normalize global: fitted on the training part; none: the identity (mean 0, std 1)."""
+        """--normalize global: fitted on the training part; window: each window by its own
+        (ser.Normalizer); none: the identity (mean 0, std 1)."""
+        if self.cfg.normalize == "window":
+            if self.multi:
+                raise BpttError(
+                    f"normalize: expected global or none for several columns ({self.name}), received 'window' "
+                    "(per-window normalisation is built for one column)"
+                )
+            return ser.Normalizer.per_window(train, self.cfg.seq_len)
         if self.cfg.normalize == "none":
             k = train.shape[1] if train.ndim == 2 else None
             return ser.Normalizer((0.0,) * k, (1.0,) * k) if k else ser.Normalizer(0.0, 1.0)
@@ -349,6 +359,8 @@ class SeriesTask(_Batches):
             x, y = self._columns(
                 *ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
             )
+            if self.norm.window:  # each window by its own mean and spread
+                x, y = self.norm.pair(x, y)
             first = True
         if self.cfg.input_noise:  # the inputs of this batch alone, the targets clean
             x = x + rng.normal(0.0, self.cfg.input_noise, x.shape).astype(x.dtype)
@@ -363,6 +375,8 @@ class SeriesTask(_Batches):
         z = np.asarray(self.z_train, self.dtype)
         if self.multi:
             return (*self._columns(z[idx], z[idx + 1]), None)
+        if self.norm.window:
+            return (*self.norm.pair(z[idx][..., None], z[idx + 1][..., None]), None)
         return z[idx][..., None], z[idx + 1][..., None], None
 
     def one_step_predictions(self, model: Model, params, z: np.ndarray) -> np.ndarray:
@@ -372,9 +386,12 @@ class SeriesTask(_Batches):
             x = np.asarray(z[:-1, : self.n_in], self.dtype)[:, None, :]
             y, _ = model.forward(params, x)
             return self.norm.take(self.targets).inverse(y[:, 0, :].astype(np.float64))
-        x = np.asarray(z[:-1], self.dtype)[:, None, None]
-        y, _ = model.forward(params, x)
-        pred = self.norm.inverse(y[:, 0, 0].astype(np.float64))
+        if self.norm.window:  # each from the window before it (the first window - 1: NaN)
+            pred = self.norm.predictions(lambda x: model.forward(params, x)[0], z, self.dtype)
+        else:
+            x = np.asarray(z[:-1], self.dtype)[:, None, None]
+            y, _ = model.forward(params, x)
+            pred = self.norm.inverse(y[:, 0, 0].astype(np.float64))
         if not self.diff:
             return pred
         # z holds w from value p on: its predictions are of values p + 1 .. (none for the first p)
@@ -416,7 +433,7 @@ class SeriesTask(_Batches):
         if self.multi:
             cols = {"inputs": self.table.input_names, "targets": self.table.target_names}
             return {"normalizer": self.norm.as_dict(), "series_columns": cols}
-        meta = {"normalizer": {"mean": self.norm.mean, "std": self.norm.std}, "series_name": self.name}
+        meta = {"normalizer": self.norm.as_dict(), "series_name": self.name}
         if self.diff:
             meta["difference"] = self.diff.as_dict()
         return meta
@@ -437,7 +454,10 @@ class SeriesTask(_Batches):
             )
         what = f"{self.diff_note}, then normalised" if self.diff else "normalised"
         scale = f"{what} by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}"
-        if self.cfg.normalize == "none":
+        if self.norm.window:
+            scale = f"{self.diff_note}, then each" if self.diff else "each"
+            scale += f" window of {self.norm.window} inputs normalised by its own mean and spread (--normalize window)"
+        elif self.cfg.normalize == "none":
             scale = f"{self.diff_note}, not normalised" if self.diff else "not normalised (--normalize none)"
         return (
             f"series {self.source} ({self.name}): {len(self.values)} values, train {self.n_train} / "

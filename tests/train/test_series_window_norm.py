@@ -1,0 +1,199 @@
+"""Per-window normalisation (--normalize window): each window of --seq-len inputs and its target
+by the window's own mean and spread; training batches, validation, evaluate and forecast all
+recomputed by hand from the recorded weights; what it refuses."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from bptt.cli import main
+from bptt.data import series as ser
+from bptt.train import TrainConfig, Trainer
+from bptt.train.runs import load_run
+from bptt.train.tasks import make_task
+
+
+def drifting(n, rng):
+    """A cycle whose level and amplitude drift: what one global mean and std do not fit."""
+    t = np.arange(n)
+    return 100 + 0.5 * t + (5 + 0.05 * t) * np.sin(2 * np.pi * t / 17) + rng.normal(0, 0.5, n)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wnorm")
+    v = np.round(drifting(400, np.random.default_rng(3)), 6)  # (the values as the files hold them)
+    (d / "all.csv").write_text("v\n" + "".join(f"{x:.6f}\n" for x in v))
+    (d / "hist.csv").write_text("v\n" + "".join(f"{x:.6f}\n" for x in v[:360]))
+    (d / "next.csv").write_text("v\n" + "".join(f"{x:.6f}\n" for x in v[360:]))
+    return {k: str(d / f"{k}.csv") for k in ("all", "hist", "next")}, v
+
+
+def interrupt_at(n):
+    def on_step(step, loss):
+        if step == n:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C
+
+    return on_step
+
+
+def small(out, data, **kw):
+    base = dict(task="series", data=data, cell="gru", hidden=12, steps=60, eval_every=30, batch_size=8)
+    base.update(
+        seq_len=24, lr=0.01, warmup=5, dtype="float64", out=str(out), progress=False, normalize="window", diff="0"
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_windows_pairs_predictions_and_forecasts_by_hand():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=60).cumsum() * 3 + 40
+    norm = ser.Normalizer.per_window(z[:40], 8)
+    assert norm.window == 8 and norm.floor == pytest.approx(1e-3 * np.std(z[:40])) and norm(z) is not None
+    np.testing.assert_array_equal(norm(z), z)  # no global transform
+    x = np.stack([z[3:11], z[20:28]], axis=1)[..., None]  # (8, 2, 1)
+    y = np.stack([z[4:12], z[21:29]], axis=1)[..., None]
+    xn, yn = norm.pair(x, y)
+    for b in range(2):
+        m, s = x[:, b, 0].mean(), x[:, b, 0].std()
+        np.testing.assert_allclose(xn[:, b, 0], (x[:, b, 0] - m) / s, rtol=1e-12)
+        np.testing.assert_allclose(yn[:, b, 0], (y[:, b, 0] - m) / s, rtol=1e-12)
+    flat = np.full((8, 1, 1), 5.0)
+    xf, yf = norm.pair(flat, flat + 1e-3 * np.std(z[:40]))
+    np.testing.assert_array_equal(xf, 0.0)
+    np.testing.assert_allclose(yf, 1.0)  # a flat window's spread is the floor
+
+    W = rng.normal(size=3)
+
+    def forward(x):  # any causal map: out_t = W . (x_t, x_(t-1), 1)
+        prev = np.concatenate([np.zeros_like(x[:1]), x[:-1]])
+        return W[0] * x + W[1] * prev + W[2]
+
+    pred = norm.predictions(forward, z, np.float64, chunk=7)
+    assert np.isnan(pred[:7]).all() and not np.isnan(pred[7:]).any()
+    for j in range(7, len(z) - 1):
+        win = z[j - 7 : j + 1]
+        m, s = win.mean(), win.std()
+        want = (W[0] * (win[-1] - m) / s + W[1] * (win[-2] - m) / s + W[2]) * s + m
+        assert pred[j] == pytest.approx(want, rel=1e-12)
+    path = norm.forecast(forward, z[:30], 5, np.float64)
+    seq = list(z[:30])
+    for _ in range(5):
+        win = np.array(seq[-8:])
+        m, s = win.mean(), win.std()
+        seq.append((W[0] * (win[-1] - m) / s + W[1] * (win[-2] - m) / s + W[2]) * s + m)
+    np.testing.assert_allclose(path, seq[30:], rtol=1e-12)
+
+
+def test_training_batches_are_normalised_window_by_window(files, tmp_path):
+    paths, v = files
+    task = make_task(small(tmp_path / "t", paths["all"]))
+    x, y, first = task.batch(0, np.random.default_rng(0))
+    assert first and x.shape == (24, 8, 1)
+    np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(x.std(axis=0), 1.0, rtol=1e-12)
+    m_s = [(v[o : o + 24].mean(), v[o : o + 24].std()) for o in range(len(v) - 24)]
+    for b in range(8):  # each window found in the series; its target is the next values in its units
+        hits = [o for o, (m, s) in enumerate(m_s) if np.allclose((v[o : o + 24] - m) / s, x[:, b, 0], atol=1e-9)]
+        assert len(hits) == 1, hits
+        o = hits[0]
+        m, s = m_s[o]
+        np.testing.assert_allclose(y[:, b, 0] * s + m, v[o + 1 : o + 25], rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def run(files, tmp_path_factory):
+    paths, _ = files
+    d = tmp_path_factory.mktemp("wnorm-run")
+    res = Trainer(small(d / "w", paths["all"]), log=lambda s: None).run()
+    glob = Trainer(small(d / "g", paths["all"], normalize="global"), log=lambda s: None).run()
+    return str(d / "w"), res, glob
+
+
+def _by_hand(r, z):
+    """One-step predictions of z[1:] from the window of 24 values before each, by hand."""
+    out = np.full(len(z) - 1, np.nan)
+    for j in range(23, len(z) - 1):
+        win = z[j - 23 : j + 1]
+        m, s = win.mean(), win.std()
+        y, _ = r.model.forward(r.params, ((win - m) / s)[:, None, None])
+        out[j] = y[-1, 0, 0] * s + m
+    return out
+
+
+def test_validation_evaluate_and_forecast_by_hand(run, files, capsys):
+    folder, res, glob = run
+    paths, v = files
+    r = load_run(folder, "best")
+    assert r.normalizer.window == 24 and json.load(open(f"{folder}/config.json"))["config"]["normalize"] == "window"
+    pred = _by_hand(r, v)
+    n_train = len(v) - round(0.1 * len(v))
+    want = ser.nmse(pred[n_train - 1 :], v[n_train:])
+    assert res.best["nmse"] == pytest.approx(want, rel=1e-9)
+    assert res.best["nmse"] < glob.best["nmse"], (res.best, glob.best)  # a drifting level: the windows' own units pay
+    assert main(["evaluate", folder, "--data", paths["all"]]) == 0
+    said = capsys.readouterr().out
+    assert f"NMSE {ser.nmse(pred[23:], v[24:]):.4f}" in said and "after a warm-up of 23" in said
+    assert "each from the window of 24 values before it" in said
+    assert main(["forecast", folder, "--history", paths["hist"], "--data", paths["next"]]) == 0
+    said = capsys.readouterr().out
+    seq = list(v[:360])
+    for _ in range(40):
+        win = np.array(seq[-24:])
+        m, s = win.mean(), win.std()
+        y, _ = r.model.forward(r.params, ((win - m) / s)[:, None, None])
+        seq.append(y[-1, 0, 0] * s + m)
+    assert f"NMSE {ser.nmse(np.array(seq[360:]), v[360:]):.4f}" in said
+
+
+def test_with_differences_the_windows_are_of_the_differences(files, tmp_path):
+    paths, v = files
+    res = Trainer(small(tmp_path / "d", paths["all"], diff="1"), log=lambda s: None).run()
+    r = load_run(str(tmp_path / "d"), "best")
+    w = np.diff(v)
+    pw = _by_hand(r, w)  # predictions of w[1:]; value t = w(t) + v(t-1)
+    pred = pw + v[1:-1]
+    n_train = len(v) - round(0.1 * len(v))
+    assert res.best["nmse"] == pytest.approx(ser.nmse(pred[n_train - 2 :], v[n_train:]), rel=1e-9)
+
+
+def test_resume_is_bitwise(files, tmp_path):
+    paths, _ = files
+    a = Trainer(small(tmp_path / "a", paths["all"], steps=12, eval_every=6), log=lambda s: None).run()
+    b = Trainer(small(tmp_path / "b", paths["all"], steps=12, eval_every=6), log=lambda s: None)
+    b = b.run(on_step=interrupt_at(6))
+    assert b.stopped == "interrupted"
+    c = Trainer(resume=str(tmp_path / "b"), log=lambda s: None).run()
+    assert c.step == 12
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], c.params[k], err_msg=k)
+
+
+def test_what_it_refuses(files, tmp_path, capsys):
+    paths, v = files
+    with pytest.raises(
+        Exception, match="normalize: 'window' .* expected --batching window, received --batching stream"
+    ):
+        small(tmp_path / "s", paths["all"], batching="stream").validate()
+    two = tmp_path / "two.csv"
+    two.write_text("a,b\n" + "".join(f"{x:.4f},{x / 2:.4f}\n" for x in v))
+    with pytest.raises(Exception, match="normalize: expected global or none for several columns"):
+        make_task(small(tmp_path / "c", str(two), column="a,b", target="b"))
+    assert not ser.Normalizer.per_window(v, 24) == ser.Normalizer.fit(v)
+
+
+def test_evaluate_and_forecast_refuse_less_than_a_window(run, files, tmp_path, capsys):
+    folder, _, _ = run
+    short = tmp_path / "short.csv"
+    short.write_text("v\n" + "".join(f"{x:.6f}\n" for x in files[1][:20]))
+    assert main(["evaluate", folder, "--data", str(short)]) == 2
+    err = capsys.readouterr().err
+    assert "--data: expected at least 25 values (the run normalises each window of 24; warm-up 0), received 20" in err
+    assert main(["forecast", folder, "--history", str(short)]) == 2
+    err = capsys.readouterr().err
+    assert "--history: expected at least 24 values (the run predicts from windows of 24), received 20" in err
+    assert len(err.strip().splitlines()) == 1
