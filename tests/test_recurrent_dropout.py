@@ -194,3 +194,33 @@ def test_several_mpi_ranks_refuse_masks(where):
     with pytest.raises(BpttError, match=f"^{what}: expected none for 2 MPI ranks .*received 0.3"):
         World(TwoRanks()).check(Model(3, levels), 4)
     World(TwoRanks()).check(Model(3, [rnn("lstm", 4), Dense(2)]), 4)  # without masks: nothing to refuse
+
+
+@pytest.mark.parametrize("zoned", [False, True])
+def test_budgeted_tbptt_reaching_back_refuses_masks(zoned):
+    """A budgeted TBPTT window with k2 > k1 runs its earlier steps again, under this batch's
+    masks where those steps met the previous batch's (its gradient differed from TBPTTStream's by
+    0.023 here before the refusal). Refused in one line; with k2 = k1 it is TBPTTStream's."""
+    from bptt import Dropout
+    from bptt.algorithms.truncated import BudgetTBPTTStream, TBPTTStream
+
+    opts = dict(zoneout=0.3) if zoned else dict(recurrent_dropout=0.5)
+    model = Model(2, [Dropout(0.5), *rnn("lstm", 3, 1, **opts), Dense(2)], loss="ce")
+    rng = np.random.default_rng(0)
+    params = {k: rng.uniform(-0.8, 0.8, v.shape) for k, v in model.init_params(0).items()}
+    B = 4
+    xs, ys = [rng.normal(size=(2, B, 2)) for _ in range(2)], [rng.integers(0, 2, (2, B)) for _ in range(2)]
+    reaching = BudgetTBPTTStream(model, k1=2, k2=4, budget=10**9)
+    with model.dropout(np.random.default_rng(1), B, np.float64):
+        reaching(params, xs[0], ys[0])  # nothing to reach back to yet
+    with model.dropout(np.random.default_rng(2), B, np.float64):
+        with pytest.raises(BpttError, match="expected no dropout or zoneout masks when a window reaches back"):
+            reaching(params, xs[1], ys[1])
+    grads = []
+    for stream in (TBPTTStream(model, k1=2, k2=2), BudgetTBPTTStream(model, k1=2, k2=2, budget=10**9)):
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            with model.dropout(np.random.default_rng(i + 1), B, np.float64):
+                g = stream(params, x, y)
+        grads.append(g.grads)
+    for k in params:
+        np.testing.assert_allclose(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-15, err_msg=k)
