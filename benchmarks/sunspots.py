@@ -43,6 +43,7 @@ CONFIG = dict(
     steps=1500,
     weight_decay=0.0,
     dropout=0.0,
+    input_noise=0.0,
     dtype="float64",
     threads=1,
 )

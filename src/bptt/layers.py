@@ -250,6 +250,11 @@ class Dropout(_Passing):
     def clear(self) -> None:
         self.mask = None
 
+    @property
+    def held(self) -> bool:
+        """Whether masks are held (within Model.dropout)."""
+        return self.mask is not None
+
     def _apply(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         if mask is None:
             return x

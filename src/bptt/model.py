@@ -118,9 +118,7 @@ class Model:
 
     def holds_masks(self) -> bool:
         """Whether masks are held now (within `dropout`)."""
-        return any(
-            getattr(h, "mask", None) is not None or getattr(h, "seed", None) is not None for h in self.mask_holders()
-        )
+        return any(h.held for h in self.mask_holders())
 
     @contextlib.contextmanager
     def dropout(self, rng: np.random.Generator, batch: int, dtype: Any) -> Iterator[None]:

@@ -64,6 +64,11 @@ class RecurrentDropout(Wrapped):
     def clear(self) -> None:
         self.mask = None
 
+    @property
+    def held(self) -> bool:
+        """Whether masks are held (within Model.dropout)."""
+        return self.mask is not None
+
     def effective(self) -> Cell:
         """The cell whose forward steps run now: this one while a mask is held, else the plain
         cell (and its fast path). Backward steps always go through this one (step_back), which

@@ -86,6 +86,11 @@ class Zoneout(Wrapped):
     def clear(self) -> None:
         self.seed = None
 
+    @property
+    def held(self) -> bool:
+        """Whether masks are held (within Model.dropout)."""
+        return self.seed is not None
+
     def masks(self, t0: int, steps: int, batch: int) -> np.ndarray | None:
         """Steps t0 .. t0 + steps - 1's masks (steps, B, fields, H), or None when none are held."""
         if self.seed is None:
