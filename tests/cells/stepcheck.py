@@ -7,6 +7,8 @@
   gradients (a derivation's lines can be reordered without breaking anything else).
 - `check_against_torch`: the step's new state equals torch's cell (nn.RNNCell, GRUCell, LSTMCell)
   on the same weights.
+- `check_central_differences`: gradients of a whole loss (a function of the parameters, edited in
+  place) against float64 central differences.
 """
 
 from __future__ import annotations
@@ -87,3 +89,19 @@ def check_against_torch(cell, torch_cell):
     got = got if isinstance(got, tuple) else (got,)
     for ours, theirs in zip(new, got):
         np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-13, atol=1e-14)
+
+
+def check_central_differences(loss, params, grads, eps=1e-6, rtol=1e-6, atol=1e-8):
+    """grads[k] against (loss(p + eps) - loss(p - eps)) / 2 eps, entry by entry of params[k]
+    (changed in place and put back)."""
+    for k, p in params.items():
+        num = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + eps
+            up = loss()
+            p[i] = old - eps
+            down = loss()
+            p[i] = old
+            num[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grads[k], num, rtol=rtol, atol=atol, err_msg=k)

@@ -5,6 +5,7 @@ against the NumPy steps); without masks the step is the expectation z s_(t-1) + 
 
 import numpy as np
 import pytest
+from stepcheck import check_central_differences
 
 from bptt import BpttError, Dense, Model, fast, rnn
 from bptt.algorithms import make
@@ -207,17 +208,7 @@ def test_tbptt_steps_kept_past_their_batch_go_back_through_their_own_masks():
             cell.clear()
 
     assert abs(loss() - g.loss) < 1e-12
-    for k, p in params.items():
-        num = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + 1e-6
-            up = loss()
-            p[i] = old - 1e-6
-            down = loss()
-            p[i] = old
-            num[i] = (up - down) / 2e-6
-        np.testing.assert_allclose(g.grads[k], num, rtol=1e-6, atol=1e-8, err_msg=k)
+    check_central_differences(loss, params, g.grads)
 
 
 def test_what_it_refuses():
