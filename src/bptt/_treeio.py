@@ -44,9 +44,12 @@ def _builtin() -> None:
     from .cells.gru import GRUCache, GRUState
     from .cells.jordan import JordanCache, JordanState
     from .cells.lstm import LSTMCache, LSTMState
+    from .cells.recurrent_dropout import MaskedCache
+    from .cells.zoneout import ZonedCache
     from .tape import Tape
 
     register(Tape, ElmanCache, ElmanState, GRUCache, GRUState, JordanCache, JordanState, LSTMCache, LSTMState)
+    register(MaskedCache, ZonedCache)  # a masked step's cache: the wrapped cell's and the masks it met
     _LEGACY["bptt.algorithms.scan:Tape"] = (_Tape01, lambda t: Tape(t.caches, t.mask, t.reverse))
 
 

@@ -77,6 +77,8 @@ def interrupt_at(n):
         "text-words-tied",
         "text-recurrent-dropout",
         "text-zoneout-tbptt-budget",
+        "text-tbptt-overlap-dropouts",
+        "text-tbptt-overlap-zoneout",
         "series-input-noise",
     ],
 )
@@ -105,6 +107,20 @@ def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path, text_file
         "text-recurrent-dropout": dict(data=text_file, recurrent_dropout=0.3, dropout=0.1, layers=2),
         "text-zoneout-tbptt-budget": dict(
             data=text_file, algorithm="tbptt", k1=5, k2=5, zoneout=0.2, zoneout_cell=0.4, memory_budget="60KB"
+        ),
+        # TBPTT k2 > k1 keeps caches that met their batch's masks: they go into the checkpoint
+        "text-tbptt-overlap-dropouts": dict(
+            data=text_file,
+            algorithm="tbptt",
+            k1=5,
+            k2=12,
+            dropout=0.2,
+            recurrent_dropout=0.3,
+            input_dropout=0.1,
+            embed=6,
+        ),
+        "text-tbptt-overlap-zoneout": dict(
+            data=text_file, algorithm="tbptt", k1=5, k2=12, zoneout=0.2, zoneout_cell=0.3
         ),
         "series-input-noise": dict(data=series_files[0], task="series", input_noise=0.1),
     }[kind]

@@ -24,6 +24,8 @@ last segment of n < k1 steps injects n errors and reaches k2 - k1 steps before i
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -192,10 +194,18 @@ class TBPTTStream:
             shape = (steps, B) if m.tokens else (steps, B, m.input_size)
             x = np.zeros(shape, np.int64 if m.tokens else m.check_params(params))
             b = m.check_batch(params, x, None, None, self.state, need_targets=False)
-            ref = [
-                tape.tail(p, steps) for p in m.forward_levels(params, b.x, None, b.state0, keep=True)[2][: self.head]
-            ]
-            diff = tape.layout_diff(ref, tapes, f"{where}[{i}]", m.input_size)
+
+            def layout(masked: bool) -> str | None:
+                """What differs from the tapes a forward run gives, without masks or with
+                (a model with dropout or zoneout trained with its masks held)."""
+                held = m.dropout(np.random.default_rng(0), B, m.check_params(params)) if masked else contextlib.nullcontext()
+                with held:
+                    run = m.forward_levels(params, b.x, None, b.state0, keep=True)[2][: self.head]
+                return tape.layout_diff([tape.tail(p, steps) for p in run], tapes, f"{where}[{i}]", m.input_size)
+
+            diff = layout(False)
+            if diff and m.mask_holders() and not m.holds_masks():
+                diff = layout(True) and diff
             if diff:
                 raise BpttError(diff)
 
