@@ -118,7 +118,7 @@ class Model:
 
     def holds_masks(self) -> bool:
         """Whether masks are held now (within `dropout`)."""
-        return any(h.held for h in self.mask_holders())
+        return any(getattr(h, "held", True) for h in self.mask_holders())  # (one of a user's own: assume so)
 
     @contextlib.contextmanager
     def dropout(self, rng: np.random.Generator, batch: int, dtype: Any) -> Iterator[None]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from stepcheck import check_central_differences
 
-from bptt import BpttError, Dense, Model, fast, rnn
+from bptt import BpttError, Dense, Model, fast, ops, rnn
 from bptt.algorithms import make
 from bptt.algorithms.budget import measure_storage
 from bptt.algorithms.full import full_bptt
@@ -101,6 +101,9 @@ def test_float32_fast_steps_equal_the_numpy_steps(cell):
     for on in (True, False):
         with fast.use(on), model.dropout(np.random.default_rng(1), 4, np.float32):
             out[on] = full_bptt(model, params, x, y, state0=state0)
+    inner = model.recurrent_levels[0].directions[0].cell.inner
+    with fast.use(True):
+        assert ops.implementation(inner, np.float32) is not inner  # the kernels ran (numba is a dependency)
     for k in out[True].grads:
         np.testing.assert_allclose(out[True].grads[k], out[False].grads[k], rtol=2e-4, atol=2e-6, err_msg=k)
 

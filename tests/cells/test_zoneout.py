@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from stepcheck import check_central_differences
 
-from bptt import BpttError, Dense, Model, fast, rnn
+from bptt import BpttError, Dense, Model, fast, ops, rnn
 from bptt.algorithms import make
 from bptt.algorithms.budget import measure_storage
 from bptt.algorithms.full import full_bptt
@@ -152,6 +152,9 @@ def test_float32_fast_steps_equal_the_numpy_steps(case):
         with fast.use(on), model.dropout(np.random.default_rng(1), 4, np.float32):
             out[on] = full_bptt(model, params, x, y, state0=state0)
     assert out[True].grads[next(iter(params))].dtype == np.float32
+    inner = cells_of(model)[0].inner
+    with fast.use(True):
+        assert ops.implementation(inner, np.float32) is not inner  # the kernels ran (numba is a dependency)
     for k in out[True].grads:
         np.testing.assert_allclose(out[True].grads[k], out[False].grads[k], rtol=2e-4, atol=2e-6, err_msg=k)
 
@@ -225,3 +228,16 @@ def test_what_it_refuses():
     with model.dropout(np.random.default_rng(0), 2, np.float64):  # masks for 2 sequences, a batch of 3
         with pytest.raises(BpttError, match="zoneout: expected a batch of 2 sequences .*received 3"):
             full_bptt(model, params, x, y)
+
+
+def test_step_by_step_runs_meet_the_masks_of_their_steps():
+    """The gradient-flow diagnostics run the model one step at a time (forward_levels with t0 =
+    t): with masks held, their loss is full BPTT's on the same masks, not step 0's masks again."""
+    from bptt.diagnostics import flow
+
+    model = model_with("lstm", layers=1)
+    params, x, y, state0 = problem(model, seed=6)
+    with model.dropout(np.random.default_rng(2), 3, np.float64):
+        f = flow(model, params, x, y, state0=state0, jacobians=False)
+        g = full_bptt(model, params, x, y, state0=state0)
+    assert abs(f.loss - g.loss) < 1e-12

@@ -53,17 +53,18 @@ def test_windows_pairs_predictions_and_forecasts_by_hand():
     rng = np.random.default_rng(0)
     z = rng.normal(size=60).cumsum() * 3 + 40
     norm = ser.Normalizer.per_window(z[:40], 8)
-    assert norm.window == 8 and norm.floor == pytest.approx(1e-3 * np.std(z[:40])) and norm(z) is not None
+    assert norm.window == 8 and norm.floor == pytest.approx(1e-3 * np.std(z[:40]))
     np.testing.assert_array_equal(norm(z), z)  # no global transform
     x = np.stack([z[3:11], z[20:28]], axis=1)[..., None]  # (8, 2, 1)
     y = np.stack([z[4:12], z[21:29]], axis=1)[..., None]
-    xn, yn = norm.pair(x, y)
+    xn, yn = norm.pair(x, y, np.float64)
     for b in range(2):
         m, s = x[:, b, 0].mean(), x[:, b, 0].std()
         np.testing.assert_allclose(xn[:, b, 0], (x[:, b, 0] - m) / s, rtol=1e-12)
         np.testing.assert_allclose(yn[:, b, 0], (y[:, b, 0] - m) / s, rtol=1e-12)
     flat = np.full((8, 1, 1), 5.0)
-    xf, yf = norm.pair(flat, flat + 1e-3 * np.std(z[:40]))
+    xf, yf = norm.pair(flat, flat + 1e-3 * np.std(z[:40]), np.float32)
+    assert xf.dtype == yf.dtype == np.float32
     np.testing.assert_array_equal(xf, 0.0)
     np.testing.assert_allclose(yf, 1.0)  # a flat window's spread is the floor
 
@@ -93,7 +94,8 @@ def test_training_batches_are_normalised_window_by_window(files, tmp_path):
     paths, v = files
     task = make_task(small(tmp_path / "t", paths["all"]))
     x, y, first = task.batch(0, np.random.default_rng(0))
-    assert first and x.shape == (24, 8, 1)
+    assert first and x.shape == (24, 8, 1) and y.shape == (8, 1)
+    assert task.build_model().loss_fn.at == "last"  # the earlier targets are inputs of the window
     np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-12)
     np.testing.assert_allclose(x.std(axis=0), 1.0, rtol=1e-12)
     m_s = [(v[o : o + 24].mean(), v[o : o + 24].std()) for o in range(len(v) - 24)]
@@ -102,7 +104,7 @@ def test_training_batches_are_normalised_window_by_window(files, tmp_path):
         assert len(hits) == 1, hits
         o = hits[0]
         m, s = m_s[o]
-        np.testing.assert_allclose(y[:, b, 0] * s + m, v[o + 1 : o + 25], rtol=1e-10)
+        assert y[b, 0] * s + m == pytest.approx(v[o + 24], rel=1e-10)  # the value after the window, alone
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +185,8 @@ def test_what_it_refuses(files, tmp_path, capsys):
     two.write_text("a,b\n" + "".join(f"{x:.4f},{x / 2:.4f}\n" for x in v))
     with pytest.raises(Exception, match="normalize: expected global or none for several columns"):
         make_task(small(tmp_path / "c", str(two), column="a,b", target="b"))
-    assert not ser.Normalizer.per_window(v, 24) == ser.Normalizer.fit(v)
+    with pytest.raises(Exception, match="normalize: 'window' .* expected --seq-len of at least 2, received 1"):
+        small(tmp_path / "one", paths["all"], seq_len=1).validate()
 
 
 def test_evaluate_and_forecast_refuse_less_than_a_window(run, files, tmp_path, capsys):

@@ -198,7 +198,11 @@ class TBPTTStream:
             def layout(masked: bool) -> str | None:
                 """What differs from the tapes a forward run gives, without masks or with
                 (a model with dropout or zoneout trained with its masks held)."""
-                held = m.dropout(np.random.default_rng(0), B, m.check_params(params)) if masked else contextlib.nullcontext()
+                held = (
+                    m.dropout(np.random.default_rng(0), B, m.check_params(params))
+                    if masked
+                    else contextlib.nullcontext()
+                )
                 with held:
                     run = m.forward_levels(params, b.x, None, b.state0, keep=True)[2][: self.head]
                 return tape.layout_diff([tape.tail(p, steps) for p in run], tapes, f"{where}[{i}]", m.input_size)

@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -308,11 +309,12 @@ class Normalizer:
         x = np.asarray(x, np.float64)
         return x.mean(axis=0, keepdims=True), np.maximum(x.std(axis=0, keepdims=True), self.floor)
 
-    def pair(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def pair(self, x: np.ndarray, y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         """A batch of windows x (T, B, 1) and their next-step targets y, each window by its own
-        inputs' mean and spread."""
+        inputs' mean and spread, computed in float64 and returned as `dtype`. (Only the last
+        target lies outside the window: a run trains on it alone.)"""
         m, s = self.stats(x)
-        return ((x - m) / s).astype(x.dtype), ((y - m) / s).astype(y.dtype)
+        return ((x - m) / s).astype(dtype), ((y - m) / s).astype(dtype)
 
     def windows(self, z: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """The windows of `window` values ending just before each index in `ends`: (T, n)."""

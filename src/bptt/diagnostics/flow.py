@@ -113,7 +113,7 @@ def flow(
     steps, state, loss = [], b.state0, 0.0
     for t in range(T):
         m_t = None if b.mask is None else b.mask[t : t + 1]
-        y, new, tapes = model.forward_levels(params, b.x[t : t + 1], m_t, state, keep=True)
+        y, new, tapes = model.forward_levels(params, b.x[t : t + 1], m_t, state, keep=True, t0=t)
         part, dy = model.loss_fn.segment(y, b.targets, b.mask, t, T, n_pos)
         loss += part
         steps.append((tapes, dy, state))

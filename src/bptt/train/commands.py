@@ -449,13 +449,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"the first {p}; warm-up {warmup}), received {len(values)}"
         )
     if norm.window:  # each prediction from the window of values before it: none for the first window - 1
-        if len(values) < p + norm.window + 1 + warmup:
+        need = p + 2 + max(warmup, norm.window - 1)
+        if len(values) < need:
             raise BpttError(
-                f"--data: expected at least {p + norm.window + 1 + warmup} values (the run normalises each window of "
+                f"--data: expected at least {need} values (the run normalises each window of "
                 f"{norm.window}{', after ' + diff.describe() if p else ''}; warm-up {warmup}), received {len(values)}"
             )
         warmup = max(warmup, norm.window - 1)
-    z = norm(diff(values) if p else values).astype(run.cfg.dtype)
+    z = norm(diff(values) if p else values)
+    z = z if norm.window else z.astype(run.cfg.dtype)  # (windows take their statistics in float64)
     preds = []
     for r in runs:
         if norm.window:

@@ -142,6 +142,11 @@ class TrainConfig:
             raise one_of("diff", self.diff, DIFF_CHOICES)
         if self.normalize not in NORMALIZE:
             raise one_of("normalize", self.normalize, NORMALIZE)
+        if self.normalize == "window" and self.task == "series" and self.seq_len < 2:
+            raise BpttError(
+                f"normalize: 'window' normalises each window of --seq-len inputs by its own mean and spread, so it "
+                f"expected --seq-len of at least 2, received {self.seq_len}"
+            )
         if self.normalize == "window" and self.task == "series" and self.batching_mode != "window":
             raise BpttError(
                 "normalize: 'window' normalises each window of --seq-len inputs by its own mean and spread, so it "

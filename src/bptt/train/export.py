@@ -499,6 +499,8 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
         )
     out: dict[str, Any] = {"normalizer": norm}
     said = f"normaliser mean {norm['mean']:.6g}, std {norm['std']:.6g} (from {how})"
+    if norm.get("window"):
+        said = f"each window of {norm['window']} inputs normalised by its own mean and spread (from {how})"
     if "difference" in meta:
         out["difference"] = dict(meta["difference"])
         said += f", {ser.Difference(**meta['difference']).describe()}"

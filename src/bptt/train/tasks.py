@@ -58,7 +58,9 @@ def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
         out = Dense(vocab_size, tie=emb if cfg.tie else None)
         return Model(vocab_size, ([emb] if emb else []) + [rec, out], tokens=True, loss="ce")
     n_in, n_out = series_sizes(cfg)
-    return Model(n_in, [rec, Dense(n_out)], loss="mse")
+    # per-window normalisation: only the window's last step predicts a value outside the window
+    # its statistics come from (the earlier targets are inputs of the same window)
+    return Model(n_in, [rec, Dense(n_out)], loss="mse", at="last" if cfg.normalize == "window" else "every")
 
 
 def series_columns(cfg: TrainConfig) -> tuple[list[str | None], list[str]]:
@@ -356,11 +358,15 @@ class SeriesTask(_Batches):
             x, y, first = self._stream_batch(step)
             x, y = self._columns(x, y)
         else:
-            x, y = self._columns(
-                *ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
-            )
-            if self.norm.window:  # each window by its own mean and spread
-                x, y = self.norm.pair(x, y)
+            if self.norm.window:  # each window by its own mean and spread (in float64), its last target alone
+                x, y = self.norm.pair(
+                    *ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng), self.dtype
+                )
+                y = y[-1]
+            else:
+                x, y = self._columns(
+                    *ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
+                )
             first = True
         if self.cfg.input_noise:  # the inputs of this batch alone, the targets clean
             x = x + rng.normal(0.0, self.cfg.input_noise, x.shape).astype(x.dtype)
@@ -372,11 +378,13 @@ class SeriesTask(_Batches):
         T = min(self.cfg.seq_len, n - 1)
         starts = np.linspace(0, n - T - 1, 4).astype(int)
         idx = starts[None, :] + np.arange(T)[:, None]
+        if self.norm.window:
+            z = np.asarray(self.z_train, np.float64)
+            x, y = self.norm.pair(z[idx][..., None], z[idx + 1][..., None], self.dtype)
+            return x, y[-1], None
         z = np.asarray(self.z_train, self.dtype)
         if self.multi:
             return (*self._columns(z[idx], z[idx + 1]), None)
-        if self.norm.window:
-            return (*self.norm.pair(z[idx][..., None], z[idx + 1][..., None]), None)
         return z[idx][..., None], z[idx + 1][..., None], None
 
     def one_step_predictions(self, model: Model, params, z: np.ndarray) -> np.ndarray:
