@@ -25,7 +25,6 @@ last segment of n < k1 steps injects n errors and reaches k2 - k1 steps before i
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
