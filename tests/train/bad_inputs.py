@@ -859,6 +859,13 @@ def _cases() -> list[Case]:
             ],
         ),
         C(
+            "series-normalize-window-one-step",
+            "data: series",
+            "per-window normalisation of windows of one value",
+            S("--normalize", "window", "--seq-len", "1"),
+            expect=["normalize: 'window' normalises each window", "expected --seq-len of at least 2, received 1"],
+        ),
+        C(
             "series-normalize-window-columns",
             "data: series",
             "per-window normalisation of several columns",
