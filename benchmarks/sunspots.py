@@ -44,6 +44,7 @@ CONFIG = dict(
     weight_decay=0.0,
     dropout=0.0,
     input_noise=0.0,
+    normalize="global",
     dtype="float64",
     threads=1,
 )
@@ -120,10 +121,11 @@ def main(argv=None) -> int:
             **{k: getattr(args, k) for k in CONFIG},
         )
         trainer = Trainer(cfg, log=lambda s: None)
-        assert trainer.task.norm == norm, "the network and the baseline share one normalisation"
+        windowed = trainer.task.norm.window  # --normalize window: each window by its own mean and spread
+        assert windowed or trainer.task.norm == norm, "the network and the baseline share one normalisation"
         res = trainer.run()
         pred = np.full(len(z), np.nan)
-        pred[1:] = trainer.task.one_step_predictions(trainer.model, res.params, z)
+        pred[1:] = trainer.task.one_step_predictions(trainer.model, res.params, spots if windowed else z)
         nets.append(pred)
         rows.append((f"{cfg.cell} {cfg.hidden}, seed {seed}", scores(pred)))
     ensemble = (f"{args.cell} ensemble: the mean of the {len(nets)} seeds' predictions", scores(np.mean(nets, axis=0)))
