@@ -105,20 +105,20 @@ class Model:
     def recurrent_levels(self) -> list[Recurrent]:
         return [lv for lv in self.levels if lv.recurrent]
 
-    def mask_holders(self) -> list:
+    def mask_holders(self, upto: int | None = None) -> list:
         """What holds masks for a batch, in the levels' order: Dropout levels, and the wrapped
-        cells of recurrent levels (recurrent dropout, zoneout)."""
+        cells of recurrent levels (recurrent dropout, zoneout); of levels[:upto] only if given."""
         held = []
-        for lv in self.levels:
+        for lv in self.levels[:upto]:
             if lv.kind == "dropout":
                 held.append(lv)
             elif lv.recurrent:
                 held += [d.cell for d in lv.directions if hasattr(d.cell, "draw")]
         return held
 
-    def holds_masks(self) -> bool:
-        """Whether masks are held now (within `dropout`)."""
-        return any(getattr(h, "held", True) for h in self.mask_holders())  # (one of a user's own: assume so)
+    def holds_masks(self, upto: int | None = None) -> bool:
+        """Whether masks are held now (within `dropout`), in levels[:upto] if given."""
+        return any(getattr(h, "held", True) for h in self.mask_holders(upto))  # (one without `held`: assume so)
 
     @contextlib.contextmanager
     def dropout(self, rng: np.random.Generator, batch: int, dtype: Any) -> Iterator[None]:

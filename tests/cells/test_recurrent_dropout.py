@@ -218,3 +218,24 @@ def test_budgeted_tbptt_reaching_back_refuses_masks(zoned):
         grads.append(g.grads)
     for k in params:
         np.testing.assert_allclose(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-15, err_msg=k)
+
+
+def test_budgeted_tbptt_reaching_back_takes_dropout_after_the_last_layer():
+    """Masks of a Dropout level after the last recurrent level touch only the readout, which the
+    re-run steps never reach: the window reaching back is TBPTTStream's."""
+    from bptt import Dropout
+    from bptt.algorithms.truncated import BudgetTBPTTStream, TBPTTStream
+
+    model = Model(2, [*rnn("lstm", 3, 1), Dropout(0.5), Dense(2)], loss="ce")
+    rng = np.random.default_rng(0)
+    params = {k: rng.uniform(-0.8, 0.8, v.shape) for k, v in model.init_params(0).items()}
+    B = 4
+    xs, ys = [rng.normal(size=(2, B, 2)) for _ in range(3)], [rng.integers(0, 2, (2, B)) for _ in range(3)]
+    grads = []
+    for stream in (TBPTTStream(model, k1=2, k2=4), BudgetTBPTTStream(model, k1=2, k2=4, budget=10**9)):
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            with model.dropout(np.random.default_rng(i + 1), B, np.float64):
+                g = stream(params, x, y)
+        grads.append(g.grads)
+    for k in params:
+        np.testing.assert_allclose(grads[1][k], grads[0][k], rtol=1e-12, atol=1e-15, err_msg=k)

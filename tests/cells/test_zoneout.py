@@ -241,3 +241,16 @@ def test_step_by_step_runs_meet_the_masks_of_their_steps():
         f = flow(model, params, x, y, state0=state0, jacobians=False)
         g = full_bptt(model, params, x, y, state0=state0)
     assert abs(f.loss - g.loss) < 1e-12
+
+
+@pytest.mark.parametrize("budget", [None, 10**9])
+def test_truncation_over_a_whole_sequence_gives_each_segment_its_own_masks(budget):
+    """TBPTT(k1 = 3) over 9 steps (within a budget too): the windows' losses are the full
+    forward pass's on the same masks (each segment's masks those of its steps, not steps 0-2's)."""
+    model = model_with("lstm", layers=1)
+    params, x, y, state0 = problem(model, seed=8, T=9)
+    algo = make("tbptt", k1=3, k2=3, **({"budget": budget} if budget else {}))
+    with model.dropout(np.random.default_rng(4), 3, np.float64):
+        g = algo(model, params, x, y, state0=state0)
+        whole = full_bptt(model, params, x, y, state0=state0)
+    assert abs(g.loss - whole.loss) < 1e-12

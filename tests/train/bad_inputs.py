@@ -866,6 +866,13 @@ def _cases() -> list[Case]:
             expect=["normalize: 'window' normalises each window", "expected --seq-len of at least 2, received 1"],
         ),
         C(
+            "series-normalize-window-tbptt",
+            "data: series",
+            "per-window normalisation with truncated BPTT (a loss at every step)",
+            S("--normalize", "window", "--algorithm", "tbptt"),
+            expect=["normalize: 'window' trains on each window's last step", "received --algorithm tbptt"],
+        ),
+        C(
             "series-normalize-window-columns",
             "data: series",
             "per-window normalisation of several columns",
@@ -947,9 +954,25 @@ def _cases() -> list[Case]:
         C(
             "flag-dropout-budget-reaching-back",
             "flags",
-            "dropout with truncated BPTT whose windows reach past their batch within a memory budget",
-            T("--dropout", "0.2", "--algorithm", "tbptt", "--k1", "10", "--k2", "30", "--memory-budget", "1MB"),
-            expect=["memory_budget: expected --k2 equal to --k1 with dropout or zoneout", "received --k2 30 > --k1 10"],
+            "dropout between layers with truncated BPTT whose windows reach past their batch within a memory budget",
+            T(
+                "--dropout",
+                "0.2",
+                "--layers",
+                "2",
+                "--algorithm",
+                "tbptt",
+                "--k1",
+                "10",
+                "--k2",
+                "30",
+                "--memory-budget",
+                "1MB",
+            ),  # fmt: skip
+            expect=[
+                "memory_budget: expected --k2 equal to --k1 with dropout below the last layer or zoneout",
+                "received --k2 30 > --k1 10",
+            ],
         ),
         C(
             "flag-input-dropout-tokens",

@@ -200,3 +200,28 @@ def test_evaluate_and_forecast_refuse_less_than_a_window(run, files, tmp_path, c
     err = capsys.readouterr().err
     assert "--history: expected at least 24 values (the run predicts from windows of 24), received 20" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_run_keeps_its_normalisation(run, files, tmp_path, capsys):
+    """Resuming with another normalisation or window, or importing a per-window model with a
+    global normaliser, is one line; an epoch is the windows' count (one target each)."""
+    import shutil
+
+    folder, _, _ = run
+    paths, _ = files
+    copy = str(tmp_path / "copy")
+    shutil.copytree(folder, copy)
+    assert main(["train", "--resume", copy, "--normalize", "global", "--steps", "70"]) == 2
+    err = capsys.readouterr().err
+    assert "normalize: expected the normalisation the model was trained with, 'window' (windows of 24)" in err
+    assert main(["train", "--resume", copy, "--seq-len", "10", "--steps", "70"]) == 2
+    assert "received --normalize window --seq-len 10" in capsys.readouterr().err
+    out = str(tmp_path / "m.npz")
+    assert main(["export", folder, "--format", "npz", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["import", out, "--out", str(tmp_path / "imp"), "--mean", "50", "--std", "40"]) == 2
+    assert "--mean, --std: expected none for a model trained with --normalize window" in capsys.readouterr().err
+    assert main(["import", out, "--out", str(tmp_path / "imp2")]) == 0
+    assert load_run(str(tmp_path / "imp2")).normalizer.window == 24
+    task = make_task(small(tmp_path / "e", paths["all"]))
+    assert task.steps_per_epoch() == -(-task.n_train // 8)  # batches of 8 windows, one target each

@@ -229,6 +229,7 @@ def execute(
     loss_mask: np.ndarray | None = None,
     scale: np.ndarray | None = None,
     restarts: dict[int, np.ndarray] | None = None,
+    t0: int = 0,
 ) -> tuple[Gradient, dict[str, int]]:
     """Run plan p on a checked batch b: (the gradient, counts). Buffers kept for reuse (ops'
     memory_limit) stay within those in use and the work about to run (a recorded segment, or
@@ -238,7 +239,8 @@ def execute(
     counts (instead of b.mask, which still decides where states are held); scale (T, B), the
     factors on the backward message leaving each step (scan_backward's), a cut stream's 0;
     restarts {t: (B,) bool}, the streams whose state is zeroed before step t (a stream reset
-    inside the window: forward runs and records split there)."""
+    inside the window: forward runs and records split there); t0, the batch's first step in the
+    sequence its masks belong to (a truncated window's)."""
     T, B = b.x.shape[:2]
     counted = b.mask if loss_mask is None else loss_mask
     n = model.loss_fn.count(counted, T, B)
@@ -247,7 +249,7 @@ def execute(
 
     def forward(a: int, e: int, state: Any, keep: bool):
         ms = None if b.mask is None else b.mask[a:e]
-        return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep, t0=a)
+        return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep, t0=t0 + a)
 
     def backward(a: int, e: int, y: Any, tapes: list, dstate: Any) -> Any:
         part, dy = model.loss_fn.segment(y, b.targets, counted, a, T, n)

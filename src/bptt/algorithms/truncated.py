@@ -233,13 +233,15 @@ class TBPTTStream:
             raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {b.x.shape[0]}")
         return b, None
 
-    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
+    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None, t0: int = 0) -> Gradient:
+        """t0: the segment's first step in the sequence its masks belong to (zoneout draws per
+        step: TBPTT over a whole sequence gives each k1-segment its own)."""
         model = self.model
         b, empty = self._segment(params, x, targets, mask)
         if empty is not None:
             return empty
         n = b.x.shape[0]
-        y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
+        y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True, t0=t0)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
         grads = model.zero_grads(params)
         # the time-local top levels see only this segment's errors
@@ -295,7 +297,7 @@ class BudgetTBPTTStream(TBPTTStream):
         super().__init__(model, k1, k2)
         self.budget = Budget(budget, policy)
 
-    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None) -> Gradient:
+    def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None, t0: int = 0) -> Gradient:
         from .budget import execute
 
         model = self.model
@@ -313,7 +315,7 @@ class BudgetTBPTTStream(TBPTTStream):
             have += seg[0]
         keep.reverse()
         skip = max(0, have - reach)
-        if keep and model.holds_masks():
+        if keep and model.holds_masks(self.head):  # (a Dropout level after the last recurrent one: no matter)
             raise BpttError(
                 f"truncated BPTT within a memory budget: expected no dropout or zoneout masks when a window reaches "
                 f"back past its batch (k2 = {self.k2} > k1 = {self.k1}: its earlier steps would run again with "
@@ -353,7 +355,7 @@ class BudgetTBPTTStream(TBPTTStream):
         p = self.budget.plan_for(model, params, W, B, mw is not None)
         restarts = {r: c for r, c in zip(np.cumsum([0] + steps[:-1]).tolist(), cuts) if c is not None and r > 0}
         with ops.step_context(model, params, mw):  # where the step's work may be split between cores
-            g, self.budget.stats = execute(model, params, bw, p, lm, scale, restarts)
+            g, self.budget.stats = execute(model, params, bw, p, lm, scale, restarts, t0 - h)
         # what later windows can reach: whole segments covering the last k2 - k1 steps
         self._history.append((n, np.array(b.x), None if b.mask is None else np.array(b.mask), cut_now, b.state0))
         self._pending_cut = None
@@ -510,7 +512,7 @@ class TBPTT(Algorithm):
         self.windows, mean = [], GradientMean()
         for s, e in segments(T, self.k1):
             m = None if mask is None else np.asarray(mask)[s:e]
-            self.windows.append(stream(params, x[s:e], targets[s:e], m))
+            self.windows.append(stream(params, x[s:e], targets[s:e], m, t0=s))
             mean.add(self.windows[-1], np.count_nonzero(m) if m is not None else (e - s) * np.shape(x)[1])
         return mean.result(params)
 

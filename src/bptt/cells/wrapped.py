@@ -46,6 +46,12 @@ class Wrapped(Cell):
         return float(rate)
 
     @property
+    def held(self) -> bool:
+        """Whether masks are held now (between `draw` and `clear`, Model.dropout); a wrapper
+        that draws masks says so."""
+        return False
+
+    @property
     def output_size(self) -> int:
         return self.inner.output_size
 

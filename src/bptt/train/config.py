@@ -147,6 +147,11 @@ class TrainConfig:
                 f"normalize: 'window' normalises each window of --seq-len inputs by its own mean and spread, so it "
                 f"expected --seq-len of at least 2, received {self.seq_len}"
             )
+        if self.normalize == "window" and self.task == "series" and self.algorithm == "tbptt":
+            raise BpttError(
+                "normalize: 'window' trains on each window's last step (its earlier targets are inputs of the window), "
+                "so it expected --algorithm full, random, artbp, rtrl, uoro or eprop, received --algorithm tbptt"
+            )
         if self.normalize == "window" and self.task == "series" and self.batching_mode != "window":
             raise BpttError(
                 "normalize: 'window' normalises each window of --seq-len inputs by its own mean and spread, so it "
@@ -295,14 +300,14 @@ class TrainConfig:
             )
         if self.memory_budget:
             parse_bytes(self.memory_budget, "memory_budget")
-            masked = [
-                f"--{k.replace('_', '-')} {getattr(self, k):g}"
-                for k in ("dropout", "recurrent_dropout", "zoneout", "zoneout_cell", "input_dropout")
-                if getattr(self, k)
-            ]
+            # masks the re-run steps meet (dropout after the last layer only touches the readout)
+            keys = ("recurrent_dropout", "zoneout", "zoneout_cell", "input_dropout") + (
+                ("dropout",) if self.layers > 1 else ()
+            )
+            masked = [f"--{k.replace('_', '-')} {getattr(self, k):g}" for k in keys if getattr(self, k)]
             if self.algorithm == "tbptt" and self.k2 > self.k1 and masked:
                 raise BpttError(
-                    f"memory_budget: expected --k2 equal to --k1 with dropout or zoneout (a window reaching back past "
+                    f"memory_budget: expected --k2 equal to --k1 with dropout below the last layer or zoneout (a window reaching back past "
                     f"its batch runs its earlier steps again, and they met the earlier batch's masks), received --k2 "
                     f"{self.k2} > --k1 {self.k1} with {', '.join(masked)}"
                 )

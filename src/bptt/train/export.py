@@ -477,6 +477,17 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
         raise BpttError(
             f"--mean, --std: expected both or neither, received only --{'mean' if args.std is None else 'std'}"
         )
+    described = dict(meta.get("normalizer") or {})
+    if args.mean is not None and (cfg.normalize == "window" or described.get("window")):
+        raise BpttError(
+            f"--mean, --std: expected none for a model trained with --normalize window (each window by its own mean "
+            f"and spread), received --mean {args.mean} --std {args.std}"
+        )
+    if described.get("window") and (cfg.normalize != "window" or cfg.seq_len != described["window"]):
+        raise BpttError(
+            f"{where}: normalizer: expected the training settings of a per-window run (normalize 'window', seq_len "
+            f"{described['window']}) beside it, received normalize {cfg.normalize!r}, seq_len {cfg.seq_len}"
+        )
     if args.mean is not None:
         if not args.std > 0:
             raise BpttError(f"--std: expected a number > 0, received {args.std}")
@@ -486,10 +497,7 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
         norm, how = dict(meta["normalizer"]), "the description"
     elif cfg.data:
         task = SeriesTask(cfg)  # as bptt train fits it: on the training part of --data
-        norm, how = (
-            {"mean": float(task.norm.mean), "std": float(task.norm.std)},
-            f"fitted on {cfg.data} as bptt train does",
-        )
+        norm, how = task.norm.as_dict(), f"fitted on {cfg.data} as bptt train does"
         if task.diff and "difference" not in meta:
             meta = {**meta, "difference": task.diff.as_dict()}
     else:

@@ -138,6 +138,8 @@ class _Batches:
     def steps_per_epoch(self) -> int:
         if self.mode == "stream":
             return len(self.segs)
+        if self.cfg.normalize == "window" and self.cfg.task == "series":  # one target per window
+            return max(1, math.ceil(self.n_train / self.cfg.batch_size))
         return max(1, math.ceil(self.n_train / self.tokens_per_step))
 
     def _stream_batch(self, step: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -285,6 +287,12 @@ class SeriesTask(_Batches):
                 f"normalizer: expected {'one mean and std' if want is None else f'{want} means and stds'} (the "
                 f"columns {self.name}), received "
                 + ("one of each" if self.norm.columns is None else f"{self.norm.columns} of each")
+            )
+        if bool(self.norm.window) != (cfg.normalize == "window") or self.norm.window not in (0, cfg.seq_len):
+            had = f"'window' (windows of {self.norm.window})" if self.norm.window else "'global' or 'none'"
+            raise BpttError(
+                f"normalize: expected the normalisation the model was trained with, {had}, received --normalize "
+                f"{cfg.normalize} --seq-len {cfg.seq_len}"
             )
         self.z = self.norm(self.w)
         self.z_train = self.z[: self.n_train - p]
