@@ -7,6 +7,7 @@
   gradients (a derivation's lines can be reordered without breaking anything else).
 - `check_against_torch`: the step's new state equals torch's cell (nn.RNNCell, GRUCell, LSTMCell)
   on the same weights.
+- `model_problem`: random non-zero weights, float inputs, targets and initial states for a model.
 - `check_central_differences`: gradients of a whole loss (a function of the parameters, edited in
   place) against float64 central differences.
 """
@@ -105,3 +106,15 @@ def check_central_differences(loss, params, grads, eps=1e-6, rtol=1e-6, atol=1e-
             p[i] = old
             num[i] = (up - down) / (2 * eps)
         np.testing.assert_allclose(grads[k], num, rtol=rtol, atol=atol, err_msg=k)
+
+
+def model_problem(model, seed=0, T=6, B=3, dtype=np.float64):
+    """(params, x (T, B, D), class targets (T, B), state0) with every weight, bias and initial
+    state random and non-zero."""
+    rng = np.random.default_rng(seed)
+    params = {k: rng.uniform(-0.6, 0.6, v.shape).astype(dtype) for k, v in model.init_params(0).items()}
+    x = rng.normal(size=(T, B, model.input_size)).astype(dtype)
+    y = rng.integers(0, model.output_size, (T, B))
+    state0, _ = model.initial_state(params, B)
+    state0 = {k: type(s)(*(rng.normal(size=a.shape).astype(dtype) * 0.5 for a in s)) for k, s in state0.items()}
+    return params, x, y, state0

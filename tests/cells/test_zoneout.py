@@ -6,6 +6,7 @@ against the NumPy steps); without masks the step is the expectation z s_(t-1) + 
 import numpy as np
 import pytest
 from stepcheck import check_central_differences
+from stepcheck import model_problem as problem
 
 from bptt import BpttError, Dense, Model, fast, ops, rnn
 from bptt.algorithms import make
@@ -26,16 +27,6 @@ CASES = {
 def model_with(cell="lstm", layers=2, D=3, K=4, bidirectional=False, **zo):
     zo = zo or dict(zoneout=0.3, zoneout_cell=0.5)
     return Model(D, [*rnn(cell, 5, layers, bidirectional=bidirectional, **zo), Dense(K)], loss="ce")
-
-
-def problem(model, seed=0, T=6, B=3, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    params = {k: rng.uniform(-0.6, 0.6, v.shape).astype(dtype) for k, v in model.init_params(0).items()}
-    x = rng.normal(size=(T, B, model.input_size)).astype(dtype)
-    y = rng.integers(0, model.output_size, (T, B))
-    state0, _ = model.initial_state(params, B)
-    state0 = {k: type(s)(*(rng.normal(size=a.shape).astype(dtype) * 0.5 for a in s)) for k, s in state0.items()}
-    return params, x, y, state0
 
 
 def cells_of(model):
