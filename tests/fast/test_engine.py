@@ -133,7 +133,8 @@ def test_split_matmul_equals_matmul(shape):
 
 
 @needs_split
-def test_engine_sets_and_restores_blas_threads():
+def test_engine_sets_and_restores_blas_threads(monkeypatch):
+    monkeypatch.setattr(engine, "COLD_S", float("inf"))  # split steps (cold ones run serially)
     get = engine._threads[0]
     model = bptt.Model(5, [bptt.Recurrent("lstm", 32), bptt.Dense(5)], tokens=True)
     p32, p64 = model.init_params(0, f4), model.init_params(0, np.float64)
@@ -303,3 +304,34 @@ def test_packed_weights_are_kept_for_a_step_and_no_longer():
         assert len(calls) == 4
     finally:
         gemm.panels = real
+
+
+@needs_split
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_a_cold_step_runs_serially_with_the_split_steps_numbers(kind, monkeypatch):
+    """A step after the engine idled (COLD_S) runs its parts one after the other on the calling
+    thread, waking the workers meanwhile; its loss and gradients equal a split step's bitwise
+    (scans in one part, the products in the same chunks), for stacked levels, readout and all."""
+    model = bptt.Model(9, [bptt.Recurrent(kind, 64), bptt.Recurrent(kind, 48), bptt.Dense(9)], tokens=True)
+    params = model.init_params(np.random.default_rng(0), f4)
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 9, (60, 16)), rng.integers(0, 9, (60, 16))
+    monkeypatch.setattr(engine, "SPLIT_MACS", 1)  # every product split (or chunked)
+    woken, seen = [], []
+    wake = engine._wake
+    monkeypatch.setattr(engine, "_wake", lambda: (woken.append(1), wake()))
+    real_run = engine.run
+    monkeypatch.setattr(engine, "run", lambda calls: (seen.append(engine.serial()), real_run(calls))[1])
+    out = {}
+    with threadpool_limits(2, user_api="blas"):
+        for cold in (False, True, False):
+            monkeypatch.setattr(engine, "COLD_S", -1.0 if cold else float("inf"))
+            seen.clear()
+            g = full_bptt(model, params, x, y)
+            assert seen and all(s == cold for s in seen)  # every hand-off of the step in that mode
+            out.setdefault(cold, []).append(g)
+    assert len(woken) == 1
+    split, serial = out[False][0], out[True][0]
+    assert split.loss == serial.loss == out[False][1].loss
+    for k in params:
+        np.testing.assert_array_equal(serial.grads[k], split.grads[k], err_msg=k)

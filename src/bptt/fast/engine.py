@@ -28,6 +28,15 @@ returned; a scan part that loses the others returns -1 (after ~10 s of waiting),
 here rather than hanging. The engine's state belongs to the thread that entered it, so steps
 from several Python threads take turns on the team; BLAS's thread count (process-wide) is set
 by the first thread on the engine and restored by the last.
+
+Cold steps. After the engine has been idle (no step for COLD_S), its threads are asleep and,
+on a virtual machine, their cores slow to answer for some tens of milliseconds: split steps
+then wait at every step's meeting point. So a step that finds the engine idle that long runs
+serially on the calling thread (`serial`): the scans in one part, the big products in the same
+P chunks one after the other, while the workers spin on their inboxes for a bounded warm-up
+(WARM_SPINS pauses) and take the next step split. Serial and split steps give bitwise the
+same results: a scan's units do not depend on how they are shared out (tests), and the
+products are cut into the same chunks either way.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,13 +117,24 @@ _team: _Team | None = None
 _team_lock = threading.Lock()
 
 
+COLD_S = 0.05  # a step after this long without one runs serially (the module docstring)
+WARM_SPINS = 2_000_000  # pauses a woken worker spins for while a cold step runs (~60 ms here)
+_last_step = 0.0  # perf_counter at the end of the last step on the engine (any thread)
+
+
+def serial() -> bool:
+    """Whether the calling thread's step runs its parts one after the other (a cold step)."""
+    return getattr(_local, "serial", False)
+
+
 def run(calls: list[Callable[[], Any]]) -> list[Any]:
     """Run calls[0] here and calls[1:] on the engine's threads, all at once; their results in
     order. Waits for every call before raising the first exception. Callers from several
-    threads take turns; results of a call interrupted while waiting are dropped."""
+    threads take turns; results of a call interrupted while waiting are dropped. In a serial
+    step, all of them here, in order."""
     global _team
-    if len(calls) == 1:
-        return [calls[0]()]
+    if len(calls) == 1 or serial():
+        return [c() for c in calls]
     with _team_lock:
         if _team is None or _team.pid != os.getpid() or len(_team.inboxes) < len(calls) - 1:
             _team = _Team(len(calls))  # (again after a fork: threads do not survive it)
@@ -157,7 +178,7 @@ def share(n: int, part: int, P: int) -> slice:
 def scan_parts(fn: Callable[..., int], *args: Any, own: Callable[[int, int], tuple]) -> None:
     """A split compiled scan: fn(*args, part, P, *own(part, P), barrier) on P threads (own
     gives a part's own arrays, made in its thread)."""
-    P = parts()
+    P = 1 if serial() else parts()  # (a serial step's scan in one part: the same numbers)
     bar = np.array([0, 0, _YIELDS], np.int64)  # steps finished (summed over parts), abort flag, most yields
 
     step_memo = memo()  # the caller's, also in the engine's threads
@@ -238,11 +259,37 @@ def engine(P: int) -> Iterator[None]:
             _blas_saved = get()
             put(1)
         _blas_users += 1
+    global _last_step
+    cold = P > 1 and time.perf_counter() - _last_step > COLD_S
+    if cold:
+        _wake()
     try:
         with split(P):
+            _local.serial = cold
             yield
     finally:
+        _local.serial = False
+        _last_step = time.perf_counter()
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
                 put(_blas_saved)
+
+
+def _warm(team: _Team, i: int) -> None:
+    """A worker's warm-up: spin until its next job is posted, for WARM_SPINS pauses at most."""
+    if _spin_until is not None:
+        _spin_until(team.posted[i].ctypes.data, int(team.posted[i, 0]), WARM_SPINS)
+
+
+def _wake() -> None:
+    """Set the team's workers spinning (a cold step runs serially meanwhile); their results,
+    tagged with no run, are dropped by `run`."""
+    team = _team
+    if team is None or team.pid != os.getpid() or not team.lock.acquire(blocking=False):
+        return
+    try:
+        for i in range(len(team.inboxes)):
+            team.post(i, ((0, i + 1), lambda i=i: _warm(team, i)))
+    finally:
+        team.lock.release()
