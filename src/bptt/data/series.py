@@ -320,18 +320,22 @@ class Normalizer:
         """The windows of `window` values ending just before each index in `ends`: (T, n)."""
         return np.asarray(z, np.float64)[ends[None, :] - self.window + np.arange(self.window)[:, None]]
 
+    def next_values(self, forward, x: np.ndarray, dtype) -> np.ndarray:
+        """The value after each window x (T, n): the network's last output on the window
+        normalised by its own mean and spread, turned back by them. forward(x (T, B, 1)) ->
+        outputs (T, B, 1)."""
+        m, s = self.stats(x)
+        y = forward(((x - m) / s).astype(dtype)[..., None])
+        return np.asarray(y[-1, :, 0], np.float64) * s[0] + m[0]
+
     def predictions(self, forward, z: np.ndarray, dtype, chunk: int = 512) -> np.ndarray:
-        """One-step predictions of z[1:] (len(z) - 1,), each from the `window` values before it,
-        normalised by their own mean and spread and turned back by them; the first window - 1
-        have no whole window (NaN). forward(x (T, B, 1)) -> outputs (T, B, 1)."""
+        """One-step predictions of z[1:] (len(z) - 1,), each from the `window` values before it;
+        the first window - 1 have no whole window (NaN)."""
         out = np.full(len(z) - 1, np.nan)
         ends = np.arange(self.window, len(z))
         for a in range(0, len(ends), chunk):
             e = ends[a : a + chunk]
-            x = self.windows(z, e)
-            m, s = self.stats(x)
-            y = forward(((x - m) / s).astype(dtype)[..., None])
-            out[e - 1] = np.asarray(y[-1, :, 0], np.float64) * s[0] + m[0]
+            out[e - 1] = self.next_values(forward, self.windows(z, e), dtype)
         return out
 
     def forecast(self, forward, history: np.ndarray, horizon: int, dtype) -> np.ndarray:
@@ -339,10 +343,7 @@ class Normalizer:
         each from the last window, its own predictions included."""
         seq = list(np.asarray(history, np.float64)[-self.window :])
         for _ in range(horizon):
-            x = np.asarray(seq[-self.window :])[:, None]
-            m, s = self.stats(x)
-            y = forward(((x - m) / s).astype(dtype)[..., None])
-            seq.append(float(y[-1, 0, 0]) * float(s[0, 0]) + float(m[0, 0]))
+            seq.append(float(self.next_values(forward, np.asarray(seq[-self.window :])[:, None], dtype)[0]))
         return np.asarray(seq[self.window :])
 
 

@@ -33,6 +33,7 @@ SCHEDULES = ("constant", "cosine")
 _KIND = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
 
 NORMALIZE = ("global", "window", "none")
+MASKED = ("dropout", "recurrent_dropout", "zoneout", "zoneout_cell", "input_dropout")  # keys whose masks a batch holds
 
 
 @dataclass
@@ -367,11 +368,7 @@ class TrainConfig:
             "tie": (self.task == "text", "--task text"),
             "tokens": (self.task == "text", "--task text"),
             "vocab_size": (self.task == "text" and self.tokens == "word", "--tokens word"),
-            "dropout": masks,
-            "recurrent_dropout": masks,
-            "zoneout": masks,
-            "zoneout_cell": masks,
-            "input_dropout": masks,
+            **dict.fromkeys(MASKED, masks),
             "sample_length": (self.task == "text", "--task text"),
             "k1": (self.algorithm == "tbptt", "--algorithm tbptt"),
             "k2": (self.algorithm == "tbptt", "--algorithm tbptt"),
@@ -400,11 +397,7 @@ class TrainConfig:
             "tie": False,
             "tokens": "char",
             "vocab_size": 10000,
-            "dropout": 0.0,
-            "recurrent_dropout": 0.0,
-            "zoneout": 0.0,
-            "zoneout_cell": 0.0,
-            "input_dropout": 0.0,
+            **dict.fromkeys(MASKED, 0.0),
             "sample_length": 0,
             "k1": 0,
             "k2": 0,
@@ -432,11 +425,7 @@ class TrainConfig:
                     "tie": "task",
                     "tokens": "task",
                     "vocab_size": "tokens" if self.task == "text" else "task",
-                    "dropout": "task" if self.task not in ("text", "series") else "algorithm",
-                    "recurrent_dropout": "task" if self.task not in ("text", "series") else "algorithm",
-                    "zoneout": "task" if self.task not in ("text", "series") else "algorithm",
-                    "zoneout_cell": "task" if self.task not in ("text", "series") else "algorithm",
-                    "input_dropout": "task" if self.task not in ("text", "series") else "algorithm",
+                    **dict.fromkeys(MASKED, "task" if self.task not in ("text", "series") else "algorithm"),
                     "sample_length": "task",
                     "k1": "algorithm",
                     "k2": "algorithm",
