@@ -828,11 +828,11 @@ def _cases() -> list[Case]:
             expect=["seasonal_diff: expected differencing that leaves at least 3 of the 360 training values"],
         ),
         C(
-            "series-diff-columns",
+            "series-seasonal-columns-too-long",
             "data: series",
-            "differencing a series of several columns",
-            S("--column", "t,value", "--diff", "1"),
-            expect=["diff: expected it only for a series of one column, received --diff 1"],
+            "a seasonal period that leaves too few training rows of several columns",
+            S("--column", "t,value", "--seasonal-diff", "400"),
+            expect=["seasonal_diff: expected differencing that leaves at least 3 of the 360 training values"],
         ),
         C(
             "text-diff",
@@ -2307,6 +2307,7 @@ def _columns_workspace() -> None:
     damage = {
         "columns-normalizer-short": lambda m: m["normalizer"].update(mean=[0.0], std=[1.0]),
         "columns-normalizer-mixed": lambda m: m["normalizer"].update(std=1.0),
+        "columns-difference-count": lambda m: m.update(difference={"d": [1, 0, 0], "s": [0, 0, 0]}),
     }
     for name, fn in damage.items():
         dst = os.path.join("crafted", name)
@@ -2459,6 +2460,13 @@ def _columns_cases() -> list[Case]:
             "a checkpoint with a list of means and one std",
             ["forecast", "crafted/columns-normalizer-mixed"],
             expect=["meta.normalizer: expected an object with a finite mean and a positive std (numbers, or lists"],
+        ),
+        C(
+            "columns-difference-count",
+            g,
+            "a checkpoint of two columns whose differencing has three orders",
+            ["evaluate", "crafted/columns-difference-count", "--data", "cols.csv"],
+            expect=["RUN: expected differencing orders of the 2 columns x, y, received {'d': [1, 0, 0]"],
         ),
         C(
             "difference-order",

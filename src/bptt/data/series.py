@@ -353,33 +353,64 @@ TREND_R2 = 0.5  # auto: first differences where a straight line explains at leas
 
 @dataclass(frozen=True)
 class Difference:
-    """Differencing of one series: w(t) = (1 - B)^d (1 - B^s) v(t), B the backshift (B v(t) =
+    """Differencing of a series: w(t) = (1 - B)^d (1 - B^s) v(t), B the backshift (B v(t) =
     v(t-1)); s = 0: no seasonal difference. The model learns w (normalised) and its
     predictions are turned back into values of v: w(t) = sum_k c_k v(t-k) with c_0 = 1
     (`coeffs`), so v(t) = w(t) - sum_{k>=1} c_k v(t-k), from the values before t: the true
     ones for one-step predictions (`restore`), the predicted ones for an iterated forecast
-    (`integrate`). The first `order` = d + s values have no w of their own."""
+    (`integrate`). The first `order` = d + s values have no w of their own.
 
-    d: int = 0
-    s: int = 0
+    Several columns (the last axis of v): d and s are tuples of one order per column (a number
+    given for the other is the same for every column). Each column is differenced by its own
+    orders; the rows of w start at the largest order, where every column has its w."""
 
-    def __post_init__(self) -> None:
+    d: int | tuple[int, ...] = 0
+    s: int | tuple[int, ...] = 0
+
+    def __post_init__(self) -> None:  # lists (from JSON) become tuples; a number beside a tuple, one per column
+        per = {len(v) for v in (self.d, self.s) if isinstance(v, (list, tuple))}
+        if len(per) > 1 or 0 in per:
+            raise BpttError(
+                f"difference: expected one order d and s per column, as many of each, received d {self.d!r}, s {self.s!r}"
+            )
+        k = per.pop() if per else None
         for key, ok, want in (
-            ("d", self.d in (0, 1, 2), "0, 1 or 2"),
-            ("s", self.s == 0 or self.s >= 2, "0 (none) or a period of at least 2"),
+            ("d", lambda x: x in (0, 1, 2), "0, 1 or 2"),
+            ("s", lambda x: x == 0 or x >= 2, "0 (none) or a period of at least 2"),
         ):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not ok:
-                raise BpttError(f"difference {key}: expected {want}, received {v!r}")
-            object.__setattr__(self, key, int(v))
+            each = list(v) if isinstance(v, (list, tuple)) else [v] * (k or 1)
+            for x in each:
+                if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not ok(x):
+                    raise BpttError(f"difference {key}: expected {want}, received {x!r}")
+            object.__setattr__(self, key, int(v) if k is None else tuple(int(x) for x in each))
+
+    @property
+    def columns(self) -> int | None:
+        """How many columns it differences (None: one series)."""
+        return len(self.d) if isinstance(self.d, tuple) else None
+
+    def parts(self) -> list[Difference]:
+        """One single-series Difference per column (itself for one series)."""
+        if self.columns is None:
+            return [self]
+        return [Difference(d, s) for d, s in zip(self.d, self.s)]
+
+    def take(self, idx: Sequence[int]) -> Difference:
+        """The differencing of some of the columns."""
+        assert self.columns is not None
+        return Difference(tuple(self.d[i] for i in idx), tuple(self.s[i] for i in idx))
 
     @property
     def order(self) -> int:
+        if self.columns is not None:
+            return max(p.order for p in self.parts())
         return self.d + self.s
 
     @property
     def coeffs(self) -> np.ndarray:
-        """c_0 .. c_order of (1 - B)^d (1 - B^s)."""
+        """c_0 .. c_order of (1 - B)^d (1 - B^s) (one series)."""
+        assert self.columns is None
         c = np.array([1.0])
         for _ in range(self.d):
             c = np.convolve(c, [1.0, -1.0])
@@ -391,19 +422,30 @@ class Difference:
         return self.order > 0
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        """w for t = order .. len(v) - 1."""
+        """w for t = order .. len(v) - 1: (T - order,) for a series, (T - order, D) for columns."""
         v = np.asarray(v, np.float64)
         if len(v) <= self.order + 1:
             raise BpttError(
                 f"series: expected more than {self.order + 1} values for {self.describe()}, received {len(v)}"
             )
+        if self.columns is not None:
+            self._width(v)
+            p = self.order
+            return np.stack([c(v[:, j])[p - c.order :] if c else v[p:, j] for j, c in enumerate(self.parts())], 1)
         c, p = self.coeffs, self.order
         return sum(c[k] * v[p - k : len(v) - k] for k in range(p + 1))
+
+    def _width(self, v: np.ndarray) -> None:
+        if v.ndim != 2 or v.shape[1] != self.columns:
+            raise BpttError(f"difference: expected values of {self.columns} columns, received shape {v.shape}")
 
     def restore(self, w: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
         """Values of v(t) for t = start, start + 1, ... from predictions w of w(t) and the true
         values of v before each t (start >= order)."""
         w, v = np.asarray(w, np.float64), np.asarray(v, np.float64)
+        if self.columns is not None:
+            self._width(v)
+            return np.stack([c.restore(w[:, j], v[:, j], start) for j, c in enumerate(self.parts())], 1)
         c, p = self.coeffs, self.order
         assert start >= p and start + len(w) <= len(v)
         t = np.arange(start, start + len(w))
@@ -412,6 +454,11 @@ class Difference:
     def integrate(self, w: np.ndarray, history: np.ndarray) -> np.ndarray:
         """An iterated forecast: v(t) for the len(w) steps after `history`, each from its
         predicted w(t) and the values before it (predicted ones after the history)."""
+        if self.columns is not None:
+            h = np.asarray(history, np.float64)
+            self._width(h)
+            w = np.asarray(w, np.float64)
+            return np.stack([c.integrate(w[:, j], h[:, j]) for j, c in enumerate(self.parts())], 1)
         c, p = self.coeffs, self.order
         v = list(np.asarray(history, np.float64)[-p:]) if p else []
         out = np.empty(len(w))
@@ -420,20 +467,48 @@ class Difference:
             v.append(out[i])
         return out
 
-    def describe(self) -> str:
+    def describe(self, names: Sequence[str] | None = None) -> str:
+        if self.columns is not None:
+            names = list(names) if names else [f"column {j}" for j in range(self.columns)]
+            said: dict[str, list[str]] = {}
+            for name, c in zip(names, self.parts()):
+                said.setdefault(c.describe(), []).append(name)
+            if len(said) == 1:
+                how = next(iter(said))
+                return "no differencing of any column" if how == "no differencing" else f"{how} of every column"
+            return "; ".join(f"{how} of {', '.join(cols)}" for how, cols in said.items())
         parts = [f"differences of order {self.d}" if self.d > 1 else "first differences"] if self.d else []
         if self.s:
             parts.append(f"a seasonal difference of period {self.s}")
         return " and ".join(parts) if parts else "no differencing"
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | list[int]]:
+        if self.columns is not None:
+            return {"d": list(self.d), "s": list(self.s)}
         return {"d": self.d, "s": self.s}
 
     @classmethod
-    def choose(cls, diff: str, seasonal: int, train: np.ndarray) -> tuple[Difference, str]:
+    def choose(
+        cls, diff: str, seasonal: int, train: np.ndarray, names: Sequence[str] | None = None
+    ) -> tuple[Difference, str]:
         """The differencing of --diff (auto, 0, 1, 2) and --seasonal-diff, and why: auto takes
         first differences where a straight line fitted to the training part explains at least
-        TREND_R2 of its variance (a trend a stationary model cannot follow out of its range)."""
+        TREND_R2 of its variance (a trend a stationary model cannot follow out of its range).
+        Columns (train (n, D)): each column by its own trend; asked orders for every column."""
+        train = np.asarray(train, np.float64)
+        if train.ndim == 2:
+            k = train.shape[1]
+            names = list(names) if names else [f"column {j}" for j in range(k)]
+            if diff != "auto":
+                asked = cls((int(diff),) * k, (seasonal,) * k)
+                return asked, f"{asked.describe(names)} (as asked)"
+            r2 = [trend_r2(train[:, j]) for j in range(k)]
+            chosen = cls(tuple(1 if r >= TREND_R2 else 0 for r in r2), (seasonal,) * k)
+            each = ", ".join(f"{n} {r:.0%}" for n, r in zip(names, r2))
+            return chosen, (
+                f"{chosen.describe(names)} (auto, column by column: a straight line explains {each} of the training "
+                f"part's variance; {TREND_R2:.0%} or more takes first differences)"
+            )
         if diff != "auto":
             asked = cls(int(diff), seasonal)
             return asked, f"{asked.describe()} (as asked)"

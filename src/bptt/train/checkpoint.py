@@ -285,7 +285,9 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
             )
 
 
-DIFFERENCE = "an object with the orders d (0, 1 or 2) and s (0 or a period of at least 2)"
+DIFFERENCE = (
+    "an object with the orders d (0, 1 or 2) and s (0 or a period of at least 2): numbers, or lists of one per column"
+)
 
 
 WORD_VOCAB = "the vocabulary of a word run (a list of up to 1,000,000 distinct non-empty strings, <unk> among them)"
@@ -302,13 +304,18 @@ def word_vocab_ok(v: Any) -> bool:
 
 
 def difference_ok(v: Any) -> bool:
-    """A series' differencing as JSON: {"d": 0|1|2, "s": 0 or a period >= 2}."""
+    """A series' differencing as JSON: {"d": 0|1|2, "s": 0 or a period >= 2}, or lists of as many
+    of each, one per column."""
+    if not (isinstance(v, dict) and set(v) == {"d", "s"}):
+        return False
+    d, s = v["d"], v["s"]
+    if isinstance(d, list) != isinstance(s, list) or (isinstance(d, list) and not (0 < len(d) == len(s) <= 10_000)):
+        return False
+    ds, ss = (d, s) if isinstance(d, list) else ([d], [s])
     return (
-        isinstance(v, dict)
-        and set(v) == {"d", "s"}
-        and all(isinstance(x, int) and not isinstance(x, bool) for x in v.values())
-        and v["d"] in (0, 1, 2)
-        and (v["s"] == 0 or v["s"] >= 2)
+        all(isinstance(x, int) and not isinstance(x, bool) for x in ds + ss)
+        and all(x in (0, 1, 2) for x in ds)
+        and all(x == 0 or x >= 2 for x in ss)
     )
 
 

@@ -284,6 +284,12 @@ def _table_of(run, path: str, column) -> tuple[ser.Table, ser.Normalizer]:
             f"{len(table.targets)} outputs, received {norm.columns or 1} column(s) and {run.model.output_size} "
             f"outputs in {run.folder!r}"
         )
+    diff = run.difference
+    if diff and diff.columns != len(table.names):
+        raise BpttError(
+            f"RUN: expected differencing orders of the {len(table.names)} columns {', '.join(table.names)}, received "
+            f"{diff.as_dict()} in {run.folder!r}"
+        )
     return table, norm
 
 
@@ -311,10 +317,25 @@ def _forecast_columns(runs, args, hist_path: str, out: str) -> int:
             f"--horizon: expected at most {len(truth.values)} steps (the rows of --data {args.data!r} that give "
             f"{', '.join(given)}), received {horizon}"
         )
-    future = norm(truth.values)[:, :n_in] if truth is not None else None
-    start = norm(hist.values)[:, :n_in]
+    diff = run.difference
+    p = diff.order
+    if p and len(hist.values) < p + 2:
+        raise BpttError(
+            f"--history: expected at least {p + 2} rows (the run models {diff.describe(hist.names)}), received "
+            f"{len(hist.values)}"
+        )
+    if truth is None:
+        future = None
+    elif p:  # the differences of the rows after the history, from the history's last rows on
+        both = np.concatenate([hist.values, truth.values])
+        future = norm(diff(both)[len(hist.values) - p :])[:, :n_in]
+    else:
+        future = norm(truth.values)[:, :n_in]
+    start = norm(diff(hist.values) if p else hist.values)[:, :n_in]
     z = np.mean([forecast_columns(r.model, r.params, start, horizon, feedback, future) for r in runs], axis=0)
     pred = norm.take(tgt).inverse(z.astype(np.float64))
+    if p:  # each target column's differences added back up from its history
+        pred = diff.take(tgt).integrate(pred, hist.values[:, tgt])
     names = hist.target_names
     fed = f"; {', '.join(given)} from --data" if given else ""
     if truth is not None:
@@ -493,15 +514,26 @@ def _evaluate_columns(runs, args: argparse.Namespace) -> int:
             f"--warmup: expected fewer than {T - 1} steps (the {T - 1} predictions of {args.data!r}), received {warmup}"
         )
     tgt = list(table.targets)
-    z = norm(table.values)[:, : table.n_inputs].astype(run.cfg.dtype)
+    diff = run.difference
+    p = diff.order  # rows before the first predicted difference
+    if p and T < p + 2 + warmup:
+        raise BpttError(
+            f"--data: expected at least {p + 2 + warmup} rows (the run models {diff.describe(table.names)}, which "
+            f"takes the first {p}; warm-up {warmup}), received {T}"
+        )
+    z = norm(diff(table.values) if p else table.values)[:, : table.n_inputs].astype(run.cfg.dtype)
     y = np.mean([r.model.forward(r.params, z[:-1, None, :])[0][:, 0, :].astype(np.float64) for r in runs], axis=0)
-    pred = norm.take(tgt).inverse(y)[warmup:]
-    truth = table.values[1:][:, tgt][warmup:]
+    pred = norm.take(tgt).inverse(y)
+    if p:  # rows p + 1 .., each from its predicted differences and the true rows before it
+        pred = diff.take(tgt).restore(pred, table.values[:, tgt], p + 1)
+    pred = pred[warmup:]
+    truth = table.values[1 + p :][:, tgt][warmup:]
     m = ser.column_metrics(pred, truth, table.target_names)
     note = f"; {table.note()}" if table.note() else ""
+    seeded = f" and the {p} row{'s' * (p > 1)} the differences start from" if p else ""
     print(
-        f"{args.data}: one-step-ahead predictions of {len(truth)} rows{_of(runs)} (after a warm-up of {warmup}) from "
-        f"{', '.join(table.input_names)}: NMSE {m['nmse']:.4f}{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}"
+        f"{args.data}: one-step-ahead predictions of {len(truth)} rows{_of(runs)} (after a warm-up of {warmup}"
+        f"{seeded}) from {', '.join(table.input_names)}: NMSE {m['nmse']:.4f}{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}"
         f"{_per_target(m, 'mse')}{note}"
     )
     return 0

@@ -524,9 +524,10 @@ HELP = {
     "the first or after the last value: the nearest one)",
     "diff": "series: model the differences of the series instead of its values, predictions and forecasts turned "
     "back into values (metrics on the original scale): 1 (first differences), 2, 0 (none) or auto (first "
-    "differences where a straight line explains at least half the training part's variance; said in the log)",
+    "differences where a straight line explains at least half the training part's variance; said in the log). "
+    "Several columns: each column by its own trend (auto), or as asked for every column",
     "seasonal_diff": "series: also a seasonal difference of this period, v(t) - v(t - s) (e.g. 12 for monthly data "
-    "with a yearly cycle; 0: none)",
+    "with a yearly cycle; 0: none; several columns: every column)",
     "normalize": "series: global (each column's mean and standard deviation on the training part, after any "
     "differencing), window (one column, --batching window: each window of --seq-len inputs and its target by the "
     "window's own mean and standard deviation, predictions turned back by them; evaluation and forecasts read the "

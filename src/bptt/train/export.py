@@ -510,6 +510,11 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
     if norm.get("window"):
         said = f"each window of {norm['window']} inputs normalised by its own mean and spread (from {how})"
     if "difference" in meta:
+        if isinstance(meta["difference"]["d"], list):
+            raise BpttError(
+                f"{where}: difference: expected the orders d and s of one column (numbers), received "
+                f"{json.dumps(meta['difference'])[:80]}"
+            )
         out["difference"] = dict(meta["difference"])
         said += f", {ser.Difference(**meta['difference']).describe()}"
     return out, said
@@ -534,13 +539,27 @@ def _columns_meta(cfg: TrainConfig, meta: dict[str, Any], args, where: str) -> t
                 f"{where}: normalizer: expected one mean and std per column of {', '.join(used)}, received "
                 f"{json.dumps(norm)[:80]}"
             )
-        return {"normalizer": dict(norm), "series_columns": dict(cols)}, (
-            f"columns {', '.join(cols['inputs'])} -> {', '.join(cols['targets'])}, a per-column normaliser "
+        out: dict[str, Any] = {"normalizer": dict(norm), "series_columns": dict(cols)}
+        said = ""
+        if "difference" in meta:  # the model's inputs and outputs are differences of the columns
+            d = meta["difference"]
+            if not isinstance(d["d"], list) or len(d["d"]) != len(used):
+                raise BpttError(
+                    f"{where}: difference: expected one order per column of {', '.join(used)}, received "
+                    f"{json.dumps(d)[:80]}"
+                )
+            out["difference"] = dict(d)
+            said = f", {ser.Difference(**d).describe(used)}"
+        return out, (
+            f"columns {', '.join(cols['inputs'])} -> {', '.join(cols['targets'])}, a per-column normaliser{said} "
             "(from the description)"
         )
     if cfg.data:
         task = SeriesTask(cfg)  # as bptt train fits it: on the training part of --data
-        return task.meta(), f"columns {task.name}, a per-column normaliser fitted on {cfg.data} as bptt train does"
+        said = f", {task.diff_note}" if task.diff else ""
+        return task.meta(), (
+            f"columns {task.name}, a per-column normaliser{said} fitted on {cfg.data} as bptt train does"
+        )
     raise BpttError(
         f"--data: expected the series the model was trained on, to fit its per-column normaliser ({where} carries "
         "no normaliser and columns), received none"

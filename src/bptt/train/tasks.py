@@ -274,10 +274,10 @@ class SeriesTask(_Batches):
         self.diff, self.diff_note = self._difference(cfg, difference)
         p = self.diff.order  # the modelled series w starts at value p
         if p and self.n_train - p < 3:
-            key, got = ("seasonal_diff", self.diff.s) if self.diff.s else ("diff", self.diff.d)
+            key, got = ("seasonal_diff", cfg.seasonal_diff) if cfg.seasonal_diff else ("diff", cfg.diff)
             raise BpttError(
                 f"{key}: expected differencing that leaves at least 3 of the {self.n_train} training values "
-                f"({self.diff.describe()} takes the first {p}), received {got}"
+                f"({self.diff.describe(self.table.names if self.multi else None)} takes the first {p}), received {got}"
             )
         self.w = self.diff(self.values) if self.diff else self.values
         self.norm = normalizer or self._normalizer(self.w[: self.n_train - p])
@@ -337,16 +337,15 @@ class SeriesTask(_Batches):
     def _difference(self, cfg: TrainConfig, given: ser.Difference | None) -> tuple[ser.Difference, str]:
         """The run's differencing (a resumed run's own; else --diff and --seasonal-diff, auto
         looking for a trend in the training part) and what to say of it."""
+        names = self.table.names
         if given is not None:
-            return given, given.describe()
-        if self.multi:
-            if cfg.diff not in ("auto", "0") or cfg.seasonal_diff:
+            if given and given.columns != (len(names) if self.multi else None):
                 raise BpttError(
-                    f"diff: expected it only for a series of one column, received --diff {cfg.diff} "
-                    f"--seasonal-diff {cfg.seasonal_diff} with the columns {self.name}"
+                    f"difference: expected {'one order' if not self.multi else f'{len(names)} orders'} (the columns "
+                    f"{self.name}), received {given.as_dict()}"
                 )
-            return ser.Difference(), ""
-        return ser.Difference.choose(cfg.diff, cfg.seasonal_diff, self.values[: self.n_train])
+            return given, given.describe(names if self.multi else None)
+        return ser.Difference.choose(cfg.diff, cfg.seasonal_diff, self.values[: self.n_train], names)
 
     @property
     def dtype(self):
@@ -401,7 +400,12 @@ class SeriesTask(_Batches):
         if self.multi:
             x = np.asarray(z[:-1, : self.n_in], self.dtype)[:, None, :]
             y, _ = model.forward(params, x)
-            return self.norm.take(self.targets).inverse(y[:, 0, :].astype(np.float64))
+            pred = self.norm.take(self.targets).inverse(y[:, 0, :].astype(np.float64))
+            if not self.diff:
+                return pred
+            p = self.diff.order  # as for one column below, each target column by its own orders
+            restored = self.diff.take(self.targets).restore(pred, self.values[:, self.targets], p + 1)
+            return np.r_[np.full((p, len(self.targets)), np.nan), restored]
         if self.norm.window:  # each from the window before it (the first window - 1: NaN)
             pred = self.norm.predictions(lambda x: model.forward(params, x)[0], z, self.dtype)
         else:
@@ -448,8 +452,9 @@ class SeriesTask(_Batches):
     def meta(self) -> dict[str, Any]:
         if self.multi:
             cols = {"inputs": self.table.input_names, "targets": self.table.target_names}
-            return {"normalizer": self.norm.as_dict(), "series_columns": cols}
-        meta = {"normalizer": self.norm.as_dict(), "series_name": self.name}
+            meta = {"normalizer": self.norm.as_dict(), "series_columns": cols}
+        else:
+            meta = {"normalizer": self.norm.as_dict(), "series_name": self.name}
         if self.diff:
             meta["difference"] = self.diff.as_dict()
         return meta
@@ -466,15 +471,15 @@ class SeriesTask(_Batches):
             return (
                 f"series {self.source}: {len(self.values)} rows, inputs {', '.join(self.table.input_names)} at t -> "
                 f"targets {', '.join(self.table.target_names)} at t+1, train {self.n_train} / validation "
-                f"{self.n_val}{self._test_note()}, normalised per column ({self.name}) by mean {means}, std {stds}{note}"
+                f"{self.n_val}{self._test_note()}, {self.diff_note}, then normalised per column ({self.name}) by mean "
+                f"{means}, std {stds}{note}"
             )
-        what = f"{self.diff_note}, then normalised" if self.diff else "normalised"
-        scale = f"{what} by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}"
+        scale = f"{self.diff_note}, then normalised by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}"
         if self.norm.window:
-            scale = f"{self.diff_note}, then each" if self.diff else "each"
-            scale += f" window of {self.norm.window} inputs normalised by its own mean and spread (--normalize window)"
+            scale = f"{self.diff_note}, then each window of {self.norm.window} inputs normalised by its own mean and "
+            scale += "spread (--normalize window)"
         elif self.cfg.normalize == "none":
-            scale = f"{self.diff_note}, not normalised" if self.diff else "not normalised (--normalize none)"
+            scale = f"{self.diff_note}, not normalised (--normalize none)"
         return (
             f"series {self.source} ({self.name}): {len(self.values)} values, train {self.n_train} / "
             f"validation {self.n_val}{self._test_note()}, {scale}{note}"
