@@ -875,9 +875,9 @@ def _cases() -> list[Case]:
         C(
             "series-normalize-window-columns",
             "data: series",
-            "per-window normalisation of several columns",
-            S("--column", "t,value", "--normalize", "window"),
-            expect=["normalize: expected global or none for several columns (t, value), received 'window'"],
+            "per-window normalisation of a target the network does not read",
+            S("--column", "t", "--target", "value", "--normalize", "window"),
+            expect=["normalize: expected every --target among the --column inputs for 'window'", "targets value"],
         ),
         C(
             "series-no-data",

@@ -183,8 +183,8 @@ def test_what_it_refuses(files, tmp_path, capsys):
         small(tmp_path / "s", paths["all"], batching="stream").validate()
     two = tmp_path / "two.csv"
     two.write_text("a,b\n" + "".join(f"{x:.4f},{x / 2:.4f}\n" for x in v))
-    with pytest.raises(Exception, match="normalize: expected global or none for several columns"):
-        make_task(small(tmp_path / "c", str(two), column="a,b", target="b"))
+    with pytest.raises(Exception, match="normalize: expected every --target among the --column inputs for 'window'"):
+        make_task(small(tmp_path / "c", str(two), column="a", target="b"))
     with pytest.raises(Exception, match="normalize: 'window' .* expected --seq-len of at least 2, received 1"):
         small(tmp_path / "one", paths["all"], seq_len=1).validate()
 
@@ -225,3 +225,90 @@ def test_a_run_keeps_its_normalisation(run, files, tmp_path, capsys):
     assert load_run(str(tmp_path / "imp2")).normalizer.window == 24
     task = make_task(small(tmp_path / "e", paths["all"]))
     assert task.steps_per_epoch() == -(-task.n_train // 8)  # batches of 8 windows, one target each
+
+
+def test_columns_each_by_its_own_window_by_hand():
+    """Rows of two columns: each column of a window by its own mean, spread and floor; the
+    target (column 0) turned back by its column's; a forecast feeds it back and takes column 1
+    from the given rows."""
+    rng = np.random.default_rng(1)
+    z = np.column_stack([rng.normal(size=70).cumsum() * 3 + 40, rng.normal(size=70) * 0.2])
+    norm = ser.Normalizer.per_window(z[:50], 6)
+    assert norm.columns == 2 and norm.floor == pytest.approx((1e-3 * z[:50, 0].std(), 1e-3 * z[:50, 1].std()))
+    assert ser.Normalizer(**json.loads(json.dumps(norm.as_dict()))) == norm
+    from bptt.train import checkpoint as ckpt
+
+    assert ckpt.normalizer_ok(norm.as_dict())
+    assert not ckpt.normalizer_ok({**norm.as_dict(), "floor": 1e-3})  # one floor for two columns
+    assert not ckpt.normalizer_ok({**norm.as_dict(), "mean": [0.0, 0.5]})
+    W = rng.normal(size=(2, 1))
+
+    def forward(x):  # any causal map of both columns: out_t = x_t W
+        return x @ W
+
+    def by_hand(win):
+        m, s = win.mean(axis=0), win.std(axis=0)
+        return (((win - m) / s) @ W)[-1, 0] * s[0] + m[0]
+
+    pred = norm.predictions(forward, z, np.float64, [0], chunk=9)
+    assert pred.shape == (69, 1) and np.isnan(pred[:5]).all() and not np.isnan(pred[5:]).any()
+    for j in range(5, 69):
+        assert pred[j, 0] == pytest.approx(by_hand(z[j - 5 : j + 1]), rel=1e-12)
+    path = norm.forecast_columns(forward, z[:40], 6, np.float64, [0], z[40:])
+    rows = list(z[:40])
+    for h in range(6):
+        p = by_hand(np.array(rows[-6:]))
+        assert path[h, 0] == pytest.approx(p, rel=1e-12)
+        rows.append(np.array([p, z[40 + h, 1]]))
+    with pytest.raises(Exception, match="future: expected the 5 rows after the history"):
+        norm.forecast_columns(forward, z[:40], 6, np.float64, [0])
+
+
+@pytest.fixture(scope="module")
+def two_columns(files, tmp_path_factory):
+    """v and a column u that leads it by one step: (v, u) -> v, normalised per window."""
+    paths, v = files
+    d = tmp_path_factory.mktemp("wnorm-cols")
+    u = np.round(np.r_[v[1:], v[-1]] - v + np.random.default_rng(4).normal(0, 0.1, len(v)), 6)
+    rows = np.column_stack([v, u])
+    for name, part in (("all", rows), ("hist", rows[:360]), ("next", rows[360:])):
+        (d / f"{name}.csv").write_text("v,u\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in part))
+    res = Trainer(small(d / "run", str(d / "all.csv"), column="v,u", target="v"), log=lambda s: None).run()
+    return {k: str(d / f"{k}.csv") for k in ("all", "hist", "next")}, rows, str(d / "run"), res
+
+
+def _rows_by_hand(r, rows):
+    out = np.full(len(rows) - 1, np.nan)
+    for j in range(23, len(rows) - 1):
+        win = rows[j - 23 : j + 1]
+        m, s = win.mean(axis=0), np.maximum(win.std(axis=0), r.normalizer.floor)
+        y, _ = r.model.forward(r.params, ((win - m) / s)[:, None, :])
+        out[j] = y[-1, 0, 0] * s[0] + m[0]
+    return out
+
+
+def test_a_run_of_columns_validates_evaluates_and_forecasts_by_hand(two_columns, capsys, tmp_path):
+    paths, rows, folder, res = two_columns
+    r = load_run(folder, "best")
+    assert r.normalizer.window == 24 and r.normalizer.columns == 2
+    pred = _rows_by_hand(r, rows)
+    n_train = len(rows) - round(0.1 * len(rows))
+    assert res.best["nmse"] == pytest.approx(ser.nmse(pred[n_train - 1 :], rows[n_train:, 0]), rel=1e-9)
+    assert main(["evaluate", folder, "--data", paths["all"]]) == 0
+    said = capsys.readouterr().out
+    assert f"NMSE {ser.nmse(pred[23:], rows[24:, 0]):.4f}" in said and "after a warm-up of 23" in said, said
+    assert main(["forecast", folder, "--history", paths["hist"], "--data", paths["next"]]) == 0
+    said = capsys.readouterr().out
+    seq = list(rows[:360])
+    for h in range(40):
+        p = _rows_by_hand(r, np.array(seq[-24:] + [seq[-1]]))[-1]
+        seq.append(np.array([p, rows[360 + h, 1]]))
+    want = ser.nmse(np.array(seq[360:])[:, 0], rows[360:, 0])
+    assert f"NMSE {want:.4f}" in said and "u from --data" in said, said
+    # export and import keep it; the imported model evaluates alike
+    assert main(["export", folder, "--format", "npz", "--out", str(tmp_path / "m.npz")]) == 0
+    assert main(["import", str(tmp_path / "m.npz"), "--out", str(tmp_path / "imp")]) == 0
+    capsys.readouterr()
+    assert load_run(str(tmp_path / "imp")).normalizer == r.normalizer
+    assert main(["evaluate", str(tmp_path / "imp"), "--data", paths["all"]]) == 0
+    assert f"NMSE {ser.nmse(pred[23:], rows[24:, 0]):.4f}" in capsys.readouterr().out

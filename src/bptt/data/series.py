@@ -246,19 +246,20 @@ class Normalizer:
     """z = (v - mean) / std, with mean and std of the training part: numbers for one column, or
     tuples of one per column (the last axis of v).
 
-    Per window (`window` > 0, one column; mean 0 and std 1, so that z = v): each window of
-    `window` inputs is normalised by its own mean m and standard deviation s (at least `floor`),
-    and so is its target: the network reads (v - m) / s and predicts (v(t+1) - m) / s, which is
-    turned back by the same m and s (instance normalisation of the input window, as in RevIN).
-    A level or scale that drifts over the series then reaches the network as the same shapes."""
+    Per window (`window` > 0; mean 0 and std 1, so that z = v): each window of `window` inputs
+    is normalised by its own mean m and standard deviation s (at least `floor`), and so is its
+    target: the network reads (v - m) / s and predicts (v(t+1) - m) / s, which is turned back by
+    the same m and s (instance normalisation of the input window, as in RevIN). A level or scale
+    that drifts over the series then reaches the network as the same shapes. Several columns:
+    each column by its own m and s (and floor), the targets among the inputs."""
 
     mean: float | tuple[float, ...]
     std: float | tuple[float, ...]
     window: int = 0
-    floor: float = 0.0
+    floor: float | tuple[float, ...] = 0.0
 
     def __post_init__(self) -> None:  # lists (from JSON) become tuples: hashable, comparable
-        for k in ("mean", "std"):
+        for k in ("mean", "std", "floor"):
             v = getattr(self, k)
             if isinstance(v, (list, tuple, np.ndarray)):
                 object.__setattr__(self, k, tuple(float(x) for x in v))
@@ -275,8 +276,14 @@ class Normalizer:
     @classmethod
     def per_window(cls, train: np.ndarray, window: int) -> Normalizer:
         """Per-window normalisation over windows of `window` values; a window's spread is taken
-        as at least 1e-3 of the training part's (a flat window is not blown up)."""
-        std = float(np.std(np.asarray(train, np.float64)))
+        as at least 1e-3 of the training part's (a flat window is not blown up). Columns
+        (train (n, D)): a floor per column."""
+        train = np.asarray(train, np.float64)
+        if train.ndim == 2:
+            k = train.shape[1]
+            floors = tuple(cls.per_window(train[:, j], window).floor for j in range(k))
+            return cls((0.0,) * k, (1.0,) * k, int(window), floors)
+        std = float(np.std(train))
         return cls(0.0, 1.0, int(window), 1e-3 * std if std > 0 else 1e-3)
 
     @property
@@ -287,15 +294,15 @@ class Normalizer:
     def take(self, idx: Sequence[int]) -> Normalizer:
         """The normaliser of some of the columns."""
         assert isinstance(self.mean, tuple) and isinstance(self.std, tuple)
-        return Normalizer(tuple(self.mean[i] for i in idx), tuple(self.std[i] for i in idx))
+        floor = tuple(self.floor[i] for i in idx) if isinstance(self.floor, tuple) else self.floor
+        return Normalizer(tuple(self.mean[i] for i in idx), tuple(self.std[i] for i in idx), self.window, floor)
 
-    def as_dict(self) -> dict[str, float | list[float]]:
+    def as_dict(self) -> dict[str, Any]:
         """For JSON (a checkpoint's record, export's description)."""
-        if isinstance(self.mean, tuple) and isinstance(self.std, tuple):
-            return {"mean": list(self.mean), "std": list(self.std)}
+        out: dict[str, Any] = {"mean": self.mean, "std": self.std}
         if self.window:
-            return {"mean": self.mean, "std": self.std, "window": self.window, "floor": self.floor}
-        return {"mean": self.mean, "std": self.std}
+            out.update(window=self.window, floor=self.floor)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
         return (v - _vector(self.mean)) / _vector(self.std)
@@ -304,38 +311,44 @@ class Normalizer:
         return z * _vector(self.std) + _vector(self.mean)
 
     def stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per window: the mean and spread (at least `floor`) of windows x (T, ...) over time,
-        in float64, shaped (1, ...) to broadcast over the window."""
+        """Per window: the mean and spread (at least `floor`, per column) of windows x (T, ...)
+        over time, in float64, shaped (1, ...) to broadcast over the window."""
         x = np.asarray(x, np.float64)
-        return x.mean(axis=0, keepdims=True), np.maximum(x.std(axis=0, keepdims=True), self.floor)
+        return x.mean(axis=0, keepdims=True), np.maximum(x.std(axis=0, keepdims=True), _vector(self.floor))
 
     def pair(self, x: np.ndarray, y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-        """A batch of windows x (T, B, 1) and their next-step targets y, each window by its own
-        inputs' mean and spread, computed in float64 and returned as `dtype`. (Only the last
-        target lies outside the window: a run trains on it alone.)"""
+        """A batch of windows x (T, B, 1), or (T, B, D) of D columns, and their next-step targets
+        y, each window (and column) by its own inputs' mean and spread, computed in float64 and
+        returned as `dtype`. (Only the last target lies outside the window: a run trains on it
+        alone.)"""
         m, s = self.stats(x)
         return ((x - m) / s).astype(dtype), ((y - m) / s).astype(dtype)
 
     def windows(self, z: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """The windows of `window` values ending just before each index in `ends`: (T, n)."""
+        """The windows of `window` values (or rows) ending just before each index in `ends`:
+        (T, n), or (T, n, D) for rows of D columns."""
         return np.asarray(z, np.float64)[ends[None, :] - self.window + np.arange(self.window)[:, None]]
 
-    def next_values(self, forward, x: np.ndarray, dtype) -> np.ndarray:
+    def next_values(self, forward, x: np.ndarray, dtype, targets: Sequence[int] | None = None) -> np.ndarray:
         """The value after each window x (T, n): the network's last output on the window
         normalised by its own mean and spread, turned back by them. forward(x (T, B, 1)) ->
-        outputs (T, B, 1)."""
+        outputs (T, B, 1). Columns (x (T, n, D), the K target columns among them): (n, K), each
+        target turned back by its own column's mean and spread."""
         m, s = self.stats(x)
-        y = forward(((x - m) / s).astype(dtype)[..., None])
-        return np.asarray(y[-1, :, 0], np.float64) * s[0] + m[0]
+        if targets is None:
+            y = forward(((x - m) / s).astype(dtype)[..., None])
+            return np.asarray(y[-1, :, 0], np.float64) * s[0] + m[0]
+        y = forward(((x - m) / s).astype(dtype))
+        return np.asarray(y[-1], np.float64) * s[0][:, targets] + m[0][:, targets]
 
-    def predictions(self, forward, z: np.ndarray, dtype, chunk: int = 512) -> np.ndarray:
+    def predictions(self, forward, z: np.ndarray, dtype, targets=None, chunk: int = 512) -> np.ndarray:
         """One-step predictions of z[1:] (len(z) - 1,), each from the `window` values before it;
-        the first window - 1 have no whole window (NaN)."""
-        out = np.full(len(z) - 1, np.nan)
+        the first window - 1 have no whole window (NaN). Columns (z (N, D); targets): (N - 1, K)."""
+        out = np.full((len(z) - 1,) + (() if targets is None else (len(targets),)), np.nan)
         ends = np.arange(self.window, len(z))
         for a in range(0, len(ends), chunk):
             e = ends[a : a + chunk]
-            out[e - 1] = self.next_values(forward, self.windows(z, e), dtype)
+            out[e - 1] = self.next_values(forward, self.windows(z, e), dtype, targets)
         return out
 
     def forecast(self, forward, history: np.ndarray, horizon: int, dtype) -> np.ndarray:
@@ -345,6 +358,26 @@ class Normalizer:
         for _ in range(horizon):
             seq.append(float(self.next_values(forward, np.asarray(seq[-self.window :])[:, None], dtype)[0]))
         return np.asarray(seq[self.window :])
+
+    def forecast_columns(self, forward, history: np.ndarray, horizon: int, dtype, targets, future=None) -> np.ndarray:
+        """forecast for rows of D input columns (history (>= window, D)), the K targets being
+        input columns `targets`: (horizon, K), each step from the last window of rows. The next
+        row takes the targets' predictions and, for the other columns, future[h] (the given rows
+        after the history: at least horizon - 1 of them when some column is not a target)."""
+        targets = list(targets)
+        rows = np.asarray(history, np.float64)[-self.window :]
+        if len(targets) < rows.shape[1] and horizon > 1 and (future is None or len(future) < horizon - 1):
+            raise BpttError(
+                f"future: expected the {horizon - 1} rows after the history (for the inputs that are not targets), "
+                f"received {'none' if future is None else len(future)}"
+            )
+        out = np.empty((horizon, len(targets)))
+        for h in range(horizon):
+            out[h] = self.next_values(forward, rows[-self.window :, None, :], dtype, targets)[0]
+            row = np.array(future[h], np.float64) if future is not None and h < len(future) else rows[-1] * np.nan
+            row[targets] = out[h]
+            rows = np.vstack([rows[1:], row])
+        return out
 
 
 DIFF_CHOICES = ("auto", "0", "1", "2")

@@ -328,15 +328,25 @@ NORMALIZER = (
 def normalizer_ok(v: Any) -> bool:
     """A series normaliser as JSON: {"mean": m, "std": s}, finite numbers with s > 0, or lists
     of one per column (the same length); per window, also "window" (an integer >= 2) and "floor"
-    (a finite number > 0) with mean 0 and std 1."""
+    (a finite number > 0, or a list of one per column) with mean 0 and std 1."""
 
     def finite(x: Any) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
     if isinstance(v, dict) and set(v) == {"mean", "std", "window", "floor"}:
-        w, f = v["window"], v["floor"]
-        window_ok = isinstance(w, int) and not isinstance(w, bool) and w >= 2 and finite(f) and f > 0
-        return window_ok and v["mean"] == 0 and v["std"] == 1
+        w, f, mean, std = v["window"], v["floor"], v["mean"], v["std"]
+        if not (isinstance(w, int) and not isinstance(w, bool) and w >= 2):
+            return False
+        if isinstance(f, list) or isinstance(mean, list) or isinstance(std, list):  # columns: one of each per column
+            lists = [x for x in (f, mean, std) if isinstance(x, list)]
+            if len(lists) < 3 or not 0 < len(f) == len(mean) == len(std) <= 10_000:
+                return False
+            return (
+                all(finite(x) and x > 0 for x in f)
+                and all(finite(x) and x == 0 for x in mean)
+                and all(finite(x) and x == 1 for x in std)
+            )
+        return finite(f) and f > 0 and mean == 0 and std == 1
     if not (isinstance(v, dict) and set(v) == {"mean", "std"}):
         return False
     mean, std = v["mean"], v["std"]

@@ -284,6 +284,11 @@ def _table_of(run, path: str, column) -> tuple[ser.Table, ser.Normalizer]:
             f"{len(table.targets)} outputs, received {norm.columns or 1} column(s) and {run.model.output_size} "
             f"outputs in {run.folder!r}"
         )
+    if norm.window and any(t >= table.n_inputs for t in table.targets):
+        raise BpttError(
+            f"RUN: expected every target among the inputs of a run normalised per window, received the targets "
+            f"{', '.join(table.target_names)} and the inputs {', '.join(table.input_names)} in {run.folder!r}"
+        )
     diff = run.difference
     if diff and diff.columns != len(table.names):
         raise BpttError(
@@ -332,8 +337,22 @@ def _forecast_columns(runs, args, hist_path: str, out: str) -> int:
     else:
         future = norm(truth.values)[:, :n_in]
     start = norm(diff(hist.values) if p else hist.values)[:, :n_in]
-    z = np.mean([forecast_columns(r.model, r.params, start, horizon, feedback, future) for r in runs], axis=0)
-    pred = norm.take(tgt).inverse(z.astype(np.float64))
+    if norm.window:  # each step from the last window of rows, normalised by its own means and spreads
+        if len(start) < norm.window:
+            raise BpttError(
+                f"--history: expected at least {p + norm.window} rows (the run predicts from windows of "
+                f"{norm.window}{', after ' + diff.describe(hist.names) if p else ''}), received {len(hist.values)}"
+            )
+        paths = [
+            norm.forecast_columns(
+                lambda x, r=r: r.model.forward(r.params, x)[0], start, horizon, r.cfg.dtype, tgt, future
+            )
+            for r in runs
+        ]
+        pred = np.mean(paths, axis=0)
+    else:
+        z = np.mean([forecast_columns(r.model, r.params, start, horizon, feedback, future) for r in runs], axis=0)
+        pred = norm.take(tgt).inverse(z.astype(np.float64))
     if p:  # each target column's differences added back up from its history
         pred = diff.take(tgt).integrate(pred, hist.values[:, tgt])
     names = hist.target_names
@@ -521,9 +540,23 @@ def _evaluate_columns(runs, args: argparse.Namespace) -> int:
             f"--data: expected at least {p + 2 + warmup} rows (the run models {diff.describe(table.names)}, which "
             f"takes the first {p}; warm-up {warmup}), received {T}"
         )
-    z = norm(diff(table.values) if p else table.values)[:, : table.n_inputs].astype(run.cfg.dtype)
-    y = np.mean([r.model.forward(r.params, z[:-1, None, :])[0][:, 0, :].astype(np.float64) for r in runs], axis=0)
-    pred = norm.take(tgt).inverse(y)
+    if norm.window:  # each prediction from the window of rows before it: none for the first window - 1
+        need = p + 2 + max(warmup, norm.window - 1)
+        if T < need:
+            raise BpttError(
+                f"--data: expected at least {need} rows (the run normalises each window of {norm.window} rows"
+                f"{', after ' + diff.describe(table.names) if p else ''}; warm-up {warmup}), received {T}"
+            )
+        warmup = max(warmup, norm.window - 1)
+        w = diff(table.values) if p else table.values
+        pred = np.mean(
+            [norm.predictions(lambda x, r=r: r.model.forward(r.params, x)[0], w, run.cfg.dtype, tgt) for r in runs],
+            axis=0,
+        )
+    else:
+        z = norm(diff(table.values) if p else table.values)[:, : table.n_inputs].astype(run.cfg.dtype)
+        y = np.mean([r.model.forward(r.params, z[:-1, None, :])[0][:, 0, :].astype(np.float64) for r in runs], axis=0)
+        pred = norm.take(tgt).inverse(y)
     if p:  # rows p + 1 .., each from its predicted differences and the true rows before it
         pred = diff.take(tgt).restore(pred, table.values[:, tgt], p + 1)
     pred = pred[warmup:]

@@ -483,11 +483,7 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
             f"--mean, --std: expected none for a model trained with --normalize window (each window by its own mean "
             f"and spread), received --mean {args.mean} --std {args.std}"
         )
-    if described.get("window") and (cfg.normalize != "window" or cfg.seq_len != described["window"]):
-        raise BpttError(
-            f"{where}: normalizer: expected the training settings of a per-window run (normalize 'window', seq_len "
-            f"{described['window']}) beside it, received normalize {cfg.normalize!r}, seq_len {cfg.seq_len}"
-        )
+    _window_settings(described, cfg, where)
     if args.mean is not None:
         if not args.std > 0:
             raise BpttError(f"--std: expected a number > 0, received {args.std}")
@@ -520,6 +516,15 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
     return out, said
 
 
+def _window_settings(norm: dict[str, Any], cfg: TrainConfig, where: str) -> None:
+    """A described per-window normaliser needs the training settings that made it beside it."""
+    if norm.get("window") and (cfg.normalize != "window" or cfg.seq_len != norm["window"]):
+        raise BpttError(
+            f"{where}: normalizer: expected the training settings of a per-window run (normalize 'window', seq_len "
+            f"{norm['window']}) beside it, received normalize {cfg.normalize!r}, seq_len {cfg.seq_len}"
+        )
+
+
 def _columns_meta(cfg: TrainConfig, meta: dict[str, Any], args, where: str) -> tuple[dict[str, Any], str]:
     """A series model of several columns: its per-column normaliser and column names from the
     description, or fitted on --data as bptt train fits them."""
@@ -539,8 +544,9 @@ def _columns_meta(cfg: TrainConfig, meta: dict[str, Any], args, where: str) -> t
                 f"{where}: normalizer: expected one mean and std per column of {', '.join(used)}, received "
                 f"{json.dumps(norm)[:80]}"
             )
+        _window_settings(norm, cfg, where)
         out: dict[str, Any] = {"normalizer": dict(norm), "series_columns": dict(cols)}
-        said = ""
+        said = " per window" if norm.get("window") else ""
         if "difference" in meta:  # the model's inputs and outputs are differences of the columns
             d = meta["difference"]
             if not isinstance(d["d"], list) or len(d["d"]) != len(used):
@@ -549,7 +555,7 @@ def _columns_meta(cfg: TrainConfig, meta: dict[str, Any], args, where: str) -> t
                     f"{json.dumps(d)[:80]}"
                 )
             out["difference"] = dict(d)
-            said = f", {ser.Difference(**d).describe(used)}"
+            said += f", {ser.Difference(**d).describe(used)}"
         return out, (
             f"columns {', '.join(cols['inputs'])} -> {', '.join(cols['targets'])}, a per-column normaliser{said} "
             "(from the description)"

@@ -323,10 +323,12 @@ class SeriesTask(_Batches):
         """--normalize global: fitted on the training part; window: each window by its own
         (ser.Normalizer); none: the identity (mean 0, std 1)."""
         if self.cfg.normalize == "window":
-            if self.multi:
+            other = [n for n in self.table.target_names if n not in self.table.input_names]
+            if other:
                 raise BpttError(
-                    f"normalize: expected global or none for several columns ({self.name}), received 'window' "
-                    "(per-window normalisation is built for one column)"
+                    f"normalize: expected every --target among the --column inputs for 'window' (each target is "
+                    f"normalised by its own column's window, which the network reads), received the targets "
+                    f"{', '.join(other)} that are not inputs"
                 )
             return ser.Normalizer.per_window(train, self.cfg.seq_len)
         if self.cfg.normalize == "none":
@@ -366,10 +368,12 @@ class SeriesTask(_Batches):
             x, y = self._columns(x, y)
         else:
             if self.norm.window:  # each window by its own mean and spread (in float64), its last target alone
-                x, y = self.norm.pair(
-                    *ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng), self.dtype
+                x, y = self._columns(
+                    *self.norm.pair(
+                        *ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng), self.dtype
+                    )
                 )
-                y = y[-1]
+                y = np.ascontiguousarray(y[-1])
             else:
                 x, y = self._columns(
                     *ser.random_windows(self.z_train, self.cfg.batch_size, self.cfg.seq_len, rng, self.dtype)
@@ -387,8 +391,9 @@ class SeriesTask(_Batches):
         idx = starts[None, :] + np.arange(T)[:, None]
         if self.norm.window:
             z = np.asarray(self.z_train, np.float64)
-            x, y = self.norm.pair(z[idx][..., None], z[idx + 1][..., None], self.dtype)
-            return x, y[-1], None
+            rows = (z[idx], z[idx + 1]) if self.multi else (z[idx][..., None], z[idx + 1][..., None])
+            x, y = self._columns(*self.norm.pair(*rows, self.dtype))
+            return x, np.ascontiguousarray(y[-1]), None
         z = np.asarray(self.z_train, self.dtype)
         if self.multi:
             return (*self._columns(z[idx], z[idx + 1]), None)
@@ -398,9 +403,11 @@ class SeriesTask(_Batches):
         """Predictions of z[1:] from z[:-1], one sequence from the initial state, in original
         units: (T-1,) for one column; (T-1, K) of the K targets for several (z: (T, D) rows)."""
         if self.multi:
-            x = np.asarray(z[:-1, : self.n_in], self.dtype)[:, None, :]
-            y, _ = model.forward(params, x)
-            pred = self.norm.take(self.targets).inverse(y[:, 0, :].astype(np.float64))
+            if self.norm.window:  # each from the window of rows before it (the first window - 1: NaN)
+                pred = self.norm.predictions(lambda x: model.forward(params, x)[0], z, self.dtype, self.targets)
+            else:
+                y, _ = model.forward(params, np.asarray(z[:-1, : self.n_in], self.dtype)[:, None, :])
+                pred = self.norm.take(self.targets).inverse(y[:, 0, :].astype(np.float64))
             if not self.diff:
                 return pred
             p = self.diff.order  # as for one column below, each target column by its own orders
@@ -468,11 +475,16 @@ class SeriesTask(_Batches):
             assert isinstance(self.norm.mean, tuple) and isinstance(self.norm.std, tuple)
             means = ", ".join(f"{m:.4g}" for m in self.norm.mean)
             stds = ", ".join(f"{s:.4g}" for s in self.norm.std)
+            scale = f"normalised per column ({self.name}) by mean {means}, std {stds}"
+            if self.norm.window:
+                scale = f"each window of {self.norm.window} rows normalised column by column by its own mean and "
+                scale += "spread (--normalize window)"
+            elif self.cfg.normalize == "none":
+                scale = "not normalised (--normalize none)"
             return (
                 f"series {self.source}: {len(self.values)} rows, inputs {', '.join(self.table.input_names)} at t -> "
                 f"targets {', '.join(self.table.target_names)} at t+1, train {self.n_train} / validation "
-                f"{self.n_val}{self._test_note()}, {self.diff_note}, then normalised per column ({self.name}) by mean "
-                f"{means}, std {stds}{note}"
+                f"{self.n_val}{self._test_note()}, {self.diff_note}, then {scale}{note}"
             )
         scale = f"{self.diff_note}, then normalised by mean {self.norm.mean:.4g}, std {self.norm.std:.4g}"
         if self.norm.window:
