@@ -529,9 +529,9 @@ HELP = {
     "seasonal_diff": "series: also a seasonal difference of this period, v(t) - v(t - s) (e.g. 12 for monthly data "
     "with a yearly cycle; 0: none; several columns: every column)",
     "normalize": "series: global (each column's mean and standard deviation on the training part, after any "
-    "differencing), window (one column, --batching window: each window of --seq-len inputs and its target by the "
-    "window's own mean and standard deviation, predictions turned back by them; evaluation and forecasts read the "
-    "--seq-len values before each prediction) or none (the values as they are)",
+    "differencing), window (--batching window: each window of --seq-len inputs and its target by the window's own "
+    "mean and standard deviation, column by column, the targets among the inputs; predictions turned back by them; "
+    "evaluation and forecasts read the --seq-len values before each prediction) or none (the values as they are)",
     "val_fraction": "the last fraction of the data (before the test part) is held out for validation",
     "test_fraction": "text or series: the very last fraction of the data is held out for a test figure, computed "
     "once at the end of the run with the weights of the best validation (printed, test.json; 0: none)",
