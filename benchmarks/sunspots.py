@@ -138,7 +138,9 @@ def main(argv=None) -> int:
         assert windowed or trainer.task.norm == norm, "the network and the baseline share one normalisation"
         res = trainer.run()
         pred = np.full(len(z), np.nan)
-        pred[1:] = trainer.task.one_step_predictions(trainer.model, res.params, spots if windowed else z)
+        task = trainer.task
+        forward = lambda x: trainer.model.forward(res.params, x)[0]  # noqa: E731
+        pred[1:] = ser.one_step_values(forward, spots, task.norm, task.diff, cfg.dtype)
         nets.append(pred)
         rows.append((f"{cfg.cell} {cfg.hidden}, seed {seed}", scores(pred)))
     ensemble = (f"{args.cell} ensemble: the mean of the {len(nets)} seeds' predictions", scores(np.mean(nets, axis=0)))

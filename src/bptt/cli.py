@@ -685,6 +685,18 @@ def build_parser() -> argparse.ArgumentParser:
         "train does where neither the file nor --mean/--std give one",
     )
     im.add_argument("--column", default=None, help="series: column of --data")
+    im.add_argument(
+        "--diff",
+        default=None,
+        help="series: the differencing the model was trained with (auto, 0, 1, 2), where the file's description does "
+        "not give it (default: auto, chosen on --data as bptt train chooses it)",
+    )
+    im.add_argument(
+        "--seasonal-diff",
+        type=integer(0),
+        default=None,
+        help="series: its seasonal difference's period, where the description does not give it (default 0)",
+    )
     im.add_argument("--mean", type=number(), default=None, help="series: the normaliser's mean")
     im.add_argument("--std", type=number(0, lo_open=True), default=None, help="series: the normaliser's std")
     im.add_argument(

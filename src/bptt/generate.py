@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cells.base import Params
+from .data.series import future_rows
 from .data.text import Vocab
 from .errors import BpttError
 from .model import Model
@@ -102,16 +103,9 @@ def forecast_columns(
     if x.ndim != 2 or x.shape[1] != D or len(x) == 0:
         raise BpttError(f"history: expected an array (T, {D}) of normalised inputs, received shape {x.shape}")
     own = fb >= 0
-    if not own.all() and horizon > 1:
-        if future is None or np.ndim(future) != 2 or np.shape(future)[1] != D or len(future) < horizon - 1:
-            got = "none" if future is None else f"shape {np.shape(future)}"
-            raise BpttError(
-                f"future: expected the {horizon - 1} rows after the history (for the inputs the model does not "
-                f"predict), received {got}"
-            )
-        future = np.asarray(future, dtype)[: horizon - 1]
-        if not np.isfinite(future[:, ~own]).all():
-            raise BpttError("future: expected finite values, received NaN or inf")
+    future = future_rows(future, horizon, ~own)
+    if future is not None:
+        future = future.astype(dtype)
     if not np.isfinite(x).all():
         raise BpttError("history: expected finite values, received NaN or inf")
     y, state = model.forward(params, x[:, None, :])

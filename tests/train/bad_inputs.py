@@ -1503,6 +1503,20 @@ def _cases() -> list[Case]:
             expect=["--seeds: expected 2 (the ensemble 'ens/whole') or none with --resume, received 3"],
         ),
         C(
+            "resume-other-diff",
+            "data: series",
+            "--resume of a series run with another differencing",
+            ["train", "--resume", "runs/series", "--diff", "1"],
+            expect=["diff: expected the run's own differencing (no differencing; a run keeps it), received --diff 1"],
+        ),
+        C(
+            "resume-other-columns",
+            "data: series",
+            "--resume of a run of two columns with them in another order",
+            ["train", "--resume", "runs/cols", "--column", "y,x"],
+            expect=["column: expected the run's columns, inputs x, y -> targets y, received inputs y, x -> targets y"],
+        ),
+        C(
             "seeds-resume-a-run",
             "ensembles",
             "--resume of a single run with --seeds",
@@ -2322,6 +2336,12 @@ def _columns_workspace() -> None:
     shutil.copytree("runs/series", dst)
     os.unlink(os.path.join(dst, "best.npz"))
     _edit(lambda a, m: m.update(difference={"d": 5, "s": 0}))(os.path.join(dst, "checkpoint.npz"), "difference")
+    dst = os.path.join("crafted", "difference-list")  # a one-column run whose differencing is a list of one
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    shutil.copytree("runs/series", dst)
+    os.unlink(os.path.join(dst, "best.npz"))
+    _edit(lambda a, m: m.update(difference={"d": [1], "s": [0]}))(os.path.join(dst, "checkpoint.npz"), "difference")
 
 
 def _forecast_columns_api(ws):
@@ -2445,7 +2465,7 @@ def _columns_cases() -> list[Case]:
             g,
             "a checkpoint whose per-column normaliser has one column of two",
             ["evaluate", "crafted/columns-normalizer-short", "--data", "cols.csv"],
-            expect=["RUN: expected a normaliser of the 2 columns x, y and 1 outputs, received 1 column(s)"],
+            expect=["meta.normalizer: expected lists of 2 (its columns x, y), received {'mean': [0.0], 'std': [1.0]}"],
         ),
         C(
             "columns-normalizer-short-resume",
@@ -2466,7 +2486,7 @@ def _columns_cases() -> list[Case]:
             g,
             "a checkpoint of two columns whose differencing has three orders",
             ["evaluate", "crafted/columns-difference-count", "--data", "cols.csv"],
-            expect=["RUN: expected differencing orders of the 2 columns x, y, received {'d': [1, 0, 0]"],
+            expect=["meta.difference: expected lists of 2 (its columns x, y), received {'d': [1, 0, 0]"],
         ),
         C(
             "difference-order",
@@ -2474,6 +2494,13 @@ def _columns_cases() -> list[Case]:
             "a checkpoint whose series differencing has an order of 5",
             ["forecast", "crafted/difference-order"],
             expect=["meta.difference: expected an object with the orders d (0, 1 or 2) and s"],
+        ),
+        C(
+            "difference-list",
+            g,
+            "a one-column checkpoint whose differencing is written as for several columns",
+            ["evaluate", "crafted/difference-list", "--data", "series.csv"],
+            expect=["meta.difference: expected numbers (one column), received {'d': [1], 's': [0]}"],
         ),
         C(
             "columns-api-forecast-no-future",

@@ -60,7 +60,7 @@ def test_a_series_scores_its_test_part_after_the_validation_part(files, tmp_path
     task = res.task
     assert (task.n_train, task.n_val, task.n_test) == (480, 60, 60)
     best = ckpt.load(str(tmp_path / "s" / "best.npz")).params
-    pred, v = task.one_step_predictions(res.model, best, task.z), task.values  # (the file's rounded values)
+    pred, v = task.one_step_predictions(res.model, best), task.values  # (the file's rounded values)
     from bptt.data.series import nmse
 
     assert res.extra["test"]["nmse"] == pytest.approx(nmse(pred[539:599], v[540:]), rel=1e-12)

@@ -145,6 +145,19 @@ def test_a_run_resumes_and_exports_with_its_difference(runs, files, tmp_path, ca
     said = capsys.readouterr().out
     assert "a seasonal difference of period 26" in said
     assert load_run(str(tmp_path / "imported")).meta["difference"] == {"d": 1, "s": 26}
+    # the bare tensors (no description): --diff and --seasonal-diff say what the model was trained with
+    os.unlink(str(tmp_path / "m.npz") + ".json")
+    bare = ["import", str(tmp_path / "m.npz"), "--task", "series", "--data", paths["train"], "--hidden", "16"]
+    assert main([*bare, "--out", str(tmp_path / "bare"), "--diff", "1", "--seasonal-diff", "26"]) == 0
+    capsys.readouterr()
+    assert load_run(str(tmp_path / "bare")).meta["difference"] == {"d": 1, "s": 26}
+    argv = ["--data", paths["train"], "--warmup", "5"]
+    assert main(["evaluate", str(tmp_path / "bare"), *argv]) == 0
+    got = capsys.readouterr().out
+    assert main(["evaluate", folders["both"], *argv]) == 0
+    assert got == capsys.readouterr().out
+    assert main([*bare, "--out", str(tmp_path / "bad"), "--diff", "3"]) == 2
+    assert "diff: expected one of auto, 0, 1, 2, received '3'" in capsys.readouterr().err
 
 
 def test_normalize_none_models_the_values_as_they_are(files, tmp_path):

@@ -196,3 +196,40 @@ def test_export_and_import_keep_the_orders_of_each_column(runs, files, tmp_path,
     assert main(["import", str(tmp_path / "m.npz"), "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "difference: expected one order per column of sales, price" in err, err
+
+
+def test_a_run_keeps_its_columns_and_differencing_on_resume(runs, tmp_path, capsys):
+    """Its orders and statistics go by column position: other columns, another order of them or
+    other differencing is one line, and nothing in the folder changes."""
+    import shutil
+
+    folders, _, _ = runs
+    copy = str(tmp_path / "copy")
+    shutil.copytree(folders["auto"], copy)
+    before = {n: open(os.path.join(copy, n), "rb").read() for n in ("checkpoint.npz", "config.json")}
+    for argv, said in (
+        (["--column", "price,sales"], "column: expected the run's columns, inputs sales, price -> targets sales, "),
+        (["--diff", "2"], "diff: expected the run's own differencing (first differences of sales; no differencing"),
+        (["--seasonal-diff", "26"], "received --diff auto --seasonal-diff 26"),
+    ):
+        assert main(["train", "--resume", copy, "--steps", "160", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err, err
+    assert before == {n: open(os.path.join(copy, n), "rb").read() for n in before}
+
+
+def test_an_ensemble_of_columns_averages_its_members(files, tmp_path, capsys):
+    paths, v = files
+    out = str(tmp_path / "ens")
+    flags = ["--task", "series", "--data", paths["train"], "--column", "sales,price", "--target", "sales"]
+    flags += ["--hidden", "8", "--steps", "20", "--eval-every", "10", "--batch-size", "8", "--seq-len", "30"]
+    assert main(["train", *flags, "--dtype", "float64", "--seeds", "2", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", out, "--data", paths["next"], "--warmup", "2"]) == 0
+    said = capsys.readouterr().out
+    each = [one_step(load_run(os.path.join(out, f"seed-{s}")), v[378:])[2:] for s in (0, 1)]
+    truth = v[378 + 2 + 2 :, 0]  # rows p + 1 + warm-up on
+    want = ser.nmse(np.mean(each, axis=0), truth)
+    assert "by the mean of 2 members (after a warm-up of 2 and the 1 row the differences start from)" in said
+    assert f"NMSE {want:.4f}" in said, said
+    assert f"members' NMSE: seed-0 {ser.nmse(each[0], truth):.4f}, seed-1 {ser.nmse(each[1], truth):.4f}" in said

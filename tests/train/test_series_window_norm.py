@@ -297,6 +297,7 @@ def test_a_run_of_columns_validates_evaluates_and_forecasts_by_hand(two_columns,
     assert main(["evaluate", folder, "--data", paths["all"]]) == 0
     said = capsys.readouterr().out
     assert f"NMSE {ser.nmse(pred[23:], rows[24:, 0]):.4f}" in said and "after a warm-up of 23" in said, said
+    assert "each from the window of 24 rows before it" in said
     assert main(["forecast", folder, "--history", paths["hist"], "--data", paths["next"]]) == 0
     said = capsys.readouterr().out
     seq = list(rows[:360])

@@ -334,10 +334,9 @@ class Normalizer:
         normalised by its own mean and spread, turned back by them. forward(x (T, B, 1)) ->
         outputs (T, B, 1). Columns (x (T, n, D), the K target columns among them): (n, K), each
         target turned back by its own column's mean and spread."""
+        if targets is None:  # one series: a column of its own
+            return self.next_values(forward, np.asarray(x)[..., None], dtype, [0])[:, 0]
         m, s = self.stats(x)
-        if targets is None:
-            y = forward(((x - m) / s).astype(dtype)[..., None])
-            return np.asarray(y[-1, :, 0], np.float64) * s[0] + m[0]
         y = forward(((x - m) / s).astype(dtype))
         return np.asarray(y[-1], np.float64) * s[0][:, targets] + m[0][:, targets]
 
@@ -354,10 +353,7 @@ class Normalizer:
     def forecast(self, forward, history: np.ndarray, horizon: int, dtype) -> np.ndarray:
         """An iterated forecast of `horizon` values after `history` (at least `window` values):
         each from the last window, its own predictions included."""
-        seq = list(np.asarray(history, np.float64)[-self.window :])
-        for _ in range(horizon):
-            seq.append(float(self.next_values(forward, np.asarray(seq[-self.window :])[:, None], dtype)[0]))
-        return np.asarray(seq[self.window :])
+        return self.forecast_columns(forward, np.asarray(history, np.float64)[:, None], horizon, dtype, [0])[:, 0]
 
     def forecast_columns(self, forward, history: np.ndarray, horizon: int, dtype, targets, future=None) -> np.ndarray:
         """forecast for rows of D input columns (history (>= window, D)), the K targets being
@@ -366,18 +362,67 @@ class Normalizer:
         after the history: at least horizon - 1 of them when some column is not a target)."""
         targets = list(targets)
         rows = np.asarray(history, np.float64)[-self.window :]
-        if len(targets) < rows.shape[1] and horizon > 1 and (future is None or len(future) < horizon - 1):
-            raise BpttError(
-                f"future: expected the {horizon - 1} rows after the history (for the inputs that are not targets), "
-                f"received {'none' if future is None else len(future)}"
-            )
+        given = np.ones(rows.shape[1], bool)
+        given[targets] = False
+        future = future_rows(future, horizon, given)
         out = np.empty((horizon, len(targets)))
         for h in range(horizon):
-            out[h] = self.next_values(forward, rows[-self.window :, None, :], dtype, targets)[0]
-            row = np.array(future[h], np.float64) if future is not None and h < len(future) else rows[-1] * np.nan
-            row[targets] = out[h]
-            rows = np.vstack([rows[1:], row])
+            out[h] = self.next_values(forward, rows[:, None, :], dtype, targets)[0]
+            if h + 1 < horizon:  # the next row: the targets' predictions, the other columns given
+                row = future[h].copy() if future is not None else np.empty(rows.shape[1])
+                row[targets] = out[h]
+                rows = np.vstack([rows[1:], row])
         return out
+
+
+def one_step_values(
+    forward,
+    values: np.ndarray,
+    norm: Normalizer,
+    diff: Difference,
+    dtype,
+    targets: Sequence[int] | None = None,
+    n_in: int = 0,
+) -> np.ndarray:
+    """One-step-ahead predictions of values[1:] in the series' own units, each from the true
+    values before it: (T - 1,) for a series (T,); (T - 1, K) of the K `targets` for rows (T, D)
+    whose first n_in columns are the inputs. NaN where there is none: the first diff.order
+    values (they start the differences) and, per window, the first window - 1 after them.
+    forward(x (T, B, inputs)) -> outputs (T, B, outputs), from the initial state."""
+    p = diff.order
+    w = diff(values) if p else np.asarray(values, np.float64)
+    if norm.window:  # each from the window (of rows) before it
+        pred = norm.predictions(forward, w, dtype, targets)
+    elif targets is None:
+        pred = norm.inverse(np.asarray(forward(np.asarray(norm(w)[:-1], dtype)[:, None, None])[:, 0, 0], np.float64))
+    else:
+        x = np.asarray(norm(w)[:-1, :n_in], dtype)[:, None, :]
+        pred = norm.take(targets).inverse(np.asarray(forward(x)[:, 0, :], np.float64))
+    if not p:
+        return pred
+    # w starts at value p: its predictions are of values p + 1 .., each target column by its own orders
+    if targets is not None:
+        diff, values = diff.take(targets), np.asarray(values, np.float64)[:, targets]
+    return np.r_[np.full((p,) + pred.shape[1:], np.nan), diff.restore(pred, values, p + 1)]
+
+
+def future_rows(future: Any, horizon: int, given: np.ndarray) -> np.ndarray | None:
+    """The rows after a forecast's history that give the input columns the model does not
+    predict (`given`, a mask over the columns): at least horizon - 1 rows, finite where given,
+    as float64; None where no column is given or there is no next row."""
+    if not given.any() or horizon <= 1:
+        return None
+    width = len(given)
+    if future is None or np.ndim(future) != 2 or np.shape(future)[1] != width or len(future) < horizon - 1:
+        got = "none" if future is None else f"shape {np.shape(future)}"
+        raise BpttError(
+            f"future: expected the {horizon - 1} rows after the history (for the inputs the model does not "
+            f"predict), received {got}"
+        )
+    future = np.asarray(future, np.float64)[: horizon - 1]
+    if not np.isfinite(future[:, given]).all():
+        raise BpttError("future: expected finite values, received NaN or inf")
+    return future
 
 
 DIFF_CHOICES = ("auto", "0", "1", "2")
@@ -529,12 +574,12 @@ class Difference:
         TREND_R2 of its variance (a trend a stationary model cannot follow out of its range).
         Columns (train (n, D)): each column by its own trend; asked orders for every column."""
         train = np.asarray(train, np.float64)
-        if train.ndim == 2:
-            k = train.shape[1]
-            names = list(names) if names else [f"column {j}" for j in range(k)]
-            if diff != "auto":
-                asked = cls((int(diff),) * k, (seasonal,) * k)
-                return asked, f"{asked.describe(names)} (as asked)"
+        k = train.shape[1] if train.ndim == 2 else None
+        names = (list(names) if names else [f"column {j}" for j in range(k)]) if k else None
+        if diff != "auto":
+            asked = cls((int(diff),) * k, (seasonal,) * k) if k else cls(int(diff), seasonal)
+            return asked, f"{asked.describe(names)} (as asked)"
+        if k:
             r2 = [trend_r2(train[:, j]) for j in range(k)]
             chosen = cls(tuple(1 if r >= TREND_R2 else 0 for r in r2), (seasonal,) * k)
             each = ", ".join(f"{n} {r:.0%}" for n, r in zip(names, r2))
@@ -542,9 +587,6 @@ class Difference:
                 f"{chosen.describe(names)} (auto, column by column: a straight line explains {each} of the training "
                 f"part's variance; {TREND_R2:.0%} or more takes first differences)"
             )
-        if diff != "auto":
-            asked = cls(int(diff), seasonal)
-            return asked, f"{asked.describe()} (as asked)"
         r2 = trend_r2(train)
         d = 1 if r2 >= TREND_R2 else 0
         why = "a trend" if d else "no strong trend"

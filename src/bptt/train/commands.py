@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("sample (temperature 0.8):\n" + "-" * 60 + "\n" + text + "\n" + "-" * 60)
     elif task.kind == "series" and task.n_val and task.multi:  # the first target column
         a, e = task.n_train, task.n_train + task.n_val
-        pred = task.one_step_predictions(run.model, run.params, task.z)[a - 1 : e - 1, 0]
+        pred = task.one_step_predictions(run.model, run.params)[a - 1 : e - 1, 0]
         truth = task.values[:, task.targets[0]]
         plot_series(
             os.path.join(res.run_dir, "prediction.png"),
@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     elif task.kind == "series" and task.n_val:
         a, e = task.n_train, task.n_train + task.n_val
-        pred = task.one_step_predictions(run.model, run.params, task.z)[a - 1 : e - 1]
+        pred = task.one_step_predictions(run.model, run.params)[a - 1 : e - 1]
         plot_series(
             os.path.join(res.run_dir, "prediction.png"),
             task.values[a:e],
@@ -288,12 +288,6 @@ def _table_of(run, path: str, column) -> tuple[ser.Table, ser.Normalizer]:
         raise BpttError(
             f"RUN: expected every target among the inputs of a run normalised per window, received the targets "
             f"{', '.join(table.target_names)} and the inputs {', '.join(table.input_names)} in {run.folder!r}"
-        )
-    diff = run.difference
-    if diff and diff.columns != len(table.names):
-        raise BpttError(
-            f"RUN: expected differencing orders of the {len(table.names)} columns {', '.join(table.names)}, received "
-            f"{diff.as_dict()} in {run.folder!r}"
         )
     return table, norm
 
@@ -475,46 +469,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if run.normalizer.columns is not None:
         return _evaluate_columns(runs, args)
     values = _series_of(run, args.data, args.column)
-    warmup = args.warmup or 0
-    if warmup > len(values) - 2:
-        raise BpttError(
-            f"--warmup: expected fewer than {len(values) - 1} steps (the {len(values) - 1} predictions of "
-            f"{args.data!r}), received {warmup}"
-        )
-    norm, diff = run.normalizer, run.difference
-    p = diff.order  # values before the first predicted difference
-    if p and len(values) < p + 2 + warmup:
-        raise BpttError(
-            f"--data: expected at least {p + 2 + warmup} values (the run models {diff.describe()}, which takes "
-            f"the first {p}; warm-up {warmup}), received {len(values)}"
-        )
-    if norm.window:  # each prediction from the window of values before it: none for the first window - 1
-        need = p + 2 + max(warmup, norm.window - 1)
-        if len(values) < need:
-            raise BpttError(
-                f"--data: expected at least {need} values (the run normalises each window of "
-                f"{norm.window}{', after ' + diff.describe() if p else ''}; warm-up {warmup}), received {len(values)}"
-            )
-        warmup = max(warmup, norm.window - 1)
-    z = norm(diff(values) if p else values)
-    z = z if norm.window else z.astype(run.cfg.dtype)  # (windows take their statistics in float64)
-    preds = []
-    for r in runs:
-        if norm.window:
-            pr = norm.predictions(lambda x, r=r: r.model.forward(r.params, x)[0], z, run.cfg.dtype)
-        else:
-            y, _ = r.model.forward(r.params, z[:-1, None, None])
-            pr = norm.inverse(y[:, 0, 0].astype(np.float64))
-        if p:  # predictions of values p + 1 .., each from its predicted difference and the true values before it
-            pr = diff.restore(pr, values, p + 1)
-        preds.append(pr[warmup:])
+    warmup = _warmup(run, len(values), args.warmup or 0, "values", args.data)
+    p, window = run.difference.order, run.normalizer.window
+    preds = [pr[p + warmup :] for pr in _one_step(runs, values)]  # (the first p start the differences)
     pred = np.mean(preds, axis=0)
     truth = values[1 + p :][warmup:]
-    seeded = f" and the {p} value{'s' * (p > 1)} the differences start from" if p else ""
-    windowed = f", each from the window of {norm.window} values before it" if norm.window else ""
     print(
         f"{args.data}: one-step-ahead predictions of {len(truth)} values{_of(runs)} (after a warm-up of "
-        f"{warmup}{seeded}{windowed}): NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
+        f"{warmup}{_seeded(p, 'value')}{f', each from the window of {window} values before it' if window else ''}): "
+        f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
     )
     _members_line(runs, [ser.nmse(pr, truth) for pr in preds], "NMSE")
     print(_against_baselines(_baselines(_training_part(run)), values, 1 + p + warmup, pred))
@@ -525,51 +488,69 @@ def _evaluate_columns(runs, args: argparse.Namespace) -> int:
     """bptt evaluate for a run (or ensemble) of several columns: NMSE and MSE per target column
     and their means."""
     run = runs[0]
-    table, norm = _table_of(run, args.data, args.column)
-    warmup = args.warmup or 0
-    T = len(table.values)
-    if warmup > T - 2:
-        raise BpttError(
-            f"--warmup: expected fewer than {T - 1} steps (the {T - 1} predictions of {args.data!r}), received {warmup}"
-        )
+    table, _ = _table_of(run, args.data, args.column)
+    warmup = _warmup(run, len(table.values), args.warmup or 0, "rows", args.data, table.names)
+    p, window = run.difference.order, run.normalizer.window
     tgt = list(table.targets)
-    diff = run.difference
-    p = diff.order  # rows before the first predicted difference
-    if p and T < p + 2 + warmup:
-        raise BpttError(
-            f"--data: expected at least {p + 2 + warmup} rows (the run models {diff.describe(table.names)}, which "
-            f"takes the first {p}; warm-up {warmup}), received {T}"
-        )
-    if norm.window:  # each prediction from the window of rows before it: none for the first window - 1
-        need = p + 2 + max(warmup, norm.window - 1)
-        if T < need:
-            raise BpttError(
-                f"--data: expected at least {need} rows (the run normalises each window of {norm.window} rows"
-                f"{', after ' + diff.describe(table.names) if p else ''}; warm-up {warmup}), received {T}"
-            )
-        warmup = max(warmup, norm.window - 1)
-        w = diff(table.values) if p else table.values
-        pred = np.mean(
-            [norm.predictions(lambda x, r=r: r.model.forward(r.params, x)[0], w, run.cfg.dtype, tgt) for r in runs],
-            axis=0,
-        )
-    else:
-        z = norm(diff(table.values) if p else table.values)[:, : table.n_inputs].astype(run.cfg.dtype)
-        y = np.mean([r.model.forward(r.params, z[:-1, None, :])[0][:, 0, :].astype(np.float64) for r in runs], axis=0)
-        pred = norm.take(tgt).inverse(y)
-    if p:  # rows p + 1 .., each from its predicted differences and the true rows before it
-        pred = diff.take(tgt).restore(pred, table.values[:, tgt], p + 1)
-    pred = pred[warmup:]
+    preds = [pr[p + warmup :] for pr in _one_step(runs, table.values, tgt, table.n_inputs)]
+    pred = np.mean(preds, axis=0)
     truth = table.values[1 + p :][:, tgt][warmup:]
     m = ser.column_metrics(pred, truth, table.target_names)
     note = f"; {table.note()}" if table.note() else ""
-    seeded = f" and the {p} row{'s' * (p > 1)} the differences start from" if p else ""
     print(
         f"{args.data}: one-step-ahead predictions of {len(truth)} rows{_of(runs)} (after a warm-up of {warmup}"
-        f"{seeded}) from {', '.join(table.input_names)}: NMSE {m['nmse']:.4f}{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}"
+        f"{_seeded(p, 'row')}{f', each from the window of {window} rows before it' if window else ''}) from "
+        f"{', '.join(table.input_names)}: NMSE {m['nmse']:.4f}{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}"
         f"{_per_target(m, 'mse')}{note}"
     )
+    _members_line(runs, [ser.column_metrics(pr, truth, table.target_names)["nmse"] for pr in preds], "NMSE")
     return 0
+
+
+def _warmup(run, n: int, warmup: int, unit: str, data: str, names=None) -> int:
+    """The warm-up of an evaluation of the n values (rows) of `data`: the one asked, at least the
+    run's window - 1 where it normalises per window; one line where the data is too short."""
+    if warmup > n - 2:
+        raise BpttError(
+            f"--warmup: expected fewer than {n - 1} steps (the {n - 1} predictions of {data!r}), received {warmup}"
+        )
+    norm, diff = run.normalizer, run.difference
+    p = diff.order  # values before the first predicted difference
+    if p and n < p + 2 + warmup:
+        raise BpttError(
+            f"--data: expected at least {p + 2 + warmup} {unit} (the run models {diff.describe(names)}, which takes "
+            f"the first {p}; warm-up {warmup}), received {n}"
+        )
+    if norm.window:  # each prediction from the window before it: none for the first window - 1
+        need = p + 2 + max(warmup, norm.window - 1)
+        if n < need:
+            raise BpttError(
+                f"--data: expected at least {need} {unit} (the run normalises each window of "
+                f"{norm.window}{', after ' + diff.describe(names) if p else ''}; warm-up {warmup}), received {n}"
+            )
+        warmup = max(warmup, norm.window - 1)
+    return warmup
+
+
+def _seeded(p: int, unit: str) -> str:
+    return f" and the {p} {unit}{'s' * (p > 1)} the differences start from" if p else ""
+
+
+def _one_step(runs, values: np.ndarray, targets=None, n_in: int = 0) -> list[np.ndarray]:
+    """Each member's one-step predictions of values[1:] (ser.one_step_values)."""
+    run = runs[0]
+    return [
+        ser.one_step_values(
+            lambda x, r=r: r.model.forward(r.params, x)[0],
+            values,
+            run.normalizer,
+            run.difference,
+            run.cfg.dtype,
+            targets,
+            n_in,
+        )
+        for r in runs
+    ]
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

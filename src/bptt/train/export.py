@@ -409,6 +409,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         task=task,
         data=base.data if args.data is None else args.data,
         column=base.column if args.column is None else args.column,
+        diff=base.diff if args.diff is None else args.diff,
+        seasonal_diff=base.seasonal_diff if args.seasonal_diff is None else args.seasonal_diff,
         cell=cell,
         hidden=hidden,
         layers=layers,

@@ -258,14 +258,27 @@ class SeriesTask(_Batches):
     kind = "series"
 
     def __init__(
-        self, cfg: TrainConfig, normalizer: ser.Normalizer | None = None, difference: ser.Difference | None = None
+        self,
+        cfg: TrainConfig,
+        normalizer: ser.Normalizer | None = None,
+        difference: ser.Difference | None = None,
+        columns: dict[str, list[str]] | None = None,
     ) -> None:
+        """normalizer, difference, columns: a run's own (resume), the columns' names as its record
+        has them ({'inputs': [...], 'targets': [...]})."""
         self.cfg = cfg
         if not cfg.data:
             raise BpttError("data: expected a series file for --task series, received none")
         self.path = self.source = cfg.data
         inputs, targets = series_columns(cfg)
         self.table = ser.read_table(self.path, inputs, targets, cfg.missing)
+        got = {"inputs": list(self.table.input_names), "targets": list(self.table.target_names)}
+        if columns is not None and got != columns:  # its per-column orders and statistics go by position
+            raise BpttError(
+                f"column: expected the run's columns, inputs {', '.join(columns['inputs'])} -> targets "
+                f"{', '.join(columns['targets'])}, received inputs {', '.join(got['inputs'])} -> targets "
+                f"{', '.join(got['targets'])}"
+            )
         self.multi = len(self.table.names) > 1
         self.n_in, self.targets = self.table.n_inputs, list(self.table.targets)
         self.values = self.table.values if self.multi else self.table.values[:, 0]
@@ -277,7 +290,8 @@ class SeriesTask(_Batches):
             key, got = ("seasonal_diff", cfg.seasonal_diff) if cfg.seasonal_diff else ("diff", cfg.diff)
             raise BpttError(
                 f"{key}: expected differencing that leaves at least 3 of the {self.n_train} training values "
-                f"({self.diff.describe(self.table.names if self.multi else None)} takes the first {p}), received {got}"
+                f"(it takes the first {p}: {self.diff.describe(self.table.names if self.multi else None)}), "
+                f"received {got}"
             )
         self.w = self.diff(self.values) if self.diff else self.values
         self.norm = normalizer or self._normalizer(self.w[: self.n_train - p])
@@ -346,7 +360,16 @@ class SeriesTask(_Batches):
                     f"difference: expected {'one order' if not self.multi else f'{len(names)} orders'} (the columns "
                     f"{self.name}), received {given.as_dict()}"
                 )
-            return given, given.describe(names if self.multi else None)
+            said = given.describe(names if self.multi else None)
+            k = len(names) if self.multi else 1
+            parts = given.parts() if given else [ser.Difference()] * k
+            asked_s = all(c.s == cfg.seasonal_diff for c in parts)
+            if not asked_s or (cfg.diff != "auto" and any(c.d != int(cfg.diff) for c in parts)):
+                raise BpttError(
+                    f"diff: expected the run's own differencing ({said}; a run keeps it), received --diff {cfg.diff} "
+                    f"--seasonal-diff {cfg.seasonal_diff}"
+                )
+            return given, said
         return ser.Difference.choose(cfg.diff, cfg.seasonal_diff, self.values[: self.n_train], names)
 
     @property
@@ -399,31 +422,19 @@ class SeriesTask(_Batches):
             return (*self._columns(z[idx], z[idx + 1]), None)
         return z[idx][..., None], z[idx + 1][..., None], None
 
-    def one_step_predictions(self, model: Model, params, z: np.ndarray) -> np.ndarray:
-        """Predictions of z[1:] from z[:-1], one sequence from the initial state, in original
-        units: (T-1,) for one column; (T-1, K) of the K targets for several (z: (T, D) rows)."""
-        if self.multi:
-            if self.norm.window:  # each from the window of rows before it (the first window - 1: NaN)
-                pred = self.norm.predictions(lambda x: model.forward(params, x)[0], z, self.dtype, self.targets)
-            else:
-                y, _ = model.forward(params, np.asarray(z[:-1, : self.n_in], self.dtype)[:, None, :])
-                pred = self.norm.take(self.targets).inverse(y[:, 0, :].astype(np.float64))
-            if not self.diff:
-                return pred
-            p = self.diff.order  # as for one column below, each target column by its own orders
-            restored = self.diff.take(self.targets).restore(pred, self.values[:, self.targets], p + 1)
-            return np.r_[np.full((p, len(self.targets)), np.nan), restored]
-        if self.norm.window:  # each from the window before it (the first window - 1: NaN)
-            pred = self.norm.predictions(lambda x: model.forward(params, x)[0], z, self.dtype)
-        else:
-            x = np.asarray(z[:-1], self.dtype)[:, None, None]
-            y, _ = model.forward(params, x)
-            pred = self.norm.inverse(y[:, 0, 0].astype(np.float64))
-        if not self.diff:
-            return pred
-        # z holds w from value p on: its predictions are of values p + 1 .. (none for the first p)
-        p = self.diff.order
-        return np.r_[np.full(p, np.nan), self.diff.restore(pred, self.values, p + 1)]
+    def one_step_predictions(self, model: Model, params) -> np.ndarray:
+        """Predictions of the series' values[1:] (ser.one_step_values), one sequence from the
+        initial state, in original units: (T-1,) for one column; (T-1, K) of the K targets for
+        several."""
+        return ser.one_step_values(
+            lambda x: model.forward(params, x)[0],
+            self.values,
+            self.norm,
+            self.diff,
+            self.dtype,
+            self.targets if self.multi else None,
+            self.n_in,
+        )
 
     def evaluate(self, model: Model, params) -> dict[str, float] | None:
         """NMSE and MSE of the one-step predictions of the validation split; with several
@@ -447,7 +458,7 @@ class SeriesTask(_Batches):
         predictions averaged)."""
         if n == 0:
             return None
-        pred = np.mean([self.one_step_predictions(m, p, self.z) for m, p in members], axis=0)
+        pred = np.mean([self.one_step_predictions(m, p) for m, p in members], axis=0)
         pred = pred[start - 1 : start - 1 + n]
         if self.multi:
             truth = self.values[start : start + n][:, self.targets]
@@ -711,5 +722,7 @@ def make_task(cfg: TrainConfig, meta: dict[str, Any] | None = None):
         return TextTask(cfg, vocab)
     if "normalizer" not in meta:
         return SeriesTask(cfg)
-    # a run's own normaliser and differencing (none where its record has none)
-    return SeriesTask(cfg, ser.Normalizer(**meta["normalizer"]), ser.Difference(**meta.get("difference", {})))
+    # a run's own normaliser, differencing (none where its record has none) and columns
+    name = meta.get("series_name")
+    columns = meta.get("series_columns") or ({"inputs": [name], "targets": [name]} if name else None)
+    return SeriesTask(cfg, ser.Normalizer(**meta["normalizer"]), ser.Difference(**meta.get("difference", {})), columns)
