@@ -76,3 +76,37 @@ def test_the_commands_print_the_baselines(tmp_path, capsys):
     assert "network NMSE" in out and "LOSES to persistence" in out
     assert main(["forecast", str(run), "--data", str(data), "--history", str(data), "--horizon", "10"]) == 0
     assert "iterated from the same history: baselines on the same points: persistence" in capsys.readouterr().out
+
+
+def test_each_target_column_meets_its_own_baselines(tmp_path, capsys):
+    """Two target columns (a random walk and noise): each is scored against the baselines fitted
+    on its own training part, with the figures the baselines give by hand."""
+    from bptt.data import series as ser
+
+    rng = np.random.default_rng(5)
+    walk, noise = np.round(np.cumsum(rng.standard_normal(400)), 4), np.round(rng.standard_normal(400), 4)
+    data = tmp_path / "two.csv"
+    data.write_text("walk,noise\n" + "".join(f"{a:.4f},{b:.4f}\n" for a, b in zip(walk, noise)))
+    run = tmp_path / "run"
+    argv = ["train", "--task", "series", "--data", str(data), "--column", "walk,noise", "--steps", "2"]
+    assert (
+        main(argv + ["--eval-every", "2", "--hidden", "4", "--no-progress", "--seq-len", "20", "--out", str(run)]) == 0
+    )
+    out = capsys.readouterr().out
+    n_train = 360
+    for name, v in (("walk", walk), ("noise", noise)):
+        base = Baselines.fit(v[:n_train])
+        want = scores(base.one_step(v, n_train), v[n_train:])
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"validation of {name}: baselines"))
+        assert all(f"{k} {x:.4f}" in line for k, x in want.items()), (line, want)
+    assert "LOSES to persistence" in next(ln for ln in out.splitlines() if ln.startswith("validation of walk:"))
+    assert main(["evaluate", str(run), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("network NMSE") == 2 and "walk: network NMSE" in out and "noise: network NMSE" in out
+    assert main(["forecast", str(run), "--data", str(data), "--history", str(data), "--horizon", "10"]) == 0
+    out = capsys.readouterr().out
+    hist = ser.read_table(str(data), ["walk", "noise"], ()).values
+    base = Baselines.fit(walk[:n_train])
+    want = scores(base.iterated(hist[:, 0], 10), walk[:10])
+    line = next(ln for ln in out.splitlines() if ln.startswith("walk, iterated from the same history"))
+    assert all(f"{k} {x:.4f}" in line for k, x in want.items()), (line, want)

@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(
                 f"best validation one-step NMSE: {ev['nmse']:.4f}{_per_target(ev, 'nmse')} (step {ev.get('step', res.step)})"
             )
-            said = _validation_verdict(task, ev["nmse"])
+            said = _validation_verdict(task, ev)
             if said:
                 print(said)
     if res.stopped == "diverged":
@@ -157,16 +157,24 @@ def _new_config(args: argparse.Namespace, given: dict) -> TrainConfig:
     return TrainConfig.from_dict({**base, **given}, "flags").validate(set(base) | set(given))
 
 
-def _validation_verdict(task, nmse: float) -> str | None:
-    """'validation <the network against the baselines>' for a single-column series run with a
-    validation part, else None."""
-    if task.kind != "series" or getattr(task, "multi", False) or not task.n_val:
+def _validation_verdict(task, ev: dict) -> str | None:
+    """'validation <the network against the baselines>' for a series run with a validation part
+    (several target columns: a line for each, the baselines fitted on its own training part),
+    else None."""
+    if task.kind != "series" or not task.n_val:
         return None
-    base = _baselines(task.values[: task.n_train])
-    if base is None or task.n_train < base.first():
-        return None
-    val = task.values[task.n_train : task.n_train + task.n_val]
-    return f"validation {verdict(nmse, scores(base.one_step(task.values, task.n_train), val))}"
+    a, e = task.n_train, task.n_train + task.n_val
+    if not task.multi:
+        columns = [("", task.values, ev["nmse"])]
+    else:
+        names = task.table.target_names
+        columns = [(f" of {n}:", task.values[:, j], ev[f"nmse.{n}"]) for n, j in zip(names, task.targets)]
+    lines = []
+    for name, v, net in columns:
+        base = _baselines(v[:a])
+        if base is not None and a >= base.first():
+            lines.append(f"validation{name} {verdict(net, scores(base.one_step(v[:e], a), v[a:e]))}")
+    return "\n".join(lines) or None
 
 
 def _train_ensemble(args: argparse.Namespace, given: dict) -> int:
@@ -183,7 +191,7 @@ def _train_ensemble(args: argparse.Namespace, given: dict) -> int:
     for line in ensemble.report(out["summary"], out["seeds"], out["kind"], getattr(out["task"], "unit", "char")):
         print(line)
     validation = (out["summary"].get("ensemble") or {}).get("validation")
-    said = _validation_verdict(out["task"], validation["nmse"]) if validation and "nmse" in validation else None
+    said = _validation_verdict(out["task"], validation) if validation and "nmse" in validation else None
     if said:
         print(f"the ensemble, {said}")
     print(f"ensemble folder: {out['folder']} (members {', '.join(ensemble.member_name(s) for s in out['seeds'])})")
@@ -220,11 +228,15 @@ def _series_of(run, path: str, column) -> np.ndarray:
 
 
 def _training_part(run) -> np.ndarray | None:
-    """The single-column run's training values (its data file, less the validation part), or
-    None where the file is not there."""
+    """The run's training values (its data file, less the validation and test parts): (N,) for
+    one column, (N, K) of its K target columns for several; None where the file is not there."""
     if not run.cfg.data or not os.path.isfile(run.cfg.data):
         return None
-    values = _series_of(run, run.cfg.data, None)
+    if run.normalizer.columns is not None:
+        table, _ = _table_of(run, run.cfg.data, None)
+        values = table.values[:, list(table.targets)]
+    else:
+        values = _series_of(run, run.cfg.data, None)
     return values[: txt.split_sizes(len(values), run.cfg.val_fraction, run.cfg.test_fraction)[0]]
 
 
@@ -359,6 +371,13 @@ def _forecast_columns(runs, args, hist_path: str, out: str) -> int:
             f"iterated {n}-step forecast from {len(hist.values)} rows of {hist_path}{_of(runs)}: NMSE {m['nmse']:.4f}"
             f"{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}{fed}"
         )
+        train = _training_part(run)
+        for j, (name, c) in enumerate(zip(names, tgt)):  # each target against its own baselines' forecasts
+            base = _baselines(None if train is None else train[:, j])
+            if base is not None and len(hist.values) >= base.first():
+                paths = base.iterated(hist.values[:, c], n)
+                said = verdict(m[f"nmse.{name}"], scores(paths, true[:, j]))
+                print(f"{name}, iterated from the same history: {said}")
         plot_series(
             out,
             true[:, 0],
@@ -504,6 +523,10 @@ def _evaluate_columns(runs, args: argparse.Namespace) -> int:
         f"{_per_target(m, 'mse')}{note}"
     )
     _members_line(runs, [ser.column_metrics(pr, truth, table.target_names)["nmse"] for pr in preds], "NMSE")
+    train = _training_part(run)
+    for j, (name, c) in enumerate(zip(table.target_names, tgt)):  # each target against its own baselines
+        base = _baselines(None if train is None else train[:, j])
+        print(f"{name}: {_against_baselines(base, table.values[:, c], 1 + p + warmup, pred[:, j])}")
     return 0
 
 
