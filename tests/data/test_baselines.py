@@ -110,3 +110,10 @@ def test_each_target_column_meets_its_own_baselines(tmp_path, capsys):
     want = scores(base.iterated(hist[:, 0], 10), walk[:10])
     line = next(ln for ln in out.splitlines() if ln.startswith("walk, iterated from the same history"))
     assert all(f"{k} {x:.4f}" in line for k, x in want.items()), (line, want)
+    # the run's own file no longer holds its columns: the figures, and the baselines not computed
+    copy = tmp_path / "copy.csv"
+    copy.write_text(data.read_text())
+    data.write_text("walk\n" + "".join(f"{a:.4f}\n" for a in walk))
+    assert main(["evaluate", str(run), "--data", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "walk: baselines: not computed" in out and "noise: baselines: not computed" in out, out

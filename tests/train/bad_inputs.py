@@ -2472,7 +2472,9 @@ def _columns_cases() -> list[Case]:
             g,
             "resuming with a per-column normaliser of one column of two",
             ["train", "--resume", "crafted/columns-normalizer-short", "--steps", "20"],
-            expect=["normalizer: expected 2 means and stds (the columns x, y), received 1 of each"],
+            expect=[
+                "the run's record: meta.normalizer: expected lists of 2 (its columns x, y), received {'mean': [0.0]"
+            ],
         ),
         C(
             "columns-normalizer-mixed",

@@ -144,6 +144,11 @@ def test_a_run_resumes_and_exports_with_its_difference(runs, files, tmp_path, ca
     assert main(["import", str(tmp_path / "m.npz"), "--out", str(tmp_path / "imported")]) == 0
     said = capsys.readouterr().out
     assert "a seasonal difference of period 26" in said
+    # a description's differencing stands: asking for another is one line
+    assert main(["import", str(tmp_path / "m.npz"), "--out", str(tmp_path / "other"), "--diff", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "expected the differencing the file's description gives" in err, err
+    assert "received --diff 0" in err
     assert load_run(str(tmp_path / "imported")).meta["difference"] == {"d": 1, "s": 26}
     # the bare tensors (no description): --diff and --seasonal-diff say what the model was trained with
     os.unlink(str(tmp_path / "m.npz") + ".json")
@@ -158,6 +163,13 @@ def test_a_run_resumes_and_exports_with_its_difference(runs, files, tmp_path, ca
     assert got == capsys.readouterr().out
     assert main([*bare, "--out", str(tmp_path / "bad"), "--diff", "3"]) == 2
     assert "diff: expected one of auto, 0, 1, 2, received '3'" in capsys.readouterr().err
+    # without --data, with the normaliser given: the differencing as asked, and the config says it too
+    norm = load_run(folders["both"]).normalizer
+    given = ["--mean", str(norm.mean), "--std", str(norm.std), "--diff", "1", "--seasonal-diff", "26"]
+    assert main([*bare[:-4], "--hidden", "16", "--out", str(tmp_path / "given"), *given]) == 0
+    capsys.readouterr()
+    imp = load_run(str(tmp_path / "given"))
+    assert imp.meta["difference"] == {"d": 1, "s": 26} and (imp.cfg.diff, imp.cfg.seasonal_diff) == ("1", 26)
 
 
 def test_normalize_none_models_the_values_as_they_are(files, tmp_path):

@@ -210,7 +210,7 @@ def test_a_run_keeps_its_columns_and_differencing_on_resume(runs, tmp_path, caps
     for argv, said in (
         (["--column", "price,sales"], "column: expected the run's columns, inputs sales, price -> targets sales, "),
         (["--diff", "2"], "diff: expected the run's own differencing (first differences of sales; no differencing"),
-        (["--seasonal-diff", "26"], "received --diff auto --seasonal-diff 26"),
+        (["--seasonal-diff", "26"], "seasonal_diff: expected the run's own differencing (first differences of"),
     ):
         assert main(["train", "--resume", copy, "--steps", "160", *argv]) == 2
         err = capsys.readouterr().err
@@ -233,3 +233,28 @@ def test_an_ensemble_of_columns_averages_its_members(files, tmp_path, capsys):
     assert "by the mean of 2 members (after a warm-up of 2 and the 1 row the differences start from)" in said
     assert f"NMSE {want:.4f}" in said, said
     assert f"members' NMSE: seed-0 {ser.nmse(each[0], truth):.4f}, seed-1 {ser.nmse(each[1], truth):.4f}" in said
+
+
+def test_a_resumed_ensemble_refuses_other_columns_before_writing(files, tmp_path, capsys):
+    paths, _ = files
+    out = str(tmp_path / "ens")
+    flags = ["--task", "series", "--data", paths["train"], "--column", "sales,price", "--target", "sales"]
+    flags += ["--hidden", "4", "--steps", "4", "--eval-every", "2", "--batch-size", "4", "--seq-len", "20"]
+    assert main(["train", *flags, "--seeds", "2", "--out", out]) == 0
+    capsys.readouterr()
+    before = open(os.path.join(out, "ensemble.json")).read()
+    for argv in (["--column", "price,sales"], ["--seasonal-diff", "4"]):
+        assert main(["train", "--resume", out, "--steps", "6", *argv]) == 2
+        said = capsys.readouterr()
+        assert said.err.count("\n") == 1 and "== member" not in said.out, said
+    assert open(os.path.join(out, "ensemble.json")).read() == before
+
+
+def test_a_one_column_run_resumes_on_a_file_whose_column_has_another_name(files, tmp_path):
+    paths, v = files
+    a = Trainer(small(tmp_path / "one", paths["train"], column="sales", target="", steps=4, eval_every=2), log=quiet)
+    a.run()
+    other = tmp_path / "other.csv"
+    other.write_text("units\n" + "".join(f"{x:.5f}\n" for x in v[:, 0]))
+    res = Trainer(resume=str(tmp_path / "one"), overrides={"steps": 6, "data": str(other), "column": ""}, log=quiet)
+    assert res.run().step == 6

@@ -192,8 +192,8 @@ def _train_ensemble(args: argparse.Namespace, given: dict) -> int:
         print(line)
     validation = (out["summary"].get("ensemble") or {}).get("validation")
     said = _validation_verdict(out["task"], validation) if validation and "nmse" in validation else None
-    if said:
-        print(f"the ensemble, {said}")
+    for line in said.splitlines() if said else []:
+        print(f"the ensemble, {line}")
     print(f"ensemble folder: {out['folder']} (members {', '.join(ensemble.member_name(s) for s in out['seeds'])})")
     return {"diverged": 1, "interrupted": 130}.get(out["stopped"], 0)
 
@@ -232,11 +232,14 @@ def _training_part(run) -> np.ndarray | None:
     one column, (N, K) of its K target columns for several; None where the file is not there."""
     if not run.cfg.data or not os.path.isfile(run.cfg.data):
         return None
-    if run.normalizer.columns is not None:
-        table, _ = _table_of(run, run.cfg.data, None)
-        values = table.values[:, list(table.targets)]
-    else:
-        values = _series_of(run, run.cfg.data, None)
+    try:
+        if run.normalizer.columns is not None:
+            table, _ = _table_of(run, run.cfg.data, None)
+            values = table.values[:, list(table.targets)]
+        else:
+            values = _series_of(run, run.cfg.data, None)
+    except BpttError:  # the file no longer holds the run's columns: no baselines to fit
+        return None
     return values[: txt.split_sizes(len(values), run.cfg.val_fraction, run.cfg.test_fraction)[0]]
 
 
@@ -253,7 +256,7 @@ def _against_baselines(base: Baselines | None, series: np.ndarray, start: int, p
     """' The network ...; baselines on the same points: ...' for the one-step predictions `pred`
     of series[start:], on the points every baseline can predict."""
     if base is None:
-        return "baselines: not computed (the run's data file, for their training part, is not there)"
+        return "baselines: not computed (the run's data file, for their training part, is not there as it was)"
     s = max(start, base.first())
     if s >= len(series):
         return "baselines: not computed (too few points after their history)"

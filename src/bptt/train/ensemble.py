@@ -132,6 +132,23 @@ class Member:
     stopped: str
 
 
+def _given_fits(folder: str, seeds: list[int], given: dict[str, Any]) -> None:
+    """Settings given to a resumed ensemble fit its members' series records (columns,
+    differencing, normalisation): checked on the first member with a checkpoint, before
+    anything is written (one line where they do not)."""
+    from . import checkpoint as ckpt
+    from .tasks import make_task
+
+    for s in seeds:
+        path = os.path.join(folder, member_name(s), "checkpoint.npz")
+        if os.path.isfile(path):
+            c = ckpt.load(path)
+            cfg = TrainConfig.from_dict({**c.meta["config"], **given}, "flags")
+            if cfg.task == "series":
+                make_task(cfg, c.meta)
+            return
+
+
 def train(
     cfg: TrainConfig | None,
     n: int | None,
@@ -171,6 +188,7 @@ def train(
             )
         if given:  # members not begun yet start with the settings given too, and the record says so
             base = TrainConfig.from_dict({**base.to_dict(), **given}, "flags").validate(set(given))
+            _given_fits(folder, seeds, given)
     else:
         assert cfg is not None and n is not None
         folder, base, results = cfg.out, cfg, {}

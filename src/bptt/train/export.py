@@ -423,6 +423,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     cfg.validate()
     task_meta, source = _task_meta(cfg, meta, args, where)
+    if task == "series":  # the differencing: the description's, else as asked; the config says the same
+        task_meta, source = _differencing(task_meta, meta or {}, args, source)
+        cfg = dataclasses.replace(cfg, **_config_differencing(task_meta))
     model = build_model(cfg, len(task_meta["vocab"]) if task == "text" else None)
     params = _params(model, t, where, task_meta, dtype)
     _write_run(cfg, model, params, task_meta)
@@ -495,7 +498,7 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
         norm, how = dict(meta["normalizer"]), "the description"
     elif cfg.data:
         task = SeriesTask(cfg)  # as bptt train fits it: on the training part of --data
-        norm, how = task.norm.as_dict(), f"fitted on {cfg.data} as bptt train does"
+        norm, how = task.norm.as_dict(), f"{cfg.data}, fitted as bptt train does"
         if task.diff and "difference" not in meta:
             meta = {**meta, "difference": task.diff.as_dict()}
     else:
@@ -516,6 +519,43 @@ def _task_meta(cfg: TrainConfig, meta: dict[str, Any] | None, args, where: str) 
         out["difference"] = dict(meta["difference"])
         said += f", {ser.Difference(**meta['difference']).describe()}"
     return out, said
+
+
+def _differencing(task_meta: dict[str, Any], meta: dict[str, Any], args, source: str) -> tuple[dict[str, Any], str]:
+    """The model's differencing: the description's (where it gives one; --diff or --seasonal-diff
+    asking for another is one line), else the one fitted on --data, else as --diff and
+    --seasonal-diff say (none where they say nothing)."""
+    cols = task_meta.get("series_columns")
+    k = len(cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]]) if cols else None
+    asked_d = None if args.diff in (None, "auto") else int(args.diff)
+    if asked_d is None and not args.seasonal_diff:
+        return task_meta, source
+    have = task_meta.get("difference")
+    if have is None:
+        d, s = asked_d or 0, args.seasonal_diff or 0
+        asked = ser.Difference((d,) * k, (s,) * k) if k else ser.Difference(d, s)
+        if not asked:
+            return task_meta, source
+        names = cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]] if cols else None
+        return {**task_meta, "difference": asked.as_dict()}, f"{source}, {asked.describe(names)} (as asked)"
+    parts = ser.Difference(**have).parts()
+    if (asked_d is not None and any(c.d != asked_d for c in parts)) or (
+        args.seasonal_diff is not None and any(c.s != args.seasonal_diff for c in parts)
+    ):
+        flags = [f"--{k} {v}" for k, v in (("diff", args.diff), ("seasonal-diff", args.seasonal_diff)) if v is not None]
+        raise BpttError(
+            f"--diff, --seasonal-diff: expected the differencing the file's description gives ({have}) or none, "
+            f"received {' '.join(flags)}"
+        )
+    return task_meta, source
+
+
+def _config_differencing(task_meta: dict[str, Any]) -> dict[str, Any]:
+    """--diff and --seasonal-diff as the recorded differencing reads (auto where the columns'
+    orders differ), so that the run's config says what its record holds."""
+    parts = ser.Difference(**task_meta.get("difference", {})).parts()
+    ds, ss = {c.d for c in parts}, {c.s for c in parts}
+    return {"diff": str(ds.pop()) if len(ds) == 1 else "auto", "seasonal_diff": ss.pop() if len(ss) == 1 else 0}
 
 
 def _window_settings(norm: dict[str, Any], cfg: TrainConfig, where: str) -> None:

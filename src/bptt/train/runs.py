@@ -14,7 +14,7 @@ from ..model import Model
 from . import checkpoint as ckpt
 from . import ensemble
 from .config import TrainConfig
-from .tasks import build_model
+from .tasks import build_model, series_record_problem
 
 
 @dataclass
@@ -62,23 +62,10 @@ def load_run(folder: str, which: str = "best") -> Run:
         model.check_params(c.params)
     except BpttError as e:
         raise BpttError(f"checkpoint {path!r} does not fit the model its config describes: {e}") from None
-    if cfg.task == "series":
-        _series_record(path, c.meta)
+    problem = series_record_problem(c.meta) if cfg.task == "series" else None
+    if problem:
+        raise BpttError(f"checkpoint {path!r}: {problem}")
     return Run(folder, cfg, model, c.params, c.meta, os.path.basename(path))
-
-
-def _series_record(path: str, meta: dict[str, Any]) -> None:
-    """A series run's record is one column's (numbers, a series_name) or several columns' (lists
-    of one per column, series_columns) throughout."""
-    cols = meta.get("series_columns")
-    used = [] if cols is None else cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]]
-    k = len(used) if cols else None
-    norm = Normalizer(**meta["normalizer"])
-    diff = Difference(**meta.get("difference", {}))
-    for key, got in (("normalizer", norm.columns), ("difference", diff.columns if diff else k)):
-        if got != k:
-            want = "numbers (one column)" if k is None else f"lists of {k} (its columns {', '.join(used)})"
-            raise BpttError(f"checkpoint {path!r}: meta.{key}: expected {want}, received {meta[key]}")
 
 
 def _model_for(cfg: TrainConfig, meta: dict[str, Any]) -> Model:

@@ -361,14 +361,16 @@ class SeriesTask(_Batches):
                     f"{self.name}), received {given.as_dict()}"
                 )
             said = given.describe(names if self.multi else None)
-            k = len(names) if self.multi else 1
-            parts = given.parts() if given else [ser.Difference()] * k
-            asked_s = all(c.s == cfg.seasonal_diff for c in parts)
-            if not asked_s or (cfg.diff != "auto" and any(c.d != int(cfg.diff) for c in parts)):
-                raise BpttError(
-                    f"diff: expected the run's own differencing ({said}; a run keeps it), received --diff {cfg.diff} "
-                    f"--seasonal-diff {cfg.seasonal_diff}"
-                )
+            parts = given.parts() if given else [ser.Difference()]
+            for key, flag, differs in (
+                ("seasonal_diff", cfg.seasonal_diff, any(c.s != cfg.seasonal_diff for c in parts)),
+                ("diff", cfg.diff, cfg.diff != "auto" and any(c.d != int(cfg.diff) for c in parts)),
+            ):
+                if differs:
+                    raise BpttError(
+                        f"{key}: expected the run's own differencing ({said}; a run keeps it), received "
+                        f"--{key.replace('_', '-')} {flag}"
+                    )
             return given, said
         return ser.Difference.choose(cfg.diff, cfg.seasonal_diff, self.values[: self.n_train], names)
 
@@ -722,7 +724,29 @@ def make_task(cfg: TrainConfig, meta: dict[str, Any] | None = None):
         return TextTask(cfg, vocab)
     if "normalizer" not in meta:
         return SeriesTask(cfg)
-    # a run's own normaliser, differencing (none where its record has none) and columns
-    name = meta.get("series_name")
-    columns = meta.get("series_columns") or ({"inputs": [name], "targets": [name]} if name else None)
-    return SeriesTask(cfg, ser.Normalizer(**meta["normalizer"]), ser.Difference(**meta.get("difference", {})), columns)
+    # a run's own normaliser, differencing (none where its record has none) and columns (several
+    # columns: their orders and statistics go by position; one column has none to mix up)
+    problem = series_record_problem(meta)
+    if problem:
+        raise BpttError(f"the run's record: {problem}")
+    return SeriesTask(
+        cfg,
+        ser.Normalizer(**meta["normalizer"]),
+        ser.Difference(**meta.get("difference", {})),
+        meta.get("series_columns"),
+    )
+
+
+def series_record_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a series run's record, or None: it is one column's (numbers, no
+    series_columns) or several columns' (lists of one per column, series_columns) throughout."""
+    cols = meta.get("series_columns")
+    used = [] if cols is None else cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]]
+    k = len(used) if cols else None
+    norm = ser.Normalizer(**meta["normalizer"])
+    diff = ser.Difference(**meta.get("difference", {}))
+    for key, got in (("normalizer", norm.columns), ("difference", diff.columns if diff else k)):
+        if got != k:
+            want = "numbers (one column)" if k is None else f"lists of {k} (its columns {', '.join(used)})"
+            return f"meta.{key}: expected {want}, received {meta[key]}"
+    return None
