@@ -56,8 +56,12 @@ def test_text_holds_out_its_end_and_reports_it_once_with_the_best_weights(files,
 
 def test_a_series_scores_its_test_part_after_the_validation_part(files, tmp_path):
     _, series, _ = files
-    res = Trainer(small(tmp_path / "s", data=series, task="series", test_fraction=0.1), log=lambda s: None).run()
+    said = []
+    res = Trainer(small(tmp_path / "s", data=series, task="series", test_fraction=0.1), log=said.append).run()
     task = res.task
+    line = next(s for s in said if s.startswith("test ("))
+    t = res.extra["test"]
+    assert line == f"test (60 held-out values, the best weights): NMSE {t['nmse']:.4f}, MSE {t['mse']:.4g}", line
     assert (task.n_train, task.n_val, task.n_test) == (480, 60, 60)
     best = ckpt.load(str(tmp_path / "s" / "best.npz")).params
     pred, v = task.one_step_predictions(res.model, best), task.values  # (the file's rounded values)

@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"best validation: {report.longterm_figures(ev)} (step {ev.get('step', res.step)})")
         else:
             print(
-                f"best validation one-step NMSE: {ev['nmse']:.4f}{_per_target(ev, 'nmse')} (step {ev.get('step', res.step)})"
+                f"best validation one-step NMSE: {ev['nmse']:.4f}{report.per_target(ev, 'nmse')} (step {ev.get('step', res.step)})"
             )
             said = _validation_verdict(task, ev)
             if said:
@@ -266,17 +266,6 @@ def _against_baselines(base: Baselines | None, series: np.ndarray, start: int, p
     return f"network NMSE {net:.4f}{where}; {verdict(net, scores(base.one_step(series, s), truth))}"
 
 
-def _per_target(ev: dict, key: str) -> str:
-    """' (mean of K targets: load 0.0123, temp 0.0456)' for several target columns, else ''."""
-    per = [(k.split(".", 1)[1], v) for k, v in ev.items() if k.startswith(key + ".")]
-    if not per:
-        return ""
-    if len(per) == 1:
-        return f" ({per[0][0]})"
-    fmt = ".4f" if key == "nmse" else ".4g"
-    return f" (mean of {len(per)} targets: " + ", ".join(f"{n} {v:{fmt}}" for n, v in per) + ")"
-
-
 def _table_of(run, path: str, column) -> tuple[ser.Table, ser.Normalizer]:
     """The columns of a run of several columns in `path` (--column: other input columns, as
     many), and the run's normaliser, checked to fit them."""
@@ -372,7 +361,7 @@ def _forecast_columns(runs, args, hist_path: str, out: str) -> int:
         m = ser.column_metrics(pred[:n], true, names)
         print(
             f"iterated {n}-step forecast from {len(hist.values)} rows of {hist_path}{_of(runs)}: NMSE {m['nmse']:.4f}"
-            f"{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}{fed}"
+            f"{report.per_target(m, 'nmse')}, MSE {m['mse']:.4g}{fed}"
         )
         train = _training_part(run)
         for j, (name, c) in enumerate(zip(names, tgt)):  # each target against its own baselines' forecasts
@@ -497,7 +486,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pred = np.mean(preds, axis=0)
     truth = values[1 + p :][warmup:]
     print(
-        f"{args.data}: one-step-ahead predictions of {len(truth)} values{_of(runs)} (after a warm-up of "
+        f"{args.data}: one-step-ahead predictions of {len(truth)} value{'s' * (len(truth) != 1)}{_of(runs)} (after a warm-up of "
         f"{warmup}{_seeded(p, 'value')}{f', each from the window of {window} values before it' if window else ''}): "
         f"NMSE {ser.nmse(pred, truth):.4f}, MSE {np.mean((pred - truth) ** 2):.4g}"
     )
@@ -520,10 +509,10 @@ def _evaluate_columns(runs, args: argparse.Namespace) -> int:
     m = ser.column_metrics(pred, truth, table.target_names)
     note = f"; {table.note()}" if table.note() else ""
     print(
-        f"{args.data}: one-step-ahead predictions of {len(truth)} rows{_of(runs)} (after a warm-up of {warmup}"
+        f"{args.data}: one-step-ahead predictions of {len(truth)} row{'s' * (len(truth) != 1)}{_of(runs)} (after a warm-up of {warmup}"
         f"{_seeded(p, 'row')}{f', each from the window of {window} rows before it' if window else ''}) from "
-        f"{', '.join(table.input_names)}: NMSE {m['nmse']:.4f}{_per_target(m, 'nmse')}, MSE {m['mse']:.4g}"
-        f"{_per_target(m, 'mse')}{note}"
+        f"{', '.join(table.input_names)}: NMSE {m['nmse']:.4f}{report.per_target(m, 'nmse')}, MSE {m['mse']:.4g}"
+        f"{report.per_target(m, 'mse')}{note}"
     )
     _members_line(runs, [ser.column_metrics(pr, truth, table.target_names)["nmse"] for pr in preds], "NMSE")
     train = _training_part(run)

@@ -226,3 +226,14 @@ def _progress(enabled: bool, start: int, total: int):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=True, disable=None)
+
+
+def per_target(ev: dict, key: str) -> str:
+    """' (mean of K targets: load 0.0123, temp 0.0456)' for several target columns, else ''."""
+    per = [(k.split(".", 1)[1], v) for k, v in ev.items() if k.startswith(key + ".")]
+    if not per:
+        return ""
+    if len(per) == 1:
+        return f" ({per[0][0]})"
+    fmt = ".4f" if key == "nmse" else ".4g"
+    return f" (mean of {len(per)} targets: " + ", ".join(f"{n} {v:{fmt}}" for n, v in per) + ")"

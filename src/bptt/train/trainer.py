@@ -553,8 +553,12 @@ class Trainer:
         if task.kind == "text":
             shown = report.text_line(m, task.unit)
         else:
-            shown = ", ".join(f"{k.upper()} {v:.4f}" for k, v in m.items() if k.startswith(("nmse", "mse")))
+            shown = (
+                f"NMSE {m['nmse']:.4f}{report.per_target(m, 'nmse')}, MSE {m['mse']:.4g}{report.per_target(m, 'mse')}"
+            )
         held = ("characters" if task.unit == "char" else "words") if task.kind == "text" else "values"
+        if getattr(task, "multi", False):
+            held = "rows"
         self.log(f"test ({task.n_test:,} held-out {held}, the {which} weights): {shown}")
         return m
 
