@@ -99,6 +99,12 @@ def _resolve(column: str | int | None, header: list[str] | None, width: int, key
     return col % width
 
 
+def used_columns(columns: dict[str, list[str]]) -> list[str]:
+    """The columns a run of several columns records ({'inputs', 'targets'} names) in the order
+    of its per-column records and of `Table`: the inputs, then the targets that are not inputs."""
+    return columns["inputs"] + [t for t in columns["targets"] if t not in columns["inputs"]]
+
+
 @dataclass(frozen=True)
 class Table:
     """The columns a series run uses, (T, D) float64: the inputs first, then the targets that

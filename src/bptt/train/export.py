@@ -526,7 +526,8 @@ def _differencing(task_meta: dict[str, Any], meta: dict[str, Any], args, source:
     asking for another is one line), else the one fitted on --data, else as --diff and
     --seasonal-diff say (none where they say nothing)."""
     cols = task_meta.get("series_columns")
-    k = len(cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]]) if cols else None
+    names = ser.used_columns(cols) if cols else None
+    k = len(names) if names else None
     asked_d = None if args.diff in (None, "auto") else int(args.diff)
     if asked_d is None and not args.seasonal_diff:
         return task_meta, source
@@ -536,7 +537,6 @@ def _differencing(task_meta: dict[str, Any], meta: dict[str, Any], args, source:
         asked = ser.Difference((d,) * k, (s,) * k) if k else ser.Difference(d, s)
         if not asked:
             return task_meta, source
-        names = cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]] if cols else None
         return {**task_meta, "difference": asked.as_dict()}, f"{source}, {asked.describe(names)} (as asked)"
     parts = ser.Difference(**have).parts()
     if (asked_d is not None and any(c.d != asked_d for c in parts)) or (
@@ -580,7 +580,7 @@ def _columns_meta(cfg: TrainConfig, meta: dict[str, Any], args, where: str) -> t
             )
     if "normalizer" in meta and "columns" in meta:
         norm, cols = meta["normalizer"], meta["columns"]
-        used = cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]]
+        used = ser.used_columns(cols)
         if not isinstance(norm["mean"], list) or len(norm["mean"]) != len(used):
             raise BpttError(
                 f"{where}: normalizer: expected one mean and std per column of {', '.join(used)}, received "

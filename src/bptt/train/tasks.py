@@ -741,7 +741,7 @@ def series_record_problem(meta: dict[str, Any]) -> str | None:
     """What is wrong with a series run's record, or None: it is one column's (numbers, no
     series_columns) or several columns' (lists of one per column, series_columns) throughout."""
     cols = meta.get("series_columns")
-    used = [] if cols is None else cols["inputs"] + [t for t in cols["targets"] if t not in cols["inputs"]]
+    used = ser.used_columns(cols) if cols else []
     k = len(used) if cols else None
     norm = ser.Normalizer(**meta["normalizer"])
     diff = ser.Difference(**meta.get("difference", {}))

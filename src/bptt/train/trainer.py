@@ -556,9 +556,10 @@ class Trainer:
             shown = (
                 f"NMSE {m['nmse']:.4f}{report.per_target(m, 'nmse')}, MSE {m['mse']:.4g}{report.per_target(m, 'mse')}"
             )
-        held = ("characters" if task.unit == "char" else "words") if task.kind == "text" else "values"
-        if getattr(task, "multi", False):
-            held = "rows"
+        if task.kind == "text":
+            held = "characters" if task.unit == "char" else "words"
+        else:
+            held = "rows" if task.multi else "values"
         self.log(f"test ({task.n_test:,} held-out {held}, the {which} weights): {shown}")
         return m
 
