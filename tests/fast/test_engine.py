@@ -1,6 +1,9 @@
 """The engine's threads (bptt.fast.engine): split scans and products equal the whole ones, the
 engine sets and restores BLAS's thread count, and parts that fail or lose each other raise."""
 
+import os
+import threading
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -134,7 +137,6 @@ def test_split_matmul_equals_matmul(shape):
 
 @needs_split
 def test_engine_sets_and_restores_blas_threads(monkeypatch):
-    monkeypatch.setattr(engine, "COLD_S", float("inf"))  # split steps (cold ones run serially)
     get = engine._threads[0]
     model = bptt.Model(5, [bptt.Recurrent("lstm", 32), bptt.Dense(5)], tokens=True)
     p32, p64 = model.init_params(0, f4), model.init_params(0, np.float64)
@@ -180,14 +182,87 @@ def test_run_waits_for_every_part_and_raises_the_first_error():
 
 
 @needs_split
-def test_a_part_left_alone_gives_up_and_raises(monkeypatch):
-    """A split scan whose other part never runs returns -1 after the yield limit: an error,
-    not a hang."""
-    cell, p, state, xp, douts, dT = _problem("lstm", 32, 4)
-    monkeypatch.setattr(engine, "_YIELDS", 1000)
-    monkeypatch.setattr(engine, "run", lambda calls: [calls[0]()])  # part 1 never starts
-    with engine.split(2), pytest.raises(RuntimeError, match="lost each other"):
-        scan_forward(cell, p, xp, state)
+def test_a_part_waiting_on_a_task_never_finished_gives_up():
+    """A split scan part waiting for a round whose other task was claimed by a thread that never
+    finished it returns -1 after the yield limit (an error, not a hang); the engine raises."""
+    from bptt.fast import split
+
+    T, B, H = 3, 2, 32
+    src, idx = np.zeros((T * B, H), f4), np.arange(T * B, dtype=np.int64).reshape(T, B)
+    panels, offs = fast_cells.FastElman(make_cell("elman", 4, H))._panels({"W_hh": np.zeros((H, H), f4)}, 2, True)
+    bar, claims = np.array([0, 0, 1000], np.int64), np.zeros((2, 8), np.int64)
+    claims[1, 0] = 1  # round 0 of part 1: taken by a thread that never finishes it
+    args = (src, idx, np.zeros((B, H), f4), np.zeros((T, B, H), f4), np.zeros((T, B, H), f4), False)
+    edges = np.empty((2, 4, gemm.PANEL), f4)
+    code = split.elman_scan_part(*args, panels, offs, edges, 0, 2, bar.ctypes.data, claims.ctypes.data)
+    assert code == -1 and bar[0] == 1 and bar[1] == 1  # its own task done, then the abort flag
+
+
+def _stacked(kind=None):
+    kinds = [kind] * 2 if kind else ["lstm", "gru", "elman"]
+    model = bptt.Model(9, [*(bptt.Recurrent(k, 64 - 8 * i) for i, k in enumerate(kinds)), bptt.Dense(9)], tokens=True)
+    params = model.init_params(np.random.default_rng(0), f4)
+    rng = np.random.default_rng(1)
+    return model, params, rng.integers(0, 9, (60, 16)), rng.integers(0, 9, (60, 16))
+
+
+def _bitwise(a, b):
+    assert a.loss == b.loss
+    for k in b.grads:
+        np.testing.assert_array_equal(a.grads[k], b.grads[k], err_msg=k)
+
+
+@needs_split
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_a_worker_that_never_comes_holds_nothing_up(kind, monkeypatch):
+    """Jobs posted to a worker that never takes them (asleep, its core busy) are run by the
+    caller after its own: the step completes on the calling thread alone with bitwise the split
+    step's numbers (every part of every scan round claimed by the caller), stacked levels,
+    readout and all."""
+    model, params, x, y = _stacked(kind)
+    monkeypatch.setattr(engine, "SPLIT_MACS", 1)  # every product split
+    with engine.split(2):
+        split = full_bptt(model, params, x, y)
+    posted = []
+    monkeypatch.setattr(engine._Team, "post", lambda self, i, job: posted.append(job))  # never delivered
+    with engine.split(2):
+        alone = full_bptt(model, params, x, y)
+    assert posted and all(job.fn is None for _, job in posted)  # every one claimed (by the caller)
+    _bitwise(alone, split)
+
+
+@needs_split
+@pytest.mark.parametrize("delay", [0.0005, 0.003])
+def test_a_late_worker_joins_the_step_with_the_same_numbers(delay, monkeypatch):
+    """A worker that gets its jobs late (each delivered `delay` s after it was posted): the
+    caller runs what the worker has not claimed, the worker joins when it comes (in a scan,
+    part by part from the round it finds), and the step's loss and gradients equal a split
+    step's bitwise, over LSTM, GRU and Elman levels."""
+    import threading
+
+    model, params, x, y = _stacked()
+    monkeypatch.setattr(engine, "SPLIT_MACS", 1)
+    with engine.split(2):
+        want = full_bptt(model, params, x, y)
+    real = engine._Team.post
+    ran: list[str] = []
+    claim = engine._Job.claim
+
+    def late(self, i, job):
+        threading.Timer(delay, real, (self, i, job)).start()
+
+    def recorded(job):
+        fn = claim(job)
+        if fn is not None:
+            ran.append(threading.current_thread().name)
+        return fn
+
+    monkeypatch.setattr(engine._Team, "post", late)
+    monkeypatch.setattr(engine._Job, "claim", recorded)
+    for _ in range(3):
+        with engine.split(2):
+            _bitwise(full_bptt(model, params, x, y), want)
+    assert "MainThread" in ran  # the caller ran jobs posted to the worker
 
 
 @needs_split
@@ -242,24 +317,31 @@ def test_engine_threads_hold_no_arrays_after_a_step(monkeypatch):
 
 
 @needs_split
-def test_a_part_that_fails_releases_the_others(monkeypatch):
-    """A part whose set-up raises (here: its packed weights) sets the abort flag: the other
-    part stops waiting at once and the error reaches the caller."""
+def test_a_part_that_fails_raises_in_the_caller(monkeypatch):
+    """A scan part that raises (here: part 0's call, before its kernel) sets the abort flag;
+    the error reaches the caller at once, and the engine's next step runs normally."""
     import time
 
+    from bptt.fast import split
+
     cell, p, state, xp, douts, dT = _problem("gru", 32, 4)
-    real = fast_cells.FastGRU._panels
+    real = split.gru_scan_part
 
-    def broken(self, params, part, P, forward):
-        if part == 0:
-            raise MemoryError("no room for the panels")
-        return real(self, params, part, P, forward)
+    def broken(*args):
+        if args[-4] == 0:
+            raise MemoryError("no room for the scratch")
+        return real(*args)
 
-    monkeypatch.setattr(fast_cells.FastGRU, "_panels", broken)
+    monkeypatch.setattr(split, "gru_scan_part", broken)
     t0 = time.perf_counter()
     with engine.split(2), pytest.raises(MemoryError, match="no room"):
         scan_forward(cell, p, xp, state)
     assert time.perf_counter() - t0 < 5  # not the ~10 s a lost part waits
+    monkeypatch.setattr(split, "gru_scan_part", real)
+    with engine.split(2):
+        _, final, _ = scan_forward(cell, p, xp, state)
+    _, want, _ = scan_forward(cell, p, xp, state)
+    _close(final.h, want.h)
 
 
 @needs_split
@@ -291,47 +373,50 @@ def test_packed_weights_are_kept_for_a_step_and_no_longer():
     and later scans use them; outside, and in the next step, nothing is kept."""
     cell, p, state, xp, _, _ = _problem("lstm", 37, 5)
     calls = []
-    real = gemm.panels
+    real = gemm.pack_panels
     try:
-        gemm.panels = lambda W: calls.append(1) or real(W)
+        gemm.pack_panels = lambda W, out: calls.append(1) or real(W, out)
         with engine.split(2):
             for _ in range(3):
                 scan_forward(cell, p, xp, state)
-            assert len(calls) == 2 and len(engine.memo()) == 2
+            assert len(calls) == 2 and len(engine.memo()) == 1  # both parts, packed once
         assert engine.memo() == {}
         with engine.split(2):
             scan_forward(cell, p, xp, state)
         assert len(calls) == 4
     finally:
-        gemm.panels = real
+        gemm.pack_panels = real
 
 
 @needs_split
-@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
-def test_a_cold_step_runs_serially_with_the_split_steps_numbers(kind, monkeypatch):
-    """A step after the engine idled (COLD_S) runs its parts one after the other on the calling
-    thread, waking the workers meanwhile; its loss and gradients equal a split step's bitwise
-    (scans in one part, the products in the same chunks), for stacked levels, readout and all."""
-    model = bptt.Model(9, [bptt.Recurrent(kind, 64), bptt.Recurrent(kind, 48), bptt.Dense(9)], tokens=True)
-    params = model.init_params(np.random.default_rng(0), f4)
-    rng = np.random.default_rng(1)
-    x, y = rng.integers(0, 9, (60, 16)), rng.integers(0, 9, (60, 16))
-    monkeypatch.setattr(engine, "SPLIT_MACS", 1)  # every product split (or chunked)
-    woken, seen = [], []
-    wake = engine._wake
-    monkeypatch.setattr(engine, "_wake", lambda: (woken.append(1), wake()))
-    real_run = engine.run
-    monkeypatch.setattr(engine, "run", lambda calls: (seen.append(engine.serial()), real_run(calls))[1])
-    out = {}
-    with threadpool_limits(2, user_api="blas"):
-        for cold in (False, True, False):
-            monkeypatch.setattr(engine, "COLD_S", -1.0 if cold else float("inf"))
-            seen.clear()
-            g = full_bptt(model, params, x, y)
-            assert seen and all(s == cold for s in seen)  # every hand-off of the step in that mode
-            out.setdefault(cold, []).append(g)
-    assert len(woken) == 1
-    split, serial = out[False][0], out[True][0]
-    assert split.loss == serial.loss == out[False][1].loss
-    for k in params:
-        np.testing.assert_array_equal(serial.grads[k], split.grads[k], err_msg=k)
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2 or engine._getcpu is None,
+    reason="needs two allowed cores and sched_getcpu",
+)
+def test_a_step_holds_its_core_and_its_worker_keeps_off_it():
+    """Within a step on the engine (two parts) the calling thread runs on one core only, and a
+    worker that takes one of its jobs keeps off that core; the caller's allowed cores are
+    restored when the step ends, and the worker's before it sleeps."""
+    import time
+
+    before = os.sched_getaffinity(0)
+    with threadpool_limits(2, user_api="blas"), engine.engine(2):
+        held = os.sched_getaffinity(0)
+        assert len(held) == 1 and held <= before
+        (core,) = held
+
+        def worker_side():
+            return threading.current_thread().name, os.sched_getaffinity(0)
+
+        for _ in range(20):  # until the worker, not the caller, ran the job
+            name, cores = engine.run([lambda: time.sleep(0.02), worker_side])[1]
+            if name != "MainThread":
+                break
+        assert name.startswith("bptt-engine") and core not in cores and cores, (name, cores)
+    assert os.sched_getaffinity(0) == before
+    time.sleep(0.05)  # past the worker's spin: it sleeps with its cores back
+    for _ in range(20):
+        name, cores = engine.run([lambda: time.sleep(0.02), worker_side])[1]
+        if name != "MainThread":
+            break
+    assert name.startswith("bptt-engine") and cores == before

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import Any
 
 import numpy as np
 
@@ -78,3 +79,14 @@ def find_sched_yield() -> int | None:
     except (OSError, TypeError):  # pragma: no cover - no C library to open (Windows)
         return None
     return None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value
+
+
+def find_getcpu() -> Any:
+    """The C library's sched_getcpu (the CPU the calling thread runs on; glibc), or None."""
+    try:
+        fn = getattr(ctypes.CDLL(None), "sched_getcpu", None)
+    except (OSError, TypeError):  # pragma: no cover - no C library to open (Windows)
+        return None
+    if fn is not None:
+        fn.restype, fn.argtypes = ctypes.c_int, []
+    return fn

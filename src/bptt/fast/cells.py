@@ -81,8 +81,8 @@ def previous_step(t: int, T: int, reverse: bool) -> int | None:
     return p if 0 <= p < T else None
 
 
-def _edge(dtype: Any) -> np.ndarray:
-    return np.empty((4, gemm.PANEL), dtype)
+def _edges(P: int, dtype: Any) -> np.ndarray:
+    return np.empty((P, 4, gemm.PANEL), dtype)
 
 
 class _Fast:
@@ -96,18 +96,40 @@ class _Fast:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cell, name)
 
-    def _panels(self, params: Params, part: int, P: int, forward: bool) -> np.ndarray:
-        """A part's recurrent weights for a split scan, packed (gemm.panels): forward, the
-        transpose of its units' rows of every gate block of W_hh (H, gates * n); backward, its
-        units' columns of W_hh (gates * H, n)."""
+    def _panels(self, params: Params, P: int, forward: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The recurrent weights of a scan split into P parts, packed (gemm.pack_panels) one part
+        after the other, and where each part's panels start (P + 1 offsets): forward, the
+        transpose of part p's units' rows of every gate block of W_hh (H, gates * n); backward,
+        its units' columns of W_hh (gates * H, n)."""
         H = self.cell.hidden_size
-        W, units = params["W_hh"], engine.share(H, part, P)
-        memo, key = engine.memo(), (id(W), part, P, forward)  # the weights hold still within a step
+        W = params["W_hh"]
+        memo, key = engine.memo(), (id(W), P, forward)  # the weights hold still within a step
         if key in memo and memo[key][0] is W:
             return memo[key][1]
-        packed = gemm.panels(W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units])
-        memo[key] = (W, packed)
-        return packed
+        blocks = [
+            W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units]
+            for units in (engine.share(H, p, P) for p in range(P))
+        ]
+        offs = np.cumsum([0] + [-(-b.shape[1] // gemm.PANEL) for b in blocks]).astype(np.int64)
+        packed = np.empty((int(offs[-1]), blocks[0].shape[0], gemm.PANEL), np.float32)
+        for p, b in enumerate(blocks):
+            gemm.pack_panels(b, packed[offs[p] : offs[p + 1]])
+        memo[key] = (W, (packed, offs))
+        return packed, offs
+
+    def _scratch(self, params: Params, B: int, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A forward split scan's packed weights, offsets, and each part's product and edge
+        scratch (P rows of B * its padded gate columns; P (4, PANEL))."""
+        panels, offs = self._panels(params, engine.parts(), True)
+        widest = int(np.diff(offs).max()) * gemm.PANEL
+        return panels, offs, np.empty((len(offs) - 1, B * widest), dtype), _edges(len(offs) - 1, dtype)
+
+    def _back_scratch(self, params: Params, floats: int, dtype: Any) -> tuple[np.ndarray, ...]:
+        """A backward split scan's packed weights, offsets, and each part's row (`floats` per
+        hidden unit of the largest part) and edge scratch."""
+        P = engine.parts()
+        panels, offs = self._panels(params, P, False)
+        return panels, offs, np.empty((P, floats * -(-self.cell.hidden_size // P)), dtype), _edges(P, dtype)
 
     def _buffers(self, xp: Any, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The input rows (src, idx) and, from the pool, the gate buffer and the outputs (T rows,
@@ -161,12 +183,8 @@ class FastLSTM(_Fast):
         h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
         cs = pool.empty(outs.shape, xp.dtype)
         if engine.engaged():  # split by hidden units between the engine's threads
-
-            def own(p, P):  # packed weights, product and edge scratch
-                Wp = self._panels(params, p, P, True)
-                return Wp, np.empty((B, Wp.shape[0] * gemm.PANEL), xp.dtype), _edge(xp.dtype)
-
-            engine.scan_parts(split.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, own=own)
+            own = self._scratch(params, B, xp.dtype)
+            engine.scan_parts(split.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, *own)
         else:
             scans.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
 
@@ -187,16 +205,11 @@ class FastLSTM(_Fast):
         work, h0, c0, cs, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         dc = np.array(dstate.c, dtype=douts.dtype, order="C")
-        H = self.cell.hidden_size
 
         def run(h_prev, f, g):
             args = (h0, c0, work, cs, outs, g, dh, dc, h_prev, f, tape.reverse)
             if engine.engaged():
-
-                def own(p, P):  # packed weights, row and edge scratch
-                    return self._panels(params, p, P, False), np.empty(5 * -(-H // P), dh.dtype), _edge(dh.dtype)
-
-                engine.scan_parts(split.lstm_scan_back_part, *args, own=own)
+                engine.scan_parts(split.lstm_scan_back_part, *args, *self._back_scratch(params, 5, dh.dtype))
             else:
                 scans.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return LSTMState(dh, dc)
@@ -245,12 +258,8 @@ class FastGRU(_Fast):
         h0 = np.ascontiguousarray(state.h)
         b_hn = np.ascontiguousarray(params["b_hh"][2 * H :])
         if engine.engaged():
-
-            def own(p, P):  # packed weights, product and edge scratch
-                Wp = self._panels(params, p, P, True)
-                return Wp, np.empty((B, Wp.shape[0] * gemm.PANEL), xp.dtype), _edge(xp.dtype)
-
-            engine.scan_parts(split.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, own=own)
+            own = self._scratch(params, B, xp.dtype)
+            engine.scan_parts(split.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, *own)
         else:
             rec = np.empty((B, 3 * H), dtype=xp.dtype)
             scans.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), b_hn, h0, work, outs, rec, reverse)
@@ -275,13 +284,8 @@ class FastGRU(_Fast):
         def run(h_prev, f, g):
             if engine.engaged():
                 drec = np.empty((2, B, 3 * H), dtype=dh.dtype)  # shared, alternate halves on alternate steps
-
-                def own(p, P):  # packed weights, row and edge scratch
-                    return self._panels(params, p, P, False), np.empty(4 * -(-H // P), dh.dtype), _edge(dh.dtype)
-
-                engine.scan_parts(
-                    split.gru_scan_back_part, h0, work, outs, g, dh, drec, h_prev, f, tape.reverse, own=own
-                )
+                own = self._back_scratch(params, 4, dh.dtype)
+                engine.scan_parts(split.gru_scan_back_part, h0, work, outs, g, dh, drec, h_prev, f, tape.reverse, *own)
             else:
                 drec = np.empty((B, 3 * H), dtype=dh.dtype)
                 scans.gru_scan_back(
@@ -316,11 +320,9 @@ class FastElman(_Fast):
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         h0 = np.ascontiguousarray(state.h)
         if engine.engaged():
-
-            def own(p, P):  # packed weights, edge scratch
-                return self._panels(params, p, P, True), _edge(xp.dtype)
-
-            engine.scan_parts(split.elman_scan_part, src, idx, h0, work, outs, reverse, own=own)
+            panels, offs = self._panels(params, engine.parts(), True)
+            edges = _edges(len(offs) - 1, xp.dtype)
+            engine.scan_parts(split.elman_scan_part, src, idx, h0, work, outs, reverse, panels, offs, edges)
         else:
             scans.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
 
@@ -335,16 +337,11 @@ class FastElman(_Fast):
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: ElmanState, grads: Params):
         work, h0 = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
-        H = self.cell.hidden_size
 
         def run(h_prev, f, g):
             args = (h0, work, g, dh, h_prev, f, tape.reverse)
             if engine.engaged():
-
-                def own(p, P):  # packed weights, row and edge scratch
-                    return self._panels(params, p, P, False), np.empty(-(-H // P), dh.dtype), _edge(dh.dtype)
-
-                engine.scan_parts(split.elman_scan_back_part, *args, own=own)
+                engine.scan_parts(split.elman_scan_back_part, *args, *self._back_scratch(params, 1, dh.dtype))
             else:
                 scans.elman_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return ElmanState(dh)

@@ -24,19 +24,26 @@ Threads. P - 1 daemon threads, started on first use (again after a fork), each w
 inbox; the calling thread runs part 0. Between jobs a thread spins for ~6 ms on a counter (in
 compiled code, without the GIL), then sleeps: the hand-offs within a step stay cheap, and an
 idle process leaves its cores alone. A part's exception reaches the caller after all parts have
-returned; a scan part that loses the others returns -1 (after ~10 s of waiting), which raises
-here rather than hanging. The engine's state belongs to the thread that entered it, so steps
-from several Python threads take turns on the team; BLAS's thread count (process-wide) is set
-by the first thread on the engine and restored by the last.
+returned; a scan part that waits on a task another thread took and never finished returns -1
+(after ~10 s of waiting), which raises here rather than hanging. The engine's state belongs to
+the thread that entered it, so steps from several Python threads take turns on the team; BLAS's
+thread count (process-wide) is set by the first thread on the engine and restored by the last.
 
-Cold steps. After the engine has been idle (no step for COLD_S), its threads are asleep and,
-on a virtual machine, their cores slow to answer for some tens of milliseconds: split steps
-then wait at every step's meeting point. So a step that finds the engine idle that long runs
-serially on the calling thread (`serial`): the scans in one part, the big products in the same
-P chunks one after the other, while the workers spin on their inboxes for a bounded warm-up
-(WARM_SPINS pauses) and take the next step split. Serial and split steps give bitwise the
-same results: a scan's units do not depend on how they are shared out (tests), and the
-products are cut into the same chunks either way.
+Late threads. A worker can be late: its core busy with another process, the GIL held by the
+caller's Python between products, or (below) its core shared. Nobody waits for a thread that
+has not started: a job posted to a worker is claimed by whoever gets to it first, the worker or
+the caller once its own call is done (`run`), and within a split scan every step's parts are
+claimed one by one (split.py). So a step whose worker is late runs on the calling thread alone until the worker
+comes, and then split; the numbers are bitwise the same whoever ran which part (tests).
+
+Sharing a core. After the process idled, the scheduler tends to put a woken worker on the
+core of the thread that woke it (and a step wakes its workers many times: every hand-off of
+Python's GIL is one). Measured here after 0.5 s of idle: in about half of the steps the two
+parts of a split scan ran on one core for the first 5-10 ms, slower than one thread alone, and
+an LSTM step cost 13-15 ms more than a warm one (one thread: 2-3 ms more). So within a step on
+the engine the calling thread stays on the core it started on, and a worker that takes one of
+its jobs keeps off that core until it goes to sleep (`_affinity`: the threads' allowed cores,
+restored afterwards; where the system says which core a thread is on, glibc's sched_getcpu).
 """
 
 from __future__ import annotations
@@ -44,7 +51,6 @@ from __future__ import annotations
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -75,6 +81,25 @@ def parts() -> int:
     return getattr(_local, "parts", 0) or 1
 
 
+class _Job:
+    """A call posted to a worker; whoever claims it first (the worker, or the caller after its
+    own call) runs it."""
+
+    __slots__ = ("fn", "_taken")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn: Callable[[], Any] | None = fn
+        self._taken = threading.Lock()
+
+    def claim(self) -> Callable[[], Any] | None:
+        """The call if the calling thread is the first to claim it (the job then holds it no
+        longer: its arrays are the caller's again once it returns), else None."""
+        if not self._taken.acquire(blocking=False):
+            return None
+        fn, self.fn = self.fn, None
+        return fn
+
+
 class _Team:
     """size - 1 daemon threads, each with its own inbox and a counter of the jobs posted to it;
     between jobs each spins on its counter for a few milliseconds (in compiled code, without
@@ -87,6 +112,7 @@ class _Team:
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()  # one caller at a time
         self.runs = 0
+        self.cpu, self.allowed = -1, frozenset()  # the caller's core in its step, and its allowed cores
         for i in range(size - 1):
             box: queue.SimpleQueue = queue.SimpleQueue()
             threading.Thread(target=self._serve, args=(box, i), name=f"bptt-engine-{i + 1}", daemon=True).start()
@@ -98,11 +124,18 @@ class _Team:
 
     def _serve(self, box: queue.SimpleQueue, i: int) -> None:
         at, seen = self.posted[i].ctypes.data, 0
+        away, base = -1, frozenset()  # the caller's core this thread keeps off (-1: none), and its cores before
         while True:
-            if _spin_until is not None:
-                _spin_until(at, seen, _SPINS)
-            tag, fn = box.get()
+            if _spin_until is not None and not _spin_until(at, seen, _SPINS) and away >= 0:
+                away = -1 if _affinity(base) else away  # about to sleep: its cores again
+            tag, job = box.get()
             seen += 1
+            fn, job = job.claim(), None
+            if fn is None:  # the caller ran it
+                continue
+            if self.cpu != away and self.cpu in self.allowed and len(self.allowed) > 1:
+                base = self.allowed if away < 0 else base
+                away = self.cpu if _affinity(self.allowed - {self.cpu}) else away
             try:
                 result = (tag, True, fn())
             except BaseException as e:  # handed to the caller
@@ -112,29 +145,42 @@ class _Team:
             result = None
 
 
+def _affinity(cores: frozenset) -> bool:
+    """Let the calling thread run on these cores only (the scheduler moves it at once if it is
+    on another); whether it could."""
+    try:
+        os.sched_setaffinity(0, cores)
+        return True
+    except (OSError, AttributeError, ValueError):  # pragma: no cover - no affinity calls here
+        return False
+
+
+def _hold_core() -> tuple[int, frozenset] | None:
+    """Keep the calling thread on the core it runs on: (that core, its allowed cores before),
+    or None where that cannot be said or done (one allowed core, no sched_getcpu)."""
+    try:
+        allowed, cpu = frozenset(os.sched_getaffinity(0)), _getcpu()  # type: ignore[misc]
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - no affinity calls here
+        return None
+    if len(allowed) < 2 or cpu not in allowed or not _affinity(frozenset({cpu})):
+        return None
+    return cpu, allowed
+
+
+_getcpu = blas.find_getcpu()
 _SPINS = 200_000  # pauses an engine thread spins for between jobs (~6 ms measured here)
 _team: _Team | None = None
 _team_lock = threading.Lock()
 
 
-COLD_S = 0.05  # a step after this long without one runs serially (the module docstring)
-WARM_SPINS = 2_000_000  # pauses a woken worker spins for while a cold step runs (~60 ms here)
-_last_step = 0.0  # perf_counter at the end of the last step on the engine (any thread)
-
-
-def serial() -> bool:
-    """Whether the calling thread's step runs its parts one after the other (a cold step)."""
-    return getattr(_local, "serial", False)
-
-
 def run(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run calls[0] here and calls[1:] on the engine's threads, all at once; their results in
-    order. Waits for every call before raising the first exception. Callers from several
-    threads take turns; results of a call interrupted while waiting are dropped. In a serial
-    step, all of them here, in order."""
+    """Run calls[0] here and post calls[1:] to the engine's threads; after its own call the
+    caller runs, in order, each posted call no thread has claimed yet. Their results in order.
+    Waits for every call before raising the first exception. Callers from several threads take
+    turns; results of a call interrupted while waiting are dropped."""
     global _team
-    if len(calls) == 1 or serial():
-        return [c() for c in calls]
+    if len(calls) == 1:
+        return [calls[0]()]
     with _team_lock:
         if _team is None or _team.pid != os.getpid() or len(_team.inboxes) < len(calls) - 1:
             _team = _Team(len(calls))  # (again after a fork: threads do not survive it)
@@ -142,15 +188,28 @@ def run(calls: list[Callable[[], Any]]) -> list[Any]:
     with team.lock:
         team.runs += 1
         run_id = team.runs
-        for i, fn in enumerate(calls[1:], 1):
-            team.post(i - 1, ((run_id, i), fn))
+        jobs = [_Job(fn) for fn in calls[1:]]
+        team.cpu, team.allowed = getattr(_local, "core", (-1, frozenset()))
+        for i, job in enumerate(jobs):
+            team.post(i, ((run_id, i + 1), job))
         results: list[Any] = [None] * len(calls)
         errors: list[BaseException] = []
-        try:
-            results[0] = calls[0]()
-        except BaseException as e:
-            errors.append(e)
-        waiting = len(calls) - 1
+        waiting = 0
+        for i in range(len(calls)):
+            fn = calls[0] if i == 0 else jobs[i - 1].claim()  # (claimed only once the call before is done)
+            if fn is None:  # a worker has it
+                waiting += 1
+                continue
+            saved = getattr(_local, "parts", 0)
+            _local.parts = saved if i == 0 else 0
+            try:  # (a posted call runs as on a worker: off the engine, never split again)
+                results[i] = fn()
+            except BaseException as e:
+                errors.append(e)
+            finally:
+                _local.parts = saved
+            fn = None
+        del jobs
         while waiting:
             (rid, i), ok, value = team.done.get()
             if rid != run_id:  # left by an interrupted call
@@ -175,24 +234,19 @@ def share(n: int, part: int, P: int) -> slice:
     return slice(part * n // P, (part + 1) * n // P)
 
 
-def scan_parts(fn: Callable[..., int], *args: Any, own: Callable[[int, int], tuple]) -> None:
-    """A split compiled scan: fn(*args, part, P, *own(part, P), barrier) on P threads (own
-    gives a part's own arrays, made in its thread)."""
-    P = 1 if serial() else parts()  # (a serial step's scan in one part: the same numbers)
-    bar = np.array([0, 0, _YIELDS], np.int64)  # steps finished (summed over parts), abort flag, most yields
-
-    step_memo = memo()  # the caller's, also in the engine's threads
+def scan_parts(fn: Callable[..., int], *args: Any) -> None:
+    """A split compiled scan: fn(*args, me, P, round counter, claims) on P threads, thread me
+    claiming its own part of each round first (split.py)."""
+    P = parts()
+    bar = np.array([0, 0, _YIELDS], np.int64)  # tasks finished, abort flag, most yields
+    claims = np.zeros((P, 8), np.int64)  # rounds claimed per part, a cache line each
 
     def part(p: int) -> int:
-        mine = getattr(_local, "memo", None)
-        _local.memo = step_memo
         try:
-            return fn(*args, p, P, *own(p, P), bar.ctypes.data)
+            return fn(*args, p, P, bar.ctypes.data, claims.ctypes.data)
         except BaseException:
             bar[1] = 1  # the other parts stop waiting for this one
             raise
-        finally:
-            _local.memo = mine
 
     codes = run([(lambda p=p: part(p)) for p in range(P)])
     if any(c != 0 for c in codes):
@@ -259,37 +313,16 @@ def engine(P: int) -> Iterator[None]:
             _blas_saved = get()
             put(1)
         _blas_users += 1
-    global _last_step
-    cold = P > 1 and time.perf_counter() - _last_step > COLD_S
-    if cold:
-        _wake()
+    held = _hold_core() if P > 1 else None  # (Sharing a core, in the module docstring)
+    _local.core = held or (-1, frozenset())
     try:
         with split(P):
-            _local.serial = cold
             yield
     finally:
-        _local.serial = False
-        _last_step = time.perf_counter()
+        _local.core = (-1, frozenset())
+        if held is not None:
+            _affinity(held[1])
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
                 put(_blas_saved)
-
-
-def _warm(team: _Team, i: int) -> None:
-    """A worker's warm-up: spin until its next job is posted, for WARM_SPINS pauses at most."""
-    if _spin_until is not None:
-        _spin_until(team.posted[i].ctypes.data, int(team.posted[i, 0]), WARM_SPINS)
-
-
-def _wake() -> None:
-    """Set the team's workers spinning (a cold step runs serially meanwhile); their results,
-    tagged with no run, are dropped by `run`."""
-    team = _team
-    if team is None or team.pid != os.getpid() or not team.lock.acquire(blocking=False):
-        return
-    try:
-        for i in range(len(team.inboxes)):
-            team.post(i, ((0, i + 1), lambda i=i: _warm(team, i)))
-    finally:
-        team.lock.release()

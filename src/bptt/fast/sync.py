@@ -1,7 +1,8 @@
 """Meeting points for the threads of a split scan: atomics, a spin-then-yield barrier.
 
-The parts of a split scan (split.py) meet once per step at a counter in shared memory: atomic add
-and load, and x86's pause, are written as Numba intrinsics in LLVM IR; a part waiting for the
+The parts of a split scan (split.py) meet once per step at a counter in shared memory and claim
+their tasks by compare-and-swap: atomic add, load and compare-and-swap, and x86's pause, are
+written as Numba intrinsics in LLVM IR; a part waiting for the
 others spins `_SPINS` pauses (~70 us measured here), then yields its core (sched_yield, another
 part may share it), and gives up after a number of yields (~10 s) or when another part raised
 its abort flag. `spin_until` keeps an engine thread awake between jobs (engine.py).
@@ -40,6 +41,17 @@ if AVAILABLE:
             return builder.atomic_rmw("add", _i64_at(builder, args[0]), args[1], "seq_cst")
 
         return nt.int64(nt.uintp, nt.int64), codegen
+
+    @intrinsic
+    def _atomic_cas(typingctx, address, expected, value):
+        """*address = value if it holds expected, atomically (sequentially consistent);
+        whether it did."""
+
+        def codegen(context, builder, sig, args):
+            pair = builder.cmpxchg(_i64_at(builder, args[0]), args[1], args[2], "seq_cst", "seq_cst")
+            return builder.extract_value(pair, 1)
+
+        return nt.boolean(nt.uintp, nt.int64, nt.int64), codegen
 
     @intrinsic
     def _atomic_load(typingctx, address):

@@ -104,49 +104,21 @@ def _compile() -> None:
             gemm.pack_panels(view, P)
         gemm.mm_panels(s, P, g.copy(), e, False)
         sync.spin_until(bar.ctypes.data, -1, 1)
-        split.lstm_scan_part(
-            g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, 0, 1, P, g.copy(), e, bar.ctypes.data
-        )
+        one, edges, wide = (P, np.array([0, 1], i8)), e[None].copy(), np.zeros((1, gemm.PANEL), f)
+        kept = []
+
+        def at():  # part 0 of 1, a fresh round counter and claim (kept alive while the kernel runs)
+            kept.append((np.zeros(3, i8), np.zeros((1, 8), i8)))
+            return 0, 1, kept[-1][0].ctypes.data, kept[-1][1].ctypes.data
+
+        split.lstm_scan_part(g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, *one, wide.copy(), edges, *at())
         split.lstm_scan_back_part(
-            s,
-            s,
-            g4_.copy(),
-            s3,
-            s3,
-            s3,
-            s.copy(),
-            s.copy(),
-            s3.copy(),
-            s,
-            False,
-            0,
-            1,
-            P,
-            np.zeros(5, f),
-            e,
-            bar.ctypes.data,
-        )
-        split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, 0, 1, P, e, bar.ctypes.data)
-        split.elman_scan_back_part(
-            s, s3.copy(), s3, s.copy(), s3.copy(), s, False, 0, 1, P, np.zeros(1, f), e, bar.ctypes.data
-        )
-        split.gru_scan_part(
-            g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, 0, 1, P, g3.copy(), e, bar.ctypes.data
-        )
+            s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, *one, np.zeros((1, 5), f), edges, *at()
+        )  # fmt: skip
+        split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, *one, edges, *at())
+        split.elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, *one, s.copy(), edges, *at())
+        split.gru_scan_part(g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, *one, wide.copy(), edges, *at())
         split.gru_scan_back_part(
-            s,
-            g4_.copy(),
-            s3,
-            s3,
-            s.copy(),
-            np.zeros((2, 1, 3), f),
-            s3.copy(),
-            s,
-            False,
-            0,
-            1,
-            P,
-            np.zeros(4, f),
-            e,
-            bar.ctypes.data,
-        )
+            s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, *one, np.zeros((1, 4), f),
+            edges, *at(),
+        )  # fmt: skip
