@@ -2,10 +2,11 @@
 
 A loop that does other work between steps (evaluation, data loading, an environment) meets the
 step cold: worker threads asleep, caches holding other data. For each case and contender (the
-`bptt bench` contenders: one float32 full-BPTT step on the same weights and tokens): the median
-of back-to-back steps (warm), then steps each after sleeping `idle` seconds (cold, median over
---repeats), contenders alternated within every repetition. Prints warm, cold and the extra cost
-(cold - warm) of each, and bptt's extra cost over torch's.
+`bptt bench` contenders: one float32 full-BPTT step on the same weights and tokens), --repeats
+times: sleep `idle` seconds, time one step (cold), run one more, then time --warm steps
+back to back (warm: their median); the extra cost is cold - warm of the same repetition (paired, so that the drift of
+this machine's speed over minutes cancels), contenders alternated within every repetition.
+Prints the medians of warm, cold and extra of each, and bptt's extra cost over torch's.
 
     python benchmarks/cold_step.py [--cells elman,lstm] [--sizes small] [--idle 0.05,0.5] [--threads 2]
 """
@@ -24,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="small")
     ap.add_argument("--idle", default="0.05,0.5", help="seconds of sleep before a cold step")
     ap.add_argument("--repeats", type=int, default=9, help="cold steps per idle time and contender")
-    ap.add_argument("--warm", type=int, default=20, help="back-to-back steps for the warm median")
+    ap.add_argument("--warm", type=int, default=3, help="steps right after each cold one, for its warm median")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
 
@@ -40,7 +41,8 @@ def main(argv=None) -> int:
     idles = [float(s) for s in args.idle.split(",")]
     print(f"cold steps: {args.threads} thread(s); {_machine()}; {_kernels_line()}; torch {torch.__version__}")
     print(
-        f"warm: median of {args.warm} back-to-back steps; cold: median of {args.repeats} steps each after the idle time"
+        f"medians of {args.repeats} repetitions of: sleep, one step (cold), one more, {args.warm} steps (warm: their median); "
+        "extra = cold - warm of the same repetition"
     )
     print("| case | idle | bptt warm / cold / extra (ms) | torch warm / cold / extra (ms) | bptt extra / torch extra |")
     print("|---|---|---|---|---|")
@@ -49,26 +51,27 @@ def main(argv=None) -> int:
             params = case_params(case)
             x, y = case.data()
             cs = [make_bptt(case, params, x, y), make_torch(case, params, x, y)]
-            warm = {}
             for c in cs:
                 for _ in range(5):
                     c.step()
-                ts = []
-                for _ in range(args.warm):
-                    t0 = time.perf_counter()
-                    c.step()
-                    ts.append(time.perf_counter() - t0)
-                warm[c.name] = statistics.median(ts)
             for idle in idles:
-                cold: dict[str, list[float]] = {c.name: [] for c in cs}
+                runs: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cs}
                 for r in range(args.repeats):
                     for c in cs if r % 2 == 0 else cs[::-1]:
                         time.sleep(idle)
                         t0 = time.perf_counter()
                         c.step()
-                        cold[c.name].append(time.perf_counter() - t0)
-                med = {n: statistics.median(v) for n, v in cold.items()}
-                extra = {n: med[n] - warm[n] for n in med}
+                        cold = time.perf_counter() - t0
+                        c.step()  # (the warm steps start one step after the cold one)
+                        ts = []
+                        for _ in range(args.warm):
+                            t0 = time.perf_counter()
+                            c.step()
+                            ts.append(time.perf_counter() - t0)
+                        runs[c.name].append((cold, statistics.median(ts)))
+                med = {n: statistics.median(a for a, _ in v) for n, v in runs.items()}
+                warm = {n: statistics.median(w for _, w in v) for n, v in runs.items()}
+                extra = {n: statistics.median(a - w for a, w in v) for n, v in runs.items()}
                 ratio = extra["bptt"] / extra["torch"] if extra["torch"] > 0 else float("inf")
                 b, t = "bptt", "torch"
                 print(

@@ -33,8 +33,9 @@ Late threads. A worker can be late: its core busy with another process, the GIL 
 caller's Python between products, or (below) its core shared. Nobody waits for a thread that
 has not started: a job posted to a worker is claimed by whoever gets to it first, the worker or
 the caller once its own call is done (`run`), and within a split scan every step's parts are
-claimed one by one (split.py). So a step whose worker is late runs on the calling thread alone until the worker
-comes, and then split; the numbers are bitwise the same whoever ran which part (tests).
+claimed one by one (split.py). So a step whose worker is late runs on the calling thread alone
+until the worker comes, and then split; the numbers are bitwise the same whoever ran which part
+(tests).
 
 Sharing a core. After the process idled, the scheduler tends to put a woken worker on the
 core of the thread that woke it (and a step wakes its workers many times: every hand-off of
@@ -43,7 +44,9 @@ parts of a split scan ran on one core for the first 5-10 ms, slower than one thr
 an LSTM step cost 13-15 ms more than a warm one (one thread: 2-3 ms more). So within a step on
 the engine the calling thread stays on the core it started on, and a worker that takes one of
 its jobs keeps off that core until it goes to sleep (`_affinity`: the threads' allowed cores,
-restored afterwards; where the system says which core a thread is on, glibc's sched_getcpu).
+restored afterwards; a worker started within a step takes the caller's cores from before, not
+the one core it inherits; all of this where the system says which core a thread is on, glibc's
+sched_getcpu). A step's core is held for the step alone: between steps every thread may move.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ class _Team:
     between jobs each spins on its counter for a few milliseconds (in compiled code, without
     the GIL) before it sleeps on the inbox, so the hand-offs within a step stay cheap."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, cores: frozenset) -> None:
         self.pid = os.getpid()
         self.inboxes: list[queue.SimpleQueue] = []
         self.posted = np.zeros((size, 8), np.int64)  # a cache line per thread: jobs posted to it
@@ -113,29 +116,36 @@ class _Team:
         self.lock = threading.Lock()  # one caller at a time
         self.runs = 0
         self.cpu, self.allowed = -1, frozenset()  # the caller's core in its step, and its allowed cores
+        self.threads: list[threading.Thread] = []
         for i in range(size - 1):
             box: queue.SimpleQueue = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(box, i), name=f"bptt-engine-{i + 1}", daemon=True).start()
+            name = f"bptt-engine-{i + 1}"
+            self.threads.append(threading.Thread(target=self._serve, args=(box, i, cores), name=name, daemon=True))
+            self.threads[-1].start()
             self.inboxes.append(box)
 
     def post(self, i: int, job: Any) -> None:
         self.inboxes[i].put(job)
         self.posted[i, 0] += 1
 
-    def _serve(self, box: queue.SimpleQueue, i: int) -> None:
+    def _serve(self, box: queue.SimpleQueue, i: int, cores: frozenset) -> None:
+        """A worker: `cores` its allowed cores (the creating caller's before it held its own:
+        a thread inherits the mask of the thread that starts it)."""
+        if cores:
+            _affinity(cores)
         at, seen = self.posted[i].ctypes.data, 0
-        away, base = -1, frozenset()  # the caller's core this thread keeps off (-1: none), and its cores before
+        away = -1  # the caller's core this thread keeps off (-1: none)
         while True:
-            if _spin_until is not None and not _spin_until(at, seen, _SPINS) and away >= 0:
-                away = -1 if _affinity(base) else away  # about to sleep: its cores again
+            if _spin_until is not None and not _spin_until(at, seen, _SPINS) and away >= 0 and cores:
+                away = -1 if _affinity(cores) else away  # about to sleep: its cores again
             tag, job = box.get()
             seen += 1
             fn, job = job.claim(), None
             if fn is None:  # the caller ran it
                 continue
-            if self.cpu != away and self.cpu in self.allowed and len(self.allowed) > 1:
-                base = self.allowed if away < 0 else base
-                away = self.cpu if _affinity(self.allowed - {self.cpu}) else away
+            off = self.cpu if self.cpu in self.allowed and len(self.allowed) > 1 else -1
+            if off != away and (off >= 0 or cores) and _affinity(self.allowed - {off} if off >= 0 else cores):
+                away = off
             try:
                 result = (tag, True, fn())
             except BaseException as e:  # handed to the caller
@@ -153,6 +163,14 @@ def _affinity(cores: frozenset) -> bool:
         return True
     except (OSError, AttributeError, ValueError):  # pragma: no cover - no affinity calls here
         return False
+
+
+def _cores() -> frozenset:
+    """The calling thread's allowed cores (empty where that cannot be said)."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (OSError, AttributeError):  # pragma: no cover - no affinity calls here
+        return frozenset()
 
 
 def _hold_core() -> tuple[int, frozenset] | None:
@@ -175,15 +193,17 @@ _team_lock = threading.Lock()
 
 def run(calls: list[Callable[[], Any]]) -> list[Any]:
     """Run calls[0] here and post calls[1:] to the engine's threads; after its own call the
-    caller runs, in order, each posted call no thread has claimed yet. Their results in order.
-    Waits for every call before raising the first exception. Callers from several threads take
+    caller runs, in order, each posted call no thread has claimed yet (once one has raised, it
+    claims the rest and drops them). Their results in order. Waits for every call a thread took
+    before raising the first exception. Callers from several threads take
     turns; results of a call interrupted while waiting are dropped."""
     global _team
     if len(calls) == 1:
         return [calls[0]()]
     with _team_lock:
         if _team is None or _team.pid != os.getpid() or len(_team.inboxes) < len(calls) - 1:
-            _team = _Team(len(calls))  # (again after a fork: threads do not survive it)
+            held = getattr(_local, "core", (-1, frozenset()))[1]
+            _team = _Team(len(calls), held or _cores())  # (again after a fork: threads do not survive it)
         team = _team
     with team.lock:
         team.runs += 1
@@ -199,6 +219,8 @@ def run(calls: list[Callable[[], Any]]) -> list[Any]:
             fn = calls[0] if i == 0 else jobs[i - 1].claim()  # (claimed only once the call before is done)
             if fn is None:  # a worker has it
                 waiting += 1
+                continue
+            if errors:  # claimed, so that no worker runs it later, and dropped
                 continue
             saved = getattr(_local, "parts", 0)
             _local.parts = saved if i == 0 else 0
@@ -313,9 +335,10 @@ def engine(P: int) -> Iterator[None]:
             _blas_saved = get()
             put(1)
         _blas_users += 1
-    held = _hold_core() if P > 1 else None  # (Sharing a core, in the module docstring)
-    _local.core = held or (-1, frozenset())
+    held = None
     try:
+        held = _hold_core() if P > 1 else None  # (Sharing a core, in the module docstring)
+        _local.core = held or (-1, frozenset())
         with split(P):
             yield
     finally:

@@ -105,6 +105,7 @@ def _compile() -> None:
         gemm.mm_panels(s, P, g.copy(), e, False)
         sync.spin_until(bar.ctypes.data, -1, 1)
         one, edges, wide = (P, np.array([0, 1], i8)), e[None].copy(), np.zeros((1, gemm.PANEL), f)
+        one4, one3 = ((np.zeros((1, k, gemm.PANEL), f), one[1]) for k in (4, 3))  # (K rows: LSTM's, GRU's gates)
         kept = []
 
         def at():  # part 0 of 1, a fresh round counter and claim (kept alive while the kernel runs)
@@ -113,12 +114,12 @@ def _compile() -> None:
 
         split.lstm_scan_part(g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, *one, wide.copy(), edges, *at())
         split.lstm_scan_back_part(
-            s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, *one, np.zeros((1, 5), f), edges, *at()
+            s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, *one4, np.zeros((1, 5), f), edges, *at()
         )  # fmt: skip
         split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, *one, edges, *at())
         split.elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, *one, s.copy(), edges, *at())
         split.gru_scan_part(g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, *one, wide.copy(), edges, *at())
         split.gru_scan_back_part(
-            s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, *one, np.zeros((1, 4), f),
+            s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, *one3, np.zeros((1, 4), f),
             edges, *at(),
         )  # fmt: skip
