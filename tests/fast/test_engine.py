@@ -22,6 +22,10 @@ from bptt.scan import scan_backward, scan_forward
 needs_split = pytest.mark.skipif(
     not fast.available()["split"], reason="no split scans (numba or NumPy's OpenBLAS missing)"
 )
+needs_cores = pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2 or engine._getcpu is None,
+    reason="needs two allowed cores and sched_getcpu",
+)
 f4 = np.float32
 
 
@@ -406,10 +410,7 @@ def test_packed_weights_are_kept_for_a_step_and_no_longer():
 
 
 @needs_split
-@pytest.mark.skipif(
-    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2 or engine._getcpu is None,
-    reason="needs two allowed cores and sched_getcpu",
-)
+@needs_cores
 def test_a_step_holds_its_core_and_its_worker_keeps_off_it():
     """Within a step on the engine (two parts) the calling thread runs on one core only, and a
     worker that takes one of its jobs keeps off that core; the caller's allowed cores are
@@ -440,10 +441,7 @@ def test_a_step_holds_its_core_and_its_worker_keeps_off_it():
 
 
 @needs_split
-@pytest.mark.skipif(
-    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2 or engine._getcpu is None,
-    reason="needs two allowed cores and sched_getcpu",
-)
+@needs_cores
 def test_workers_started_within_a_step_do_not_inherit_its_core(monkeypatch):
     """Threads inherit the mask of the thread that starts them: workers started by a caller
     that holds its core take the caller's cores from before, even if they never get a job."""

@@ -72,21 +72,23 @@ def find_threads() -> tuple | None:
     return None
 
 
-def find_sched_yield() -> int | None:
-    """Address of the C library's sched_yield (POSIX), or None."""
+def _libc(name: str) -> Any:
+    """The C library's function `name`, or None."""
     try:
-        fn = getattr(ctypes.CDLL(None), "sched_yield", None)
+        return getattr(ctypes.CDLL(None), name, None)
     except (OSError, TypeError):  # pragma: no cover - no C library to open (Windows)
         return None
+
+
+def find_sched_yield() -> int | None:
+    """Address of the C library's sched_yield (POSIX), or None."""
+    fn = _libc("sched_yield")
     return None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value
 
 
 def find_getcpu() -> Any:
     """The C library's sched_getcpu (the CPU the calling thread runs on; glibc), or None."""
-    try:
-        fn = getattr(ctypes.CDLL(None), "sched_getcpu", None)
-    except (OSError, TypeError):  # pragma: no cover - no C library to open (Windows)
-        return None
+    fn = _libc("sched_getcpu")
     if fn is not None:
         fn.restype, fn.argtypes = ctypes.c_int, []
     return fn

@@ -176,10 +176,7 @@ def _cores() -> frozenset:
 def _hold_core() -> tuple[int, frozenset] | None:
     """Keep the calling thread on the core it runs on: (that core, its allowed cores before),
     or None where that cannot be said or done (one allowed core, no sched_getcpu)."""
-    try:
-        allowed, cpu = frozenset(os.sched_getaffinity(0)), _getcpu()  # type: ignore[misc]
-    except (OSError, AttributeError, TypeError):  # pragma: no cover - no affinity calls here
-        return None
+    allowed, cpu = _cores(), _getcpu() if _getcpu is not None else -1
     if len(allowed) < 2 or cpu not in allowed or not _affinity(frozenset({cpu})):
         return None
     return cpu, allowed

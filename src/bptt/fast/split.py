@@ -54,10 +54,15 @@ def _share(H, part, parts):
 
 
 @inline
-def _claim(claims, q, k):
-    """Whether the calling thread takes part q of round k (the part's counter, one cache line
-    each from `claims`, moved from k to k + 1)."""
-    return _atomic_cas(claims + 64 * q, k, k + 1)
+def _take(bar, claims, me, parts, k, j):
+    """The part the calling thread runs at its j-th try in round k, its own part `me` first:
+    part (me + j) % parts if it takes it (the part's counter, one cache line each from
+    `claims`, moved from k to k + 1), else -1 (another thread has it); -2 if, waiting for
+    round k - 1 to finish (at j = 0), it lost the others."""
+    if j == 0 and k > 0 and not _wait(bar, parts * k):
+        return -2
+    q = (me + j) % parts
+    return q if _atomic_cas(claims + 64 * q, k, k + 1) else -1
 
 
 @inline
@@ -74,11 +79,11 @@ def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, panels, offs, scra
     (_wait) and of the parts' claim counters. Returns 0, or -1 if the parts lost each other."""
     T, B, H = idx.shape[0], idx.shape[1], cs.shape[2]
     for s in range(T):
-        if s > 0 and not _wait(bar, parts * s):
-            return -1
         for j in range(parts):
-            q = (me + j) % parts
-            if not _claim(claims, q, s):
+            q = _take(bar, claims, me, parts, s, j)
+            if q == -2:
+                return -1
+            if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
             n, Pq = hi - lo, panels[offs[q] : offs[q + 1]]
@@ -119,11 +124,11 @@ def lstm_scan_back_part(
     scratch. Returns 0, or -1 if the parts lost each other."""
     T, B, H = work.shape[0], work.shape[1], dh.shape[1]
     for k in range(T + 1):
-        if k > 0 and not _wait(bar, parts * k):
-            return -1
         for j in range(parts):
-            q = (me + j) % parts
-            if not _claim(claims, q, k):
+            q = _take(bar, claims, me, parts, k, j)
+            if q == -2:
+                return -1
+            if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
             n, dhc, dcc = hi - lo, dh[:, lo:hi], dc[:, lo:hi]
@@ -171,11 +176,11 @@ def elman_scan_part(src, idx, h0, work, outs, reverse, panels, offs, edges, me, 
     and packed; edges (parts, 4, PANEL) scratch. 0, or -1 if the parts lost each other."""
     T, B, H = idx.shape[0], idx.shape[1], outs.shape[2]
     for s in range(T):
-        if s > 0 and not _wait(bar, parts * s):
-            return -1
         for j in range(parts):
-            q = (me + j) % parts
-            if not _claim(claims, q, s):
+            q = _take(bar, claims, me, parts, s, j)
+            if q == -2:
+                return -1
+            if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
             t = _at(s, T, reverse)
@@ -197,11 +202,11 @@ def elman_scan_back_part(
     packed); rows (parts, >= n) and edges (parts, 4, PANEL) scratch. 0, or -1 if lost."""
     T, B, H = work.shape[0], work.shape[1], dh.shape[1]
     for k in range(T + 1):
-        if k > 0 and not _wait(bar, parts * k):
-            return -1
         for j in range(parts):
-            q = (me + j) % parts
-            if not _claim(claims, q, k):
+            q = _take(bar, claims, me, parts, k, j)
+            if q == -2:
+                return -1
+            if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
             dhc = dh[:, lo:hi]
@@ -227,11 +232,11 @@ def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, panels, offs, scratch
     PANEL). 0, or -1 if the parts lost each other."""
     T, B, H = idx.shape[0], idx.shape[1], outs.shape[2]
     for s in range(T):
-        if s > 0 and not _wait(bar, parts * s):
-            return -1
         for j in range(parts):
-            q = (me + j) % parts
-            if not _claim(claims, q, s):
+            q = _take(bar, claims, me, parts, s, j)
+            if q == -2:
+                return -1
+            if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
             n, Pq = hi - lo, panels[offs[q] : offs[q + 1]]
@@ -271,11 +276,11 @@ def gru_scan_back_part(
     PANEL) scratch. 0, or -1 if the parts lost each other."""
     T, B, H = work.shape[0], work.shape[1], dh.shape[1]
     for k in range(T + 1):
-        if k > 0 and not _wait(bar, parts * k):
-            return -1
         for j in range(parts):
-            q = (me + j) % parts
-            if not _claim(claims, q, k):
+            q = _take(bar, claims, me, parts, k, j)
+            if q == -2:
+                return -1
+            if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
             n, dhc = hi - lo, dh[:, lo:hi]
