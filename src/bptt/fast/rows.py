@@ -162,88 +162,82 @@ def _elman_row_back(y, g1, g2, d, row):
 
 @inline
 def _lstm_cells(xi, xf, xg, xo, ai, af, ag, ao, wi, wf, wg, wo, cp, cr, hr):
-    """The gates of H cells from input rows x* and recurrent rows a* into w* (which may be
-    the a*), their new c and h; every argument a length-H slice."""
+    """The gates of H cells from input rows x* and recurrent rows a* into w*, their new c and
+    h; every argument a length-H slice, the outputs apart from the inputs. One pass over the
+    cells (each pass over memory costs more than its arithmetic at these sizes)."""
+    for j in range(cr.shape[0]):
+        i = sigm32(xi[j] + ai[j])
+        f = sigm32(xf[j] + af[j])
+        g = tanh32(xg[j] + ag[j])
+        o = sigm32(xo[j] + ao[j])
+        c = f * cp[j] + i * g
+        wi[j], wf[j], wg[j], wo[j] = i, f, g, o
+        cr[j] = c
+        hr[j] = o * tanh32(c)
+
+
+@inline
+def _lstm_cells_inplace(xi, xf, xg, xo, ai, af, ag, ao, cp, cr, hr):
+    """_lstm_cells with the gates written over the a* (a pass per gate: in one pass the
+    compiler cannot tell the a* from the w* apart and keeps the loop scalar). Each cell's
+    arithmetic is _lstm_cells', operation for operation (the same numbers, tested bitwise)."""
     H = cr.shape[0]
     for j in range(H):
-        wi[j] = sigm32(xi[j] + ai[j])
+        ai[j] = sigm32(xi[j] + ai[j])
     for j in range(H):
-        wf[j] = sigm32(xf[j] + af[j])
+        af[j] = sigm32(xf[j] + af[j])
     for j in range(H):
-        wg[j] = tanh32(xg[j] + ag[j])
+        ag[j] = tanh32(xg[j] + ag[j])
     for j in range(H):
-        wo[j] = sigm32(xo[j] + ao[j])
+        ao[j] = sigm32(xo[j] + ao[j])
     for j in range(H):
-        cr[j] = wf[j] * cp[j] + wi[j] * wg[j]
+        cr[j] = af[j] * cp[j] + ai[j] * ag[j]
     for j in range(H):
-        hr[j] = wo[j] * tanh32(cr[j])
+        hr[j] = ao[j] * tanh32(cr[j])
 
 
 @inline
 def _lstm_row(x, a, cp, cr, hr):
     H = cr.shape[0]
     ai, af, ag, ao = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-    _lstm_cells(x[:H], x[H : 2 * H], x[2 * H : 3 * H], x[3 * H :], ai, af, ag, ao, ai, af, ag, ao, cp, cr, hr)
+    _lstm_cells_inplace(x[:H], x[H : 2 * H], x[2 * H : 3 * H], x[3 * H :], ai, af, ag, ao, cp, cr, hr)
 
 
 @inline
-def _lstm_cells_back(ai, af, ag, ao, cp, cr, g1, g2, gc, ri, rf, rg, ro, dp, dcs):
-    """dL/d(pre-activations) of H cells into r* from their gates a*, c_prev, c', dL/dh'
-    (g1 + g2) and dL/dc' (gc); dL/dc_prev into dp (which may be gc); dcs (H) scratch."""
-    H = cr.shape[0]
-    for j in range(H):
+def _lstm_cells_back(ai, af, ag, ao, cp, cr, g1, g2, dc):
+    """dL/d(pre-activations) of H cells written over their gates a* (read first), from c_prev,
+    c', dL/dh' (g1 + g2) and dL/dc' (dc, which becomes dL/dc_prev). One pass over the cells,
+    each output in the array of an input of the same cell (which lets the loop vectorise)."""
+    for j in range(cr.shape[0]):
+        i, f, g, o = ai[j], af[j], ag[j], ao[j]
         tc = tanh32(cr[j])
         gh = g1[j] + g2[j]
-        o = ao[j]
-        dcs[j] = gc[j] + gh * o * (_ONE - tc * tc)
-        ro[j] = gh * tc * o * (_ONE - o)
-    for j in range(H):
-        i, f, g, d = ai[j], af[j], ag[j], dcs[j]
-        dp[j] = d * f
-        ri[j] = d * g * i * (_ONE - i)
-        rf[j] = d * cp[j] * f * (_ONE - f)
-        rg[j] = d * i * (_ONE - g * g)
+        d = dc[j] + gh * o * (_ONE - tc * tc)
+        ao[j] = gh * tc * o * (_ONE - o)
+        dc[j] = d * f
+        ai[j] = d * g * i * (_ONE - i)
+        af[j] = d * cp[j] * f * (_ONE - f)
+        ag[j] = d * i * (_ONE - g * g)
 
 
 @inline
-def _lstm_row_back(a, cp, cr, g1, g2, gc, out, dp, row, dcs):
+def _lstm_row_back(a, cp, cr, g1, g2, dc):
+    """_lstm_cells_back over a row of the gate buffer (B, 4H): a and dc in place."""
     H = cr.shape[0]
-    _lstm_cells_back(
-        a[:H],
-        a[H : 2 * H],
-        a[2 * H : 3 * H],
-        a[3 * H :],
-        cp,
-        cr,
-        g1,
-        g2,
-        gc,
-        row[:H],
-        row[H : 2 * H],
-        row[2 * H : 3 * H],
-        row[3 * H :],
-        dp,
-        dcs,
-    )
-    for k in range(4 * H):
-        out[k] = row[k]
+    _lstm_cells_back(a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :], cp, cr, g1, g2, dc)
 
 
 @inline
 def _gru_cells(xr, xz, xn, rr, rz, rn, b_hn, wr, wz, wn, whn, hp, hn):
-    """H cells: gates r, z, n and hn = W_hn h + b_hn into w*, h' into hn; length-H slices."""
-    H = hp.shape[0]
-    for j in range(H):
-        wr[j] = sigm32(xr[j] + rr[j])
-    for j in range(H):
-        wz[j] = sigm32(xz[j] + rz[j])
-    for j in range(H):
-        whn[j] = rn[j] + b_hn[j]
-    for j in range(H):
-        wn[j] = tanh32(xn[j] + wr[j] * whn[j])
-    for j in range(H):
-        n = wn[j]
-        hn[j] = n + wz[j] * (hp[j] - n)
+    """H cells: gates r, z, n and hn = W_hn h + b_hn into w*, h' into hn; length-H slices,
+    the outputs apart from the inputs. One pass over the cells."""
+    for j in range(hp.shape[0]):
+        r = sigm32(xr[j] + rr[j])
+        z = sigm32(xz[j] + rz[j])
+        m = rn[j] + b_hn[j]
+        n = tanh32(xn[j] + r * m)
+        wr[j], wz[j], whn[j], wn[j] = r, z, m, n
+        hn[j] = n + z * (hp[j] - n)
 
 
 @inline
@@ -320,10 +314,13 @@ def lstm_fwd(xp, gates, c_prev, c, h):
 @jit
 def lstm_bwd(gates, c_prev, c, dh, dout, dc, da, dc_prev):
     """da (B, 4H) = dL/d[pre-activations] (may be `gates`); dc_prev = dL/dc_{t-1} (may be dc)."""
-    H = c.shape[1]
-    row, dcs = np.empty(4 * H, gates.dtype), np.empty(H, gates.dtype)
     for b in range(gates.shape[0]):
-        _lstm_row_back(gates[b], c_prev[b], c[b], dh[b], dout[b], dc[b], da[b], dc_prev[b], row, dcs)
+        a, d = da[b], dc_prev[b]
+        if a.ctypes.data != gates[b].ctypes.data:
+            a[:] = gates[b]
+        if d.ctypes.data != dc[b].ctypes.data:
+            d[:] = dc[b]
+        _lstm_row_back(a, c_prev[b], c[b], dh[b], dout[b], d)
 
 
 @jit

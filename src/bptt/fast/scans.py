@@ -133,15 +133,13 @@ if AVAILABLE:
         """Consumed tape: work[t] <- dL/d(pre-activations), h_prev[t] <- h_{t-1};
         dh, dc: dL/d(h_T, c_T) in, dL/d(h_0, c_0) out."""
         T = work.shape[0]
-        H = dh.shape[1]
-        row, dcs = np.empty(4 * H, dh.dtype), np.empty(H, dh.dtype)
         for s in range(T - 1, -1, -1):
             t = _at(s, T, reverse)
             hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
             h_prev[t] = hp
             a, c, g = work[t], cs[t], douts[t]
             for b in range(a.shape[0]):
-                _lstm_row_back(a[b], cp[b], c[b], dh[b], g[b], dc[b], a[b], dc[b], row, dcs)
+                _lstm_row_back(a[b], cp[b], c[b], dh[b], g[b], dc[b])
             _mm(a, W, dh, False, _ZERO)
             _scale_rows(dh, scale, t)
             _scale_rows(dc, scale, t)

@@ -139,7 +139,7 @@ def lstm_scan_back_part(
                 _scale_rows(dcc, scale, t)
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
-                t, row = _at(s, T, reverse), rows[q]
+                t = _at(s, T, reverse)
                 hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
                 _copy_part(hp, h_prev[t], lo, hi)
                 a, c, g = work[t], cs[t], douts[t]
@@ -147,25 +147,7 @@ def lstm_scan_back_part(
                     ar = a[b]
                     ai, af = ar[lo:hi], ar[H + lo : H + hi]
                     ag, ao = ar[2 * H + lo : 2 * H + hi], ar[3 * H + lo : 3 * H + hi]
-                    _lstm_cells_back(
-                        ai,
-                        af,
-                        ag,
-                        ao,
-                        cp[b, lo:hi],
-                        c[b, lo:hi],
-                        dh[b, lo:hi],
-                        g[b, lo:hi],
-                        dc[b, lo:hi],
-                        row[:n],
-                        row[n : 2 * n],
-                        row[2 * n : 3 * n],
-                        row[3 * n : 4 * n],
-                        dc[b, lo:hi],
-                        row[4 * n : 5 * n],
-                    )
-                    for i in range(n):
-                        ai[i], af[i], ag[i], ao[i] = row[i], row[n + i], row[2 * n + i], row[3 * n + i]
+                    _lstm_cells_back(ai, af, ag, ao, cp[b, lo:hi], c[b, lo:hi], dh[b, lo:hi], g[b, lo:hi], dc[b, lo:hi])
             _atomic_add(bar, 1)
     return 0
 
