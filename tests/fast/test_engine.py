@@ -38,16 +38,16 @@ def _close(a, b, tol=2e-6):
 @needs_split
 @pytest.mark.parametrize("M,K,N", [(32, 128, 256), (5, 7, 3), (9, 33, 40), (1, 16, 16), (4, 0, 17), (13, 64, 31)])
 def test_packed_product_equals_matmul(M, K, N):
-    """The scans' packed product (4 x 16 tiles, edge rows and columns), written and added,
+    """The scans' packed product (tiles of gemm.TILE, 4 and 1 rows, edge rows and columns), written and added,
     == NumPy's, also for strided factors and results."""
     rng = np.random.default_rng(M * 100 + N)
     A = rng.standard_normal((M, K)).astype(f4)
     for B in (rng.standard_normal((K, N)).astype(f4), rng.standard_normal((N + 3, K)).astype(f4)[1 : N + 1].T):
         ref = A.astype(np.float64) @ B.astype(np.float64)
         C = np.full((M, N + 5), np.nan, f4)[:, 2 : N + 2]  # a strided view: the columns around must stay
-        gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, gemm.PANEL), f4), False)
+        gemm.mm_panels(A, gemm.panels(B), C, np.empty((gemm.TILE, gemm.PANEL), f4), False)
         _close(C, ref, 1e-6)
-        gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, gemm.PANEL), f4), True)  # C += A @ B
+        gemm.mm_panels(A, gemm.panels(B), C, np.empty((gemm.TILE, gemm.PANEL), f4), True)  # C += A @ B
         _close(C, 2 * ref, 1e-6)
         assert np.isnan(C.base[:, :2]).all() and np.isnan(C.base[:, N + 2 :]).all()
 
@@ -204,7 +204,7 @@ def test_a_part_waiting_on_a_task_never_finished_gives_up():
     bar, claims = np.array([0, 0, 1000], np.int64), np.zeros((2, 8), np.int64)
     claims[1, 0] = 1  # round 0 of part 1: taken by a thread that never finishes it
     args = (src, idx, np.zeros((B, H), f4), np.zeros((T, B, H), f4), np.zeros((T, B, H), f4), False)
-    edges = np.empty((2, 4, gemm.PANEL), f4)
+    edges = np.empty((2, gemm.TILE, gemm.PANEL), f4)
     code = split.elman_scan_part(*args, panels, offs, edges, 0, 2, bar.ctypes.data, claims.ctypes.data)
     assert code == -1 and bar[0] == 1 and bar[1] == 1  # its own task done, then the abort flag
 

@@ -23,7 +23,7 @@ for M, K, N in ((32, 128, 256), (7, 33, 70), (1, 5, 3)):
     A = rng.standard_normal((M, K)).astype(np.float32)
     B = rng.standard_normal((K, N)).astype(np.float32)
     C = np.zeros((M, N), np.float32)
-    gemm.mm_panels(A, gemm.panels(B), C, np.empty((4, gemm.PANEL), np.float32), False)
+    gemm.mm_panels(A, gemm.panels(B), C, np.empty((gemm.TILE, gemm.PANEL), np.float32), False)
     out[f"mm{M}x{K}x{N}"] = C
 with threadpool_limits(2):  # two parts: each part's panels and edges
     for cell, H in (("lstm", 40), ("gru", 72), ("elman", 100)):

@@ -82,7 +82,7 @@ def previous_step(t: int, T: int, reverse: bool) -> int | None:
 
 
 def _edges(P: int, dtype: Any) -> np.ndarray:
-    return np.empty((P, 4, gemm.PANEL), dtype)
+    return np.empty((P, gemm.TILE, gemm.PANEL), dtype)
 
 
 class _Fast:

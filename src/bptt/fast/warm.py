@@ -99,7 +99,7 @@ def _compile() -> None:
         )  # fmt: skip
     if SPLIT:  # one part of one: no waiting
         bar = np.zeros(3, i8)
-        P, e = np.zeros((1, 1, gemm.PANEL), f), np.zeros((4, gemm.PANEL), f)
+        P, e = np.zeros((1, 1, gemm.PANEL), f), np.zeros((gemm.TILE, gemm.PANEL), f)
         for view in (np.zeros((1, 4), f), np.zeros((4, 1), f).T, np.zeros((1, 5), f)[:, :4]):  # C, F, strided
             gemm.pack_panels(view, P)
         gemm.mm_panels(s, P, g.copy(), e, False)
