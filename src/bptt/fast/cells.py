@@ -209,7 +209,8 @@ class FastLSTM(_Fast):
         def run(h_prev, f, g):
             args = (h0, c0, work, cs, outs, g, dh, dc, h_prev, f, tape.reverse)
             if engine.engaged():
-                engine.scan_parts(split.lstm_scan_back_part, *args, *self._back_scratch(params, 5, dh.dtype))
+                panels, offs = self._panels(params, engine.parts(), False)
+                engine.scan_parts(split.lstm_scan_back_part, *args, panels, offs, _edges(len(offs) - 1, dh.dtype))
             else:
                 scans.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return LSTMState(dh, dc)

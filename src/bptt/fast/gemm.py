@@ -3,8 +3,9 @@
 The recurrent product of a part: (B, K) @ (K, N) with the (K, N) factor packed once per scan
 into panels of 2 x LANES columns (`pack_panels`), so that no step repacks it (OpenBLAS packs its
 operands at every call: at B = 32 half its time). The inner kernel is written in LLVM IR with
-LANES-float vectors (8 for AVX2, 16 for AVX-512): a 4 x 2 LANES tile of the result in 8
-registers, one pass over K with one fused multiply-add per register and step (8 lanes, measured
+LANES-float vectors (8 for AVX2, 16 for AVX-512): a TILE x 2 LANES tile of the result in
+registers (TILE = 4 rows with AVX2, 8 with AVX-512's 32 registers), one pass over K with one
+fused multiply-add per register and step (8 lanes, measured
 on one Zen 3 core: (32, 128) @ (128, 256) 30 us = 71 GFLOP/s, OpenBLAS 44 us; (32, 512) @
 (512, 1024) 77 vs 58 GFLOP/s). Tested against float64 products, and 16 lanes bitwise against 8.
 """
@@ -28,8 +29,8 @@ _PANEL = 2 * LANES
 PANEL = _PANEL
 # Rows of the result a tile keeps in registers: 8 with 16 lanes (16 accumulators of AVX-512's 32
 # registers), 4 with 8 (8 of AVX2's 16). More rows per pass over a panel load each panel row once
-# for more fused multiply-adds; measured on one Sapphire Rapids core, (32, 128) @ (128, 512):
-# 8 rows ... GFLOP/s against ... with 4.
+# for more fused multiply-adds; measured on one core of an Intel Xeon (AVX-512), (32, 128) @
+# (128, 512), three runs alternated: 142-146 GFLOP/s with 8 rows against 88-131 with 4.
 _ROWS = 8 if LANES == 16 else 4
 TILE = _ROWS
 

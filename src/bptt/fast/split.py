@@ -75,7 +75,7 @@ def _gates(scratch, q, B, width):
 def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, panels, offs, scratch, edges, me, parts, bar, claims):
     """lstm_scan split by hidden units: part q's panels the transpose of its units' gate rows
     of W_hh ((4n, H), [i, f, g, o]), packed (pack_panels); scratch (parts, >= B * 4n padded to
-    panels) and edges (parts, 4, PANEL); bar and claims the addresses of the round counter
+    panels) and edges (parts, TILE, PANEL); bar and claims the addresses of the round counter
     (_wait) and of the parts' claim counters. Returns 0, or -1 if the parts lost each other."""
     T, B, H = idx.shape[0], idx.shape[1], cs.shape[2]
     for s in range(T):
@@ -117,11 +117,11 @@ def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, panels, offs, scra
 
 @jit
 def lstm_scan_back_part(
-    h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse, panels, offs, rows, edges, me, parts, bar, claims
+    h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse, panels, offs, edges, me, parts, bar, claims
 ):
     """lstm_scan_back split by hidden units (same arguments but W_hh): part q's panels its
-    units' columns of W_hh ((4H, n)), packed; rows (parts, >= 5n) and edges (parts, 4, PANEL)
-    scratch. Returns 0, or -1 if the parts lost each other."""
+    units' columns of W_hh ((4H, n)), packed; edges (parts, TILE, PANEL) scratch (the cells
+    write their gradients over the gates). Returns 0, or -1 if the parts lost each other."""
     T, B, H = work.shape[0], work.shape[1], dh.shape[1]
     for k in range(T + 1):
         for j in range(parts):
@@ -131,7 +131,7 @@ def lstm_scan_back_part(
             if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
-            n, dhc, dcc = hi - lo, dh[:, lo:hi], dc[:, lo:hi]
+            dhc, dcc = dh[:, lo:hi], dc[:, lo:hi]
             if k > 0:  # step T - k's product for the part's units
                 t = _at(T - k, T, reverse)
                 _mm_panels(work[t], panels[offs[q] : offs[q + 1]], dhc, edges[q], False)
@@ -155,7 +155,7 @@ def lstm_scan_back_part(
 @jit
 def elman_scan_part(src, idx, h0, work, outs, reverse, panels, offs, edges, me, parts, bar, claims):
     """elman_scan split by hidden units: part q's panels its units' rows of W_hh, transposed
-    and packed; edges (parts, 4, PANEL) scratch. 0, or -1 if the parts lost each other."""
+    and packed; edges (parts, TILE, PANEL) scratch. 0, or -1 if the parts lost each other."""
     T, B, H = idx.shape[0], idx.shape[1], outs.shape[2]
     for s in range(T):
         for j in range(parts):
@@ -181,7 +181,7 @@ def elman_scan_back_part(
     h0, work, douts, dh, h_prev, scale, reverse, panels, offs, rows, edges, me, parts, bar, claims
 ):
     """elman_scan_back split by hidden units (part q's panels W_hh's columns for its units,
-    packed); rows (parts, >= n) and edges (parts, 4, PANEL) scratch. 0, or -1 if lost."""
+    packed); rows (parts, >= n) and edges (parts, TILE, PANEL) scratch. 0, or -1 if lost."""
     T, B, H = work.shape[0], work.shape[1], dh.shape[1]
     for k in range(T + 1):
         for j in range(parts):

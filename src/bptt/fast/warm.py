@@ -114,7 +114,7 @@ def _compile() -> None:
 
         split.lstm_scan_part(g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, *one, wide.copy(), edges, *at())
         split.lstm_scan_back_part(
-            s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, *one4, np.zeros((1, 5), f), edges, *at()
+            s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, *one4, edges, *at()
         )  # fmt: skip
         split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, *one, edges, *at())
         split.elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, *one, s.copy(), edges, *at())
