@@ -35,6 +35,12 @@ def _close(a, b, tol=2e-6):
     assert np.abs(a - b).max() <= tol * max(1.0, np.abs(b).max()), np.abs(a - b).max()
 
 
+@pytest.fixture(autouse=True)
+def _scans_split(monkeypatch):
+    """Every scan split, however small (as the engine does from SCAN_ALONE_MACS up)."""
+    monkeypatch.setattr(engine, "SCAN_ALONE_MACS", 0)
+
+
 @needs_split
 @pytest.mark.parametrize("M,K,N", [(32, 128, 256), (5, 7, 3), (9, 33, 40), (1, 16, 16), (4, 0, 17), (13, 64, 31)])
 def test_packed_product_equals_matmul(M, K, N):
@@ -460,3 +466,26 @@ def test_workers_started_within_a_step_do_not_inherit_its_core(monkeypatch):
             time.sleep(0.01)
         assert os.sched_getaffinity(worker.native_id) == before
     assert os.sched_getaffinity(0) == before
+
+
+@needs_split
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_a_small_scan_runs_on_the_calling_thread_with_the_same_numbers(kind, monkeypatch):
+    """Under SCAN_ALONE_MACS a step's scans post nothing to the engine's threads (every part of
+    every round runs on the caller), with bitwise the split scans' numbers."""
+    model, params, x, y = _stacked(kind)
+    monkeypatch.setattr(engine, "SPLIT_MACS", 1 << 40)  # the products whole
+    with engine.split(2):
+        split = full_bptt(model, params, x, y)
+    runs = []
+    real = engine.run
+    monkeypatch.setattr(engine, "run", lambda calls: runs.append(len(calls)) or real(calls))
+    with engine.split(2):
+        full_bptt(model, params, x, y)
+    assert runs and max(runs) == 2  # (the split scans, as measured)
+    runs.clear()
+    monkeypatch.setattr(engine, "SCAN_ALONE_MACS", 60 * 16 * 4 * 64 * 64 + 1)  # above each scan's
+    with engine.split(2):
+        alone = full_bptt(model, params, x, y)
+    assert runs == []
+    _bitwise(alone, split)

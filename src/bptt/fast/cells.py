@@ -96,6 +96,11 @@ class _Fast:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cell, name)
 
+    @staticmethod
+    def _macs(params: Params, T: int, B: int) -> int:
+        """Multiply-adds of a scan's recurrent products: T steps of (B, H) @ W_hh^T."""
+        return T * B * params["W_hh"].size
+
     def _panels(self, params: Params, P: int, forward: bool) -> tuple[np.ndarray, np.ndarray]:
         """The recurrent weights of a scan split into P parts, packed (gemm.pack_panels) one part
         after the other, and where each part's panels start (P + 1 offsets): forward, the
@@ -184,7 +189,9 @@ class FastLSTM(_Fast):
         cs = pool.empty(outs.shape, xp.dtype)
         if engine.engaged():  # split by hidden units between the engine's threads
             own = self._scratch(params, B, xp.dtype)
-            engine.scan_parts(split.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, *own)
+            engine.scan_parts(
+                split.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, *own, macs=self._macs(params, T, B)
+            )
         else:
             scans.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
 
@@ -210,7 +217,8 @@ class FastLSTM(_Fast):
             args = (h0, c0, work, cs, outs, g, dh, dc, h_prev, f, tape.reverse)
             if engine.engaged():
                 panels, offs = self._panels(params, engine.parts(), False)
-                engine.scan_parts(split.lstm_scan_back_part, *args, panels, offs, _edges(len(offs) - 1, dh.dtype))
+                edges, macs = _edges(len(offs) - 1, dh.dtype), self._macs(params, *douts.shape[:2])
+                engine.scan_parts(split.lstm_scan_back_part, *args, panels, offs, edges, macs=macs)
             else:
                 scans.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return LSTMState(dh, dc)
@@ -260,7 +268,9 @@ class FastGRU(_Fast):
         b_hn = np.ascontiguousarray(params["b_hh"][2 * H :])
         if engine.engaged():
             own = self._scratch(params, B, xp.dtype)
-            engine.scan_parts(split.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, *own)
+            engine.scan_parts(
+                split.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, *own, macs=self._macs(params, T, B)
+            )
         else:
             rec = np.empty((B, 3 * H), dtype=xp.dtype)
             scans.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), b_hn, h0, work, outs, rec, reverse)
@@ -286,7 +296,8 @@ class FastGRU(_Fast):
             if engine.engaged():
                 drec = np.empty((2, B, 3 * H), dtype=dh.dtype)  # shared, alternate halves on alternate steps
                 own = self._back_scratch(params, 4, dh.dtype)
-                engine.scan_parts(split.gru_scan_back_part, h0, work, outs, g, dh, drec, h_prev, f, tape.reverse, *own)
+                args = (h0, work, outs, g, dh, drec, h_prev, f, tape.reverse, *own)
+                engine.scan_parts(split.gru_scan_back_part, *args, macs=self._macs(params, *douts.shape[:2]))
             else:
                 drec = np.empty((B, 3 * H), dtype=dh.dtype)
                 scans.gru_scan_back(
@@ -323,7 +334,8 @@ class FastElman(_Fast):
         if engine.engaged():
             panels, offs = self._panels(params, engine.parts(), True)
             edges = _edges(len(offs) - 1, xp.dtype)
-            engine.scan_parts(split.elman_scan_part, src, idx, h0, work, outs, reverse, panels, offs, edges)
+            args = (src, idx, h0, work, outs, reverse, panels, offs, edges)
+            engine.scan_parts(split.elman_scan_part, *args, macs=self._macs(params, *idx.shape))
         else:
             scans.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
 
@@ -342,7 +354,8 @@ class FastElman(_Fast):
         def run(h_prev, f, g):
             args = (h0, work, g, dh, h_prev, f, tape.reverse)
             if engine.engaged():
-                engine.scan_parts(split.elman_scan_back_part, *args, *self._back_scratch(params, 1, dh.dtype))
+                own = self._back_scratch(params, 1, dh.dtype)
+                engine.scan_parts(split.elman_scan_back_part, *args, *own, macs=self._macs(params, *douts.shape[:2]))
             else:
                 scans.elman_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return ElmanState(dh)

@@ -71,6 +71,7 @@ except ImportError:  # pragma: no cover - no numba
 
 _local = threading.local()  # .parts: the engine's parts for the calling thread's step (0: off)
 SPLIT_MACS = 1 << 22  # products under ~4M multiply-adds stay whole (a hand-off round trip: 0.08-0.17 ms)
+SCAN_ALONE_MACS = SPLIT_MACS  # and scans under as many in their products run on the calling thread
 
 
 def engaged() -> bool:
@@ -253,12 +254,20 @@ def share(n: int, part: int, P: int) -> slice:
     return slice(part * n // P, (part + 1) * n // P)
 
 
-def scan_parts(fn: Callable[..., int], *args: Any) -> None:
+def scan_parts(fn: Callable[..., int], *args: Any, macs: int | None = None) -> None:
     """A split compiled scan: fn(*args, me, P, round counter, claims) on P threads, thread me
-    claiming its own part of each round first (split.py)."""
+    claiming its own part of each round first (split.py). A scan of fewer than SCAN_ALONE_MACS
+    multiply-adds in its products (`macs`: a step or two of a small cell, as memory-budgeted
+    BPTT records and advances them) runs all its parts on the calling thread: the hand-offs
+    would cost more than the second thread saves, and the numbers are the same bit for bit."""
     P = parts()
     bar = np.array([0, 0, _YIELDS], np.int64)  # tasks finished, abort flag, most yields
     claims = np.zeros((P, 8), np.int64)  # rounds claimed per part, a cache line each
+    if macs is not None and macs < SCAN_ALONE_MACS:
+        code = fn(*args, 0, P, bar.ctypes.data, claims.ctypes.data)
+        if code != 0:  # pragma: no cover - one thread cannot lose another
+            raise RuntimeError(f"bptt: {fn.__name__} returned {code} on one thread")
+        return
 
     def part(p: int) -> int:
         try:
