@@ -127,6 +127,34 @@ def test_kernel_step_equals_numpy_step(kind):
         _close(g1[k], g0[k])
 
 
+@needs_numba
+@pytest.mark.parametrize("H", [1, 7, 64, 131])
+def test_lstm_cells_in_one_pass_equal_the_gate_by_gate_pass_in_place(H):
+    """The split scans' one-pass LSTM cells (gates into their own arrays) and the step kernels'
+    gate-by-gate pass (gates over the product) give the same numbers bit for bit."""
+    import numba as nb
+
+    from bptt.fast.jit import FLAGS
+    from bptt.fast.rows import _lstm_cells, _lstm_cells_inplace
+
+    @nb.njit(fastmath=FLAGS, error_model="numpy")
+    def both(x, a, cp, w, c1, h1, c2, h2):
+        n = cp.shape[0]
+        xi, xf, xg, xo = x[:n], x[n : 2 * n], x[2 * n : 3 * n], x[3 * n :]
+        ai, af, ag, ao = a[:n], a[n : 2 * n], a[2 * n : 3 * n], a[3 * n :]
+        _lstm_cells(xi, xf, xg, xo, ai, af, ag, ao, w[:n], w[n : 2 * n], w[2 * n : 3 * n], w[3 * n :], cp, c1, h1)
+        _lstm_cells_inplace(xi, xf, xg, xo, ai, af, ag, ao, cp, c2, h2)
+
+    rng = np.random.default_rng(H)
+    x, a = (rng.normal(0, 4, 4 * H).astype(np.float32) for _ in range(2))
+    cp = rng.normal(0, 2, H).astype(np.float32)
+    w, c1, h1, c2, h2 = np.empty(4 * H, np.float32), *(np.empty(H, np.float32) for _ in range(4))
+    gates = a.copy()
+    both(x, gates, cp, w, c1, h1, c2, h2)
+    assert np.array_equal(w, gates) and np.array_equal(c1, c2) and np.array_equal(h1, h2)
+    assert not np.array_equal(gates, a)  # (the gates were written over the product)
+
+
 def test_a_users_subclass_keeps_its_own_math():
     from bptt.cells.lstm import LSTM
 

@@ -161,39 +161,36 @@ def _elman_row_back(y, g1, g2, d, row):
 
 
 @inline
+def _lstm_cell(xi, xf, xg, xo, ai, af, ag, ao, cp):
+    """One cell: its gates i, f, g, o from the input and recurrent pre-activations, its new c
+    and h from c_prev."""
+    i = sigm32(xi + ai)
+    f = sigm32(xf + af)
+    g = tanh32(xg + ag)
+    o = sigm32(xo + ao)
+    c = f * cp + i * g
+    return i, f, g, o, c, o * tanh32(c)
+
+
+@inline
 def _lstm_cells(xi, xf, xg, xo, ai, af, ag, ao, wi, wf, wg, wo, cp, cr, hr):
     """The gates of H cells from input rows x* and recurrent rows a* into w*, their new c and
     h; every argument a length-H slice, the outputs apart from the inputs. One pass over the
     cells (each pass over memory costs more than its arithmetic at these sizes)."""
     for j in range(cr.shape[0]):
-        i = sigm32(xi[j] + ai[j])
-        f = sigm32(xf[j] + af[j])
-        g = tanh32(xg[j] + ag[j])
-        o = sigm32(xo[j] + ao[j])
-        c = f * cp[j] + i * g
-        wi[j], wf[j], wg[j], wo[j] = i, f, g, o
-        cr[j] = c
-        hr[j] = o * tanh32(c)
+        wi[j], wf[j], wg[j], wo[j], cr[j], hr[j] = _lstm_cell(
+            xi[j], xf[j], xg[j], xo[j], ai[j], af[j], ag[j], ao[j], cp[j]
+        )
 
 
 @inline
 def _lstm_cells_inplace(xi, xf, xg, xo, ai, af, ag, ao, cp, cr, hr):
-    """_lstm_cells with the gates written over the a* (a pass per gate: in one pass the
-    compiler cannot tell the a* from the w* apart and keeps the loop scalar). Each cell's
-    arithmetic is _lstm_cells', operation for operation (the same numbers, tested bitwise)."""
-    H = cr.shape[0]
-    for j in range(H):
-        ai[j] = sigm32(xi[j] + ai[j])
-    for j in range(H):
-        af[j] = sigm32(xf[j] + af[j])
-    for j in range(H):
-        ag[j] = tanh32(xg[j] + ag[j])
-    for j in range(H):
-        ao[j] = sigm32(xo[j] + ao[j])
-    for j in range(H):
-        cr[j] = af[j] * cp[j] + ai[j] * ag[j]
-    for j in range(H):
-        hr[j] = ao[j] * tanh32(cr[j])
+    """_lstm_cells with the gates written over the a* they are computed from (the step
+    kernels' and whole scans' gate buffer): the same cell, the same numbers bit for bit."""
+    for j in range(cr.shape[0]):
+        ai[j], af[j], ag[j], ao[j], cr[j], hr[j] = _lstm_cell(
+            xi[j], xf[j], xg[j], xo[j], ai[j], af[j], ag[j], ao[j], cp[j]
+        )
 
 
 @inline
