@@ -124,17 +124,18 @@ class _Fast:
 
     def _scratch(self, params: Params, B: int, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """A forward split scan's packed weights, offsets, and each part's product and edge
-        scratch (P rows of B * its padded gate columns; P (4, PANEL))."""
+        scratch (P rows of B * its padded gate columns; P (TILE, PANEL))."""
         panels, offs = self._panels(params, engine.parts(), True)
         widest = int(np.diff(offs).max()) * gemm.PANEL
         return panels, offs, np.empty((len(offs) - 1, B * widest), dtype), _edges(len(offs) - 1, dtype)
 
-    def _back_scratch(self, params: Params, floats: int, dtype: Any) -> tuple[np.ndarray, ...]:
-        """A backward split scan's packed weights, offsets, and each part's row (`floats` per
-        hidden unit of the largest part) and edge scratch."""
+    def _back_scratch(self, params: Params, dtype: Any, floats: int = 0) -> tuple[np.ndarray, ...]:
+        """A backward split scan's packed weights, offsets, each part's row scratch (`floats`
+        per hidden unit of the largest part; none if 0) and edge scratch."""
         P = engine.parts()
         panels, offs = self._panels(params, P, False)
-        return panels, offs, np.empty((P, floats * -(-self.cell.hidden_size // P)), dtype), _edges(P, dtype)
+        rows = (np.empty((P, floats * -(-self.cell.hidden_size // P)), dtype),) if floats else ()
+        return (panels, offs, *rows, _edges(P, dtype))
 
     def _buffers(self, xp: Any, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The input rows (src, idx) and, from the pool, the gate buffer and the outputs (T rows,
@@ -216,9 +217,8 @@ class FastLSTM(_Fast):
         def run(h_prev, f, g):
             args = (h0, c0, work, cs, outs, g, dh, dc, h_prev, f, tape.reverse)
             if engine.engaged():
-                panels, offs = self._panels(params, engine.parts(), False)
-                edges, macs = _edges(len(offs) - 1, dh.dtype), self._macs(params, *douts.shape[:2])
-                engine.scan_parts(split.lstm_scan_back_part, *args, panels, offs, edges, macs=macs)
+                own, macs = self._back_scratch(params, dh.dtype), self._macs(params, *douts.shape[:2])
+                engine.scan_parts(split.lstm_scan_back_part, *args, *own, macs=macs)
             else:
                 scans.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return LSTMState(dh, dc)
@@ -295,7 +295,7 @@ class FastGRU(_Fast):
         def run(h_prev, f, g):
             if engine.engaged():
                 drec = np.empty((2, B, 3 * H), dtype=dh.dtype)  # shared, alternate halves on alternate steps
-                own = self._back_scratch(params, 4, dh.dtype)
+                own = self._back_scratch(params, dh.dtype)
                 args = (h0, work, outs, g, dh, drec, h_prev, f, tape.reverse, *own)
                 engine.scan_parts(split.gru_scan_back_part, *args, macs=self._macs(params, *douts.shape[:2]))
             else:
@@ -354,7 +354,7 @@ class FastElman(_Fast):
         def run(h_prev, f, g):
             args = (h0, work, g, dh, h_prev, f, tape.reverse)
             if engine.engaged():
-                own = self._back_scratch(params, 1, dh.dtype)
+                own = self._back_scratch(params, dh.dtype, floats=1)
                 engine.scan_parts(split.elman_scan_back_part, *args, *own, macs=self._macs(params, *douts.shape[:2]))
             else:
                 scans.elman_scan_back(np.ascontiguousarray(params["W_hh"]), *args)

@@ -258,32 +258,28 @@ def _gru_row(x, rc, b_hn, w, hp, hn):
 
 
 @inline
-def _gru_cells_back(wr, wz, wn, whn, hp, g1, g2, r0, r1, r2, r3, dz_):
-    """H cells: [da_r, da_z, da_n, da_n r] into r0..r3 from the cached [r, z, n, hn], h and
-    dL/dh' = g1 + g2; the direct path g z into dz_ (which may be g1)."""
+def _gru_cells_back(wr, wz, wn, whn, hp, g1, g2, dr, dz, dn):
+    """H cells: [da_r, da_z, da_n, da_n r] written over the cached [r, z, n, hn] (read first)
+    from h and dL/dh' = g1 + g2; the gradient at h W_hh^T, [da_r, da_z, da_n r], into dr, dz,
+    dn; g1 becomes the direct path (g1 + g2) z. One pass over the cells, each output in the
+    array of an input of the same cell or in an array of its own (which lets the loop vectorise)."""
     for j in range(hp.shape[0]):
         r, z, n = wr[j], wz[j], wn[j]
         g = g1[j] + g2[j]
         dan = g * (_ONE - z) * (_ONE - n * n)
-        r0[j] = dan * whn[j] * r * (_ONE - r)
-        r1[j] = g * (hp[j] - n) * z * (_ONE - z)
-        r2[j] = dan
-        r3[j] = dan * r
-        dz_[j] = g * z
+        a_r = dan * whn[j] * r * (_ONE - r)
+        a_z = g * (hp[j] - n) * z * (_ONE - z)
+        a_nr = dan * r
+        wr[j], wz[j], wn[j], whn[j] = a_r, a_z, dan, a_nr
+        dr[j], dz[j], dn[j] = a_r, a_z, a_nr
+        g1[j] = g * z
 
 
 @inline
-def _gru_row_back(w, hp, g1, g2, out, dr, dz_, row):
+def _gru_row_back(w, hp, g1, g2, dr):
+    """_gru_cells_back over a row of the gate buffer (B, 4H), w and g1 in place; dr (3H)."""
     H = hp.shape[0]
-    r0, r1, r2, r3 = row[:H], row[H : 2 * H], row[2 * H : 3 * H], row[3 * H :]
-    _gru_cells_back(w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :], hp, g1, g2, r0, r1, r2, r3, dz_)
-    drz, drn = dr[: 2 * H], dr[2 * H :]
-    for k in range(2 * H):
-        drz[k] = row[k]
-    for j in range(H):
-        drn[j] = r3[j]
-    for k in range(4 * H):
-        out[k] = row[k]
+    _gru_cells_back(w[:H], w[H : 2 * H], w[2 * H : 3 * H], w[3 * H :], hp, g1, g2, dr[:H], dr[H : 2 * H], dr[2 * H :])
 
 
 @jit
@@ -330,10 +326,14 @@ def gru_fwd(xp, rec, b_hn, h, work, h_new):
 @jit
 def gru_bwd(work, h, dh, dout, da, drec, dhz):
     """da (B, 4H) <- [da_r, da_z, da_n, da_n r] (may be `work`); drec (B, 3H) <- the gradient
-    at h W_hh^T, [da_r, da_z, da_n r]; dhz <- (dh + dout) z (the direct path to h)."""
-    row = np.empty(work.shape[1], work.dtype)
+    at h W_hh^T, [da_r, da_z, da_n r]; dhz <- (dh + dout) z (the direct path to h; may be dh)."""
     for b in range(h.shape[0]):
-        _gru_row_back(work[b], h[b], dh[b], dout[b], da[b], drec[b], dhz[b], row)
+        a, d = da[b], dhz[b]
+        if a.ctypes.data != work[b].ctypes.data:
+            a[:] = work[b]
+        if d.ctypes.data != dh[b].ctypes.data:
+            d[:] = dh[b]
+        _gru_row_back(a, h[b], d, dout[b], drec[b])
 
 
 @jit

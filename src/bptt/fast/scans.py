@@ -161,14 +161,13 @@ if AVAILABLE:
         """Consumed tape: work[t] <- [da_r, da_z, da_n, da_n r], h_prev[t] <- h_{t-1};
         dh: dL/dh_T in, dL/dh_0 out; drec (B, 3H) scratch."""
         T = work.shape[0]
-        row = np.empty(work.shape[2], dh.dtype)
         for s in range(T - 1, -1, -1):
             t = _at(s, T, reverse)
             hp = _before(h0, outs, s, T, reverse)
             h_prev[t] = hp
             w, g = work[t], douts[t]
             for b in range(w.shape[0]):  # dh <- (dh + dout) z, the direct path, in place
-                _gru_row_back(w[b], hp[b], dh[b], g[b], w[b], drec[b], dh[b], row)
+                _gru_row_back(w[b], hp[b], dh[b], g[b], drec[b])
             _mm(drec, W, dh, False, _ONE)
             _scale_rows(dh, scale, t)
 

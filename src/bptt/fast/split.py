@@ -210,8 +210,8 @@ def elman_scan_back_part(
 @jit
 def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, panels, offs, scratch, edges, me, parts, bar, claims):
     """gru_scan split by hidden units: part q's panels its units' [r, z, n] rows of W_hh,
-    transposed and packed; scratch (parts, >= B * 3n padded to panels) and edges (parts, 4,
-    PANEL). 0, or -1 if the parts lost each other."""
+    transposed and packed; scratch (parts, >= B * 3n padded to panels) and edges (parts,
+    TILE, PANEL). 0, or -1 if the parts lost each other."""
     T, B, H = idx.shape[0], idx.shape[1], outs.shape[2]
     for s in range(T):
         for j in range(parts):
@@ -250,12 +250,12 @@ def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, panels, offs, scratch
 
 @jit
 def gru_scan_back_part(
-    h0, work, outs, douts, dh, drec, h_prev, scale, reverse, panels, offs, rows, edges, me, parts, bar, claims
+    h0, work, outs, douts, dh, drec, h_prev, scale, reverse, panels, offs, edges, me, parts, bar, claims
 ):
     """gru_scan_back split by hidden units: part q's panels its units' columns of W_hh,
     packed; drec (2, B, 3H) shared by the parts, step s in half s % 2 (a part may write step
-    s's half while another still reads step s + 1's); rows (parts, >= 4n) and edges (parts, 4,
-    PANEL) scratch. 0, or -1 if the parts lost each other."""
+    s's half while another still reads step s + 1's); edges (parts, TILE, PANEL) scratch (the
+    cells write their gradients over the gates). 0, or -1 if the parts lost each other."""
     T, B, H = work.shape[0], work.shape[1], dh.shape[1]
     for k in range(T + 1):
         for j in range(parts):
@@ -265,27 +265,30 @@ def gru_scan_back_part(
             if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
-            n, dhc = hi - lo, dh[:, lo:hi]
+            dhc = dh[:, lo:hi]
             if k > 0:  # step T - k's product for the part's units: dh = g z + drec W_hh
                 t = _at(T - k, T, reverse)
                 _mm_panels(drec[(T - k) % 2], panels[offs[q] : offs[q + 1]], dhc, edges[q], True)
                 _scale_rows(dhc, scale, t)
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
-                t, row = _at(s, T, reverse), rows[q]
-                r0, r1, r2, r3 = row[:n], row[n : 2 * n], row[2 * n : 3 * n], row[3 * n : 4 * n]
+                t = _at(s, T, reverse)
                 hp = _before(h0, outs, s, T, reverse)
                 _copy_part(hp, h_prev[t], lo, hi)
                 w, g, d = work[t], douts[t], drec[s % 2]
                 for b in range(B):
                     wb, db = w[b], d[b]
-                    wr, wz = wb[lo:hi], wb[H + lo : H + hi]
-                    wn, whn = wb[2 * H + lo : 2 * H + hi], wb[3 * H + lo : 3 * H + hi]
                     _gru_cells_back(
-                        wr, wz, wn, whn, hp[b, lo:hi], dh[b, lo:hi], g[b, lo:hi], r0, r1, r2, r3, dh[b, lo:hi]
+                        wb[lo:hi],
+                        wb[H + lo : H + hi],
+                        wb[2 * H + lo : 2 * H + hi],
+                        wb[3 * H + lo : 3 * H + hi],
+                        hp[b, lo:hi],
+                        dh[b, lo:hi],
+                        g[b, lo:hi],
+                        db[lo:hi],
+                        db[H + lo : H + hi],
+                        db[2 * H + lo : 2 * H + hi],
                     )
-                    for i in range(n):
-                        db[lo + i], db[H + lo + i], db[2 * H + lo + i] = r0[i], r1[i], r3[i]
-                        wr[i], wz[i], wn[i], whn[i] = r0[i], r1[i], r2[i], r3[i]
             _atomic_add(bar, 1)
     return 0

@@ -120,6 +120,5 @@ def _compile() -> None:
         split.elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, *one, s.copy(), edges, *at())
         split.gru_scan_part(g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, *one, wide.copy(), edges, *at())
         split.gru_scan_back_part(
-            s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, *one3, np.zeros((1, 4), f),
-            edges, *at(),
+            s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, *one3, edges, *at(),
         )  # fmt: skip
