@@ -263,11 +263,6 @@ def scan_parts(fn: Callable[..., int], *args: Any, macs: int | None = None) -> N
     P = parts()
     bar = np.array([0, 0, _YIELDS], np.int64)  # tasks finished, abort flag, most yields
     claims = np.zeros((P, 8), np.int64)  # rounds claimed per part, a cache line each
-    if macs is not None and macs < SCAN_ALONE_MACS:
-        code = fn(*args, 0, P, bar.ctypes.data, claims.ctypes.data)
-        if code != 0:  # pragma: no cover - one thread cannot lose another
-            raise RuntimeError(f"bptt: {fn.__name__} returned {code} on one thread")
-        return
 
     def part(p: int) -> int:
         try:
@@ -276,7 +271,8 @@ def scan_parts(fn: Callable[..., int], *args: Any, macs: int | None = None) -> N
             bar[1] = 1  # the other parts stop waiting for this one
             raise
 
-    codes = run([(lambda p=p: part(p)) for p in range(P)])
+    threads = 1 if macs is not None and macs < SCAN_ALONE_MACS else P  # (one claims every part)
+    codes = run([(lambda p=p: part(p)) for p in range(threads)])
     if any(c != 0 for c in codes):
         raise RuntimeError(f"bptt: the engine's {P} threads lost each other in {fn.__name__} (codes {codes})")
 
