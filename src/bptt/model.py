@@ -269,15 +269,21 @@ class Model:
         keep: bool = True,
         state_only: bool = False,
         t0: int = 0,
+        stops: Any = (),
+        kept: list | None = None,
     ) -> tuple[np.ndarray | None, ModelState, list]:
         """Run every level over the segment. Returns the last level's output (T, B, K), the
         final state of every direction, and the tapes for `backward_levels` (if keep).
         state_only: for the final states alone (memory-budgeted BPTT's advances): the levels up
         to the last recurrent one, whose outputs are not kept (output None, no tapes).
         t0: the segment's first step in the sequence (memory-budgeted BPTT's segments: a cell
-        drawing noise per step meets the same noise when a segment runs again)."""
+        drawing noise per step meets the same noise when a segment runs again).
+        stops: steps (rising, 0 the segment's first) after which every direction's state is
+        appended to `kept` (a ModelState of arrays of their own per stop; memory-budgeted BPTT's
+        advance past several store points in one scan per level)."""
         tapes: list = []
         final: ModelState = {}
+        states: dict[str, list] = {}  # each direction's states at the stops
         last = max(i for i, lv in enumerate(self.levels) if lv.recurrent) if state_only else len(self.levels)
         for i, lv in enumerate(self.levels[: last + 1]):
             if not lv.recurrent:
@@ -288,15 +294,18 @@ class Model:
             for d in lv.directions:
                 p = lv.sub(params, d.prefix)
                 xp = project_at(d.cell, p, x, t0)  # (T, B, G): one matrix product for all steps
+                at = states.setdefault(d.key, []) if len(stops) else None
                 out, final[d.key], tape = scan_forward(
-                    d.cell, p, xp, state0[d.key], mask, d.reverse, keep and not state_only, i < last
+                    d.cell, p, xp, state0[d.key], mask, d.reverse, keep and not state_only, i < last, stops, at
                 )
                 outs.append(out)
                 dir_tapes.append(tape)
             if state_only and i == last:
+                _gather(states, len(stops), kept)
                 return None, final, []
             tapes.append((x, dir_tapes) if keep else None)
             x = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=-1)
+        _gather(states, len(stops), kept)
         return x, final, tapes
 
     def backward_levels(
@@ -401,3 +410,9 @@ class Model:
             f"Model(input_size={self.input_size}, tokens={self.tokens}, loss={self.loss_fn.kind!r}, "
             f"at={self.loss_fn.at!r}{f', window={self.loss_fn.window}' if self.loss_fn.window > 1 else ''}, levels=[\n  {inner}])"
         )
+
+
+def _gather(states: dict[str, list], n: int, into: list | None) -> None:
+    """Each direction's states at n stops, as n ModelStates appended to `into`."""
+    if n:
+        into.extend({key: at[k] for key, at in states.items()} for k in range(n))

@@ -7,7 +7,8 @@ Faster implementations. The loops run a cell's steps through `ops.implementation
 the cell itself (its NumPy math), or a stand-in with the same contract that bptt.fast offers for
 the built-in cells in float32. Where that stand-in also has a whole compiled scan
 (`forward_scan`: unmasked, tape kept, or with `ring` the final state alone in two steps'
-buffers; `backward_scan`: a tape used once), the loop hands it the
+buffers, and the states after given steps copied out; `backward_scan`: a tape used once), the
+loop hands it the
 segment; its tape then reads the per-step caches on demand from the scan's buffers, so the
 step-by-step backward (TBPTT k1 < k2) uses it unchanged.
 
@@ -50,28 +51,32 @@ def scan_forward(
     reverse: bool = False,
     keep: bool = True,
     outputs: bool = True,
+    stops: Any = (),
+    kept: list | None = None,
 ) -> tuple[np.ndarray | None, Any, Tape | None]:
     """Run `cell` over xp (T, B, G) from `state`.
 
     Returns the outputs (T, B, O; None if not `outputs`: a scan run for its final state alone,
     which then holds a step or two, not T), the state after the last step processed (t = T for
-    a forward scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`."""
+    a forward scan, t = 1 for a reversed one) and, if `keep`, the tape for `scan_backward`.
+    stops: scan steps (rising, 0 the first step processed) after which the state is appended
+    to `kept`, as arrays of its own (memory-budgeted BPTT's advances past store points)."""
     T, B = xp.shape[:2]
     full, empty = _mask_flags(mask, T)
     cell = cell.effective()
     impl = ops.implementation(cell, xp.dtype)
     if T > 0 and full.all() and hasattr(impl, "forward_scan"):  # a whole compiled scan
-        ring = not (keep or outputs)
-        fused = (
-            impl.forward_scan(params, xp, state, reverse, ring)
-            if ring
-            else impl.forward_scan(params, xp, state, reverse)
-        )
+        fused = impl.forward_scan(params, xp, state, reverse, not (keep or outputs), stops, kept)
         if fused is not None:
             return fused if keep else (fused[0], fused[1], None)
     outs = ops.empty((T, B, cell.output_size), xp.dtype) if outputs or keep else None
     caches: list = [None] * T if keep else []
-    for t in _order(T, reverse):
+    stop = iter(stops)
+    at = next(stop, -1)
+    for s, t in enumerate(_order(T, reverse)):
+        if at == s - 1 >= 0:
+            kept.append(state_map(np.array, state))  # (a copy: the state may be a row of outs)
+            at = next(stop, -1)
         if empty[t]:  # nothing to compute: every sequence holds its state
             if outs is not None:
                 outs[t] = 0.0
@@ -90,6 +95,8 @@ def scan_forward(
             if out is new[0]:  # the output is the state's first field: keep one copy of it
                 new = type(new)(outs[t], *new[1:])
         state = new
+    if at == T - 1 >= 0:
+        kept.append(state_map(np.array, state))
     return outs, state, (Tape(caches, mask, reverse) if keep else None)
 
 

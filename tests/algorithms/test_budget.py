@@ -202,6 +202,38 @@ def test_float32_on_the_compiled_scans_agrees_with_full_bptt():
             assert np.abs(g.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k
 
 
+@pytest.mark.parametrize("policy", ["revolve", "mixed"])
+def test_a_chain_of_advances_runs_as_one_scan_with_the_same_numbers(monkeypatch, policy):
+    """On the compiled float32 scans, advances that store a state and go on from it (a plan's
+    right spine) run as one scan keeping the states at the store points: several times fewer
+    advance calls than store points, and the gradient bitwise the walk's without chains."""
+    from bptt.algorithms import budget as executor
+
+    model = bptt.Model(9, [bptt.rnn("lstm", 32), bptt.Dense(9)], tokens=True)
+    params = model.init_params(np.random.default_rng(1), np.float32)
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 9, (200, 4)), rng.integers(0, 9, (200, 4))
+    budget = measure_storage(model, params, 4).leaf(200) // 25
+    calls = []
+    real = model.forward_levels
+    monkeypatch.setattr(model, "forward_levels", lambda *a, **k: calls.append(k) or real(*a, **k))
+    walk = executor.walk
+    got = {}
+    for chains in (True, False):
+        calls.clear()
+        monkeypatch.setattr(executor, "walk", lambda *a, chains=None, _c=chains, **k: walk(*a, chains=_c, **k))
+        algo = make("budget", budget=budget, policy=policy)
+        got[chains] = algo(model, params, x, y)
+        assert algo.stats["forward_steps"] == algo.stats["planned_forward_steps"]
+        got[chains, "advances"] = sum(not k["keep"] for k in calls)
+        got[chains, "stops"] = sum(len(k.get("stops", ())) for k in calls)
+    assert got[False, "stops"] == 0 and got[True, "stops"] >= 10
+    assert got[True, "advances"] * 2 <= got[False, "advances"], (got[True, "advances"], got[False, "advances"])
+    assert got[True].loss == got[False].loss
+    for k in got[False].grads:
+        np.testing.assert_array_equal(got[True].grads[k], got[False].grads[k], err_msg=k)
+
+
 def test_budget_errors():
     model = bptt.Model(3, [bptt.rnn("lstm", 4), bptt.Dense(2)], loss="mse")
     params = model.init_params(0)

@@ -58,17 +58,17 @@ def test_packed_product_equals_matmul(M, K, N):
         assert np.isnan(C.base[:, :2]).all() and np.isnan(C.base[:, N + 2 :]).all()
 
 
-def _problem(kind, H, B, T=6, D=4, tokens=True, seed=0):
+def _problem(kind, H, B, T=6, D=4, tokens=True, seed=0, dtype=f4):
     cell = make_cell(kind, D, H)
     rng = np.random.default_rng(seed)
-    p = cell.init_params(rng, f4)
+    p = cell.init_params(rng, dtype)
     for k in p:  # random non-zero biases
         if k.startswith("b"):
-            p[k] = rng.uniform(-0.6, 0.6, p[k].shape).astype(f4)
-    state = cell.State(*(rng.standard_normal((B, H)).astype(f4) for _ in cell.state_sizes()))
-    x = rng.integers(0, D, (T, B)) if tokens else rng.standard_normal((T, B, D)).astype(f4)
-    douts = rng.standard_normal((T, B, H)).astype(f4)
-    dT = cell.State(*(rng.standard_normal((B, H)).astype(f4) for _ in cell.state_sizes()))
+            p[k] = rng.uniform(-0.6, 0.6, p[k].shape).astype(dtype)
+    state = cell.State(*(rng.standard_normal((B, H)).astype(dtype) for _ in cell.state_sizes()))
+    x = rng.integers(0, D, (T, B)) if tokens else rng.standard_normal((T, B, D)).astype(dtype)
+    douts = rng.standard_normal((T, B, H)).astype(dtype)
+    dT = cell.State(*(rng.standard_normal((B, H)).astype(dtype) for _ in cell.state_sizes()))
     return cell, p, state, cell.project(p, x), douts, dT
 
 
@@ -210,6 +210,7 @@ def test_a_part_waiting_on_a_task_never_finished_gives_up():
     bar, claims = np.array([0, 0, 1000], np.int64), np.zeros((2, 8), np.int64)
     claims[1, 0] = 1  # round 0 of part 1: taken by a thread that never finishes it
     args = (src, idx, np.zeros((B, H), f4), np.zeros((T, B, H), f4), np.zeros((T, B, H), f4), False)
+    args += (np.zeros(0, np.int64), np.zeros((0, 2), np.int64))  # no stops
     edges = np.empty((2, gemm.TILE, gemm.PANEL), f4)
     code = split.elman_scan_part(*args, panels, offs, edges, 0, 2, bar.ctypes.data, claims.ctypes.data)
     assert code == -1 and bar[0] == 1 and bar[1] == 1  # its own task done, then the abort flag
@@ -392,6 +393,37 @@ def test_a_scan_run_for_its_final_state_alone_equals_the_whole_scan(kind, T, tok
     for a, b, c in zip(final, fused[1], whole):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, c)
+
+
+@needs_split
+@pytest.mark.parametrize("P", [0, 1, 2, 3])
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "outputs"])
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_a_scan_keeps_its_states_at_the_stops_bitwise(kind, ring, P):
+    """scan_forward(stops=...) on the compiled scans (whole, P = 0, or split into P parts) and
+    on the time loop (float64) copies the state after each stop out, each an array of its
+    own: bitwise the states of the whole scan at those steps; the scan's final state and
+    outputs unchanged."""
+    T, stops = 9, [0, 3, 4, 8]
+    for dtype in (f4, np.float64):
+        cell, p, state, xp, _, _ = _problem(kind, 37, 5, T=T, dtype=dtype)
+        with engine.split(P) if P else threadpool_limits(1):
+            outs, whole, _ = scan_forward(cell, p, xp, state)
+            want = [(outs[s],) if kind != "lstm" else None for s in stops]
+            if kind == "lstm":  # c_t from the tape's step caches
+                _, _, tape = scan_forward(cell, p, xp, state)
+                want = [(outs[s], tape.caches[s].c) for s in stops]
+            kept = []
+            got_outs, final, _ = scan_forward(cell, p, xp, state, keep=False, outputs=not ring, stops=stops, kept=kept)
+        assert len(kept) == len(stops)
+        for k, w in zip(kept, want):
+            for a, b in zip(k, w):
+                assert a.base is None or a.base.size == a.size  # an array of its own
+                np.testing.assert_array_equal(a, b)
+        for a, b in zip(final, whole):
+            np.testing.assert_array_equal(a, b)
+        if not ring:
+            np.testing.assert_array_equal(got_outs, outs)
 
 
 @needs_split

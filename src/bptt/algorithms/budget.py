@@ -38,7 +38,7 @@ from ..cells.base import Params, state_map
 from ..errors import BpttError, one_of
 from ..scan import scan_backward
 from .base import Algorithm, Gradient, register
-from .plan import POLICIES, Leaf, Plan, Storage, expand, plan
+from .plan import POLICIES, Leaf, Plan, Split, Storage, expand, plan
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -247,9 +247,11 @@ def execute(
     grads = model.zero_grads(params)
     loss = [0.0]
 
-    def forward(a: int, e: int, state: Any, keep: bool):
+    def forward(a: int, e: int, state: Any, keep: bool, stops: Any = (), kept: list | None = None):
         ms = None if b.mask is None else b.mask[a:e]
-        return model.forward_levels(params, b.x[a:e], ms, state, keep=keep, state_only=not keep, t0=t0 + a)
+        return model.forward_levels(
+            params, b.x[a:e], ms, state, keep=keep, state_only=not keep, t0=t0 + a, stops=stops, kept=kept
+        )
 
     def backward(a: int, e: int, y: Any, tapes: list, dstate: Any) -> Any:
         part, dy = model.loss_fn.segment(y, b.targets, counted, a, T, n)
@@ -258,7 +260,7 @@ def execute(
         back = _consume if scale is None else partial(_consume, scale=scale[a:e])
         return model.backward_levels(params, tapes, dy, dstate, grads, back)
 
-    dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts)
+    dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts, chains=True)
     model.add_init_grads(grads, dstate, b.given)
     return Gradient(loss[0] / n, grads, dstate, final), stats
 
@@ -271,11 +273,15 @@ def walk(
     backward: Any,
     data: tuple = (),
     restarts: dict[int, np.ndarray] | None = None,
+    chains: bool = False,
 ) -> tuple[Any, Any, dict[str, int]]:
     """Walk plan p over T steps from state0 (a dict of states): forward(a, e, state, keep) ->
     (outputs, state at e, tapes) runs steps a .. e-1 (keep: recording them); backward(a, e,
     outputs, tapes, dstate) -> the state gradient at a, given the one at e (None: zero), taking
-    the segment's loss. Returns the state gradient at 0, the state at T and the counts."""
+    the segment's loss. Returns the state gradient at 0, the state at T and the counts.
+    chains: forward also takes stops and kept (Model.forward_levels'): a chain of advances, each
+    storing its state and going on from it (the splits down a right spine of the plan), then
+    runs as one advance that keeps the states at the store points, not one run per store."""
     stored: dict[int, Any] = {0: state0}  # checkpoints by time index (the initial state given)
     live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}
     dstate: Any = None  # dL/d(state at the right end of what is left): zero at T
@@ -287,14 +293,14 @@ def walk(
         at = [a] + [r for r in cuts if a < r < e] + [e]
         return list(zip(at[:-1], at[1:]))
 
-    def run(a: int, e: int, state: Any, keep: bool):
+    def run(a: int, e: int, state: Any, keep: bool, **stops: Any):
         live["forward"] += e - a
         if restarts and a in restarts:  # the stream starts over from zeros (no learned initial state)
             m = restarts[a][:, None]
             state = {
                 k: state_map(lambda v: np.where(m, 0.0, v).astype(v.dtype, copy=False), s) for k, s in state.items()
             }
-        return forward(a, e, state, keep)
+        return forward(a, e, state, keep, **stops)
 
     def held(kind: str, delta: int) -> None:
         live[kind] += delta
@@ -308,16 +314,25 @@ def walk(
         shorter segments use their fronts, so that no pages are faulted in again."""
         ops.memory_limit(max(work, p.peak_bytes - live["states"]) if p.keep else work)
 
-    def advance(a: int, e: int, state: Any) -> Any:
+    def advance(a: int, e: int, state: Any, ys: list[int] = ()) -> tuple[Any, list]:
         """The state at e from the one at a, keeping no tape, in pieces that fit the part of the
-        plan's peak not in use (Storage.advance per step, beside a segment's fixed part)."""
-        piece = max(1, (p.peak_bytes - live["states"] - p.storage.segment) // p.storage.advance)
+        plan's peak not in use (Storage.advance per step, beside a segment's fixed part and the
+        states to keep); and the states at ys (a <= y < e, rising), each of its own."""
+        kept: list = [_compact(state) for y in ys if y == a]
+        free = p.peak_bytes - live["states"] - len(ys) * p.storage.state - p.storage.segment
+        piece, held = max(1, free // p.storage.advance), 0
         while a < e:
             k = min([piece, e - a] + [r - a for r in cuts if a < r < e])
             room(p.storage.segment + k * p.storage.advance)
-            _, state, _ = run(a, a + k, state, keep=False)
-            a += k
-        return state
+            inside = [y - a - 1 for y in ys if a < y < a + k]  # (steps of the piece, after which)
+            _, state, _ = run(a, a + k, state, keep=False, **({"stops": inside, "kept": kept} if inside else {}))
+            a, held = a + k, max(held, k * p.storage.advance)
+            if a in ys and a < e:
+                kept.append(_compact(state))
+        if held >= p.storage.step:  # the advance's buffers (lower levels' outputs) are no recording's:
+            state = _compact(state)
+            ops.memory_limit(0)  # given back, not kept beside the next segment's
+        return state, kept
 
     held("states", 0)
     stack: list = [("node", p.root, None)]  # (kind, node, the state at node.a when already at hand)
@@ -346,16 +361,21 @@ def walk(
                     del tapes, y
                 held("tapes", -size)
                 continue
-            at_y = _compact(advance(node.a, node.y, start))  # (the advance's buffers go back now)
-            if node.left is not None:
-                stack.append(("node", node.left, None))
-            if node.store:
-                stored[node.y] = at_y
-                held("states", nbytes(at_y))
-                stack.append(("free", node.y, None))
-                stack.append(("node", node.right, None))
-            else:  # the right part starts from the state just reached
-                stack.append(("node", node.right, at_y))
+            chain = [node]  # and the splits down its right spine, each starting where the last ends
+            while chains and isinstance(nxt := expand(chain[-1].right), Split) and nxt.y > nxt.a:
+                chain.append(nxt)
+            ys = [n.y for n in chain[:-1] if n.store]
+            at_y, kept = advance(node.a, chain[-1].y, start, ys)
+            at_y = _compact(at_y)  # (the advance's buffers go back now)
+            for n in chain:
+                if n.left is not None:
+                    stack.append(("node", n.left, None))
+                if n.store:
+                    stored[n.y] = kept.pop(0) if n is not chain[-1] else at_y
+                    held("states", nbytes(stored[n.y]))
+                    stack.append(("free", n.y, None))
+            last = chain[-1]  # the right part starts from the state just reached, or the one stored
+            stack.append(("node", last.right, None if last.store else at_y))
     finally:
         ops.memory_limit(None)
     stats = {

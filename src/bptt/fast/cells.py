@@ -81,6 +81,9 @@ def previous_step(t: int, T: int, reverse: bool) -> int | None:
     return p if 0 <= p < T else None
 
 
+_NO_STOPS, _NO_KEPT = np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
+
+
 def _edges(P: int, dtype: Any) -> np.ndarray:
     return np.empty((P, gemm.TILE, gemm.PANEL), dtype)
 
@@ -144,6 +147,18 @@ class _Fast:
         B, H = idx.shape[1], self.cell.hidden_size
         return src, idx, pool.empty((rows, B, self.work * H), xp.dtype), pool.empty((rows, B, H), xp.dtype)
 
+    def _stops(self, stops: Any, B: int, dtype: Any, into: list | None) -> tuple[np.ndarray, np.ndarray]:
+        """A forward scan's stops and kept (scans.py's _STOPS), the states they fill (arrays of
+        their own) appended to `into`."""
+        if not stops:
+            return _NO_STOPS, _NO_KEPT
+        kept = np.zeros((len(stops), 2), np.int64)
+        for k in range(len(stops)):
+            state = self.cell.State(*(np.empty((B, n), dtype) for n in self.cell.state_sizes().values()))
+            kept[k, : len(state)] = [a.ctypes.data for a in state]
+            into.append(state)  # (held there while the scan writes them)
+        return np.asarray(stops, np.int64), kept
+
     @staticmethod
     def _rows(T: int, ring: bool) -> int:
         """Rows of a forward scan's buffers: T, or two for a scan run for its final state."""
@@ -181,20 +196,22 @@ class FastLSTM(_Fast):
         grads["W_hh"] += da.T @ h_prev
         return LSTMState(da @ params["W_hh"], dc_prev), da
 
-    def forward_scan(self, params: Params, xp: Any, state: LSTMState, reverse: bool, ring: bool = False):
+    def forward_scan(
+        self, params: Params, xp: Any, state: LSTMState, reverse: bool, ring: bool = False, stops=(), kept=None
+    ):
         if not (SCANS and switch.scans_on()):
             return None
         T, B = xp.shape[:2]
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
         cs = pool.empty(outs.shape, xp.dtype)
+        at = self._stops(stops, B, xp.dtype, kept)
         if engine.engaged():  # split by hidden units between the engine's threads
             own = self._scratch(params, B, xp.dtype)
-            engine.scan_parts(
-                split.lstm_scan_part, src, idx, h0, c0, work, cs, outs, reverse, *own, macs=self._macs(params, T, B)
-            )
+            args = (src, idx, h0, c0, work, cs, outs, reverse, *at, *own)
+            engine.scan_parts(split.lstm_scan_part, *args, macs=self._macs(params, T, B))
         else:
-            scans.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse)
+            scans.lstm_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, c0, work, cs, outs, reverse, *at)
 
         def cache(t):
             p = previous_step(t, T, reverse)
@@ -258,7 +275,9 @@ class FastGRU(_Fast):
         grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
         return work[..., : 3 * H]
 
-    def forward_scan(self, params: Params, xp: Any, state: GRUState, reverse: bool, ring: bool = False):
+    def forward_scan(
+        self, params: Params, xp: Any, state: GRUState, reverse: bool, ring: bool = False, stops=(), kept=None
+    ):
         if not (SCANS and switch.scans_on()):
             return None
         T, B = xp.shape[:2]
@@ -266,14 +285,14 @@ class FastGRU(_Fast):
         H = self.cell.hidden_size
         h0 = np.ascontiguousarray(state.h)
         b_hn = np.ascontiguousarray(params["b_hh"][2 * H :])
+        at = self._stops(stops, B, xp.dtype, kept)
         if engine.engaged():
             own = self._scratch(params, B, xp.dtype)
-            engine.scan_parts(
-                split.gru_scan_part, src, idx, b_hn, h0, work, outs, reverse, *own, macs=self._macs(params, T, B)
-            )
+            args = (src, idx, b_hn, h0, work, outs, reverse, *at, *own)
+            engine.scan_parts(split.gru_scan_part, *args, macs=self._macs(params, T, B))
         else:
             rec = np.empty((B, 3 * H), dtype=xp.dtype)
-            scans.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), b_hn, h0, work, outs, rec, reverse)
+            scans.gru_scan(src, idx, np.ascontiguousarray(params["W_hh"]), b_hn, h0, work, outs, rec, reverse, *at)
 
         def cache(t):
             p = previous_step(t, T, reverse)
@@ -325,19 +344,22 @@ class FastElman(_Fast):
         grads["W_hh"] += delta.T @ cache.h_prev
         return ElmanState(delta @ params["W_hh"]), delta
 
-    def forward_scan(self, params: Params, xp: Any, state: ElmanState, reverse: bool, ring: bool = False):
+    def forward_scan(
+        self, params: Params, xp: Any, state: ElmanState, reverse: bool, ring: bool = False, stops=(), kept=None
+    ):
         if not (SCANS and switch.scans_on()):
             return None
-        T = xp.shape[0]
+        T, B = xp.shape[:2]
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         h0 = np.ascontiguousarray(state.h)
+        at = self._stops(stops, B, xp.dtype, kept)
         if engine.engaged():
             panels, offs = self._panels(params, engine.parts(), True)
             edges = _edges(len(offs) - 1, xp.dtype)
-            args = (src, idx, h0, work, outs, reverse, panels, offs, edges)
+            args = (src, idx, h0, work, outs, reverse, *at, panels, offs, edges)
             engine.scan_parts(split.elman_scan_part, *args, macs=self._macs(params, *idx.shape))
         else:
-            scans.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse)
+            scans.elman_scan(src, idx, np.ascontiguousarray(params["W_hh"]), h0, work, outs, reverse, *at)
 
         def cache(t):
             p = previous_step(t, T, reverse)

@@ -14,6 +14,11 @@ holds step t in row t % rows (at least 2 rows for outs and cs, whose previous ro
 the split scans' barrier keeps a row from being overwritten while another part reads it): a
 scan run only for its final state (memory-budgeted BPTT's advances) keeps two steps, not T.
 
+_STOPS: a forward scan also copies its state after the scan steps in `stops` (int64, rising)
+out: after stops[k], field f of the state (LSTM: h, c; Elman, GRU: h) into the (B, H) float32
+C-contiguous array whose address is kept[k, f] (an (n, 2) int64 array; (0, 2) for none), each
+an array of its own: a memory-budgeted advance past several store points is one scan.
+
 AVAILABLE is False where NumPy's OpenBLAS is not found or no disk cache can be written
 (compiling these at every start would cost about 12 s); the Python time loops then run.
 """
@@ -40,7 +45,10 @@ AVAILABLE = SGEMM is not None
 
 if AVAILABLE:
     from llvmlite import binding as llvm
+    from llvmlite import ir
+    from numba import carray
     from numba import types as nt
+    from numba.extending import intrinsic
 
     llvm.add_symbol("bptt_cblas_sgemm", SGEMM)
     _I, _P = nt.int64, nt.uintp
@@ -88,10 +96,34 @@ if AVAILABLE:
                 for j in range(r.shape[0]):
                     r[j] *= f
 
+    @intrinsic
+    def _f32_at(typingctx, address):
+        """The float32 pointer at an address (a C-contiguous float32 array's .ctypes.data)."""
+
+        def codegen(context, builder, sig, args):
+            return builder.inttoptr(args[0], ir.PointerType(ir.FloatType()))
+
+        return nt.CPointer(nt.float32)(nt.int64), codegen
+
+    @inline
+    def _keep(rows, address, lo, hi):
+        """Columns lo:hi of rows (B, H) into the (B, H) C-contiguous float32 array at address
+        (_STOPS)."""
+        out = carray(_f32_at(address), rows.shape)
+        for b in range(rows.shape[0]):
+            for j in range(lo, hi):
+                out[b, j] = rows[b, j]
+
+    @inline
+    def _stop(stops, k, s):
+        """Whether scan step s is the next stop, stops[k] (_STOPS)."""
+        return k < stops.shape[0] and stops[k] == s
+
     @jit
-    def elman_scan(src, idx, W, h0, work, outs, reverse):
-        """work[t] <- h_t = tanh(xp_t + h_{t-1} W^T); outs[t] <- h_t (rings: see _RING)."""
-        T = idx.shape[0]
+    def elman_scan(src, idx, W, h0, work, outs, reverse, stops, kept):
+        """work[t] <- h_t = tanh(xp_t + h_{t-1} W^T); outs[t] <- h_t (rings: see _RING; stops
+        and kept: _STOPS)."""
+        T, k = idx.shape[0], 0
         for s in range(T):
             t = _at(s, T, reverse)
             hp = _before(h0, outs, s, T, reverse)
@@ -100,6 +132,9 @@ if AVAILABLE:
             for b in range(a.shape[0]):
                 _elman_row(src[idx[t, b]], a[b])
             outs[t % outs.shape[0]] = a
+            if _stop(stops, k, s):
+                _keep(a, kept[k, 0], 0, a.shape[1])
+                k += 1
 
     @jit
     def elman_scan_back(W, h0, work, douts, dh, h_prev, scale, reverse):
@@ -117,9 +152,10 @@ if AVAILABLE:
             _scale_rows(dh, scale, t)
 
     @jit
-    def lstm_scan(src, idx, W, h0, c0, work, cs, outs, reverse):
-        """work[t] <- [i, f, g, o], cs[t] <- c_t, outs[t] <- h_t (rings: see _RING)."""
-        T = idx.shape[0]
+    def lstm_scan(src, idx, W, h0, c0, work, cs, outs, reverse, stops, kept):
+        """work[t] <- [i, f, g, o], cs[t] <- c_t, outs[t] <- h_t (rings: see _RING; stops and
+        kept: _STOPS)."""
+        T, k = idx.shape[0], 0
         for s in range(T):
             t = _at(s, T, reverse)
             hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
@@ -127,6 +163,10 @@ if AVAILABLE:
             _mm(hp, W, a, True, _ZERO)
             for b in range(a.shape[0]):
                 _lstm_row(src[idx[t, b]], a[b], cp[b], c[b], h[b])
+            if _stop(stops, k, s):
+                _keep(h, kept[k, 0], 0, h.shape[1])
+                _keep(c, kept[k, 1], 0, c.shape[1])
+                k += 1
 
     @jit
     def lstm_scan_back(W, h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse):
@@ -145,9 +185,10 @@ if AVAILABLE:
             _scale_rows(dc, scale, t)
 
     @jit
-    def gru_scan(src, idx, W, b_hn, h0, work, outs, rec, reverse):
-        """work[t] <- [r, z, n, hn], outs[t] <- h_t; rec (B, 3H) scratch (rings: see _RING)."""
-        T = idx.shape[0]
+    def gru_scan(src, idx, W, b_hn, h0, work, outs, rec, reverse, stops, kept):
+        """work[t] <- [r, z, n, hn], outs[t] <- h_t; rec (B, 3H) scratch (rings: see _RING;
+        stops and kept: _STOPS)."""
+        T, k = idx.shape[0], 0
         for s in range(T):
             t = _at(s, T, reverse)
             hp = _before(h0, outs, s, T, reverse)
@@ -155,6 +196,9 @@ if AVAILABLE:
             _mm(hp, W, rec, True, _ZERO)
             for b in range(w.shape[0]):
                 _gru_row(src[idx[t, b]], rec[b], b_hn, w[b], hp[b], h[b])
+            if _stop(stops, k, s):
+                _keep(h, kept[k, 0], 0, h.shape[1])
+                k += 1
 
     @jit
     def gru_scan_back(W, h0, work, outs, douts, dh, drec, h_prev, scale, reverse):

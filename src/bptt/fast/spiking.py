@@ -155,8 +155,8 @@ class FastSpiking:
         W = np.ascontiguousarray(params["W_hh"]) if c.recurrent else np.zeros((1, 1), f)
         return W, alpha, np.ascontiguousarray(c.threshold, f), rho, beta
 
-    def forward_scan(self, params: Params, xp: Any, state: Any, reverse: bool, ring: bool = False):
-        if not (SCANS and switch.scans_on()) or ring:
+    def forward_scan(self, params: Params, xp: Any, state: Any, reverse: bool, ring: bool = False, stops=(), kept=None):
+        if not (SCANS and switch.scans_on()) or ring or stops:  # (scan.py's time loop keeps the stops)
             return None
         from .cells import StepCaches, previous_step, scan_rows
 

@@ -31,7 +31,7 @@ from .rows import (
     _lstm_cells,
     _lstm_cells_back,
 )
-from .scans import _at, _before, _scale_rows
+from .scans import _at, _before, _keep, _scale_rows, _stop
 from .sync import _atomic_add, _atomic_cas, _wait
 
 
@@ -72,13 +72,17 @@ def _gates(scratch, q, B, width):
 
 
 @jit
-def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, panels, offs, scratch, edges, me, parts, bar, claims):
+def lstm_scan_part(
+    src, idx, h0, c0, work, cs, outs, reverse, stops, kept, panels, offs, scratch, edges, me, parts, bar, claims
+):
     """lstm_scan split by hidden units: part q's panels the transpose of its units' gate rows
     of W_hh ((4n, H), [i, f, g, o]), packed (pack_panels); scratch (parts, >= B * 4n padded to
     panels) and edges (parts, TILE, PANEL); bar and claims the addresses of the round counter
-    (_wait) and of the parts' claim counters. Returns 0, or -1 if the parts lost each other."""
-    T, B, H = idx.shape[0], idx.shape[1], cs.shape[2]
+    (_wait) and of the parts' claim counters; stops and kept as lstm_scan's (each part copies
+    its own units). Returns 0, or -1 if the parts lost each other."""
+    T, B, H, k = idx.shape[0], idx.shape[1], cs.shape[2], 0
     for s in range(T):
+        stop = _stop(stops, k, s)
         for j in range(parts):
             q = _take(bar, claims, me, parts, s, j)
             if q == -2:
@@ -111,7 +115,11 @@ def lstm_scan_part(src, idx, h0, c0, work, cs, outs, reverse, panels, offs, scra
                     c[b, lo:hi],
                     h[b, lo:hi],
                 )
+            if stop:
+                _keep(h, kept[k, 0], lo, hi)
+                _keep(c, kept[k, 1], lo, hi)
             _atomic_add(bar, 1)
+        k += stop
     return 0
 
 
@@ -153,11 +161,13 @@ def lstm_scan_back_part(
 
 
 @jit
-def elman_scan_part(src, idx, h0, work, outs, reverse, panels, offs, edges, me, parts, bar, claims):
+def elman_scan_part(src, idx, h0, work, outs, reverse, stops, kept, panels, offs, edges, me, parts, bar, claims):
     """elman_scan split by hidden units: part q's panels its units' rows of W_hh, transposed
-    and packed; edges (parts, TILE, PANEL) scratch. 0, or -1 if the parts lost each other."""
-    T, B, H = idx.shape[0], idx.shape[1], outs.shape[2]
+    and packed; edges (parts, TILE, PANEL) scratch; stops and kept as elman_scan's. 0, or -1
+    if the parts lost each other."""
+    T, B, H, k = idx.shape[0], idx.shape[1], outs.shape[2], 0
     for s in range(T):
+        stop = _stop(stops, k, s)
         for j in range(parts):
             q = _take(bar, claims, me, parts, s, j)
             if q == -2:
@@ -172,7 +182,10 @@ def elman_scan_part(src, idx, h0, work, outs, reverse, panels, offs, edges, me, 
                 a = w[b, lo:hi]  # a row's slice: contiguous, which lets the loops vectorise
                 _elman_row(src[idx[t, b]][lo:hi], a)
                 _copy(a, o[b, lo:hi])
+            if stop:
+                _keep(o, kept[k, 0], lo, hi)
             _atomic_add(bar, 1)
+        k += stop
     return 0
 
 
@@ -208,12 +221,15 @@ def elman_scan_back_part(
 
 
 @jit
-def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, panels, offs, scratch, edges, me, parts, bar, claims):
+def gru_scan_part(
+    src, idx, b_hn, h0, work, outs, reverse, stops, kept, panels, offs, scratch, edges, me, parts, bar, claims
+):
     """gru_scan split by hidden units: part q's panels its units' [r, z, n] rows of W_hh,
     transposed and packed; scratch (parts, >= B * 3n padded to panels) and edges (parts,
-    TILE, PANEL). 0, or -1 if the parts lost each other."""
-    T, B, H = idx.shape[0], idx.shape[1], outs.shape[2]
+    TILE, PANEL); stops and kept as gru_scan's. 0, or -1 if the parts lost each other."""
+    T, B, H, k = idx.shape[0], idx.shape[1], outs.shape[2], 0
     for s in range(T):
+        stop = _stop(stops, k, s)
         for j in range(parts):
             q = _take(bar, claims, me, parts, s, j)
             if q == -2:
@@ -244,7 +260,10 @@ def gru_scan_part(src, idx, b_hn, h0, work, outs, reverse, panels, offs, scratch
                     hp[b, lo:hi],
                     h[b, lo:hi],
                 )
+            if stop:
+                _keep(h, kept[k, 0], lo, hi)
             _atomic_add(bar, 1)
+        k += stop
     return 0
 
 

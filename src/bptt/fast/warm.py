@@ -78,12 +78,13 @@ def _compile() -> None:
     rows.scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), np.zeros((1, 5), f)[:, :4])  # GRU's strided dxp
     rows.scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 5))[:, :4])
     ix, s3, _, g4_ = np.zeros((1, 1), i8), np.zeros((1, 1, 1), f), np.zeros((1, 1, 3), f), np.zeros((1, 1, 4), f)
+    none = (np.zeros(0, i8), np.zeros((0, 2), i8))  # no stops (scans.py's _STOPS)
     if SCANS and not SPLIT:  # with split scans, the unsplit ones serve only steps off the engine
-        scans.elman_scan(s, ix, s, s, s3.copy(), s3.copy(), False)
+        scans.elman_scan(s, ix, s, s, s3.copy(), s3.copy(), False, *none)
         scans.elman_scan_back(s, s, s3.copy(), s3, s.copy(), s3.copy(), s, False)
-        scans.lstm_scan(g, ix, np.zeros((4, 1), f), s, s, g4_.copy(), s3.copy(), s3.copy(), False)
+        scans.lstm_scan(g, ix, np.zeros((4, 1), f), s, s, g4_.copy(), s3.copy(), s3.copy(), False, *none)
         scans.lstm_scan_back(np.zeros((4, 1), f), s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False)
-        scans.gru_scan(g3, ix, np.zeros((3, 1), f), np.zeros(1, f), s, g4_.copy(), s3.copy(), g3.copy(), False)
+        scans.gru_scan(g3, ix, np.zeros((3, 1), f), np.zeros(1, f), s, g4_.copy(), s3.copy(), g3.copy(), False, *none)
         scans.gru_scan_back(np.zeros((3, 1), f), s, g4_.copy(), s3, s3, s.copy(), g3.copy(), s3.copy(), s, False)
     if SCANS:  # the spiking cells' scans (never split)
         from . import spiking
@@ -112,13 +113,17 @@ def _compile() -> None:
             kept.append((np.zeros(3, i8), np.zeros((1, 8), i8)))
             return 0, 1, kept[-1][0].ctypes.data, kept[-1][1].ctypes.data
 
-        split.lstm_scan_part(g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, *one, wide.copy(), edges, *at())
+        split.lstm_scan_part(
+            g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, *none, *one, wide.copy(), edges, *at()
+        )  # fmt: skip
         split.lstm_scan_back_part(
             s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, *one4, edges, *at()
         )  # fmt: skip
-        split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, *one, edges, *at())
+        split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, *none, *one, edges, *at())
         split.elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, *one, s.copy(), edges, *at())
-        split.gru_scan_part(g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, *one, wide.copy(), edges, *at())
+        split.gru_scan_part(
+            g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, *none, *one, wide.copy(), edges, *at()
+        )  # fmt: skip
         split.gru_scan_back_part(
             s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, *one3, edges, *at(),
         )  # fmt: skip
