@@ -160,7 +160,7 @@ class Dense(Level):
         x, y = cache
         T, B, D = x.shape
         d = self.activation.backward(y, dy).reshape(T * B, -1)  # (TB, size)
-        g["W"] += ops.matmul(d.T, x.reshape(T * B, D))
+        ops.matmul_add(d.T, x.reshape(T * B, D), g["W"])
         g["b"] += d.sum(axis=0)
         return ops.matmul(d, p["W"]).reshape(T, B, D) if need_dx else None
 

@@ -41,6 +41,11 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a, b)
 
 
+def _matmul_add(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out += a @ b: a weight gradient's sum over the T * B rows of a segment."""
+    out += np.matmul(a, b)
+
+
 def _index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
     """(size, G) array whose row v is the sum of rows[n] over the n with idx[n] == v: the
     gradient of a row gather (token lookup). idx (N,) ints in [0, size), rows (N, G). Sorted
@@ -80,6 +85,13 @@ def _memory_limit(nbytes: int | None) -> None:
     kept."""
 
 
+def _memo() -> dict:
+    """What the calling thread's step keeps for its own duration, derived from weights that
+    hold still within it (a token table: a step of many short segments builds it once). By
+    default nothing is kept (a fresh dict)."""
+    return {}
+
+
 def _step_context(model: Any, params: Any, mask: Any) -> contextlib.AbstractContextManager:
     """Around one training step of `model` (full BPTT, randomized truncation): where the step's
     work may be split between cores. By default nothing."""
@@ -96,11 +108,13 @@ DEFAULTS: dict[str, Callable] = {
     "step_context": _step_context,
     "release": _release,
     "memory_limit": _memory_limit,
+    "memo": _memo,
+    "matmul_add": _matmul_add,
 }
 
 empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
 softmax_xent, implementation, step_context, release = _softmax_xent, _implementation, _step_context, _release
-memory_limit = _memory_limit
+memory_limit, memo, matmul_add = _memory_limit, _memo, _matmul_add
 
 _loader: Callable[[], None] | None = None
 

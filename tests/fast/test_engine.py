@@ -145,6 +145,33 @@ def test_split_matmul_equals_matmul(shape):
     _close(split, whole, 1e-6)
 
 
+@pytest.mark.parametrize("P", [0, 2, 3])
+@pytest.mark.parametrize("layout", ["NN", "TN", "NT", "TT", "strided", "float64"])
+def test_matmul_add_adds_the_product_into_its_output(layout, P, monkeypatch):
+    """pool.matmul_add(a, b, out): out += a @ b, float32 through cblas_sgemm with beta = 1
+    (either operand a transposed view), split by rows between P parts; a strided operand or
+    float64 through NumPy (unsplit: bitwise out + a @ b)."""
+    from bptt.fast.pool import matmul_add
+
+    monkeypatch.setattr(engine, "SPLIT_MACS", 0)  # (every product split)
+
+    M, K, N = 300, 40, 200
+    rng = np.random.default_rng(1)
+    dtype = np.float64 if layout == "float64" else f4
+    a = rng.standard_normal((K, M)).astype(dtype).T if layout[0] == "T" else rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((N, K)).astype(dtype).T if layout[1:] == "T" else rng.standard_normal((K, N)).astype(dtype)
+    if layout == "strided":
+        a = rng.standard_normal((M, 2 * K)).astype(dtype)[:, ::2]
+    out0 = rng.standard_normal((M, N)).astype(dtype)
+    out = out0.copy()
+    with engine.split(P) if P else threadpool_limits(1):
+        matmul_add(a, b, out)
+    want = out0 + a.astype(np.float64) @ b.astype(np.float64)
+    if layout in ("strided", "float64") and not P:
+        np.testing.assert_array_equal(out, out0 + np.matmul(a, b))
+    assert np.abs(out - want).max() <= 1e-5 * np.abs(want).max()
+
+
 @needs_split
 def test_engine_sets_and_restores_blas_threads(monkeypatch):
     get = engine._threads[0]
@@ -424,6 +451,26 @@ def test_a_scan_keeps_its_states_at_the_stops_bitwise(kind, ring, P):
             np.testing.assert_array_equal(a, b)
         if not ring:
             np.testing.assert_array_equal(got_outs, outs)
+
+
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm", "jordan"])
+def test_the_token_table_is_built_once_a_step(kind):
+    """A token input's projection table (W_ih^T + the folded bias) is built once within a step
+    on the engine and used by every segment's scan; a new step (or new weights) builds it
+    again; the table is the one built directly."""
+    cell = make_cell(kind, 5, 32)
+    p = cell.init_params(np.random.default_rng(0), f4)
+    x = np.random.default_rng(1).integers(0, 5, (4, 3))
+    direct = cell.project(p, x).table
+    with engine.split(2):
+        first, again = cell.project(p, x).table, cell.project(p, x[:2]).table
+        p2 = {**p, "W_ih": p["W_ih"] * 2}
+        other = cell.project(p2, x).table
+    with engine.split(2):
+        later = cell.project(p, x).table
+    assert again is first and later is not first and other is not first
+    np.testing.assert_array_equal(first, direct)
+    np.testing.assert_array_equal(other, cell.project(p2, x).table)
 
 
 @needs_split

@@ -125,9 +125,13 @@ class Cell(ABC):
         row is a gather from the (V, G) table W_ih^T + bias, done step by step so that no
         (T, B, G) array is held."""
         W = params["W_ih"]  # (G, D)
+        if x.ndim == 2:  # tokens: one-hot(x) W_ih^T = W_ih^T[x], the table built once a step
+            held = tuple(params.values())  # (the weights and biases it is built from among them)
+            memo, key = ops.memo(), ("token table", *map(id, held))
+            if key not in memo or any(a is not b for a, b in zip(held, memo[key][0])):
+                memo[key] = (held, np.ascontiguousarray(W.T + self._folded_bias(params)))
+            return TokenRows(memo[key][1], x)
         b = self._folded_bias(params)
-        if x.ndim == 2:  # tokens: one-hot(x) W_ih^T = W_ih^T[x]
-            return TokenRows(W.T + b, x)
         T, B, D = x.shape
         xp = ops.matmul(x.reshape(T * B, D), W.T)
         xp += b
@@ -149,7 +153,7 @@ class Cell(ABC):
             return None
         self._fold_bias_back(grads, d2.sum(axis=0))
         x2 = x.reshape(T * B, -1)
-        grads["W_ih"] += d2.T @ x2
+        ops.matmul_add(d2.T, x2, grads["W_ih"])
         if not need_dx:
             return None
         return ops.matmul(d2, params["W_ih"]).reshape(T, B, -1)

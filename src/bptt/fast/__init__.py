@@ -48,7 +48,7 @@ def load() -> None:
     float32 use."""
     if _state:
         return
-    from . import pool
+    from . import engine, pool
 
     _state["available"] = {"kernels": False, "scans": False, "split": False}
     ops.install(
@@ -61,6 +61,8 @@ def load() -> None:
         step_context=_step_context,
         release=pool.buffers.clear,
         memory_limit=_memory_limit,
+        memo=engine.memo,
+        matmul_add=pool.matmul_add,
     )
 
 

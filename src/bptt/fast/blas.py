@@ -59,6 +59,41 @@ def find_sgemm() -> int | None:
     return None
 
 
+def find_gemm_add() -> Any:
+    """gemm_add(a, b, c): c += a @ b for 2-D float32 arrays with a unit stride along one axis
+    (a transposed view passes as the routine's transpose; c's rows unit-strided), through
+    NumPy's cblas_sgemm with beta = 1 (no array for the product); None where it is not found."""
+    address = find_sgemm()
+    if address is None:
+        return None
+    i32, i64, f32, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    sgemm = ctypes.CFUNCTYPE(None, i32, i32, i32, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr, i64)(address)
+
+    def layout(x: np.ndarray) -> tuple[int, int] | None:
+        """(CBLAS transpose flag, leading dimension) of x as stored (rows or columns of unit
+        stride, the other stride no shorter), or None."""
+        (m, n), (rows, cols) = x.shape, x.strides
+        if cols == 4 and rows >= 4 * n:
+            return 111, rows // 4
+        if rows == 4 and cols >= 4 * m:
+            return 112, cols // 4
+        return None
+
+    def gemm_add(a: np.ndarray, b: np.ndarray, c: np.ndarray, run: bool = True) -> bool:
+        """Whether it ran, or with run=False would run (False: a layout the routine does not
+        take; nothing done)."""
+        la, lb, lc = layout(a), layout(b), layout(c)
+        if la is None or lb is None or lc is None or lc[0] != 111 or 0 in a.shape or 0 in b.shape:
+            return False
+        if not run:
+            return True
+        (M, K), N = a.shape, b.shape[1]
+        sgemm(101, la[0], lb[0], M, N, K, 1.0, a.ctypes.data, la[1], b.ctypes.data, lb[1], 1.0, c.ctypes.data, lc[1])
+        return True
+
+    return gemm_add
+
+
 def find_threads() -> tuple | None:
     """(get, set) for the thread count of NumPy's OpenBLAS (what threadpoolctl sets), or None.
     Calling them directly costs about a microsecond, threadpoolctl's context about a hundred."""

@@ -168,7 +168,7 @@ class _Fast:
         """After a consumed backward scan whose work rows hold dL/dxp_t, also the gradient at
         h W_hh^T (Elman, LSTM): dW_hh = sum_t work_t^T h_{t-1} as one product; returns dL/dxp."""
         T, B, W = work.shape
-        grads["W_hh"] += pool.matmul(work.reshape(T * B, W).T, h_prev.reshape(T * B, -1))
+        pool.matmul_add(work.reshape(T * B, W).T, h_prev.reshape(T * B, -1), grads["W_hh"])
         return work
 
     def _back_scan(self, params: Params, tape: Tape, douts: np.ndarray, scale: Any, run: Callable) -> tuple:
@@ -270,8 +270,8 @@ class FastGRU(_Fast):
         T, B, G4 = work.shape
         H = G4 // 4
         w2, hp = work.reshape(T * B, G4), h_prev.reshape(T * B, -1)
-        grads["W_hh"][: 2 * H] += pool.matmul(w2[:, : 2 * H].T, hp)
-        grads["W_hh"][2 * H :] += pool.matmul(w2[:, 3 * H :].T, hp)
+        pool.matmul_add(w2[:, : 2 * H].T, hp, grads["W_hh"][: 2 * H])
+        pool.matmul_add(w2[:, 3 * H :].T, hp, grads["W_hh"][2 * H :])
         grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
         return work[..., : 3 * H]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import engine
+from . import blas, engine
 
 
 class BufferPool:
@@ -170,3 +170,23 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     else:
         engine.run_parts(lambda p: np.matmul(a, b[:, engine.share(N, p, P)], out=out[:, engine.share(N, p, P)]))
     return out
+
+
+_gemm_add = blas.find_gemm_add()
+
+
+def matmul_add(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out += a @ b for 2-D a (M, K), b (K, N) and out (M, N): the weight gradients' sums over
+    a segment's T * B rows. In float32, NumPy's cblas_sgemm adds the product into out itself
+    (beta = 1): no (M, N) array for the product, no second pass over out; on the engine, split
+    by out's rows between its threads. Else (other dtypes, layouts) out += matmul(a, b)."""
+    f4 = np.float32
+    if _gemm_add is None or not (a.dtype == b.dtype == out.dtype == f4) or not _gemm_add(a, b, out, run=False):
+        out += matmul(a, b)
+        return
+    (M, K), N = a.shape, b.shape[1]
+    P = engine.parts()
+    if P == 1 or M * N * K < engine.SPLIT_MACS or M < P:
+        _gemm_add(a, b, out)
+    else:  # (row blocks keep the layout the whole arrays have)
+        engine.run_parts(lambda p: _gemm_add(a[engine.share(M, p, P)], b, out[engine.share(M, p, P)]))

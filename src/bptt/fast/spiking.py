@@ -210,7 +210,7 @@ class FastSpiking:
         )  # fmt: skip
         tape.caches.release()
         if c.recurrent:
-            grads["W_hh"] += pool.matmul(DV.reshape(T * B, H).T, Zp.reshape(T * B, H))
+            pool.matmul_add(DV.reshape(T * B, H).T, Zp.reshape(T * B, H), grads["W_hh"])
         if c.learn_decay:
             grads["decay_logit"] += dleak * alpha * (1 - alpha)
         zeros = np.zeros((B, H), np.float32)
