@@ -260,7 +260,10 @@ def execute(
         back = _consume if scale is None else partial(_consume, scale=scale[a:e])
         return model.backward_levels(params, tapes, dy, dstate, grads, back)
 
-    dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts, chains=True)
+    # chains for the mixed policy's one sweep of stores; revolve's many short chains, freed as
+    # they came, left the heap's high-water mark 0.2 MiB higher (LSTM 128, 4%) for 14% less time
+    chains = p.policy == "mixed"
+    dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts, chains=chains)
     model.add_init_grads(grads, dstate, b.given)
     return Gradient(loss[0] / n, grads, dstate, final), stats
 
@@ -306,13 +309,14 @@ def walk(
         live[kind] += delta
         live["peak"] = max(live["peak"], live["states"] + live["tapes"])
 
-    def room(work: int) -> None:
+    def room(work: int, storing: int = 0) -> None:
         """Buffers kept for reuse stay within those in use (gradients, stored states and tapes)
         and the work about to run: idle ones beyond are dropped. Where the plan allows it
-        (Plan.keep), within what it allows beside the stored states now: the buffers of its
-        longest recorded segment then stay from one segment, and one step, to the next, and
-        shorter segments use their fronts, so that no pages are faulted in again."""
-        ops.memory_limit(max(work, p.peak_bytes - live["states"]) if p.keep else work)
+        (Plan.keep), within what it allows beside the stored states now and the `storing`
+        bytes of states the work stores: the buffers of its longest recorded segment then stay
+        from one segment, and one step, to the next, and shorter segments use their fronts, so
+        that no pages are faulted in again."""
+        ops.memory_limit(max(work, p.peak_bytes - live["states"] - storing) if p.keep else work)
 
     def advance(a: int, e: int, state: Any, ys: list[int] = ()) -> tuple[Any, list]:
         """The state at e from the one at a, keeping no tape, in pieces that fit the part of the
@@ -323,7 +327,7 @@ def walk(
         piece, held = max(1, free // p.storage.advance), 0
         while a < e:
             k = min([piece, e - a] + [r - a for r in cuts if a < r < e])
-            room(p.storage.segment + k * p.storage.advance)
+            room(p.storage.segment + k * p.storage.advance, len(ys) * p.storage.state)
             inside = [y - a - 1 for y in ys if a < y < a + k]  # (steps of the piece, after which)
             _, state, _ = run(a, a + k, state, keep=False, **({"stops": inside, "kept": kept} if inside else {}))
             a, held = a + k, max(held, k * p.storage.advance)

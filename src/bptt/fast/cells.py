@@ -202,10 +202,10 @@ class FastLSTM(_Fast):
         if not (SCANS and switch.scans_on()):
             return None
         T, B = xp.shape[:2]
+        at = self._stops(stops, B, xp.dtype, kept)  # (first: the states outlive the scan's buffers)
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         h0, c0 = np.ascontiguousarray(state.h), np.ascontiguousarray(state.c)
         cs = pool.empty(outs.shape, xp.dtype)
-        at = self._stops(stops, B, xp.dtype, kept)
         if engine.engaged():  # split by hidden units between the engine's threads
             own = self._scratch(params, B, xp.dtype)
             args = (src, idx, h0, c0, work, cs, outs, reverse, *at, *own)
@@ -281,11 +281,11 @@ class FastGRU(_Fast):
         if not (SCANS and switch.scans_on()):
             return None
         T, B = xp.shape[:2]
+        at = self._stops(stops, B, xp.dtype, kept)  # (first: the states outlive the scan's buffers)
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         H = self.cell.hidden_size
         h0 = np.ascontiguousarray(state.h)
         b_hn = np.ascontiguousarray(params["b_hh"][2 * H :])
-        at = self._stops(stops, B, xp.dtype, kept)
         if engine.engaged():
             own = self._scratch(params, B, xp.dtype)
             args = (src, idx, b_hn, h0, work, outs, reverse, *at, *own)
@@ -350,9 +350,9 @@ class FastElman(_Fast):
         if not (SCANS and switch.scans_on()):
             return None
         T, B = xp.shape[:2]
+        at = self._stops(stops, B, xp.dtype, kept)  # (first: the states outlive the scan's buffers)
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
         h0 = np.ascontiguousarray(state.h)
-        at = self._stops(stops, B, xp.dtype, kept)
         if engine.engaged():
             panels, offs = self._panels(params, engine.parts(), True)
             edges = _edges(len(offs) - 1, xp.dtype)
