@@ -278,9 +278,10 @@ class Model:
         to the last recurrent one, whose outputs are not kept (output None, no tapes).
         t0: the segment's first step in the sequence (memory-budgeted BPTT's segments: a cell
         drawing noise per step meets the same noise when a segment runs again).
-        stops: steps (rising, 0 the segment's first) after which every direction's state is
-        appended to `kept` (a ModelState of arrays of their own per stop; memory-budgeted BPTT's
-        advance past several store points in one scan per level)."""
+        stops: steps (rising, 0 the segment's first; a reversed direction's in its own order)
+        after which every direction's state is appended to `kept` (a ModelState of arrays of
+        their own per stop: memory-budgeted BPTT's advance past several store points, one scan
+        per level)."""
         tapes: list = []
         final: ModelState = {}
         states: dict[str, list] = {}  # each direction's states at the stops

@@ -8,9 +8,8 @@ the cell itself (its NumPy math), or a stand-in with the same contract that bptt
 the built-in cells in float32. Where that stand-in also has a whole compiled scan
 (`forward_scan`: unmasked, tape kept, or with `ring` the final state alone in two steps'
 buffers, and the states after given steps copied out; `backward_scan`: a tape used once), the
-loop hands it the
-segment; its tape then reads the per-step caches on demand from the scan's buffers, so the
-step-by-step backward (TBPTT k1 < k2) uses it unchanged.
+loop hands it the segment; its tape then reads the per-step caches on demand from the scan's
+buffers, so the step-by-step backward (TBPTT k1 < k2) uses it unchanged.
 
 Masks. `mask` is a boolean (T, B) array; on a step where mask[t, b] is False, sequence b's state
 is HELD (state_t = state_{t-1}) and its output is zero. So a padded batch computes exactly what

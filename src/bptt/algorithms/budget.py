@@ -324,16 +324,16 @@ def walk(
         states to keep); and the states at ys (a <= y < e, rising), each of its own."""
         kept: list = [_compact(state) for y in ys if y == a]
         free = p.peak_bytes - live["states"] - len(ys) * p.storage.state - p.storage.segment
-        piece, held = max(1, free // p.storage.advance), 0
+        piece, longest = max(1, free // p.storage.advance), 0
         while a < e:
             k = min([piece, e - a] + [r - a for r in cuts if a < r < e])
             room(p.storage.segment + k * p.storage.advance, len(ys) * p.storage.state)
             inside = [y - a - 1 for y in ys if a < y < a + k]  # (steps of the piece, after which)
             _, state, _ = run(a, a + k, state, keep=False, **({"stops": inside, "kept": kept} if inside else {}))
-            a, held = a + k, max(held, k * p.storage.advance)
+            a, longest = a + k, max(longest, k * p.storage.advance)
             if a in ys and a < e:
                 kept.append(_compact(state))
-        if held >= p.storage.step:  # the advance's buffers (lower levels' outputs) are no recording's:
+        if longest >= p.storage.step:  # the advance's buffers (lower levels' outputs) are no recording's:
             state = _compact(state)
             ops.memory_limit(0)  # given back, not kept beside the next segment's
         return state, kept

@@ -133,9 +133,11 @@ def _trim() -> None:
 
 def _weights_bytes(params: dict) -> int:
     """Bytes of the arrays a step holds the size of the weights, whatever the budget: the
-    gradients, the recurrent weights packed for the split scans (forward and backward) and a
-    recurrent weight gradient's product."""
-    return sum(v.nbytes for v in params.values()) + 3 * sum(v.nbytes for k, v in params.items() if k.endswith("W_hh"))
+    gradients, the recurrent weights packed for the split scans (forward and backward) and the
+    token table (W_ih^T + bias, W_ih's size)."""
+    packed = 2 * sum(v.nbytes for k, v in params.items() if k.endswith("W_hh"))
+    table = sum(v.nbytes for k, v in params.items() if k.endswith("W_ih"))
+    return sum(v.nbytes for v in params.values()) + packed + table
 
 
 def worker(spec: dict) -> int:
@@ -319,13 +321,13 @@ def markdown(results: dict[str, Any]) -> str:
         "forward: the forward pass alone over the T steps, for its final state (what recomputing them costs); "
         "floor: 1 + (forward steps / T - 1) x forward's time, the least a plan that runs those forward steps can "
         "cost, whatever its overheads. one step: full BPTT over one time step, whose peak is one step's working "
-        "memory (the gradients, the packed weights and their gradients' products, one step's tape); "
+        "memory (the gradients, the packed weights, the token table, one step's tape); "
         "peak - budget - one step <= 0 is a peak within the budget and one step's working memory.",
         "",
         "Peak memory: the worker's VmHWM over the timed steps above its resident memory before them "
         "(imports, weights, batch loaded). A budget counts what grows with T (stored states, recorded tapes, "
         "their working arrays); not counted are arrays the size of the weights that every step holds whatever "
-        "the budget: the gradients, the packed recurrent weights and the products forming their gradients ("
+        "the budget: the gradients, the packed recurrent weights and the token table ("
         + ", ".join(f"H={h}: {m:.1f} MiB" for h, m in sorted(weights.items()))
         + ").",
     ]
