@@ -46,6 +46,16 @@ def _matmul_add(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     out += np.matmul(a, b)
 
 
+def _adam(
+    g: np.ndarray, mu: np.ndarray, nu: np.ndarray, b1: float, b2: float, c1: float, c2: float, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Adam's step for one array: the moments m = b1 mu + (1 - b1) g, v = b2 nu + (1 - b2) g^2
+    and the update (m c1) / (sqrt(v) c2 + eps) (c1, c2: the bias corrections), as new arrays."""
+    m = b1 * mu + (1.0 - b1) * g
+    v = b2 * nu + (1.0 - b2) * g * g
+    return m, v, (m * c1) / (np.sqrt(v) * c2 + eps)
+
+
 def _index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
     """(size, G) array whose row v is the sum of rows[n] over the n with idx[n] == v: the
     gradient of a row gather (token lookup). idx (N,) ints in [0, size), rows (N, G). Sorted
@@ -110,11 +120,12 @@ DEFAULTS: dict[str, Callable] = {
     "memory_limit": _memory_limit,
     "memo": _memo,
     "matmul_add": _matmul_add,
+    "adam": _adam,
 }
 
 empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
 softmax_xent, implementation, step_context, release = _softmax_xent, _implementation, _step_context, _release
-memory_limit, memo, matmul_add = _memory_limit, _memo, _matmul_add
+memory_limit, memo, matmul_add, adam = _memory_limit, _memo, _matmul_add, _adam
 
 _loader: Callable[[], None] | None = None
 

@@ -63,6 +63,7 @@ def load() -> None:
         memory_limit=_memory_limit,
         memo=engine.memo,
         matmul_add=pool.matmul_add,
+        adam=_adam,
     )
 
 
@@ -100,6 +101,20 @@ def _index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
     if len(idx):
         k[0].scatter_add(acc, np.ascontiguousarray(idx, dtype=np.int64), rows)
     return acc
+
+
+def _adam(g: np.ndarray, mu: np.ndarray, nu: np.ndarray, b1: float, b2: float, c1: float, c2: float, eps: float):
+    """ops.adam in one pass (rows.adam_moments) where all three are float32 arrays of one shape
+    laid out in order; bit for bit the NumPy version's numbers."""
+    k = _f32(g.dtype)
+    arrays = (g, mu, nu)
+    if k is None or any(a.dtype != g.dtype or a.shape != g.shape or not a.flags.c_contiguous for a in arrays):
+        return ops.DEFAULTS["adam"](g, mu, nu, b1, b2, c1, c2, eps)
+    m, v, u = (np.empty_like(g) for _ in range(3))
+    f = np.float32
+    flat = [a.reshape(-1) for a in (g, mu, nu, m, v, u)]
+    k[0].adam_moments(*flat, f(b1), f(1.0 - b1), f(b2), f(1.0 - b2), f(c1), f(c2), f(eps))
+    return m, v, u
 
 
 def _softmax_xent(dtype: Any):

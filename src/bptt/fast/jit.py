@@ -31,4 +31,7 @@ if LANES != HOST_LANES and CACHE:
     nb.config.CACHE_DIR = os.path.join(base, f"lanes{LANES}")  # (this process only)
 FLAGS = {"contract", "arcp", "nsz", "afn", "reassoc"}
 jit = nb.njit(fastmath=FLAGS, error_model="numpy", cache=CACHE, nogil=True)
+# IEEE float32 arithmetic, each operation rounded as NumPy rounds it (no contraction into fused
+# multiply-adds, no reassociation): kernels that must give NumPy's numbers bit for bit
+exact = nb.njit(error_model="numpy", cache=CACHE, nogil=True)
 inline = nb.njit(fastmath=FLAGS, error_model="numpy", cache=CACHE, inline="always")

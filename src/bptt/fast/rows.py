@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .jit import inline, jit
+from .jit import exact, inline, jit
 
 f4 = np.float32
 # tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9] (beyond it tanh is +-1 in float32)
@@ -350,3 +350,17 @@ def scatter_add(target, idx, rows):
 # before t is t-1 (or t+1); the first step reads the initial state. src (N, G) and idx (T, B)
 # give step t's input projection rows src[idx[t, b]]: the (V, G) token table and the tokens,
 # or a dense (T*B, G) projection and arange(T*B). All arrays C-contiguous float32.
+
+
+@exact
+def adam_moments(g, mu, nu, m, v, u, b1, d1, b2, d2, c1, c2, eps):
+    """Adam's moments and update in one pass over 1-D float32 arrays (float32 constants):
+    m = b1 mu + d1 g, v = b2 nu + (d2 g) g, u = (m c1) / (sqrt(v) c2 + eps), with d1 = 1 - b1 and
+    d2 = 1 - b2: each operation in NumPy's order and rounding (bptt.ops' adam), so the numbers
+    are the same bit for bit."""
+    for i in range(g.shape[0]):
+        gi = g[i]
+        mi = b1 * mu[i] + d1 * gi
+        vi = b2 * nu[i] + (d2 * gi) * gi
+        m[i], v[i] = mi, vi
+        u[i] = (mi * c1) / (np.sqrt(vi) * c2 + eps)

@@ -72,6 +72,8 @@ def _compile() -> None:
     rows.gru_fwd(g3, g3.copy(), np.zeros(1, f), s, g.copy(), s.copy())
     rows.gru_bwd(g, s, s, s, g.copy(), g3.copy(), s.copy())
     rows.exp_(np.zeros(1, f), np.zeros(1, f))
+    v1 = np.zeros(1, f)
+    rows.adam_moments(v1, v1, v1, v1.copy(), v1.copy(), v1.copy(), *(f(c) for c in (0.9, 0.1, 0.99, 0.01, 1, 1, 1e-8)))
     rows.softmax_xent(g, np.zeros(1, i8), f(1.0), g.copy())
     rows.scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), g)
     rows.scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 4)))

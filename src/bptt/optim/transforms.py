@@ -10,6 +10,7 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
+from .. import ops
 from .base import Params, Transform, global_norm
 
 Schedule = Callable[[int], float]
@@ -145,11 +146,11 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Tran
 
     def update(g: Params, state: AdamState, params: Params):
         t = state.count + 1
-        m = {k: b1 * state.mu[k] + (1.0 - b1) * g[k] for k in g}
-        v = {k: b2 * state.nu[k] + (1.0 - b2) * g[k] * g[k] for k in g}
         c1 = 1.0 / (1.0 - b1**t)
         c2 = 1.0 / math.sqrt(1.0 - b2**t)
-        u = {k: (m[k] * c1) / (np.sqrt(v[k]) * c2 + eps) for k in g}
+        m, v, u = {}, {}, {}
+        for k in g:  # (ops.adam: one pass per array in float32 on the kernels, the same numbers)
+            m[k], v[k], u[k] = ops.adam(g[k], state.mu[k], state.nu[k], b1, b2, c1, c2, eps)
         return u, AdamState(t, m, v)
 
     return Transform(init, update)
