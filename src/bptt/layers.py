@@ -160,9 +160,12 @@ class Dense(Level):
         x, y = cache
         T, B, D = x.shape
         d = self.activation.backward(y, dy).reshape(T * B, -1)  # (TB, size)
-        ops.matmul_add(d.T, x.reshape(T * B, D), g["W"])
+        _, dx = ops.both(
+            lambda: ops.matmul_add(d.T, x.reshape(T * B, D), g["W"]),
+            lambda: ops.matmul(d, p["W"]).reshape(T, B, D) if need_dx else None,
+        )
         g["b"] += d.sum(axis=0)
-        return ops.matmul(d, p["W"]).reshape(T, B, D) if need_dx else None
+        return dx
 
     def forward_jvp(self, p: Params, cache, dx: np.ndarray) -> np.ndarray:
         """dy = f'(.) * (dx W^T)."""

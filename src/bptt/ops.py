@@ -56,6 +56,12 @@ def _adam(
     return m, v, (m * c1) / (np.sqrt(v) * c2 + eps)
 
 
+def _both(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
+    """(first(), second()) of two calls that touch nothing of each other's (a readout's weight
+    gradient and input gradient): by default one after the other."""
+    return first(), second()
+
+
 def _index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
     """(size, G) array whose row v is the sum of rows[n] over the n with idx[n] == v: the
     gradient of a row gather (token lookup). idx (N,) ints in [0, size), rows (N, G). Sorted
@@ -121,11 +127,12 @@ DEFAULTS: dict[str, Callable] = {
     "memo": _memo,
     "matmul_add": _matmul_add,
     "adam": _adam,
+    "both": _both,
 }
 
 empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
 softmax_xent, implementation, step_context, release = _softmax_xent, _implementation, _step_context, _release
-memory_limit, memo, matmul_add, adam = _memory_limit, _memo, _matmul_add, _adam
+memory_limit, memo, matmul_add, adam, both = _memory_limit, _memo, _matmul_add, _adam, _both
 
 _loader: Callable[[], None] | None = None
 

@@ -173,6 +173,26 @@ def test_matmul_add_adds_the_product_into_its_output(layout, P, monkeypatch):
 
 
 @needs_split
+def test_both_runs_two_independent_calls_each_whole(monkeypatch):
+    """ops.both(first, second) on the engine: both results, each call's products whole (bitwise
+    np.matmul's, though every product would split: a posted call, or the caller's own, never
+    splits again; a split inside the caller's call would wait on the run it is part of)."""
+    from bptt.fast.pool import matmul, matmul_add
+
+    fast.load()
+    monkeypatch.setattr(engine, "SPLIT_MACS", 0)
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((300, 40)).astype(f4), rng.standard_normal((40, 200)).astype(f4)
+    out, want = np.zeros((300, 200), f4), np.matmul(a, b)
+    with engine.split(2):
+        assert ops.both is not ops.DEFAULTS["both"]
+        x, y = ops.both(lambda: matmul_add(a, b, out) or "added", lambda: matmul(a, b).copy())
+    assert x == "added"
+    np.testing.assert_array_equal(y, want)
+    _close(out, want, 1e-6)
+
+
+@needs_split
 def test_engine_sets_and_restores_blas_threads(monkeypatch):
     get = engine._threads[0]
     model = bptt.Model(5, [bptt.Recurrent("lstm", 32), bptt.Dense(5)], tokens=True)
@@ -555,6 +575,7 @@ def test_a_small_scan_runs_on_the_calling_thread_with_the_same_numbers(kind, mon
     numbers."""
     model, params, x, y = _stacked(kind)
     monkeypatch.setattr(engine, "SPLIT_MACS", 1 << 40)  # the products whole
+    monkeypatch.setattr(ops, "both", ops.DEFAULTS["both"])  # (the readout's two products in turn)
     with engine.split(2):
         split = full_bptt(model, params, x, y)
     runs = []

@@ -64,6 +64,7 @@ def load() -> None:
         memo=engine.memo,
         matmul_add=pool.matmul_add,
         adam=_adam,
+        both=_both,
     )
 
 
@@ -115,6 +116,22 @@ def _adam(g: np.ndarray, mu: np.ndarray, nu: np.ndarray, b1: float, b2: float, c
     flat = [a.reshape(-1) for a in (g, mu, nu, m, v, u)]
     k[0].adam_moments(*flat, f(b1), f(1.0 - b1), f(b2), f(1.0 - b2), f(c1), f(c2), f(eps))
     return m, v, u
+
+
+def _both(first: Any, second: Any) -> tuple[Any, Any]:
+    """ops.both: side by side on the engine's threads where the step's work is split, each
+    call's own products then whole (a posted call is never split again)."""
+    from . import engine
+
+    if engine.parts() < 2:
+        return first(), second()
+
+    def alone() -> Any:  # (the caller's own call, whole as well: no run within this run)
+        with engine.split(1):
+            return first()
+
+    a, b = engine.run([alone, second])
+    return a, b
 
 
 def _softmax_xent(dtype: Any):
