@@ -160,10 +160,8 @@ class Dense(Level):
         x, y = cache
         T, B, D = x.shape
         d = self.activation.backward(y, dy).reshape(T * B, -1)  # (TB, size)
-        _, dx = ops.both(
-            lambda: ops.matmul_add(d.T, x.reshape(T * B, D), g["W"]),
-            lambda: ops.matmul(d, p["W"]).reshape(T, B, D) if need_dx else None,
-        )
+        weight = lambda: ops.matmul_add(d.T, x.reshape(T * B, D), g["W"])  # noqa: E731
+        dx = ops.both(weight, lambda: ops.matmul(d, p["W"]).reshape(T, B, D))[1] if need_dx else weight()
         g["b"] += d.sum(axis=0)
         return dx
 

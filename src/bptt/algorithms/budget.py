@@ -333,8 +333,8 @@ def walk(
             a, longest = a + k, max(longest, k * p.storage.advance)
             if a in ys and a < e:
                 kept.append(_compact(state))
-        if longest >= p.storage.step:  # the advance's buffers (lower levels' outputs) are no recording's:
-            state = _compact(state)
+        state = _compact(state)  # (not a row of the advance's buffers, which go back now)
+        if longest >= p.storage.step:  # those buffers (lower levels' outputs) are no recording's:
             ops.memory_limit(0)  # given back, not kept beside the next segment's
         return state, kept
 
@@ -370,7 +370,6 @@ def walk(
                 chain.append(nxt)
             ys = [n.y for n in chain[:-1] if n.store]
             at_y, kept = advance(node.a, chain[-1].y, start, ys)
-            at_y = _compact(at_y)  # (the advance's buffers go back now)
             for n in chain:
                 if n.left is not None:
                     stack.append(("node", n.left, None))

@@ -180,13 +180,14 @@ def matmul_add(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     a segment's T * B rows. In float32, NumPy's cblas_sgemm adds the product into out itself
     (beta = 1): no (M, N) array for the product, no second pass over out; on the engine, split
     by out's rows between its threads. Else (other dtypes, layouts) out += matmul(a, b)."""
-    f4 = np.float32
-    if _gemm_add is None or not (a.dtype == b.dtype == out.dtype == f4) or not _gemm_add(a, b, out, run=False):
-        out += matmul(a, b)
-        return
     (M, K), N = a.shape, b.shape[1]
     P = engine.parts()
-    if P == 1 or M * N * K < engine.SPLIT_MACS or M < P:
-        _gemm_add(a, b, out)
-    else:  # (row blocks keep the layout the whole arrays have)
+    if _gemm_add is None or not (a.dtype == b.dtype == out.dtype == np.float32):
+        out += matmul(a, b)
+    elif P == 1 or M * N * K < engine.SPLIT_MACS or M < P:
+        if not _gemm_add(a, b, out):  # (a layout the routine does not take: nothing was added)
+            out += matmul(a, b)
+    elif _gemm_add(a, b, out, run=False):  # (row blocks keep the layout the whole arrays have)
         engine.run_parts(lambda p: _gemm_add(a[engine.share(M, p, P)], b, out[engine.share(M, p, P)]))
+    else:
+        out += matmul(a, b)
