@@ -90,7 +90,7 @@ def _measure(d: Any, p: Params, X: np.ndarray, mask: np.ndarray | None, need_dx:
     """Storage of one direction over inputs like X, measured as `budget._measure_storage`
     measures a model (the least of three probes of recorded segments of 1, 4 and 16 steps and
     of advances), on the first steps of X with zero output gradients."""
-    from .budget import _traced, nbytes, probed
+    from .budget import _traced, probed, stored_bytes
 
     n = min(16, X.shape[0])
     B, dtype = X.shape[1], p[next(iter(p))].dtype
@@ -112,7 +112,7 @@ def _measure(d: Any, p: Params, X: np.ndarray, mask: np.ndarray | None, need_dx:
             run.forward(0, n, state, False)
         return peak()
 
-    return probed(record, advance, nbytes(state), n)
+    return probed(record, advance, stored_bytes(state), n)
 
 
 def levelwise(model: Model, params: Params, b: Batch, budget: int, policy: str, cache: dict) -> tuple[Gradient, dict]:

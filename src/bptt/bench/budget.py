@@ -131,6 +131,28 @@ def _trim() -> None:
         pass
 
 
+def _traced_peak(step: Callable[[], Any]) -> int:
+    """The most bytes of Python objects and NumPy arrays that one step holds at once beyond
+    those held before it (tracemalloc), the buffer pool emptied first so that the step
+    allocates all it uses: what the step itself needs, whatever the heap has kept from
+    earlier work (torch's own allocations are not seen: 0 for its contenders)."""
+    import tracemalloc
+
+    from .. import ops
+
+    ops.release()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        step()
+        return max(0, tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        tracemalloc.stop()
+        ops.release()
+
+
 def _weights_bytes(params: dict) -> int:
     """Bytes of the arrays a step holds the size of the weights, whatever the budget: the
     gradients, the recurrent weights packed for the split scans (forward and backward) and the
@@ -167,6 +189,8 @@ def worker(spec: dict) -> int:
                 print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
             elif cmd == "peak":
                 print(json.dumps({"above_mib": _status("VmHWM") - base}), flush=True)
+            elif cmd == "traced":  # one step's own arrays at their peak, the buffer pool emptied first
+                print(json.dumps({"traced_mib": _traced_peak(step) / 2**20}), flush=True)
             elif cmd == "check":
                 from ..algorithms.full import full_bptt
                 from .contenders import case_model, case_params
@@ -252,6 +276,7 @@ def run_budget(
                     if r >= warmup:
                         times[w.name].append(s)
             peaks = {w.name: w.ask("peak")["above_mib"] for w in workers}
+            traced = {w.name: w.ask("traced")["traced_mib"] for w in workers if not w.name.startswith("torch")}
             for w in workers:
                 if w.name in ("forward", "one step"):
                     continue
@@ -274,6 +299,7 @@ def run_budget(
                 "time_ratio": med / t_full,
                 "peak_mib": peaks[w.name],
                 "memory_ratio": peaks[w.name] / m_full,
+                **({"traced_mib": traced[w.name]} if w.name in traced else {}),
                 **w.facts,
             }
             results["rows"].append(row)
@@ -298,22 +324,30 @@ def markdown(results: dict[str, Any]) -> str:
         f"medians of {results['repeats']} alternated steps; {results['date']}.",
         "",
         "| H | contender | time | x full | floor | peak memory (MiB) | % of full | budget (MiB) "
-        "| peak - budget - one step (MiB) | forward steps / T |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peak - budget - one step (MiB) | traced peak (MiB) | traced - budget - one step (MiB) "
+        "| forward steps / T |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     one = {r["hidden"]: r["peak_mib"] for r in results["rows"] if r["contender"] == "one step"}
+    one_traced = {r["hidden"]: r["traced_mib"] for r in results["rows"] if r["contender"] == "one step"}
     fwd = {r["hidden"]: r["time_ratio"] for r in results["rows"] if r["contender"] == "forward"}
     for r in results["rows"]:
         H = r["hidden"]
         budget = f"{r['budget_bytes'] / 2**20:.2f}" if "budget_bytes" in r else ""
         over = f"{r['peak_mib'] - r['budget_bytes'] / 2**20 - one[H]:.2f}" if "budget_bytes" in r and H in one else ""
+        traced = f"{r['traced_mib']:.1f}" if "traced_mib" in r else ""
+        traced_over = (
+            f"{r['traced_mib'] - r['budget_bytes'] / 2**20 - one_traced[H]:.2f}"
+            if "budget_bytes" in r and "traced_mib" in r and H in one_traced
+            else ""
+        )
         steps = f"{r['forward_steps'] / results['T']:.2f}" if "forward_steps" in r else ""
         floor = (
             f"{1 + (r['forward_steps'] / results['T'] - 1) * fwd[H]:.2f}" if "forward_steps" in r and H in fwd else ""
         )
         lines.append(
             f"| {H} | {r['contender']} | {r['median_s'] * 1e3:.0f} ms | {r['time_ratio']:.2f} | {floor} | "
-            f"{r['peak_mib']:.1f} | {r['memory_ratio']:.1%} | {budget} | {over} | {steps} |"
+            f"{r['peak_mib']:.1f} | {r['memory_ratio']:.1%} | {budget} | {over} | {traced} | {traced_over} | {steps} |"
         )
     weights = {r["hidden"]: r["weights_mib"] for r in results["rows"] if "weights_mib" in r}
     lines += [
@@ -325,7 +359,12 @@ def markdown(results: dict[str, Any]) -> str:
         "peak - budget - one step <= 0 is a peak within the budget and one step's working memory.",
         "",
         "Peak memory: the worker's VmHWM over the timed steps above its resident memory before them "
-        "(imports, weights, batch loaded). A budget counts what grows with T (stored states, recorded tapes, "
+        "(imports, weights, batch loaded); what the steps reuse of the free memory the heap kept from the work "
+        "before them (building the plan, measuring the storage) is not seen, and the allocator's and the "
+        "libraries' own (free blocks between live ones, other threads' heaps, BLAS's scratch) is. Traced peak: "
+        "the most bytes of Python objects and NumPy arrays one more step holds at once beyond those held before "
+        "it (tracemalloc, the buffer pool emptied first; torch's own allocations are not traced): the step's "
+        "own memory, whatever the heap holds. A budget counts what grows with T (stored states, recorded tapes, "
         "their working arrays); not counted are arrays the size of the weights that every step holds whatever "
         "the budget: the gradients, the packed recurrent weights and the token table ("
         + ", ".join(f"H={h}: {m:.1f} MiB" for h, m in sorted(weights.items()))
