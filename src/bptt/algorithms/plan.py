@@ -62,7 +62,8 @@ POLICIES = ("revolve", "mixed")
 
 @dataclass(frozen=True)
 class Storage:
-    """Bytes of what a plan stores, measured on the model: a carried state (all levels),
+    """Bytes of what a plan stores, measured on the model: a carried state (all levels; its
+    arrays, their Python objects and the executor's entries for it: budget.stored_bytes),
     one recorded step's caches, and a recorded segment's fixed part; and what an advance (a
     forward run for its final state alone) holds per step while it runs."""
 
