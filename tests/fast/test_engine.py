@@ -576,6 +576,7 @@ def test_a_small_scan_runs_on_the_calling_thread_with_the_same_numbers(kind, mon
     model, params, x, y = _stacked(kind)
     monkeypatch.setattr(engine, "SPLIT_MACS", 1 << 40)  # the products whole
     monkeypatch.setattr(ops, "both", ops.DEFAULTS["both"])  # (the readout's two products in turn)
+    monkeypatch.setattr(fast_cells, "OVERLAP_BYTES", 0)  # (the backward scans split, not overlapped)
     with engine.split(2):
         split = full_bptt(model, params, x, y)
     runs = []
@@ -590,3 +591,33 @@ def test_a_small_scan_runs_on_the_calling_thread_with_the_same_numbers(kind, mon
         alone = full_bptt(model, params, x, y)
     assert runs and set(runs) == {1}
     _bitwise(alone, split)
+
+
+@needs_split
+@pytest.mark.parametrize("kind", ["elman", "lstm"])
+def test_a_backward_scan_overlaps_its_weight_gradient_with_the_same_numbers(kind, monkeypatch):
+    """With two parts, a backward scan of a small cell runs in chunks from the last, each
+    chunk's weight-gradient product on the caller while an engine thread scans the next:
+    everything but W_hh's gradient bitwise the split scan's (the scan's numbers are the whole
+    scan's), W_hh's to float32 rounding (summed chunk by chunk), and the unsplit step's too."""
+    model, params, x, y = _stacked(kind)
+    alone = []
+    real = engine.scan_alone
+    steps = lambda a: next(v for v in a if getattr(v, "ndim", 0) == 3).shape[0]  # noqa: E731  (the work rows')
+    monkeypatch.setattr(engine, "scan_alone", lambda fn, P, *a: alone.append(steps(a)) or real(fn, P, *a))
+    with engine.split(2):
+        overlapped = full_bptt(model, params, x, y)
+    assert alone == [20] * 6  # (two levels of 60 steps: three chunks each)
+    monkeypatch.setattr(fast_cells, "OVERLAP_BYTES", 0)
+    with engine.split(2):
+        split = full_bptt(model, params, x, y)
+    with engine.split(1):
+        whole = full_bptt(model, params, x, y)
+    assert len(alone) == 6
+    assert overlapped.loss == split.loss
+    for k in split.grads:
+        if k.endswith("W_hh"):
+            assert relative_error(overlapped.grads[k], split.grads[k]) < 2e-6, k
+            assert relative_error(overlapped.grads[k], whole.grads[k]) < 2e-5, k
+        else:
+            np.testing.assert_array_equal(overlapped.grads[k], split.grads[k], err_msg=k)

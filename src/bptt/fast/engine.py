@@ -277,6 +277,15 @@ def scan_parts(fn: Callable[..., int], *args: Any, macs: int | None = None) -> N
         raise RuntimeError(f"bptt: the engine's {P} threads lost each other in {fn.__name__} (codes {codes})")
 
 
+def scan_alone(fn: Callable[..., int], P: int, *args: Any) -> None:
+    """A split compiled scan's P parts, all on the calling thread (an engine thread's call
+    included): the numbers of scan_parts' bit for bit, with no hand-off."""
+    bar = np.array([0, 0, _YIELDS], np.int64)
+    claims = np.zeros((P, 8), np.int64)
+    if fn(*args, 0, P, bar.ctypes.data, claims.ctypes.data) != 0:
+        raise RuntimeError(f"bptt: {fn.__name__} run alone lost its parts")
+
+
 _YIELDS = 1 << 24  # a part waiting for another gives up after this many yields of its core (~10 s)
 _threads = blas.find_threads() if _spin_until is not None else None
 AVAILABLE = _threads is not None
