@@ -133,24 +133,15 @@ def _trim() -> None:
 
 def _traced_peak(step: Callable[[], Any]) -> int:
     """The most bytes of Python objects and NumPy arrays that one step holds at once beyond
-    those held before it (tracemalloc), the buffer pool emptied first so that the step
-    allocates all it uses: what the step itself needs, whatever the heap has kept from
-    earlier work (torch's own allocations are not seen: 0 for its contenders)."""
-    import tracemalloc
+    those held before it (algorithms.budget's traced probes: tracemalloc, the buffer pool
+    emptied first so that the step allocates all it uses): what the step itself needs,
+    whatever the heap has kept from earlier work (torch's own allocations are not seen)."""
+    from ..algorithms.budget import _traced
 
-    from .. import ops
-
-    ops.release()
     gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
+    with _traced() as peak:
         step()
-        return max(0, tracemalloc.get_traced_memory()[1] - base)
-    finally:
-        tracemalloc.stop()
-        ops.release()
+    return peak()
 
 
 def _weights_bytes(params: dict) -> int:

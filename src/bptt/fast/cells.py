@@ -193,17 +193,13 @@ class _Fast:
         if params["W_hh"].nbytes > OVERLAP_BYTES:  # (its split scan streams half the weights a core)
             return None
         chunk = chunks()
-        H = self.cell.hidden_size
         work = tape.aux[0]
-        Wd = work.shape[2]
-        h_prev = pool.empty((T, B, H), douts.dtype)
-        f = np.zeros((0, 0), douts.dtype) if scale is None else np.ascontiguousarray(scale, douts.dtype)
-        g = np.ascontiguousarray(douts)
+        h_prev, f, g = self._back_arrays(douts, scale)
         cuts = [T * i // n for i in range(n + 1)]
 
         def grad(a: int, b: int) -> None:
             with engine.split(1):  # (the caller's own call stays whole: no run within this run)
-                pool.matmul_add(work[a:b].reshape(-1, Wd).T, h_prev[a:b].reshape(-1, H), grads["W_hh"])
+                self._weight_grad(params, work[a:b], h_prev[a:b], grads)
 
         done = None
         for a, b in reversed(list(zip(cuts[:-1], cuts[1:]))):
@@ -213,15 +209,22 @@ class _Fast:
             else:
                 engine.run([partial(grad, *done), scan])
             done = (a, b)
-        pool.matmul_add(work[: done[1]].reshape(-1, Wd).T, h_prev[: done[1]].reshape(-1, H), grads["W_hh"])
+        a, b = done  # (the first steps' product alone, split between the threads)
+        self._weight_grad(params, work[a:b], h_prev[a:b], grads)
         tape.caches.release()
         return work
 
-    def _back_scan(self, params: Params, tape: Tape, douts: np.ndarray, scale: Any, run: Callable) -> tuple:
-        T, B, H = douts.shape[0], douts.shape[1], self.cell.hidden_size
-        h_prev = pool.empty((T, B, H), douts.dtype)
+    def _back_arrays(self, douts: np.ndarray, scale: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What a backward kernel takes beside the tape: h_prev (T, B, H) from the pool, which it
+        fills; the message factors (empty: none); the output gradients, C-contiguous."""
+        T, B = douts.shape[:2]
+        h_prev = pool.empty((T, B, self.cell.hidden_size), douts.dtype)
         f = np.zeros((0, 0), douts.dtype) if scale is None else np.ascontiguousarray(scale, douts.dtype)
-        dstate = run(h_prev, f, np.ascontiguousarray(douts))
+        return h_prev, f, np.ascontiguousarray(douts)
+
+    def _back_scan(self, params: Params, tape: Tape, douts: np.ndarray, scale: Any, run: Callable) -> tuple:
+        h_prev, f, g = self._back_arrays(douts, scale)
+        dstate = run(h_prev, f, g)
         tape.caches.release()
         return h_prev, dstate
 

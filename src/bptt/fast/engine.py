@@ -261,6 +261,9 @@ def scan_parts(fn: Callable[..., int], *args: Any, macs: int | None = None) -> N
     BPTT records and advances them) runs all its parts on the calling thread: the hand-offs
     would cost more than the second thread saves, and the numbers are the same bit for bit."""
     P = parts()
+    if macs is not None and macs < SCAN_ALONE_MACS:  # (one claims every part)
+        scan_alone(fn, P, *args)
+        return
     bar = np.array([0, 0, _YIELDS], np.int64)  # tasks finished, abort flag, most yields
     claims = np.zeros((P, 8), np.int64)  # rounds claimed per part, a cache line each
 
@@ -271,16 +274,16 @@ def scan_parts(fn: Callable[..., int], *args: Any, macs: int | None = None) -> N
             bar[1] = 1  # the other parts stop waiting for this one
             raise
 
-    threads = 1 if macs is not None and macs < SCAN_ALONE_MACS else P  # (one claims every part)
-    codes = run([(lambda p=p: part(p)) for p in range(threads)])
+    codes = run([(lambda p=p: part(p)) for p in range(P)])
     if any(c != 0 for c in codes):
         raise RuntimeError(f"bptt: the engine's {P} threads lost each other in {fn.__name__} (codes {codes})")
 
 
 def scan_alone(fn: Callable[..., int], P: int, *args: Any) -> None:
     """A split compiled scan's P parts, all on the calling thread (an engine thread's call
-    included): the numbers of scan_parts' bit for bit, with no hand-off."""
-    bar = np.array([0, 0, _YIELDS], np.int64)
+    included; it claims every part of every round): the numbers of scan_parts' bit for bit,
+    with no hand-off."""
+    bar = np.array([0, 0, _YIELDS], np.int64)  # (as scan_parts')
     claims = np.zeros((P, 8), np.int64)
     if fn(*args, 0, P, bar.ctypes.data, claims.ctypes.data) != 0:
         raise RuntimeError(f"bptt: {fn.__name__} run alone lost its parts")
