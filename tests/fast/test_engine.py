@@ -259,7 +259,7 @@ def test_a_part_waiting_on_a_task_never_finished_gives_up():
     args = (src, idx, np.zeros((B, H), f4), np.zeros((T, B, H), f4), np.zeros((T, B, H), f4), False)
     args += (np.zeros(0, np.int64), np.zeros((0, 2), np.int64))  # no stops
     edges = np.empty((2, gemm.TILE, gemm.PANEL), f4)
-    code = split.elman_scan_part(*args, panels, offs, edges, 0, 2, bar.ctypes.data, claims.ctypes.data)
+    code = split.elman_scan_part(*args, panels, offs, edges, 0, B, 0, 2, bar.ctypes.data, claims.ctypes.data)
     assert code == -1 and bar[0] == 1 and bar[1] == 1  # its own task done, then the abort flag
 
 
@@ -576,7 +576,8 @@ def test_a_small_scan_runs_on_the_calling_thread_with_the_same_numbers(kind, mon
     model, params, x, y = _stacked(kind)
     monkeypatch.setattr(engine, "SPLIT_MACS", 1 << 40)  # the products whole
     monkeypatch.setattr(ops, "both", ops.DEFAULTS["both"])  # (the readout's two products in turn)
-    monkeypatch.setattr(fast_cells, "OVERLAP_BYTES", 0)  # (the backward scans split, not overlapped)
+    monkeypatch.setattr(fast_cells, "OVERLAP_BYTES", 0)  # (the backward scans split, not overlapped,
+    monkeypatch.setattr(fast_cells, "ROWS_BYTES", 0)  # by hidden units)
     with engine.split(2):
         split = full_bptt(model, params, x, y)
     runs = []
@@ -604,6 +605,7 @@ def test_a_backward_scan_overlaps_its_weight_gradient_with_the_same_numbers(kind
     everything but W_hh's gradient bitwise the split scan's (the scan's numbers are the whole
     scan's), W_hh's to float32 rounding (summed chunk by chunk), and the unsplit step's too."""
     model, params, x, y = _stacked(kind)
+    monkeypatch.setattr(fast_cells, "ROWS_BYTES", 0)  # (scans split by units: the overlap's case)
     alone = []
     real = engine.scan_alone
     steps = lambda a: next(v for v in a if getattr(v, "ndim", 0) == 3).shape[0]  # noqa: E731  (the work rows')
@@ -624,3 +626,55 @@ def test_a_backward_scan_overlaps_its_weight_gradient_with_the_same_numbers(kind
             assert relative_error(overlapped.grads[k], whole.grads[k]) < 2e-5, k
         else:
             np.testing.assert_array_equal(overlapped.grads[k], split.grads[k], err_msg=k)
+
+
+@needs_split
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_a_scan_split_by_batch_rows_gives_each_row_the_one_part_numbers(kind, monkeypatch):
+    """A small cell's scans on two parts split by batch rows: chunks of whole product tiles,
+    each run alone as one part over all hidden units, taken by the threads as they come. Every
+    row gets the one-part scan's numbers: loss and gradients bitwise those of the step on one
+    part (products whole in both), and to float32 rounding the scans split by hidden units'."""
+    model, params, x, y = _stacked(kind)  # (B = 16: two chunks of 8 rows)
+    monkeypatch.setattr(engine, "SPLIT_MACS", 1 << 40)  # the products whole
+    monkeypatch.setattr(ops, "both", ops.DEFAULTS["both"])
+    spans = []
+    real = engine.scan_rows
+    monkeypatch.setattr(engine, "scan_rows", lambda fn, s, args_of: spans.append(s) or real(fn, s, args_of))
+    with engine.split(2):
+        rows = full_bptt(model, params, x, y)
+    assert spans == [[(0, 8), (8, 16)]] * 4  # (two levels, forward and backward)
+    with engine.split(1):
+        one = full_bptt(model, params, x, y)
+    _bitwise(rows, one)
+    monkeypatch.setattr(fast_cells, "ROWS_BYTES", 0)
+    monkeypatch.setattr(fast_cells, "OVERLAP_BYTES", 0)
+    with engine.split(2):
+        units = full_bptt(model, params, x, y)
+    assert len(spans) == 4
+    assert abs(rows.loss - units.loss) <= 1e-6 * abs(units.loss)
+    for k in units.grads:
+        assert relative_error(rows.grads[k], units.grads[k]) < 2e-6, k
+
+
+@needs_split
+def test_row_chunks_are_whole_tiles_a_part_at_least():
+    """_row_spans: None where the weights are big, the batch has under a tile a part, the scan is
+    small or there is one part; else ROW_CHUNKS chunks a part at most, of whole tiles, covering
+    the batch in order."""
+    cell = fast_cells.FastLSTM(make_cell("lstm", 4, 32))
+    small, big = {"W_hh": np.zeros((128, 32), f4)}, {"W_hh": np.zeros((4 * 512, 512), f4)}
+    macs = engine.SCAN_ALONE_MACS
+    T = gemm.TILE
+    with engine.split(2):
+        assert cell._row_spans(big, 64, macs) is None
+        assert cell._row_spans(small, 2 * T - 1, macs) is None
+        assert cell._row_spans(small, 64, macs - 1) is None
+        assert cell._row_spans(small, 2 * T, macs) == [(0, T), (T, 2 * T)]
+        got = cell._row_spans(small, 9 * T + 3, macs)
+        assert len(got) == 2 * fast_cells.ROW_CHUNKS
+        assert got[0][0] == 0 and got[-1][1] == 9 * T + 3
+        assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
+        assert all(b0 % T == 0 and b1 - b0 >= T for b0, b1 in got)
+    with engine.split(1):
+        assert cell._row_spans(small, 64, macs) is None

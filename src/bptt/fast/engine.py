@@ -9,7 +9,10 @@ and bptt splits the work itself into P parts, one per thread:
 
 - the compiled scans by hidden units (split.py's `lstm_scan_part`, ...): each part owns its
   units' rows of W_hh, packed once per scan for bptt's own product kernel, and its slices of
-  the gates and states; the parts meet once per step at a counter in shared memory;
+  the gates and states; the parts meet once per step at a counter in shared memory. A small
+  cell's scans (recurrent weights that fit a core's cache with room) split by batch rows
+  instead (`scan_rows`): chunks of rows that share nothing but the weights, so the threads
+  never meet within the scan;
 - the big matrix products (pool.py's `matmul`: readouts, input projections, weight gradients) by
   output rows or columns, each part a single-threaded BLAS call into its slice of the result.
 
@@ -287,6 +290,20 @@ def scan_alone(fn: Callable[..., int], P: int, *args: Any) -> None:
     claims = np.zeros((P, 8), np.int64)
     if fn(*args, 0, P, bar.ctypes.data, claims.ctypes.data) != 0:
         raise RuntimeError(f"bptt: {fn.__name__} run alone lost its parts")
+
+
+def scan_rows(fn: Callable[..., int], spans: list[tuple[int, int]], args_of: Callable[[int], tuple]) -> None:
+    """A compiled scan split by batch rows: chunk c runs fn(*args_of(c), b0, b1) over its rows
+    spans[c] = (b0, b1) as one part alone (all hidden units; split.py). A scan's rows never meet,
+    so the threads take chunks one by one, as they come, with no meeting per step: a late thread
+    leaves its chunks to the others, and the numbers are the same whoever ran which chunk."""
+    chunks = iter(range(len(spans)))  # (next() on it is atomic: each chunk is taken once)
+
+    def take() -> None:
+        for c in chunks:
+            scan_alone(fn, 1, *args_of(c), *spans[c])
+
+    run([take] * parts())
 
 
 _YIELDS = 1 << 24  # a part waiting for another gives up after this many yields of its core (~10 s)

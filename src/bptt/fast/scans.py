@@ -88,11 +88,12 @@ if AVAILABLE:
         return first if s == 0 else seq[_at(s - 1, T, reverse) % seq.shape[0]]
 
     @inline
-    def _scale_rows(d, scale, t):
-        """d[b] *= scale[t, b] (the message factors of randomized truncation; none if empty)."""
+    def _scale_rows(d, scale, t, b0):
+        """d[b] *= scale[t, b0 + b] (the message factors of randomized truncation; none if
+        empty), d the batch rows from b0 on."""
         if scale.shape[0] > 0:
             for b in range(d.shape[0]):
-                f, r = scale[t, b], d[b]
+                f, r = scale[t, b0 + b], d[b]
                 for j in range(r.shape[0]):
                     r[j] *= f
 
@@ -106,11 +107,11 @@ if AVAILABLE:
         return nt.CPointer(nt.float32)(nt.int64), codegen
 
     @inline
-    def _keep(rows, address, lo, hi):
-        """Columns lo:hi of rows (B, H) into the (B, H) C-contiguous float32 array at address
-        (_STOPS)."""
+    def _keep(rows, address, lo, hi, b0, b1):
+        """Columns lo:hi of rows b0:b1 of rows (B, H) into the (B, H) C-contiguous float32
+        array at address (_STOPS)."""
         out = carray(_f32_at(address), rows.shape)
-        for b in range(rows.shape[0]):
+        for b in range(b0, b1):
             for j in range(lo, hi):
                 out[b, j] = rows[b, j]
 
@@ -133,7 +134,7 @@ if AVAILABLE:
                 _elman_row(src[idx[t, b]], a[b])
             outs[t % outs.shape[0]] = a
             if _stop(stops, k, s):
-                _keep(a, kept[k, 0], 0, a.shape[1])
+                _keep(a, kept[k, 0], 0, a.shape[1], 0, a.shape[0])
                 k += 1
 
     @jit
@@ -149,7 +150,7 @@ if AVAILABLE:
             for b in range(w.shape[0]):
                 _elman_row_back(w[b], dh[b], g[b], w[b], row)
             _mm(w, W, dh, False, _ZERO)
-            _scale_rows(dh, scale, t)
+            _scale_rows(dh, scale, t, 0)
 
     @jit
     def lstm_scan(src, idx, W, h0, c0, work, cs, outs, reverse, stops, kept):
@@ -164,8 +165,8 @@ if AVAILABLE:
             for b in range(a.shape[0]):
                 _lstm_row(src[idx[t, b]], a[b], cp[b], c[b], h[b])
             if _stop(stops, k, s):
-                _keep(h, kept[k, 0], 0, h.shape[1])
-                _keep(c, kept[k, 1], 0, c.shape[1])
+                _keep(h, kept[k, 0], 0, h.shape[1], 0, h.shape[0])
+                _keep(c, kept[k, 1], 0, c.shape[1], 0, c.shape[0])
                 k += 1
 
     @jit
@@ -181,8 +182,8 @@ if AVAILABLE:
             for b in range(a.shape[0]):
                 _lstm_row_back(a[b], cp[b], c[b], dh[b], g[b], dc[b])
             _mm(a, W, dh, False, _ZERO)
-            _scale_rows(dh, scale, t)
-            _scale_rows(dc, scale, t)
+            _scale_rows(dh, scale, t, 0)
+            _scale_rows(dc, scale, t, 0)
 
     @jit
     def gru_scan(src, idx, W, b_hn, h0, work, outs, rec, reverse, stops, kept):
@@ -197,7 +198,7 @@ if AVAILABLE:
             for b in range(w.shape[0]):
                 _gru_row(src[idx[t, b]], rec[b], b_hn, w[b], hp[b], h[b])
             if _stop(stops, k, s):
-                _keep(h, kept[k, 0], 0, h.shape[1])
+                _keep(h, kept[k, 0], 0, h.shape[1], 0, h.shape[0])
                 k += 1
 
     @jit
@@ -213,7 +214,7 @@ if AVAILABLE:
             for b in range(w.shape[0]):  # dh <- (dh + dout) z, the direct path, in place
                 _gru_row_back(w[b], hp[b], dh[b], g[b], drec[b])
             _mm(drec, W, dh, False, _ONE)
-            _scale_rows(dh, scale, t)
+            _scale_rows(dh, scale, t, 0)
 
         # ---- scans split between threads by hidden units (bptt._threads) --------------------------
         # Part p of P takes the hidden units lo:hi (`_share`): its rows of W_hh, its gate columns,

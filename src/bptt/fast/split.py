@@ -9,6 +9,12 @@ whole round before wrote, so the threads meet once per round at a counter in sha
 (sync.py); nothing else is shared: every other write goes to the part's own units, and a round
 never writes what another part of the round before reads (different tape rows).
 
+Rows. Every kernel runs the batch rows b0:b1 of its arrays (its last arguments before the part):
+all of them in a scan split by units, or one chunk of rows in a scan split by rows (engine.py's
+`scan_rows`: the chunks share nothing but read-only weights, so each runs one part alone, with
+no meeting at all). A row's numbers do not depend on which rows run with it (the product kernel
+sums every element over k in the same order whatever its tile).
+
 Tasks are claimed, not assigned: a thread takes part q of round k by moving the part's counter
 from k to k + 1 (compare-and-swap), its own part (`me`) first, then any other part of the round
 still untaken. A thread that is late (a worker woken after the process idled, a core busy with
@@ -73,7 +79,7 @@ def _gates(scratch, q, B, width):
 
 @jit
 def lstm_scan_part(
-    src, idx, h0, c0, work, cs, outs, reverse, stops, kept, panels, offs, scratch, edges, me, parts, bar, claims
+    src, idx, h0, c0, work, cs, outs, reverse, stops, kept, panels, offs, scratch, edges, b0, b1, me, parts, bar, claims
 ):
     """lstm_scan split by hidden units: part q's panels the transpose of its units' gate rows
     of W_hh ((4n, H), [i, f, g, o]), packed (pack_panels); scratch (parts, >= B * 4n padded to
@@ -94,9 +100,9 @@ def lstm_scan_part(
             a = _gates(scratch, q, B, Pq.shape[0] * _PANEL)
             t = _at(s, T, reverse)
             hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
-            _mm_panels(hp, Pq, a, edges[q], False)
+            _mm_panels(hp[b0:b1], Pq, a[b0:b1], edges[q], False)
             w, c, h = work[t % work.shape[0]], cs[t % cs.shape[0]], outs[t % outs.shape[0]]
-            for b in range(B):
+            for b in range(b0, b1):
                 x, ar, wr = src[idx[t, b]], a[b], w[b]
                 _lstm_cells(
                     x[lo:hi],
@@ -116,8 +122,8 @@ def lstm_scan_part(
                     h[b, lo:hi],
                 )
             if stop:
-                _keep(h, kept[k, 0], lo, hi)
-                _keep(c, kept[k, 1], lo, hi)
+                _keep(h, kept[k, 0], lo, hi, b0, b1)
+                _keep(c, kept[k, 1], lo, hi, b0, b1)
             _atomic_add(bar, 1)
         k += stop
     return 0
@@ -125,12 +131,12 @@ def lstm_scan_part(
 
 @jit
 def lstm_scan_back_part(
-    h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse, panels, offs, edges, me, parts, bar, claims
+    h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse, panels, offs, edges, b0, b1, me, parts, bar, claims
 ):
     """lstm_scan_back split by hidden units (same arguments but W_hh): part q's panels its
     units' columns of W_hh ((4H, n)), packed; edges (parts, TILE, PANEL) scratch (the cells
     write their gradients over the gates). Returns 0, or -1 if the parts lost each other."""
-    T, B, H = work.shape[0], work.shape[1], dh.shape[1]
+    T, H = work.shape[0], dh.shape[1]
     for k in range(T + 1):
         for j in range(parts):
             q = _take(bar, claims, me, parts, k, j)
@@ -139,19 +145,19 @@ def lstm_scan_back_part(
             if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
-            dhc, dcc = dh[:, lo:hi], dc[:, lo:hi]
+            dhc, dcc = dh[b0:b1, lo:hi], dc[b0:b1, lo:hi]
             if k > 0:  # step T - k's product for the part's units
                 t = _at(T - k, T, reverse)
-                _mm_panels(work[t], panels[offs[q] : offs[q + 1]], dhc, edges[q], False)
-                _scale_rows(dhc, scale, t)
-                _scale_rows(dcc, scale, t)
+                _mm_panels(work[t][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], False)
+                _scale_rows(dhc, scale, t, b0)
+                _scale_rows(dcc, scale, t, b0)
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
                 t = _at(s, T, reverse)
                 hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
-                _copy_part(hp, h_prev[t], lo, hi)
+                _copy_part(hp[b0:b1], h_prev[t][b0:b1], lo, hi)
                 a, c, g = work[t], cs[t], douts[t]
-                for b in range(B):
+                for b in range(b0, b1):
                     ar = a[b]
                     ai, af = ar[lo:hi], ar[H + lo : H + hi]
                     ag, ao = ar[2 * H + lo : 2 * H + hi], ar[3 * H + lo : 3 * H + hi]
@@ -161,11 +167,13 @@ def lstm_scan_back_part(
 
 
 @jit
-def elman_scan_part(src, idx, h0, work, outs, reverse, stops, kept, panels, offs, edges, me, parts, bar, claims):
+def elman_scan_part(
+    src, idx, h0, work, outs, reverse, stops, kept, panels, offs, edges, b0, b1, me, parts, bar, claims
+):
     """elman_scan split by hidden units: part q's panels its units' rows of W_hh, transposed
     and packed; edges (parts, TILE, PANEL) scratch; stops and kept as elman_scan's. 0, or -1
     if the parts lost each other."""
-    T, B, H, k = idx.shape[0], idx.shape[1], outs.shape[2], 0
+    T, H, k = idx.shape[0], outs.shape[2], 0
     for s in range(T):
         stop = _stop(stops, k, s)
         for j in range(parts):
@@ -177,13 +185,14 @@ def elman_scan_part(src, idx, h0, work, outs, reverse, stops, kept, panels, offs
             lo, hi = _share(H, q, parts)
             t = _at(s, T, reverse)
             w, o = work[t % work.shape[0]], outs[t % outs.shape[0]]
-            _mm_panels(_before(h0, outs, s, T, reverse), panels[offs[q] : offs[q + 1]], w[:, lo:hi], edges[q], False)
-            for b in range(B):
+            hp = _before(h0, outs, s, T, reverse)
+            _mm_panels(hp[b0:b1], panels[offs[q] : offs[q + 1]], w[b0:b1, lo:hi], edges[q], False)
+            for b in range(b0, b1):
                 a = w[b, lo:hi]  # a row's slice: contiguous, which lets the loops vectorise
                 _elman_row(src[idx[t, b]][lo:hi], a)
                 _copy(a, o[b, lo:hi])
             if stop:
-                _keep(o, kept[k, 0], lo, hi)
+                _keep(o, kept[k, 0], lo, hi, b0, b1)
             _atomic_add(bar, 1)
         k += stop
     return 0
@@ -191,11 +200,11 @@ def elman_scan_part(src, idx, h0, work, outs, reverse, stops, kept, panels, offs
 
 @jit
 def elman_scan_back_part(
-    h0, work, douts, dh, h_prev, scale, reverse, panels, offs, rows, edges, me, parts, bar, claims
+    h0, work, douts, dh, h_prev, scale, reverse, panels, offs, rows, edges, b0, b1, me, parts, bar, claims
 ):
     """elman_scan_back split by hidden units (part q's panels W_hh's columns for its units,
     packed); rows (parts, >= n) and edges (parts, TILE, PANEL) scratch. 0, or -1 if lost."""
-    T, B, H = work.shape[0], work.shape[1], dh.shape[1]
+    T, H = work.shape[0], dh.shape[1]
     for k in range(T + 1):
         for j in range(parts):
             q = _take(bar, claims, me, parts, k, j)
@@ -204,17 +213,17 @@ def elman_scan_back_part(
             if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
-            dhc = dh[:, lo:hi]
+            dhc = dh[b0:b1, lo:hi]
             if k > 0:  # step T - k's product for the part's units
                 t = _at(T - k, T, reverse)
-                _mm_panels(work[t], panels[offs[q] : offs[q + 1]], dhc, edges[q], False)
-                _scale_rows(dhc, scale, t)
+                _mm_panels(work[t][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], False)
+                _scale_rows(dhc, scale, t, b0)
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
                 t = _at(s, T, reverse)
-                _copy_part(_before(h0, work, s, T, reverse), h_prev[t], lo, hi)
+                _copy_part(_before(h0, work, s, T, reverse)[b0:b1], h_prev[t][b0:b1], lo, hi)
                 w, g, row = work[t], douts[t], rows[q]
-                for b in range(B):
+                for b in range(b0, b1):
                     _elman_row_back(w[b, lo:hi], dh[b, lo:hi], g[b, lo:hi], w[b, lo:hi], row[: hi - lo])
             _atomic_add(bar, 1)
     return 0
@@ -222,7 +231,7 @@ def elman_scan_back_part(
 
 @jit
 def gru_scan_part(
-    src, idx, b_hn, h0, work, outs, reverse, stops, kept, panels, offs, scratch, edges, me, parts, bar, claims
+    src, idx, b_hn, h0, work, outs, reverse, stops, kept, panels, offs, scratch, edges, b0, b1, me, parts, bar, claims
 ):
     """gru_scan split by hidden units: part q's panels its units' [r, z, n] rows of W_hh,
     transposed and packed; scratch (parts, >= B * 3n padded to panels) and edges (parts,
@@ -241,9 +250,9 @@ def gru_scan_part(
             rec = _gates(scratch, q, B, Pq.shape[0] * _PANEL)
             t = _at(s, T, reverse)
             hp = _before(h0, outs, s, T, reverse)
-            _mm_panels(hp, Pq, rec, edges[q], False)
+            _mm_panels(hp[b0:b1], Pq, rec[b0:b1], edges[q], False)
             w, h = work[t % work.shape[0]], outs[t % outs.shape[0]]
-            for b in range(B):
+            for b in range(b0, b1):
                 x, rc, wb = src[idx[t, b]], rec[b], w[b]
                 _gru_cells(
                     x[lo:hi],
@@ -261,7 +270,7 @@ def gru_scan_part(
                     h[b, lo:hi],
                 )
             if stop:
-                _keep(h, kept[k, 0], lo, hi)
+                _keep(h, kept[k, 0], lo, hi, b0, b1)
             _atomic_add(bar, 1)
         k += stop
     return 0
@@ -269,13 +278,13 @@ def gru_scan_part(
 
 @jit
 def gru_scan_back_part(
-    h0, work, outs, douts, dh, drec, h_prev, scale, reverse, panels, offs, edges, me, parts, bar, claims
+    h0, work, outs, douts, dh, drec, h_prev, scale, reverse, panels, offs, edges, b0, b1, me, parts, bar, claims
 ):
     """gru_scan_back split by hidden units: part q's panels its units' columns of W_hh,
     packed; drec (2, B, 3H) shared by the parts, step s in half s % 2 (a part may write step
     s's half while another still reads step s + 1's); edges (parts, TILE, PANEL) scratch (the
     cells write their gradients over the gates). 0, or -1 if the parts lost each other."""
-    T, B, H = work.shape[0], work.shape[1], dh.shape[1]
+    T, H = work.shape[0], dh.shape[1]
     for k in range(T + 1):
         for j in range(parts):
             q = _take(bar, claims, me, parts, k, j)
@@ -284,18 +293,18 @@ def gru_scan_back_part(
             if q < 0:
                 continue
             lo, hi = _share(H, q, parts)
-            dhc = dh[:, lo:hi]
+            dhc = dh[b0:b1, lo:hi]
             if k > 0:  # step T - k's product for the part's units: dh = g z + drec W_hh
                 t = _at(T - k, T, reverse)
-                _mm_panels(drec[(T - k) % 2], panels[offs[q] : offs[q + 1]], dhc, edges[q], True)
-                _scale_rows(dhc, scale, t)
+                _mm_panels(drec[(T - k) % 2][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], True)
+                _scale_rows(dhc, scale, t, b0)
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
                 t = _at(s, T, reverse)
                 hp = _before(h0, outs, s, T, reverse)
-                _copy_part(hp, h_prev[t], lo, hi)
+                _copy_part(hp[b0:b1], h_prev[t][b0:b1], lo, hi)
                 w, g, d = work[t], douts[t], drec[s % 2]
-                for b in range(B):
+                for b in range(b0, b1):
                     wb, db = w[b], d[b]
                     _gru_cells_back(
                         wb[lo:hi],

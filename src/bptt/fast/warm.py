@@ -111,9 +111,9 @@ def _compile() -> None:
         one4, one3 = ((np.zeros((1, k, gemm.PANEL), f), one[1]) for k in (4, 3))  # (K rows: LSTM's, GRU's gates)
         kept = []
 
-        def at():  # part 0 of 1, a fresh round counter and claim (kept alive while the kernel runs)
+        def at():  # row 0 of 1, part 0 of 1, a fresh round counter and claim (kept alive while the kernel runs)
             kept.append((np.zeros(3, i8), np.zeros((1, 8), i8)))
-            return 0, 1, kept[-1][0].ctypes.data, kept[-1][1].ctypes.data
+            return 0, 1, 0, 1, kept[-1][0].ctypes.data, kept[-1][1].ctypes.data
 
         split.lstm_scan_part(
             g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, *none, *one, wide.copy(), edges, *at()
