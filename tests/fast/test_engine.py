@@ -259,7 +259,7 @@ def test_a_part_waiting_on_a_task_never_finished_gives_up():
     args = (src, idx, np.zeros((B, H), f4), np.zeros((T, B, H), f4), np.zeros((T, B, H), f4), False)
     args += (np.zeros(0, np.int64), np.zeros((0, 2), np.int64))  # no stops
     edges = np.empty((2, gemm.TILE, gemm.PANEL), f4)
-    code = split.elman_scan_part(*args, panels, offs, edges, 0, B, 0, 2, bar.ctypes.data, claims.ctypes.data)
+    code = split.elman_scan_part(*args, panels, offs, edges, (0, B), 0, 2, bar.ctypes.data, claims.ctypes.data)
     assert code == -1 and bar[0] == 1 and bar[1] == 1  # its own task done, then the abort flag
 
 
@@ -659,9 +659,9 @@ def test_a_scan_split_by_batch_rows_gives_each_row_the_one_part_numbers(kind, mo
 
 @needs_split
 def test_row_chunks_are_whole_tiles_a_part_at_least():
-    """_row_spans: None where the weights are big, the batch has under a tile a part, the scan is
-    small or there is one part; else ROW_CHUNKS chunks a part at most, of whole tiles, covering
-    the batch in order."""
+    """_row_spans: None where the weights are big, the batch has under a tile a part or there
+    is one part; one chunk of all rows for a small scan; else ROW_CHUNKS chunks a part at most,
+    of whole tiles, covering the batch in order."""
     cell = fast_cells.FastLSTM(make_cell("lstm", 4, 32))
     small, big = {"W_hh": np.zeros((128, 32), f4)}, {"W_hh": np.zeros((4 * 512, 512), f4)}
     macs = engine.SCAN_ALONE_MACS
@@ -669,7 +669,7 @@ def test_row_chunks_are_whole_tiles_a_part_at_least():
     with engine.split(2):
         assert cell._row_spans(big, 64, macs) is None
         assert cell._row_spans(small, 2 * T - 1, macs) is None
-        assert cell._row_spans(small, 64, macs - 1) is None
+        assert cell._row_spans(small, 64, macs - 1) == [(0, 64)]  # (alone, on the caller)
         assert cell._row_spans(small, 2 * T, macs) == [(0, T), (T, 2 * T)]
         got = cell._row_spans(small, 9 * T + 3, macs)
         assert len(got) == 2 * fast_cells.ROW_CHUNKS

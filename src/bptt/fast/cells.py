@@ -147,11 +147,15 @@ class _Fast:
         hidden units (or, under SCAN_ALONE_MACS, run it alone). By rows where the recurrent
         weights are at most ROWS_BYTES (each thread then streams all of them from its own core's
         cache, and the threads never meet) and the batch has a product tile of rows for each
-        part: chunks of whole tiles, ROW_CHUNKS a part, taken by the threads as they come."""
+        part: chunks of whole tiles, ROW_CHUNKS a part, taken by the threads as they come; a
+        scan under SCAN_ALONE_MACS in one chunk of all rows (the same one-part numbers and
+        packed weights as the cell's other scans, run on the caller)."""
         P = engine.parts()
         tiles = B // gemm.TILE
-        if P < 2 or macs < engine.SCAN_ALONE_MACS or params["W_hh"].nbytes > ROWS_BYTES or tiles < P:
+        if P < 2 or params["W_hh"].nbytes > ROWS_BYTES or tiles < P:
             return None
+        if macs < engine.SCAN_ALONE_MACS:
+            return [(0, B)]
         n = min(tiles, ROW_CHUNKS * P)
         cuts = [gemm.TILE * (tiles * i // n) for i in range(n)] + [B]
         return list(zip(cuts[:-1], cuts[1:]))
@@ -166,7 +170,7 @@ class _Fast:
         if spans is None:
             P = engine.parts()
             shared, per = self._own(params, B, dtype, P, P, forward, gates, floats)
-            engine.scan_parts(fn, *args, *shared, *per, 0, B, macs=macs)
+            engine.scan_parts(fn, *args, *shared, *per, (0, B), macs=macs)
         else:
             shared, per = self._own(params, B, dtype, 1, len(spans), forward, gates, floats)
             engine.scan_rows(fn, spans, lambda c: (*args, *shared, *(a[c : c + 1] for a in per)))
@@ -320,7 +324,7 @@ class FastLSTM(_Fast):
                 hp, cp = (h0, c0) if a == 0 else (outs[a - 1], cs[a - 1])
                 fs = f[a:b] if f.shape[0] else f
                 args = (hp, cp, work[a:b], cs[a:b], outs[a:b], g[a:b], dh, dc, h_prev[a:b], fs, False)
-                engine.scan_alone(split.lstm_scan_back_part, P, *args, *shared, *per, 0, B)
+                engine.scan_alone(split.lstm_scan_back_part, P, *args, *shared, *per, (0, B))
 
             return chunk
 
@@ -476,7 +480,7 @@ class FastElman(_Fast):
                 hp = h0 if a == 0 else work[a - 1]  # (still h: that step's cells come later)
                 fs = f[a:b] if f.shape[0] else f
                 args = (hp, work[a:b], g[a:b], dh, h_prev[a:b], fs, False)
-                engine.scan_alone(split.elman_scan_back_part, P, *args, *shared, *per, 0, B)
+                engine.scan_alone(split.elman_scan_back_part, P, *args, *shared, *per, (0, B))
 
             return chunk
 

@@ -269,10 +269,11 @@ def scan_parts(fn: Callable[..., int], *args: Any, macs: int | None = None) -> N
         return
     bar = np.array([0, 0, _YIELDS], np.int64)  # tasks finished, abort flag, most yields
     claims = np.zeros((P, 8), np.int64)  # rounds claimed per part, a cache line each
+    at = (bar.ctypes.data, claims.ctypes.data)  # (held alive by bar and claims, in this frame)
 
     def part(p: int) -> int:
         try:
-            return fn(*args, p, P, bar.ctypes.data, claims.ctypes.data)
+            return fn(*args, p, P, *at)
         except BaseException:
             bar[1] = 1  # the other parts stop waiting for this one
             raise
@@ -293,15 +294,19 @@ def scan_alone(fn: Callable[..., int], P: int, *args: Any) -> None:
 
 
 def scan_rows(fn: Callable[..., int], spans: list[tuple[int, int]], args_of: Callable[[int], tuple]) -> None:
-    """A compiled scan split by batch rows: chunk c runs fn(*args_of(c), b0, b1) over its rows
+    """A compiled scan split by batch rows: chunk c runs fn(*args_of(c), (b0, b1)) over its rows
     spans[c] = (b0, b1) as one part alone (all hidden units; split.py). A scan's rows never meet,
     so the threads take chunks one by one, as they come, with no meeting per step: a late thread
-    leaves its chunks to the others, and the numbers are the same whoever ran which chunk."""
+    leaves its chunks to the others, and the numbers are the same whoever ran which chunk. One
+    chunk runs on the calling thread."""
+    if len(spans) == 1:
+        scan_alone(fn, 1, *args_of(0), spans[0])
+        return
     chunks = iter(range(len(spans)))  # (next() on it is atomic: each chunk is taken once)
 
     def take() -> None:
         for c in chunks:
-            scan_alone(fn, 1, *args_of(c), *spans[c])
+            scan_alone(fn, 1, *args_of(c), spans[c])
 
     run([take] * parts())
 

@@ -113,7 +113,7 @@ def _compile() -> None:
 
         def at():  # row 0 of 1, part 0 of 1, a fresh round counter and claim (kept alive while the kernel runs)
             kept.append((np.zeros(3, i8), np.zeros((1, 8), i8)))
-            return 0, 1, 0, 1, kept[-1][0].ctypes.data, kept[-1][1].ctypes.data
+            return (0, 1), 0, 1, kept[-1][0].ctypes.data, kept[-1][1].ctypes.data
 
         split.lstm_scan_part(
             g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, *none, *one, wide.copy(), edges, *at()
