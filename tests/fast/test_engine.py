@@ -678,3 +678,34 @@ def test_row_chunks_are_whole_tiles_a_part_at_least():
         assert all(b0 % T == 0 and b1 - b0 >= T for b0, b1 in got)
     with engine.split(1):
         assert cell._row_spans(small, 64, macs) is None
+
+
+@needs_split
+@pytest.mark.parametrize("B", [19, 35])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "scaled"])
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
+def test_scans_split_by_rows_equal_the_one_part_scans_bitwise(kind, B, reverse, scaled, monkeypatch):
+    """Scans split by batch rows into chunks (the last one partial: 19 = 8 + 11 rows, 35 = 8 +
+    8 + 8 + 11), forward and consumed backward with randomized-truncation factors, a ring run
+    for its final state and the states kept at stops: bitwise the one-part scans' numbers."""
+    monkeypatch.setattr(engine, "SCAN_ALONE_MACS", 1)  # (every scan split)
+    spans = []
+    real = engine.scan_rows
+    monkeypatch.setattr(engine, "scan_rows", lambda fn, s, args_of: spans.append(s) or real(fn, s, args_of))
+    cell, p, state, xp, douts, dT = _problem(kind, 40, B, T=9)
+    scale = truncation_factors(9, B, 0.3, np.random.default_rng(5)).astype(f4) if scaled else None
+    stops = [0, 3, 8]
+    got = {}
+    for P in (1, 2):
+        with engine.split(P):
+            out = _scan(cell, p, state, xp, douts, dT, reverse, scale)
+            kept = []
+            _, final, _ = scan_forward(
+                cell, p, xp, state, reverse=reverse, keep=False, outputs=False, stops=stops, kept=kept
+            )
+        got[P] = out + list(final) + [a for k in kept for a in k]
+    n = 2 if B == 19 else 4
+    assert len(spans) == 3 and all(len(s) == n and s[-1] == (8 * (n - 1), B) for s in spans)
+    for a, b in zip(got[2], got[1]):
+        np.testing.assert_array_equal(a, b)
