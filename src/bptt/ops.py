@@ -114,19 +114,6 @@ def _step_context(model: Any, params: Any, mask: Any) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
-def _row_spans(model: Any, params: Any, mask: Any, B: int) -> list[tuple[int, int]] | None:
-    """The runs of batch rows (b0, b1) that one memory-budgeted step may walk side by side, one
-    a thread, each within its share of the budget; or None: the batch as one walk. By default
-    None."""
-    return None
-
-
-def _run_rows(calls: list[Callable[[], Any]]) -> list[Any]:
-    """The calls (one walk per run of rows_spans' rows), side by side on the step's threads
-    where its work is split; their results in order. By default one after the other."""
-    return [c() for c in calls]
-
-
 DEFAULTS: dict[str, Callable] = {
     "empty": _empty,
     "zeros": _zeros,
@@ -141,14 +128,11 @@ DEFAULTS: dict[str, Callable] = {
     "matmul_add": _matmul_add,
     "adam": _adam,
     "both": _both,
-    "row_spans": _row_spans,
-    "run_rows": _run_rows,
 }
 
 empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
 softmax_xent, implementation, step_context, release = _softmax_xent, _implementation, _step_context, _release
 memory_limit, memo, matmul_add, adam, both = _memory_limit, _memo, _matmul_add, _adam, _both
-row_spans, run_rows = _row_spans, _run_rows
 
 _loader: Callable[[], None] | None = None
 

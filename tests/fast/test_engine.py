@@ -709,37 +709,3 @@ def test_scans_split_by_rows_equal_the_one_part_scans_bitwise(kind, B, reverse, 
     assert len(spans) == 3 and all(len(s) == n and s[-1] == (8 * (n - 1), B) for s in spans)
     for a, b in zip(got[2], got[1]):
         np.testing.assert_array_equal(a, b)
-
-
-@needs_split
-@pytest.mark.parametrize("policy", ["revolve", "mixed"])
-def test_a_budgeted_step_walks_runs_of_rows_side_by_side(policy, monkeypatch):
-    """With two threads and cells that split their scans by rows, memory-budgeted BPTT walks
-    each half of the batch on a thread of its own, within half the budget on a plan of its
-    own: the loss, gradients, initial-state gradient and final state of full BPTT (float32
-    rounding), each run executing its plan's forward steps (recomputing); a batch with under a
-    tile a thread is one walk."""
-    from bptt.algorithms.budget import Budget, measure_storage
-
-    model = bptt.Model(9, [bptt.Recurrent("lstm", 32), bptt.Recurrent("gru", 32), bptt.Dense(9)], tokens=True)
-    params = model.init_params(np.random.default_rng(0), f4)
-    rng = np.random.default_rng(1)
-    x, y = rng.integers(0, 9, (80, 16)), rng.integers(0, 9, (80, 16))
-    walks = []
-    real = ops.run_rows
-    monkeypatch.setattr(ops, "run_rows", lambda calls: walks.append(len(calls)) or real(calls))
-    with threadpool_limits(2, user_api="blas"):
-        want = full_bptt(model, params, x, y)
-        algo = Budget(int(0.3 * measure_storage(model, params, 16).leaf(80)), policy)
-        got = algo(model, params, x, y)
-        assert walks == [2] and algo.stats["row_runs"] == 2
-        assert algo.stats["forward_steps"] == algo.stats["planned_forward_steps"] > 80
-        assert abs(got.loss - want.loss) <= 1e-6 * abs(want.loss)
-        for k in want.grads:
-            assert relative_error(got.grads[k], want.grads[k]) < 2e-5, k
-        for a, b in ((got.dstate0, want.dstate0), (got.final_state, want.final_state)):
-            for key in b:
-                for u, v in zip(a[key], b[key]):
-                    assert u.shape == v.shape and relative_error(u, v) < 2e-5, key
-        algo(model, params, x[:, :8], y[:, :8])
-    assert walks == [2] and "row_runs" not in algo.stats

@@ -207,14 +207,6 @@ def _traced():
         ops.release()
 
 
-# Runs of rows walk side by side only where their plans advance at most this many times the
-# forward steps of the whole batch's plan. Measured on the Intel Xeon (2 vCPUs), LSTM 128, T = 1000,
-# B = 32, mixed policy, medians of 5 alternated in one process: at 4% (1,971 forward steps a run
-# against 1,968) 176.7 against 208.7 ms and 198.9 against 230.9; at 2.5% with a share of 2,308
-# against 1,992, 263.6 against 246.8 ms.
-ROW_STEPS = 1.02
-
-
 @register
 class Budget(Algorithm):
     """Full BPTT's gradient within `budget` bytes (a number, or '64MB', '1GiB', ...) for the
@@ -229,17 +221,13 @@ class Budget(Algorithm):
             raise one_of("memory policy", policy, POLICIES)
         self.budget, self.policy = parse_bytes(budget), policy
         self._plans: dict[tuple, Plan] = {}
-        self._runs: dict[tuple, list | None] = {}
         self.stats: dict[str, int] = {}
 
-    def plan_for(
-        self, model: Model, params: Params, T: int, B: int, masked: bool = False, budget: int | None = None
-    ) -> Plan:
+    def plan_for(self, model: Model, params: Params, T: int, B: int, masked: bool = False) -> Plan:
         dtype = next(iter(params.values())).dtype
-        budget = self.budget if budget is None else budget
-        key = (id(model), T, B, str(dtype), masked, budget)
+        key = (id(model), T, B, str(dtype), masked)
         if key not in self._plans:
-            self._plans[key] = plan(T, budget, measure_storage(model, params, B, masked), self.policy)
+            self._plans[key] = plan(T, self.budget, measure_storage(model, params, B, masked), self.policy)
         return self._plans[key]
 
     def __call__(
@@ -253,69 +241,10 @@ class Budget(Algorithm):
             with ops.step_context(model, params, b.mask):
                 g, self.stats = levelwise(model, params, b, self.budget, self.policy, self._plans)
             return g
-        runs = self.runs(model, params, b)
-        if len(runs) > 1:
-            return self._by_rows(model, params, b, runs)
-        p = runs[0][1]
+        p = self.plan_for(model, params, T, B, b.mask is not None)
         with ops.step_context(model, params, b.mask):  # where the step's work may be split between cores
             g, self.stats = execute(model, params, b, p)
         return g
-
-    def runs(self, model: Model, params: Params, b: Any) -> list[tuple[tuple[int, int], Plan]]:
-        """The runs of batch rows (b0, b1) the step on checked batch b walks, each with its plan:
-        the whole batch on one plan, or (where ops.row_spans gives runs: the step's threads can
-        each take one, the loss is at every step and no mask) one walk a run, side by side, each
-        within its rows' share of the budget on a plan of its own, if every share holds its
-        run's smallest budget. The plans are made here, before any thread starts (the storage
-        probes trace the whole process)."""
-        T, B = b.x.shape[:2]
-        spans = None if b.mask is not None or model.loss_fn.at != "every" else ops.row_spans(model, params, None, B)
-        if spans is not None:
-            key = ("rows", id(model), T, B, str(b.x.dtype), next(iter(params.values())).dtype.str, tuple(spans))
-            if key not in self._runs:
-                self._runs[key] = self._row_plans(model, params, T, B, spans)
-            if self._runs[key] is not None:
-                return self._runs[key]
-        return [((0, B), self.plan_for(model, params, T, B, b.mask is not None))]
-
-    def _row_plans(self, model: Model, params: Params, T: int, B: int, spans: list) -> list | None:
-        """Each run's plan within its rows' share of the budget, less what each walk after the
-        first holds of its own beside its plan (a gradient, a step's working arrays); None
-        where a share is under its run's smallest budget, or where a run's plan would advance
-        more than ROW_STEPS times the forward steps of the whole batch's plan (a small share
-        buys fewer states: the side-by-side walks then recompute more than they save)."""
-        rows = spans[-1][1] - spans[-1][0]
-        own = sum(v.nbytes for v in params.values()) + measure_storage(model, params, rows).leaf(1)
-        spare = self.budget - (len(spans) - 1) * own
-        try:
-            runs = [((a, e), self.plan_for(model, params, T, e - a, False, spare * (e - a) // B)) for a, e in spans]
-            whole = self.plan_for(model, params, T, B)
-        except BpttError:
-            return None
-        return runs if max(p.forward_steps for _, p in runs) <= ROW_STEPS * whole.forward_steps else None
-
-    def _by_rows(self, model: Model, params: Params, b: Any, runs: list) -> Gradient:
-        """One walk per run of rows on the step's threads (ops.run_rows), each run's loss and
-        gradients on the whole batch's count, so that their sums are the batch's (to float32
-        rounding); the states joined along the batch."""
-        T, B = b.x.shape[:2]
-        n = model.loss_fn.count(None, T, B)
-        calls = [partial(execute, model, params, _rows(b, a, e), p, count=n) for (a, e), p in runs]
-        with ops.step_context(model, params, None):
-            out = ops.run_rows(calls)
-        grads = out[0][0].grads
-        for g, _ in out[1:]:
-            for k in grads:
-                grads[k] += g.grads[k]
-        self.stats = {
-            "forward_steps": max(s["forward_steps"] for _, s in out),
-            "peak_bytes": sum(s["peak_bytes"] for _, s in out),
-            "planned_forward_steps": max(s["planned_forward_steps"] for _, s in out),
-            "planned_peak_bytes": sum(s["planned_peak_bytes"] for _, s in out),
-            "row_runs": len(out),
-        }
-        loss = sum(g.loss for g, _ in out)
-        return Gradient(loss, grads, _cat([g.dstate0 for g, _ in out]), _cat([g.final_state for g, _ in out]))
 
 
 def execute(
@@ -327,7 +256,6 @@ def execute(
     scale: np.ndarray | None = None,
     restarts: dict[int, np.ndarray] | None = None,
     t0: int = 0,
-    count: float | None = None,
 ) -> tuple[Gradient, dict[str, int]]:
     """Run plan p on a checked batch b: (the gradient, counts). Buffers kept for reuse (ops'
     memory_limit) stay within those in use and the work about to run (a recorded segment, or
@@ -338,11 +266,10 @@ def execute(
     factors on the backward message leaving each step (scan_backward's), a cut stream's 0;
     restarts {t: (B,) bool}, the streams whose state is zeroed before step t (a stream reset
     inside the window: forward runs and records split there); t0, the batch's first step in the
-    sequence its masks belong to (a truncated window's); count, the positions the loss is
-    averaged over, if not this batch's (a run of a batch's rows: the whole batch's)."""
+    sequence its masks belong to (a truncated window's)."""
     T, B = b.x.shape[:2]
     counted = b.mask if loss_mask is None else loss_mask
-    n = model.loss_fn.count(counted, T, B) if count is None else count
+    n = model.loss_fn.count(counted, T, B)
     grads = model.zero_grads(params)
     loss = [0.0]
 
@@ -487,17 +414,6 @@ def walk(
         "planned_peak_bytes": p.peak_bytes,
     }
     return dstate, final, stats
-
-
-def _rows(b: Any, a: int, e: int) -> Any:
-    """Batch rows a:e of a checked unmasked batch (views: no copy)."""
-    state0 = {k: type(s)(*(v[a:e] for v in s)) for k, s in b.state0.items()}
-    return type(b)(b.x[:, a:e], None if b.targets is None else b.targets[:, a:e], None, state0, b.given)
-
-
-def _cat(states: list) -> Any:
-    """States of runs of rows, joined along the batch."""
-    return {k: type(s)(*(np.concatenate(f) for f in zip(*(st[k] for st in states)))) for k, s in states[0].items()}
 
 
 def _compact(state: ModelState) -> ModelState:

@@ -57,9 +57,9 @@ def _build(
     name: str, case: LongCase, threads: int, length: int = T
 ) -> tuple[Callable[[], Any], Callable[[], tuple], dict]:
     """(step, grads, facts) of a contender (on the first `length` steps)."""
-    from ..algorithms.budget import Budget, execute, measure_storage
+    from ..algorithms.budget import execute, measure_storage
     from ..algorithms.full import full_bptt
-    from ..algorithms.plan import segments_plan
+    from ..algorithms.plan import plan, segments_plan
     from .contenders import case_model, case_params, make_torch, make_torch_checkpoint
 
     x, y = (a[:length] for a in case.data())
@@ -89,8 +89,13 @@ def _build(
             with ops.step_context(model, params, None):
                 model.forward_levels(params, x, None, state, keep=False, state_only=True)
 
-    elif name == "segments":
-        p = segments_plan(length, k, storage)
+    else:
+        if name == "segments":
+            p = segments_plan(length, k, storage)
+        else:
+            policy, pct = name.split()
+            facts["budget_bytes"] = max(int(float(pct.rstrip("%")) / 100 * full), storage.leaf(1) + storage.state)
+            p = plan(length, facts["budget_bytes"], storage, policy)
         b = model.check_batch(params, x, y, None, None)
 
         def run():
@@ -100,25 +105,6 @@ def _build(
             return g
 
         facts.update(planned_peak_bytes=p.peak_bytes, forward_steps=p.forward_steps, states=p.states)
-    else:  # the algorithm as a user runs it (one walk, or one per run of batch rows)
-        policy, pct = name.split()
-        facts["budget_bytes"] = max(int(float(pct.rstrip("%")) / 100 * full), storage.leaf(1) + storage.state)
-        algo = Budget(facts["budget_bytes"], policy)
-        with _blas_limit(threads):  # (the runs of rows depend on the step's threads)
-            runs = algo.runs(model, params, model.check_batch(params, x, y, None, None))
-        plans = [p for _, p in runs]
-
-        def run():
-            g = algo(model, params, x, y)
-            assert algo.stats["forward_steps"] == max(p.forward_steps for p in plans)
-            return g
-
-        facts.update(
-            planned_peak_bytes=sum(p.peak_bytes for p in plans),
-            forward_steps=max(p.forward_steps for p in plans),
-            states=sum(p.states for p in plans),
-            row_runs=len(plans),
-        )
 
     def grads():
         g = run()
@@ -361,20 +347,7 @@ def markdown(results: dict[str, Any]) -> str:
         "floor: 1 + (forward steps / T - 1) x forward's time, the least a plan that runs those forward steps can "
         "cost, whatever its overheads. one step: full BPTT over one time step, whose peak is one step's working "
         "memory (the gradients, the packed weights, the token table, one step's tape); "
-        "peak - budget - one step <= 0 is a peak within the budget and one step's working memory. "
-        "revolve and mixed run as bptt.algorithms.Budget does: where the step's threads can each walk a run "
-        "of the batch's rows (two threads, cells that split their scans by rows), one walk a run side by side, "
-        "each within its rows' share of the budget"
-        + (
-            " (here: "
-            + ", ".join(
-                sorted({f"H={r['hidden']}: {r['row_runs']} runs" for r in results["rows"] if r.get("row_runs", 1) > 1})
-            )
-            + ")"
-            if any(r.get("row_runs", 1) > 1 for r in results["rows"])
-            else " (here: none)"
-        )
-        + "; forward steps / T is then a run's.",
+        "peak - budget - one step <= 0 is a peak within the budget and one step's working memory.",
         "",
         "Peak memory: the worker's VmHWM over the timed steps above its resident memory before them "
         "(imports, weights, batch loaded); what the steps reuse of the free memory the heap kept from the work "

@@ -65,8 +65,6 @@ def load() -> None:
         matmul_add=pool.matmul_add,
         adam=_adam,
         both=_both,
-        row_spans=_row_spans,
-        run_rows=_run_rows,
     )
 
 
@@ -134,34 +132,6 @@ def _both(first: Any, second: Any) -> tuple[Any, Any]:
 
     a, b = engine.run([alone, second])
     return a, b
-
-
-def _row_spans(model: Any, params: Any, mask: Any, B: int) -> list[tuple[int, int]] | None:
-    """ops.row_spans: one run of rows a thread of the step's engine where every recurrent cell
-    splits its scans by rows (cells.batch_runs), else None."""
-    dtype = next(iter(params.values())).dtype
-    k = _f32(dtype)
-    if k is None:
-        return None
-    _, cells, engine = k
-    found = [d.cell for lv in model.recurrent_levels for d in lv.directions]
-    return cells.batch_runs(found, B, engine.ready(found, mask, cells.splits(dtype)))
-
-
-def _run_rows(calls: list) -> list:
-    """ops.run_rows: within a step on the engine, each call on a thread of its own as one part
-    (the packed one-part scans, whole products), all sharing the step's packed weights."""
-    from . import engine
-
-    if engine.parts() < 2 or len(calls) < 2:
-        return [c() for c in calls]
-    shared = engine.memo()
-
-    def alone(call: Any) -> Any:
-        with engine.split(1, shared):
-            return call()
-
-    return engine.run([(lambda c=c: alone(c)) for c in calls])
 
 
 def _softmax_xent(dtype: Any):

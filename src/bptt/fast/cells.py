@@ -21,7 +21,6 @@ the reference every number here is tested against (tests/fast).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -115,10 +114,6 @@ class _Fast:
         H = self.cell.hidden_size
         W = params["W_hh"]
         memo, key = engine.memo(), (id(W), P, forward)  # the weights hold still within a step
-        with _PACKING:  # (threads walking runs of rows share the step's memo: one packs, once)
-            return self._packed(W, H, P, forward, memo, key)
-
-    def _packed(self, W: np.ndarray, H: int, P: int, forward: bool, memo: dict, key: tuple) -> tuple:
         if key in memo and memo[key][0] is W:
             return memo[key][1]
         blocks = [
@@ -527,23 +522,6 @@ ROWS_BYTES = 1 << 19
 # Chunks a part at most (of whole product tiles): the threads take them as they come, so a
 # thread that is late or shares its core leaves the rest to the other.
 ROW_CHUNKS = 2
-
-
-_PACKING = threading.Lock()
-_GATES: dict[type, int] = {LSTM: 4, GRU: 3, Elman: 1}  # blocks of H rows in W_hh
-
-
-def batch_runs(cells: list, B: int, P: int) -> list[tuple[int, int]] | None:
-    """Runs of batch rows for P threads, one each, of whole product tiles, where every cell's
-    float32 W_hh is at most ROWS_BYTES (the cells whose scans split by rows) and each thread
-    gets a tile; else None."""
-    if not SCANS or P < 2 or B < P * gemm.TILE:
-        return None
-    if any(_GATES.get(type(c), 99) * 4 * c.hidden_size**2 > ROWS_BYTES for c in cells):
-        return None
-    tiles = B // gemm.TILE
-    cuts = [gemm.TILE * (tiles * i // P) for i in range(P)] + [B]
-    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _fits(cell: Any) -> bool:

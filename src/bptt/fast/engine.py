@@ -339,15 +339,14 @@ def _blas_threads() -> int:
 
 
 @contextmanager
-def split(P: int, memo: dict | None = None) -> Iterator[None]:
-    """The calling thread's work split into P parts without touching BLAS's thread count (tests;
-    ops.run_rows' walks, which share one step's `memo`)."""
-    old, memo_before = getattr(_local, "parts", 0), getattr(_local, "memo", None)
-    _local.parts, _local.memo = P, {} if memo is None else memo
+def split(P: int) -> Iterator[None]:
+    """The calling thread's work split into P parts without touching BLAS's thread count (tests)."""
+    old, memo = getattr(_local, "parts", 0), getattr(_local, "memo", None)
+    _local.parts, _local.memo = P, {}
     try:
         yield
     finally:
-        _local.parts, _local.memo = old, memo_before
+        _local.parts, _local.memo = old, memo
 
 
 def memo() -> dict:
