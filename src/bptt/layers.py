@@ -25,6 +25,9 @@ class Level:
 
     kind: str = "level"
     recurrent: bool = False
+    # whether each batch row's outputs and gradients depend on that row alone, so that runs of
+    # rows may go through the level apart (memory-budgeted BPTT's runs of rows)
+    rowwise: bool = False
 
     def __init__(self, size: int, name: str | None = None) -> None:
         self.size = _checks.positive_int(f"{self.kind} size", size)
@@ -69,6 +72,8 @@ class Embedding(Level):
     """Token lookup: y[t, b] = W[x[t, b]], W (vocab, size). Its gradient is a scatter-add of
     dy into the looked-up rows; no one-hot matrix is ever formed."""
 
+    rowwise = True
+
     kind = "embed"
 
     def __init__(self, size: int, name: str | None = None) -> None:
@@ -103,6 +108,8 @@ class Dense(Level):
     """Time-distributed affine map y = f(x W^T + b), W (size, input_size), applied to all
     (T, B) positions as one matrix product. With f = identity and the model's last level this
     is the readout W (hidden -> output) of the classic notation."""
+
+    rowwise = True
 
     kind = "dense"
 
@@ -256,6 +263,10 @@ class Dropout(_Passing):
         """Whether masks are held (within Model.dropout)."""
         return self.mask is not None
 
+    @property
+    def rowwise(self) -> bool:  # type: ignore[override]
+        return self.mask is None  # (held masks are the whole batch's)
+
     def _apply(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         if mask is None:
             return x
@@ -293,6 +304,8 @@ class Recurrent(Level):
     bidirectional layer (forward and time-reversed, outputs concatenated [fwd, rev] as in
     torch). With `learn_init`, the initial state is a learned parameter '<name>.h0' (and
     '.c0' for LSTM) broadcast over the batch; otherwise it is zeros unless given."""
+
+    rowwise = True
 
     recurrent = True
 

@@ -114,6 +114,19 @@ def _step_context(model: Any, params: Any, mask: Any) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
+def _row_runs(model: Any, params: Any, mask: Any, B: int, steps: int) -> list[tuple[int, int]] | None:
+    """Runs of batch rows (b0, b1) whose recorded segments of `steps` steps memory-budgeted BPTT
+    may run side by side (`side_by_side`: forward, loss and backward of each run on a thread of
+    its own), or None: the batch whole. By default None."""
+    return None
+
+
+def _side_by_side(calls: list[Callable[[], Any]]) -> list[Any]:
+    """The results of calls that touch nothing of each other's (one run of rows each), side by
+    side on the step's threads where its work is split. By default one after the other."""
+    return [c() for c in calls]
+
+
 DEFAULTS: dict[str, Callable] = {
     "empty": _empty,
     "zeros": _zeros,
@@ -128,11 +141,14 @@ DEFAULTS: dict[str, Callable] = {
     "matmul_add": _matmul_add,
     "adam": _adam,
     "both": _both,
+    "row_runs": _row_runs,
+    "side_by_side": _side_by_side,
 }
 
 empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
 softmax_xent, implementation, step_context, release = _softmax_xent, _implementation, _step_context, _release
 memory_limit, memo, matmul_add, adam, both = _memory_limit, _memo, _matmul_add, _adam, _both
+row_runs, side_by_side = _row_runs, _side_by_side
 
 _loader: Callable[[], None] | None = None
 

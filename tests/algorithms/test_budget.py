@@ -2,6 +2,7 @@
 search), and the executor against full BPTT on every unidirectional case, every budget down to
 the smallest, both policies."""
 
+import contextlib
 import heapq
 from functools import cache
 from math import comb
@@ -348,3 +349,96 @@ def test_a_plan_counts_what_each_stored_state_holds():
     one = traced(lambda: full_bptt(model, params, x[:1], y[:1]))
     over = (peak - algo.stats["planned_peak_bytes"] - one) / st.state  # in states
     assert over <= 0.1 * states, over
+
+
+# ---- runs of batch rows side by side ------------------------------------------------------------
+def _needs_split():
+    from bptt import fast
+
+    if not fast.available()["split"]:
+        pytest.skip("no split scans (numba or NumPy's OpenBLAS missing)")
+
+
+def _row_problem(kind, learn_init=False, B=19, T=120):
+    """A float32 two-level token model (kind, then LSTM 24, readout), a batch and a random
+    initial state."""
+    D = 9
+    model = bptt.Model(D, [bptt.rnn(kind, 32, learn_init=learn_init), bptt.rnn("lstm", 24), bptt.Dense(D)], tokens=True)
+    params = model.init_params(np.random.default_rng(1), np.float32)
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, D, (T, B)), rng.integers(0, D, (T, B))
+    state0, _ = model.initial_state(params, B)
+    if not learn_init:
+        state0 = {k: type(s)(*(rng.standard_normal(a.shape).astype(np.float32) for a in s)) for k, s in state0.items()}
+    return model, params, x, y, state0
+
+
+@pytest.mark.parametrize("kind,learn_init", [("lstm", False), ("gru", False), ("elman", True)])
+def test_mixed_segments_run_by_rows_side_by_side_give_full_bptts_gradient(kind, learn_init, monkeypatch):
+    """With two parts, the mixed policy records and backpropagates each segment as runs of
+    batch rows side by side (B = 19: rows 0-7 and 8-18), each into a gradient of its own:
+    loss, gradients, initial-state gradients and final state those of full BPTT to float32
+    rounding, every forward step the plan's, the plan within the budget less the second run's
+    gradient, and the numbers bitwise the same from one step to the next (whichever thread ran
+    which run)."""
+    _needs_split()
+    from bptt.fast import cells as fast_cells
+    from bptt.fast import engine
+
+    monkeypatch.setattr(fast_cells, "LEAF_ROWS_MACS", 0)  # (segments of these small cells are short)
+    model, params, x, y, state0 = _row_problem(kind, learn_init)
+    T, B = x.shape
+    full = bptt.full_bptt(model, params, x, y, state0=None if learn_init else state0)
+    budget = measure_storage(model, params, B).leaf(T) // 6
+    algo = make("budget", budget=budget, policy="mixed")
+    with engine.split(2):
+        g = algo(model, params, x, y, state0=None if learn_init else state0)
+        again = algo(model, params, x, y, state0=None if learn_init else state0)
+    stats = algo.stats
+    assert stats["row_segments"] >= 3, stats
+    assert stats["forward_steps"] == stats["planned_forward_steps"]
+    gradient = sum(v.nbytes for v in params.values())
+    assert stats["planned_peak_bytes"] <= budget - gradient
+    assert abs(g.loss - full.loss) <= 1e-6 * abs(full.loss)
+    for k in full.grads:
+        assert np.abs(g.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k
+        np.testing.assert_array_equal(again.grads[k], g.grads[k], err_msg=k)
+    for k in full.dstate0:
+        for a, b in zip(g.dstate0[k], full.dstate0[k]):
+            assert np.abs(a - b).max() <= 2e-5 * max(1.0, np.abs(b).max()), k
+    for k in full.final_state:
+        for a, b in zip(g.final_state[k], full.final_state[k]):
+            assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5, k
+
+
+def test_segments_run_whole_where_rows_do_not_apply(monkeypatch):
+    """No runs of rows with one part, with the revolve policy (segments of one step), with a
+    level that sees the whole batch (dropout's masks held), or with a mask: the same
+    gradient as full BPTT, every segment whole."""
+    _needs_split()
+    from bptt.fast import cells as fast_cells
+    from bptt.fast import engine
+
+    monkeypatch.setattr(fast_cells, "LEAF_ROWS_MACS", 0)
+    model, params, x, y, _ = _row_problem("lstm")
+    T, B = x.shape
+    budget = measure_storage(model, params, B).leaf(T) // 6
+    mask = np.ones((T, B), bool)
+    mask[100:, 3] = False
+    dropped = bptt.Model(9, [bptt.rnn("lstm", 32), bptt.Dropout(0.3), bptt.Dense(9)], tokens=True)
+    dparams = dropped.init_params(np.random.default_rng(1), np.float32)
+    cases = [
+        (1, "mixed", model, params, None),
+        (2, "revolve", model, params, None),
+        (2, "mixed", model, params, mask),
+        (2, "mixed", dropped, dparams, None),
+    ]
+    for P, policy, m, p, msk in cases:
+        algo = make("budget", budget=budget, policy=policy)
+        with m.dropout(np.random.default_rng(5), B, np.float32) if m is dropped else contextlib.nullcontext():
+            with engine.split(P):
+                g = algo(m, p, x, y, mask=msk)
+            full = bptt.full_bptt(m, p, x, y, mask=msk)
+        assert algo.stats["row_segments"] == 0, (P, policy)
+        for k in full.grads:
+            assert np.abs(g.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k

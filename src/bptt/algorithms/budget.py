@@ -18,8 +18,18 @@ loss are sums over segments instead of one product over all T steps (float64: wi
 relative). A model with bidirectional levels (no time step's state stands for its past) runs
 level by level, each direction through its own plan (levelwise.py).
 
-Counted: forward steps run (`stats["forward_steps"]`, equal to the plan's) and the bytes of the
-stored states and recorded tapes at their peak (`stats["peak_bytes"]`).
+Counted: forward steps run (`stats["forward_steps"]`, equal to the plan's), the bytes of the
+stored states and recorded tapes at their peak (`stats["peak_bytes"]`) and the recorded segments
+run as runs of batch rows side by side (`stats["row_segments"]`, below).
+
+Runs of rows. With two threads or more (a float32 step on bptt.fast's engine), the mixed policy
+and cells whose scans split by batch rows, each long recorded segment runs a run of the batch's
+rows on each thread (forward, loss and backward; ops.row_runs, ops.side_by_side): one hand-off
+a segment instead of one for each scan and product in it. Each run adds into a gradient of its
+own, so the plan is made within the budget less those (and a segment's fixed part) for every
+run after the first, and is taken only where it runs at most ROW_STEPS times the forward steps
+of the plan for the whole budget (Budget.by_rows). The runs' gradients are added in a fixed
+order, so the numbers do not depend on which thread ran which run.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from ..cells.base import Params, state_map
 from ..errors import BpttError, one_of
 from ..scan import scan_backward
 from .base import Algorithm, Gradient, register
-from .plan import POLICIES, Leaf, Plan, Revolve, Split, Storage, expand, plan
+from .plan import POLICIES, Leaf, Plan, Revolve, Split, Storage, expand, longest, plan
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -207,6 +217,11 @@ def _traced():
         ops.release()
 
 
+# A plan whose recorded segments run by runs of rows side by side (Budget.by_rows) is taken where
+# it runs at most this many times the forward steps of the plan for the whole budget.
+ROW_STEPS = 1.1
+
+
 @register
 class Budget(Algorithm):
     """Full BPTT's gradient within `budget` bytes (a number, or '64MB', '1GiB', ...) for the
@@ -223,11 +238,14 @@ class Budget(Algorithm):
         self._plans: dict[tuple, Plan] = {}
         self.stats: dict[str, int] = {}
 
-    def plan_for(self, model: Model, params: Params, T: int, B: int, masked: bool = False) -> Plan:
+    def plan_for(
+        self, model: Model, params: Params, T: int, B: int, masked: bool = False, budget: int | None = None
+    ) -> Plan:
         dtype = next(iter(params.values())).dtype
-        key = (id(model), T, B, str(dtype), masked)
+        budget = self.budget if budget is None else budget
+        key = (id(model), T, B, str(dtype), masked, budget)
         if key not in self._plans:
-            self._plans[key] = plan(T, self.budget, measure_storage(model, params, B, masked), self.policy)
+            self._plans[key] = plan(T, budget, measure_storage(model, params, B, masked), self.policy)
         return self._plans[key]
 
     def __call__(
@@ -241,10 +259,36 @@ class Budget(Algorithm):
             with ops.step_context(model, params, b.mask):
                 g, self.stats = levelwise(model, params, b, self.budget, self.policy, self._plans)
             return g
-        p = self.plan_for(model, params, T, B, b.mask is not None)
+        p = self.plan_for(model, params, T, B, b.mask is not None)  # (its storage probes: before any thread)
         with ops.step_context(model, params, b.mask):  # where the step's work may be split between cores
-            g, self.stats = execute(model, params, b, p)
+            p, rows = self.by_rows(model, params, b, p)
+            g, self.stats = execute(model, params, b, p, rows=rows)
         return g
+
+    def by_rows(self, model: Model, params: Params, b: Any, p: Plan) -> tuple[Plan, list | None]:
+        """Within a step's context, on checked batch b: (the plan, the runs of batch rows its
+        recorded segments run side by side, or None). With the mixed policy, where the step's
+        threads can each take a run of rows of a segment as long as the plan's longest
+        (ops.row_runs: no mask, cells whose scans split by rows), a plan within the budget less
+        what each run after the first holds of its own (a gradient, a segment's fixed part), if
+        it exists and runs at most ROW_STEPS times p's forward steps; else (p, None). Only where
+        every level treats each batch row alone (Level.rowwise)."""
+        if p.policy != "mixed" or b.mask is not None or p.root == Leaf(0, p.T):
+            return p, None
+        if not all(lv.rowwise for lv in model.levels):  # (a rate regulariser, dropout's masks held)
+            return p, None
+        T, B = b.x.shape[:2]
+        spans = ops.row_runs(model, params, None, B, longest(p))
+        if spans is None:
+            return p, None
+        own = sum(v.nbytes for v in params.values()) + p.storage.segment
+        try:
+            q = self.plan_for(model, params, T, B, budget=self.budget - (len(spans) - 1) * own)
+        except BpttError:
+            return p, None
+        if q.forward_steps > ROW_STEPS * p.forward_steps or ops.row_runs(model, params, None, B, longest(q)) != spans:
+            return p, None
+        return q, spans
 
 
 def execute(
@@ -256,10 +300,17 @@ def execute(
     scale: np.ndarray | None = None,
     restarts: dict[int, np.ndarray] | None = None,
     t0: int = 0,
+    rows: list[tuple[int, int]] | None = None,
 ) -> tuple[Gradient, dict[str, int]]:
     """Run plan p on a checked batch b: (the gradient, counts). Buffers kept for reuse (ops'
     memory_limit) stay within those in use and the work about to run (a recorded segment, or
     a piece of an advance).
+
+    rows: runs of batch rows (b0, b1) (Budget.by_rows; b unmasked): each recorded segment
+    whose recurrent products pay for it runs them side by side (ops.side_by_side), each run's
+    forward, loss and backward on its rows, into a gradient of its own (the first run's: the
+    result), the loss averaged over the whole batch; the runs' gradients are added in order at
+    the end, whichever thread ran which.
 
     For a truncated window (TBPTT under a budget): loss_mask (T, B), the positions whose loss
     counts (instead of b.mask, which still decides where states are held); scale (T, B), the
@@ -289,9 +340,71 @@ def execute(
     # chains for the mixed policy's one sweep of stores; revolve's many short chains, freed as
     # they came, left the heap's high-water mark 0.2 MiB higher (LSTM 128, 4%) for 14% less time
     chains = p.policy == "mixed"
-    dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts, chains=chains)
+    extra: list[Params] = []  # the gradients of the runs of rows after the first
+    row_segments = [0]
+
+    def by_rows(a: int, e: int, state: Any, dstate: Any) -> tuple[Any, Any, int] | None:
+        """A recorded segment's runs of rows side by side: (the state gradient at a, the state
+        at e, the bytes of their tapes), or None to record it whole."""
+        spans = ops.row_runs(model, params, None, B, e - a)
+        if spans != rows:
+            return None
+        while len(extra) < len(spans) - 1:
+            extra.append(model.zero_grads(params))
+        calls = [
+            partial(_run_rows, model, params, b, a, e, r, state, dstate, n, [grads, *extra][i], t0)
+            for i, r in enumerate(spans)
+        ]
+        out = ops.side_by_side(calls)
+        row_segments[0] += 1
+        loss[0] += sum(o[0] for o in out)
+        return _cat([o[1] for o in out]), _cat([o[2] for o in out]), sum(o[3] for o in out)
+
+    leaf = by_rows if rows is not None and loss_mask is None and scale is None and not restarts else None
+    dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts, chains=chains, leaf=leaf)
+    stats["row_segments"] = row_segments[0]
+    for g in extra:
+        for k in grads:
+            grads[k] += g[k]
+    extra.clear()
     model.add_init_grads(grads, dstate, b.given)
     return Gradient(loss[0] / n, grads, dstate, final), stats
+
+
+def _run_rows(
+    model: Model,
+    params: Params,
+    b: Any,
+    a: int,
+    e: int,
+    rows: tuple[int, int],
+    state: Any,
+    dstate: Any,
+    n: int,
+    grads: Params,
+    t0: int = 0,
+) -> tuple[float, Any, Any, int]:
+    """Steps a .. e-1 of batch rows b0 .. b1-1 recorded and backpropagated, into `grads`: (their
+    loss, summed; the state gradient at a; the state at e; the bytes of their tapes)."""
+    r = slice(*rows)
+    x = b.x[a:e, r]
+    y, last, tapes = model.forward_levels(params, x, None, _rows_of(state, r), keep=True, t0=t0 + a)
+    size = nbytes(tapes, (b.x,))
+    targets = b.targets[:, r] if model.loss_fn.at == "every" else b.targets[r]
+    part, dy = model.loss_fn.segment(y, targets, None, a, b.x.shape[0], n)
+    del y
+    d0 = model.backward_levels(params, tapes, dy, None if dstate is None else _rows_of(dstate, r), grads, _consume)
+    return part, d0, _compact(last), size
+
+
+def _rows_of(state: Any, r: slice) -> Any:
+    """Batch rows r of a model state (views)."""
+    return {k: type(s)(*(v[r] for v in s)) for k, s in state.items()}
+
+
+def _cat(states: list) -> Any:
+    """States of runs of rows, joined along the batch."""
+    return {k: type(s)(*(np.concatenate(f) for f in zip(*(st[k] for st in states)))) for k, s in states[0].items()}
 
 
 def walk(
@@ -303,6 +416,7 @@ def walk(
     data: tuple = (),
     restarts: dict[int, np.ndarray] | None = None,
     chains: bool = False,
+    leaf: Any = None,
 ) -> tuple[Any, Any, dict[str, int]]:
     """Walk plan p over T steps from state0 (a dict of states): forward(a, e, state, keep) ->
     (outputs, state at e, tapes) runs steps a .. e-1 (keep: recording them); backward(a, e,
@@ -310,7 +424,10 @@ def walk(
     the segment's loss. Returns the state gradient at 0, the state at T and the counts.
     chains: forward also takes stops and kept (Model.forward_levels'): a chain of advances, each
     storing its state and going on from it (the splits down a right spine of the plan), then
-    runs as one advance that keeps the states at the store points, not one run per store."""
+    runs as one advance that keeps the states at the store points, not one run per store.
+    leaf(a, e, state, dstate): records and backpropagates a recorded segment in its own way
+    (execute's runs of rows): (the state gradient at a, the state at e, the bytes of its
+    tapes), or None to leave it to forward and backward."""
     stored: dict[int, Any] = {0: state0}  # checkpoints by time index (the initial state given)
     live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}
     dstate: Any = None  # dL/d(state at the right end of what is left): zero at T
@@ -376,6 +493,16 @@ def walk(
             start = stored[node.a] if state is None else state
             if isinstance(node, Leaf):
                 room(p.storage.leaf(node.b - node.a))
+                done = None if leaf is None else leaf(node.a, node.b, start, dstate)
+                if done is not None:
+                    live["forward"] += node.b - node.a
+                    dstate, last, size = done
+                    held("tapes", size)  # (held by the runs together, all freed now)
+                    held("tapes", -size)
+                    if node.b == T:
+                        final = last
+                    del last
+                    continue
                 parts, last = [], start
                 for a, e in pieces(node.a, node.b):  # one piece unless a stream restarts inside
                     y, last, tapes = run(a, e, last, keep=True)

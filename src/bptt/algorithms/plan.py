@@ -419,6 +419,22 @@ def runs(node: Node) -> int:
     return total
 
 
+def longest(p: Plan) -> int:
+    """Steps of a plan's longest recorded segment (revolve's are one step each)."""
+    if p.policy == "revolve":
+        return 1
+    most, stack = 0, [p.root]
+    while stack:
+        n = expand(stack.pop())
+        if isinstance(n, Leaf):
+            most = max(most, n.b - n.a)
+            continue
+        stack.append(n.right)
+        if n.left is not None:
+            stack.append(n.left)
+    return most
+
+
 def count(node: Node) -> int:
     """Forward steps of a plan tree (advances and recordings), by walking it."""
     total, stack = 0, [node]

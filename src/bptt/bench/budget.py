@@ -57,9 +57,9 @@ def _build(
     name: str, case: LongCase, threads: int, length: int = T
 ) -> tuple[Callable[[], Any], Callable[[], tuple], dict]:
     """(step, grads, facts) of a contender (on the first `length` steps)."""
-    from ..algorithms.budget import execute, measure_storage
+    from ..algorithms.budget import Budget, execute, measure_storage
     from ..algorithms.full import full_bptt
-    from ..algorithms.plan import plan, segments_plan
+    from ..algorithms.plan import segments_plan
     from .contenders import case_model, case_params, make_torch, make_torch_checkpoint
 
     x, y = (a[:length] for a in case.data())
@@ -92,15 +92,21 @@ def _build(
     else:
         if name == "segments":
             p = segments_plan(length, k, storage)
-        else:
+            rows = None
+        else:  # as the algorithm runs it (Budget: its plan, and its runs of rows side by side)
             policy, pct = name.split()
             facts["budget_bytes"] = max(int(float(pct.rstrip("%")) / 100 * full), storage.leaf(1) + storage.state)
-            p = plan(length, facts["budget_bytes"], storage, policy)
+            algo = Budget(facts["budget_bytes"], policy)
+            p = algo.plan_for(model, params, length, B)
         b = model.check_batch(params, x, y, None, None)
+        if name != "segments":
+            with ops.step_context(model, params, None):
+                p, rows = algo.by_rows(model, params, b, p)
+            facts["row_runs"] = len(rows or [(0, B)])
 
         def run():
             with ops.step_context(model, params, None):
-                g, stats = execute(model, params, b, p)
+                g, stats = execute(model, params, b, p, rows=rows)
             assert stats["forward_steps"] == p.forward_steps
             return g
 

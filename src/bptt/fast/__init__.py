@@ -65,6 +65,8 @@ def load() -> None:
         matmul_add=pool.matmul_add,
         adam=_adam,
         both=_both,
+        row_runs=_row_runs,
+        side_by_side=engine.side_by_side,
     )
 
 
@@ -132,6 +134,22 @@ def _both(first: Any, second: Any) -> tuple[Any, Any]:
 
     a, b = engine.run([alone, second])
     return a, b
+
+
+def _row_runs(model: Any, params: Any, mask: Any, B: int, steps: int) -> list[tuple[int, int]] | None:
+    """ops.row_runs: within a step on the engine with P >= 2 parts, one run of rows a part where
+    every recurrent cell's scans split by rows and the segment is long enough to pay for the
+    hand-off (cells.leaf_rows), else None."""
+    from . import engine
+
+    dtype = next(iter(params.values())).dtype
+    k = _f32(dtype)
+    if k is None or mask is not None or engine.parts() < 2:
+        return None
+    found = [(lv, d) for lv in model.recurrent_levels for d in lv.directions]
+    if not found or not all(k[1].splits(dtype)(d.cell) for _, d in found):
+        return None
+    return k[1].leaf_rows([lv.sub(params, d.prefix)["W_hh"] for lv, d in found], B, steps, engine.parts())
 
 
 def _softmax_xent(dtype: Any):

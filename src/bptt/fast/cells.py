@@ -21,6 +21,7 @@ the reference every number here is tested against (tests/fast).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -114,8 +115,12 @@ class _Fast:
         H = self.cell.hidden_size
         W = params["W_hh"]
         memo, key = engine.memo(), (id(W), P, forward)  # the weights hold still within a step
-        if key in memo and memo[key][0] is W:
-            return memo[key][1]
+        with _PACKING:  # (calls side by side share their step's memo: one packs, once)
+            if key in memo and memo[key][0] is W:
+                return memo[key][1]
+            return self._pack(W, H, P, forward, memo, key)
+
+    def _pack(self, W: np.ndarray, H: int, P: int, forward: bool, memo: dict, key: tuple) -> tuple:
         blocks = [
             W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units]
             for units in (engine.share(H, p, P) for p in range(P))
@@ -525,6 +530,28 @@ ROWS_BYTES = 1 << 19
 # Chunks a part at most (of whole product tiles): the threads take them as they come, so a
 # thread that is late or shares its core leaves the rest to the other.
 ROW_CHUNKS = 2
+
+
+# Memory-budgeted BPTT runs a recorded segment's runs of rows side by side (leaf_rows) where its
+# recurrent products come to at least this many multiply-adds.
+LEAF_ROWS_MACS = 4 * engine.SPLIT_MACS
+LEAF_ROWS_BYTES = ROWS_BYTES
+_PACKING = threading.Lock()
+
+
+def leaf_rows(weights: list[np.ndarray], B: int, steps: int, P: int) -> list[tuple[int, int]] | None:
+    """Runs of batch rows, one for each of P threads, of whole product tiles, for a recorded
+    segment of `steps` steps of cells with these recurrent `weights`, where their scans split by
+    rows (each at most ROWS_BYTES), each thread gets a tile and the segment's recurrent products
+    come to LEAF_ROWS_MACS; else None. Memory-budgeted BPTT records and backpropagates such a
+    segment's runs of rows side by side, one a thread."""
+    if not SCANS or P < 2 or B < P * gemm.TILE or any(W.nbytes > LEAF_ROWS_BYTES for W in weights):
+        return None
+    if steps * B * sum(W.size for W in weights) < LEAF_ROWS_MACS:
+        return None
+    tiles = B // gemm.TILE
+    cuts = [gemm.TILE * (tiles * i // P) for i in range(P)] + [B]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _fits(cell: Any) -> bool:

@@ -339,14 +339,30 @@ def _blas_threads() -> int:
 
 
 @contextmanager
-def split(P: int) -> Iterator[None]:
-    """The calling thread's work split into P parts without touching BLAS's thread count (tests)."""
-    old, memo = getattr(_local, "parts", 0), getattr(_local, "memo", None)
-    _local.parts, _local.memo = P, {}
+def split(P: int, memo: dict | None = None) -> Iterator[None]:
+    """The calling thread's work split into P parts without touching BLAS's thread count (tests;
+    `side_by_side`'s calls, which share their step's `memo`)."""
+    old, memo_before = getattr(_local, "parts", 0), getattr(_local, "memo", None)
+    _local.parts, _local.memo = P, {} if memo is None else memo
     try:
         yield
     finally:
-        _local.parts, _local.memo = old, memo
+        _local.parts, _local.memo = old, memo_before
+
+
+def side_by_side(calls: list[Callable[[], Any]]) -> list[Any]:
+    """The calls, each on a thread of the step's engine as one part (the packed one-part scans,
+    whole products), sharing the step's memo (its packed weights: packed once); their results
+    in order. Off the engine, or with one part, one after the other."""
+    if parts() < 2 or len(calls) < 2:
+        return [c() for c in calls]
+    shared = memo()
+
+    def alone(call: Callable[[], Any]) -> Any:
+        with split(1, shared):
+            return call()
+
+    return run([(lambda c=c: alone(c)) for c in calls])
 
 
 def memo() -> dict:
