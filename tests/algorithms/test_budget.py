@@ -274,19 +274,37 @@ def test_plans_walk_like_their_trees():
     assert comb(4, 2) == 6  # (math.comb, as the closed form uses)
 
 
-@pytest.mark.parametrize("policy", ["revolve", "mixed"])
-@pytest.mark.parametrize("tokens", [True, False], ids=["tokens", "floats"])
-def test_what_a_budgeted_step_allocates_stays_within_its_plan(policy, tokens):
+@pytest.mark.parametrize(
+    "policy,tokens,rows",
+    [
+        ("revolve", True, False),
+        ("revolve", False, False),
+        ("mixed", True, False),
+        ("mixed", False, False),
+        ("mixed", True, True),
+    ],
+)
+def test_what_a_budgeted_step_allocates_stays_within_its_plan(policy, tokens, rows, monkeypatch):
     """The arrays a float32 step allocates at their peak (tracemalloc; the buffer pool emptied
     first), less the weight-sized arrays the step holds whatever the budget (the gradients;
     the recurrent weights packed forward and backward, and their gradient's product), stay
     within the plan's peak bytes and six steps' worth (measured: -2.4 to +2.3 steps; the
     Python objects and small arrays), for
     budgets from 3% to 30% of full BPTT's; and the executor's own count of stored states and
-    tapes within the plan's."""
+    tapes within the plan's. rows: on two threads with every long segment in runs of batch rows
+    side by side (their second gradient within the budget: the plan is made without it)."""
     import tracemalloc
 
     from bptt import ops
+
+    split = contextlib.nullcontext
+    if rows:
+        _needs_split()
+        from bptt.fast import cells as fast_cells
+        from bptt.fast import engine
+
+        monkeypatch.setattr(fast_cells, "LEAF_ROWS_MACS", 0)
+        split = lambda: engine.split(2)  # noqa: E731
 
     D, H, B, T = 11, 128, 16, 300
     model = bptt.Model(D, [bptt.rnn("lstm", H), bptt.rnn("gru", 64), bptt.Dense(D)], tokens=tokens)
@@ -298,16 +316,20 @@ def test_what_a_budgeted_step_allocates_stays_within_its_plan(policy, tokens):
     beside = sum(v.nbytes for v in params.values()) + 3 * sum(v.nbytes for k, v in params.items() if "W_hh" in k)
     for frac in (0.03, 0.1, 0.3):
         algo = make("budget", budget=int(frac * st.leaf(T)), policy=policy)
-        algo(model, params, x, y)  # plans, loads kernels
-        ops.release()
-        tracemalloc.start()
-        try:
-            algo(model, params, x, y)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        with split():
+            algo(model, params, x, y)  # plans, loads kernels
+            ops.release()
+            tracemalloc.start()
+            try:
+                algo(model, params, x, y)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
         planned = algo.stats["planned_peak_bytes"]
         assert algo.stats["peak_bytes"] <= planned <= frac * st.leaf(T)
+        if rows:  # (at 3% the plan less a gradient advances over ROW_STEPS times more: whole)
+            assert (algo.stats["row_segments"] > 0) == (frac > 0.05), frac
+            planned += sum(v.nbytes for v in params.values())  # (the second run's gradient)
         assert peak - beside <= planned + 6 * st.step, (frac, (peak - beside - planned) / st.step)
 
 

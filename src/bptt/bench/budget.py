@@ -120,9 +120,10 @@ def _build(
 
 
 def _warm(name: str, threads: int) -> None:
-    """Load what a contender's first step would (compiled kernels, torch's thread pool) on a
-    tiny problem, so that the measured steps' peak is the contender's own memory."""
-    _build(name, LongCase("lstm", "long", 8), threads, length=4)[0]()
+    """Load what a contender's first step would (compiled kernels, torch's thread pool, bptt's
+    engine threads with their stacks and heaps, which a unit of the smallest case would not
+    start) on a small problem, so that the measured steps' peak is the contender's own memory."""
+    _build(name, LongCase("lstm", "long", 32), threads, length=40)[0]()
 
 
 def _trim() -> None:

@@ -533,8 +533,14 @@ ROW_CHUNKS = 2
 
 
 # Memory-budgeted BPTT runs a recorded segment's runs of rows side by side (leaf_rows) where its
-# recurrent products come to at least this many multiply-adds.
-LEAF_ROWS_MACS = 4 * engine.SPLIT_MACS
+# recurrent products come to at least this many multiply-adds (24 steps of LSTM 128 at B = 32)
+# and every cell's W_hh is at most LEAF_ROWS_BYTES. Measured on the Intel Xeon (2 vCPUs), LSTM 128,
+# T = 1000, B = 32, mixed policy, medians of 7-11 steps in processes of their own, alternated
+# (this machine's speed moved by 30% from one process to the next): 4% (segments of 12-26 steps
+# against 24-36 whole) 150-216 against 196-238 ms, 25% 115-172 against 155-189 ms, 10% 115-158
+# against 119-127 ms; at 1.5%, segments of 8 steps by rows took 3.4 times full BPTT, against
+# 1.5-2 whole. LSTM 256 (1 MiB) by rows, in one process: 4% 667 against 640 ms, 10% 557 against 598.
+LEAF_ROWS_MACS = 12 * engine.SPLIT_MACS
 LEAF_ROWS_BYTES = ROWS_BYTES
 _PACKING = threading.Lock()
 
