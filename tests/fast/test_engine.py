@@ -253,7 +253,7 @@ def test_a_part_waiting_on_a_task_never_finished_gives_up():
 
     T, B, H = 3, 2, 32
     src, idx = np.zeros((T * B, H), f4), np.arange(T * B, dtype=np.int64).reshape(T, B)
-    panels, offs = fast_cells.FastElman(make_cell("elman", 4, H))._panels({"W_hh": np.zeros((H, H), f4)}, 2, True)
+    panels, offs, _ = fast_cells.FastElman(make_cell("elman", 4, H))._panels({"W_hh": np.zeros((H, H), f4)}, 2, True)
     bar, claims = np.array([0, 0, 1000], np.int64), np.zeros((2, 8), np.int64)
     claims[1, 0] = 1  # round 0 of part 1: taken by a thread that never finishes it
     args = (src, idx, np.zeros((B, H), f4), np.zeros((T, B, H), f4), np.zeros((T, B, H), f4), False)

@@ -76,17 +76,19 @@ def nbytes(obj: Any, data: tuple = ()) -> int:
     views of the `data` arrays (the batch's inputs and mask, held by the caller) not counted."""
     seen = {id(_base(d)) for d in data if isinstance(d, np.ndarray)}
     total, stack = 0, [obj]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, np.ndarray):
-            base = _base(o)
-            if id(base) not in seen:
-                seen.add(id(base))
-                total += base.nbytes
-        elif isinstance(o, dict):
-            stack.extend(o.values())
+    pop, extend, ndarray = stack.pop, stack.extend, np.ndarray  # (memory-budgeted BPTT counts
+    while stack:  # thousands of small tapes and states a step: this loop is kept lean)
+        o = pop()
+        if isinstance(o, ndarray):
+            while isinstance(o.base, ndarray):
+                o = o.base
+            if id(o) not in seen:
+                seen.add(id(o))
+                total += o.nbytes
         elif isinstance(o, (list, tuple)):
-            stack.extend(o)
+            extend(o)
+        elif isinstance(o, dict):
+            extend(o.values())
     return total
 
 
@@ -154,8 +156,8 @@ def _measure_storage(model: Model, params: Params, B: int, masked: bool = False)
 
 def stored_bytes(state: Any) -> int:
     """Bytes a stored copy of `state` holds, the figure plans count per state: its arrays,
-    their Python objects and what the walk keeps for it (the state's entry, the node of the
-    part left before it and the mark that frees it). For LSTM 128 at B = 32 (two arrays of
+    their Python objects and what the walk keeps for it (the state's entry and its count of
+    bytes, the node of the part left before it and the mark that frees it). For LSTM 128 at B = 32 (two arrays of
     16 KiB) those add 0.7 KiB: 0.3 MiB over the 457 states a 10% budget stores."""
     started = not tracemalloc.is_tracing()
     if started:
@@ -170,8 +172,9 @@ def stored_bytes(state: Any) -> int:
         entries = {
             big + i: (("node", Revolve(big + i, big + i + 2, 2), None), ("free", big + i, None)) for i in range(n)
         }
+        sizes = {big + i: (big << 5) + i for i in range(n)}  # (the walk's count of its bytes)
         held += -(-(tracemalloc.get_traced_memory()[0] - base) // n)
-        del entries
+        del entries, sizes
     finally:
         if started:
             tracemalloc.stop()
@@ -432,6 +435,7 @@ def walk(
     (execute's runs of rows): (the state gradient at a, the state at e, the bytes of its
     tapes), or None to leave it to forward and backward."""
     stored: dict[int, Any] = {0: state0}  # checkpoints by time index (the initial state given)
+    sizes: dict[int, int] = {}  # their bytes, as counted when stored
     live = {"states": 0, "tapes": 0, "peak": 0, "forward": 0}
     dstate: Any = None  # dL/d(state at the right end of what is left): zero at T
     final: Any = None
@@ -490,7 +494,8 @@ def walk(
         while stack:
             kind, node, state = stack.pop()
             if kind == "free":
-                held("states", -nbytes(stored.pop(node)))
+                stored.pop(node)
+                held("states", -sizes.pop(node))
                 continue
             node = expand(node)
             start = stored[node.a] if state is None else state
@@ -531,7 +536,8 @@ def walk(
                     stack.append(("node", n.left, None))
                 if n.store:
                     stored[n.y] = kept.pop(0) if n is not chain[-1] else at_y
-                    held("states", nbytes(stored[n.y]))
+                    sizes[n.y] = nbytes(stored[n.y])
+                    held("states", sizes[n.y])
                     stack.append(("free", n.y, None))
             last = chain[-1]  # the right part starts from the state just reached, or the one stored
             stack.append(("node", last.right, None if last.store else at_y))

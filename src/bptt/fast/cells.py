@@ -107,30 +107,31 @@ class _Fast:
         """Multiply-adds of a scan's recurrent products: T steps of (B, H) @ W_hh^T."""
         return T * B * params["W_hh"].size
 
-    def _panels(self, params: Params, P: int, forward: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _panels(self, params: Params, P: int, forward: bool) -> tuple[np.ndarray, np.ndarray, int]:
         """The recurrent weights of a scan split into P parts, packed (gemm.pack_panels) one part
-        after the other, and where each part's panels start (P + 1 offsets): forward, the
-        transpose of part p's units' rows of every gate block of W_hh (H, gates * n); backward,
-        its units' columns of W_hh (gates * H, n)."""
+        after the other, where each part's panels start (P + 1 offsets), and the most panels a
+        part has: forward, the transpose of part p's units' rows of every gate block of W_hh
+        (H, gates * n); backward, its units' columns of W_hh (gates * H, n)."""
         H = self.cell.hidden_size
         W = params["W_hh"]
         memo, key = engine.memo(), (id(W), P, forward)  # the weights hold still within a step
         with _PACKING:  # (calls side by side share their step's memo: one packs, once)
             if key in memo and memo[key][0] is W:
                 return memo[key][1]
-            return self._pack(W, H, P, forward, memo, key)
+            memo[key] = (W, self._pack(W, H, P, forward))
+            return memo[key][1]
 
-    def _pack(self, W: np.ndarray, H: int, P: int, forward: bool, memo: dict, key: tuple) -> tuple:
+    def _pack(self, W: np.ndarray, H: int, P: int, forward: bool) -> tuple[np.ndarray, np.ndarray, int]:
         blocks = [
             W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units]
             for units in (engine.share(H, p, P) for p in range(P))
         ]
-        offs = np.cumsum([0] + [-(-b.shape[1] // gemm.PANEL) for b in blocks]).astype(np.int64)
+        widths = [-(-b.shape[1] // gemm.PANEL) for b in blocks]
+        offs = np.cumsum([0] + widths).astype(np.int64)
         packed = np.empty((int(offs[-1]), blocks[0].shape[0], gemm.PANEL), np.float32)
         for p, b in enumerate(blocks):
             gemm.pack_panels(b, packed[offs[p] : offs[p + 1]])
-        memo[key] = (W, (packed, offs))
-        return packed, offs
+        return packed, offs, max(widths)
 
     def _own(
         self, params: Params, B: int, dtype: Any, P: int, copies: int, forward: bool, gates: bool, floats: int = 0
@@ -140,10 +141,10 @@ class _Fast:
         columns), and what each of `copies` runners needs of its own (with `floats`, row
         scratch of that many floats per hidden unit of the largest part; the product kernel's
         edge scratch (TILE, PANEL)), each with `copies` rows."""
-        panels, offs = self._panels(params, P, forward)
+        panels, offs, widest = self._panels(params, P, forward)
         shared = (panels, offs)
         if gates:
-            shared += (np.empty((P, B * int(np.diff(offs).max()) * gemm.PANEL), dtype),)
+            shared += (np.empty((P, B * widest * gemm.PANEL), dtype),)
         rows = (np.empty((copies, floats * -(-self.cell.hidden_size // P)), dtype),) if floats else ()
         return shared, (*rows, _edges(copies, dtype))
 

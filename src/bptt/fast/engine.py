@@ -287,10 +287,23 @@ def scan_alone(fn: Callable[..., int], P: int, *args: Any) -> None:
     """A split compiled scan's P parts, all on the calling thread (an engine thread's call
     included; it claims every part of every round): the numbers of scan_parts' bit for bit,
     with no hand-off."""
-    bar = np.array([0, 0, _YIELDS], np.int64)  # (as scan_parts')
-    claims = np.zeros((P, 8), np.int64)
-    if fn(*args, 0, P, bar.ctypes.data, claims.ctypes.data) != 0:
+    bar, claims, at = _alone_counters(P)  # (as scan_parts', the calling thread's own, zeroed)
+    if fn(*args, 0, P, *at) != 0:
         raise RuntimeError(f"bptt: {fn.__name__} run alone lost its parts")
+
+
+def _alone_counters(P: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """scan_alone's counters for P parts, zeroed: the calling thread's own, kept between its
+    scans (a one-step scan, as memory-budgeted BPTT runs thousands a step, spent a tenth of its
+    call making them) with their addresses."""
+    kept = getattr(_local, "alone", None)
+    if kept is None or kept[1].shape[0] != P:
+        bar, claims = np.zeros(3, np.int64), np.zeros((P, 8), np.int64)
+        kept = _local.alone = (bar, claims, (bar.ctypes.data, claims.ctypes.data))
+    bar, claims, _ = kept
+    bar[0], bar[1], bar[2] = 0, 0, _YIELDS
+    claims.fill(0)
+    return kept
 
 
 def scan_rows(fn: Callable[..., int], spans: list[tuple[int, int]], args_of: Callable[[int], tuple]) -> None:
