@@ -50,8 +50,12 @@ class Level:
 
     def sub(self, params: Params, prefix: str = "") -> Params:
         """The level's parameters under their local names (same arrays, no copies)."""
-        head = f"{self.name}.{prefix}"
-        return {k: params[head + k] for k in self._local_names(prefix)}
+        keys = self.__dict__.setdefault("_sub_keys", {})  # (memory-budgeted BPTT asks thousands of times a step)
+        pairs = keys.get((self.name, prefix))
+        if pairs is None:
+            head = f"{self.name}.{prefix}"
+            pairs = keys[self.name, prefix] = [(k, head + k) for k in self._local_names(prefix)]
+        return {k: params[full] for k, full in pairs}
 
     def _local_names(self, prefix: str) -> list[str]:
         return list(self.local_shapes())
