@@ -61,13 +61,13 @@ def scan_forward(
     stops: scan steps (rising, 0 the first step processed) after which the state is appended
     to `kept`, as arrays of its own (memory-budgeted BPTT's advances past store points)."""
     T, B = xp.shape[:2]
-    full, empty = _mask_flags(mask, T)
     cell = cell.effective()
     impl = ops.implementation(cell, xp.dtype)
-    if T > 0 and full.all() and hasattr(impl, "forward_scan"):  # a whole compiled scan
+    if T > 0 and (mask is None or mask.all()) and hasattr(impl, "forward_scan"):  # a whole compiled scan
         fused = impl.forward_scan(params, xp, state, reverse, not (keep or outputs), stops, kept)
         if fused is not None:
             return fused if keep else (fused[0], fused[1], None)
+    full, empty = _mask_flags(mask, T)
     outs = ops.empty((T, B, cell.output_size), xp.dtype) if outputs or keep else None
     caches: list = [None] * T if keep else []
     stop = iter(stops)
@@ -120,10 +120,11 @@ def scan_backward(
     Adds the recurrent parameters' gradients into `grads`; returns dL/dxp (T, B, G) and the
     gradient with respect to the initial state (scaled by the first step's factor)."""
     T, B = douts.shape[:2]
-    full, empty = _mask_flags(tape.mask, T)
     impl = ops.implementation(cell, douts.dtype)
-    if consume and tape.aux is not None and full.all() and hasattr(impl, "backward_scan"):
+    whole = tape.mask is None or tape.mask.all()
+    if consume and tape.aux is not None and whole and hasattr(impl, "backward_scan"):
         return impl.backward_scan(params, tape, douts, scale, dstate, grads)
+    full, empty = _mask_flags(tape.mask, T)
     if scale is not None:
         scale = np.asarray(scale, douts.dtype)[..., None]  # (T, B, 1), cast once
     caches = tape.caches
