@@ -50,6 +50,7 @@ step's caches (c) and of a recorded segment's fixed part (f).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Union
 
@@ -405,46 +406,32 @@ def segments_plan(T: int, k: int, storage: Storage) -> Plan:
     return _planned(T, "segments", _chain(list(range(0, T, k)), T), storage)
 
 
-def runs(node: Node) -> int:
-    """Runs of a plan tree: its recorded segments and its advances (each a call of the scans
-    with a fixed cost of its own), by walking it."""
-    total, stack = 0, [node]
+def nodes(node: Node) -> Iterator[Leaf | Split]:
+    """Every node of a plan tree, expanded (a revolve node's split made), by walking it with a
+    stack (never recursing T deep)."""
+    stack = [node]
     while stack:
         n = expand(stack.pop())
-        total += 1 if isinstance(n, Leaf) else n.y > n.a
+        yield n
         if isinstance(n, Split):
             stack.append(n.right)
             if n.left is not None:
                 stack.append(n.left)
-    return total
+
+
+def runs(node: Node) -> int:
+    """Runs of a plan tree: its recorded segments and its advances (each a call of the scans
+    with a fixed cost of its own)."""
+    return sum(1 if isinstance(n, Leaf) else n.y > n.a for n in nodes(node))
 
 
 def longest(p: Plan) -> int:
     """Steps of a plan's longest recorded segment (revolve's are one step each)."""
     if p.policy == "revolve":
         return 1
-    most, stack = 0, [p.root]
-    while stack:
-        n = expand(stack.pop())
-        if isinstance(n, Leaf):
-            most = max(most, n.b - n.a)
-            continue
-        stack.append(n.right)
-        if n.left is not None:
-            stack.append(n.left)
-    return most
+    return max(n.b - n.a for n in nodes(p.root) if isinstance(n, Leaf))
 
 
 def count(node: Node) -> int:
-    """Forward steps of a plan tree (advances and recordings), by walking it."""
-    total, stack = 0, [node]
-    while stack:
-        n = expand(stack.pop())
-        if isinstance(n, Leaf):
-            total += n.b - n.a
-            continue
-        total += n.y - n.a
-        stack.append(n.right)
-        if n.left is not None:
-            stack.append(n.left)
-    return total
+    """Forward steps of a plan tree (advances and recordings)."""
+    return sum(n.b - n.a if isinstance(n, Leaf) else n.y - n.a for n in nodes(node))

@@ -122,17 +122,10 @@ def _adam(g: np.ndarray, mu: np.ndarray, nu: np.ndarray, b1: float, b2: float, c
 
 def _both(first: Any, second: Any) -> tuple[Any, Any]:
     """ops.both: side by side on the engine's threads where the step's work is split, each
-    call's own products then whole (a posted call is never split again)."""
+    call as one part, its own products then whole (engine.side_by_side)."""
     from . import engine
 
-    if engine.parts() < 2:
-        return first(), second()
-
-    def alone() -> Any:  # (the caller's own call, whole as well: no run within this run)
-        with engine.split(1):
-            return first()
-
-    a, b = engine.run([alone, second])
+    a, b = engine.side_by_side([first, second])
     return a, b
 
 

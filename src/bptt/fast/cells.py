@@ -162,9 +162,7 @@ class _Fast:
             return None
         if macs < engine.SCAN_ALONE_MACS:
             return [(0, B)]
-        n = min(tiles, ROW_CHUNKS * P)
-        cuts = [gemm.TILE * (tiles * i // n) for i in range(n)] + [B]
-        return list(zip(cuts[:-1], cuts[1:]))
+        return _tile_runs(B, min(tiles, ROW_CHUNKS * P))
 
     def _split_scan(
         self, fn: Callable, params: Params, args: tuple, B: int, macs: int, forward: bool, gates: bool, floats: int = 0
@@ -556,8 +554,14 @@ def leaf_rows(weights: list[np.ndarray], B: int, steps: int, P: int) -> list[tup
         return None
     if steps * B * sum(W.size for W in weights) < LEAF_ROWS_MACS:
         return None
+    return _tile_runs(B, P)
+
+
+def _tile_runs(B: int, n: int) -> list[tuple[int, int]]:
+    """n runs of batch rows (b0, b1) of whole product tiles, as even as tiles allow (the last
+    takes the rows after the last whole tile)."""
     tiles = B // gemm.TILE
-    cuts = [gemm.TILE * (tiles * i // P) for i in range(P)] + [B]
+    cuts = [gemm.TILE * (tiles * i // n) for i in range(n)] + [B]
     return list(zip(cuts[:-1], cuts[1:]))
 
 
