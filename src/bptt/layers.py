@@ -26,8 +26,15 @@ class Level:
     kind: str = "level"
     recurrent: bool = False
     # whether each batch row's outputs and gradients depend on that row alone, so that runs of
-    # rows may go through the level apart (memory-budgeted BPTT's runs of rows)
+    # rows may go through the level apart (memory-budgeted BPTT's runs of rows). A class says so
+    # itself: a subclass (a user's Dense that looks across the batch) is not row-wise until it
+    # sets it again (__init_subclass__)
     rowwise: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "rowwise" not in cls.__dict__:
+            cls.rowwise = False
 
     def __init__(self, size: int, name: str | None = None) -> None:
         self.size = _checks.positive_int(f"{self.kind} size", size)

@@ -431,13 +431,43 @@ def test_mixed_segments_run_by_rows_side_by_side_give_full_bptts_gradient(kind, 
     for k in full.final_state:
         for a, b in zip(g.final_state[k], full.final_state[k]):
             assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5, k
+    # the threshold between the segments' lengths: the longest segments by rows, the others whole
+    from bptt.algorithms.plan import Leaf, nodes
+
+    every = stats["row_segments"]
+    with engine.split(2):
+        b = model.check_batch(params, x, y, None, None)
+        q, _ = algo.by_rows(model, params, b, algo.plan_for(model, params, T, B))
+    steps = sorted(n.b - n.a for n in nodes(q.root) if isinstance(n, Leaf))
+    assert steps[0] < steps[-1], steps
+    macs = B * sum(v.size for k, v in params.items() if k.endswith("W_hh"))
+    monkeypatch.setattr(fast_cells, "LEAF_ROWS_MACS", steps[-1] * macs)
+    with engine.split(2):
+        some = algo(model, params, x, y, state0=None if learn_init else state0)
+    assert 0 < algo.stats["row_segments"] < every, (algo.stats, every)
+    for k in full.grads:
+        assert np.abs(some.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k
+
+
+class _Centred(bptt.Dense):
+    """A user's readout that centres its outputs over the batch: each row's output depends on
+    every row (a subclass of a row-wise level that is not row-wise itself)."""
+
+    def forward(self, p, x):
+        y, cache = super().forward(p, x)
+        return y - y.mean(axis=1, keepdims=True), cache
+
+    def backward(self, p, cache, dy, g, need_dx):
+        return super().backward(p, cache, dy - dy.mean(axis=1, keepdims=True), g, need_dx)
 
 
 def test_segments_run_whole_where_rows_do_not_apply(monkeypatch):
     """No runs of rows with one part, with the revolve policy (segments of one step), with a
-    level that sees the whole batch (dropout's masks held), or with a mask: the same
-    gradient as full BPTT, every segment whole."""
+    level that sees the whole batch (dropout's masks held; a user's subclass of Dense that
+    centres over the batch), or with a mask (through the algorithm, and given to execute
+    directly with runs of rows): the same gradient as full BPTT, every segment whole."""
     _needs_split()
+    from bptt.algorithms.budget import execute
     from bptt.fast import cells as fast_cells
     from bptt.fast import engine
 
@@ -449,11 +479,15 @@ def test_segments_run_whole_where_rows_do_not_apply(monkeypatch):
     mask[100:, 3] = False
     dropped = bptt.Model(9, [bptt.rnn("lstm", 32), bptt.Dropout(0.3), bptt.Dense(9)], tokens=True)
     dparams = dropped.init_params(np.random.default_rng(1), np.float32)
+    centred = bptt.Model(9, [bptt.rnn("lstm", 32), _Centred(9)], tokens=True)
+    cparams = centred.init_params(np.random.default_rng(1), np.float32)
+    assert bptt.Dense.rowwise and not _Centred.rowwise
     cases = [
         (1, "mixed", model, params, None),
         (2, "revolve", model, params, None),
         (2, "mixed", model, params, mask),
         (2, "mixed", dropped, dparams, None),
+        (2, "mixed", centred, cparams, None),
     ]
     for P, policy, m, p, msk in cases:
         algo = make("budget", budget=budget, policy=policy)
@@ -464,3 +498,37 @@ def test_segments_run_whole_where_rows_do_not_apply(monkeypatch):
         assert algo.stats["row_segments"] == 0, (P, policy)
         for k in full.grads:
             assert np.abs(g.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k
+    algo = make("budget", budget=budget, policy="mixed")
+    b = model.check_batch(params, x, y, mask, None)
+    with engine.split(2):
+        g, stats = execute(model, params, b, algo.plan_for(model, params, T, B, True), rows=[(0, 8), (8, B)])
+    full = bptt.full_bptt(model, params, x, y, mask=mask)
+    assert stats["row_segments"] == 0
+    for k in full.grads:
+        assert np.abs(g.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k
+
+
+def test_a_budget_plans_for_each_model_apart():
+    """One Budget used for several models keeps each model's plans apart and no longer than
+    the model: a model garbage-collected leaves none behind (a plan keyed by id() went to the
+    next model at that address), and a bidirectional model too big for the budget is refused
+    even after a small one with the same level names was planned."""
+    import gc
+
+    rng = np.random.default_rng(0)
+    T, B, D = 30, 4, 5
+    x, y = rng.integers(0, D, (T, B)), rng.integers(0, D, (T, B))
+    algo = make("budget", budget=60_000, policy="mixed")
+    small = bptt.Model(D, [bptt.rnn("lstm", 4), bptt.Dense(D)], tokens=True)
+    algo(small, small.init_params(np.random.default_rng(1)), x, y)
+    assert len(algo._plans) == 1
+    del small
+    gc.collect()
+    assert len(algo._plans) == 0
+    bi = bptt.Model(D, [bptt.rnn("lstm", 4, bidirectional=True), bptt.Dense(D)], tokens=True)
+    algo(bi, bi.init_params(np.random.default_rng(1)), x, y)
+    big = bptt.Model(D, [bptt.rnn("lstm", 64, bidirectional=True), bptt.Dense(D)], tokens=True)
+    with pytest.raises(BpttError, match="memory budget: expected at least"):
+        make("budget", budget=60_000, policy="mixed")(big, big.init_params(np.random.default_rng(1)), x, y)
+    with pytest.raises(BpttError, match="memory budget: expected at least"):
+        algo(big, big.init_params(np.random.default_rng(1)), x, y)

@@ -2,6 +2,7 @@
 engine sets and restores BLAS's thread count, and parts that fail or lose each other raise."""
 
 import os
+import sys
 import threading
 
 import numpy as np
@@ -243,6 +244,27 @@ def test_run_waits_for_every_call_taken_and_raises_the_first_error():
     seen = []
     engine.run([lambda: time.sleep(0.1), lambda: seen.append(1)])  # a posted call the caller gets to
     assert seen == [1]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11's")
+def test_run_raises_the_first_error_with_the_others_noted():
+    """Two calls side by side that both raise: the first call's error is raised, and the other's
+    goes with it as a note (not lost)."""
+    import threading
+
+    both = threading.Barrier(2)
+
+    def first():
+        both.wait(timeout=5)  # (the other call is taken by the worker and running)
+        raise MemoryError("no room")
+
+    def second():
+        both.wait(timeout=5)
+        raise KeyError("W_hh")
+
+    with pytest.raises(MemoryError, match="no room") as caught:
+        engine.run([first, second])
+    assert any("KeyError" in n and "W_hh" in n for n in caught.value.__notes__)
 
 
 @needs_split

@@ -511,7 +511,7 @@ def test_a_memory_budget_trains_like_full_bptt(tmp_path, text_file, capsys):
         trainer = Trainer(small(tmp_path / name, data=text_file, steps=15, eval_every=5, **extra))
         trainer.run()
         if extra:  # the budget holds less than full BPTT's tapes: the plan recomputes
-            (made,) = trainer.algorithm._plans.values()
+            (made,) = trainer.algorithm._plans[trainer.model].values()
             assert made.policy == extra.get("memory_policy", "revolve") and made.recomputed > 0, made
         runs[name] = [json.loads(ln)["loss"] for ln in open(tmp_path / name / "metrics.jsonl") if '"train"' in ln]
     for name in ("mixed", "revolve"):

@@ -239,7 +239,9 @@ class Budget(Algorithm):
         if policy not in POLICIES:
             raise one_of("memory policy", policy, POLICIES)
         self.budget, self.policy = parse_bytes(budget), policy
-        self._plans: dict[tuple, Plan] = {}
+        # model -> {(T, B, dtype, masked, budget) (levelwise: per direction): Plan}, held no
+        # longer than the model (a plan keyed by id() went to the next model at that address)
+        self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.stats: dict[str, int] = {}
 
     def plan_for(
@@ -247,10 +249,10 @@ class Budget(Algorithm):
     ) -> Plan:
         dtype = next(iter(params.values())).dtype
         budget = self.budget if budget is None else budget
-        key = (id(model), T, B, str(dtype), masked, budget)
-        if key not in self._plans:
-            self._plans[key] = plan(T, budget, measure_storage(model, params, B, masked), self.policy)
-        return self._plans[key]
+        known, key = self._plans.setdefault(model, {}), (T, B, str(dtype), masked, budget)
+        if key not in known:
+            known[key] = plan(T, budget, measure_storage(model, params, B, masked), self.policy)
+        return known[key]
 
     def __call__(
         self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
@@ -261,7 +263,7 @@ class Budget(Algorithm):
             from .levelwise import levelwise
 
             with ops.step_context(model, params, b.mask):
-                g, self.stats = levelwise(model, params, b, self.budget, self.policy, self._plans)
+                g, self.stats = levelwise(model, params, b, self.budget, self.policy, self._plans.setdefault(model, {}))
             return g
         p = self.plan_for(model, params, T, B, b.mask is not None)  # (its storage probes: before any thread)
         with ops.step_context(model, params, b.mask):  # where the step's work may be split between cores
@@ -352,7 +354,7 @@ def execute(
     def by_rows(a: int, e: int, state: Any, dstate: Any) -> tuple[Any, Any, int] | None:
         """A recorded segment's runs of rows side by side: (the state gradient at a, the state
         at e, the bytes of their tapes), or None to record it whole."""
-        spans = ops.row_runs(model, params, None, B, e - a)
+        spans = ops.row_runs(model, params, b.mask, B, e - a)
         if spans != rows:
             return None
         while len(extra) < len(spans) - 1:
@@ -366,7 +368,8 @@ def execute(
         loss[0] += sum(o[0] for o in out)
         return _cat([o[1] for o in out]), _cat([o[2] for o in out]), sum(o[3] for o in out)
 
-    leaf = by_rows if rows is not None and loss_mask is None and scale is None and not restarts else None
+    whole = b.mask is not None or loss_mask is not None or scale is not None or restarts  # (rows: unmasked)
+    leaf = by_rows if rows is not None and not whole else None
     dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts, chains=chains, leaf=leaf)
     stats["row_segments"] = row_segments[0]
     for g in extra:

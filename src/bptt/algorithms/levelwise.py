@@ -117,7 +117,7 @@ def _measure(d: Any, p: Params, X: np.ndarray, mask: np.ndarray | None, need_dx:
 
 def levelwise(model: Model, params: Params, b: Batch, budget: int, policy: str, cache: dict) -> tuple[Gradient, dict]:
     """Full BPTT's gradient of a model with bidirectional levels within `budget` bytes (module
-    docstring). cache: plans by (level, direction, T, B, dtype, masked)."""
+    docstring). cache: this model's plans by (level, direction, T, B, dtype, masked)."""
     from .budget import nbytes, walk
 
     T, B = b.x.shape[:2]

@@ -21,6 +21,7 @@ the reference every number here is tested against (tests/fast).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -558,10 +559,10 @@ def leaf_rows(weights: list[np.ndarray], B: int, steps: int, P: int) -> list[tup
 
 
 def _tile_runs(B: int, n: int) -> list[tuple[int, int]]:
-    """n runs of batch rows (b0, b1) of whole product tiles, as even as tiles allow (the last
-    takes the rows after the last whole tile)."""
-    tiles = B // gemm.TILE
-    cuts = [gemm.TILE * (tiles * i // n) for i in range(n)] + [B]
+    """n <= B // TILE runs of batch rows (b0, b1), each cut at a whole product tile nearest to
+    an even share of the rows (the last takes the rows after the last whole tile: B = 47 in two
+    runs of 24 and 23, not 16 and 31)."""
+    cuts = [gemm.TILE * math.floor(i * B / (n * gemm.TILE) + 0.5) for i in range(n)] + [B]
     return list(zip(cuts[:-1], cuts[1:]))
 
 

@@ -243,6 +243,8 @@ def run(calls: list[Callable[[], Any]]) -> list[Any]:
             else:
                 errors.append(value)
     if errors:
+        for e in errors[1:] if hasattr(errors[0], "add_note") else ():  # (Python 3.11: the others go with it)
+            errors[0].add_note(f"bptt: a call run beside it raised {type(e).__name__}: {e}")
         raise errors[0]
     return results
 
@@ -295,11 +297,15 @@ def scan_alone(fn: Callable[..., int], P: int, *args: Any) -> None:
 def _alone_counters(P: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """scan_alone's counters for P parts, zeroed: the calling thread's own, kept between its
     scans (a one-step scan, as memory-budgeted BPTT runs thousands a step, spent a tenth of its
-    call making them) with their addresses."""
-    kept = getattr(_local, "alone", None)
-    if kept is None or kept[1].shape[0] != P:
+    call making them) with their addresses, one set per part count (a thread alternates: the
+    runs of rows scan in one part, the advances between them in two)."""
+    sets = getattr(_local, "alone", None)
+    if sets is None:
+        sets = _local.alone = {}
+    kept = sets.get(P)
+    if kept is None:
         bar, claims = np.zeros(3, np.int64), np.zeros((P, 8), np.int64)
-        kept = _local.alone = (bar, claims, (bar.ctypes.data, claims.ctypes.data))
+        kept = sets[P] = (bar, claims, (bar.ctypes.data, claims.ctypes.data))
     bar, claims, _ = kept
     bar[0], bar[1], bar[2] = 0, 0, _YIELDS
     claims.fill(0)
