@@ -532,3 +532,42 @@ def test_a_budget_plans_for_each_model_apart():
         make("budget", budget=60_000, policy="mixed")(big, big.init_params(np.random.default_rng(1)), x, y)
     with pytest.raises(BpttError, match="memory budget: expected at least"):
         algo(big, big.init_params(np.random.default_rng(1)), x, y)
+
+
+def test_a_bidirectional_model_is_held_to_its_budget_at_every_call():
+    """The plans of a bidirectional model are made for the budget left after the levels' held
+    arrays, which a Dropout level's held masks change: a budget between the least without and
+    the least with masks held runs without them and is refused with them (the first call's
+    plans would run over it), however the calls come; and a sequence of 15 steps never needs
+    more than one of 16 (a step's memory measured on 16 steps, not on a whole 4-step segment)."""
+    model = bptt.Model(
+        3,
+        [*bptt.rnn("lstm", 6, bidirectional=True), bptt.Dropout(0.5), *bptt.rnn("gru", 6, bidirectional=True)]
+        + [bptt.Dense(2)],
+        loss="mse",
+    )
+    rng = np.random.default_rng(0)
+    params = model.init_params(rng)
+    T, B = 40, 4
+    x, y = rng.standard_normal((T, B, 3)), rng.standard_normal((T, B, 2))
+
+    def least(held):
+        with model.dropout(np.random.default_rng(1), B, np.float64) if held else contextlib.nullcontext():
+            with pytest.raises(BpttError, match="memory budget: expected at least") as e:
+                make("budget", budget=1)(model, params, x, y)
+        return int(str(e.value).split("(")[1].split(" bytes")[0].replace(",", ""))
+
+    lo, hi = least(False), least(True)
+    assert lo < hi
+    algo = make("budget", budget=(lo + hi) // 2)
+    algo(model, params, x, y)
+    assert algo.stats["peak_bytes"] <= algo.budget
+    with model.dropout(np.random.default_rng(1), B, np.float64), pytest.raises(BpttError, match="expected at least"):
+        algo(model, params, x, y)
+    # the least budget grows with T
+    mins = {}
+    for n in (15, 16):
+        with pytest.raises(BpttError, match="expected at least") as e:
+            make("budget", budget=1)(model, params, x[:n], y[:n])
+        mins[n] = int(str(e.value).split("(")[1].split(" bytes")[0].replace(",", ""))
+    assert mins[15] <= mins[16], mins

@@ -141,3 +141,38 @@ def test_float32_on_the_compiled_scans_agrees_with_tbptt():
         for k in params:
             assert rel(b.grads[k], a.grads[k]) <= 1e-5, (w, k)
         assert stats["peak_bytes"] <= budget
+
+
+@pytest.mark.parametrize("k1,k2", [(2, 4), (2, 6)])
+def test_a_segment_held_throughout_takes_its_steps_of_later_windows(k1, k2):
+    """A segment whose every state is held (all its steps masked) still takes its k1 steps of
+    the k2 a later window reaches back, so no window reaches past them into earlier segments
+    by more: each window's gradient equals central differences of that window's loss with the
+    state k2 steps back held fixed, for the plain stream and the budgeted one."""
+    rng = np.random.default_rng(5)
+    T = 8
+    model, params, x, y, s0 = problem("elman", rng, T=T, stacked=False)
+    mask = np.ones((T, 2), bool)
+    mask[2:4] = False
+    budget = budget_for(model, params, 2, 2, masked=True)
+    for w, (plain, kept, _) in enumerate(run_pair(model, params, x, y, k1, k2, budget, "mixed", mask, s0)):
+        a, e = w * k1, min(T, w * k1 + k1)
+        if not mask[a:e].any():
+            continue
+        start = max(0, e - k2)
+        held = model.forward(params, x[:start], mask=mask[:start], state0=s0)[1] if start else s0
+
+        def loss(p):
+            out, _ = model.forward(p, x[start:e], mask=mask[start:e], state0=held)
+            return model.loss_fn.value(out[a - start :], y[a:e], mask[a:e])
+
+        for k, v in params.items():
+            ref = np.zeros_like(v)
+            for i in np.ndindex(v.shape):
+                up, down = dict(params), dict(params)
+                up[k], down[k] = v.copy(), v.copy()
+                up[k][i] += 1e-6
+                down[k][i] -= 1e-6
+                ref[i] = (loss(up) - loss(down)) / 2e-6
+            for got in (plain, kept):
+                assert np.abs(got.grads[k] - ref).max() <= 1e-6 * max(1.0, np.abs(ref).max()), (w, k)

@@ -569,6 +569,81 @@ def test_a_step_holds_its_core_and_its_worker_keeps_off_it():
 
 @needs_split
 @needs_cores
+@pytest.mark.parametrize("at", [1, 2], ids=["pinning", "giving back"])
+def test_an_interrupted_step_leaves_cores_and_blas_as_they_were(at, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) right after the step pins its core, or right after it gives
+    the core back (before BLAS's thread count is restored): the calling thread's cores and BLAS's
+    thread count are the user's again, at once or after the next step, and nothing counts the
+    interrupted step as still on the engine."""
+    get = engine._threads[0]
+    model = bptt.Model(5, [bptt.Recurrent("lstm", 32), bptt.Dense(5)], tokens=True)
+    p = model.init_params(0, f4)
+    x = np.zeros((8, 16), np.int64)
+    before, real, calls = os.sched_getaffinity(0), engine._affinity, [0]
+
+    def interrupted(cores):
+        ok = real(cores)
+        if threading.current_thread() is threading.main_thread():
+            calls[0] += 1
+            if calls[0] == at:
+                raise KeyboardInterrupt
+        return ok
+
+    with threadpool_limits(2, user_api="blas"):
+        monkeypatch.setattr(engine, "_affinity", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            full_bptt(model, p, x, x)
+        monkeypatch.setattr(engine, "_affinity", real)
+        full_bptt(model, p, x, x)
+        assert os.sched_getaffinity(0) == before
+        assert get() == 2 and not engine._blas_users and engine._blas_saved is None
+        with threadpool_limits(1, user_api="blas"):  # the user's count, not a stale one
+            assert engine.ready([model.recurrent_levels[0].directions[0].cell], None, fast_cells.splits(f4)) == 1
+
+
+@needs_split
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX's")
+def test_a_child_forked_while_another_thread_steps_can_step():
+    """os.fork while another thread is in a step (BLAS at one thread, the packing lock held):
+    the child gets new locks and BLAS's thread count from before that step, and its own step
+    runs (within seconds, not hung on a lock no thread of it will release)."""
+    from bptt.fast import pool
+
+    get = engine._threads[0]
+    model = bptt.Model(5, [bptt.Recurrent("lstm", 32), bptt.Dense(5)], tokens=True)
+    p = model.init_params(0, f4)
+    x = np.zeros((8, 16), np.int64)
+    inside, leave = threading.Event(), threading.Event()
+
+    def stepping():  # (another thread, in a step: on the engine and holding the packing lock)
+        with engine.engine(2), fast_cells._PACKING, pool.buffers._lock:
+            inside.set()
+            leave.wait(10)
+
+    with threadpool_limits(2, user_api="blas"):
+        t = threading.Thread(target=stepping)
+        t.start()
+        try:
+            assert inside.wait(10) and get() == 1
+            pid = os.fork()
+            if pid == 0:  # the child: one step, then its BLAS count, as its exit status
+                import faulthandler
+
+                faulthandler.dump_traceback_later(20, exit=True)
+                try:
+                    full_bptt(model, p, x, x)
+                    os._exit(10 + get())
+                finally:
+                    os._exit(1)
+            _, status = os.waitpid(pid, 0)
+        finally:
+            leave.set()
+            t.join()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 12, status
+
+
+@needs_split
+@needs_cores
 def test_workers_started_within_a_step_do_not_inherit_its_core(monkeypatch):
     """Threads inherit the mask of the thread that starts them: workers started by a caller
     that holds its core take the caller's cores from before, even if they never get a job."""
@@ -698,6 +773,8 @@ def test_row_chunks_are_whole_tiles_a_part_at_least():
         assert got[0][0] == 0 and got[-1][1] == 9 * T + 3
         assert all(a[1] == b[0] for a, b in zip(got, got[1:]))
         assert all(b0 % T == 0 and b1 - b0 >= T for b0, b1 in got)
+        sizes = [b1 - b0 for b0, b1 in got]
+        assert max(sizes) - min(sizes) <= T, sizes  # (cut nearest an even share: the last not left the rest)
     with engine.split(1):
         assert cell._row_spans(small, 64, macs) is None
 

@@ -438,3 +438,25 @@ def test_float64_never_loads_the_kernels_and_import_loads_nothing():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "bptt.ops", "False", "bptt.fast.pool"], out.stdout
+
+
+@needs_numba
+def test_an_interrupted_first_load_of_the_kernels_is_tried_again():
+    """Ctrl-C during the first compile (KeyboardInterrupt out of warm.ensure) reaches the
+    caller, and the next float32 step loads the kernels: they are not left off for the process."""
+    code = (
+        "import numpy as np, bptt; from bptt import fast; from bptt.fast import warm; real = warm.ensure\n"
+        "def once(*a, **k):\n"
+        "    warm.ensure = real\n"
+        "    raise KeyboardInterrupt\n"
+        "warm.ensure = once\n"
+        "m = bptt.Model(3, [bptt.rnn('lstm', 4), bptt.Dense(2)], loss='mse'); p = m.init_params(0, np.float32)\n"
+        "x, y = np.zeros((5, 2, 3), np.float32), np.zeros((5, 2, 2), np.float32)\n"
+        "try:\n"
+        "    bptt.full_bptt(m, p, x, y)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+        "bptt.full_bptt(m, p, x, y); print(fast.available()['kernels'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["interrupted", "True"], out.stdout + out.stderr

@@ -158,3 +158,19 @@ def test_pool_limit_drops_idle_arrays_before_a_new_one_passes_it():
     del d
     pool.clear()
     assert len(pool._arrays) == 1  # b is someone's
+
+
+def test_pool_drops_idle_arrays_too_small_for_a_new_one():
+    """Without a limit, a request no idle array holds drops the idle arrays of its dtype that
+    are smaller (steps of growing lengths would keep every length's arrays), not those in use
+    or of another dtype: steps of lengths 20 to 200 hold what one 200-step step holds."""
+    pool = BufferPool(size=32, min_bytes=0)
+    held = pool.empty((50,), np.float32)
+    other = pool.empty((10,), np.float64)
+    del other
+    for n in range(100, 1000, 100):  # growing: each new array finds only smaller idle ones
+        a = pool.empty((n,), np.float32)
+        del a
+    dtypes = sorted((arr.dtype.name, arr.size) for arr in pool._arrays)
+    assert dtypes == [("float32", 50), ("float32", 900), ("float64", 10)], dtypes
+    assert np.shares_memory(pool._arrays[0], held) or any(np.shares_memory(arr, held) for arr in pool._arrays)

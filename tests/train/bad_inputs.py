@@ -1387,6 +1387,15 @@ def _cases() -> list[Case]:
             expect=["memory budget: expected at least", "one step's caches), received 0.00 MiB (1,000 bytes)"],
         ),
         C(
+            "flag-memory-budget-masked-task",
+            "flags",
+            "a memory budget over an unmasked step's minimum and under a masked one's (embedded-reber's "
+            "right-padded strings: refused before the run folder is made, not at the first step)",
+            ["train", "--task", "embedded-reber", "--hidden", "8", "--batch-size", "4", "--steps", "2"]
+            + ["--memory-budget", "9300", "--no-progress", "--out", "new-run"],
+            expect=["memory budget: expected at least", "received 0.01 MiB (9,300 bytes)"],
+        ),
+        C(
             "flag-memory-policy-alone",
             "flags",
             "--memory-policy without --memory-budget",

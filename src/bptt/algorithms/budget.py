@@ -193,7 +193,8 @@ def probed(record: Any, advance: Any, state_bytes: int, longest: int = 16) -> St
         record(n), advance(n)
     rec = {n: min(record(n) for _ in range(3)) for n in lengths}
     adv = {n: min(advance(n) for _ in range(3)) for n in lengths}
-    lo, hi = lengths[min(1, len(lengths) - 1)], lengths[-1]  # (the scans of a few steps take other paths)
+    # (the scans of a few steps take other paths: with 16 steps probed, a step from 4 and 16)
+    lo, hi = lengths[1] if len(lengths) > 2 else lengths[0], lengths[-1]
     step = max(-(-(rec[hi] - rec[lo]) // (hi - lo)), 1) if hi > lo else max(rec[lo], 1)
     per = max(-(-(adv[hi] - adv[lo]) // (hi - lo)), 1) if hi > lo else max(adv[lo], 1)
     fixed = max(max(rec[n] - n * step for n in lengths), 0)

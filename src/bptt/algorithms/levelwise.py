@@ -89,14 +89,17 @@ class _Direction:
 def _measure(d: Any, p: Params, X: np.ndarray, mask: np.ndarray | None, need_dx: bool) -> Storage:
     """Storage of one direction over inputs like X, measured as `budget._measure_storage`
     measures a model (the least of three probes of recorded segments of 1, 4 and 16 steps and
-    of advances), on the first steps of X with zero output gradients."""
+    of advances), on 16 steps of X (its steps again where it has fewer: a step measured over 4
+    made a 15-step sequence need more than a 16-step one) with zero output gradients."""
     from .budget import _traced, probed, stored_bytes
 
-    n = min(16, X.shape[0])
-    B, dtype = X.shape[1], p[next(iter(p))].dtype
-    probe = X[:n] if X.dtype.kind in "iu" else np.zeros((n,) + X.shape[1:], dtype)
+    n, B, dtype = 16, X.shape[1], p[next(iter(p))].dtype
+    steps = np.arange(n) % X.shape[0]
+    probe = X[steps] if X.dtype.kind in "iu" else np.zeros((n,) + X.shape[1:], dtype)
     dx = np.zeros(probe.shape, dtype) if need_dx else None
-    run = _Direction(d, p, {k: np.zeros_like(v) for k, v in p.items()}, probe, None if mask is None else mask[:n], dx)
+    run = _Direction(
+        d, p, {k: np.zeros_like(v) for k, v in p.items()}, probe, None if mask is None else mask[steps], dx
+    )
     run.douts, run.accumulate = np.zeros((n, B, d.cell.output_size), dtype), False
     state = {d.key: d.cell.zero_state(B, dtype)}
 
@@ -117,7 +120,8 @@ def _measure(d: Any, p: Params, X: np.ndarray, mask: np.ndarray | None, need_dx:
 
 def levelwise(model: Model, params: Params, b: Batch, budget: int, policy: str, cache: dict) -> tuple[Gradient, dict]:
     """Full BPTT's gradient of a model with bidirectional levels within `budget` bytes (module
-    docstring). cache: this model's plans by (level, direction, T, B, dtype, masked)."""
+    docstring). cache: this model's storage by (level, direction, T, B, dtype, masked) and
+    plans by that and the budget left for them."""
     from .budget import nbytes, walk
 
     T, B = b.x.shape[:2]
@@ -145,12 +149,15 @@ def levelwise(model: Model, params: Params, b: Batch, budget: int, policy: str, 
     held = kept + 2 * widest * T
     rest = budget - held
     # every direction's storage first: the least budget is the largest of their needs
+    # (plans by what they were made for: the budget left changes with the levels' held arrays,
+    # a Dropout's while its masks are held; the least budget checked at every call)
     storage: dict = {}
     for i, lv in enumerate(levels):
         for d in lv.directions if lv.recurrent else ():
             key = (i, d.key, T, B, str(dtype), b.mask is not None)
             if key not in cache:
-                storage[key] = _measure(d, lv.sub(params, d.prefix), ins[i], b.mask, i > 0)
+                cache[key] = _measure(d, lv.sub(params, d.prefix), ins[i], b.mask, i > 0)
+            storage[key] = cache[key]
     if storage and rest < max(st.leaf(1) for st in storage.values()):
         need = held + max(st.leaf(1) for st in storage.values())
         raise BpttError(
@@ -158,8 +165,11 @@ def levelwise(model: Model, params: Params, b: Batch, budget: int, policy: str, 
             f"and one step's caches of a direction) for a bidirectional model, received {budget / 2**20:.2f} MiB "
             f"({budget:,} bytes)"
         )
+    plans = {}
     for key, st in storage.items():
-        cache[key] = plan(T, rest, st, policy)
+        if (*key, rest) not in cache:
+            cache[(*key, rest)] = plan(T, rest, st, policy)
+        plans[key] = cache[(*key, rest)]
     # 2. the loss and the time-local levels above the last recurrent one
     grads = model.zero_grads(params)
     loss, dy = model.loss_fn.value_and_grad(ins[-1], b.targets, b.mask)
@@ -180,7 +190,7 @@ def levelwise(model: Model, params: Params, b: Batch, budget: int, policy: str, 
             O = d.cell.output_size
             run.douts = dy[..., col : col + O]
             col += O
-            p = cache[(i, d.key, T, B, str(dtype), b.mask is not None)]
+            p = plans[(i, d.key, T, B, str(dtype), b.mask is not None)]
             ds, _, s = walk(p, T, {d.key: b.state0[d.key]}, run.forward, run.backward, (ins[i], run.douts, b.mask))
             dstate0[d.key] = ds[d.key]
             stats["forward_steps"] += s["forward_steps"] + T  # (and the first pass's)

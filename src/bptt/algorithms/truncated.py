@@ -189,6 +189,8 @@ class TBPTTStream:
                 raise BpttError(
                     f"{where}: expected at most k2 - k1 = {self.k2 - self.k1} steps of history, received {total}"
                 )
+            if not tapes:  # (steps whose every state was held: nothing kept)
+                continue
             m = self.model
             shape = (steps, B) if m.tokens else (steps, B, m.input_size)
             x = np.zeros(shape, np.int64 if m.tokens else m.check_params(params))
@@ -227,11 +229,19 @@ class TBPTTStream:
         if b.mask is not None and not b.mask.any():
             state = b.state0
             self.state, self.batch = state, b.x.shape[1]
+            self._hold(b)
             zero = {k: state_map(np.zeros_like, v) for k, v in state.items()}
             return b, Gradient(0.0, model.zero_grads(params), zero, state)
         if b.x.shape[0] > self.k2:
             raise BpttError(f"x: expected a segment of at most k2={self.k2} steps, received {b.x.shape[0]}")
         return b, None
+
+    def _hold(self, b: Any) -> None:
+        """A segment whose every state is held still takes its steps of the k2 steps later
+        windows reach back: in the history as steps with no tapes (the state passes them as it
+        is), so that no window reaches the segments before them by more than k2 steps."""
+        self._history.append((b.x.shape[0], [], None))
+        self._history = tape.last_steps(self._history, self.k2 - self.k1)
 
     def __call__(self, params: Params, x: Any, targets: Any, mask: Any = None, t0: int = 0) -> Gradient:
         """t0: the segment's first step in the sequence its masks belong to (zoneout draws per
@@ -247,7 +257,7 @@ class TBPTTStream:
         # the time-local top levels see only this segment's errors
         _, dh = model.backward_range(params, tapes, dy, None, grads, self.head, len(model.levels))
         # the window: up to k2 - n earlier steps of history, then this segment
-        hist = tape.last_steps(self._history, self.k2 - n)
+        hist = [h for h in tape.last_steps(self._history, self.k2 - n) if h[1]]  # (held steps: no tapes)
         have = sum(steps for steps, _, _ in hist)
         cut_now = self._pending_cut
         parts = [p for _, p, _ in hist] + [tapes[: self.head]]
@@ -359,12 +369,22 @@ class BudgetTBPTTStream(TBPTTStream):
         # what later windows can reach: whole segments covering the last k2 - k1 steps
         self._history.append((n, np.array(b.x), None if b.mask is None else np.array(b.mask), cut_now, b.state0))
         self._pending_cut = None
+        self._reach()
+        self.state, self.batch = g.final_state, B
+        return g
+
+    def _hold(self, b: Any) -> None:
+        """A segment whose every state is held: in the history as it is (run again, its steps
+        hold the state), so that it takes its steps of the k2 later windows reach back."""
+        self._history.append((b.x.shape[0], np.array(b.x), np.array(b.mask), None, b.state0))
+        self._reach()
+
+    def _reach(self) -> None:
+        """Keep the whole segments that cover the last k2 - k1 steps."""
         while len(self._history) > 1 and sum(s[0] for s in self._history[1:]) >= self.k2 - self.k1:
             self._history.pop(0)
         if self.k2 == self.k1:
             self._history = []
-        self.state, self.batch = g.final_state, B
-        return g
 
     def _check_history(self, params: Params, history: list, cut: Any, where: str) -> None:
         B, m = self.batch, self.model

@@ -85,7 +85,12 @@ def _kernels() -> Any:
             from . import cells, engine, rows, warm
         except ImportError:  # no Numba: the NumPy path
             return None
-        if warm.ensure():
+        try:
+            ready = warm.ensure()
+        except BaseException:  # (Ctrl-C in the first compile: the next float32 step loads them again)
+            del _state["kernels"]
+            raise
+        if ready:
             _state["kernels"] = (rows, cells, engine)
             _state["available"] = {"kernels": True, "scans": cells.SCANS, "split": cells.SCANS and engine.AVAILABLE}
     return _state["kernels"]

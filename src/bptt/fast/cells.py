@@ -22,6 +22,7 @@ the reference every number here is tested against (tests/fast).
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -542,7 +543,17 @@ ROW_CHUNKS = 2
 # 1.5-2 whole. LSTM 256 (1 MiB) by rows, in one process: 4% 667 against 640 ms, 10% 557 against 598.
 LEAF_ROWS_MACS = 12 * engine.SPLIT_MACS
 LEAF_ROWS_BYTES = ROWS_BYTES
-_PACKING = threading.Lock()
+_PACKING = threading.Lock()  # (a step's weights packed into its memo by one thread at a time)
+
+
+def _new_packing_lock() -> None:
+    """In a child of os.fork, a new lock (another thread may have held the old one)."""
+    global _PACKING
+    _PACKING = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX)
+    os.register_at_fork(after_in_child=_new_packing_lock)
 
 
 def leaf_rows(weights: list[np.ndarray], B: int, steps: int, P: int) -> list[tuple[int, int]] | None:

@@ -31,6 +31,11 @@ returned; a scan part that waits on a task another thread took and never finishe
 (after ~10 s of waiting), which raises here rather than hanging. The engine's state belongs to
 the thread that entered it, so steps from several Python threads take turns on the team; BLAS's
 thread count (process-wide) is set by the first thread on the engine and restored by the last.
+(So a library in another thread that saves and restores that count during a step, as
+threadpoolctl's limits do, may save the step's 1 and leave it: bptt's later steps then run in one
+part.) An interrupt (Ctrl-C) anywhere in a step leaves no core held and no count changed for good:
+what the step changed is given back at its end or at the calling thread's next step. A child of
+os.fork gets new locks and no threads (they start again at its first step).
 
 Late threads. A worker can be late: its core busy with another process, the GIL held by the
 caller's Python between products, or (below) its core shared. Nobody waits for a thread that
@@ -179,11 +184,27 @@ def _cores() -> frozenset:
 
 def _hold_core() -> tuple[int, frozenset] | None:
     """Keep the calling thread on the core it runs on: (that core, its allowed cores before),
-    or None where that cannot be said or done (one allowed core, no sched_getcpu)."""
+    or None where that cannot be said or done (one allowed core, no sched_getcpu). What to give
+    back is noted (_local.pinned) before the thread is pinned, so that an interrupt at any point
+    leaves it to `_let_go` (at the step's end, or at the thread's next step)."""
     allowed, cpu = _cores(), _getcpu() if _getcpu is not None else -1
-    if len(allowed) < 2 or cpu not in allowed or not _affinity(frozenset({cpu})):
+    if len(allowed) < 2 or cpu not in allowed:
+        return None
+    _local.pinned = (frozenset({cpu}), allowed)
+    if not _affinity(frozenset({cpu})):
+        _local.pinned = None
         return None
     return cpu, allowed
+
+
+def _let_go() -> None:
+    """Give the calling thread back the cores it had before `_hold_core` pinned it, unless its
+    cores changed since (the user's own setting, e.g. taskset, stays)."""
+    pinned = getattr(_local, "pinned", None)
+    if pinned is not None:
+        if _cores() == pinned[0]:
+            _affinity(pinned[1])
+        _local.pinned = None
 
 
 _getcpu = blas.find_getcpu()
@@ -346,15 +367,36 @@ def ready(cells: list[Any], mask: Any, splits: Callable[[Any], bool]) -> int:
     return max(1, min(_blas_threads(), min(c.hidden_size for c in cells) // 16))
 
 
+# Threads on the engine now (their idents: entering and leaving are idempotent, so that an
+# interrupt between two lines cannot leave a count that never comes back to 0) and BLAS's thread
+# count before the first of them (None: BLAS's count is the user's; it is given back when the
+# last leaves, or, after an interrupt that left it set, when the next step's last leaves)
 _blas_lock = threading.Lock()
-_blas_users = 0  # threads on the engine now
-_blas_saved = 0  # BLAS's thread count before the first of them
+_blas_users: set[int] = set()
+_blas_saved: int | None = None
+
+
+def _after_fork_in_child() -> None:
+    """In a child of os.fork (multiprocessing's fork start method) only the forking thread
+    lives on: locks another thread held are held for ever, and a step another thread was in
+    never ends. So the child gets new locks, no team (its threads are started again), and
+    BLAS's thread count as it was before the steps in flight."""
+    global _blas_lock, _team_lock, _team, _blas_saved
+    _blas_lock, _team_lock, _team = threading.Lock(), threading.Lock(), None
+    saved, _blas_saved = _blas_saved, None
+    _blas_users.clear()
+    if saved is not None and _threads is not None:
+        _threads[1](saved)
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _blas_threads() -> int:
     """NumPy's BLAS thread count, as it was before any thread went on the engine."""
     with _blas_lock:
-        return _blas_saved if _blas_users else _threads[0]()  # type: ignore[index]
+        return _blas_saved if _blas_saved is not None else _threads[0]()  # type: ignore[index]
 
 
 @contextmanager
@@ -395,18 +437,20 @@ def memo() -> dict:
 def engine(P: int) -> Iterator[None]:
     """Within (if P > 0; see `ready`): NumPy's OpenBLAS at one thread (it is process-wide: the
     first thread on the engine sets it, the last one off restores it) and the calling thread's
-    work split into P parts."""
-    global _blas_users, _blas_saved
+    work split into P parts. A KeyboardInterrupt at any point leaves nothing changed for good:
+    what a step set is given back at its end or, interrupted there, at the thread's next step."""
+    global _blas_saved
     if not P:
         yield
         return
     get, put = _threads  # type: ignore[misc]
+    me = threading.get_ident()
+    _let_go()  # (a step of this thread interrupted while it gave its core back)
     with _blas_lock:
-        if _blas_users == 0:
+        if _blas_saved is None:
             _blas_saved = get()
-            put(1)
-        _blas_users += 1
-    held = None
+        _blas_users.add(me)
+        put(1)
     try:
         held = _hold_core() if P > 1 else None  # (Sharing a core, in the module docstring)
         _local.core = held or (-1, frozenset())
@@ -414,9 +458,9 @@ def engine(P: int) -> Iterator[None]:
             yield
     finally:
         _local.core = (-1, frozenset())
-        if held is not None:
-            _affinity(held[1])
+        _let_go()
         with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
+            _blas_users.discard(me)
+            if not _blas_users and _blas_saved is not None:
                 put(_blas_saved)
+                _blas_saved = None

@@ -316,6 +316,7 @@ class ArrayTask:
         self.n_train = self.train[0].shape[1]
         self.n_val = 0 if self.valid is None else self.valid[0].shape[1]
         self.tokens = x.dtype.kind in "iu"
+        self.masked = self.train[2] is not None  # (its batches carry the mask: a budget plans for it)
 
     @property
     def tokens_per_step(self) -> int:

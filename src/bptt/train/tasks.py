@@ -130,6 +130,7 @@ class _Batches:
     n_train: int
     streams: np.ndarray
     segs: list
+    masked = False  # whether its batches carry a mask of real steps
 
     @property
     def tokens_per_step(self) -> int:
@@ -551,6 +552,7 @@ class SpikeTask:
     kind = "spikes"
     mode = "window"
     n_train = 0
+    masked = False
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -657,6 +659,7 @@ class LongTermTask:
         self.source = f"generated {cfg.task}"
         self.val = self.make(np.random.default_rng(10_000 + cfg.seed), 500)
         self.T = self.val.x.shape[0]
+        self.masked = self.val.mask is not None  # (right-padded sequences: embedded-reber)
 
     def make(self, rng: np.random.Generator, B: int) -> lt.Problem:
         return lt.make(self.cfg.task, rng, B, self.cfg.seq_len, self.cfg.dtype)

@@ -241,10 +241,12 @@ class Trainer:
             if self.model.bidirectional:
                 raise BpttError("memory_budget: expected a unidirectional model, received a bidirectional one")
             p0 = self.model.init_params(np.random.default_rng(0), self.cfg.dtype)
+            masked = self.task.masked  # (a masked batch's plan holds more: planned as its steps will run)
             if isinstance(self.algorithm, algorithms.Budget):
-                self.algorithm.plan_for(self.model, p0, getattr(self.task, "T", self.cfg.seq_len), local_batch)
+                T = getattr(self.task, "T", self.cfg.seq_len)
+                self.algorithm.plan_for(self.model, p0, T, local_batch, masked)
             else:  # TBPTT: the longest window, k2 steps
-                self.algorithm.stream(self.model).budget.plan_for(self.model, p0, self.cfg.k2, local_batch)
+                self.algorithm.stream(self.model).budget.plan_for(self.model, p0, self.cfg.k2, local_batch, masked)
         self.algorithm = dist.sharded(self.algorithm, self.world, self.cfg.batch_size)
         self._continuing = False  # a stateful algorithm's stream is running (its state is its own)
         # online: an update per batch; batch: an update per pass over the data (all its segments)
