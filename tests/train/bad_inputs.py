@@ -98,6 +98,15 @@ def build_workspace(ws: str) -> None:
         Trainer(TrainConfig(data="words.txt", cell="jordan", out="runs/jordan", **small), **quiet).run()
         _arrays_run("runs/arrays")
         os.makedirs("runs/empty", exist_ok=True)
+        os.makedirs("stale", exist_ok=True)  # a run's best.npz without its checkpoint
+        shutil.copy("runs/text/best.npz", "stale/best.npz")
+        if not os.path.lexists("runs/text-link"):  # a link to a run folder
+            os.symlink("text", "runs/text-link")
+        open("precious.txt", "w").write("a file of the user's\n")
+        shutil.copytree("runs/text", "runs/lock-link", dirs_exist_ok=True)  # its .lock a link to that file
+        if os.path.lexists("runs/lock-link/.lock"):
+            os.remove("runs/lock-link/.lock")
+        os.symlink("../../precious.txt", "runs/lock-link/.lock")
         for name, make in CRAFTED.items():
             _craft(name, make)
         _build_weights()
@@ -341,6 +350,14 @@ CRAFTED: dict[str, Callable[[str, str], None]] = {
     "best-loss-nan": _edit(lambda a, m: _set(m["trackers"], "best", {"loss": float("nan"), "step": 2})),
     "no-vocab": _edit(lambda a, m: _del(m, "vocab")),
     "vocab-a-number": _edit(lambda a, m: _set(m, "vocab", 42)),
+    "vocab-unsorted": _edit(lambda a, m: _set(m, "vocab", m["vocab"][1] + m["vocab"][0] + m["vocab"][2:])),
+    "train-seconds-inf": _edit(lambda a, m: _set(m["trackers"], "train_seconds", float("inf"))),
+    "optimizer-nan": _edit(
+        lambda a, m: _set(a, k := next(k for k in sorted(a) if k.startswith("opt/") and "/mu/" in k), a[k] * np.nan)
+    ),
+    "optimizer-count-negative": _edit(
+        lambda a, m: _set(a, next(k for k in sorted(a) if k.startswith("opt/") and k.endswith("/count")), np.array(-1))
+    ),
     "word-vocab-without-unk": _edit(lambda a, m: (_set(m["config"], "tokens", "word"), _set(m, "vocab", ["a", "b"]))),
     "config-wrong-type": _edit(lambda a, m: _set(m["config"], "hidden", "big")),
     "config-unknown-key": _edit(lambda a, m: _set(m["config"], "hiden", 8)),
@@ -1396,6 +1413,41 @@ def _cases() -> list[Case]:
             expect=["memory budget: expected at least", "received 0.01 MiB (9,300 bytes)"],
         ),
         C(
+            "flag-resume-empty",
+            "run folders",
+            "an empty --resume (read as none, it started a new run)",
+            ["train", "--resume", ""],
+            expect=["--resume: expected a run folder, received ''"],
+        ),
+        C(
+            "flag-out-empty",
+            "run folders",
+            "an empty --out (read as none, the run went to runs/<time>)",
+            T("--out", ""),
+            expect=["--out: expected a run folder, received ''"],
+        ),
+        C(
+            "flag-out-dangling-link",
+            "run folders",
+            "--out naming a link to nothing",
+            T("--out", "dangling.txt"),
+            expect=["--out: expected a folder for the run, received 'dangling.txt', a link to nothing"],
+        ),
+        C(
+            "import-over-stale-best",
+            "run folders",
+            "import into a folder holding another run's best.npz (it would stand for the imported weights)",
+            ["import", "weights/text.npz", "--out", "stale"],
+            expect=["--out: expected a new run folder, received 'stale' which holds best.npz of another run"],
+        ),
+        C(
+            "resume-lock-link",
+            "run folders",
+            "a run folder whose .lock is a link to another file (which the lock's record would overwrite)",
+            ["train", "--resume", "runs/lock-link", "--steps", "6"],
+            expect=["--resume: expected .lock in 'runs/lock-link' to be a regular file, received a symbolic link"],
+        ),
+        C(
             "flag-memory-policy-alone",
             "flags",
             "--memory-policy without --memory-budget",
@@ -1996,8 +2048,13 @@ def _cases() -> list[Case]:
         "rng-garbage": "meta.rng: expected a NumPy PCG64 generator state, received",
         "trackers-missing": "meta.trackers: expected an object with best, since_best, train_seconds, received",
         "best-loss-nan": "meta.trackers.best: expected null or an object with a finite loss",
-        "no-vocab": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters), received nothing",
-        "vocab-a-number": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters), received 42",
+        "no-vocab": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters in sorted order), received nothing",
+        "vocab-a-number": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters in sorted order), received 42",
+        "vocab-unsorted": "meta.vocab: expected the vocabulary (a non-empty string of distinct characters in sorted "
+        "order), received",
+        "train-seconds-inf": "meta.trackers.train_seconds: expected a finite non-negative number, received inf",
+        "optimizer-nan": "expected finite floats (infinite only where a new state has them), received NaN or inf",
+        "optimizer-count-negative": "expected a count of at least 0, received -1",
         "word-vocab-without-unk": "meta.vocab: expected the vocabulary of a word run (a list of up to 1,000,000 distinct "
         'non-empty strings, <unk> among them), received ["a", "b"]',
         "config-wrong-type": "config: hidden: expected an integer, received 'big'",
@@ -2087,6 +2144,13 @@ def _weights_cases() -> list[Case]:
             g,
             "--out onto the run's own checkpoint",
             ["export", "runs/text", "--out", "runs/text/checkpoint.npz"],
+            expect=["--out: expected a file other than the run's own files, received 'runs/text/checkpoint.npz'"],
+        ),
+        Case(
+            "export-over-checkpoint-link",
+            g,
+            "--out onto the run's own checkpoint through a link to the run folder",
+            ["export", "runs/text-link", "--out", "runs/text/checkpoint.npz"],
             expect=["--out: expected a file other than the run's own files, received 'runs/text/checkpoint.npz'"],
         ),
         Case(

@@ -631,6 +631,12 @@ def test_diagnose_every_records_the_flow_and_bptt_diagnose_reports_it(tmp_path, 
     text = capsys.readouterr().out
     assert "3 flow rows recorded" in text and "clip rate per evaluation" in text
     assert (out / "flow.png").stat().st_size > 10_000
+    # rows of the wrong types (a hand-edited metrics.jsonl) are left out, not a traceback
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 9, "split": "train", "grad_norm": "b"}) + "\n")
+        f.write(json.dumps({"step": 9, "split": "flow"}) + "\n")
+    assert main(["diagnose", str(out), "--data"]) == 0
+    assert len(json.load(open(out / "diagnose.json"))["recorded"]) == 3
 
 
 def test_a_plateau_rule_does_not_make_updates_skips(tmp_path, text_file):

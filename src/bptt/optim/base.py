@@ -120,6 +120,14 @@ def unflatten_state(template: Any, flat: dict[str, np.ndarray], prefix: str = "o
         ref = np.asarray(node)
         if a.shape != ref.shape or a.dtype != ref.dtype:
             raise BpttError(f"optimizer state {path!r}: expected {ref.dtype}{ref.shape}, received {a.dtype}{a.shape}")
+        # values too: a NaN would skip every update, a negative count make the rate negative
+        if a.dtype.kind == "f" and (np.isnan(a) | (np.isinf(a) & np.isfinite(ref))).any():
+            raise BpttError(
+                f"optimizer state {path!r}: expected finite floats (infinite only where a new state has them), "
+                "received NaN or inf"
+            )
+        if a.dtype.kind in "iu" and not isinstance(node, (bool, np.bool_)) and (a < 0).any():
+            raise BpttError(f"optimizer state {path!r}: expected a count of at least 0, received {a.min()}")
         if isinstance(node, (bool, np.bool_)):
             return bool(a)
         if isinstance(node, (int, np.integer)):

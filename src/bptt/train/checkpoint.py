@@ -232,8 +232,10 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
         )
     for k, kinds in (("since_best", (int,)), ("train_seconds", (int, float)), ("skipped", (int,))):
         v = trackers.get(k, 0)
-        if isinstance(v, bool) or not isinstance(v, kinds) or not v >= 0:
-            raise BpttError(f"checkpoint {path!r}: meta.trackers.{k}: expected a non-negative number, received {v!r}")
+        if isinstance(v, bool) or not isinstance(v, kinds) or not v >= 0 or not math.isfinite(v):
+            raise BpttError(
+                f"checkpoint {path!r}: meta.trackers.{k}: expected a finite non-negative number, received {v!r}"
+            )
     first = trackers.get("first_loss")
     if first is not None and (
         isinstance(first, bool) or not isinstance(first, (int, float)) or not math.isfinite(first)
@@ -250,8 +252,8 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
             meta,
             "vocab",
             (str,),
-            "the vocabulary (a non-empty string of distinct characters)",
-            lambda v: len(v) > 0 and len(set(v)) == len(v),
+            "the vocabulary (a non-empty string of distinct characters in sorted order)",
+            lambda v: len(v) > 0 and list(v) == sorted(set(v)),
         )
     elif task == "series":
         _typed(

@@ -73,6 +73,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import _new_run_dir
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.keys()}
+    for flag, v in (("--resume", args.resume), ("--out", given.get("out"))):
+        if v == "":  # (not a folder: read as no flag, it started a new run or wrote to runs/<time>)
+            raise BpttError(f"{flag}: expected a run folder, received ''")
     if args.resume and args.config:
         raise BpttError("--config: expected no config file with --resume (the run's own config is used), received one")
     if args.seeds is not None or (args.resume and ensemble.read(args.resume) is not None):

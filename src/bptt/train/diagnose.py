@@ -74,9 +74,33 @@ def clip_rates(rows: list[dict], clip: float) -> list[dict[str, float]]:
     return out
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _well_formed(rows: list[dict], names: Any) -> list[dict]:
+    """The rows whose fields this command reads are of their types (rows of another kind, or a
+    hand-edited metrics.jsonl, are left out rather than fail the command)."""
+    out = []
+    for r in rows:
+        if not isinstance(r, dict) or not _number(r.get("step")):
+            continue
+        if r.get("split") == "train" and r.get("grad_norm") is not None and not _number(r["grad_norm"]):
+            continue
+        if r.get("split") == "flow":
+            lags = r.get("by_lag_norm")
+            if not isinstance(lags, dict) or not all(
+                isinstance(lags.get(n), list) and all(v is None or _number(v) for v in lags[n]) for n in names
+            ):
+                continue
+        out.append(r)
+    return out
+
+
 def summary(rows: list[dict], now: dict[str, Any], clip: float) -> dict[str, Any]:
     """What `bptt diagnose` writes: the flow rows recorded, the flow of the checkpoint's weights,
     and the gradient norms and clip rates."""
+    rows = _well_formed(rows, now["by_lag_norm"])
     return {
         "recorded": [r for r in rows if r.get("split") == "flow"],
         "checkpoint": now,

@@ -109,9 +109,10 @@ def _output(args: argparse.Namespace, run_folder: str) -> tuple[str, str, str]:
     if fmt == "safetensors" and not has_safetensors():
         raise BpttError(f"--format: expected the safetensors package for safetensors ({INSTALL}), received none")
     path = output_file("--out", args.out or os.path.join(run_folder, f"model.{fmt}"))
-    own = {os.path.abspath(os.path.join(run_folder, n)) for n in FILES}
+    # (resolved: a link to the run folder, or a link as --out, must not reach the run's files)
+    own = {os.path.realpath(os.path.join(run_folder, n)) for n in FILES}
     for p in (path, sidecar(path)):
-        if os.path.abspath(p) in own:
+        if os.path.realpath(p) in own:
             raise BpttError(f"--out: expected a file other than the run's own files, received {args.out!r}")
     return path, fmt, note
 

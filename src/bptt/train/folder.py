@@ -28,10 +28,15 @@ FILES = ("checkpoint.npz", "best.npz", "config.json", "metrics.jsonl", "loss.png
 class RunFolder:
     def __init__(self, path: str, lock: RunLock, created: bool) -> None:
         self.path, self.lock, self._created = path, lock, created
+        self._lock_made = False  # (new: whether this set-up made the .lock, to remove it if refused)
 
     @classmethod
     def new(cls, out: str) -> RunFolder:
+        if not out:
+            raise BpttError("--out: expected a folder for the run, received ''")
         p = os.path.abspath(out)
+        if os.path.islink(p) and not os.path.exists(p):
+            raise BpttError(f"--out: expected a folder for the run, received {out!r}, a link to nothing")
         if os.path.exists(p) and not os.path.isdir(p):
             raise BpttError(f"--out: expected a folder for the run, received {out!r}, which is a file")
         parent = p
@@ -47,12 +52,19 @@ class RunFolder:
         if created:
             os.makedirs(p)
         folder = cls(out, RunLock(out), created)
+        folder._lock_made = not os.path.lexists(folder.file(LOCK_NAME))
         try:
             folder.lock.acquire("--out")
             if os.path.exists(folder.file("checkpoint.npz")):
                 raise BpttError(
                     f"--out: expected a new run folder, received {out!r} which already holds a run "
                     f"(continue it with --resume {out}, or choose another --out)"
+                )
+            left = [n for n in FILES if os.path.lexists(folder.file(n))]
+            if left:  # (a run's files without its checkpoint: best.npz would stand for the new run's weights)
+                raise BpttError(
+                    f"--out: expected a new run folder, received {out!r} which holds {', '.join(left)} of another "
+                    "run (choose another --out, or remove them)"
                 )
         except BaseException:
             folder.close(failed=True)
@@ -63,6 +75,8 @@ class RunFolder:
     def existing(cls, path: str) -> RunFolder:
         if not os.path.isfile(os.path.join(path, "checkpoint.npz")):
             raise BpttError(f"--resume: expected a run folder with checkpoint.npz, received {path!r}")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise BpttError(f"--resume: expected a run folder this user can write in, received {path!r} (not writable)")
         folder = cls(path, RunLock(path), False)
         folder.lock.acquire("--resume")
         # what a run killed while writing left (even one killed after its last checkpoint, which a
@@ -88,13 +102,14 @@ class RunFolder:
         """Release the folder; after a failed set-up, remove it if this run made it and wrote
         nothing there."""
         self.lock.release()
-        if failed and self._created:
+        if failed and (self._created or self._lock_made):
             try:
-                os.unlink(self.file(LOCK_NAME))
-                os.rmdir(self.path)
+                os.unlink(self.file(LOCK_NAME))  # (a lock this set-up made: a refused run leaves nothing)
+                if self._created:
+                    os.rmdir(self.path)
             except OSError:
                 pass
-            self._created = False
+            self._created = self._lock_made = False
 
     # ---- metrics.jsonl ---------------------------------------------------------------------
     def fresh_metrics(self) -> None:

@@ -40,8 +40,13 @@ class RunLock:
             return self
         if fcntl is None:  # pragma: no cover - not POSIX: no guard against a second writer
             return self
+        if os.path.islink(self.path) or (os.path.lexists(self.path) and not os.path.isfile(self.path)):
+            raise BpttError(  # (opened, a link's target would be overwritten with the lock's record)
+                f"{flag}: expected {LOCK_NAME} in {self.folder!r} to be a regular file, received "
+                f"{'a symbolic link' if os.path.islink(self.path) else 'something else'}"
+            )
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
             raise BpttError(
                 f"{flag}: expected a run folder this process can write, received {self.folder!r} ({e.strerror.lower()})"
