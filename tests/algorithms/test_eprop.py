@@ -201,3 +201,53 @@ def test_online_eprop_for_lstm_points_the_same_way():
     a, b = g.grads["lstm0.W_ih"].ravel(), full.grads["lstm0.W_ih"].ravel()
     assert not np.allclose(a, b) and a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.5
     np.testing.assert_allclose(g.grads["dense1.W"], full.grads["dense1.W"], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        ["elman", ("dense", "tanh")],
+        ["lstm", ("dense", "sigmoid")],
+        ["lif", ("rate", 50.0), ("dense", "identity")],
+        ["alif", ("rate", 5.0), ("leaky", 0.7)],
+    ],
+    ids=["elman-tanh-readout", "lstm-sigmoid-readout", "lif-rate-regulariser", "alif-rate-leaky"],
+)
+def test_online_eprop_is_exact_where_units_meet_only_through_the_readout(levels):
+    """With W_hh = 0 each unit's future depends on its own state alone, so the online signal
+    (the readout's loss gradient at t through its activation, plus the rate regularisers'
+    pull on z(t)) is dE/dz(t) itself and online e-prop equals BPTT (Bellec et al. 2020):
+    a readout's activation and a rate regulariser each count (both were left out)."""
+    rng = np.random.default_rng(41)
+    T, B, D, H, K = 8, 2, 3, 4, 2
+    kind, *above = levels
+    spiking = kind in ("lif", "alif")
+    opts = {"threshold": 0.5} if spiking else {}
+    made = [bptt.rnn(kind, H, **opts)]
+    for what, v in above:
+        if what == "dense":
+            made.append(bptt.Dense(K, v))
+        elif what == "rate":
+            made.append(bptt.RateRegularizer(0.0, v))
+        else:
+            made.append(bptt.rnn("leaky", K, decay=v))
+    model = bptt.Model(D, made, loss="mse")
+    params = {k: rng.uniform(-0.8, 0.8, v.shape) for k, v in model.init_params(rng).items()}
+    params[f"{kind}0.W_hh"][:] = 0.0
+    x = (rng.random((T, B, D)) < 0.5) * 1.5 if spiking else rng.standard_normal((T, B, D))
+    y = rng.standard_normal((T, B, K))
+    full = bptt.full_bptt(model, params, x, y)
+    online = eprop(model, params, x, y, signal="online")
+    for k in (f"{kind}0.W_ih", f"{kind}0.b_ih"):
+        np.testing.assert_allclose(online.grads[k], full.grads[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_online_eprop_refuses_a_leaky_readout_of_unequal_decays():
+    """The online signal filters the traces by one decay: a readout whose units decay at
+    different rates is refused (one line) rather than filtered by their mean."""
+    model = bptt.Model(3, [bptt.rnn("lif", 4), bptt.rnn("leaky", 2, decay=[0.3, 0.95])], loss="mse")
+    params = model.init_params(0)
+    x, y = np.ones((5, 2, 3)), np.zeros((5, 2, 2))
+    with pytest.raises(BpttError, match="expected a leaky readout with one decay for all its units"):
+        eprop(model, params, x, y, signal="online")
+    eprop(model, params, x, y, signal="exact")

@@ -135,6 +135,27 @@ def test_what_forward_in_time_algorithms_refuse():
         make("uoro")(model, model.init_params(0), x, np.zeros((3, 1), int))
 
 
+@pytest.mark.parametrize("name", ["rtrl", "uoro"])
+def test_a_stream_of_a_model_with_a_learned_initial_state_is_refused_past_its_first_call(name):
+    """A continued stream starts from the carried state, not the learned one, so the learned
+    state's gradient would be left out: the second call without reset() is refused (one line);
+    after reset() it is a new stream, exact for RTRL (full BPTT's, the initial state's too)."""
+    rng = np.random.default_rng(6)
+    model = bptt.Model(2, [bptt.rnn("gru", 3, learn_init=True), bptt.Dense(2)], loss="mse")
+    params = model.init_params(rng)
+    x, y = rng.standard_normal((4, 2, 2)), rng.standard_normal((4, 2, 2))
+    algo = make(name)
+    algo(model, params, x, y)
+    with pytest.raises(BpttError, match=f"{name}: expected a model without learned initial states .* to continue"):
+        algo(model, params, x, y)
+    algo.reset()
+    g = algo(model, params, x, y)
+    if name == "rtrl":
+        full = bptt.full_bptt(model, params, x, y)
+        for k in full.grads:
+            np.testing.assert_allclose(g.grads[k], full.grads[k], rtol=1e-10, atol=1e-13)
+
+
 def test_a_stream_carries_the_sensitivities():
     """Two RTRL calls on the halves of a stream (the second continuing the first's state and
     sensitivities J) give the same total as one call: the second half's gradient is exact

@@ -131,3 +131,23 @@ def test_online_artbp_errors():
     bi = Model(3, [rnn("gru", 4, bidirectional=True), Dense(2)], loss="mse")
     with pytest.raises(ValueError, match="artbp: expected a unidirectional model"):
         OnlineARTBP(bi, 0.1, rng)
+
+
+def test_reweighted_truncation_refuses_a_bidirectional_level_stacked_with_another():
+    """A path back in time through one level and forward through a reverse direction crosses
+    one factor twice (E[f^2] = 1 / (1 - c)): the reweighted estimate is refused there (one
+    line), and stays exact at c = 0 and allowed for one bidirectional level alone."""
+    from bptt.errors import BpttError
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 1, 3)), rng.standard_normal((4, 1, 2))
+    stacked = Model(3, [rnn("elman", 3, bidirectional=True), rnn("elman", 3), Dense(2)], loss="mse")
+    p = stacked.init_params(rng)
+    with pytest.raises(BpttError, match="artbp: expected a unidirectional model, or one bidirectional recurrent"):
+        randomized_bptt(stacked, p, x, y, 0.3, np.random.default_rng(1))
+    g, full = randomized_bptt(stacked, p, x, y, 0.0, np.random.default_rng(1)), full_bptt(stacked, p, x, y)
+    for k in full.grads:
+        np.testing.assert_allclose(g.grads[k], full.grads[k], rtol=1e-12, atol=1e-15)
+    alone = Model(3, [rnn("elman", 3, bidirectional=True), Dense(2)], loss="mse")
+    randomized_bptt(alone, alone.init_params(rng), x, y, 0.3, np.random.default_rng(1))
+    randomized_bptt(stacked, p, x, y, 0.3, np.random.default_rng(1), reweight=False)  # (biased by design)

@@ -33,9 +33,11 @@ exact for every one of these cells (the total derivative of E splits into the pa
 z(t), in L, and those through the unit's own hidden state, in eps): e-prop then equals BPTT
 (tested to 1e-10, float64). With `signal="online"`, L_j(t) = sum_k B_jk dE/dy_k(t), the loss
 gradient at the readout's step t alone (the future ignored), B the readout's weights transposed
-(`feedback="symmetric"`) or fixed random ones (`"random"`, from a Generator); with a leaky
-readout the eligibility traces are filtered by its decay kappa (as the readout integrates).
-That runs forward in time.
+(`feedback="symmetric"`) or fixed random ones (`"random"`, from a Generator), through a Dense
+readout's activation; with a leaky readout the eligibility traces are filtered by its decay
+kappa (as the readout integrates; one decay for all its units). A rate regulariser's pull on
+z(t) joins the signal on the unfiltered traces. That runs forward in time; with W_hh = 0 (units
+that meet only through the readout) it is exact (tested).
 
 Scope: a model whose first level is a unidirectional recurrent level of lif, alif, lstm or elman
 cells; for the online signal, the levels above it are optional rate regularisers and the
@@ -154,11 +156,21 @@ def _step_traces(cell: Any, ch: Any, u: np.ndarray, tr: dict, lif: tuple | None)
     return psi[:, :, None] * (new_v - beta[None, :, None] * new_a)
 
 
-def _traces(cell: Any, params: Params, x: np.ndarray, caches: list, signal: np.ndarray, kappa: Any, tr: dict):
+def _traces(
+    cell: Any,
+    params: Params,
+    x: np.ndarray,
+    caches: list,
+    signal: np.ndarray,
+    kappa: Any,
+    tr: dict,
+    local: np.ndarray | None = None,
+):
     """sum_t L(t) e(t) as one (G, U) array [W_ih | W_hh | b] (module docstring), the carried
     trace state `tr` updated in place; x: (T, B, D) floats; caches: the level's per-step
     caches; signal: (T, B, H) learning signals; kappa: None, or the readout decay that filters
-    the traces (online, leaky readout)."""
+    the traces (online, leaky readout); local: (T, B, H) signals on z(t) itself (a rate
+    regulariser's), which take the traces unfiltered."""
     T, B, _ = x.shape
     G = cell.gates * cell.hidden_size
     out = np.zeros((G, tr["U"]), x.dtype)
@@ -168,6 +180,8 @@ def _traces(cell: Any, params: Params, x: np.ndarray, caches: list, signal: np.n
         ch = caches[t]
         u = np.concatenate([x[t], ch.z_prev if isinstance(cell, LIF) else ch.h_prev, ones], axis=1)
         e = _step_traces(cell, ch, u, tr, lif)
+        if local is not None:
+            out += np.einsum("bg,bgu->gu", local[t] if cell.gates == 1 else np.tile(local[t], cell.gates), e)
         if kappa is not None:
             tr["filt"] *= kappa
             tr["filt"] += e
@@ -216,7 +230,7 @@ def eprop(
     sub = lv.sub(params)
     x0, dir_tapes = tapes[0]
     caches = dir_tapes[0].caches
-    kappa = None
+    kappa, local = None, None
     ro = model.levels[-1]
     if signal == "exact":  # dE/dz(t) through the network: the level above at t, every input at t + 1
         nxt = np.zeros_like(seen["dxp"])
@@ -227,9 +241,19 @@ def eprop(
         Bm = W_out if feedback is None else np.asarray(feedback, y.dtype)
         if Bm.shape != W_out.shape:
             raise BpttError(f"feedback: expected a {W_out.shape} matrix, received shape {Bm.shape}")
-        L = dy @ Bm
+        # dE/dy through the readout's activation (a Dense readout's; a leaky one has none)
+        L = (ro.activation.backward(tapes[-1][1], dy) if ro.kind == "dense" else dy) @ Bm
+        for i, lv2 in enumerate(model.levels[1:-1], start=1):  # rate regularisers: their pull on z(t)
+            part = lv2.backward(lv2.sub(params), tapes[i], np.zeros_like(L), {}, True)
+            local = part if local is None else local + part
         if ro.kind == "leaky":
-            kappa = float(np.mean(ro.directions[0].cell.decay))
+            decay = np.asarray(ro.directions[0].cell.decay)
+            if np.ptp(decay) > 0:  # (traces filtered by one kappa: per-unit decays would need one a unit)
+                raise BpttError(
+                    "e-prop: expected a leaky readout with one decay for all its units for the online signal, "
+                    f"received decays from {decay.min():g} to {decay.max():g}"
+                )
+            kappa = float(decay.reshape(-1)[0])
     xf = x0
     if x0.ndim == 2:  # tokens: one-hot inputs
         xf = np.zeros((*x0.shape, cell.input_size), L.dtype)
@@ -241,7 +265,7 @@ def eprop(
     if tr.get("U") != U or any(k not in tr or tr[k].shape != v.shape for k, v in fresh.items()):
         tr.clear()
         tr.update(fresh, U=U)
-    out = _traces(cell, sub, xf.astype(L.dtype, copy=False), caches, L, kappa, tr)
+    out = _traces(cell, sub, xf.astype(L.dtype, copy=False), caches, L, kappa, tr, local)
     name = lv.name
     for key, part in (("W_ih", out[:, :D]), ("W_hh", out[:, D : D + H]), ("b_ih", out[:, -1]), ("b_hh", out[:, -1])):
         grads[f"{name}.{key}"] = np.ascontiguousarray(part).astype(grads[f"{name}.{key}"].dtype)

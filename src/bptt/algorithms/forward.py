@@ -283,9 +283,17 @@ class _Online(Algorithm):
         self._carried: list | None = None
         self._state: Any = None
 
-    def _start(self, state0: Any) -> tuple[list, Any]:
+    def _start(self, model: Model, state0: Any) -> tuple[list, Any]:
         if state0 is not None or getattr(self, "_carried", None) is None:
             self._carried, self._state = [], None
+        elif self._state is not None and any(lv.learn_init for lv in model.recurrent_levels):
+            # (the carried state stands for the past, not the learned one: h0's part of this
+            # segment's gradient would be left out)
+            raise BpttError(
+                f"{self.name}: expected a model without learned initial states (learn_init=False) to continue "
+                "a stream, received a model with learn_init=True; call reset() (or give state0) before each "
+                "sequence, or learn no initial state"
+            )
         return self._carried, state0 if state0 is not None else self._state
 
     def _end(self, g: Gradient) -> Gradient:
@@ -352,7 +360,7 @@ class RTRL(_Online):
         self.reset()
 
     def __call__(self, model, params, x, targets, *, mask=None, state0=None) -> Gradient:
-        carried, start = self._start(state0)
+        carried, start = self._start(model, state0)
         g = rtrl(model, params, x, targets, mask=mask, state0=start, max_bytes=self.max_bytes, carried=carried)
         return self._end(g)
 
@@ -373,5 +381,5 @@ class UORO(_Online):
         self.reset()
 
     def __call__(self, model, params, x, targets, *, mask=None, state0=None) -> Gradient:
-        carried, start = self._start(state0)
+        carried, start = self._start(model, state0)
         return self._end(uoro(model, params, x, targets, self.rng, mask=mask, state0=start, carried=carried))
