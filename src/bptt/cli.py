@@ -614,7 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", help="the values that follow the history (the truth); NMSE is printed against them")
     f.add_argument("--history", help="the series to start from (default: the run's training data file)")
     f.add_argument(
-        "--horizon", type=integer(1), default=None, help="steps to forecast (default: the length of --data, or 100)"
+        "--horizon",
+        type=integer(1, 10**6),
+        default=None,
+        help="steps to forecast (default: the length of --data, or 100)",
     )
     f.add_argument("--column", default=None, help="column of the files (default: the run's)")
     f.add_argument("--out", help="plot file (default: RUN/forecast.png)")

@@ -19,11 +19,14 @@ def _finite_params(params: Params) -> None:
 
 
 def _probabilities(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
-    z = logits.astype(np.float64) / temperature
+    z = logits.astype(np.float64)
     if top_k is not None and top_k < len(z):
         cut = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cut, z, -np.inf)
-    z -= z.max()
+    # the maximum off before the temperature (at most 0 after: a temperature of 1e-320 divided
+    # first made inf - inf = NaN)
+    with np.errstate(over="ignore"):
+        z = (z - z.max()) / temperature
     p = np.exp(z)
     return p / p.sum()
 
@@ -52,6 +55,11 @@ def sample_text(
     _finite_params(params)
     rng = rng or np.random.default_rng()
     ids, _ = vocab.encode(prime)
+    if prime and len(ids) == 0:
+        raise BpttError(
+            f"prime: expected text with at least one of the run's {len(vocab)} tokens, received {prime[:40]!r} "
+            "(none of it known: the sample would ignore it)"
+        )
     if len(ids) == 0:  # start from a line's end (a newline, or <eos>) where the vocabulary has one
         ids = np.array([vocab.start()], np.int32)
     state = model.initial_state(params, 1)[0]

@@ -126,7 +126,11 @@ def test_engine_step_equals_unsplit_step(monkeypatch):
     for P in (1, 2):
         with engine.split(P):
             res.append(
-                [full_bptt(model, params, x, y), randomized_bptt(model, params, x, y, 0.1, None, factors=factors)]
+                [
+                    full_bptt(model, params, x, y),
+                    # (reweight=False: the factors as given; the reweighted estimate refuses this stack as biased)
+                    randomized_bptt(model, params, x, y, 0.1, None, factors=factors, reweight=False),
+                ]
             )
     for a, b in zip(res[1], res[0]):
         assert abs(a.loss - b.loss) <= 1e-6 * abs(b.loss)

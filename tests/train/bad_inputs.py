@@ -58,6 +58,10 @@ def build_workspace(ws: str) -> None:
         open("blank.txt", "w").write("\n\n   \n")
         open("binary.bin", "wb").write(b"abc\x00\x01\x02" * 100)
         open("latin1.txt", "wb").write("caf\xe9 cr\xe8me".encode("latin-1") * 50)
+        open("huge.csv", "w").write("".join(f"{1e300 * (1 + (i % 7))}\n" for i in range(60)))
+        open("semicolons.csv", "w").write("".join(f"{i};{0.1 * i:.4f}\n".replace(".", ",") for i in range(60)))
+        open("samename.csv", "w").write("value,value\n" + "".join(f"{i},{0.1 * i}\n" for i in range(60)))
+        open("comments.csv", "w").write("# a note\n\nt,value\n1,2\n\n2,3\n3,oops\n4,5\n")
         open("short.txt", "w").write("abcab")
         open("header_only.csv", "w").write("t,value\n")
         open("nan.csv", "w").write("value\n1.0\n2.0\nnan\n3.0\n")
@@ -1448,6 +1452,48 @@ def _cases() -> list[Case]:
             expect=["--resume: expected .lock in 'runs/lock-link' to be a regular file, received a symbolic link"],
         ),
         C(
+            "series-huge-values",
+            "data files",
+            "finite values whose spread overflows a float64 (about 1e300)",
+            S("--data", "huge.csv"),
+            expect=["data: expected values whose mean and spread fit a float64, received values up to 7e+300"],
+        ),
+        C(
+            "series-semicolons",
+            "data files",
+            "semicolon-separated numbers with decimal commas (read as commas: wrong numbers)",
+            S("--data", "semicolons.csv"),
+            expect=["expected numbers separated by commas, spaces or tabs", "received a line with ';': '0;0,0000'"],
+        ),
+        C(
+            "series-column-name-twice",
+            "data files",
+            "--column naming a header name two columns have",
+            S("--data", "samename.csv", "--column", "value"),
+            expect=["column: expected a name that one column has, received 'value', the name of columns 0, 1"],
+        ),
+        C(
+            "series-bad-value-after-comments",
+            "data files",
+            "a bad value after comment and blank lines: the file's own line is named",
+            S("--data", "comments.csv"),
+            expect=["data file 'comments.csv', row 7, column 1: expected a number, received 'oops'"],
+        ),
+        C(
+            "sample-prime-unknown",
+            "sampling",
+            "a prime none of whose characters the run knows (the sample would ignore it)",
+            ["sample", "runs/text", "--prime", "\u2603\u2603"],
+            expect=["prime: expected text with at least one of the run's", "received '\u2603\u2603'"],
+        ),
+        C(
+            "forecast-horizon-huge",
+            "sampling",
+            "a forecast horizon of 10^11 steps",
+            ["forecast", "runs/series", "--horizon", "99999999999"],
+            expect=["--horizon: expected a positive integer of at most 1,000,000, received '99999999999'"],
+        ),
+        C(
             "flag-memory-policy-alone",
             "flags",
             "--memory-policy without --memory-budget",
@@ -1892,7 +1938,7 @@ def _cases() -> list[Case]:
             "commands",
             "a forecast of 0 steps",
             ["forecast", "runs/series", "--horizon", "0"],
-            expect=["--horizon: expected a positive integer, received '0'"],
+            expect=["--horizon: expected a positive integer of at most 1,000,000, received '0'"],
         ),
         C(
             "forecast-out-missing-folder",
@@ -2525,6 +2571,13 @@ def _columns_cases() -> list[Case]:
             "a file without the run's columns",
             ["forecast", "runs/cols", "--data", "series.csv"],
             expect=["column: expected one of t, value, received 'x'"],
+        ),
+        C(
+            "columns-evaluate-order",
+            g,
+            "the run's input columns in another order (each is normalised by its own mean and spread)",
+            ["evaluate", "runs/cols", "--data", "cols.csv", "--column", "y,x"],
+            expect=["--column: expected the run's columns in its order (x, y: each normalised by its own mean"],
         ),
         C(
             "columns-evaluate-count",

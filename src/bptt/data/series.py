@@ -44,10 +44,19 @@ def _missing(cell: str) -> bool:
         return False
 
 
-def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]]]:
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]], list[int]]:
+    """(the header or None, the rows' cells, each row's line in the file: comments and blank
+    lines are skipped, and an error names the file's own line)."""
+    kept = [(k + 1, ln) for k, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
+    lines, numbers = [ln for _, ln in kept], [k for k, _ in kept]
     if not lines:
         raise BpttError(f"data file {path!r}: expected numeric rows, received an empty file")
+    semi = next((ln for ln in lines[:2] if ";" in ln), None)
+    if semi is not None:  # (read as commas, '0;0,25' became the columns '0;0' and '25': wrong numbers)
+        raise BpttError(
+            f"data file {path!r}: expected numbers separated by commas, spaces or tabs (a decimal point, no "
+            f"thousands separator), received a line with ';': {semi[:60]!r}"
+        )
     if "," in lines[0]:
         rows = [[c.strip() for c in r] for r in csv.reader(io.StringIO("\n".join(lines)))]
     else:
@@ -60,13 +69,27 @@ def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]]]:
         except ValueError:
             return cell in MISSING  # a first row with a missing value is still data
 
+    if len(rows) != len(numbers):  # (a quoted field over several lines: rows counted instead)
+        numbers = list(range(1, len(rows) + 1))
     header = None
     if not all(numeric(c) for c in rows[0]):
         header = [c.strip('"') for c in rows[0]]
-        rows = rows[1:]
+        rows, numbers = rows[1:], numbers[1:]
     if not rows:
         raise BpttError(f"data file {path!r}: expected numeric rows after the header, received none")
-    return header, rows
+    return header, rows, numbers
+
+
+def _fits_float64(values: np.ndarray) -> None:
+    """Finite values whose squares (a spread, a variance) overflow a float64 (beyond about 1e154)
+    are refused: every statistic of them would be inf or NaN."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = np.isfinite(np.mean(values, axis=0)).all() and np.isfinite(np.std(values, axis=0)).all()
+    if not ok:
+        raise BpttError(
+            "data: expected values whose mean and spread fit a float64, received values up to "
+            f"{float(np.max(np.abs(values))):.3g} (their spread overflows)"
+        )
 
 
 def parse_columns(text: str, key: str = "column") -> list[str]:
@@ -92,6 +115,12 @@ def _resolve(column: str | int | None, header: list[str] | None, width: int, key
     if isinstance(column, str) and not column.lstrip("-").isdigit():
         if header is None or column not in header:
             raise one_of(key, column, header or list(range(width)))
+        if header.count(column) > 1:
+            where = [i for i, h in enumerate(header) if h == column]
+            raise BpttError(
+                f"{key}: expected a name that one column has, received {column!r}, the name of columns "
+                f"{', '.join(map(str, where))} (give an index)"
+            )
         return header.index(column)
     col = int(column)
     if not -width <= col < width:
@@ -165,7 +194,7 @@ def read_table(
     path = os.fspath(path)
     if missing not in MISSING_RULES:
         raise one_of("missing", missing, MISSING_RULES)
-    header, rows = _rows(_text(path), path)
+    header, rows, line = _rows(_text(path), path)
     width = len(rows[0])
     cols = [_resolve(c, header, width, "column") for c in inputs]
     tcols = [_resolve(c, header, width, "target") for c in targets] or list(cols)
@@ -178,15 +207,12 @@ def read_table(
                 )
     used = cols + [c for c in tcols if c not in cols]
     names = [header[c] if header and c < len(header) else f"column {c}" for c in used]
-    first_line = 2 if header else 1
     need = max(used) + 1
     values = np.empty((len(rows), len(used)))
     gaps = np.zeros((len(rows), len(used)), bool)
     for i, r in enumerate(rows):
         if len(r) < need:
-            raise BpttError(
-                f"data file {path!r}, row {i + first_line}: expected at least {need} columns, received {len(r)}"
-            )
+            raise BpttError(f"data file {path!r}, row {line[i]}: expected at least {need} columns, received {len(r)}")
         for j, c in enumerate(used):
             if _missing(r[c]):
                 gaps[i, j] = True
@@ -195,7 +221,7 @@ def read_table(
                 values[i, j] = float(r[c])
             except ValueError:
                 raise BpttError(
-                    f"data file {path!r}, row {i + first_line}, column {c}: expected a number, received {r[c]!r}"
+                    f"data file {path!r}, row {line[i]}, column {c}: expected a number, received {r[c]!r}"
                 ) from None
     bad = ~np.isfinite(np.where(gaps, 0.0, values))
     if missing == "error":
@@ -208,7 +234,7 @@ def read_table(
             named = f" in {names[j]!r}" if header else ""
             why = f" (a missing value{named}; --missing drop or interpolate handles them)"
         raise BpttError(
-            f"data file {path!r}, row {i + first_line}, column {c}: expected a finite number, received {cell!r}{why}"
+            f"data file {path!r}, row {line[i]}, column {c}: expected a finite number, received {cell!r}{why}"
         )
     dropped = filled = 0
     if gaps.any() and missing == "drop":
@@ -230,6 +256,7 @@ def read_table(
     if len(values) < 3:
         after = f" (after dropping {dropped} rows with a missing value)" if dropped else ""
         raise BpttError(f"data file {path!r}: expected at least 3 values, received {len(values)}{after}")
+    _fits_float64(values)
     return Table(
         values, tuple(names), tuple(used), len(cols), tuple(used.index(c) for c in tcols), missing, dropped, filled
     )
@@ -276,8 +303,9 @@ class Normalizer:
         if values.ndim == 2:  # each column as a series of its own
             fits = [cls.fit(values[:, j]) for j in range(values.shape[1])]
             return cls(tuple(f.mean for f in fits), tuple(f.std for f in fits))
-        std = float(np.std(values))
-        return cls(float(np.mean(values)), std if std > 0 else 1.0)
+        _fits_float64(values)
+        mean, std = float(np.mean(values)), float(np.std(values))
+        return cls(mean, std if std > 0 else 1.0)
 
     @classmethod
     def per_window(cls, train: np.ndarray, window: int) -> Normalizer:

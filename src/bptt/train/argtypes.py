@@ -11,20 +11,22 @@ from collections.abc import Callable
 from ..errors import BpttError
 
 
-def integer(lo: int | None = None) -> Callable[[str], int]:
-    """An argparse type: an integer >= lo."""
+def integer(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= lo (and <= hi)."""
     want = (
         "an integer"
         if lo is None
         else {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
     )
+    if hi is not None:
+        want += f" of at most {hi:,}"
 
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {want}, received {s!r}") from None
-        if lo is not None and v < lo:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"expected {want}, received {s!r}")
         return v
 

@@ -284,6 +284,16 @@ def _table_of(run, path: str, column) -> tuple[ser.Table, ser.Normalizer]:
                 f"received {column!r}"
             )
     table = ser.read_table(path, inputs, targets, run.cfg.missing)
+    known = run.meta.get("series_columns")
+    if column is not None and isinstance(known, dict):  # (normalised by position: a run's column stays in its place)
+        own = ser.used_columns(known)
+        moved = next((n for i, n in enumerate(table.names) if n in own and own.index(n) != i), None)
+        if moved is not None:
+            raise BpttError(
+                f"--column: expected the run's columns in its order ({', '.join(own)}: each normalised by its "
+                f"own mean and spread), received {column!r}, which puts {moved!r} at position "
+                f"{table.names.index(moved)} instead of {own.index(moved)}"
+            )
     norm = run.normalizer
     if norm.columns != len(table.names) or len(table.targets) != run.model.output_size:
         raise BpttError(
