@@ -52,6 +52,10 @@ def sample_text(
         raise BpttError(f"top_k: expected a positive integer, received {top_k!r}")
     if not (isinstance(length, int) and length >= 0):
         raise BpttError(f"length: expected a non-negative integer, received {length!r}")
+    if not len(vocab) == model.input_size == model.output_size:
+        raise BpttError(
+            f"vocab: expected {model.input_size} tokens (the model's inputs and outputs), received {len(vocab)}"
+        )
     _finite_params(params)
     rng = rng or np.random.default_rng()
     ids, _ = vocab.encode(prime)

@@ -37,6 +37,19 @@ def vector_isa() -> str:
     return platform.machine() or "unknown"
 
 
+def lanes() -> int:
+    """The float32 kernels' vector width in floats: BPTT_LANES (8 or 16) where it is set, else
+    16 where the CPU has AVX-512 and 8 elsewhere. A BPTT_LANES of another value is one line."""
+    given = os.environ.get("BPTT_LANES", "")
+    if not given:
+        return 16 if vector_isa() == "AVX-512" else 8
+    if given.strip() not in ("8", "16"):
+        from .errors import BpttError
+
+        raise BpttError(f"BPTT_LANES: expected 8 or 16, received {given!r}")
+    return int(given)
+
+
 def cpu() -> str:
     """'<model> (<vector ISA>), <n> CPUs'."""
     model = _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"

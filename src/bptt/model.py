@@ -393,6 +393,8 @@ class Model:
                 "step: expected a unidirectional model, received a bidirectional one "
                 "(its output at t depends on inputs after t)"
             )
+        if self.tokens:  # (an id past the table reads outside it: the one check this loop makes)
+            _checks.in_range("x_t", np.asarray(x_t), self.input_size)
         y, final, _ = self.forward_levels(params, x_t[None], None, state, keep=False)
         return y[0], final
 

@@ -460,3 +460,42 @@ def test_an_interrupted_first_load_of_the_kernels_is_tried_again():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["interrupted", "True"], out.stdout + out.stderr
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["elman", "gru", "lstm", "lif"])
+@pytest.mark.parametrize("bad", ["xp", "state", "douts", "dstate", "tokens"])
+def test_the_compiled_scans_refuse_what_they_would_read_or_write_outside(kind, bad):
+    """A compiled scan works by address: a projection of another width, a state or state
+    gradient of another shape, output gradients of another shape, or a token past the table
+    read or wrote outside the arrays (garbage, or the process ended). Each is now one BpttError
+    before the scan runs."""
+    H, B, T, D = 8, 2, 4, 3
+    cell = make_cell(kind, D, H)
+    p = cell.init_params(np.random.default_rng(0), np.float32)
+    rng = np.random.default_rng(1)
+    s = cell.zero_state(B, np.float32)
+    with fast.use(True):
+        if bad == "tokens":
+            from bptt.cells.base import TokenRows
+
+            table = rng.standard_normal((5, cell.gates * H)).astype(np.float32)
+            with pytest.raises(bptt.BpttError, match=r"x: expected token ids in \[0, 5\), received ids from 0 to 9"):
+                bptt.scan_forward(cell, p, TokenRows(table, np.array([[0, 9]] * T)), s)
+            return
+        xp = cell.project(p, rng.standard_normal((T, B, D)).astype(np.float32))
+        if bad == "xp":
+            with pytest.raises(bptt.BpttError, match="xp: expected"):
+                bptt.scan_forward(cell, p, xp[..., : cell.gates * H // 2], s)
+            return
+        if bad == "state":
+            wrong = type(s)(*(np.zeros((B, H - 3), np.float32) for _ in s))
+            with pytest.raises(bptt.BpttError, match=r"state\.\w+: expected shape"):
+                bptt.scan_forward(cell, p, xp, wrong)
+            return
+        _, _, tape = bptt.scan_forward(cell, p, xp, s)
+        g = {k: np.zeros_like(v) for k, v in p.items()}
+        douts = np.zeros((T, B, H - 3 if bad == "douts" else H), np.float32)
+        dT = type(s)(*(np.zeros((B, H - 3 if bad == "dstate" else H), np.float32) for _ in s))
+        with pytest.raises(bptt.BpttError, match=f"{bad}"):
+            bptt.scan_backward(cell, p, tape, douts, dT, g, consume=True)

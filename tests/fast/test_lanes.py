@@ -52,3 +52,26 @@ def test_sixteen_lanes_are_bitwise_the_eight(tmp_path):
         np.testing.assert_array_equal(res["16"][k], res["8"][k], err_msg=k)
     ref = res["8"]["mm32x128x256"]
     assert np.isfinite(ref).all() and np.abs(ref).max() > 1  # a real product, not zeros
+
+
+@pytest.mark.parametrize("value", ["7", "abc"])
+def test_a_bad_bptt_lanes_is_one_line_not_kernels_silently_off(value, tmp_path):
+    """BPTT_LANES other than 8 or 16: the first float32 step raises one BpttError (the kernels
+    stayed off for the process, silently, on an ImportError), and bptt train refuses before any
+    run folder is made."""
+    env = {**os.environ, "BPTT_LANES": value, "OPENBLAS_NUM_THREADS": "1"}
+    code = (
+        "import numpy as np, bptt\n"
+        "m = bptt.Model(3, [bptt.rnn('lstm', 4), bptt.Dense(2)], loss='mse'); p = m.init_params(0, np.float32)\n"
+        "x = np.zeros((3, 2, 3), np.float32)\n"
+        "try:\n"
+        "    bptt.full_bptt(m, p, x, x[..., :2])\n"
+        "except bptt.BpttError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"BPTT_LANES: expected 8 or 16, received {value!r}", out.stdout + out.stderr
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "bptt", "train", "--hidden", "8", "--steps", "2", "--out", str(run)]
+    res = subprocess.run(cli, env=env, capture_output=True, text=True)
+    assert res.returncode == 2 and "BPTT_LANES: expected 8 or 16" in res.stderr and not run.exists(), res.stderr

@@ -133,3 +133,35 @@ def test_inputs_and_initial_states_with_nan_are_refused_at_the_entry():
     x[2, 1, 0] = np.nan
     with pytest.raises(BpttError, match="x: expected finite values, received NaN or inf"):
         bptt.full_bptt(model, p, x, np.zeros((5, 2, 2), np.float32))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+@pytest.mark.parametrize("surrogate", ["fast_sigmoid", "arctan", "triangle"])
+@pytest.mark.parametrize("refractory", [0, 2])
+def test_a_nan_weight_of_a_spiking_level_gives_nan_gradients_as_float64_does(kind, surrogate, refractory):
+    """The compiled spiking backward keeps a NaN where the reference does: the triangle
+    surrogate's max(0, NaN) gave 0, and a refractory step set its error to 0 instead of
+    multiplying it by 0 (NaN * 0 is NaN)."""
+    B, T, H = 2, 2, 3
+    model = bptt.Model(
+        3,
+        [bptt.Recurrent(kind, H, surrogate=surrogate, refractory=refractory), bptt.Recurrent("leaky", 2)],
+        at="every",
+        loss="mse",
+    )
+    grads = {}
+    for name, dtype, on in (("float64", np.float64, False), ("compiled", np.float32, True)):
+        p = model.init_params(np.random.default_rng(0), dtype)
+        p[f"{kind}0.W_ih"][0, 0] = np.nan
+        x, y = np.ones((T, B, 3), dtype), np.zeros((T, B, 2), dtype)
+        s0, _ = model.initial_state(p, B)
+        st = s0[f"{kind}0"]
+        s0[f"{kind}0"] = st._replace(z=np.tile(np.array([0.0, 1.0, 0.0], dtype), (B, 1)))  # a unit just fired
+        with fast.use(on):
+            grads[name] = bptt.full_bptt(model, p, x, y, state0=s0)
+    ref, got = grads["float64"], grads["compiled"]
+    for k in ref.grads:
+        np.testing.assert_array_equal(np.isnan(got.grads[k]), np.isnan(ref.grads[k]), err_msg=k)
+    for a, b in zip(got.dstate0[f"{kind}0"], ref.dstate0[f"{kind}0"]):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))

@@ -82,12 +82,12 @@ def _kernels() -> Any:
     if "kernels" not in _state:
         _state["kernels"] = None
         try:
-            from . import cells, engine, rows, warm
-        except ImportError:  # no Numba: the NumPy path
-            return None
-        try:
+            try:
+                from . import cells, engine, rows, warm
+            except ImportError:  # no Numba: the NumPy path
+                return None
             ready = warm.ensure()
-        except BaseException:  # (Ctrl-C in the first compile: the next float32 step loads them again)
+        except BaseException:  # (Ctrl-C in the first compile, a bad BPTT_LANES: the next step tries again)
             del _state["kernels"]
             raise
         if ready:

@@ -34,6 +34,7 @@ from ..cells.base import Cell, Params, TokenRows
 from ..cells.elman import Elman, ElmanCache, ElmanState
 from ..cells.gru import GRU, GRUCache, GRUState
 from ..cells.lstm import LSTM, LSTMCache, LSTMState
+from ..errors import BpttError
 from ..tape import Tape
 from . import engine, pool, rows, spiking, switch
 
@@ -69,6 +70,36 @@ class StepCaches:
 
     def release(self) -> None:
         self._released = True
+
+
+def check_scan(cell: Cell, xp: Any, state: Any) -> None:
+    """What a compiled forward scan reads by address, checked first (a wrong shape or a token
+    beyond the table read memory outside the arrays, or ended the process): xp (T, B, G) with
+    G the cell's projection width, its tokens in the table, the state's fields (B, n)."""
+    G = cell.gates * cell.hidden_size
+    if len(xp.shape) != 3 or xp.shape[2] != G:
+        raise BpttError(f"xp: expected (T, B, {G}) input projections of this cell, received shape {tuple(xp.shape)}")
+    if isinstance(xp, TokenRows) and xp.x.size and (xp.x.min() < 0 or xp.x.max() >= xp.table.shape[0]):
+        raise BpttError(
+            f"x: expected token ids in [0, {xp.table.shape[0]}), received ids from {int(xp.x.min())} to {int(xp.x.max())}"
+        )
+    _check_state("state", cell, state, xp.shape[1])
+
+
+def check_scan_back(cell: Cell, douts: np.ndarray, dstate: Any, TB: tuple) -> None:
+    """What a compiled backward scan reads and writes by address: douts (T, B, O) of the
+    recorded scan's T and B, the state gradient's fields (B, n)."""
+    want = (*TB, cell.output_size)
+    if tuple(douts.shape) != want:
+        raise BpttError(f"douts: expected shape {want} (the scan's steps, sequences, outputs), received {douts.shape}")
+    _check_state("dstate", cell, dstate, TB[1])
+
+
+def _check_state(key: str, cell: Cell, state: Any, B: int) -> None:
+    for name, n in cell.state_sizes().items():
+        a = getattr(state, name, None)
+        if a is not None and np.shape(a) != (B, n):
+            raise BpttError(f"{key}.{name}: expected shape {(B, n)}, received {np.shape(a)}")
 
 
 def scan_rows(xp: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -293,6 +324,7 @@ class FastLSTM(_Fast):
     ):
         if not (SCANS and switch.scans_on()):
             return None
+        check_scan(self.cell, xp, state)
         T, B = xp.shape[:2]
         at = self._stops(stops, B, xp.dtype, kept)  # (first: the states outlive the scan's buffers)
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
@@ -318,6 +350,7 @@ class FastLSTM(_Fast):
         )
 
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: LSTMState, grads: Params):
+        check_scan_back(self.cell, douts, dstate, tape.aux[0].shape[:2])
         work, h0, c0, cs, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         dc = np.array(dstate.c, dtype=douts.dtype, order="C")
@@ -388,6 +421,7 @@ class FastGRU(_Fast):
     ):
         if not (SCANS and switch.scans_on()):
             return None
+        check_scan(self.cell, xp, state)
         T, B = xp.shape[:2]
         at = self._stops(stops, B, xp.dtype, kept)  # (first: the states outlive the scan's buffers)
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
@@ -414,6 +448,7 @@ class FastGRU(_Fast):
         )
 
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: GRUState, grads: Params):
+        check_scan_back(self.cell, douts, dstate, tape.aux[0].shape[:2])
         work, h0, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         B, H = dh.shape
@@ -456,6 +491,7 @@ class FastElman(_Fast):
     ):
         if not (SCANS and switch.scans_on()):
             return None
+        check_scan(self.cell, xp, state)
         T, B = xp.shape[:2]
         at = self._stops(stops, B, xp.dtype, kept)  # (first: the states outlive the scan's buffers)
         src, idx, work, outs = self._buffers(xp, self._rows(T, ring))
@@ -475,6 +511,7 @@ class FastElman(_Fast):
         return outs, ElmanState(outs[0 if reverse else T - 1]), Tape(StepCaches(cache, T), None, reverse, (work, h0))
 
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: ElmanState, grads: Params):
+        check_scan_back(self.cell, douts, dstate, tape.aux[0].shape[:2])
         work, h0 = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         B = dh.shape[0]

@@ -15,7 +15,7 @@ import os
 
 import numba as nb
 
-from ..machine import vector_isa
+from ..machine import lanes, vector_isa
 
 CACHE = os.access(os.path.dirname(os.path.abspath(__file__)), os.W_OK) or bool(os.environ.get("NUMBA_CACHE_DIR"))
 
@@ -23,9 +23,7 @@ CACHE = os.access(os.path.dirname(os.path.abspath(__file__)), os.W_OK) or bool(o
 # or BPTT_LANES (8 or 16). Numba's cache keys compiled code by the CPU, not by this constant,
 # so code compiled for a width other than the host's own is cached in a folder of its own.
 HOST_LANES = 16 if vector_isa() == "AVX-512" else 8
-LANES = int(os.environ.get("BPTT_LANES") or HOST_LANES)
-if LANES not in (8, 16):
-    raise ImportError(f"BPTT_LANES: expected 8 or 16, received {LANES}")
+LANES = lanes()  # (a bad BPTT_LANES: one line at the first float32 step, not the kernels silently off)
 if LANES != HOST_LANES and CACHE:
     base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
     nb.config.CACHE_DIR = os.path.join(base, f"lanes{LANES}")  # (this process only)

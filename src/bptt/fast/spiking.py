@@ -41,7 +41,8 @@ if SCANS:
         if kind == 1:
             w = np.float32(np.pi / 2) * k * x
             return (k * np.float32(0.5)) / (np.float32(1.0) + w * w)
-        return k * max(np.float32(0.0), np.float32(1.0) - k * abs(x))
+        u = np.float32(1.0) - k * abs(x)
+        return k * (np.float32(0.0) if u < np.float32(0.0) else u)  # (a NaN stays NaN: max(0, NaN) is 0)
 
     @jit
     def spike_scan(
@@ -112,7 +113,7 @@ if SCANS:
                 for j in range(H):
                     e = (dz[b, j] + g[b, j]) * _psi(kind, X[t, b, j], k) * gain
                     if refr > 0 and R[t, b, j] != 0:
-                        e = np.float32(0.0)
+                        e *= np.float32(0.0)  # (as the reference: a NaN stays NaN)
                     dvt = dv[b, j] + e
                     d[b, j] = dvt
                     keep = np.float32(1.0) if subtract else np.float32(1.0) - zp[b, j]
@@ -158,9 +159,10 @@ class FastSpiking:
     def forward_scan(self, params: Params, xp: Any, state: Any, reverse: bool, ring: bool = False, stops=(), kept=None):
         if not (SCANS and switch.scans_on()) or ring or stops:  # (scan.py's time loop keeps the stops)
             return None
-        from .cells import StepCaches, previous_step, scan_rows
+        from .cells import StepCaches, check_scan, previous_step, scan_rows
 
         c = self.cell
+        check_scan(c, xp, state)
         src, idx = scan_rows(xp)
         T, B = idx.shape
         H = c.hidden_size
@@ -193,8 +195,11 @@ class FastSpiking:
         return Z, at(last), Tape(StepCaches(cache, T), None, reverse, (V, Z, X, R, v0, z0))
 
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: Any, grads: Params):
+        from .cells import check_scan_back
+
         c = self.cell
         V, Z, X, R, v0, z0 = tape.aux
+        check_scan_back(c, douts, dstate, V.shape[:2])
         T, B, H = V.shape
         W, alpha, theta, rho, beta = self._consts(params)
         dv = np.array(dstate.v, np.float32, order="C")

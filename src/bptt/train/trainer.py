@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import algorithms, optim
+from .. import algorithms, machine, optim
 from .._version import __version__
 from ..algorithms import Gradient, GradientMean
 from ..cells.base import Params
@@ -197,6 +197,7 @@ class Trainer:
         self.world.agree(failed)  # raises it (under MPI: rank 0 says the first failing rank's error)
 
     def _setup(self, cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any] | None) -> None:
+        machine.lanes()  # (a bad BPTT_LANES refused before any folder is touched)
         given = None
         if resume:
             resume = os.fspath(resume)
