@@ -200,3 +200,39 @@ def test_clip_matches_torch():
     u, s = t.update(g, t.init(g), g)
     assert s.norm == pytest.approx(norm.item(), rel=1e-14)
     np.testing.assert_allclose(u["a"], tp[0].grad.numpy(), rtol=1e-14)
+
+
+def test_reduce_on_plateau_cuts_one_value_before_torchs_and_refuses_patience_zero():
+    """optax's rule: the scale is cut at every patience-th value in a row without a new lowest
+    one, one value before torch's ReduceLROnPlateau (mode 'min', threshold 0) of the same
+    patience, i.e. as torch's with patience + 1; patience 0 is refused where it is built (it
+    divided by zero at the first such value)."""
+    torch = pytest.importorskip("torch")
+    from bptt.errors import BpttError
+    from bptt.optim.transforms import reduce_on_plateau
+
+    values = [1.0, 0.9] + [0.95] * 6 + [0.8, 0.9, 0.9, 0.9]
+    for n in (1, 2, 3):
+        t = reduce_on_plateau(0.5, n)
+        state, ours = t.init({}), []
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", factor=0.5, patience=n - 1, threshold=0.0)
+        theirs = []
+        for v in values:
+            state = t.observe(state, v)
+            ours.append(state.scale)
+            sched.step(v)
+            theirs.append(opt.param_groups[0]["lr"])
+        assert ours == theirs, (n, ours, theirs)
+    with pytest.raises(BpttError, match="patience: expected an integer >= 1, received 0"):
+        reduce_on_plateau(0.5, 0)
+
+
+def test_global_norm_of_float32_arrays_is_summed_in_float64():
+    """A float32 gradient whose squares overflow float32 (3e19: 9e38 > 3.4e38) has its norm
+    summed in float64, as the docstring says (a float32 dot gave inf, and clipping then left a
+    non-finite state a checkpoint could not hold)."""
+    from bptt.optim.base import global_norm
+
+    g = {"w": np.full(4, 3e19, np.float32), "b": np.ones(2, np.float32)}
+    assert global_norm(g) == pytest.approx(6e19, rel=1e-6)

@@ -73,7 +73,11 @@ def tree_map(fn: Callable[[np.ndarray], np.ndarray], tree: Params) -> Params:
 
 def global_norm(tree: Params) -> float:
     """sqrt(sum of squares over all arrays), accumulated in float64."""
-    return float(np.sqrt(sum(float(np.dot(v.reshape(-1), v.reshape(-1))) for v in tree.values())))
+    total = 0.0
+    for v in tree.values():
+        a = v.reshape(-1).astype(np.float64, copy=False)  # (a float32 dot overflowed at 1e19)
+        total += float(np.dot(a, a))
+    return float(np.sqrt(total))
 
 
 # ---- state (de)serialisation for checkpoints --------------------------------------------------

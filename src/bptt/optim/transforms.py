@@ -11,6 +11,7 @@ from typing import NamedTuple, Union
 import numpy as np
 
 from .. import ops
+from ..errors import BpttError
 from .base import Params, Transform, global_norm
 
 Schedule = Callable[[int], float]
@@ -47,11 +48,14 @@ class PlateauState(NamedTuple):
 
 
 def reduce_on_plateau(factor: float, patience: int) -> Transform:
-    """u = scale * g, where scale is multiplied by `factor` after every `patience` observed
-    values in a row without a new lowest one (torch's ReduceLROnPlateau with mode='min',
-    threshold 0, no cooldown; optax's reduce_on_plateau). The values come through `observe`
-    (e.g. each validation loss); the updates between observations are scaled."""
+    """u = scale * g, where scale is multiplied by `factor` at every `patience`-th observed value
+    in a row without a new lowest one (optax's reduce_on_plateau with threshold 0, no cooldown;
+    torch's ReduceLROnPlateau with mode='min' cuts one value later: its patience n is this
+    patience n + 1). The values come through `observe` (e.g. each validation loss); the updates
+    between observations are scaled. patience >= 1."""
     f, n = float(factor), int(patience)
+    if n < 1:  # (0 divided by zero at the first value without a new lowest one)
+        raise BpttError(f"patience: expected an integer >= 1, received {patience!r}")
 
     def init(params: Params) -> PlateauState:
         return PlateauState(math.inf, 0, 1.0)
@@ -221,8 +225,9 @@ def quickprop(lr: float = 0.1, mu: float = 1.75, decay: float = 0.0) -> Transfor
                            S / (S_prev - S) * dw_prev   otherwise           (parabola minimum)
         dw_prev < 0:  the mirror image (S > 0, S >= f * S_prev)
 
-    S <= f * S_prev is exactly the case where the parabola's jump would exceed mu * dw_prev or
-    point backwards. Where S_prev = S the jump is undefined; the maximum step is taken there.
+    (SNNS's rule: the test is on the slopes, S <= f * S_prev, with f = mu / (1 + mu); it is not
+    the same as testing the parabola's jump against mu * dw_prev.) Where S_prev = S the jump is
+    undefined; the maximum step is taken there.
     `decay` is SNNS's decay term (a weight decay: + decay * w in the slope).
     A complete optimizer: its updates are not scaled by a learning rate again."""
     eps_, mu_, nu = float(lr), float(mu), float(decay)

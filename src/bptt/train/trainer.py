@@ -342,8 +342,10 @@ class Trainer:
         """The gradient of update number `step`. online: that of one batch (from the carried state
         unless the batch starts a pass). batch: SNNS's BBPTT/QPTT rule, the gradients of all
         segments of one pass over the data with the weights fixed, state carried from segment to
-        segment, combined as the gradient of the pass's average loss (each segment weighted by its
-        share of the positions: the sum of per-segment gradients times 1/P for equal segments)."""
+        segment, each segment's gradient truncated at its start (the carried state is a constant
+        of it, as in SNNS), combined as the pass's average (each segment weighted by its share of
+        the positions: the sum of per-segment gradients times 1/P for equal segments). It is not
+        the gradient of the pass's average loss, which would reach back across the segments."""
         task, world = self.task, self.world  # under MPI: this rank's streams of each batch, then combined
         if self.batches_per_update == 1:
             x, y, reset, *mask = world.shard(self.model, task.batch(step, rng))
