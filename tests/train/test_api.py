@@ -148,6 +148,10 @@ def test_a_model_of_ones_own_on_token_sequences_with_one_class_each(tmp_path):
     with pytest.raises(BpttError, match="data: expected the arrays the run in .* trained on"):
         fit(resume=out, steps=8, **QUIET)
     assert main(["train", "--resume", out]) == 2  # the CLI cannot go on without them
+    changed = kw["x"].copy()
+    changed.flat[0] += 1.0  # (the same shapes, one value other: not the run's arrays)
+    with pytest.raises(BpttError, match=r"x: expected the arrays the run in .* trained on \(x .*sha256"):
+        fit(resume=out, x=changed, y=kw["y"], mask=kw["mask"], val=kw["val"], model=model, **QUIET)
     rest = fit(resume=out, x=kw["x"], y=kw["y"], mask=kw["mask"], val=kw["val"], model=model, **QUIET)
     assert rest.step == 8 and rest.stopped == "done"
     same_params(rest.params, whole.params)
@@ -210,6 +214,11 @@ BAD = {
     "x of 4 axes": (lambda: fit(x=np.zeros((2, 2, 2, 2)), y=np.zeros((2, 2, 1))), "x: expected sequences (T, B, D)"),
     "y of other B": (lambda: fit(x=_arrays()[0], y=np.zeros((5, 4, 1))), "y: expected targets of x's T=5, B=6"),
     "mask of other shape": (lambda: fit(x=_arrays()[0], y=_arrays()[1], mask=np.ones((5, 5))), "mask: expected (T, B)"),
+    "ragged y": (lambda: fit(x=_arrays()[0], y=[[1, 2], [3]]), "y: expected an array (nested lists of one length"),
+    "ragged mask": (
+        lambda: fit(x=_arrays()[0], y=_arrays()[1], mask=[[True], [True, False]]),
+        "mask: expected an array",
+    ),
     "val not a pair": (lambda: fit(x=_arrays()[0], y=_arrays()[1], val=_arrays()[0]), "val: expected (x, y)"),
     "val of other D": (
         lambda: fit(x=_arrays()[0], y=_arrays()[1], val=_arrays(D=3)),

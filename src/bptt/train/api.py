@@ -17,6 +17,7 @@ removed when fit returns (kept only when the run was interrupted, to be resumed)
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -244,6 +245,8 @@ class Arrays:
                 raise BpttError(f"val[1]: expected targets like y ({_shape(self.y)}), received {_shape(yv)}")
             self.val = (xv, yv, mv)
         self.note = f"x {_shape(self.x)}, y {_shape(self.y)}" + (f", val x {_shape(self.val[0])}" if self.val else "")
+        parts = [self.x, self.y, self.mask, *(self.val or ())]
+        self.note += f"; sha256 {_fingerprint(parts)}"  # (a resume is given these very arrays again)
 
     def task(self, cfg: TrainConfig) -> ArrayTask:
         return ArrayTask(cfg, self)
@@ -253,9 +256,33 @@ def _shape(a: np.ndarray) -> str:
     return f"{a.dtype}{a.shape}"
 
 
+def _array(name: str, v: Any) -> np.ndarray:
+    """v as an array; a ragged nested list is one line naming it, not NumPy's traceback."""
+    try:
+        return np.asarray(v)
+    except (ValueError, TypeError):
+        raise BpttError(
+            f"{name}: expected an array (nested lists of one length per level), received a ragged {type(v).__name__}"
+        ) from None
+
+
+def _fingerprint(arrays: list) -> str:
+    """The first 16 hex digits of a SHA-256 over the arrays' dtypes, shapes and bytes: what a
+    resume checks it is given again."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
 def _sequences(nx: str, ny: str, nm: str, x: Any, y: Any, mask: Any = None):
     """(x, y, mask, targets at every step) checked for their layout."""
-    x, y = np.asarray(x), np.asarray(y)
+    x, y = _array(nx, x), _array(ny, y)
     tokens = x.ndim == 2 and x.dtype.kind in "iu"
     if not (tokens or (x.ndim == 3 and x.dtype.kind == "f")) or 0 in x.shape:
         raise BpttError(f"{nx}: expected sequences (T, B, D) of floats or (T, B) of token ids, received {_shape(x)}")
@@ -275,7 +302,7 @@ def _sequences(nx: str, ny: str, nm: str, x: Any, y: Any, mask: Any = None):
             f"(B,) / (B, K) one per sequence, received {_shape(y)}"
         )
     if mask is not None:
-        mask = np.asarray(mask)
+        mask = _array(nm, mask)
         if mask.shape != (T, B):
             raise BpttError(f"{nm}: expected (T, B) = ({T}, {B}) booleans, received {_shape(mask)}")
     return x, y, mask, every

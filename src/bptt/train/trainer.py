@@ -303,6 +303,13 @@ class Trainer:
                 f"data: expected the arrays the run in {self.run_dir!r} trained on ({trained_on}), given again "
                 "(bptt.train.fit(x=..., y=..., resume=RUN)), received none"
             )
+        if self.resumed and self._data is not None and trained_on:
+            given = self._data.note
+            same = given == trained_on if "sha256" in trained_on else given.split(";")[0] == trained_on
+            if not same:  # (a run saved before its arrays' digest was kept: their shapes)
+                raise BpttError(
+                    f"x: expected the arrays the run in {self.run_dir!r} trained on ({trained_on}), received {given}"
+                )
         if self.resumed and self._data is not None and not trained_on:
             raise BpttError(
                 f"x: expected no arrays for the run in {self.run_dir!r} (it trains on its --task {self.cfg.task} "
