@@ -228,11 +228,17 @@ def test_reduce_on_plateau_cuts_one_value_before_torchs_and_refuses_patience_zer
         reduce_on_plateau(0.5, 0)
 
 
-def test_global_norm_of_float32_arrays_is_summed_in_float64():
+def test_global_norm_of_float32_arrays_that_overflow_float32_is_summed_again_in_float64():
     """A float32 gradient whose squares overflow float32 (3e19: 9e38 > 3.4e38) has its norm
-    summed in float64, as the docstring says (a float32 dot gave inf, and clipping then left a
-    non-finite state a checkpoint could not hold)."""
+    summed again in float64, without a warning (a float32 dot gave inf, and clipping then left
+    a non-finite state a checkpoint could not hold); a norm that fits float32 is BLAS's own."""
+    import warnings
+
     from bptt.optim.base import global_norm
 
     g = {"w": np.full(4, 3e19, np.float32), "b": np.ones(2, np.float32)}
-    assert global_norm(g) == pytest.approx(6e19, rel=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert global_norm(g) == pytest.approx(6e19, rel=1e-6)
+    small = {"w": np.arange(5, dtype=np.float32)}
+    assert global_norm(small) == float(np.sqrt(float(np.dot(small["w"], small["w"]))))

@@ -80,16 +80,17 @@ def _rows(text: str, path: str) -> tuple[list[str] | None, list[list[str]], list
     return header, rows, numbers
 
 
-def _fits_float64(values: np.ndarray) -> None:
-    """Finite values whose squares (a spread, a variance) overflow a float64 (beyond about 1e154)
-    are refused: every statistic of them would be inf or NaN."""
+def _spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) over the first axis; finite values whose squares overflow a float64 (beyond
+    about 1e154) are refused: every statistic of them would be inf or NaN."""
     with np.errstate(over="ignore", invalid="ignore"):
-        ok = np.isfinite(np.mean(values, axis=0)).all() and np.isfinite(np.std(values, axis=0)).all()
-    if not ok:
+        mean, std = np.mean(values, axis=0), np.std(values, axis=0)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
         raise BpttError(
             "data: expected values whose mean and spread fit a float64, received values up to "
             f"{float(np.max(np.abs(values))):.3g} (their spread overflows)"
         )
+    return mean, std
 
 
 def parse_columns(text: str, key: str = "column") -> list[str]:
@@ -256,7 +257,7 @@ def read_table(
     if len(values) < 3:
         after = f" (after dropping {dropped} rows with a missing value)" if dropped else ""
         raise BpttError(f"data file {path!r}: expected at least 3 values, received {len(values)}{after}")
-    _fits_float64(values)
+    _spread(values)
     return Table(
         values, tuple(names), tuple(used), len(cols), tuple(used.index(c) for c in tcols), missing, dropped, filled
     )
@@ -303,8 +304,7 @@ class Normalizer:
         if values.ndim == 2:  # each column as a series of its own
             fits = [cls.fit(values[:, j]) for j in range(values.shape[1])]
             return cls(tuple(f.mean for f in fits), tuple(f.std for f in fits))
-        _fits_float64(values)
-        mean, std = float(np.mean(values)), float(np.std(values))
+        mean, std = (float(v) for v in _spread(values))
         return cls(mean, std if std > 0 else 1.0)
 
     @classmethod

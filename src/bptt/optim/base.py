@@ -72,11 +72,18 @@ def tree_map(fn: Callable[[np.ndarray], np.ndarray], tree: Params) -> Params:
 
 
 def global_norm(tree: Params) -> float:
-    """sqrt(sum of squares over all arrays), accumulated in float64."""
+    """sqrt(sum of squares over all arrays): each array's by BLAS's dot in its own dtype, the
+    sum over arrays in float64; a float32 array whose squares overflow float32 (from about 2e19)
+    again in float64, so that the norm is inf only where float64's is."""
     total = 0.0
-    for v in tree.values():
-        a = v.reshape(-1).astype(np.float64, copy=False)  # (a float32 dot overflowed at 1e19)
-        total += float(np.dot(a, a))
+    with np.errstate(over="ignore"):  # (an overflow is done again in float64, not a warning)
+        for v in tree.values():
+            a = v.reshape(-1)
+            part = float(np.dot(a, a))
+            if part == np.inf and a.dtype != np.float64:
+                a = a.astype(np.float64)
+                part = float(np.dot(a, a))
+            total += part
     return float(np.sqrt(total))
 
 
