@@ -25,6 +25,11 @@ for M, K, N in ((32, 128, 256), (7, 33, 70), (1, 5, 3)):
     C = np.zeros((M, N), np.float32)
     gemm.mm_panels(A, gemm.panels(B), C, np.empty((gemm.TILE, gemm.PANEL), np.float32), False)
     out[f"mm{M}x{K}x{N}"] = C
+    At = rng.standard_normal((K, M)).astype(np.float32).T  # the blocked product, packed tiles and rows as stored
+    for name, a in (("T", At), ("C", A)):
+        C = np.zeros((M, N), np.float32)
+        gemm.product(a, B, C, False)
+        out[f"gemm{name}{M}x{K}x{N}"] = C
 with threadpool_limits(2):  # two parts: each part's panels and edges
     for cell, H in (("lstm", 40), ("gru", 72), ("elman", 100)):
         model = bptt.Model(11, [bptt.rnn(cell, H), bptt.Dense(11)], tokens=True)
@@ -54,12 +59,16 @@ def test_sixteen_lanes_are_bitwise_the_eight(tmp_path):
     assert np.isfinite(ref).all() and np.abs(ref).max() > 1  # a real product, not zeros
 
 
-@pytest.mark.parametrize("value", ["7", "abc"])
-def test_a_bad_bptt_lanes_is_one_line_not_kernels_silently_off(value, tmp_path):
-    """BPTT_LANES other than 8 or 16: the first float32 step raises one BpttError (the kernels
-    stayed off for the process, silently, on an ImportError), and bptt train refuses before any
-    run folder is made."""
-    env = {**os.environ, "BPTT_LANES": value, "OPENBLAS_NUM_THREADS": "1"}
+@pytest.mark.parametrize(
+    "var,value,expected",
+    [("BPTT_LANES", "7", "8 or 16"), ("BPTT_LANES", "abc", "8 or 16"), ("BPTT_GEMM", "fastest", "own, blas or auto")],
+)
+def test_a_bad_setting_is_one_line_not_kernels_silently_off(var, value, expected, tmp_path):
+    """BPTT_LANES other than 8 or 16, BPTT_GEMM other than own, blas or auto: the first float32
+    step raises one BpttError (a bad BPTT_LANES left the kernels off for the process, silently,
+    on an ImportError), and bptt train refuses before any run folder is made."""
+    env = {**os.environ, var: value, "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("BPTT_FAST", None)
     code = (
         "import numpy as np, bptt\n"
         "m = bptt.Model(3, [bptt.rnn('lstm', 4), bptt.Dense(2)], loss='mse'); p = m.init_params(0, np.float32)\n"
@@ -70,8 +79,8 @@ def test_a_bad_bptt_lanes_is_one_line_not_kernels_silently_off(value, tmp_path):
         "    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"BPTT_LANES: expected 8 or 16, received {value!r}", out.stdout + out.stderr
+    assert out.stdout.strip() == f"{var}: expected {expected}, received {value!r}", out.stdout + out.stderr
     run = tmp_path / "run"
     cli = [sys.executable, "-m", "bptt", "train", "--hidden", "8", "--steps", "2", "--out", str(run)]
     res = subprocess.run(cli, env=env, capture_output=True, text=True)
-    assert res.returncode == 2 and "BPTT_LANES: expected 8 or 16" in res.stderr and not run.exists(), res.stderr
+    assert res.returncode == 2 and f"{var}: expected {expected}" in res.stderr and not run.exists(), res.stderr

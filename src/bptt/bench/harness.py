@@ -52,7 +52,9 @@ def _kernels_line() -> str:
 
     from ..fast import jit
 
-    return f"bptt float32 kernels: Numba {numba.__version__}, {jit.LANES}-float vectors"
+    return (
+        f"bptt float32 kernels: Numba {numba.__version__}, {jit.LANES}-float vectors; big products: {fast.products()}"
+    )
 
 
 def gemm_gflops(n: int = 1024, repeats: int = 7) -> float:

@@ -3,7 +3,9 @@
 The math (bptt.cells, bptt.scan, the model, the algorithms) is NumPy and complete on its own; it
 leaves a few operations open (bptt.ops). This package offers faster ones:
 
-- pool.py: the buffer pool for a step's big arrays, and the big products that fill them;
+- pool.py: the buffer pool for a step's big arrays, and the big products that fill them (in
+  NumPy's BLAS, or in gemm.py's blocked kernel where the BLAS runs narrower vectors than the
+  CPU has: machine.own_products);
 - rows.py: the elementwise part of one step of Elman (tanh), GRU and LSTM fused into one compiled
   pass per row, the softmax cross-entropy in one pass per row, the token-gradient scatter-add;
 - scans.py: whole time loops compiled, NumPy's own cblas_sgemm called per step (blas.py);
@@ -30,7 +32,7 @@ import numpy as np
 from .. import ops
 from .switch import MODE, OFF, kernels_on, scans_on, use
 
-__all__ = ["MODE", "OFF", "available", "kernels_on", "load", "scans_on", "use"]
+__all__ = ["MODE", "OFF", "available", "kernels_on", "load", "products", "scans_on", "use"]
 
 _state: dict[str, Any] = {}
 
@@ -91,9 +93,36 @@ def _kernels() -> Any:
             del _state["kernels"]
             raise
         if ready:
+            _products(cells.SCANS)
             _state["kernels"] = (rows, cells, engine)
             _state["available"] = {"kernels": True, "scans": cells.SCANS, "split": cells.SCANS and engine.AVAILABLE}
     return _state["kernels"]
+
+
+def _products(scans: bool) -> None:
+    """The big float32 products in bptt's own kernel (pool.own_gemm) where
+    machine.own_products() chooses it (a bad BPTT_GEMM: one line at the first float32 step)."""
+    from .. import machine
+    from . import pool
+
+    if scans and machine.own_products():
+        from functools import partial
+
+        from . import gemm
+
+        pool.own_gemm = partial(gemm.product, empty=pool.empty)
+    else:
+        pool.own_gemm = None
+
+
+def products() -> str:
+    """Which code runs a step's big float32 products, in words (bench and run headers).
+    Loads the kernels."""
+    from . import pool
+
+    if OFF or not available()["kernels"]:
+        return "NumPy's BLAS"
+    return "bptt's packed kernel" if pool.own_gemm is not None else "NumPy's BLAS"
 
 
 def _f32(dtype: Any) -> Any:

@@ -1,4 +1,5 @@
-"""bptt's own small matrix product for the split scans: a packed-panel kernel in LLVM IR.
+"""bptt's own matrix products: a packed-panel kernel in LLVM IR, for the split scans and, where
+NumPy's BLAS runs narrower vectors than the CPU has, for a step's big products.
 
 The recurrent product of a part: (B, K) @ (K, N) with the (K, N) factor packed once per scan
 into panels of 2 x LANES columns (`pack_panels`), so that no step repacks it (OpenBLAS packs its
@@ -8,17 +9,24 @@ registers (TILE = 4 rows with AVX2, 8 with AVX-512's 32 registers), one pass ove
 fused multiply-add per register and step (8 lanes, measured
 on one Zen 3 core: (32, 128) @ (128, 256) 30 us = 71 GFLOP/s, OpenBLAS 44 us; (32, 512) @
 (512, 1024) 77 vs 58 GFLOP/s). Tested against float64 products, and 16 lanes bitwise against 8.
+
+`gemm` blocks the same kernel for the products over a segment's T * B rows (readouts, weight
+gradients; bptt.fast.pool, where machine.own_products() chooses it): one Intel Xeon core with
+AVX-512, 16 lanes, against OpenBLAS 0.3.31's Haswell kernels (OPENBLAS_CORETYPE=Haswell) and its
+SkylakeX kernels, GFLOP/s, medians of 15: LSTM 512's weight gradient (2048, 3200) @ (3200, 512)
+114 / 78 / 130; Elman 512's 109 / 79 / 136; the readout (3200, 512) @ (512, 65) 96 / 69 / 103.
 """
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types as nt
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .jit import LANES, inline, jit
+from .jit import CACHE, FLAGS, LANES, inline, jit
 from .rows import _ZERO
 
 # The vector width: LANES floats a register (jit.py: 16 with AVX-512, else 8, or BPTT_LANES;
@@ -35,9 +43,10 @@ _ROWS = 8 if LANES == 16 else 4
 TILE = _ROWS
 
 
-def _tile_kernel(rows, add):
+def _tile_kernel(rows, add, trans=False):
     """An intrinsic: C[r, :PANEL] (+)= sum_k A[r, k] P[k, :PANEL] for r < rows, += if `add`
-    (byte addresses, strides in floats)."""
+    (byte addresses, strides in floats); A[r, k] at A + r lda + k, or with `trans` at
+    A + k lda + r (a transposed array: a weight gradient's error rows)."""
     f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
     L = LANES
     v8 = ir.VectorType(f32, L)
@@ -63,8 +72,10 @@ def _tile_kernel(rows, add):
         pk = builder.gep(P, [builder.mul(k, ir.Constant(i64, _PANEL))])
         b = [builder.load(builder.bitcast(builder.gep(pk, [ir.Constant(i64, L * h)]), vp), align=4) for h in (0, 1)]
         new = []
+        ak = builder.mul(k, lda) if trans else k
         for r in range(rows):
-            a = builder.load(builder.gep(A, [builder.add(builder.mul(ir.Constant(i64, r), lda), k)]), align=4)
+            step = ir.Constant(i64, r) if trans else builder.mul(ir.Constant(i64, r), lda)
+            a = builder.load(builder.gep(A, [builder.add(step, ak)]), align=4)
             a = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, splat)
             new += [builder.call(fma, [a, b[h], acc[2 * r + h]]) for h in (0, 1)]
         k1 = builder.add(k, ir.Constant(i64, 1))
@@ -99,13 +110,27 @@ _tileR_add, _tile4_add, _tile1_add = (_tile_kernel(r, True) for r in (_ROWS, 4, 
 @jit
 def pack_panels(B, out):
     """out[j, k, c] = B[k, PANEL j + c] (zero beyond B's N columns): the (K, N) factor of a
-    product as ceil(N / PANEL) panels (ceil(N / PANEL), K, PANEL); B may be any strided view."""
+    product as ceil(N / PANEL) panels (ceil(N / PANEL), K, PANEL); B may be any strided view.
+    Row by row of B (each read from start to end: a big product's B comes from memory, and
+    reading many rows a little at a time waited on each)."""
     K, N = B.shape
-    for j in range(out.shape[0]):
-        for k in range(K):
+    for k in range(K):
+        for j in range(out.shape[0]):
             for c in range(_PANEL):
                 n = j * _PANEL + c
                 out[j, k, c] = B[k, n] if n < N else _ZERO
+
+
+@inline
+def _edge(edge, C, i, c0, rows, cols, into):
+    """A partial tile of C, rows x cols from (i, c0), copied into the edge scratch (`into`) or
+    back from it."""
+    for q in range(rows):
+        for c in range(cols):
+            if into:
+                edge[q, c] = C[i + q, c0 + c]
+            else:
+                C[i + q, c0 + c] = edge[q, c]
 
 
 @inline
@@ -127,9 +152,7 @@ def _mm_panels(A, P, C, edge, add):
             else:
                 at, ld = edge.ctypes.data, _PANEL
                 if add:
-                    for q in range(r):
-                        for c in range(w):
-                            edge[q, c] = C[i + q, c0 + c]
+                    _edge(edge, C, i, c0, r, w, True)
             a = A.ctypes.data + i * sa
             if r == _ROWS:
                 if add:
@@ -146,9 +169,7 @@ def _mm_panels(A, P, C, edge, add):
             else:
                 _tile1(a, sa // 4, p, K, at, ld)
             if w < _PANEL:
-                for q in range(r):
-                    for c in range(w):
-                        C[i + q, c0 + c] = edge[q, c]
+                _edge(edge, C, i, c0, r, w, False)
             i += r
 
 
@@ -164,3 +185,120 @@ def panels(b: np.ndarray) -> np.ndarray:
     out = np.empty((-(-N // _PANEL), K, _PANEL), np.float32)
     pack_panels(b, out)
     return out
+
+
+# The blocked product (`gemm`) for the big products of a step, where NumPy's BLAS runs narrower
+# vectors than this CPU's (policy: bptt.fast.pool): B packed KC rows at a time, so that a panel
+# (KC x PANEL: 32 KiB with 16 lanes) stays in the first-level cache while A's tiles go by; A's
+# rows MC at a time (a block of 128 KiB, in the second-level cache), packed into tiles when A is
+# a transposed array (a weight gradient's error rows: A[r, k] then read 8 floats at a time).
+KC = 256
+MC = 128
+
+_tileR_t, _tileR_t_add = _tile_kernel(_ROWS, False, True), _tile_kernel(_ROWS, True, True)
+
+
+@jit
+def pack_tiles(A, out):
+    """out[t, k, r] = A[TILE t + r, k] (zero beyond A's M rows): A's rows as tiles, each read
+    TILE floats at a time along k."""
+    M, K = A.shape
+    for k in range(K):  # (A[:, k] a row of the transposed array, read from start to end)
+        for t in range(out.shape[0]):
+            for r in range(_ROWS):
+                i = t * _ROWS + r
+                out[t, k, r] = A[i, k] if i < M else _ZERO
+
+
+@inline
+def _tile(r, packed, add, a, lda, p, K, at, ld):
+    """One tile of the product: r (_ROWS, 4 or 1) rows of A as stored, or _ROWS of its tiles."""
+    if packed:
+        if add:
+            _tileR_t_add(a, _ROWS, p, K, at, ld)
+        else:
+            _tileR_t(a, _ROWS, p, K, at, ld)
+    elif r == _ROWS:
+        if add:
+            _tileR_add(a, lda, p, K, at, ld)
+        else:
+            _tileR(a, lda, p, K, at, ld)
+    elif r == 4:
+        if add:
+            _tile4_add(a, lda, p, K, at, ld)
+        else:
+            _tile4(a, lda, p, K, at, ld)
+    elif add:
+        _tile1_add(a, lda, p, K, at, ld)
+    else:
+        _tile1(a, lda, p, K, at, ld)
+
+
+def _gemm(A, B, C, panels, tiles, edge, add):
+    """C (+)= A @ B (+= if add) for float32 A (M, K) with a unit stride along either axis, B
+    (K, N) of any strides and C (M, N) with unit-stride rows. Scratch: panels (ceil(N / PANEL),
+    KC, PANEL), tiles (MC / TILE, KC, TILE), edge (TILE, PANEL). Each element is fused
+    multiply-adds over k in order, so a row's numbers do not depend on the other rows (a split
+    by rows between threads gives the same numbers bit for bit)."""
+    M, K = A.shape
+    N = C.shape[1]
+    s0, s1 = A.strides
+    pack = s1 != 4  # (A's rows are not unit-strided: read from its packed tiles)
+    sc = C.strides[0]
+    if K == 0 and not add:
+        C[:, :] = _ZERO
+    k0 = 0
+    while k0 < K:
+        kc = min(KC, K - k0)
+        pack_panels(B[k0 : k0 + kc], panels[:, :kc])
+        addk = add or k0 > 0
+        i0 = 0
+        while i0 < M:
+            mc = min(MC, M - i0)
+            if pack:
+                pack_tiles(A[i0 : i0 + mc, k0 : k0 + kc], tiles[:, :kc])
+            for j in range(panels.shape[0]):
+                p = panels.ctypes.data + j * panels.strides[0]
+                c0 = j * _PANEL
+                w = min(_PANEL, N - c0)
+                i = i0
+                while i < i0 + mc:
+                    left = i0 + mc - i
+                    r = _ROWS if left >= _ROWS else (4 if left >= 4 else 1)
+                    if pack:
+                        a, n = tiles.ctypes.data + ((i - i0) // _ROWS) * tiles.strides[0], min(_ROWS, left)
+                        r = _ROWS
+                    else:
+                        a, n = A.ctypes.data + i * s0 + k0 * 4, r
+                    if w == _PANEL and n == r:
+                        at, ld = C.ctypes.data + i * sc + c0 * 4, sc // 4
+                    else:
+                        at, ld = edge.ctypes.data, _PANEL
+                        if addk:
+                            _edge(edge, C, i, c0, n, w, True)
+                    _tile(r, pack, addk, a, s0 // 4, p, kc, at, ld)
+                    if w < _PANEL or n < r:
+                        _edge(edge, C, i, c0, n, w, False)
+                    i += n
+            i0 += mc
+        k0 += kc
+
+
+# one signature for arrays of any layout (a C-contiguous or transposed array is taken as it
+# is), compiled, or loaded from the disk cache, once: not once per combination of layouts
+_ANY, _C3 = nt.float32[:, :], nt.float32[:, :, ::1]
+gemm = nb.njit(
+    nt.void(_ANY, _ANY, _ANY, _C3, _C3, nt.float32[:, ::1], nt.boolean),
+    fastmath=FLAGS,
+    error_model="numpy",
+    cache=CACHE,
+    nogil=True,
+)(_gemm)
+
+
+def product(a: np.ndarray, b: np.ndarray, out: np.ndarray, add: bool, empty=np.empty) -> None:
+    """out (+)= a @ b in `gemm` (float32; a with a unit stride along one axis, out's rows
+    unit-strided), its scratch from `empty` (the buffer pool's, in a step)."""
+    f, N = np.float32, b.shape[1]
+    panels = empty((-(-N // _PANEL), KC, _PANEL), f)
+    gemm(a, b, out, panels, empty((MC // _ROWS, KC, _ROWS), f), empty((_ROWS, _PANEL), f), add)

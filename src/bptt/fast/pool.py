@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import blas, engine
+from .switch import kernels_on
 
 
 class BufferPool:
@@ -160,6 +161,32 @@ def zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
     return buffers.zeros(shape, dtype)
 
 
+# bptt's own blocked product (gemm.gemm) where machine.own_products() says so: set by
+# bptt.fast when the kernels load; used for float32 products of at least OWN_MACS
+# multiply-adds while the kernels are on (smaller ones: BLAS)
+own_gemm: Any = None
+OWN_MACS = 1 << 20
+
+
+def _own(a: np.ndarray, b: np.ndarray, out: np.ndarray, add: bool) -> bool:
+    """out (+)= a @ b in bptt's own product, where it is chosen and takes these arrays (float32,
+    a unit stride along one of a's axes, out's rows unit-strided), split between the engine's
+    threads by out's rows (or columns, for fewer rows than a tile a part); whether it ran."""
+    (M, K), N = a.shape, b.shape[1]
+    if own_gemm is None or not kernels_on() or M * N * K < OWN_MACS:
+        return False
+    if not (a.dtype == b.dtype == out.dtype == np.float32) or 4 not in a.strides or out.strides[1] != 4:
+        return False
+    P = engine.parts()
+    if P == 1:
+        own_gemm(a, b, out, add)
+    elif M >= 8 * P:
+        engine.run_parts(lambda p: own_gemm(a[engine.share(M, p, P)], b, out[engine.share(M, p, P)], add))
+    else:
+        engine.run_parts(lambda p: own_gemm(a, b[:, engine.share(N, p, P)], out[:, engine.share(N, p, P)], add))
+    return True
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b for 2-D a (M, K) and b (K, N), into an (M, N) array from the buffer pool: the
     products over all T * B rows of a segment (input projections, readouts, their input
@@ -167,6 +194,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     engine, split by output rows (or columns) between its threads, one BLAS thread each."""
     (M, K), N = a.shape, b.shape[1]
     out = buffers.empty((M, N), np.result_type(a, b))
+    if _own(a, b, out, False):
+        return out
     P = engine.parts()
     if P == 1 or M * N * K < engine.SPLIT_MACS:
         return np.matmul(a, b, out=out)
@@ -186,6 +215,8 @@ def matmul_add(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     (beta = 1): no (M, N) array for the product, no second pass over out; on the engine, split
     by out's rows between its threads. Else (other dtypes, layouts) out += matmul(a, b)."""
     (M, K), N = a.shape, b.shape[1]
+    if _own(a, b, out, True):
+        return
     P = engine.parts()
     if _gemm_add is None or not (a.dtype == b.dtype == out.dtype == np.float32):
         out += matmul(a, b)

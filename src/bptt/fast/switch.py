@@ -9,12 +9,13 @@ environment, `bptt.fast.use(...)` in code.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-MODE = (os.environ.get("BPTT_FAST") or os.environ.get("BPTT_KERNELS") or "").strip().lower()
-OFF = MODE in ("0", "off", "numpy", "no", "false")
+from ..machine import fast_mode, fast_off
+
+MODE = fast_mode()
+OFF = fast_off()
 _kernels = not OFF
 _scans = MODE != "steps"
 

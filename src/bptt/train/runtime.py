@@ -26,7 +26,8 @@ def blas_threads(n: int):
     from .. import machine
 
     limiter = threadpool_limits(limits=n, user_api="blas")
-    return limiter, f"{n} BLAS thread{'s' if n > 1 else ''} ({machine.blas()}); {machine.cpu()}"
+    own = "; big float32 products in bptt's kernel" if machine.own_products() else ""
+    return limiter, f"{n} BLAS thread{'s' if n > 1 else ''} ({machine.blas()}{own}); {machine.cpu()}"
 
 
 class Interrupt:

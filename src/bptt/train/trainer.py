@@ -197,7 +197,8 @@ class Trainer:
         self.world.agree(failed)  # raises it (under MPI: rank 0 says the first failing rank's error)
 
     def _setup(self, cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any] | None) -> None:
-        machine.lanes()  # (a bad BPTT_LANES refused before any folder is touched)
+        machine.lanes()  # (a bad BPTT_LANES or BPTT_GEMM refused before any folder is touched)
+        machine.own_products()
         given = None
         if resume:
             resume = os.fspath(resume)
