@@ -50,3 +50,18 @@ def test_the_reference_runs_without_anything_installed():
     g64 = bptt.full_bptt(model, p64, x, x)
     for k in g64.grads:
         np.testing.assert_allclose(g32.grads[k], g64.grads[k], rtol=1e-4, atol=1e-6)
+
+
+def test_a_direct_load_stays_installed_after_the_first_use():
+    """bptt.fast.load() called directly (as fast.available() does), then ops' first use: the
+    faster operations stay installed (the first use put the defaults back and the load did
+    nothing more: every later step ran NumPy's code)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import bptt.fast as fast\nfrom bptt import ops\nfast.load()\nops.current()\n"
+        "print(ops.adam is ops.DEFAULTS['adam'], ops.matmul is ops.DEFAULTS['matmul'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr

@@ -98,7 +98,7 @@ def own_products() -> bool:
     if given in ("own", "blas"):
         return given == "own"
     family = _numpy_blas_family()
-    return lanes() == 16 and family is not None and family not in _AVX512_BLAS
+    return vector_isa() == "AVX-512" and lanes() == 16 and family is not None and family not in _AVX512_BLAS
 
 
 def cpu() -> str:

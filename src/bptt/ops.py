@@ -127,6 +127,12 @@ def _side_by_side(calls: list[Callable[[], Any]]) -> list[Any]:
     return [c() for c in calls]
 
 
+def _speed(dtype: Any) -> str:
+    """The faster code that runs `dtype`'s steps, in words, for a run's header (loading it
+    where it loads on first use); by default '' (NumPy's own)."""
+    return ""
+
+
 DEFAULTS: dict[str, Callable] = {
     "empty": _empty,
     "zeros": _zeros,
@@ -143,12 +149,13 @@ DEFAULTS: dict[str, Callable] = {
     "both": _both,
     "row_runs": _row_runs,
     "side_by_side": _side_by_side,
+    "speed": _speed,
 }
 
 empty, zeros, matmul, index_sums = _empty, _zeros, _matmul, _index_sums
 softmax_xent, implementation, step_context, release = _softmax_xent, _implementation, _step_context, _release
 memory_limit, memo, matmul_add, adam, both = _memory_limit, _memo, _matmul_add, _adam, _both
-row_runs, side_by_side = _row_runs, _side_by_side
+row_runs, side_by_side, speed = _row_runs, _side_by_side, _speed
 
 _loader: Callable[[], None] | None = None
 
@@ -205,5 +212,9 @@ def _load() -> None:
     global _loader
     if _loader is not None:
         loader, _loader = _loader, None
-        globals().update(DEFAULTS)  # the stubs go even if the loader fails
-        loader()
+        globals().update(DEFAULTS)  # (no stub while it loads: an operation it uses is NumPy's)
+        try:
+            loader()
+        except BaseException:  # (a bad BPTT_LANES, Ctrl-C: the next use tries again, not NumPy's silently)
+            on_first_use(loader)
+            raise

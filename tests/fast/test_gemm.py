@@ -117,6 +117,52 @@ def test_pool_products_through_the_own_kernel(own_products, P, monkeypatch):
 
 
 @needs_scans
+def test_read_only_and_odd_layouts(own_products):
+    """Read-only factors (a memory map opened for reading, a broadcast view) go through the own
+    kernel; rows whose stride is not whole floats go to NumPy (the kernel's leading dimensions
+    are in floats), and every result is the product."""
+    rng = np.random.default_rng(7)
+    M, K, N = 64, 128, 160
+    a, b = rng.standard_normal((M, K)).astype(f4), rng.standard_normal((K, N)).astype(f4)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    ra, rb = a.copy(), np.broadcast_to(b[:1], (K, N))
+    ra.flags.writeable = False
+    np.testing.assert_allclose(pool.matmul(ra, b), want, rtol=0, atol=1e-4 * np.abs(want).max())
+    got = np.zeros((M, N), f4)
+    pool.matmul_add(a, rb, got)
+    np.testing.assert_allclose(got, a @ rb, rtol=0, atol=1e-4 * np.abs(want).max())
+    assert len(own_products) == 2
+    raw = np.zeros(M * (K * 4 + 2), np.uint8)  # (rows 2 bytes apart from whole floats, unaligned)
+    odd = np.ndarray((M, K), f4, buffer=raw, strides=(K * 4 + 2, 4))
+    odd[:] = a
+    np.testing.assert_allclose(pool.matmul(odd, b), want, rtol=0, atol=1e-4 * np.abs(want).max())
+    raw = np.zeros(M * (N * 4 + 2), np.uint8)
+    out = np.ndarray((M, N), f4, buffer=raw, strides=(N * 4 + 2, 4))
+    out[:] = 0
+    pool.matmul_add(a, b, out)  # (out += a @ b: the product in the own kernel, the sum in NumPy)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    assert len(own_products) == 3
+
+
+@needs_scans
+def test_read_only_inputs_train(own_products):
+    """A read-only batch (np.load with mmap_mode='r' gives one) through the own products."""
+    import bptt
+
+    model = bptt.Model(16, [bptt.rnn("lstm", 32), bptt.Dense(16)], loss="mse")
+    params = model.init_params(np.random.default_rng(0), np.float32)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((20, 8, 16)).astype(f4), rng.standard_normal((20, 8, 16)).astype(f4)
+    x.flags.writeable = False
+    got = full_bptt(model, params, x, y)
+    assert own_products
+    with fast.use(False):
+        ref = full_bptt(model, params, x, y)
+    for k in ref.grads:
+        assert relative_error(got.grads[k], ref.grads[k]) < 2e-5, k
+
+
+@needs_scans
 @pytest.mark.parametrize(
     "case",
     [c for c in standard_cases() if c.cell in ("elman", "gru", "lstm") and c.loss == "ce" and c.at == "every"][:6],
@@ -153,6 +199,7 @@ def test_whole_gradients_with_the_own_products_equal_numpys(case, own_products):
         ("", "haswell", 8, False),
         ("", None, 16, False),
         ("own", "skylakex", 8, True),
+        ("", "haswell", 16, "AVX2"),  # (BPTT_LANES=16 on an AVX2 CPU: Haswell's kernels are its own)
         ("blas", "haswell", 16, False),
     ],
 )
@@ -162,6 +209,9 @@ def test_own_products_where_the_blas_runs_narrower_vectors(monkeypatch, env, fam
     monkeypatch.setenv("BPTT_GEMM", env)
     monkeypatch.setattr(machine, "_numpy_blas_family", lambda: family)
     monkeypatch.setattr(machine, "lanes", lambda: lanes)
+    isa = want if isinstance(want, str) else "AVX-512"
+    monkeypatch.setattr(machine, "vector_isa", lambda: isa)
+    want = False if isinstance(want, str) else want
     assert machine.own_products() is want
     monkeypatch.setenv("BPTT_FAST", "0")  # (the kernels off: NumPy's BLAS, whatever is asked)
     assert machine.own_products() is False

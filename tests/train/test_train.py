@@ -163,6 +163,14 @@ def test_checkpoint_files(tmp_path, text_file):
     assert c.meta["step"] == 4 and c.meta["config"]["hidden"] == 16 and "vocab" in c.meta
     cfg = json.load(open(folder / "config.json"))
     assert cfg["config"]["data"] == text_file and "BLAS" in cfg["threads"]
+    from bptt import fast
+
+    if (
+        cfg["config"]["dtype"] == "float32" and not fast.OFF and fast.available()["kernels"]
+    ):  # (what ran, not the policy)
+        assert cfg["threads"].endswith(f"-float vectors; big products: {fast.products()}"), cfg["threads"]
+    else:
+        assert "big products" not in cfg["threads"]
 
 
 def test_corrupted_or_truncated_checkpoints(tmp_path, text_file, capsys):

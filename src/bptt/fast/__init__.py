@@ -46,13 +46,13 @@ def available() -> dict[str, bool]:
 
 
 def load() -> None:
-    """Install the faster operations into bptt.ops (once); the kernels load at their first
-    float32 use."""
-    if _state:
-        return
+    """Install the faster operations into bptt.ops; the kernels load at their first float32
+    use. Installs every time it is called: where it was called directly first, ops' first use
+    puts the defaults back and calls it again."""
     from . import engine, pool
 
-    _state["available"] = {"kernels": False, "scans": False, "split": False}
+    if not _state:
+        _state["available"] = {"kernels": False, "scans": False, "split": False}
     ops.install(
         empty=pool.empty,
         zeros=pool.zeros,
@@ -69,6 +69,7 @@ def load() -> None:
         both=_both,
         row_runs=_row_runs,
         side_by_side=engine.side_by_side,
+        speed=_speed,
     )
 
 
@@ -89,11 +90,12 @@ def _kernels() -> Any:
             except ImportError:  # no Numba: the NumPy path
                 return None
             ready = warm.ensure()
-        except BaseException:  # (Ctrl-C in the first compile, a bad BPTT_LANES: the next step tries again)
+            if ready:
+                _products(cells.SCANS)
+        except BaseException:  # (Ctrl-C in the first compile, a bad BPTT_LANES or BPTT_GEMM: the next step tries again)
             del _state["kernels"]
             raise
         if ready:
-            _products(cells.SCANS)
             _state["kernels"] = (rows, cells, engine)
             _state["available"] = {"kernels": True, "scans": cells.SCANS, "split": cells.SCANS and engine.AVAILABLE}
     return _state["kernels"]
@@ -120,9 +122,18 @@ def products() -> str:
     Loads the kernels."""
     from . import pool
 
-    if OFF or not available()["kernels"]:
+    if OFF or not available()["kernels"] or not kernels_on():
         return "NumPy's BLAS"
     return "bptt's packed kernel" if pool.own_gemm is not None else "NumPy's BLAS"
+
+
+def _speed(dtype: Any) -> str:
+    """ops.speed: the kernels that run `dtype`'s steps, in words ('' where none of bptt's)."""
+    if _f32(dtype) is None:
+        return ""
+    from .jit import LANES
+
+    return f"bptt float32 kernels, {LANES}-float vectors; big products: {products()}"
 
 
 def _f32(dtype: Any) -> Any:

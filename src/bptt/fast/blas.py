@@ -73,6 +73,8 @@ def find_gemm_add() -> Any:
         """(CBLAS transpose flag, leading dimension) of x as stored (rows or columns of unit
         stride, the other stride no shorter), or None."""
         (m, n), (rows, cols) = x.shape, x.strides
+        if rows % 4 or cols % 4 or not x.flags.aligned:  # (leading dimensions in whole floats)
+            return None
         if cols == 4 and rows >= 4 * n:
             return 111, rows // 4
         if rows == 4 and cols >= 4 * m:

@@ -286,9 +286,11 @@ def _gemm(A, B, C, panels, tiles, edge, add):
 
 # one signature for arrays of any layout (a C-contiguous or transposed array is taken as it
 # is), compiled, or loaded from the disk cache, once: not once per combination of layouts
-_ANY, _C3 = nt.float32[:, :], nt.float32[:, :, ::1]
+# (A and B read-only in the signature: a writable array passes as one, and so does a memory map
+# opened for reading or a broadcast view)
+_IN, _ANY, _C3 = nt.Array(nt.float32, 2, "A", readonly=True), nt.float32[:, :], nt.float32[:, :, ::1]
 gemm = nb.njit(
-    nt.void(_ANY, _ANY, _ANY, _C3, _C3, nt.float32[:, ::1], nt.boolean),
+    nt.void(_IN, _IN, _ANY, _C3, _C3, nt.float32[:, ::1], nt.boolean),
     fastmath=FLAGS,
     error_model="numpy",
     cache=CACHE,

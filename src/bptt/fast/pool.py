@@ -177,6 +177,8 @@ def _own(a: np.ndarray, b: np.ndarray, out: np.ndarray, add: bool) -> bool:
         return False
     if not (a.dtype == b.dtype == out.dtype == np.float32) or 4 not in a.strides or out.strides[1] != 4:
         return False
+    if a.strides[0] % 4 or a.strides[1] % 4 or out.strides[0] % 4 or not (a.flags.aligned and out.flags.aligned):
+        return False  # (strides in whole floats: the kernel's leading dimensions)
     P = engine.parts()
     if P == 1:
         own_gemm(a, b, out, add)

@@ -26,8 +26,7 @@ def blas_threads(n: int):
     from .. import machine
 
     limiter = threadpool_limits(limits=n, user_api="blas")
-    own = "; big float32 products in bptt's kernel" if machine.own_products() else ""
-    return limiter, f"{n} BLAS thread{'s' if n > 1 else ''} ({machine.blas()}{own}); {machine.cpu()}"
+    return limiter, f"{n} BLAS thread{'s' if n > 1 else ''} ({machine.blas()}); {machine.cpu()}"
 
 
 class Interrupt:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import algorithms, machine, optim
+from .. import algorithms, machine, ops, optim
 from .._version import __version__
 from ..algorithms import Gradient, GradientMean
 from ..cells.base import Params
@@ -591,6 +591,8 @@ class Trainer:
             rows = read_metrics(self.folder.file("metrics.jsonl")) if self.resumed else []
             self.board = tb.Board(self.board_dir, self.cfg, s.step, bool(self.resumed), rows)
         limiter, threads = blas_threads(self.cfg.threads or self.world.default_threads(default_threads()))
+        speed = ops.speed(np.dtype(self.cfg.dtype))  # (float32: the kernels load here, not at the first step)
+        threads += f"; {speed}" if speed else ""
         n_params = sum(v.size for v in s.params.values())
         ranks = {"mpi_ranks": self.world.size} if self.world.parallel else {}
         self.folder.write_json(
