@@ -88,3 +88,34 @@ def test_rnn_is_torchs_name_for_elman():
     from bptt.train import TrainConfig
 
     assert TrainConfig(cell="rnn").validate().cell == "elman"
+
+
+def test_dropout_levels_are_passed_over_by_every_mapping():
+    """A Dropout level after the readout (or first, or between): the names, the spec and the
+    round trip are those of the model without it (they took the Dropout as the readout)."""
+    from bptt.interop import torch_spec
+    from bptt.layers import Dropout
+
+    plain = Model(3, [rnn("lstm", 4), Dense(2)], loss="mse")
+    for levels in ([rnn("lstm", 4), Dense(2), Dropout(0.2)], [Dropout(0.1), rnn("lstm", 4), Dense(2)]):
+        m = Model(3, levels, loss="mse")
+        p = m.init_params(0)
+        names = torch_names(m)
+        assert sorted(names.values()) == sorted(torch_names(plain).values())
+        back = from_torch(m, to_torch(m, p))
+        assert back.keys() == p.keys() and all(np.array_equal(back[k], p[k]) for k in p)
+        assert torch_spec(m)["torch"] == torch_spec(plain)["torch"]
+
+
+def test_from_torch_refuses_a_torch_dtype_numpy_lacks():
+    torch = pytest.importorskip("torch")
+    from bptt.errors import BpttError
+
+    m = Model(3, [rnn("lstm", 4), Dense(2)], loss="mse")
+    t = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in to_torch(m, m.init_params(0)).items()}
+    with pytest.raises(BpttError, match="rnn.weight_ih_l0: expected float32 or float64 values, received bfloat16"):
+        from_torch(m, t)
+    mixed = {k: torch.from_numpy(v) for k, v in to_torch(m, m.init_params(0)).items()}
+    mixed["linear.bias"] = mixed["linear.bias"].float()
+    with pytest.raises(BpttError, match=r"expected one dtype for all entries, received \['float32', 'float64'\]"):
+        from_torch(m, mixed)

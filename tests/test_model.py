@@ -135,3 +135,16 @@ def test_init_params_dtype():
 def test_gradcheck_needs_float64():
     model, p, x, t = good(dtype=np.float32)
     raises(lambda: gradcheck(model, p, x, t), "float64")
+
+
+def test_one_level_and_numpy_numbers_are_taken():
+    """A lone level is a list of one; NumPy numbers are numbers (a np.float32 rate was refused)."""
+    import bptt
+    from bptt.layers import Dropout, RateRegularizer
+
+    m = bptt.Model(3, bptt.Dense(2), loss="mse")
+    assert [lv.name for lv in m.levels] == ["dense0"]
+    assert Dropout(np.float32(0.5)).rate == 0.5
+    assert RateRegularizer(np.float32(0.1), np.float64(2.0)).strength == 2.0
+    with pytest.raises(bptt.BpttError, match="levels: expected a list of Level objects, received int"):
+        bptt.Model(3, 5, loss="mse")

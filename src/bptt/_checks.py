@@ -6,6 +6,7 @@ sentence, not as a broadcasting error from deep inside a time loop.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,14 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise BpttError(f"{name}: expected a positive integer, received {value!r}")
     return int(value)
+
+
+def real(name: str, value: Any, expected: str) -> float:
+    """A real number (Python's or NumPy's; not a bool, a string or None) as a float, else one
+    BpttError: '{name}: expected {expected}, received {value!r}'."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BpttError(f"{name}: expected {expected}, received {value!r}")
+    return float(value)
 
 
 def float_dtype(name: str, dtype: Any) -> np.dtype:

@@ -38,11 +38,17 @@ EXPECTED = (
 )
 
 
+def _kept(model: Model) -> list:
+    """The model's levels but its Dropout levels (the identity outside training, as torch's
+    modules in eval mode): the ones torch's modules stand for."""
+    return [lv for lv in model.levels if lv.kind != "dropout"]
+
+
 def torch_problem(model: Model) -> str | None:
     """What keeps `model` from being torch's [nn.Embedding ->] nn.RNN/GRU/LSTM -> nn.Linear, in a
-    few words ('a jordan level jordan0', ...); None when nothing does. Dropout levels are the
-    identity outside training (torch's modules in eval mode): passed over."""
-    levels = [lv for lv in model.levels if lv.kind != "dropout"]
+    few words ('a jordan level jordan0', ...); None when nothing does. Dropout levels are
+    passed over (`_kept`)."""
+    levels = _kept(model)
     first = 1 if levels and isinstance(levels[0], Embedding) else 0
     rec = model.recurrent_levels
     if not rec:
@@ -95,14 +101,15 @@ def torch_names(model: Model) -> dict[str, str]:
     'linear.<name>' for the readout, 'embedding.weight' for an Embedding level)."""
     _check_torch_shaped(model)
     names = {}
-    if isinstance(model.levels[0], Embedding):
-        names[f"{model.levels[0].name}.W"] = "embedding.weight"
+    levels = _kept(model)
+    if isinstance(levels[0], Embedding):
+        names[f"{levels[0].name}.W"] = "embedding.weight"
     for k, lv in enumerate(model.recurrent_levels):
         for d in lv.directions:
             suffix = "_reverse" if d.reverse else ""
             for local, tname in _NAMES.items():
                 names[f"{lv.name}.{d.prefix}{local}"] = f"rnn.{tname}_l{k}{suffix}"
-    out = model.levels[-1]
+    out = levels[-1]
     if getattr(out, "tie", None) is None:  # (tied: linear.weight is embedding.weight, see to_torch)
         names[f"{out.name}.W"] = "linear.weight"
     names[f"{out.name}.b"] = "linear.bias"
@@ -110,7 +117,7 @@ def torch_names(model: Model) -> dict[str, str]:
 
 
 def _tied(model: Model) -> bool:
-    return getattr(model.levels[-1], "tie", None) is not None
+    return getattr(_kept(model)[-1], "tie", None) is not None
 
 
 def torch_spec(model: Model) -> dict[str, Any]:
@@ -126,7 +133,8 @@ def torch_spec(model: Model) -> dict[str, Any]:
     _check_torch_shaped(model)
     rec = model.recurrent_levels
     lv = rec[0]
-    emb = model.levels[0] if isinstance(model.levels[0], Embedding) else None
+    first = _kept(model)[0]
+    emb = first if isinstance(first, Embedding) else None
     nonlinearity = _nonlinearity(lv)
     rnn_kwargs: dict[str, Any] = {
         "input_size": lv.input_size,
@@ -178,8 +186,9 @@ def from_torch(model: Model, tensors: dict[str, Any], readout: dict[str, Any] | 
     """Parameters from torch's arrays (inverse of to_torch). `tensors` may use this module's
     names ('rnn.weight_ih_l0', 'linear.weight'), or be a bare `nn.RNN/GRU/LSTM.state_dict()`
     ('weight_ih_l0', ...) with the readout's `nn.Linear.state_dict()` in `readout`. Tensors
-    (anything with .numpy() or __array__) become NumPy arrays of the dtype they hold; a missing
-    or misshapen entry is one BpttError naming it."""
+    (anything with .numpy() or __array__) become NumPy arrays of the dtype they hold, float32 or
+    float64, one for all; a missing, extra (a deeper network's layer), misshapen, other-typed or
+    non-finite entry is one BpttError naming it."""
     names = torch_names(model)
     merged = {k if k.startswith(tuple(PREFIXES.values())) else f"rnn.{k}": v for k, v in tensors.items()}
     merged.update({f"linear.{k}": v for k, v in (readout or {}).items()})
@@ -189,11 +198,18 @@ def from_torch(model: Model, tensors: dict[str, Any], readout: dict[str, Any] | 
             f"from_torch: expected the torch entries {missing} (a bare nn.{TORCH_MODULES[model.recurrent_levels[0].kind]} "
             f"state_dict needs the readout's nn.Linear state_dict as readout=), received {sorted(tensors)[:8]}"
         )
-    if _tied(model) and "linear.weight" in merged:  # a tied torch model's state_dict holds the table twice
-        lin, emb = (
-            np.asarray(merged[k].detach().cpu() if hasattr(merged[k], "detach") else merged[k])
-            for k in ("linear.weight", "embedding.weight")
+    extra = sorted(set(merged) - set(names.values()) - ({"linear.weight"} if _tied(model) else set()))
+    if extra:
+        raise BpttError(
+            f"from_torch: expected only the entries of the model's torch modules ({len(names)}), received also {extra[:8]}"
+            f"{' and more' if len(extra) > 8 else ''} (another depth, direction or module?)"
         )
+    merged = {t: _array(t, v) for t, v in merged.items()}
+    dtypes = sorted({str(a.dtype) for a in merged.values()})
+    if len(dtypes) > 1:
+        raise BpttError(f"from_torch: expected one dtype for all entries, received {dtypes}")
+    if _tied(model) and "linear.weight" in merged:  # a tied torch model's state_dict holds the table twice
+        lin, emb = merged["linear.weight"], merged["embedding.weight"]
         if lin.shape != emb.shape or not np.array_equal(lin, emb):
             raise BpttError(
                 "from_torch: expected linear.weight equal to embedding.weight (the model ties them), received other values"
@@ -201,12 +217,36 @@ def from_torch(model: Model, tensors: dict[str, Any], readout: dict[str, Any] | 
     shapes = model.param_shapes()
     out = {}
     for b, t in names.items():
-        v = merged[t]
-        a = np.array(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        a = merged[t]
         if a.shape != tuple(shapes[b]):
             raise BpttError(f"from_torch: {t}: expected shape {tuple(shapes[b])} (bptt's {b}), received {a.shape}")
         out[b] = a
     return out
+
+
+def _array(name: str, v: Any) -> np.ndarray:
+    """A torch tensor or array-like entry as a float32 or float64 NumPy array of its own, finite;
+    else one BpttError naming the entry (a torch dtype NumPy lacks, bfloat16, is named, not a
+    TypeError from .numpy())."""
+    if hasattr(v, "detach"):
+        v = v.detach().cpu()
+        kind = str(getattr(v, "dtype", "")).replace("torch.", "")
+        if kind not in ("float32", "float64"):
+            raise BpttError(f"from_torch: {name}: expected float32 or float64 values, received {kind}")
+        v = v.numpy()
+    try:
+        a = np.array(v)
+    except (TypeError, ValueError) as e:
+        raise BpttError(
+            f"from_torch: {name}: expected an array of numbers, received {type(v).__name__} ({e})"
+        ) from None
+    if a.dtype not in (np.float32, np.float64):
+        raise BpttError(f"from_torch: {name}: expected float32 or float64 values, received {a.dtype}")
+    if not np.isfinite(a).all():
+        raise BpttError(
+            f"from_torch: {name}: expected finite values, received {int((~np.isfinite(a)).sum())} NaN or inf"
+        )
+    return a
 
 
 def state_to_torch(model: Model, state: ModelState) -> tuple[np.ndarray, np.ndarray | None]:

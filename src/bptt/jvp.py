@@ -77,6 +77,9 @@ def step_jvp(model: Model, params: Params, tapes: list, dstate: ModelState) -> M
         )
     dtype = params[next(iter(model.param_shapes()))].dtype
     last = max(i for i, lv in enumerate(model.levels) if lv.recurrent)
+    lost = [i for i, (lv, tape) in enumerate(zip(model.levels[: last + 1], tapes)) if lv.recurrent and tape is None]
+    if lost:
+        raise BpttError(f"tapes: expected the tapes of forward_levels with keep=True, received none for levels {lost}")
     out: ModelState = {}
     dx: np.ndarray | None = None  # the tangent of the level's input (B, D); None: zero
     for i, (lv, tape) in enumerate(zip(model.levels[: last + 1], tapes)):

@@ -205,6 +205,14 @@ class _Passing(Level):
     def init_params(self, rng: np.random.Generator, dtype: Any) -> Params:
         return {}
 
+    def build(self, input_size: int, name: str, tokens: bool) -> None:
+        if tokens:  # (it would pass token ids through, or scale them by its masks)
+            raise BpttError(
+                f"{type(self).__name__}: expected float inputs (a level after an Embedding or a Recurrent level), "
+                "received a model with tokens=True as its input"
+            )
+        super().build(input_size, name, tokens)
+
 
 class RateRegularizer(_Passing):
     """Firing-rate regularisation of the level below (spikes), as spiking networks are trained
@@ -219,7 +227,7 @@ class RateRegularizer(_Passing):
     def __init__(self, target: float = 0.01, strength: float = 1.0, name: str | None = None) -> None:
         super().__init__(1, name)
         for key, v in (("target", target), ("strength", strength)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            if not np.isfinite(_checks.real(key, v, "a finite number >= 0")) or v < 0:
                 raise BpttError(f"{key}: expected a finite number >= 0, received {v!r}")
         if target > 1:
             raise BpttError(f"target: expected spikes per step in [0, 1], received {target!r}")
@@ -258,7 +266,7 @@ class Dropout(_Passing):
 
     def __init__(self, rate: float, name: str | None = None) -> None:
         super().__init__(1, name)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        if not 0 <= _checks.real("dropout rate", rate, "a number in [0, 1)") < 1:
             raise BpttError(f"dropout rate: expected a number in [0, 1), received {rate!r}")
         self.rate = float(rate)
         self.mask: np.ndarray | None = None  # (B, D): 0 or 1 / (1 - rate)

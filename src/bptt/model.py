@@ -46,6 +46,10 @@ class Batch:
 
 
 def _flatten(levels) -> list[Level]:
+    if isinstance(levels, Level):  # (one level, not in a list)
+        return [levels]
+    if isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
+        raise BpttError(f"levels: expected a list of Level objects, received {type(levels).__name__}")
     out: list[Level] = []
     for lv in levels:
         if isinstance(lv, (list, tuple)):

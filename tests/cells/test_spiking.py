@@ -343,3 +343,18 @@ def test_rate_regularizer_adds_the_gradient_of_its_penalty():
     np.testing.assert_array_equal(g1.grads["dense1.W"], g0.grads["dense1.W"])
     with pytest.raises(BpttError, match=r"target: expected spikes per step in \[0, 1\], received 2"):
         bptt.RateRegularizer(target=2)
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif"])
+def test_the_final_state_does_not_share_the_callers_arrays(kind):
+    """Without a refractory period the refractory counter passed through: the final state's r
+    was state0's array, and editing one edited the other."""
+    import bptt
+
+    m = bptt.Model(2, [bptt.rnn(kind, 3), bptt.Dense(2)], loss="mse")
+    p = m.init_params(0)
+    s0, _ = m.initial_state(p, 1)
+    x = np.random.default_rng(0).standard_normal((4, 1, 2))
+    _, final, _ = m.forward_levels(p, x, None, s0, keep=False)
+    key = f"{kind}0"
+    assert all(not np.shares_memory(a, b) for a, b in zip(final[key], s0[key]))

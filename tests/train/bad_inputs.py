@@ -633,7 +633,103 @@ def _api_cases() -> list[Case]:
             call=lambda ws: _load_run(ws, "afile"),
             expect=["RUN: expected a run folder (from bptt train), received 'afile' (a file)"],
         ),
+        Case(
+            "api-from-torch-deeper",
+            "Python API",
+            "from_torch given a 2-layer network's weights for a 1-layer model",
+            call=lambda ws: _from_torch(layers=2),
+            expect=[
+                "from_torch: expected only the entries of the model's torch modules (6), received also",
+                "'rnn.weight_hh_l1'",
+            ],
+        ),
+        Case(
+            "api-from-torch-nan",
+            "Python API",
+            "from_torch given a NaN weight",
+            call=lambda ws: _from_torch(nan=True),
+            expect=["from_torch: rnn.weight_hh_l0: expected finite values, received 1 NaN or inf"],
+        ),
+        Case(
+            "api-from-torch-float16",
+            "Python API",
+            "from_torch given float16 weights",
+            call=lambda ws: _from_torch(dtype=np.float16),
+            expect=["from_torch: ", "expected float32 or float64 values, received float16"],
+        ),
+        Case(
+            "api-jvp-no-tapes",
+            "Python API",
+            "step_jvp given the tapes of forward_levels(keep=False)",
+            call=lambda ws: _jvp_without_tapes(),
+            expect=["tapes: expected the tapes of forward_levels with keep=True, received none for levels [0]"],
+        ),
+        Case(
+            "api-jordan-decay",
+            "Python API",
+            "a Jordan context decay that is not a number",
+            call=lambda ws: _built(__import__("bptt").rnn("jordan", 4, context_decay="a")),
+            expect=["context_decay: expected a number in [0, 1), received 'a'"],
+        ),
+        Case(
+            "api-dropout-tokens",
+            "Python API",
+            "Dropout as the first level of a model on tokens",
+            call=lambda ws: _dropout_on_tokens(),
+            expect=[
+                "Dropout: expected float inputs (a level after an Embedding or a Recurrent level), received a "
+                "model with tokens=True as its input"
+            ],
+        ),
+        Case(
+            "api-lif-decay-list",
+            "Python API",
+            "a LIF decay list holding a string",
+            call=lambda ws: _built(__import__("bptt").rnn("lif", 2, decay=[0.5, "a"])),
+            expect=["decay: expected a number or one value per neuron (shape (2,)), received [0.5, 'a']"],
+        ),
     ]
+
+
+def _from_torch(layers: int = 1, nan: bool = False, dtype: Any = np.float64):
+    """from_torch on a 1-layer LSTM model, from torch-named arrays of `layers` layers."""
+    import bptt
+    from bptt import interop
+
+    m = bptt.Model(3, [bptt.rnn("lstm", 4), bptt.Dense(2)], loss="mse")
+    tensors = dict(interop.to_torch(m, m.init_params(0)))
+    for k in range(1, layers):
+        tensors.update({n.replace("_l0", f"_l{k}"): v for n, v in tensors.items() if "_l0" in n})
+    tensors = {n: v.astype(dtype) for n, v in tensors.items()}
+    if nan:
+        tensors["rnn.weight_hh_l0"] = tensors["rnn.weight_hh_l0"].copy()
+        tensors["rnn.weight_hh_l0"][0, 0] = np.nan
+    return interop.from_torch(m, tensors)
+
+
+def _built(level):
+    """A model of `level` and a readout (a level's cell options are checked when it is built)."""
+    import bptt
+
+    return bptt.Model(3, [level, bptt.Dense(2)], loss="mse")
+
+
+def _jvp_without_tapes():
+    import bptt
+    from bptt import jvp
+
+    m = bptt.Model(3, [bptt.rnn("gru", 4), bptt.Dense(2)], loss="mse")
+    p = m.init_params(0)
+    s0, _ = m.initial_state(p, 2)
+    _, _, tapes = m.forward_levels(p, np.zeros((1, 2, 3)), None, s0, keep=False)
+    return jvp.step_jvp(m, p, tapes, {})
+
+
+def _dropout_on_tokens():
+    import bptt
+    from bptt.layers import Dropout
+
+    return bptt.Model(5, [Dropout(0.3), bptt.rnn("gru", 3), bptt.Dense(5)], tokens=True)
 
 
 def _sample(ws, **kw):

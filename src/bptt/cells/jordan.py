@@ -68,7 +68,7 @@ class Jordan(Cell):
         self._out = _checks.positive_int("output_size", output_size if output_size is not None else hidden_size)
         self.activation = get_activation(activation)
         self.out_activation = get_activation(out_activation)
-        mu = float(context_decay)
+        mu = _checks.real("context_decay", context_decay, "a number in [0, 1)")
         if not 0.0 <= mu < 1.0:
             raise BpttError(f"context_decay: expected a number in [0, 1), received {context_decay!r}")
         self.context_decay = mu

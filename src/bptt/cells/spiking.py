@@ -79,7 +79,10 @@ def surrogate(name: str, x: np.ndarray, k: float) -> np.ndarray:
 
 def _per_neuron(name: str, value: Any, H: int, low: float, high: float, closed_high: bool = False) -> np.ndarray:
     """A scalar or an (H,) array of finite values in (low, high) (or (low, high]), as float64."""
-    a = np.asarray(value, dtype=float) if not isinstance(value, (str, bytes)) else None
+    try:
+        a = np.asarray(value, dtype=float) if not isinstance(value, (str, bytes, dict, set)) else None
+    except (TypeError, ValueError):  # (a list holding a string, a None)
+        a = None
     if a is None or a.ndim > 1 or (a.ndim == 1 and a.shape != (H,)):
         got = f"shape {a.shape}" if a is not None else repr(value)
         raise BpttError(f"{name}: expected a number or one value per neuron (shape ({H},)), received {got}")
@@ -211,6 +214,8 @@ class LIF(Cell):
             r = np.where(z_prev > 0, dtype.type(self.refractory), np.maximum(r - 1, 0))
             free = r == 0
             z *= free
+        else:
+            r = r.copy()  # (the new state's own array, not the caller's state0's)
         new = self.State(v, z, a, r) if self.adaptive else self.State(v, z, r)
         return new, z, _SpikeCache(v_prev, z_prev, x, free, a_prev)
 
