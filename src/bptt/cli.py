@@ -60,11 +60,13 @@ def _reword(message: str, parser: argparse.ArgumentParser) -> str:
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     from .diagnostics.sweep import CELL_KINDS, run_case, standard_cases, variant_cases
 
-    cells = tuple(c.strip() for c in args.cells.split(",")) if args.cells else CELL_KINDS
+    cells = tuple(_names(args.cells)) if args.cells else CELL_KINDS
     for c in cells:
         if c not in CELL_KINDS:
             raise one_of("--cells", c, CELL_KINDS)
-    cases = standard_cases(cells) + ([] if args.no_variants else variant_cases())
+    mixed = {"elman", "lstm"} <= set(cells)  # (the mixed variant stacks both)
+    variants = [v for v in variant_cases() if v.cell in cells or (v.cell == "mixed" and mixed)]
+    cases = standard_cases(cells) + ([] if args.no_variants else variants)
     print(
         f"bptt gradcheck: {len(cases)} cases, float64, five-point central differences "
         f"(eps 1e-3), tolerance {args.tol:g} (max relative error per array)"
@@ -411,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(non-zero biases and initial states) and print the max relative error per case. "
         "Exits 1 if any case exceeds the tolerance.",
     )
-    g.add_argument("--cells", help="comma-separated subset of elman,jordan,gru,lstm (default: all)")
+    g.add_argument("--cells", help="comma-separated subset of elman,jordan,gru,lstm (default: all); the variants too")
     g.add_argument(
         "--tol", type=number(0, lo_open=True), default=1e-6, help="tolerance on the max relative error (default 1e-6)"
     )

@@ -144,3 +144,32 @@ def test_masks_tokens_and_refusals():
     bi = bptt.Model(3, [bptt.rnn("gru", 4, bidirectional=True), bptt.Dense(2)], loss="mse")
     with pytest.raises(BpttError, match="flow: expected a unidirectional model"):
         flow(bi, bi.init_params(0), np.zeros((3, 1, 3)), np.zeros((3, 1, 2)))
+
+
+def test_lags_not_formed_are_nan_not_one():
+    """jacobians=False (bptt diagnose above 256 state units): the lag norms were ones, and
+    reports read them as measured."""
+    model = _model("lstm", {})
+    p = random_problem(model, np.random.default_rng(0), T=6, B=2)
+    f = flow(model, p.params, p.x, p.targets, state0=p.state0, jacobians=False)
+    assert f.lag[0] == 1.0 and np.isnan(f.lag[1:]).all() and np.isnan(f.lag_by_sequence[1:]).all()
+    formed = flow(model, p.params, p.x, p.targets, state0=p.state0)
+    assert np.isfinite(formed.lag).all() and not np.allclose(formed.lag[1:], 1.0)
+
+
+def test_a_plot_of_rows_with_fewer_lags(tmp_path):
+    """Flow rows of a run resumed with another --seq-len have fewer lags: the heatmap pads them
+    (np.array of ragged rows raised)."""
+    from bptt.train.diagnose import plot_flow
+
+    row = {"step": 2, "lag": [1.0, 0.5, None], "error": [0.1, 0.2, 0.3], "by_lag_norm": {"lstm0.W_hh": [1, 2, 3, 4]}}
+    short = {**row, "step": 4, "by_lag_norm": {"lstm0.W_hh": [1, 2, 5]}}
+    data = {
+        "recorded": [row, short],
+        "checkpoint": {**short, "step": None},
+        "grad_norm": [],
+        "clip": 1.0,
+        "clip_rates": [],
+    }
+    plot_flow(data, str(tmp_path / "flow.png"))
+    assert (tmp_path / "flow.png").stat().st_size > 1000

@@ -68,3 +68,20 @@ def test_cli_rejects_unknown_cell(capsys):
     assert main(["gradcheck", "--cells", "elman,foo"]) == 2
     err = capsys.readouterr().err
     assert "expected" in err and "foo" in err
+
+
+def test_a_nan_error_fails_wherever_it_stands():
+    """max() over errors with a NaN that is not first dropped it: a NaN gradient passed."""
+    from bptt.diagnostics.gradcheck import GradcheckResult
+
+    for errors in ({"a": 1e-11, "b": float("nan")}, {"b": float("nan"), "a": 1e-11}):
+        r = GradcheckResult(errors)
+        assert not r.passed and r.max_error == float("inf") and r.worst == "b"
+    assert GradcheckResult({"a": 1e-11, "b": 3e-9}).passed
+
+
+def test_cli_gradcheck_cells_limit_the_variants_too(capsys):
+    assert main(["gradcheck", "--cells", "elman,", "--max-entries", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "35 cases" in out.splitlines()[0], out.splitlines()[0]
+    assert "jordan" not in out and "lstm" not in out and "gru" not in out

@@ -73,3 +73,26 @@ def test_the_command_refuses_unknown_parts(capsys):
     assert (
         "--parts: expected one of adding, reber, xor, copy, add-task, flow, received 'foo'" in capsys.readouterr().err
     )
+
+
+def test_plain_gradient_descent_is_what_it_says():
+    """optimizer='sgd', warmup=0 (the exploding part's runs) was Adam with warm-up: the same
+    weights as optimizer='adam' after an update. Now they differ, and an unknown name is one line."""
+    kw = dict(T=10, hidden=4, steps=1, lr=0.01, clip=0.0, keep_params=True, eval_every=1)
+    zero = L.train("adding", "elman", 0, **{**kw, "lr": 0.0})
+    gd = L.train("adding", "elman", 0, optimizer="sgd", warmup=0, **kw)
+    ad = L.train("adding", "elman", 0, **kw)
+    moved = {k: zero.params[k] - gd.params[k] for k in gd.params}
+    assert any(np.abs(v).max() > 0 for v in moved.values())
+    assert any(not np.allclose(gd.params[k], ad.params[k]) for k in gd.params)
+    with pytest.raises(L.BpttError, match="optimizer: expected adam or sgd, received 'rmsprop'"):
+        L.train("adding", "elman", 0, optimizer="rmsprop", **kw)
+
+
+@pytest.mark.parametrize("text", ['{"adding": 5}', "not json", '{"adding": [{"task": "adding"}]}'])
+def test_a_foreign_longterm_json_is_one_line(tmp_path, capsys, text):
+    (tmp_path / "longterm.json").write_text(text)
+    assert main(["experiment", "long-term", "--parts", "", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--out: expected a longterm.json written by bptt experiment long-term" in err and err.count("\n") == 1
+    assert (tmp_path / "longterm.json").read_text() == text

@@ -157,7 +157,8 @@ def flow(
         by_lag[k][L] = total[k] - by_lag[k][:L].sum(axis=0)
     by_lag_norm = {k: np.linalg.norm(v.reshape(L + 1, -1), axis=1) for k, v in by_lag.items()}
 
-    lag_b = np.ones((L + 1, B))
+    lag_b = np.full((L + 1, B), np.nan)  # (not formed: NaN, not a norm of 1; lag 0 is the identity's)
+    lag_b[0] = 1.0
     radius, sigma = np.full(T, np.nan), np.full(T, np.nan)
     if jacobians:
         A = []

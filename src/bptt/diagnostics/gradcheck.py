@@ -90,13 +90,19 @@ class GradcheckResult:
     errors: dict[str, float] = field(default_factory=dict)
     tol: float = 1e-6
 
+    def _key(self, name: str) -> float:
+        """An error for comparisons: a NaN (a NaN gradient) counts as infinite, not as whatever
+        max() makes of it where it stands."""
+        e = self.errors[name]
+        return e if e == e else float("inf")
+
     @property
     def max_error(self) -> float:
-        return max(self.errors.values(), default=0.0)
+        return max((self._key(k) for k in self.errors), default=0.0)
 
     @property
     def worst(self) -> str:
-        return max(self.errors, key=self.errors.get) if self.errors else ""
+        return max(self.errors, key=self._key) if self.errors else ""
 
     @property
     def passed(self) -> bool:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..algorithms import make
 from ..data.spikes import cue_accumulation
+from ..errors import BpttError
 from ..layers import RateRegularizer, Recurrent
 from ..model import Model
 from ..optim import adam, apply_updates, chain, clip_by_global_norm
@@ -123,6 +124,8 @@ def run_cues(
         data = cue_accumulation(rng, batch, **task)
         if variant == "tbptt":  # the state at T - window without a tape, then BPTT over the rest
             T = data.x.shape[0]
+            if window >= T:  # (x[: T - window] would wrap around, or be empty)
+                raise BpttError(f"--window: expected fewer steps than the sequences' {T}, received {window}")
             s0 = model.initial_state(params, batch)[0]
             _, s = model.forward(params, data.x[: T - window], state0=s0)
             g = full(model, params, data.x[T - window :], data.y, state0=s)

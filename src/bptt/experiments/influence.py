@@ -258,7 +258,7 @@ def plot_influence(results: list[tuple[InfluenceRun, int | None]], path: str, to
     n = max(len(r.theta) for r, _ in results)
     a.axhline(THETA_STAR, color="grey", ls="--", lw=0.8)
     a.set_ylim(-0.8, 2.0)
-    a.set_xlim(0, n // 4)
+    a.set_xlim(0, max(n // 4, 1))  # (a run of under 4 steps: a range of 0 warns)
     a.set_xlabel("time step")
     a.set_ylabel("theta")
     a.set_title("influence balancing: theta (theta* = -1/6 dashed)")

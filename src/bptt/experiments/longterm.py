@@ -29,9 +29,10 @@ import numpy as np
 from ..algorithms import make
 from ..data import longterm as lt
 from ..diagnostics.flow import flow
+from ..errors import BpttError
 from ..layers import Dense, rnn
 from ..model import Model
-from ..optim import adam, apply_updates, chain, clip_by_global_norm, global_norm, warmup_cosine
+from ..optim import adam, apply_updates, chain, clip_by_global_norm, constant, global_norm, sgd, warmup_cosine
 
 PARTS = ("adding", "reber", "xor", "copy", "add-task", "flow")
 
@@ -94,7 +95,11 @@ def train(
     log: Any = None,
 ) -> Run:
     """One run (module docstring). init_radius > 0: the recurrent weights scaled to that spectral
-    radius at the start (an exploding regime above 1)."""
+    radius at the start (an exploding regime above 1). optimizer 'adam' (warm-up, then cosine
+    decay to lr / 30) or 'sgd' (plain gradient descent: with warmup=0 at the constant rate lr,
+    else as Adam's schedule); warmup: the warm-up updates (default min(50, steps // 10))."""
+    if optimizer not in ("adam", "sgd"):
+        raise BpttError(f"optimizer: expected adam or sgd, received {optimizer!r}")
     rng = np.random.default_rng(seed)
     val = problem(task, np.random.default_rng(10_000 + seed), 500, T)
     model = model_for(task, cell, hidden, val)
@@ -104,9 +109,9 @@ def train(
             if k.endswith("W_hh"):
                 W = params[k].astype(np.float64)
                 params[k] = (W * init_radius / np.abs(np.linalg.eigvals(W)).max()).astype(np.float32)
-    parts = ([clip_by_global_norm(clip)] if clip > 0 else []) + [
-        adam(warmup_cosine(lr, min(50, steps // 10), steps, lr / 30))
-    ]
+    warm = min(50, steps // 10) if warmup is None else warmup
+    rate = constant(lr) if optimizer == "sgd" and warm == 0 else warmup_cosine(lr, warm, steps, lr / 30)
+    parts = ([clip_by_global_norm(clip)] if clip > 0 else []) + [adam(rate) if optimizer == "adam" else sgd(rate)]
     opt = chain(*parts)
     state = opt.init(params)
     grad = algorithm(algo, rng)
@@ -380,10 +385,16 @@ def run_experiment(parts: tuple[str, ...] = PARTS, seeds: int = 5, out: str = ""
     extra: dict[str, Any] = {}
     path = os.path.join(out, "longterm.json") if out else ""
     if path and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
-        extra = {k: v for k, v in old.items() if k not in TABLES}
-        runs = {k: [Run(**r) for r in v] for k, v in old.items() if k in TABLES}
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+            extra = {k: v for k, v in old.items() if k not in TABLES}
+            runs = {k: [Run(**r) for r in v] for k, v in old.items() if k in TABLES}
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:
+            raise BpttError(
+                f"--out: expected a longterm.json written by bptt experiment long-term in {out!r}, "
+                f"received one it cannot read ({type(e).__name__}: {e})"
+            ) from None
 
     def save() -> None:
         if not out:

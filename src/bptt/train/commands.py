@@ -596,10 +596,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     data = diagnose.summary(rows, now, run.cfg.clip)
     out = os.path.join(args.run, "diagnose.json")
     diagnose.write_json(out, data)
-    lag = [v for v in now["lag"] if v is not None]
+    formed = [(i, v) for i, v in enumerate(now["lag"]) if i > 0 and v is not None]  # (None: not formed, or overflowed)
+    (l1, v1), (ln, vn) = (formed[0], formed[-1]) if formed else ((0, 0.0), (0, 0.0))
     print(
         f"{args.run} ({run.which}): loss {now['loss']:.4f} on the diagnostic batch; |dS(T)/dS(T-l)| "
-        + (f"{lag[1]:.3g} at lag 1, {lag[-1]:.3g} at lag {len(lag) - 1}" if len(lag) > 1 else "not formed")
+        + (f"{v1:.3g} at lag {l1}, {vn:.3g} at lag {ln}" if formed else "not formed")
         + f"; error signal {now['error'][-1]:.3g} at the last step, {now['error'][0]:.3g} at the first; "
         + f"{len(data['recorded'])} flow rows recorded"
     )

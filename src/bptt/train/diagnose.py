@@ -120,7 +120,9 @@ def plot_flow(data: dict[str, Any], path: str, title: str = "") -> None:
     flows = data["recorded"] + [data["checkpoint"]]
     name = sorted(data["checkpoint"]["by_lag_norm"])[0] if data["checkpoint"]["by_lag_norm"] else None
     if name and data["recorded"]:
-        grid = np.array([[v if v else np.nan for v in r["by_lag_norm"][name]] for r in data["recorded"]], float)
+        rows = [[v if v else np.nan for v in r["by_lag_norm"][name]] for r in data["recorded"]]
+        width = max(len(r) for r in rows)  # (rows of a run resumed with another --seq-len: fewer lags)
+        grid = np.array([r[:-1] + [np.nan] * (width - len(r)) + r[-1:] for r in rows], float)
         steps = [r["step"] for r in data["recorded"]]
         im = ax[0].imshow(
             np.log10(np.maximum(grid.T, 1e-30)),
