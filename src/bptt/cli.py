@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for each K and ARTBP with truncation probability c (several seeds) learn theta online from "
         "theta(0) = 0.5; the optimum is -1/6. Prints each run's end point and plots theta over time.",
     )
-    ib.add_argument("--steps", type=integer(1), default=20000, help="time steps of the stream (default 20000)")
+    ib.add_argument("--steps", type=integer(1, 10**7), default=20000, help="time steps of the stream (default 20000)")
     ib.add_argument("--lr", type=number(0, lo_open=True), default=1e-4, help="SGD rate per time step (default 1e-4)")
     ib.add_argument("--k", default="1,10,20,50", help="truncation lengths K of TBPTT(1, K) (default 1,10,20,50)")
     ib.add_argument("--c", type=number(0, 1), default=1 / 32, help="ARTBP truncation probability (default 1/32)")
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--cell", default=None, help="elman, jordan, gru or lstm (default gru; elman with --curves)")
     cp.add_argument("--hidden", type=integer(1), default=None, help="units (default 16; 12 with --curves)")
     cp.add_argument("--batch", type=integer(1), default=None, help="sequences (default 4; 2 with --curves)")
-    cp.add_argument("--length", type=integer(1), default=None, help="time steps (default 50; not with --curves)")
+    cp.add_argument("--length", type=integer(1, 10**5), default=None, help="time steps (default 50; not with --curves)")
     cp.add_argument(
         "--repeats", type=integer(1), default=None, help="timed calls per algorithm (default 3; not with --curves)"
     )

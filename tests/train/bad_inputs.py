@@ -2135,6 +2135,13 @@ def _cases() -> list[Case]:
             expect=["--c: expected a number in [0, 1), received '1.5'"],
         ),
         C(
+            "experiment-huge-steps",
+            "commands",
+            "an influence-balancing stream too long to hold",
+            ["experiment", "influence-balancing", "--steps", "100000000000"],
+            expect=["--steps: expected a positive integer of at most 10,000,000, received '100000000000'"],
+        ),
+        C(
             "experiment-cue-window",
             "commands",
             "a truncation window as long as the cue sequences",
