@@ -81,6 +81,7 @@ def build_workspace(ws: str) -> None:
         open("wrongtype.toml", "w").write("hidden = 'big'\n")
         open("nan.toml", "w").write("lr = nan\n")
         open("list.toml", "w").write("cell = ['lstm']\n")
+        open("both.toml", "w").write("lr = 0.5\nsteps = 1\n[train]\nhidden = 8\n")
         small = dict(
             hidden=8, steps=4, eval_every=2, batch_size=4, seq_len=10, dtype="float64", progress=False, sample_length=0
         )
@@ -634,6 +635,63 @@ def _api_cases() -> list[Case]:
             expect=["RUN: expected a run folder (from bptt train), received 'afile' (a file)"],
         ),
         Case(
+            "api-fit-model-dropout",
+            "Python API",
+            "fit with a model of one's own and dropout= (it was ignored)",
+            call=lambda ws: _fit_arrays(
+                model=__import__("bptt").Model(
+                    2, [__import__("bptt").rnn("gru", 4), __import__("bptt").Dense(1)], loss="mse"
+                ),
+                dropout=0.5,
+                steps=2,
+            ),
+            expect=[
+                "dropout: expected none with a model of one's own (it has its own levels; put a Dropout level or the cell's option in it), received 0.5"
+            ],
+        ),
+        Case(
+            "api-fit-float-mask",
+            "Python API",
+            "fit with a mask of floats (a traceback in the first evaluation)",
+            call=lambda ws: _fit_arrays(mask=np.ones((6, 8)), steps=2),
+            expect=["mask: expected booleans (or 0/1 integers), received values of dtype float64"],
+        ),
+        Case(
+            "api-eprop-learned-start",
+            "Python API",
+            "an e-prop stream continued on a model with learned initial states",
+            call=lambda ws: _stream_twice("eprop"),
+            expect=["eprop: expected a model without learned initial states (learn_init=False) to continue a stream"],
+        ),
+        Case(
+            "api-rtrl-max-bytes",
+            "Python API",
+            "RTRL's memory cap as a size string",
+            call=lambda ws: __import__("bptt.algorithms", fromlist=["x"]).make("rtrl", max_bytes="64MB"),
+            expect=["rtrl max_bytes: expected a positive number of bytes (an integer), received '64MB'"],
+        ),
+        Case(
+            "api-uoro-rng",
+            "Python API",
+            "UORO's rng as a string",
+            call=lambda ws: __import__("bptt.algorithms", fromlist=["x"]).make("uoro", rng="a"),
+            expect=["uoro rng: expected a numpy Generator or a seed (an integer >= 0), received 'a'"],
+        ),
+        Case(
+            "api-artbp-c-none",
+            "Python API",
+            "an ARTBP truncation function that returns None",
+            call=lambda ws: _artbp_c_none(),
+            expect=["c: expected c(5) in [0, 1) (a truncation must be possible to skip), received None"],
+        ),
+        Case(
+            "api-eprop-feedback-name",
+            "Python API",
+            "e-prop's function given feedback='random' (it takes a matrix)",
+            call=lambda ws: _eprop_feedback_name(),
+            expect=["feedback: expected a (2, 4) matrix (or None), received 'random'"],
+        ),
+        Case(
             "api-from-torch-deeper",
             "Python API",
             "from_torch given a 2-layer network's weights for a 1-layer model",
@@ -705,6 +763,36 @@ def _from_torch(layers: int = 1, nan: bool = False, dtype: Any = np.float64):
         tensors["rnn.weight_hh_l0"] = tensors["rnn.weight_hh_l0"].copy()
         tensors["rnn.weight_hh_l0"][0, 0] = np.nan
     return interop.from_torch(m, tensors)
+
+
+def _stream_twice(name: str):
+    """Two calls of a stream of `name` on a model that learns its initial state."""
+    import bptt
+    from bptt.algorithms import make
+
+    m = bptt.Model(3, [bptt.rnn("lstm", 4, learn_init=True), bptt.Dense(2)], loss="mse")
+    p = m.init_params(0)
+    x, y = np.zeros((4, 2, 3)), np.zeros((4, 2, 2))
+    algo = make(name)
+    algo(m, p, x, y)
+    return algo(m, p, x, y)
+
+
+def _artbp_c_none():
+    import bptt
+    from bptt.algorithms.randomized import OnlineARTBP
+
+    m = bptt.Model(3, [bptt.rnn("gru", 4), bptt.Dense(2)], loss="mse")
+    return OnlineARTBP(m, lambda L: None, np.random.default_rng(0)).prob(5)
+
+
+def _eprop_feedback_name():
+    import bptt
+    from bptt.algorithms import eprop
+
+    m = bptt.Model(3, [bptt.rnn("lstm", 4), bptt.Dense(2)], loss="mse")
+    p = m.init_params(0)
+    return eprop(m, p, np.zeros((4, 2, 3)), np.zeros((4, 2, 2)), signal="online", feedback="random")
 
 
 def _built(level):
@@ -1807,6 +1895,49 @@ def _cases() -> list[Case]:
         ),
     ]
     toml = [
+        C(
+            "toml-both",
+            "TOML config",
+            "settings at the top level beside a [train] table (they were dropped)",
+            T("--config", "both.toml"),
+            expect=[
+                "--config 'both.toml': expected the settings in the [train] table or at the top level, not both, "
+                "received ['lr', 'steps'] outside [train]"
+            ],
+        ),
+        C(
+            "epochs-and-steps",
+            "TOML config",
+            "--epochs and --steps both (--steps was ignored)",
+            T("--epochs", "0.05", "--steps", "50"),
+            expect=[
+                "steps: expected --steps or --epochs (epochs set the number of updates), received both: --steps 50 and --epochs 0.05"
+            ],
+        ),
+        C(
+            "k1-and-seq-len",
+            "TOML config",
+            "TBPTT's --k1 unlike --seq-len (--seq-len was ignored)",
+            T("--algorithm", "tbptt", "--k1", "20", "--seq-len", "50"),
+            expect=["k1: expected the same as --seq-len (TBPTT's segment is k1 steps), received 20 and --seq-len 50"],
+        ),
+        C(
+            "eprop-feedback-exact",
+            "TOML config",
+            "random feedback with e-prop's exact signal (it has no feedback matrix)",
+            T("--algorithm", "eprop", "--eprop-signal", "exact", "--eprop-feedback", "random"),
+            expect=[
+                "eprop_feedback: expected only with --algorithm eprop --eprop-signal online, received 'random' with "
+                "eprop_signal 'exact'"
+            ],
+        ),
+        C(
+            "resume-series-column",
+            "TOML config",
+            "a one-column series run resumed on another column (its normaliser is the first column's)",
+            ["train", "--resume", "runs/series", "--steps", "6", "--column", "t"],
+            expect=["column: expected the run's column value, received t"],
+        ),
         C(
             "toml-missing",
             "TOML config",

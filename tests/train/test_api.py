@@ -286,3 +286,54 @@ def test_a_failed_set_up_leaves_the_out_folder_as_it_was(tmp_path):
     with pytest.raises(BpttError, match="seq_len: expected fewer than"):
         fit(x="abcdefgh" * 3, out=str(out), seq_len=200, **QUIET)
     assert [p.name for p in out.iterdir()] == ["notes.md"]
+
+
+def test_regularisers_on_arrays_take_effect():
+    """dropout, recurrent_dropout, zoneout, input_dropout and input_noise on arrays were accepted
+    and ignored (the same weights as without them)."""
+    import bptt
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((12, 16, 3))
+    y = np.cumsum(x, axis=0)[..., :1] / 5
+    base = dict(x=x, y=y, cell="lstm", hidden=8, steps=3, eval_every=3, batch_size=8, log=None, progress=False,
+                dtype="float64", threads=1)  # fmt: skip
+    r0 = bptt.fit(**base)
+    for extra, kinds in (
+        ({"dropout": 0.5}, ["lstm", "dropout", "dense"]),
+        ({"input_dropout": 0.5}, ["dropout", "lstm", "dense"]),
+        ({"recurrent_dropout": 0.5}, ["lstm", "dense"]),
+        ({"zoneout": 0.5}, ["lstm", "dense"]),
+        ({"input_noise": 1.0}, ["lstm", "dense"]),
+    ):
+        r = bptt.fit(**base, **extra)
+        assert [lv.kind for lv in r.model.levels] == kinds, extra
+        moved = [k for k in r.params if k in r0.params and not np.array_equal(r.params[k], r0.params[k])]
+        assert r.params.keys() != r0.params.keys() or moved, extra
+
+
+def test_an_integer_mask_is_a_boolean_one():
+    """A 0/1 integer mask was used as indices in the validation loss (4.01 against 2.37)."""
+    import bptt
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((10, 12, 3)), rng.integers(0, 4, (10, 12))
+    m = np.ones((10, 12), bool)
+    m[7:, ::2] = False
+    runs = [
+        bptt.fit(x=x, y=y, mask=mask, hidden=6, steps=3, eval_every=3, log=None, progress=False, dtype="float64")
+        for mask in (m, m.astype(np.int64))
+    ]
+    assert runs[0].last_eval["loss"] == runs[1].last_eval["loss"]
+    assert all(np.array_equal(runs[0].params[k], runs[1].params[k]) for k in runs[0].params)
+
+
+def test_tokens_per_second_is_of_the_training_time(tmp_path):
+    """tokens/s divided this session's tokens by the wall time of evaluations, tests and plots too."""
+    import bptt
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((10, 12, 3)), rng.standard_normal((10, 12, 1))
+    r = bptt.fit(x=x, y=y, hidden=6, steps=4, eval_every=1, batch_size=12, log=None, progress=False, dtype="float64")
+    n_train = 12 - round(12 * r.cfg.val_fraction)
+    assert r.tokens_per_s == pytest.approx(4 * 10 * n_train / r.train_seconds, rel=1e-9)

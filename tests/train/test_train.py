@@ -663,3 +663,16 @@ def test_a_plateau_rule_does_not_make_updates_skips(tmp_path, text_file):
     assert not _stays_finite({"best": inf}, {"best": nan}) and not _stays_finite(
         {"m": np.zeros(2)}, {"m": np.array([0, np.inf])}
     )
+
+
+def test_a_run_of_epochs_goes_on_with_steps(tmp_path, text_file):
+    """--steps on resuming a run of --epochs was ignored (the saved epochs won), and the refusal
+    told the user to give --steps."""
+    first = Trainer(small(tmp_path / "r", data=text_file, steps=0, epochs=0.02)).run()
+    assert first.step > 0
+    more = Trainer(resume=str(tmp_path / "r"), overrides={"steps": first.step + 3}).run()
+    assert more.step == first.step + 3
+    from bptt.errors import BpttError
+
+    with pytest.raises(BpttError, match=rf"give --steps N > {first.step + 3} to train on"):
+        Trainer(resume=str(tmp_path / "r"), overrides={"steps": 2})

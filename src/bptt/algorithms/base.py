@@ -17,11 +17,37 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+import numpy as np
+
 from ..cells.base import Params
 from ..errors import BpttError, one_of
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
+
+
+def generator(name: str, rng: Any, default: bool = False) -> np.random.Generator:
+    """An algorithm's source of draws: a NumPy Generator as given, a seed (an integer >= 0)
+    made into one, or (default=True) None for a fresh one; else one BpttError."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None and default:
+        return np.random.default_rng()
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
+        return np.random.default_rng(int(rng))
+    raise BpttError(f"{name} rng: expected a numpy Generator or a seed (an integer >= 0), received {rng!r}")
+
+
+def refuse_learned_start(name: str, model: Model) -> None:
+    """A stream continued from its carried state on a model that learns its initial states:
+    the carried state stands for the past, not the learned one, so h0's part of the segment's
+    gradient would be left out. One BpttError."""
+    if any(lv.learn_init for lv in model.recurrent_levels):
+        raise BpttError(
+            f"{name}: expected a model without learned initial states (learn_init=False) to continue "
+            "a stream, received a model with learn_init=True; call reset() (or give state0) before each "
+            "sequence, or learn no initial state"
+        )
 
 
 class Gradient(NamedTuple):

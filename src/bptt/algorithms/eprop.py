@@ -62,7 +62,7 @@ from ..cells.lstm import LSTM
 from ..cells.spiking import LIF, surrogate
 from ..errors import BpttError, one_of
 from ..scan import scan_backward
-from .base import Algorithm, Gradient, register
+from .base import Algorithm, Gradient, generator, refuse_learned_start, register
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -238,6 +238,8 @@ def eprop(
         L = seen["douts"] + nxt @ sub["W_hh"]
     else:  # the readout's loss gradient at step t alone, fed back through B
         W_out = ro.sub(params)["W" if ro.kind == "dense" else "W_ih"]  # (K, H)
+        if feedback is not None and (isinstance(feedback, (str, bytes)) or not hasattr(feedback, "__len__")):
+            raise BpttError(f"feedback: expected a {W_out.shape} matrix (or None), received {feedback!r}")
         Bm = W_out if feedback is None else np.asarray(feedback, y.dtype)
         if Bm.shape != W_out.shape:
             raise BpttError(f"feedback: expected a {W_out.shape} matrix, received shape {Bm.shape}")
@@ -287,7 +289,7 @@ class EProp(Algorithm):
         if feedback not in ("symmetric", "random"):
             raise one_of("feedback", feedback, ("symmetric", "random"))
         self.signal, self.feedback = signal, feedback
-        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.rng = generator("eprop", rng)
         self._B: np.ndarray | None = None
         self.reset()
 
@@ -305,6 +307,8 @@ class EProp(Algorithm):
             B = self._B
         if state0 is not None or self._carried is None:
             self._carried, self._state = {}, None
+        elif self._state is not None:
+            refuse_learned_start("eprop", model)
         start = state0 if state0 is not None else self._state
         g = eprop(
             model, params, x, targets, mask=mask, state0=start, signal=self.signal, feedback=B, carried=self._carried

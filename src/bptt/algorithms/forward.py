@@ -41,7 +41,7 @@ import numpy as np
 from ..cells.base import Params
 from ..errors import BpttError
 from ..jvp import step_jvp
-from .base import Algorithm, Gradient, register
+from .base import Algorithm, Gradient, generator, refuse_learned_start, register
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -184,6 +184,15 @@ def _gradient(model, params, flat, b, loss, total, dS0, final) -> Gradient:
     return Gradient(loss, grads, dstate0, final)
 
 
+def _max_bytes(max_bytes: Any) -> int | None:
+    """RTRL's memory cap: None (half the machine's memory) or a positive number of bytes."""
+    if max_bytes is None:
+        return None
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
+        raise BpttError(f"rtrl max_bytes: expected a positive number of bytes (an integer), received {max_bytes!r}")
+    return int(max_bytes)
+
+
 def _check_memory(name: str, flat: _Flat, batch: int, max_bytes: int | None) -> None:
     need = 8 * flat.n * (flat.P + flat.n) * 2  # J and its update, float64, for one sequence at a time
     limit = max_bytes if max_bytes is not None else _physical_memory() // 2
@@ -208,7 +217,7 @@ def rtrl(
     """The exact gradient by real-time recurrent learning (module docstring); equals full BPTT's.
     carried: each sequence's J (n, P) at the start (None: zeros, a new stream); the list is
     updated in place to J at the end (online learning carries it to the next segment)."""
-    _check_memory("rtrl", _Flat(model, params), 1, max_bytes)
+    _check_memory("rtrl", _Flat(model, params), 1, _max_bytes(max_bytes))
     acc: dict[str, Any] = {"dS0": []}
     Js = carried if carried is not None else []
 
@@ -286,14 +295,8 @@ class _Online(Algorithm):
     def _start(self, model: Model, state0: Any) -> tuple[list, Any]:
         if state0 is not None or getattr(self, "_carried", None) is None:
             self._carried, self._state = [], None
-        elif self._state is not None and any(lv.learn_init for lv in model.recurrent_levels):
-            # (the carried state stands for the past, not the learned one: h0's part of this
-            # segment's gradient would be left out)
-            raise BpttError(
-                f"{self.name}: expected a model without learned initial states (learn_init=False) to continue "
-                "a stream, received a model with learn_init=True; call reset() (or give state0) before each "
-                "sequence, or learn no initial state"
-            )
+        elif self._state is not None:
+            refuse_learned_start(self.name, model)
         return self._carried, state0 if state0 is not None else self._state
 
     def _end(self, g: Gradient) -> Gradient:
@@ -356,7 +359,7 @@ class RTRL(_Online):
         return ((flat.n, flat.P),)
 
     def __init__(self, max_bytes: int | None = None) -> None:
-        self.max_bytes = max_bytes
+        self.max_bytes = _max_bytes(max_bytes)
         self.reset()
 
     def __call__(self, model, params, x, targets, *, mask=None, state0=None) -> Gradient:
@@ -377,7 +380,7 @@ class UORO(_Online):
         return ((flat.n,), (flat.P,))
 
     def __init__(self, rng: np.random.Generator | int = 0) -> None:
-        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.rng = generator("uoro", rng)
         self.reset()
 
     def __call__(self, model, params, x, targets, *, mask=None, state0=None) -> Gradient:

@@ -35,7 +35,7 @@ from .. import ops
 from ..cells.base import Params
 from ..errors import BpttError
 from ..scan import scan_backward
-from .base import Algorithm, Gradient, register
+from .base import Algorithm, Gradient, generator, register
 from .truncated import check_carried_batch, check_streamable
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class RandomTruncation(Algorithm):
     def __init__(self, c: float, rng: np.random.Generator | None = None) -> None:
         if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0 <= c < 1:
             raise BpttError(f"c: expected a truncation probability in [0, 1), received {c!r}")
-        self.c, self.rng = float(c), rng if rng is not None else np.random.default_rng()
+        self.c, self.rng = float(c), generator(self.name, rng, default=True)
 
     def __call__(
         self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
@@ -164,15 +164,19 @@ class OnlineARTBP:
             if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0 <= c < 1:
                 raise BpttError(f"c: expected a number in [0, 1) or a function of the segment length, received {c!r}")
             self.c = lambda L, _c=float(c): _c
-        self.model, self.rng = model, rng
+        self.model, self.rng = model, generator("artbp", rng)
         self.state: ModelState | None = None
         self.batch: int | None = None
 
     def prob(self, L: int) -> float:
         """c(L), checked: a truncation after L steps needs probability in [0, 1)."""
-        p = float(self.c(L))
+        raw = self.c(L)
+        try:
+            p = float(raw)
+        except (TypeError, ValueError):
+            p = float("nan")  # (c(L) not a number: refused below)
         if not 0.0 <= p < 1.0:
-            raise BpttError(f"c: expected c({L}) in [0, 1) (a truncation must be possible to skip), received {p!r}")
+            raise BpttError(f"c: expected c({L}) in [0, 1) (a truncation must be possible to skip), received {raw!r}")
         return p
 
     def draw_length(self, limit: int) -> int:

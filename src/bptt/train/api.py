@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import BpttError
-from ..layers import Dense, rnn
+from ..layers import Dense
 from ..losses import window_index
 from ..model import Model
-from .config import TrainConfig
+from .config import MASKED, TrainConfig
+from .tasks import recurrent_stack
 from .trainer import Stop, Trainer, TrainResult
 
 __all__ = ["Stop", "fit"]
@@ -169,10 +170,11 @@ def _config(config: Any, settings: dict[str, Any]) -> tuple[TrainConfig, set[str
 def _describe_model(cfg: TrainConfig, given: set[str], model: Model) -> None:
     """A model of one's own replaces cell, hidden, layers and embed: they are refused, and set
     from its first recurrent level (for the run's header and config.json)."""
-    for k in ("cell", "hidden", "layers", "embed"):
+    for k in ("cell", "hidden", "layers", "embed", "tie", *MASKED):
         if k in given:
             raise BpttError(
-                f"{k}: expected none with a model of one's own (it has its own), received {getattr(cfg, k)!r}"
+                f"{k}: expected none with a model of one's own (it has its own levels; put a Dropout level or the "
+                f"cell's option in it), received {getattr(cfg, k)!r}"
             )
     rec = model.recurrent_levels
     if rec and rec[0].kind in ("elman", "jordan", "gru", "lstm", *_SPIKING):
@@ -305,6 +307,10 @@ def _sequences(nx: str, ny: str, nm: str, x: Any, y: Any, mask: Any = None):
         mask = _array(nm, mask)
         if mask.shape != (T, B):
             raise BpttError(f"{nm}: expected (T, B) = ({T}, {B}) booleans, received {_shape(mask)}")
+        if mask.dtype != bool:  # (0/1 integers taken as booleans; an int mask indexed by position)
+            if mask.dtype.kind not in "iu" or not np.isin(mask, (0, 1)).all():
+                raise BpttError(f"{nm}: expected booleans (or 0/1 integers), received values of dtype {mask.dtype}")
+            mask = mask.astype(bool)
     return x, y, mask, every
 
 
@@ -343,6 +349,10 @@ class ArrayTask:
         self.n_train = self.train[0].shape[1]
         self.n_val = 0 if self.valid is None else self.valid[0].shape[1]
         self.tokens = x.dtype.kind in "iu"
+        if self.tokens and cfg.input_noise:
+            raise BpttError(
+                f"input_noise: expected float inputs (T, B, D) to add noise to, received token ids {_shape(x)}"
+            )
         self.masked = self.train[2] is not None  # (its batches carry the mask: a budget plans for it)
 
     @property
@@ -360,6 +370,8 @@ class ArrayTask:
         n, b = self.n_train, self.cfg.batch_size
         idx = slice(None) if b >= n else np.sort(rng.choice(n, b, replace=False))
         x, y, m = self._take(self.train, idx)
+        if self.cfg.input_noise:  # the inputs of this batch alone, the targets clean (as a series run's)
+            x = x + rng.normal(0.0, self.cfg.input_noise, x.shape).astype(x.dtype)
         return x, y, True, m
 
     def diagnostic_batch(self) -> tuple:
@@ -382,7 +394,7 @@ class ArrayTask:
             for a, what in ((p[0], name), (p[1], "y" if name == "x" else "val[1]")):
                 if a.dtype.kind in "iu" and a.min() < 0:
                     raise BpttError(f"{what}: expected ids >= 0, received {int(a.min())}")
-        levels = [rnn(self.cfg.cell, self.cfg.hidden, self.cfg.layers), Dense(K)]
+        levels = [*recurrent_stack(self.cfg), Dense(K)]  # (with the run's dropout, zoneout, ...)
         model = Model(
             D, levels, tokens=self.tokens, loss="ce" if classes else "mse", at="every" if self.every else "last"
         )

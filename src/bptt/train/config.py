@@ -272,10 +272,20 @@ class TrainConfig:
             raise bad("plateau_factor", "a number in (0, 1)")
         if self.steps == 0 and self.epochs == 0:
             raise bad("steps", "a positive number of steps (or epochs > 0)")
+        if self.epochs and given is not None and {"steps", "epochs"} <= given:
+            raise BpttError(
+                f"steps: expected --steps or --epochs (epochs set the number of updates), received both: "
+                f"--steps {self.steps} and --epochs {self.epochs:g}"
+            )
         self._refuse_what_does_not_apply(given)
         parse_columns(self.column, "column")  # names or indices, separated by commas
         parse_columns(self.target, "target")
         if self.algorithm == "tbptt":
+            if self.k1 and given is not None and "seq_len" in given and self.seq_len != self.k1:
+                raise BpttError(
+                    f"k1: expected the same as --seq-len (TBPTT's segment is k1 steps), received {self.k1} and "
+                    f"--seq-len {self.seq_len}"
+                )
             if self.k1:
                 self.seq_len = self.k1  # the segment length is k1
             self.k1 = self.seq_len
@@ -381,7 +391,10 @@ class TrainConfig:
             "memory_budget": (self.algorithm in ("full", "tbptt"), "--algorithm full or tbptt"),
             "memory_policy": (bool(self.memory_budget), "--memory-budget"),
             "eprop_signal": (self.algorithm == "eprop", "--algorithm eprop"),
-            "eprop_feedback": (self.algorithm == "eprop", "--algorithm eprop"),
+            "eprop_feedback": (
+                self.algorithm == "eprop" and self.eprop_signal == "online",
+                "--algorithm eprop --eprop-signal online",
+            ),
             "update_every": (self.algorithm in ("rtrl", "uoro", "eprop"), "--algorithm rtrl, uoro or eprop"),
         }
         off = {
@@ -438,7 +451,7 @@ class TrainConfig:
                     "memory_budget": "algorithm",
                     "memory_policy": "memory_budget",
                     "eprop_signal": "algorithm",
-                    "eprop_feedback": "algorithm",
+                    "eprop_feedback": "eprop_signal" if self.algorithm == "eprop" else "algorithm",
                     "update_every": "algorithm",
                 }[key]
                 raise BpttError(
@@ -508,8 +521,16 @@ def load_toml(path: str) -> dict[str, Any]:
         raise BpttError(f"--config: expected a readable TOML file, received {path!r} ({e.strerror.lower()})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BpttError(f"--config {path!r}: expected valid TOML, received a file that does not parse ({e})") from None
-    # allow a [train] table or top-level keys
-    return d.get("train", d) if isinstance(d.get("train"), dict) else d
+    # a [train] table or top-level keys, not both (settings beside the table were dropped silently)
+    if isinstance(d.get("train"), dict):
+        beside = sorted(k for k in d if k != "train")
+        if beside:
+            raise BpttError(
+                f"--config {path!r}: expected the settings in the [train] table or at the top level, not both, "
+                f"received {beside} outside [train]"
+            )
+        return d["train"]
+    return d
 
 
 # What each setting means: the one place it is written (bptt train --help shows it).

@@ -41,6 +41,20 @@ def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
         return spike_model(cfg, probe.x.shape[2], probe.window)
     if cfg.task in lt.TASKS:
         return LongTermTask(cfg).build_model()
+    rec = recurrent_stack(cfg)
+    if cfg.task == "text":
+        emb = Embedding(cfg.embed) if cfg.embed else None
+        out = Dense(vocab_size, tie=emb if cfg.tie else None)
+        return Model(vocab_size, ([emb] if emb else []) + [rec, out], tokens=True, loss="ce")
+    n_in, n_out = series_sizes(cfg)
+    # per-window normalisation: only the window's last step predicts a value outside the window
+    # its statistics come from (the earlier targets are inputs of the same window)
+    return Model(n_in, [rec, Dense(n_out)], loss="mse", at="last" if cfg.normalize == "window" else "every")
+
+
+def recurrent_stack(cfg: TrainConfig) -> list:
+    """The recurrent levels of cfg (cell, hidden, layers) with its regularisers: recurrent
+    dropout and zoneout in the cells, dropout after every level, input dropout before them."""
     rec: list = rnn(
         cfg.cell,
         cfg.hidden,
@@ -53,14 +67,7 @@ def build_model(cfg: TrainConfig, vocab_size: int | None = None) -> Model:
         rec = [lv for i, r in enumerate(rec) for lv in (r, Dropout(cfg.dropout, name=f"drop{i}"))]
     if cfg.input_dropout:  # on what the first recurrent level reads
         rec = [Dropout(cfg.input_dropout, name="dropin"), *rec]
-    if cfg.task == "text":
-        emb = Embedding(cfg.embed) if cfg.embed else None
-        out = Dense(vocab_size, tie=emb if cfg.tie else None)
-        return Model(vocab_size, ([emb] if emb else []) + [rec, out], tokens=True, loss="ce")
-    n_in, n_out = series_sizes(cfg)
-    # per-window normalisation: only the window's last step predicts a value outside the window
-    # its statistics come from (the earlier targets are inputs of the same window)
-    return Model(n_in, [rec, Dense(n_out)], loss="mse", at="last" if cfg.normalize == "window" else "every")
+    return rec
 
 
 def series_columns(cfg: TrainConfig) -> tuple[list[str | None], list[str]]:
@@ -264,9 +271,10 @@ class SeriesTask(_Batches):
         normalizer: ser.Normalizer | None = None,
         difference: ser.Difference | None = None,
         columns: dict[str, list[str]] | None = None,
+        name: str | None = None,
     ) -> None:
         """normalizer, difference, columns: a run's own (resume), the columns' names as its record
-        has them ({'inputs': [...], 'targets': [...]})."""
+        has them ({'inputs': [...], 'targets': [...]}); name: a one-column run's column."""
         self.cfg = cfg
         if not cfg.data:
             raise BpttError("data: expected a series file for --task series, received none")
@@ -284,6 +292,8 @@ class SeriesTask(_Batches):
         self.n_in, self.targets = self.table.n_inputs, list(self.table.targets)
         self.values = self.table.values if self.multi else self.table.values[:, 0]
         self.name = ", ".join(self.table.names)
+        if name is not None and not self.multi and self.name != name:  # (its normaliser is that column's)
+            raise BpttError(f"column: expected the run's column {name}, received {self.name}")
         self.n_train, self.n_val, self.n_test = txt.split_sizes(len(self.values), cfg.val_fraction, cfg.test_fraction)
         self.diff, self.diff_note = self._difference(cfg, difference)
         p = self.diff.order  # the modelled series w starts at value p
@@ -728,7 +738,8 @@ def make_task(cfg: TrainConfig, meta: dict[str, Any] | None = None):
     if "normalizer" not in meta:
         return SeriesTask(cfg)
     # a run's own normaliser, differencing (none where its record has none) and columns (several
-    # columns: their orders and statistics go by position; one column has none to mix up)
+    # columns: their orders and statistics go by position; one column: another of the run's own
+    # file is refused, any column of another file is taken as the series continued)
     problem = series_record_problem(meta)
     if problem:
         raise BpttError(f"the run's record: {problem}")
@@ -737,6 +748,7 @@ def make_task(cfg: TrainConfig, meta: dict[str, Any] | None = None):
         ser.Normalizer(**meta["normalizer"]),
         ser.Difference(**meta.get("difference", {})),
         meta.get("series_columns"),
+        meta.get("series_name") if (meta.get("config") or {}).get("data") == cfg.data else None,
     )
 
 

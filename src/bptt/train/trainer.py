@@ -62,8 +62,8 @@ class TrainResult:
     best: dict[str, float] | None
     last_eval: dict[str, float] | None
     stopped: str  # 'done' | 'early-stop' | 'time-limit' | 'interrupted' | 'diverged' | 'callback'
-    train_seconds: float
-    tokens_per_s: float
+    train_seconds: float  # the run's training time, over every session of it
+    tokens_per_s: float  # this session's tokens over its training time (not its evaluations and plots)
     extra: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the bptt.Model trained
     metrics: list[dict[str, Any]] = field(default_factory=list)  # the rows of metrics.jsonl
@@ -224,8 +224,10 @@ class Trainer:
                         f"{key}: expected {saved[key]!r} with --resume (the run's own: its vocabulary and parameters "
                         f"are made of it), received {overrides[key]!r}"
                     )
+            if "steps" in overrides and "epochs" not in overrides:  # (a run of epochs told --steps: steps it is)
+                overrides["epochs"] = 0.0
             cfg = TrainConfig.from_dict({**saved, **overrides, "out": resume}, "flags")
-            given = set(overrides) - {"out"}
+            given = set(overrides) - {"out", "epochs"}
         elif cfg is None:
             cfg = TrainConfig()
         self.cfg = cfg.validate(given)
@@ -270,9 +272,14 @@ class Trainer:
                     if self.cfg.epochs
                     else ("steps", self.total_steps)
                 )
+                more = (
+                    f"--epochs E of more than {done} updates, or --steps N > {done}"
+                    if self.cfg.epochs
+                    else f"--steps N > {done}"
+                )
                 raise BpttError(
                     f"{key}: expected more than the {done} updates already done in {self.run_dir!r}, received {value} "
-                    f"(give --steps N > {done} to train on)"
+                    f"(give {more} to train on)"
                 )
         else:
             self.folder = RunFolder.new(self.run_dir) if self.world.root else Follower(self.run_dir)
@@ -469,7 +476,7 @@ class Trainer:
             self.log, cfg, task, self.total_steps, s.step, self.tokens_per_update, quiet=not self.world.root
         )
         stopped, saved_at, skipped = "done", s.step, None
-        t_train, t_loop0 = s.trackers.get("train_seconds", 0.0), time.perf_counter()
+        t_train = t_session = s.trackers.get("train_seconds", 0.0)
         rows = self.folder.file("metrics.jsonl") if self.world.root else os.devnull  # (rank 0 writes)
         with threads[0], Interrupt() as interrupt, open(rows, "a") as f:
             metrics = report.Metrics(f, self.board)  # metrics.jsonl, and the event file with --tensorboard
@@ -526,7 +533,7 @@ class Trainer:
             if hasattr(task, "plot"):  # spike tasks: a raster of one sequence
                 task.plot(self.model, s.params, self.folder.file("spikes.png"))
         self.world.barrier()  # (the other ranks return once rank 0's files are written)
-        wall = time.perf_counter() - t_loop0
+        session = t_train - t_session
         return TrainResult(
             self.run_dir,
             s.step,
@@ -535,7 +542,7 @@ class Trainer:
             out.last_eval,
             stopped,
             t_train,
-            out.tokens / wall if wall > 0 else 0.0,
+            out.tokens / session if session > 0 else 0.0,
             {
                 "threads": threads[1],
                 "parameters": out.n_params,
