@@ -28,7 +28,7 @@ from bptt.train import checkpoint as ckpt
 
 CONFIGS = {
     "full": [],
-    "tbptt k1=5 k2=17": ["--algorithm", "tbptt", "--k1", "5", "--k2", "17"],
+    "tbptt k1=5 k2=17": ["--algorithm", "tbptt", "--k1", "5", "--k2", "17", "--seq-len", "5"],
     "artbp c=0.1": ["--algorithm", "artbp", "--truncation-prob", "0.1"],
 }
 STARTUP = 1.0  # seconds from the start of a process to its first step, about (imports, data)
