@@ -358,3 +358,14 @@ def test_the_final_state_does_not_share_the_callers_arrays(kind):
     _, final, _ = m.forward_levels(p, x, None, s0, keep=False)
     key = f"{kind}0"
     assert all(not np.shares_memory(a, b) for a, b in zip(final[key], s0[key]))
+
+
+def test_adapt_strength_says_zero_is_allowed():
+    """The bound read "(-1e-300, inf)" for ">= 0"; 0 (no adaptation) is allowed."""
+    bptt.Model(2, [bptt.rnn("alif", 3, adapt_strength=0.0), bptt.Dense(2)], loss="mse")
+    with pytest.raises(BpttError, match=r"adapt_strength: expected values in \[0, inf\), received -0.1"):
+        bptt.Model(2, [bptt.rnn("alif", 3, adapt_strength=-0.1), bptt.Dense(2)], loss="mse")
+    with pytest.raises(
+        BpttError, match=r"decay: expected a number or one value per neuron \(shape \(3,\)\), received None"
+    ):
+        bptt.Model(2, [bptt.rnn("lif", 3, decay=None), bptt.Dense(2)], loss="mse")

@@ -77,20 +77,27 @@ def surrogate(name: str, x: np.ndarray, k: float) -> np.ndarray:
     return k * np.maximum(0.0, 1.0 - k * np.abs(x))
 
 
-def _per_neuron(name: str, value: Any, H: int, low: float, high: float, closed_high: bool = False) -> np.ndarray:
-    """A scalar or an (H,) array of finite values in (low, high) (or (low, high]), as float64."""
+def _per_neuron(
+    name: str, value: Any, H: int, low: float, high: float, closed_high: bool = False, closed_low: bool = False
+) -> np.ndarray:
+    """A scalar or an (H,) array of finite values in (low, high) (or with `closed_low` /
+    `closed_high`, [low, ... / ..., high]), as float64."""
     try:
-        a = np.asarray(value, dtype=float) if not isinstance(value, (str, bytes, dict, set)) else None
+        a = (
+            np.asarray(value, dtype=float)
+            if value is not None and not isinstance(value, (str, bytes, dict, set))
+            else None
+        )
     except (TypeError, ValueError):  # (a list holding a string, a None)
         a = None
     if a is None or a.ndim > 1 or (a.ndim == 1 and a.shape != (H,)):
         got = f"shape {a.shape}" if a is not None else repr(value)
         raise BpttError(f"{name}: expected a number or one value per neuron (shape ({H},)), received {got}")
-    ok = np.isfinite(a) & (a > low) & ((a <= high) if closed_high else (a < high))
+    ok = np.isfinite(a) & ((a >= low) if closed_low else (a > low)) & ((a <= high) if closed_high else (a < high))
     if not ok.all():
         bad = a[~ok].ravel()[0] if a.ndim else float(a)
-        edge = "]" if closed_high else ")"
-        raise BpttError(f"{name}: expected values in ({low:g}, {high:g}{edge}, received {bad!r}")
+        edges = "[" if closed_low else "(", "]" if closed_high else ")"
+        raise BpttError(f"{name}: expected values in {edges[0]}{low:g}, {high:g}{edges[1]}, received {bad!r}")
     return np.broadcast_to(a, (H,)).copy()
 
 
@@ -302,7 +309,7 @@ class ALIF(LIF):
     ) -> None:
         super().__init__(input_size, hidden_size, **options)
         self.rho = _per_neuron("adapt_decay", adapt_decay, self.hidden_size, 0.0, 1.0)
-        self.beta = _per_neuron("adapt_strength", adapt_strength, self.hidden_size, -1e-300, np.inf)
+        self.beta = _per_neuron("adapt_strength", adapt_strength, self.hidden_size, 0.0, np.inf, closed_low=True)
 
     def _threshold(self, a: np.ndarray | None, dtype) -> np.ndarray:
         return self.threshold.astype(dtype) + self.beta.astype(dtype) * a
