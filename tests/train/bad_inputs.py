@@ -664,6 +664,16 @@ def _api_cases() -> list[Case]:
             expect=["eprop: expected a model without learned initial states (learn_init=False) to continue a stream"],
         ),
         Case(
+            "api-stream-batch",
+            "Python API",
+            "a UORO stream continued with another number of streams",
+            call=lambda ws: _stream_other_batch("uoro"),
+            expect=[
+                "x: expected 3 streams (the batch size of the carried state), received 2; call reset() before "
+                "changing the batch size"
+            ],
+        ),
+        Case(
             "api-rtrl-max-bytes",
             "Python API",
             "RTRL's memory cap as a size string",
@@ -776,6 +786,17 @@ def _stream_twice(name: str):
     algo = make(name)
     algo(m, p, x, y)
     return algo(m, p, x, y)
+
+
+def _stream_other_batch(name: str):
+    import bptt
+    from bptt.algorithms import make
+
+    m = bptt.Model(3, [bptt.rnn("lstm", 4), bptt.Dense(2)], loss="mse")
+    p = m.init_params(0)
+    algo = make(name)
+    algo(m, p, np.zeros((4, 3, 3)), np.zeros((4, 3, 2)))
+    return algo(m, p, np.zeros((4, 2, 3)), np.zeros((4, 2, 2)))
 
 
 def _artbp_c_none():

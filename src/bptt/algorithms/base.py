@@ -38,6 +38,13 @@ def generator(name: str, rng: Any, default: bool = False) -> np.random.Generator
     raise BpttError(f"{name} rng: expected a numpy Generator or a seed (an integer >= 0), received {rng!r}")
 
 
+def carried_batch(state: Any) -> int | None:
+    """The number of streams a carried state (ModelState) holds, or None (no state)."""
+    for s in (state or {}).values():
+        return int(np.shape(s[0])[0])
+    return None
+
+
 def refuse_learned_start(name: str, model: Model) -> None:
     """A stream continued from its carried state on a model that learns its initial states:
     the carried state stands for the past, not the learned one, so h0's part of the segment's

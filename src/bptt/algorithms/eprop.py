@@ -62,7 +62,8 @@ from ..cells.lstm import LSTM
 from ..cells.spiking import LIF, surrogate
 from ..errors import BpttError, one_of
 from ..scan import scan_backward
-from .base import Algorithm, Gradient, generator, refuse_learned_start, register
+from .base import Algorithm, Gradient, carried_batch, generator, refuse_learned_start, register
+from .truncated import check_carried_batch
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -309,6 +310,7 @@ class EProp(Algorithm):
             self._carried, self._state = {}, None
         elif self._state is not None:
             refuse_learned_start("eprop", model)
+            check_carried_batch(carried_batch(self._state), x)
         start = state0 if state0 is not None else self._state
         g = eprop(
             model, params, x, targets, mask=mask, state0=start, signal=self.signal, feedback=B, carried=self._carried

@@ -41,7 +41,8 @@ import numpy as np
 from ..cells.base import Params
 from ..errors import BpttError
 from ..jvp import step_jvp
-from .base import Algorithm, Gradient, generator, refuse_learned_start, register
+from .base import Algorithm, Gradient, carried_batch, generator, refuse_learned_start, register
+from .truncated import check_carried_batch
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -292,11 +293,12 @@ class _Online(Algorithm):
         self._carried: list | None = None
         self._state: Any = None
 
-    def _start(self, model: Model, state0: Any) -> tuple[list, Any]:
+    def _start(self, model: Model, state0: Any, x: Any) -> tuple[list, Any]:
         if state0 is not None or getattr(self, "_carried", None) is None:
             self._carried, self._state = [], None
         elif self._state is not None:
             refuse_learned_start(self.name, model)
+            check_carried_batch(carried_batch(self._state), x)
         return self._carried, state0 if state0 is not None else self._state
 
     def _end(self, g: Gradient) -> Gradient:
@@ -363,7 +365,7 @@ class RTRL(_Online):
         self.reset()
 
     def __call__(self, model, params, x, targets, *, mask=None, state0=None) -> Gradient:
-        carried, start = self._start(model, state0)
+        carried, start = self._start(model, state0, x)
         g = rtrl(model, params, x, targets, mask=mask, state0=start, max_bytes=self.max_bytes, carried=carried)
         return self._end(g)
 
@@ -384,5 +386,5 @@ class UORO(_Online):
         self.reset()
 
     def __call__(self, model, params, x, targets, *, mask=None, state0=None) -> Gradient:
-        carried, start = self._start(model, state0)
+        carried, start = self._start(model, state0, x)
         return self._end(uoro(model, params, x, targets, self.rng, mask=mask, state0=start, carried=carried))
