@@ -148,3 +148,7 @@ def test_one_level_and_numpy_numbers_are_taken():
     assert RateRegularizer(np.float32(0.1), np.float64(2.0)).strength == 2.0
     with pytest.raises(bptt.BpttError, match="levels: expected a list of Level objects, received int"):
         bptt.Model(3, 5, loss="mse")
+    with pytest.raises(
+        bptt.BpttError, match=r"rng: expected a numpy Generator or a seed \(an integer >= 0\), received 'a'"
+    ):
+        m.init_params("a")

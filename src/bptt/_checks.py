@@ -22,6 +22,18 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def generator(name: str, rng: Any, default: bool = False) -> np.random.Generator:
+    """A source of draws: a NumPy Generator as given, a seed (an integer >= 0) made into one,
+    or (default=True) None for a fresh one; else one BpttError naming `name`."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None and default:
+        return np.random.default_rng()
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
+        return np.random.default_rng(int(rng))
+    raise BpttError(f"{name}: expected a numpy Generator or a seed (an integer >= 0), received {rng!r}")
+
+
 def real(name: str, value: Any, expected: str) -> float:
     """A real number (Python's or NumPy's; not a bool, a string or None) as a float, else one
     BpttError: '{name}: expected {expected}, received {value!r}'."""

@@ -55,16 +55,26 @@ def lanes() -> int:
 _AVX512_BLAS = ("skylakex", "cooperlake", "sapphirerapids")
 
 
-def _numpy_blas_family() -> str | None:
-    """The kernel family of NumPy's OpenBLAS (e.g. 'haswell'), or None where NumPy's BLAS is
-    another library or does not say."""
+def numpy_openblas() -> list[dict]:
+    """threadpoolctl's records of NumPy's own OpenBLAS (the library in numpy/ or numpy.libs/
+    beside it; another OpenBLAS in the process, scipy's or torch's, is not it): filepath,
+    architecture, ...; [] where NumPy links another BLAS."""
     import numpy as np
     from threadpoolctl import threadpool_info
 
     home = os.path.realpath(os.path.dirname(np.__file__))
-    for i in threadpool_info():
-        path = os.path.realpath(i.get("filepath") or "")
-        if i.get("internal_api") == "openblas" and path.startswith(home) and i.get("architecture"):
+    return [
+        i
+        for i in threadpool_info()
+        if i.get("internal_api") == "openblas" and os.path.realpath(i.get("filepath") or "").startswith(home)
+    ]
+
+
+def _numpy_blas_family() -> str | None:
+    """The kernel family of NumPy's OpenBLAS (e.g. 'haswell'), or None where NumPy's BLAS is
+    another library or does not say."""
+    for i in numpy_openblas():
+        if i.get("architecture"):
             return str(i["architecture"]).lower()
     return None
 

@@ -148,7 +148,7 @@ class Model:
     def init_params(self, rng: np.random.Generator | int = 0, dtype: Any = np.float64) -> Params:
         """Fresh parameters. Randomness comes only from `rng` (a Generator, or a seed)."""
         dt = _checks.float_dtype("dtype", dtype)
-        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        rng = _checks.generator("rng", rng)
         params: Params = {}
         for lv in self.levels:
             params.update({f"{lv.name}.{k}": v for k, v in lv.init_params(rng, dt).items()})

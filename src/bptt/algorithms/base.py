@@ -26,18 +26,6 @@ if TYPE_CHECKING:
     from ..model import Model, ModelState
 
 
-def generator(name: str, rng: Any, default: bool = False) -> np.random.Generator:
-    """An algorithm's source of draws: a NumPy Generator as given, a seed (an integer >= 0)
-    made into one, or (default=True) None for a fresh one; else one BpttError."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None and default:
-        return np.random.default_rng()
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
-        return np.random.default_rng(int(rng))
-    raise BpttError(f"{name} rng: expected a numpy Generator or a seed (an integer >= 0), received {rng!r}")
-
-
 def carried_batch(state: Any) -> int | None:
     """The number of streams a carried state (ModelState) holds, or None (no state)."""
     for s in (state or {}).values():

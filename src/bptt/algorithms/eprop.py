@@ -56,13 +56,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._checks import generator
 from ..cells.base import Params
 from ..cells.elman import Elman
 from ..cells.lstm import LSTM
 from ..cells.spiking import LIF, surrogate
 from ..errors import BpttError, one_of
 from ..scan import scan_backward
-from .base import Algorithm, Gradient, carried_batch, generator, refuse_learned_start, register
+from .base import Algorithm, Gradient, carried_batch, refuse_learned_start, register
 from .truncated import check_carried_batch
 
 if TYPE_CHECKING:
@@ -290,7 +291,7 @@ class EProp(Algorithm):
         if feedback not in ("symmetric", "random"):
             raise one_of("feedback", feedback, ("symmetric", "random"))
         self.signal, self.feedback = signal, feedback
-        self.rng = generator("eprop", rng)
+        self.rng = generator("eprop rng", rng)
         self._B: np.ndarray | None = None
         self.reset()
 

@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._checks import generator
 from ..cells.base import Params
 from ..errors import BpttError
 from ..jvp import step_jvp
-from .base import Algorithm, Gradient, carried_batch, generator, refuse_learned_start, register
+from .base import Algorithm, Gradient, carried_batch, refuse_learned_start, register
 from .truncated import check_carried_batch
 
 if TYPE_CHECKING:
@@ -382,7 +383,7 @@ class UORO(_Online):
         return ((flat.n,), (flat.P,))
 
     def __init__(self, rng: np.random.Generator | int = 0) -> None:
-        self.rng = generator("uoro", rng)
+        self.rng = generator("uoro rng", rng)
         self.reset()
 
     def __call__(self, model, params, x, targets, *, mask=None, state0=None) -> Gradient:

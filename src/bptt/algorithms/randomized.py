@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import ops
+from .._checks import generator
 from ..cells.base import Params
 from ..errors import BpttError
 from ..scan import scan_backward
-from .base import Algorithm, Gradient, generator, register
+from .base import Algorithm, Gradient, register
 from .truncated import check_carried_batch, check_streamable
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class RandomTruncation(Algorithm):
     def __init__(self, c: float, rng: np.random.Generator | None = None) -> None:
         if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0 <= c < 1:
             raise BpttError(f"c: expected a truncation probability in [0, 1), received {c!r}")
-        self.c, self.rng = float(c), generator(self.name, rng, default=True)
+        self.c, self.rng = float(c), generator(f"{self.name} rng", rng, default=True)
 
     def __call__(
         self, model: Model, params: Params, x: Any, targets: Any, *, mask: Any = None, state0: ModelState | None = None
@@ -164,7 +165,7 @@ class OnlineARTBP:
             if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0 <= c < 1:
                 raise BpttError(f"c: expected a number in [0, 1) or a function of the segment length, received {c!r}")
             self.c = lambda L, _c=float(c): _c
-        self.model, self.rng = model, generator("artbp", rng)
+        self.model, self.rng = model, generator("artbp rng", rng)
         self.state: ModelState | None = None
         self.batch: int | None = None
 

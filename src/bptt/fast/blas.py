@@ -12,10 +12,11 @@ None where NumPy links another BLAS; the time loops then stay in Python and noth
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Any
 
 import numpy as np
+
+from .. import machine
 
 # the ILP64 names of cblas_sgemm in NumPy's OpenBLAS (NumPy >= 2: scipy-openblas64; 1.x: openblas64_)
 _NAMES = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")
@@ -25,23 +26,9 @@ _THREADS = (
 )
 
 
-def _numpy_openblas() -> list[str]:
-    try:
-        from threadpoolctl import ThreadpoolController
-    except Exception:  # pragma: no cover - threadpoolctl is a dependency
-        return []
-    home = os.path.realpath(os.path.dirname(np.__file__))  # numpy/ and its numpy.libs/ beside it
-    paths = []
-    for c in ThreadpoolController().lib_controllers:
-        path = getattr(c, "filepath", None)
-        if c.internal_api == "openblas" and path and os.path.realpath(path).startswith(home):
-            paths.append(path)
-    return paths
-
-
 def _libraries() -> list[ctypes.CDLL]:
     libs = []
-    for path in _numpy_openblas():
+    for path in (i["filepath"] for i in machine.numpy_openblas()):
         try:
             libs.append(ctypes.CDLL(path))
         except OSError:
