@@ -525,9 +525,9 @@ def test_packed_weights_are_kept_for_a_step_and_no_longer():
     and later scans use them; outside, and in the next step, nothing is kept."""
     cell, p, state, xp, _, _ = _problem("lstm", 37, 5)
     calls = []
-    real = gemm.pack_panels
+    real = gemm.pack_rows  # (a forward scan's packer)
     try:
-        gemm.pack_panels = lambda W, out: calls.append(1) or real(W, out)
+        gemm.pack_rows = lambda W, rows, out: calls.append(1) or real(W, rows, out)
         with engine.split(2):
             for _ in range(3):
                 scan_forward(cell, p, xp, state)
@@ -537,7 +537,7 @@ def test_packed_weights_are_kept_for_a_step_and_no_longer():
             scan_forward(cell, p, xp, state)
         assert len(calls) == 4
     finally:
-        gemm.pack_panels = real
+        gemm.pack_rows = real
 
 
 @needs_split

@@ -237,3 +237,23 @@ def test_the_pin_chooses_the_own_products_and_the_bench_header_says_so():
     own, line = out.stdout.strip().splitlines()
     assert own == str(machine.vector_isa() == "AVX-512")
     assert line.endswith("big products: " + ("bptt's packed kernel" if own == "True" else "NumPy's BLAS"))
+
+
+@needs_scans
+@pytest.mark.parametrize(
+    "K,n,order", [(1, 1, "up"), (5, 31, "up"), (64, 32, "down"), (65, 33, "mixed"), (300, 100, "mixed")]
+)
+def test_pack_rows_packs_the_selected_rows_transposed(K, n, order):
+    """pack_rows(W, rows) is pack_panels(W[rows].T) bit for bit: full and partial panels, rows
+    in any order and repeated, zeros past the last row."""
+    from bptt.fast import gemm
+
+    rng = np.random.default_rng(K + n)
+    W = rng.standard_normal((n + 7, K)).astype(f4)
+    rows = {"up": np.arange(n), "down": np.arange(n)[::-1].copy(), "mixed": rng.integers(0, n + 7, n)}[order]
+    want = np.full((-(-n // gemm.PANEL), K, gemm.PANEL), np.nan, f4)
+    got = want.copy()
+    gemm.pack_panels(W[rows].T, want)
+    gemm.pack_rows(W, rows.astype(np.int64), got)
+    np.testing.assert_array_equal(got, want)
+    assert not np.isnan(got).any()

@@ -155,15 +155,18 @@ class _Fast:
             return memo[key][1]
 
     def _pack(self, W: np.ndarray, H: int, P: int, forward: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        blocks = [
-            W.reshape(-1, H, H)[:, units].reshape(-1, H).T if forward else W[:, units]
-            for units in (engine.share(H, p, P) for p in range(P))
-        ]
-        widths = [-(-b.shape[1] // gemm.PANEL) for b in blocks]
+        shares = [engine.share(H, p, P) for p in range(P)]
+        gates = W.shape[0] // H
+        widths = [-(-(gates if forward else 1) * (u.stop - u.start) // gemm.PANEL) for u in shares]
         offs = np.cumsum([0] + widths).astype(np.int64)
-        packed = np.empty((int(offs[-1]), blocks[0].shape[0], gemm.PANEL), np.float32)
-        for p, b in enumerate(blocks):
-            gemm.pack_panels(b, packed[offs[p] : offs[p + 1]])
+        packed = np.empty((int(offs[-1]), H if forward else W.shape[0], gemm.PANEL), np.float32)
+        for p, units in enumerate(shares):
+            out = packed[offs[p] : offs[p + 1]]
+            if forward:  # the transpose of the part's units' rows of every gate block
+                rows = (np.arange(gates)[:, None] * H + np.arange(units.start, units.stop)).ravel()
+                gemm.pack_rows(W, rows, out)
+            else:  # the part's units' columns
+                gemm.pack_panels(W[:, units], out)
         return packed, offs, max(widths)
 
     def _own(

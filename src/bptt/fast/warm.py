@@ -105,6 +105,7 @@ def _compile() -> None:
         P, e = np.zeros((1, 1, gemm.PANEL), f), np.zeros((gemm.TILE, gemm.PANEL), f)
         for view in (np.zeros((1, 4), f), np.zeros((4, 1), f).T, np.zeros((1, 5), f)[:, :4]):  # C, F, strided
             gemm.pack_panels(view, P)
+        gemm.pack_rows(np.zeros((4, 1), f), np.zeros(1, i8), P)
         gemm.mm_panels(s, P, g.copy(), e, False)
         sync.spin_until(bar.ctypes.data, -1, 1)
         one, edges, wide = (P, np.array([0, 1], i8)), e[None].copy(), np.zeros((1, gemm.PANEL), f)
