@@ -453,9 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser(
         "warm",
         parents=[debug],
-        help="compile the float32 kernels now (once per install, about 30 s)",
+        help="compile the float32 kernels now (once per install, under a minute)",
         description="Compile bptt's float32 kernels into Numba's disk cache now, instead of in the first "
-        "float32 training step of the first run (about 30 s, once per install).",
+        "float32 training step of the first run (under a minute, once per install).",
     )
     w.set_defaults(func=_cmd_warm)
 

@@ -19,7 +19,7 @@ Everything here is tested equal to the NumPy reference (tests/fast). BPTT_FAST=0
 
 Loading. Nothing is loaded when bptt is imported. The first use of any operation installs the
 pool; the first float32 use loads the compiled kernels: from Numba's disk cache in about a
-second, or, the first time after installing, compiled (about 30 s, said in one line on stderr).
+second, or, the first time after installing, compiled (under a minute, said in one line on stderr).
 `bptt warm` does that ahead of time. float64 never loads them.
 """
 

@@ -7,26 +7,83 @@ operand (a NaN weight gave a finite loss). Without them a NaN in gives NaN out, 
 Numba's cache lives beside this package (or in NUMBA_CACHE_DIR); where neither is writable the
 step kernels are compiled in each process that uses them (about 5 s) and the whole scans stay off.
 The packed product's vector width (LANES) is the host's, or BPTT_LANES's.
+
+Which compiled code is still good. Numba keys a function's cached code by its own source file,
+but a kernel here inlines functions and reads constants of other files (split.py's scans take
+gemm.py's tile kernels and panel width): with gemm.py changed and split.py not, Numba would load
+scans compiled for the old panels, and they give wrong numbers. So every function of this
+folder is cached under one stamp, a hash of all the folder's sources and the vector width
+(`_Locator`): a change to any of them compiles all of them again, once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numba as nb
+from numba.core import caching
 
 from ..machine import lanes, vector_isa
 
-CACHE = os.access(os.path.dirname(os.path.abspath(__file__)), os.W_OK) or bool(os.environ.get("NUMBA_CACHE_DIR"))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE = os.access(_HERE, os.W_OK) or bool(os.environ.get("NUMBA_CACHE_DIR"))
 
 # The packed product's vector width in floats (gemm.py): 16 where the CPU has AVX-512, else 8,
-# or BPTT_LANES (8 or 16). Numba's cache keys compiled code by the CPU, not by this constant,
-# so code compiled for a width other than the host's own is cached in a folder of its own.
+# or BPTT_LANES (8 or 16). Code compiled for a width other than the host's own is cached in a
+# folder of its own.
 HOST_LANES = 16 if vector_isa() == "AVX-512" else 8
 LANES = lanes()  # (a bad BPTT_LANES: one line at the first float32 step, not the kernels silently off)
-if LANES != HOST_LANES and CACHE:
-    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    nb.config.CACHE_DIR = os.path.join(base, f"lanes{LANES}")  # (this process only)
+
+
+def _stamp() -> str:
+    """A hash of every Python source of this folder and of LANES."""
+    h = hashlib.sha256(f"lanes {LANES}\n".encode())
+    for name in sorted(os.listdir(_HERE)):
+        if name.endswith(".py"):
+            with open(os.path.join(_HERE, name), "rb") as f:
+                h.update(f"{name}\n".encode() + f.read())
+    return h.hexdigest()
+
+
+STAMP = _stamp()
+
+
+def cache_folder() -> str:
+    """Where this folder's compiled kernels are cached: its __pycache__ (NUMBA_CACHE_DIR's
+    bptt-fast where that is set), in a lanes<N> folder for a width not the host's."""
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    base = os.path.join(given, "bptt-fast") if given else os.path.join(_HERE, "__pycache__")
+    return base if LANES == HOST_LANES else os.path.join(base, f"lanes{LANES}")
+
+
+class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """Numba's cache locator for the functions of this folder (and only those): their code
+    in cache_folder(), valid while STAMP holds (module docstring)."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = cache_folder()
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    def get_source_stamp(self):
+        return STAMP
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != _HERE:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+# (Numba's class of cache machinery: CacheImpl since 0.61, _CacheImpl before)
+_IMPL = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+if _Locator not in _IMPL._locator_classes:
+    _IMPL._locator_classes.insert(0, _Locator)
+
 FLAGS = {"contract", "arcp", "nsz", "afn", "reassoc"}
 jit = nb.njit(fastmath=FLAGS, error_model="numpy", cache=CACHE, nogil=True)
 # IEEE float32 arithmetic, each operation rounded as NumPy rounds it (no contraction into fused

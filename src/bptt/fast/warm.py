@@ -27,8 +27,8 @@ else:  # pragma: no cover - without NumPy's OpenBLAS or a disk cache
 
 
 def _marker() -> str:
-    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    return os.path.join(folder, f"bptt-kernels-{numba.__version__}-numpy{np.__version__}.compiled")
+    name = f"bptt-kernels-{numba.__version__}-numpy{np.__version__}-{jit.STAMP[:16]}.compiled"
+    return os.path.join(jit.cache_folder(), name)
 
 
 def compiled() -> bool:
@@ -41,7 +41,7 @@ def ensure(verbose: bool = True) -> bool:
     cached = compiled()
     if verbose and not cached:
         print(
-            "bptt: compiling the float32 kernels once (about 30 s; `bptt warm` does it ahead of time)",
+            "bptt: compiling the float32 kernels once (under a minute; `bptt warm` does it ahead of time)",
             file=sys.stderr,
             flush=True,
         )

@@ -1,0 +1,73 @@
+"""Where the compiled kernels are cached and when the cache is still good: every function of
+bptt.fast is cached under one stamp of all of that folder's sources (jit._Locator), since a
+kernel inlines functions and constants of other files there (Numba alone keys a function by its
+own file: split.py's scans compiled for gemm.py's old panel width were loaded after gemm.py
+changed, and gave wrong numbers)."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import bptt
+from bptt.fast import jit
+
+FAST = os.path.dirname(os.path.abspath(jit.__file__))
+
+
+def test_the_stamp_covers_every_source_of_the_folder_and_the_width():
+    h = hashlib.sha256(f"lanes {jit.LANES}\n".encode())
+    for name in sorted(n for n in os.listdir(FAST) if n.endswith(".py")):
+        with open(os.path.join(FAST, name), "rb") as f:
+            h.update(f"{name}\n".encode() + f.read())
+    assert jit.STAMP == h.hexdigest()
+
+
+@pytest.mark.skipif(not jit.CACHE, reason="no disk cache here")
+def test_the_folders_functions_and_only_those_take_the_stamp():
+    from bptt.fast import gemm
+
+    fn = gemm.pack_panels.py_func
+    loc = jit._Locator.from_function(fn, gemm.__file__)
+    assert loc is not None and loc.get_source_stamp() == jit.STAMP
+    assert loc.get_cache_path() == jit.cache_folder()
+
+    def elsewhere():  # a function of another folder: Numba's own locators
+        return 1
+
+    assert jit._Locator.from_function(elsewhere, __file__) is None
+
+
+CHILD = r"""
+import sys
+import numpy as np
+from bptt.fast import gemm
+gemm.pack_panels(np.ones((3, 5), np.float32), np.empty((1, 3, gemm.PANEL), np.float32))
+print(sum(gemm.pack_panels.stats.cache_hits.values()))
+"""
+
+
+@pytest.mark.skipif(os.environ.get("BPTT_FAST") == "0", reason="the compiled kernels are off (BPTT_FAST=0)")
+def test_a_change_to_another_file_of_the_folder_compiles_again(tmp_path):
+    """A copy of the package: pack_panels (gemm.py) is loaded from the cache in a second
+    process, and compiled again after rows.py (whose constant it reads) changed."""
+    src = os.path.dirname(os.path.abspath(bptt.__file__))
+    shutil.copytree(src, tmp_path / "bptt", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("NUMBA_CACHE_DIR", None)
+
+    def hits() -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split()[-1])
+
+    assert hits() == 0  # compiled
+    assert hits() == 1  # loaded
+    with open(tmp_path / "bptt" / "fast" / "rows.py", "a") as f:
+        f.write("\n# changed\n")
+    assert hits() == 0  # compiled again, not loaded
