@@ -16,10 +16,10 @@ from threadpoolctl import threadpool_limits
 import bptt
 from bptt.fast import gemm
 
-assert gemm.LANES == int(sys.argv[2]) and gemm.PANEL == 2 * gemm.LANES
+assert gemm.LANES == int(sys.argv[2]) and gemm.PANEL == (3 if gemm.LANES == 16 else 2) * gemm.LANES
 out = {}
 rng = np.random.default_rng(0)
-for M, K, N in ((32, 128, 256), (7, 33, 70), (1, 5, 3)):
+for M, K, N in ((32, 128, 256), (7, 33, 70), (1, 5, 3), (16, 40, 96), (9, 300, 33)):  # last panels of 1-3 vectors
     A = rng.standard_normal((M, K)).astype(np.float32)
     B = rng.standard_normal((K, N)).astype(np.float32)
     C = np.zeros((M, N), np.float32)

@@ -2,19 +2,21 @@
 NumPy's BLAS runs narrower vectors than the CPU has, for a step's big products.
 
 The recurrent product of a part: (B, K) @ (K, N) with the (K, N) factor packed once per scan
-into panels of 2 x LANES columns (`pack_panels`), so that no step repacks it (OpenBLAS packs its
-operands at every call: at B = 32 half its time). The inner kernel is written in LLVM IR with
-LANES-float vectors (8 for AVX2, 16 for AVX-512): a TILE x 2 LANES tile of the result in
-registers (TILE = 4 rows with AVX2, 8 with AVX-512's 32 registers), one pass over K with one
-fused multiply-add per register and step (8 lanes, measured
+into panels of PANEL columns (`pack_panels`: 3 x LANES with AVX-512, 2 x LANES with AVX2), so
+that no step repacks it (OpenBLAS packs its operands at every call: at B = 32 half its time).
+The inner kernel is written in LLVM IR with LANES-float vectors (8 for AVX2, 16 for AVX-512): a
+TILE x PANEL tile of the result in registers (TILE = 4 rows with AVX2, 8 with AVX-512's 32
+registers), one pass over K with one fused multiply-add per register and step (8 lanes, measured
 on one Zen 3 core: (32, 128) @ (128, 256) 30 us = 71 GFLOP/s, OpenBLAS 44 us; (32, 512) @
 (512, 1024) 77 vs 58 GFLOP/s). Tested against float64 products, and 16 lanes bitwise against 8.
 
 `gemm` blocks the same kernel for the products over a segment's T * B rows (readouts, weight
 gradients; bptt.fast.pool, where machine.own_products() chooses it): one Intel Xeon core with
 AVX-512, 16 lanes, against OpenBLAS 0.3.31's Haswell kernels (OPENBLAS_CORETYPE=Haswell) and its
-SkylakeX kernels, GFLOP/s, medians of 15: LSTM 512's weight gradient (2048, 3200) @ (3200, 512)
-114 / 78 / 130; Elman 512's 109 / 79 / 136; the readout (3200, 512) @ (512, 65) 96 / 69 / 103.
+SkylakeX kernels, GFLOP/s, medians of 9 (benchmarks/products.py): LSTM 512's weight gradient
+(2048, 3200) @ (3200, 512) 121 / 79 / 142; Elman 512's 114 / 73 / 136; the readout (3200, 512)
+@ (512, 65) 99 / 68 / 107 (2-vector panels, 256 rows of B a block: 120 / 80 / 136, 124 / 79 /
+141, 91 / 68 / 105 in the same hour).
 """
 
 from __future__ import annotations
@@ -31,22 +33,31 @@ from .rows import _ZERO
 
 # The vector width: LANES floats a register (jit.py: 16 with AVX-512, else 8, or BPTT_LANES;
 # LLVM splits a wider vector into what the target has, so either is correct on any CPU, ARM's
-# NEON included). A panel is two vectors wide. The width changes the tiles, not the sums: every
-# element is the same fused multiply-adds over k in the same order (tests: bitwise).
-_PANEL = 2 * LANES
+# NEON included). The width changes the tiles, not the sums: every element is the same fused
+# multiply-adds over k in the same order (tests: bitwise).
+# A panel is _VECTORS vectors wide: 3 with 16 lanes (a tile of 8 rows keeps 24 accumulators of
+# AVX-512's 32 registers, 3 for the panel's row and 1 for A's value; each panel row loaded then
+# serves 24 fused multiply-adds, not 16), 2 with 8 (8 of AVX2's 16). Measured on one core of an
+# Intel Xeon (AVX-512), two runs alternated, GFLOP/s with 3 vectors against 2: (32, 512) @ (512,
+# 1536) 104.5 / 98.8 and 86.8 / 74.2, @ (512, 3072) 109.6 / 99.1 and 86.1 / 74.2, (32, 2048) @
+# (2048, 768) 110.2 / 115.2 and 94.9 / 80.0, (32, 128) @ (128, 384) 128.7 / 121.1 and 113.6 /
+# 97.9.
+_VECTORS = 3 if LANES == 16 else 2
+_PANEL = _VECTORS * LANES
 PANEL = _PANEL
-# Rows of the result a tile keeps in registers: 8 with 16 lanes (16 accumulators of AVX-512's 32
-# registers), 4 with 8 (8 of AVX2's 16). More rows per pass over a panel load each panel row once
-# for more fused multiply-adds; measured on one core of an Intel Xeon (AVX-512), (32, 128) @
-# (128, 512), three runs alternated: 142-146 GFLOP/s with 8 rows against 88-131 with 4.
+# Rows of the result a tile keeps in registers: 8 with 16 lanes, 4 with 8. More rows per pass
+# over a panel load each panel row once for more fused multiply-adds; measured on one core of an
+# Intel Xeon (AVX-512), (32, 128) @ (128, 512), three runs alternated: 142-146 GFLOP/s with 8
+# rows against 88-131 with 4 (panels of 2 vectors).
 _ROWS = 8 if LANES == 16 else 4
 TILE = _ROWS
 
 
-def _tile_kernel(rows, add, trans=False):
-    """An intrinsic: C[r, :PANEL] (+)= sum_k A[r, k] P[k, :PANEL] for r < rows, += if `add`
-    (byte addresses, strides in floats); A[r, k] at A + r lda + k, or with `trans` at
-    A + k lda + r (a transposed array: a weight gradient's error rows)."""
+def _tile_kernel(rows, add, trans=False, vectors=_VECTORS):
+    """An intrinsic: C[r, :V] (+)= sum_k A[r, k] P[k, :V] for r < rows and V = vectors * LANES
+    columns (a panel's first ones: a last panel needs fewer), += if `add` (byte addresses,
+    strides in floats; P's rows PANEL floats apart); A[r, k] at A + r lda + k, or with `trans`
+    at A + k lda + r (a transposed array: a weight gradient's error rows)."""
     f32, i64, i32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
     L = LANES
     v8 = ir.VectorType(f32, L)
@@ -60,24 +71,29 @@ def _tile_kernel(rows, add, trans=False):
         splat = ir.Constant(ir.VectorType(i32, L), [0] * L)
         rows_at = [builder.gep(C, [builder.mul(ir.Constant(i64, r), ldc)]) for r in range(rows)]
         at = [
-            builder.bitcast(builder.gep(rows_at[r], [ir.Constant(i64, L * h)]), vp) for r in range(rows) for h in (0, 1)
+            builder.bitcast(builder.gep(rows_at[r], [ir.Constant(i64, L * h)]), vp)
+            for r in range(rows)
+            for h in range(vectors)
         ]
-        first = [builder.load(a, align=4) for a in at] if add else [zero] * (2 * rows)
+        first = [builder.load(a, align=4) for a in at] if add else [zero] * (vectors * rows)
         start = builder.block
         loop, done = builder.function.append_basic_block("tile.k"), builder.function.append_basic_block("tile.done")
         builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
         builder.position_at_end(loop)
         k = builder.phi(i64)
-        acc = [builder.phi(v8) for _ in range(2 * rows)]
+        acc = [builder.phi(v8) for _ in range(vectors * rows)]
         pk = builder.gep(P, [builder.mul(k, ir.Constant(i64, _PANEL))])
-        b = [builder.load(builder.bitcast(builder.gep(pk, [ir.Constant(i64, L * h)]), vp), align=4) for h in (0, 1)]
+        b = [
+            builder.load(builder.bitcast(builder.gep(pk, [ir.Constant(i64, L * h)]), vp), align=4)
+            for h in range(vectors)
+        ]
         new = []
         ak = builder.mul(k, lda) if trans else k
         for r in range(rows):
             step = ir.Constant(i64, r) if trans else builder.mul(ir.Constant(i64, r), lda)
             a = builder.load(builder.gep(A, [builder.add(step, ak)]), align=4)
             a = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, splat)
-            new += [builder.call(fma, [a, b[h], acc[2 * r + h]]) for h in (0, 1)]
+            new += [builder.call(fma, [a, b[h], acc[vectors * r + h]]) for h in range(vectors)]
         k1 = builder.add(k, ir.Constant(i64, 1))
         end = builder.block
         k.add_incoming(ir.Constant(i64, 0), start)
@@ -103,8 +119,60 @@ def _tile_kernel(rows, add, trans=False):
     return intrinsic(typer)
 
 
-_tileR, _tile4, _tile1 = (_tile_kernel(r, False) for r in (_ROWS, 4, 1))
-_tileR_add, _tile4_add, _tile1_add = (_tile_kernel(r, True) for r in (_ROWS, 4, 1))
+# the tile kernels: _ROWS rows of A as stored, 1 to 3 vectors of a panel wide (a last panel may
+# need fewer: _kR<vectors>, a: adding into C); a panel's full width for 4 rows, 1 row and _ROWS
+# of A's packed tiles (their partial panels go through the edge scratch)
+_kR1, _kR2, _kR3 = (_tile_kernel(_ROWS, False, False, v) for v in (1, 2, 3))
+_kR1a, _kR2a, _kR3a = (_tile_kernel(_ROWS, True, False, v) for v in (1, 2, 3))
+_k4, _k4a, _k1, _k1a = (_tile_kernel(r, add) for r in (4, 1) for add in (False, True))
+_kT, _kTa = (_tile_kernel(_ROWS, add, True) for add in (False, True))
+
+
+@inline
+def _vectors(r, packed, v):
+    """The vectors a tile of r rows computes of a panel whose columns need v: v for _ROWS rows
+    as stored, else the panel's full width."""
+    return v if r == _ROWS and not packed else _VECTORS
+
+
+@inline
+def _tile(r, v, packed, add, a, lda, p, K, at, ld):
+    """One tile of the product, _vectors(r, packed, v) vectors of a panel wide: r (_ROWS, 4
+    or 1) rows of A as stored, or _ROWS of its packed tiles (`packed`); += if `add`."""
+    if packed:
+        if add:
+            _kTa(a, _ROWS, p, K, at, ld)
+        else:
+            _kT(a, _ROWS, p, K, at, ld)
+    elif r == _ROWS:
+        if add:
+            if v == 3 and _VECTORS == 3:
+                _kR3a(a, lda, p, K, at, ld)
+            elif v == 2:
+                _kR2a(a, lda, p, K, at, ld)
+            else:
+                _kR1a(a, lda, p, K, at, ld)
+        elif v == 3 and _VECTORS == 3:
+            _kR3(a, lda, p, K, at, ld)
+        elif v == 2:
+            _kR2(a, lda, p, K, at, ld)
+        else:
+            _kR1(a, lda, p, K, at, ld)
+    elif r == 4:
+        if add:
+            _k4a(a, lda, p, K, at, ld)
+        else:
+            _k4(a, lda, p, K, at, ld)
+    elif add:
+        _k1a(a, lda, p, K, at, ld)
+    else:
+        _k1(a, lda, p, K, at, ld)
+
+
+@inline
+def _rows(left):
+    """The rows of the next tile when `left` rows remain: _ROWS, then 4, then 1."""
+    return _ROWS if left >= _ROWS else (4 if left >= 4 else 1)
 
 
 @jit
@@ -162,7 +230,8 @@ def _edge(edge, C, i, c0, rows, cols, into):
 @inline
 def _mm_panels(A, P, C, edge, add):
     """C = A @ B (C += A @ B if add) for B packed by pack_panels; A and C rows with unit
-    inner stride; edge (TILE, PANEL) scratch for the last, partial panel."""
+    inner stride; edge (TILE, PANEL) scratch for a last panel whose columns end within a
+    vector (the vectors of a last, narrower panel only)."""
     M, K = A.shape
     N = C.shape[1]
     sa, sc = A.strides[0], C.strides[0]
@@ -170,31 +239,19 @@ def _mm_panels(A, P, C, edge, add):
         p = P.ctypes.data + j * P.strides[0]
         c0 = j * _PANEL
         w = min(_PANEL, N - c0)
+        v = -(-w // LANES)
         i = 0
         while i < M:  # tiles of _ROWS rows, then of 4, then single rows
-            r = _ROWS if M - i >= _ROWS else (4 if M - i >= 4 else 1)
-            if w == _PANEL:
+            r = _rows(M - i)
+            whole = w == _vectors(r, False, v) * LANES  # (else through the edge scratch)
+            if whole:
                 at, ld = C.ctypes.data + i * sc + c0 * 4, sc // 4
             else:
                 at, ld = edge.ctypes.data, _PANEL
                 if add:
                     _edge(edge, C, i, c0, r, w, True)
-            a = A.ctypes.data + i * sa
-            if r == _ROWS:
-                if add:
-                    _tileR_add(a, sa // 4, p, K, at, ld)
-                else:
-                    _tileR(a, sa // 4, p, K, at, ld)
-            elif r == 4:
-                if add:
-                    _tile4_add(a, sa // 4, p, K, at, ld)
-                else:
-                    _tile4(a, sa // 4, p, K, at, ld)
-            elif add:
-                _tile1_add(a, sa // 4, p, K, at, ld)
-            else:
-                _tile1(a, sa // 4, p, K, at, ld)
-            if w < _PANEL:
+            _tile(r, v, False, add, A.ctypes.data + i * sa, sa // 4, p, K, at, ld)
+            if not whole:
                 _edge(edge, C, i, c0, r, w, False)
             i += r
 
@@ -215,13 +272,11 @@ def panels(b: np.ndarray) -> np.ndarray:
 
 # The blocked product (`gemm`) for the big products of a step, where NumPy's BLAS runs narrower
 # vectors than this CPU's (policy: bptt.fast.pool): B packed KC rows at a time, so that a panel
-# (KC x PANEL: 32 KiB with 16 lanes) stays in the first-level cache while A's tiles go by; A's
+# (KC x PANEL: 30 KiB with 16 lanes, 16 KiB with 8) stays in the first-level cache while A's tiles go by; A's
 # rows MC at a time (a block of 128 KiB, in the second-level cache), packed into tiles when A is
 # a transposed array (a weight gradient's error rows: A[r, k] then read 8 floats at a time).
-KC = 256
+KC = 160 if _PANEL > 32 else 256
 MC = 128
-
-_tileR_t, _tileR_t_add = _tile_kernel(_ROWS, False, True), _tile_kernel(_ROWS, True, True)
 
 
 @jit
@@ -234,30 +289,6 @@ def pack_tiles(A, out):
             for r in range(_ROWS):
                 i = t * _ROWS + r
                 out[t, k, r] = A[i, k] if i < M else _ZERO
-
-
-@inline
-def _tile(r, packed, add, a, lda, p, K, at, ld):
-    """One tile of the product: r (_ROWS, 4 or 1) rows of A as stored, or _ROWS of its tiles."""
-    if packed:
-        if add:
-            _tileR_t_add(a, _ROWS, p, K, at, ld)
-        else:
-            _tileR_t(a, _ROWS, p, K, at, ld)
-    elif r == _ROWS:
-        if add:
-            _tileR_add(a, lda, p, K, at, ld)
-        else:
-            _tileR(a, lda, p, K, at, ld)
-    elif r == 4:
-        if add:
-            _tile4_add(a, lda, p, K, at, ld)
-        else:
-            _tile4(a, lda, p, K, at, ld)
-    elif add:
-        _tile1_add(a, lda, p, K, at, ld)
-    else:
-        _tile1(a, lda, p, K, at, ld)
 
 
 def _gemm(A, B, C, panels, tiles, edge, add):
@@ -287,23 +318,25 @@ def _gemm(A, B, C, panels, tiles, edge, add):
                 p = panels.ctypes.data + j * panels.strides[0]
                 c0 = j * _PANEL
                 w = min(_PANEL, N - c0)
+                v = -(-w // LANES)
                 i = i0
                 while i < i0 + mc:
                     left = i0 + mc - i
-                    r = _ROWS if left >= _ROWS else (4 if left >= 4 else 1)
+                    r = _rows(left)
                     if pack:
                         a, n = tiles.ctypes.data + ((i - i0) // _ROWS) * tiles.strides[0], min(_ROWS, left)
                         r = _ROWS
                     else:
                         a, n = A.ctypes.data + i * s0 + k0 * 4, r
-                    if w == _PANEL and n == r:
+                    whole = w == _vectors(r, pack, v) * LANES and n == r  # (else through the edge scratch)
+                    if whole:
                         at, ld = C.ctypes.data + i * sc + c0 * 4, sc // 4
                     else:
                         at, ld = edge.ctypes.data, _PANEL
                         if addk:
                             _edge(edge, C, i, c0, n, w, True)
-                    _tile(r, pack, addk, a, s0 // 4, p, kc, at, ld)
-                    if w < _PANEL or n < r:
+                    _tile(r, v, pack, addk, a, s0 // 4, p, kc, at, ld)
+                    if not whole:
                         _edge(edge, C, i, c0, n, w, False)
                     i += n
             i0 += mc
