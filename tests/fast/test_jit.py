@@ -1,8 +1,8 @@
 """Where the compiled kernels are cached and when the cache is still good: every function of
-bptt.fast is cached under one stamp of all of that folder's sources (jit._Locator), since a
-kernel inlines functions and constants of other files there (Numba alone keys a function by its
-own file: split.py's scans compiled for gemm.py's old panel width were loaded after gemm.py
-changed, and gave wrong numbers)."""
+bptt.fast is cached under one stamp of all of that folder's sources (jit._Locator), in a folder
+named by it, since a kernel inlines functions and constants of other files there (Numba alone
+keys a function by its own file: split.py's scans compiled for gemm.py's old panel width were
+loaded after gemm.py changed, and gave wrong numbers)."""
 
 import hashlib
 import os
@@ -39,6 +39,31 @@ def test_the_folders_functions_and_only_those_take_the_stamp():
         return 1
 
     assert jit._Locator.from_function(elsewhere, __file__) is None
+
+
+PROBE = "from bptt.fast import jit, gemm; print(jit.CACHE, jit.cache_folder(), jit.STAMP); "
+PROBE += "print(type(jit._Locator.from_function(gemm.pack_panels.py_func, gemm.__file__)).__name__)"
+
+
+def _probe(env: dict) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_widths_and_installs_keep_their_kernels_apart_and_an_unwritable_folder_caches_nothing(tmp_path):
+    """Each vector width has a folder and stamp of its own (hosts of two widths, or a
+    BPTT_LANES run, sharing a cache keep both sets); a NUMBA_CACHE_DIR that cannot be written
+    turns the disk cache off, and the folder's functions still never go to Numba's own
+    locators (which would load them by per-file stamps, or another width's)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    eight, sixteen = _probe(dict(env, BPTT_LANES="8")), _probe(dict(env, BPTT_LANES="16"))
+    assert eight[0] == sixteen[0] == "True"
+    assert eight[1] != sixteen[1] and eight[2] != sixteen[2]
+    assert all(p[1].startswith(str(tmp_path / "cache")) and p[2][:16] in p[1] for p in (eight, sixteen))
+    (tmp_path / "file").write_text("not a folder")
+    stuck = _probe(dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "file" / "cache")))
+    assert stuck[0] == "False" and stuck[3] == "_Locator"
 
 
 CHILD = r"""

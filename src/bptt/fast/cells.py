@@ -141,7 +141,8 @@ class _Fast:
         return T * B * params["W_hh"].size
 
     def _panels(self, params: Params, P: int, forward: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        """The recurrent weights of a scan split into P parts, packed (gemm.pack_panels) one part
+        """The recurrent weights of a scan split into P parts, packed (gemm.pack_rows forward,
+        gemm.pack_panels backward) one part
         after the other, where each part's panels start (P + 1 offsets), and the most panels a
         part has: forward, the transpose of part p's units' rows of every gate block of W_hh
         (H, gates * n); backward, its units' columns of W_hh (gates * H, n)."""

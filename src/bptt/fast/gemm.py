@@ -230,8 +230,10 @@ def _edge(edge, C, i, c0, rows, cols, into):
 @inline
 def _mm_panels(A, P, C, edge, add):
     """C = A @ B (C += A @ B if add) for B packed by pack_panels; A and C rows with unit
-    inner stride; edge (TILE, PANEL) scratch for a last panel whose columns end within a
-    vector (the vectors of a last, narrower panel only)."""
+    inner stride; edge (TILE, PANEL) scratch for the tiles of a last, partial panel that do
+    not write C directly (a tile of _ROWS rows computes only the vectors the panel's columns
+    need, and writes C itself where they end with a vector; tiles of 4 and 1 rows compute the
+    panel's full width)."""
     M, K = A.shape
     N = C.shape[1]
     sa, sc = A.strides[0], C.strides[0]
@@ -273,7 +275,7 @@ def panels(b: np.ndarray) -> np.ndarray:
 # The blocked product (`gemm`) for the big products of a step, where NumPy's BLAS runs narrower
 # vectors than this CPU's (policy: bptt.fast.pool): B packed KC rows at a time, so that a panel
 # (KC x PANEL: 30 KiB with 16 lanes, 16 KiB with 8) stays in the first-level cache while A's tiles go by; A's
-# rows MC at a time (a block of 128 KiB, in the second-level cache), packed into tiles when A is
+# rows MC at a time (a block of MC x KC floats, 80 KiB, in the second-level cache), packed into tiles when A is
 # a transposed array (a weight gradient's error rows: A[r, k] then read 8 floats at a time).
 KC = 160 if _PANEL > 32 else 256
 MC = 128

@@ -4,22 +4,26 @@ The kernels are compiled with LLVM's fast-math flags except 'nnan' and 'ninf': w
 compiler may assume no NaN or inf exists and turn a clamp into a min/max that returns the other
 operand (a NaN weight gave a finite loss). Without them a NaN in gives NaN out, as in NumPy.
 
-Numba's cache lives beside this package (or in NUMBA_CACHE_DIR); where neither is writable the
-step kernels are compiled in each process that uses them (about 5 s) and the whole scans stay off.
-The packed product's vector width (LANES) is the host's, or BPTT_LANES's.
+Numba's cache lives beside this package (or in NUMBA_CACHE_DIR); where the folder cannot be
+written the step kernels are compiled in each process that uses them (about 5 s) and the whole
+scans stay off. The packed product's vector width (LANES) is the host's, or BPTT_LANES's.
 
 Which compiled code is still good. Numba keys a function's cached code by its own source file,
 but a kernel here inlines functions and reads constants of other files (split.py's scans take
 gemm.py's tile kernels and panel width): with gemm.py changed and split.py not, Numba would load
 scans compiled for the old panels, and they give wrong numbers. So every function of this
-folder is cached under one stamp, a hash of all the folder's sources and the vector width
-(`_Locator`): a change to any of them compiles all of them again, once.
+folder is cached under one stamp, a hash of all the folder's sources and the vector width, in a
+folder named by it (`_Locator`, `cache_folder`): a change to any source compiles all of them
+again, once, and two installs, or hosts of two vector widths, sharing a cache folder keep their
+kernels apart. Numba's own locators never see these functions (they would fall back to its
+per-file stamps).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 
 import numba as nb
 from numba.core import caching
@@ -27,11 +31,9 @@ from numba.core import caching
 from ..machine import lanes, vector_isa
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-CACHE = os.access(_HERE, os.W_OK) or bool(os.environ.get("NUMBA_CACHE_DIR"))
 
 # The packed product's vector width in floats (gemm.py): 16 where the CPU has AVX-512, else 8,
-# or BPTT_LANES (8 or 16). Code compiled for a width other than the host's own is cached in a
-# folder of its own.
+# or BPTT_LANES (8 or 16).
 HOST_LANES = 16 if vector_isa() == "AVX-512" else 8
 LANES = lanes()  # (a bad BPTT_LANES: one line at the first float32 step, not the kernels silently off)
 
@@ -50,11 +52,22 @@ STAMP = _stamp()
 
 
 def cache_folder() -> str:
-    """Where this folder's compiled kernels are cached: its __pycache__ (NUMBA_CACHE_DIR's
-    bptt-fast where that is set), in a lanes<N> folder for a width not the host's."""
-    given = os.environ.get("NUMBA_CACHE_DIR")
-    base = os.path.join(given, "bptt-fast") if given else os.path.join(_HERE, "__pycache__")
-    return base if LANES == HOST_LANES else os.path.join(base, f"lanes{LANES}")
+    """Where this folder's compiled kernels are cached: kernels-<stamp> in its __pycache__, or
+    in NUMBA_CACHE_DIR where that is set."""
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(_HERE, "__pycache__")
+    return os.path.join(base, f"bptt-kernels-{STAMP[:16]}")
+
+
+def _writable(folder: str) -> bool:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+CACHE = _writable(cache_folder())
 
 
 class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
@@ -76,7 +89,7 @@ class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
     def from_function(cls, py_func, py_file):
         if os.path.dirname(os.path.abspath(py_file)) != _HERE:
             return None
-        return super().from_function(py_func, py_file)
+        return cls(py_func, py_file)  # (never None here: no other locator may take it)
 
 
 # (Numba's class of cache machinery: CacheImpl since 0.61, _CacheImpl before)

@@ -85,7 +85,7 @@ def lstm_scan_part(
     src, idx, h0, c0, work, cs, outs, reverse, stops, kept, panels, offs, scratch, edges, span, me, parts, bar, claims
 ):
     """lstm_scan split by hidden units: part q's panels the transpose of its units' gate rows
-    of W_hh ((4n, H), [i, f, g, o]), packed (pack_panels); scratch (parts, >= B * 4n padded to
+    of W_hh ((4n, H), [i, f, g, o]), packed (gemm.pack_rows); scratch (parts, >= B * 4n padded to
     panels) and edges (parts, TILE, PANEL); bar and claims the addresses of the round counter
     (_wait) and of the parts' claim counters; stops and kept as lstm_scan's (each part copies
     its own units). Returns 0, or -1 if the parts lost each other."""

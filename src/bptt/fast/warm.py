@@ -27,8 +27,7 @@ else:  # pragma: no cover - without NumPy's OpenBLAS or a disk cache
 
 
 def _marker() -> str:
-    name = f"bptt-kernels-{numba.__version__}-numpy{np.__version__}-{jit.STAMP[:16]}.compiled"
-    return os.path.join(jit.cache_folder(), name)
+    return os.path.join(jit.cache_folder(), f"numba{numba.__version__}-numpy{np.__version__}.compiled")
 
 
 def compiled() -> bool:
@@ -54,9 +53,11 @@ def ensure(verbose: bool = True) -> bool:
         )
         return False
     if jit.CACHE and not cached:
-        os.makedirs(os.path.dirname(_marker()), exist_ok=True)
-        with open(_marker(), "w") as f:
-            f.write(f"compiled in {time.perf_counter() - t0:.1f} s\n")
+        try:
+            with open(_marker(), "w") as f:
+                f.write(f"compiled in {time.perf_counter() - t0:.1f} s\n")
+        except OSError:  # (the folder went away or read-only since: the kernels are there anyway)
+            pass
     return True
 
 
