@@ -217,7 +217,15 @@ def _cmd_warm(args: argparse.Namespace) -> int:
         + (["whole scans"] if have["scans"] else [])
         + (["split scans and the engine"] if have["split"] else [])
     )
-    print(f"bptt warm: {', '.join(parts)} ready in {took:.1f} s (cached: later processes load them in about a second)")
+    from .fast import jit
+
+    kept = (
+        "cached: later processes load them in about a second"
+        if jit.CACHE
+        else f"not cached: {jit.cache_folder()} cannot be written, so each process compiles them; "
+        "set NUMBA_CACHE_DIR to a folder that can"
+    )
+    print(f"bptt warm: {', '.join(parts)} ready in {took:.1f} s ({kept})")
     return 0
 
 

@@ -45,8 +45,8 @@ PROBE = "from bptt.fast import jit, gemm; print(jit.CACHE, jit.cache_folder(), j
 PROBE += "print(type(jit._Locator.from_function(gemm.pack_panels.py_func, gemm.__file__)).__name__)"
 
 
-def _probe(env: dict) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+def _probe(env: dict, cwd=None) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
 
@@ -64,6 +64,20 @@ def test_widths_and_installs_keep_their_kernels_apart_and_an_unwritable_folder_c
     (tmp_path / "file").write_text("not a folder")
     stuck = _probe(dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "file" / "cache")))
     assert stuck[0] == "False" and stuck[3] == "_Locator"
+    relative = _probe(dict(os.environ, NUMBA_CACHE_DIR="rel"), cwd=tmp_path)  # (kept absolute: a chdir keeps it)
+    assert relative[1].startswith(str(tmp_path / "rel") + os.sep)
+
+
+@pytest.mark.skipif(os.environ.get("BPTT_FAST") == "0", reason="the compiled kernels are off (BPTT_FAST=0)")
+def test_warm_says_when_nothing_can_be_cached(tmp_path):
+    """bptt warm with a cache folder that cannot be written says so and how to keep the
+    kernels (it said they were cached), and still readies them."""
+    (tmp_path / "file").write_text("not a folder")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "file" / "cache"), OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "bptt", "warm"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "not cached" in out.stdout and "NUMBA_CACHE_DIR" in out.stdout and "ready in" in out.stdout
+    assert "compiling the float32 kernels for this process" in out.stderr
 
 
 CHILD = r"""

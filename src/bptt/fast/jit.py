@@ -54,8 +54,8 @@ STAMP = _stamp()
 def cache_folder() -> str:
     """Where this folder's compiled kernels are cached: kernels-<stamp> in its __pycache__, or
     in NUMBA_CACHE_DIR where that is set."""
-    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(_HERE, "__pycache__")
-    return os.path.join(base, f"bptt-kernels-{STAMP[:16]}")
+    base = os.path.abspath(os.environ.get("NUMBA_CACHE_DIR") or os.path.join(_HERE, "__pycache__"))
+    return os.path.join(base, f"bptt-kernels-{STAMP[:16]}")  # (absolute: the same folder after a chdir)
 
 
 def _writable(folder: str) -> bool:

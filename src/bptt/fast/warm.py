@@ -39,11 +39,12 @@ def ensure(verbose: bool = True) -> bool:
     """Compile or load every kernel this machine uses; False (with a warning) if that fails."""
     cached = compiled()
     if verbose and not cached:
-        print(
-            "bptt: compiling the float32 kernels once (under a minute; `bptt warm` does it ahead of time)",
-            file=sys.stderr,
-            flush=True,
+        said = (
+            "once (under a minute; `bptt warm` does it ahead of time)"
+            if jit.CACHE
+            else f"for this process ({jit.cache_folder()} cannot be written: set NUMBA_CACHE_DIR to keep them)"
         )
+        print(f"bptt: compiling the float32 kernels {said}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
         _compile()
