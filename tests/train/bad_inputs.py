@@ -650,6 +650,13 @@ def _api_cases() -> list[Case]:
             ],
         ),
         Case(
+            "api-fit-patience-no-validation",
+            "Python API",
+            "early stopping on arrays with no validation part (it never stopped)",
+            call=lambda ws: _fit_arrays(hidden=4, steps=2, patience=1, val_fraction=0.0),
+            expect=["patience: expected a validation part to watch", "received 1 with no validation data"],
+        ),
+        Case(
             "api-fit-float-mask",
             "Python API",
             "fit with a mask of floats (a traceback in the first evaluation)",
@@ -1562,6 +1569,20 @@ def _cases() -> list[Case]:
             "batch updates over random windows",
             S("--update", "batch"),
             expect=["update: 'batch'", "expected --batching stream, received 'window'"],
+        ),
+        C(
+            "flag-patience-no-validation",
+            "flags",
+            "early stopping with no validation part",
+            T("--val-fraction", "0", "--patience", "2"),
+            expect=["patience: expected a validation part to watch", "received 2 with no validation data"],
+        ),
+        C(
+            "flag-plateau-no-validation",
+            "flags",
+            "a plateau schedule with no validation part",
+            S("--val-fraction", "0", "--plateau-patience", "3"),
+            expect=["plateau_patience: expected a validation part to watch", "received 3 with no validation data"],
         ),
         C(
             "flag-val-fraction",

@@ -348,6 +348,7 @@ class ArrayTask:
             )
         self.n_train = self.train[0].shape[1]
         self.n_val = 0 if self.valid is None else self.valid[0].shape[1]
+        self.validates = self.valid is not None
         self.tokens = x.dtype.kind in "iu"
         if self.tokens and cfg.input_noise:
             raise BpttError(

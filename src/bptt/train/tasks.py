@@ -189,6 +189,7 @@ class TextTask(_Batches):
             self.streams = txt.batchify(train, cfg.batch_size)
             self.segs = txt.segments(self.streams, cfg.seq_len)
         self.val_streams, self.test_streams = self._streams(val), self._streams(test)
+        self.validates = self.val_streams is not None  # (whether evaluate has figures to give)
 
     def _streams(self, ids: np.ndarray) -> np.ndarray | None:
         """A held-out part as streams for stream_loss (None if under 2 characters)."""
@@ -295,6 +296,7 @@ class SeriesTask(_Batches):
         if name is not None and not self.multi and self.name != name:  # (its normaliser is that column's)
             raise BpttError(f"column: expected the run's column {name}, received {self.name}")
         self.n_train, self.n_val, self.n_test = txt.split_sizes(len(self.values), cfg.val_fraction, cfg.test_fraction)
+        self.validates = self.n_val > 0
         self.diff, self.diff_note = self._difference(cfg, difference)
         p = self.diff.order  # the modelled series w starts at value p
         if p and self.n_train - p < 3:

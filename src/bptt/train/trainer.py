@@ -159,6 +159,23 @@ def _new_run_dir(cfg: TrainConfig) -> str:
     return os.path.join("runs", stamp)
 
 
+def _check_watched(cfg: TrainConfig, task: Any) -> None:
+    """Early stopping and the plateau schedule watch the validation loss: refused where the task
+    holds no validation part (--val-fraction 0, or arrays without val), where they would never act."""
+    if getattr(task, "validates", True):
+        return
+    for key, what in (
+        ("patience", "the run would never stop early"),
+        ("plateau_patience", "the lr would never be cut"),
+    ):
+        value = getattr(cfg, key)
+        if value:
+            raise BpttError(
+                f"{key}: expected a validation part to watch (--val-fraction > 0, or val= with arrays), received "
+                f"{value} with no validation data ({what})"
+            )
+
+
 class Trainer:
     def __init__(
         self,
@@ -329,6 +346,7 @@ class Trainer:
             task = self._data.task(self.cfg)
         else:
             task = make_task(self.cfg, self.resumed.meta if self.resumed else None)
+        _check_watched(self.cfg, task)
         if self._user_model is None:
             return task, task.build_model()
         check_fits(self._user_model, task, self.cfg.dtype)
