@@ -88,6 +88,41 @@ def test_softmax_xent_kernel_equals_numpy(spread, where):
         assert (d32[~mask] == 0).all()
 
 
+@needs_numba
+@pytest.mark.parametrize("K", [1, 15, 16, 17, 33, 65, 100, 1000])
+def test_softmax_xent_rows_of_every_width(K):
+    """The kernel's row maximum (running maxima, folded in halves) is the maximum wherever it
+    lies (first place, in a block, in the remainder): the loss and gradients are a plain
+    maximum's: float64's to float32 rounding."""
+    rng = np.random.default_rng(K)
+    N = 40
+    y = (3.0 * rng.standard_normal((N, K))).astype(np.float32)
+    for n in range(N):  # the largest logit at places from the first to the last, some far above the rest
+        y[n, round(n * (K - 1) / (N - 1))] = y[n].max() + (50.0 if n % 3 == 0 else 0.5)
+    t = rng.integers(0, K, N)
+    d = np.empty_like(y)
+    total = rows.softmax_xent(y, t, np.float32(0.25), d)
+    y64 = y.astype(np.float64)
+    l64 = np.log(np.exp(y64 - y64.max(1, keepdims=True)).sum(1)) + y64.max(1) - y64[np.arange(N), t]
+    assert abs(total - l64.sum()) <= 1e-6 * abs(l64.sum())
+    p64 = np.exp(y64 - y64.max(1, keepdims=True))
+    p64 /= p64.sum(1, keepdims=True)
+    p64[np.arange(N), t] -= 1.0
+    assert np.abs(d - 0.25 * p64).max() <= 1e-6  # (a wrong maximum: exp clamped at 0, far off)
+
+
+@needs_numba
+@pytest.mark.parametrize("at", [0, 7, 16, 40, 64])
+def test_softmax_xent_keeps_nan_and_inf_anywhere_in_a_wide_row(at):
+    y = np.zeros((3, 65), np.float32)
+    y[0, at], y[1, at], y[2, at] = np.nan, np.inf, -np.inf
+    t = np.array([3, 3, 3])
+    d = np.empty_like(y)
+    assert np.isnan(rows.softmax_xent(y[:1], t[:1], np.float32(1), d[:1])) and np.isnan(d[0]).all()
+    assert np.isnan(rows.softmax_xent(y[1:2], t[1:2], np.float32(1), d[1:2]))  # inf - inf
+    assert np.isfinite(rows.softmax_xent(y[2:], t[2:], np.float32(1), d[2:]))  # exp(-inf) = 0
+
+
 def _step_inputs(kind, B=5, H=7, D=4, seed=0):
     rng = np.random.default_rng(seed)
     cell = make_cell(kind, D, H)

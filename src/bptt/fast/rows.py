@@ -103,6 +103,9 @@ def exp_(a, out):
         out[k] = exp32(a[k])
 
 
+_MAXW = 16  # the running maxima of softmax_xent's row maximum
+
+
 @jit
 def softmax_xent(y, t, scale, d):
     """Softmax cross-entropy of the rows of y (N, K) against class ids t (N,): returns the
@@ -111,11 +114,31 @@ def softmax_xent(y, t, scale, d):
     N, K = y.shape
     grad = d.shape[0] == N
     total = 0.0
-    e = np.empty(K, y.dtype)
+    e, mv = np.empty(K, y.dtype), np.empty(_MAXW, y.dtype)
+    full = K - K % _MAXW
     for n in range(N):
         r = y[n]
-        m = r[0]
-        for k in range(1, K):
+        # the row's maximum by _MAXW running maxima, which the compiler vectorises, folded in
+        # halves (a running `m = r[k] if r[k] > m else m` is a chain of dependent selects that it
+        # cannot vectorise without assuming no NaN: (3200, 65) rows 450 -> 235 us). The maximum
+        # is exact, so the order does not change it; a NaN anywhere makes the exp sum NaN either
+        # way. (Written here: as an inlined function of its own it ran 1.6x slower.)
+        if full:
+            for j in range(_MAXW):
+                mv[j] = r[j]
+            for k0 in range(_MAXW, full, _MAXW):
+                for j in range(_MAXW):
+                    v = r[k0 + j]
+                    mv[j] = v if v > mv[j] else mv[j]
+            h = _MAXW // 2
+            while h > 0:
+                for j in range(h):
+                    mv[j] = mv[j + h] if mv[j + h] > mv[j] else mv[j]
+                h //= 2
+            m, k1 = mv[0], full
+        else:
+            m, k1 = r[0], 1
+        for k in range(k1, K):
             m = r[k] if r[k] > m else m
         for k in range(K):
             e[k] = exp32(r[k] - m)
