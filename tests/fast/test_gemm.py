@@ -32,12 +32,24 @@ def _layouts(rng, M, K):
 @needs_scans
 @pytest.mark.parametrize(
     "M,K,N",
-    [(1, 1, 1), (3, 5, 2), (8, 256, 32), (9, 257, 33), (37, 300, 45), (130, 600, 65), (257, 40, 100), (5, 0, 7)],
+    [
+        (1, 1, 1),
+        (3, 5, 2),
+        (8, 256, 32),
+        (9, 257, 33),
+        (37, 300, 45),
+        (130, 600, 65),
+        (257, 40, 100),
+        (5, 0, 7),
+        (40, 300, 64),
+        (17, 200, 128),
+    ],
 )
 def test_blocked_product_equals_float64(M, K, N):
     """Tiles of 8 (or 4 with 8 lanes), 4 and 1 rows, packed tiles with their last rows cut,
-    partial panels, more than one KC block and MC block; written and added; the columns
-    around a strided result untouched."""
+    partial panels (last panels of 1 and 2 vectors written directly, as stored and packed),
+    more than one KC block and MC block; written and added; the columns around a strided
+    result untouched."""
     from bptt.fast import gemm
 
     rng = np.random.default_rng(M * 1000 + K + N)

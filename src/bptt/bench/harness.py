@@ -160,7 +160,9 @@ def run_bench(
     with _blas_limit(threads):
         roof = gemm_gflops()
         results["gemm_gflops"] = roof
-        log(f"GEMM roofline (NumPy float32 1024^3, the fastest of 15, {threads} thread{'s' * (threads > 1)}): {roof:.1f} GFLOP/s")
+        log(
+            f"GEMM roofline (NumPy float32 1024^3, the fastest of 15, {threads} thread{'s' * (threads > 1)}): {roof:.1f} GFLOP/s"
+        )
         for case in cases:
             x, y = case.data()
             params = case_params(case)

@@ -119,20 +119,26 @@ def _tile_kernel(rows, add, trans=False, vectors=_VECTORS):
     return intrinsic(typer)
 
 
-# the tile kernels: _ROWS rows of A as stored, 1 to 3 vectors of a panel wide (a last panel may
-# need fewer: _kR<vectors>, a: adding into C); a panel's full width for 4 rows, 1 row and _ROWS
-# of A's packed tiles (their partial panels go through the edge scratch)
+# the tile kernels: _ROWS rows of A as stored (_kR<vectors>) or of A's packed tiles
+# (_kT<vectors>), 1 to 3 vectors of a panel wide (a last panel may need fewer; a: adding into
+# C); a panel's full width for 4 rows and 1 row (their partial panels go through the edge
+# scratch). The packed tiles' narrow kernels: a weight gradient's last panel of H = 128 (32
+# columns) computed 48 through the edge scratch; with them, one Intel Xeon core (AVX-512, 16
+# lanes), two runs alternated, GFLOP/s: (512, 3200) @ (3200, 128) 82.7 -> 93.0 and 84.6 -> 94.1,
+# (128, 3200) @ (3200, 128) 75.0 -> 83.6 and 75.4 -> 81.5, (2048, 3200) @ (3200, 512) 122.1 ->
+# 128.3 and 117.2 -> 118.7; the same numbers bit for bit.
 _kR1, _kR2, _kR3 = (_tile_kernel(_ROWS, False, False, v) for v in (1, 2, 3))
 _kR1a, _kR2a, _kR3a = (_tile_kernel(_ROWS, True, False, v) for v in (1, 2, 3))
+_kT1, _kT2, _kT3 = (_tile_kernel(_ROWS, False, True, v) for v in (1, 2, 3))
+_kT1a, _kT2a, _kT3a = (_tile_kernel(_ROWS, True, True, v) for v in (1, 2, 3))
 _k4, _k4a, _k1, _k1a = (_tile_kernel(r, add) for r in (4, 1) for add in (False, True))
-_kT, _kTa = (_tile_kernel(_ROWS, add, True) for add in (False, True))
 
 
 @inline
 def _vectors(r, packed, v):
     """The vectors a tile of r rows computes of a panel whose columns need v: v for _ROWS rows
-    as stored, else the panel's full width."""
-    return v if r == _ROWS and not packed else _VECTORS
+    (as stored or packed), else the panel's full width."""
+    return v if r == _ROWS else _VECTORS
 
 
 @inline
@@ -141,9 +147,18 @@ def _tile(r, v, packed, add, a, lda, p, K, at, ld):
     or 1) rows of A as stored, or _ROWS of its packed tiles (`packed`); += if `add`."""
     if packed:
         if add:
-            _kTa(a, _ROWS, p, K, at, ld)
+            if v == 3 and _VECTORS == 3:
+                _kT3a(a, _ROWS, p, K, at, ld)
+            elif v == 2:
+                _kT2a(a, _ROWS, p, K, at, ld)
+            else:
+                _kT1a(a, _ROWS, p, K, at, ld)
+        elif v == 3 and _VECTORS == 3:
+            _kT3(a, _ROWS, p, K, at, ld)
+        elif v == 2:
+            _kT2(a, _ROWS, p, K, at, ld)
         else:
-            _kT(a, _ROWS, p, K, at, ld)
+            _kT1(a, _ROWS, p, K, at, ld)
     elif r == _ROWS:
         if add:
             if v == 3 and _VECTORS == 3:
