@@ -43,7 +43,9 @@ def _scans_split(monkeypatch):
 
 
 @needs_split
-@pytest.mark.parametrize("M,K,N", [(32, 128, 256), (5, 7, 3), (9, 33, 40), (1, 16, 16), (4, 0, 17), (13, 64, 31)])
+@pytest.mark.parametrize(
+    "M,K,N", [(32, 128, 256), (5, 7, 3), (9, 33, 40), (1, 16, 16), (4, 0, 17), (13, 64, 31), (16, 40, 100)]
+)
 def test_packed_product_equals_matmul(M, K, N):
     """The scans' packed product (tiles of gemm.TILE, 4 and 1 rows, edge rows and columns), written and added,
     == NumPy's, also for strided factors and results."""
@@ -56,6 +58,11 @@ def test_packed_product_equals_matmul(M, K, N):
         _close(C, ref, 1e-6)
         gemm.mm_panels(A, gemm.panels(B), C, np.empty((gemm.TILE, gemm.PANEL), f4), True)  # C += A @ B
         _close(C, 2 * ref, 1e-6)
+        assert np.isnan(C.base[:, :2]).all() and np.isnan(C.base[:, N + 2 :]).all()
+        once = C.copy()  # the panels from the last to the first (every other step of a scan): the same bits
+        for add in (False, True):
+            gemm.mm_panels(A, gemm.panels(B), C, np.empty((gemm.TILE, gemm.PANEL), f4), add, True)
+        np.testing.assert_array_equal(C, once)
         assert np.isnan(C.base[:, :2]).all() and np.isnan(C.base[:, N + 2 :]).all()
 
 

@@ -243,16 +243,25 @@ def _edge(edge, C, i, c0, rows, cols, into):
 
 
 @inline
-def _mm_panels(A, P, C, edge, add):
+def _mm_panels(A, P, C, edge, add, rev):
     """C = A @ B (C += A @ B if add) for B packed by pack_panels; A and C rows with unit
     inner stride; edge (TILE, PANEL) scratch for the tiles of a last, partial panel that do
     not write C directly (a tile of _ROWS rows computes only the vectors the panel's columns
     need, and writes C itself where they end with a vector; tiles of 4 and 1 rows compute the
-    panel's full width)."""
+    panel's full width). The panels from the last to the first if `rev`: a scan alternates the
+    order step by step, so that where its panels overflow the core's second-level cache a step
+    begins with the panels the last one ended with, still there (in one order every step, the
+    least recently used is next each time, and almost every panel comes from the third level).
+    Each column's sums are the same either way. Measured on one Intel Xeon core (AVX-512), 200
+    products in a row, two runs: (32, 2048) @ (2048, 256) (2.25 MiB of panels) 294 -> 275 and
+    293 -> 269 us, (32, 512) @ (512, 2048) 572 -> 550 and 561 -> 540 us, (32, 2048) @ (2048,
+    192) (1.5 MiB) 199 -> 192 and 189 -> 186 us."""
     M, K = A.shape
     N = C.shape[1]
     sa, sc = A.strides[0], C.strides[0]
-    for j in range(P.shape[0]):
+    n = P.shape[0]
+    for jj in range(n):
+        j = n - 1 - jj if rev else jj
         p = P.ctypes.data + j * P.strides[0]
         c0 = j * _PANEL
         w = min(_PANEL, N - c0)
@@ -274,9 +283,9 @@ def _mm_panels(A, P, C, edge, add):
 
 
 @jit
-def mm_panels(A, P, C, edge, add):
+def mm_panels(A, P, C, edge, add, rev=False):
     """C (+)= A @ B, B packed by pack_panels (the scans' inner product, for tests)."""
-    _mm_panels(A, P, C, edge, add)
+    _mm_panels(A, P, C, edge, add, rev)
 
 
 def panels(b: np.ndarray) -> np.ndarray:

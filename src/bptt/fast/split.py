@@ -104,7 +104,7 @@ def lstm_scan_part(
             a = _gates(scratch, q, B, Pq.shape[0] * _PANEL)
             t = _at(s, T, reverse)
             hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
-            _mm_panels(hp[b0:b1], Pq, a[b0:b1], edges[q], False)
+            _mm_panels(hp[b0:b1], Pq, a[b0:b1], edges[q], False, s % 2 == 1)
             w, c, h = work[t % work.shape[0]], cs[t % cs.shape[0]], outs[t % outs.shape[0]]
             for b in range(b0, b1):
                 x, ar, wr = src[idx[t, b]], a[b], w[b]
@@ -153,7 +153,7 @@ def lstm_scan_back_part(
             dhc, dcc = dh[b0:b1, lo:hi], dc[b0:b1, lo:hi]
             if k > 0:  # step T - k's product for the part's units
                 t = _at(T - k, T, reverse)
-                _mm_panels(work[t][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], False)
+                _mm_panels(work[t][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], False, k % 2 == 1)
                 _scale_rows(dhc, scale, t, b0)
                 _scale_rows(dcc, scale, t, b0)
             if k < T:  # step T - 1 - k's cells
@@ -190,7 +190,7 @@ def elman_scan_part(src, idx, h0, work, outs, reverse, stops, kept, panels, offs
             t = _at(s, T, reverse)
             w, o = work[t % work.shape[0]], outs[t % outs.shape[0]]
             hp = _before(h0, outs, s, T, reverse)
-            _mm_panels(hp[b0:b1], panels[offs[q] : offs[q + 1]], w[b0:b1, lo:hi], edges[q], False)
+            _mm_panels(hp[b0:b1], panels[offs[q] : offs[q + 1]], w[b0:b1, lo:hi], edges[q], False, s % 2 == 1)
             for b in range(b0, b1):
                 a = w[b, lo:hi]  # a row's slice: contiguous, which lets the loops vectorise
                 _elman_row(src[idx[t, b]][lo:hi], a)
@@ -221,7 +221,7 @@ def elman_scan_back_part(
             dhc = dh[b0:b1, lo:hi]
             if k > 0:  # step T - k's product for the part's units
                 t = _at(T - k, T, reverse)
-                _mm_panels(work[t][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], False)
+                _mm_panels(work[t][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], False, k % 2 == 1)
                 _scale_rows(dhc, scale, t, b0)
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
@@ -256,7 +256,7 @@ def gru_scan_part(
             rec = _gates(scratch, q, B, Pq.shape[0] * _PANEL)
             t = _at(s, T, reverse)
             hp = _before(h0, outs, s, T, reverse)
-            _mm_panels(hp[b0:b1], Pq, rec[b0:b1], edges[q], False)
+            _mm_panels(hp[b0:b1], Pq, rec[b0:b1], edges[q], False, s % 2 == 1)
             w, h = work[t % work.shape[0]], outs[t % outs.shape[0]]
             for b in range(b0, b1):
                 x, rc, wb = src[idx[t, b]], rec[b], w[b]
@@ -303,7 +303,7 @@ def gru_scan_back_part(
             dhc = dh[b0:b1, lo:hi]
             if k > 0:  # step T - k's product for the part's units: dh = g z + drec W_hh
                 t = _at(T - k, T, reverse)
-                _mm_panels(drec[(T - k) % 2][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], True)
+                _mm_panels(drec[(T - k) % 2][b0:b1], panels[offs[q] : offs[q + 1]], dhc, edges[q], True, k % 2 == 1)
                 _scale_rows(dhc, scale, t, b0)
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
