@@ -676,3 +676,22 @@ def test_a_run_of_epochs_goes_on_with_steps(tmp_path, text_file):
 
     with pytest.raises(BpttError, match=rf"give --steps N > {first.step + 3} to train on"):
         Trainer(resume=str(tmp_path / "r"), overrides={"steps": 2})
+
+
+def test_a_run_saved_with_patience_and_no_validation_resumes_with_patience_0(tmp_path, text_file, monkeypatch):
+    """A run saved before the check with --patience and --val-fraction 0 (made here with the
+    check off) is refused on resume with a message that names --patience 0, changes nothing in
+    the run, and resumes with --patience 0."""
+    import bptt.train.trainer as trainer
+
+    run = str(tmp_path / "r")
+    common = ["--data", text_file, "--hidden", "8", "--seq-len", "10", "--batch-size", "4", "--no-progress"]
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "_check_watched", lambda cfg, task: None)
+        argv = ["train", *common, "--sample-length", "0", "--val-fraction", "0", "--patience", "2", "--steps", "4"]
+        assert main([*argv, "--out", run]) == 0
+    before = {f: open(os.path.join(run, f), "rb").read() for f in sorted(os.listdir(run))}
+    assert main(["train", "--resume", run, "--steps", "8"]) == 2
+    assert {f: open(os.path.join(run, f), "rb").read() for f in sorted(os.listdir(run))} == before
+    assert main(["train", "--resume", run, "--steps", "8", "--patience", "0"]) == 0
+    assert load_run(run).meta["step"] == 8

@@ -161,7 +161,9 @@ def _new_run_dir(cfg: TrainConfig) -> str:
 
 def _check_watched(cfg: TrainConfig, task: Any) -> None:
     """Early stopping and the plateau schedule watch the validation loss: refused where the task
-    holds no validation part (--val-fraction 0, or arrays without val), where they would never act."""
+    holds no validation part (--val-fraction 0, one too small to hold any of this data, or arrays
+    without val), where they would never act. A run saved before this check with such a setting
+    resumes with it set to 0, which the message says."""
     if getattr(task, "validates", True):
         return
     for key, what in (
@@ -170,9 +172,10 @@ def _check_watched(cfg: TrainConfig, task: Any) -> None:
     ):
         value = getattr(cfg, key)
         if value:
+            flag = "--" + key.replace("_", "-")
             raise BpttError(
-                f"{key}: expected a validation part to watch (--val-fraction > 0, or val= with arrays), received "
-                f"{value} with no validation data ({what})"
+                f"{key}: expected a validation part to watch (--val-fraction above 0, enough for this data to "
+                f"hold one, or val= with arrays), received {value} with none ({what}; {flag} 0 goes on without it)"
             )
 
 
