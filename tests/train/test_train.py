@@ -695,3 +695,32 @@ def test_a_run_saved_with_patience_and_no_validation_resumes_with_patience_0(tmp
     assert {f: open(os.path.join(run, f), "rb").read() for f in sorted(os.listdir(run))} == before
     assert main(["train", "--resume", run, "--steps", "8", "--patience", "0"]) == 0
     assert load_run(run).meta["step"] == 8
+
+
+def test_a_start_killed_before_its_first_checkpoint_starts_again(tmp_path, text_file):
+    """A process killed (os._exit, as kill -9) as it would write the step-0 checkpoint leaves
+    none of the run's files, so the same command starts the run again (config.json, written
+    before the checkpoint, made the folder refuse both a new start and --resume)."""
+    import subprocess
+    import sys
+
+    run = str(tmp_path / "r")
+    argv = ["train", "--data", text_file, "--hidden", "8", "--seq-len", "10", "--batch-size", "4"]
+    argv += ["--no-progress", "--sample-length", "0", "--steps", "4", "--out", run]
+    killer = (
+        "import os, sys\n"
+        "import bptt.train.trainer as t\n"
+        "save = t.Trainer._save\n"
+        "def _save(self, name, s, best=False):\n"
+        "    if name == 'checkpoint.npz' and s.step == 0:\n"
+        "        os._exit(9)\n"
+        "    save(self, name, s, best)\n"
+        "t.Trainer._save = _save\n"
+        "from bptt.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    p = subprocess.run([sys.executable, "-c", killer, *argv], capture_output=True, text=True)
+    assert p.returncode == 9
+    assert not [f for f in os.listdir(run) if f in ("config.json", "metrics.jsonl", "checkpoint.npz", "best.npz")]
+    assert main(argv) == 0
+    assert load_run(run).meta["step"] == 4

@@ -615,20 +615,25 @@ class Trainer:
                 self.log(f"metrics.jsonl: dropped {dropped} torn line(s) (written when the run was stopped mid-line)")
         else:
             self.folder.fresh_metrics()
-        if self.board_dir is not None:  # resumed: its events after the checkpoint dropped, as metrics.jsonl's rows
-            rows = read_metrics(self.folder.file("metrics.jsonl")) if self.resumed else []
-            self.board = tb.Board(self.board_dir, self.cfg, s.step, bool(self.resumed), rows)
         limiter, threads = blas_threads(self.cfg.threads or self.world.default_threads(default_threads()))
         speed = ops.speed(np.dtype(self.cfg.dtype))  # (float32: the kernels load here, not at the first step)
         threads += f"; {speed}" if speed else ""
+        # a run folder always holds a checkpoint to resume from (or fall back to), written before
+        # any other file of the run: a start killed before it leaves none of them (the same
+        # command starts it again), one killed after it a run to resume (config.json was written
+        # after the kernels loaded and before the checkpoint: a kill in between left a folder that
+        # neither a new start nor --resume took)
+        if not self.resumed:
+            self._save("checkpoint.npz", s)
+        if self.board_dir is not None:  # resumed: its events after the checkpoint dropped, as metrics.jsonl's rows
+            rows = read_metrics(self.folder.file("metrics.jsonl")) if self.resumed else []
+            self.board = tb.Board(self.board_dir, self.cfg, s.step, bool(self.resumed), rows)
         n_params = sum(v.size for v in s.params.values())
         ranks = {"mpi_ranks": self.world.size} if self.world.parallel else {}
         self.folder.write_json(
             "config.json",
             {**self._meta(s), "model": repr(self.model), "parameters": n_params, "threads": threads, **ranks},
         )
-        if not self.resumed:  # a run folder always holds a checkpoint to resume from (or fall back to)
-            self._save("checkpoint.npz", s)
         report.header(
             self.log,
             self.cfg,
