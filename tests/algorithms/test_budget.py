@@ -449,19 +449,7 @@ def test_mixed_segments_run_by_rows_side_by_side_give_full_bptts_gradient(kind, 
         assert np.abs(some.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k
 
 
-class _Centred(bptt.Dense):
-    """A user's readout that centres its outputs over the batch: each row's output depends on
-    every row (a subclass of a row-wise level that is not row-wise itself)."""
-
-    def forward(self, p, x):
-        y, cache = super().forward(p, x)
-        return y - y.mean(axis=1, keepdims=True), cache
-
-    def backward(self, p, cache, dy, g, need_dx):
-        return super().backward(p, cache, dy - dy.mean(axis=1, keepdims=True), g, need_dx)
-
-
-def test_segments_run_whole_where_rows_do_not_apply(monkeypatch):
+def test_segments_run_whole_where_rows_do_not_apply(monkeypatch, centred):
     """No runs of rows with one part, with the revolve policy (segments of one step), with a
     level that sees the whole batch (dropout's masks held; a user's subclass of Dense that
     centres over the batch), or with a mask (through the algorithm, and given to execute
@@ -479,15 +467,15 @@ def test_segments_run_whole_where_rows_do_not_apply(monkeypatch):
     mask[100:, 3] = False
     dropped = bptt.Model(9, [bptt.rnn("lstm", 32), bptt.Dropout(0.3), bptt.Dense(9)], tokens=True)
     dparams = dropped.init_params(np.random.default_rng(1), np.float32)
-    centred = bptt.Model(9, [bptt.rnn("lstm", 32), _Centred(9)], tokens=True)
-    cparams = centred.init_params(np.random.default_rng(1), np.float32)
-    assert bptt.Dense.rowwise and not _Centred.rowwise
+    centred_model = bptt.Model(9, [bptt.rnn("lstm", 32), centred(9)], tokens=True)
+    cparams = centred_model.init_params(np.random.default_rng(1), np.float32)
+    assert bptt.Dense.rowwise and not centred.rowwise
     cases = [
         (1, "mixed", model, params, None),
         (2, "revolve", model, params, None),
         (2, "mixed", model, params, mask),
         (2, "mixed", dropped, dparams, None),
-        (2, "mixed", centred, cparams, None),
+        (2, "mixed", centred_model, cparams, None),
     ]
     for P, policy, m, p, msk in cases:
         algo = make("budget", budget=budget, policy=policy)

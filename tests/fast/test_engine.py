@@ -310,14 +310,28 @@ def _bitwise(a, b):
         np.testing.assert_array_equal(a.grads[k], b.grads[k], err_msg=k)
 
 
+def _by_rows(monkeypatch, on):
+    """Full BPTT's steps by runs of batch rows (algorithms/rows.py) if `on`, else each scan and
+    product split; the list of the runs of rows the steps took."""
+    from bptt.algorithms import rows
+
+    monkeypatch.setattr(fast_cells, "LEAF_ROWS_MACS", 0 if on else 1 << 62)
+    taken: list = []
+    real = rows.side_by_side
+    monkeypatch.setattr(rows, "side_by_side", lambda *a, **k: taken.append(a[5]) or real(*a, **k))
+    return taken
+
+
 @needs_split
+@pytest.mark.parametrize("by_rows", [False, True], ids=["split", "rows"])
 @pytest.mark.parametrize("kind", ["elman", "gru", "lstm"])
-def test_a_worker_that_never_comes_holds_nothing_up(kind, monkeypatch):
+def test_a_worker_that_never_comes_holds_nothing_up(kind, by_rows, monkeypatch):
     """Jobs posted to a worker that never takes them (asleep, its core busy) are run by the
     caller after its own: the step completes on the calling thread alone with bitwise the split
-    step's numbers (every part of every scan round claimed by the caller), stacked levels,
-    readout and all."""
+    step's numbers (every part of every scan round claimed by the caller; or, a step by runs of
+    rows, the second run), stacked levels, readout and all."""
     model, params, x, y = _stacked(kind)
+    taken = _by_rows(monkeypatch, by_rows)
     monkeypatch.setattr(engine, "SPLIT_MACS", 1)  # every product split
     with engine.split(2):
         split = full_bptt(model, params, x, y)
@@ -334,18 +348,21 @@ def test_a_worker_that_never_comes_holds_nothing_up(kind, monkeypatch):
     assert out, "the step waited for a worker that never came"
     assert posted and all(job.fn is None for _, job in posted)  # every one claimed (by the caller)
     _bitwise(out[0], split)
+    assert len(taken) == (2 if by_rows else 0)
 
 
 @needs_split
+@pytest.mark.parametrize("by_rows", [False, True], ids=["split", "rows"])
 @pytest.mark.parametrize("delay", [0.0005, 0.003])
-def test_a_late_worker_joins_the_step_with_the_same_numbers(delay, monkeypatch):
+def test_a_late_worker_joins_the_step_with_the_same_numbers(delay, by_rows, monkeypatch):
     """A worker that gets its jobs late (each delivered `delay` s after it was posted): the
     caller runs what the worker has not claimed, the worker joins when it comes (in a scan,
-    part by part from the round it finds), and the step's loss and gradients equal a split
-    step's bitwise, over LSTM, GRU and Elman levels."""
+    part by part from the round it finds; a step by runs of rows, with the second run), and the
+    step's loss and gradients equal a split step's bitwise, over LSTM, GRU and Elman levels."""
     import threading
 
     model, params, x, y = _stacked()
+    taken = _by_rows(monkeypatch, by_rows)
     monkeypatch.setattr(engine, "SPLIT_MACS", 1)
     with engine.split(2):
         want = full_bptt(model, params, x, y)
@@ -371,6 +388,7 @@ def test_a_late_worker_joins_the_step_with_the_same_numbers(delay, monkeypatch):
         if "MainThread" in ran and (any(n.startswith("bptt-engine") for n in ran) or not joins):
             break
     assert "MainThread" in ran and (any(n.startswith("bptt-engine") for n in ran) or not joins), set(ran)
+    assert bool(taken) == by_rows
 
 
 @needs_split

@@ -47,9 +47,10 @@ import numpy as np
 from .. import ops
 from ..cells.base import Params, state_map
 from ..errors import BpttError, one_of
-from ..scan import scan_backward
 from .base import Algorithm, Gradient, register
 from .plan import POLICIES, Leaf, Plan, Revolve, Split, Storage, expand, longest, plan
+from .rows import add_into, compact, consume, runs
+from .rows import side_by_side as rows_side_by_side
 
 if TYPE_CHECKING:
     from ..model import Model, ModelState
@@ -141,7 +142,7 @@ def _measure_storage(model: Model, params: Params, B: int, masked: bool = False)
             y, _, tapes = model.forward_levels(params, x, mask, state, keep=True)
             _, dy = model.loss_fn.segment(y, targets, mask, 0, n, n * B)
             del y
-            model.backward_levels(params, tapes, dy, None, grads, _consume)
+            model.backward_levels(params, tapes, dy, None, grads, consume)
             del tapes, dy
         return peak()
 
@@ -164,7 +165,7 @@ def stored_bytes(state: Any) -> int:
         tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        copy = _compact(state)
+        copy = compact(state)
         held = tracemalloc.get_traced_memory()[0] - base
         del copy
         n, base = 64, tracemalloc.get_traced_memory()[0]
@@ -280,12 +281,10 @@ class Budget(Algorithm):
         what each run after the first holds of its own (a gradient, a segment's fixed part), if
         it exists and runs at most ROW_STEPS times p's forward steps; else (p, None). Only where
         every level treats each batch row alone (Level.rowwise)."""
-        if p.policy != "mixed" or b.mask is not None or p.root == Leaf(0, p.T):
-            return p, None
-        if not all(lv.rowwise for lv in model.levels):  # (a rate regulariser, dropout's masks held)
+        if p.policy != "mixed" or p.root == Leaf(0, p.T):
             return p, None
         T, B = b.x.shape[:2]
-        spans = ops.row_runs(model, params, None, B, longest(p))
+        spans = runs(model, params, b, longest(p))  # (not with a rate regulariser, dropout's masks held)
         if spans is None:
             return p, None
         own = sum(v.nbytes for v in params.values()) + p.storage.segment
@@ -343,7 +342,7 @@ def execute(
         part, dy = model.loss_fn.segment(y, b.targets, counted, a, T, n)
         loss[0] += part
         # each segment's tapes are used once (a compiled scan may take their buffers)
-        back = _consume if scale is None else partial(_consume, scale=scale[a:e])
+        back = consume if scale is None else partial(consume, scale=scale[a:e])
         return model.backward_levels(params, tapes, dy, dstate, grads, back)
 
     # chains for the mixed policy's one sweep of stores; revolve's many short chains, freed as
@@ -360,61 +359,21 @@ def execute(
             return None
         while len(extra) < len(spans) - 1:
             extra.append(model.zero_grads(params))
-        calls = [
-            partial(_run_rows, model, params, b, a, e, r, state, dstate, n, [grads, *extra][i], t0)
-            for i, r in enumerate(spans)
-        ]
-        out = ops.side_by_side(calls)
+        part, d0, last, size = rows_side_by_side(
+            model, params, b, a, e, spans, state, dstate, n, [grads, *extra], t0, measure=partial(nbytes, data=(b.x,))
+        )
         row_segments[0] += 1
-        loss[0] += sum(o[0] for o in out)
-        return _cat([o[1] for o in out]), _cat([o[2] for o in out]), sum(o[3] for o in out)
+        loss[0] += part
+        return d0, last, size
 
     whole = b.mask is not None or loss_mask is not None or scale is not None or restarts  # (rows: unmasked)
     leaf = by_rows if rows is not None and not whole else None
     dstate, final, stats = walk(p, T, b.state0, forward, backward, (b.x, b.mask), restarts, chains=chains, leaf=leaf)
     stats["row_segments"] = row_segments[0]
-    for g in extra:
-        for k in grads:
-            grads[k] += g[k]
+    add_into([grads, *extra])
     extra.clear()
     model.add_init_grads(grads, dstate, b.given)
     return Gradient(loss[0] / n, grads, dstate, final), stats
-
-
-def _run_rows(
-    model: Model,
-    params: Params,
-    b: Any,
-    a: int,
-    e: int,
-    rows: tuple[int, int],
-    state: Any,
-    dstate: Any,
-    n: int,
-    grads: Params,
-    t0: int = 0,
-) -> tuple[float, Any, Any, int]:
-    """Steps a .. e-1 of batch rows b0 .. b1-1 recorded and backpropagated, into `grads`: (their
-    loss, summed; the state gradient at a; the state at e; the bytes of their tapes)."""
-    r = slice(*rows)
-    x = b.x[a:e, r]
-    y, last, tapes = model.forward_levels(params, x, None, _rows_of(state, r), keep=True, t0=t0 + a)
-    size = nbytes(tapes, (b.x,))
-    targets = b.targets[:, r] if model.loss_fn.at == "every" else b.targets[r]
-    part, dy = model.loss_fn.segment(y, targets, None, a, b.x.shape[0], n)
-    del y
-    d0 = model.backward_levels(params, tapes, dy, None if dstate is None else _rows_of(dstate, r), grads, _consume)
-    return part, d0, _compact(last), size
-
-
-def _rows_of(state: Any, r: slice) -> Any:
-    """Batch rows r of a model state (views)."""
-    return {k: type(s)(*(v[r] for v in s)) for k, s in state.items()}
-
-
-def _cat(states: list) -> Any:
-    """States of runs of rows, joined along the batch."""
-    return {k: type(s)(*(np.concatenate(f) for f in zip(*(st[k] for st in states)))) for k, s in states[0].items()}
 
 
 def walk(
@@ -476,7 +435,7 @@ def walk(
         """The state at e from the one at a, keeping no tape, in pieces that fit the part of the
         plan's peak not in use (Storage.advance per step, beside a segment's fixed part and the
         states to keep); and the states at ys (a <= y < e, rising), each of its own."""
-        kept: list = [_compact(state) for y in ys if y == a]
+        kept: list = [compact(state) for y in ys if y == a]
         free = p.peak_bytes - live["states"] - len(ys) * p.storage.state - p.storage.segment
         piece, longest = max(1, free // p.storage.advance), 0
         while a < e:
@@ -486,8 +445,8 @@ def walk(
             _, state, _ = run(a, a + k, state, keep=False, **({"stops": inside, "kept": kept} if inside else {}))
             a, longest = a + k, max(longest, k * p.storage.advance)
             if a in ys and a < e:
-                kept.append(_compact(state))
-        state = _compact(state)  # (not a row of the advance's buffers, which go back now)
+                kept.append(compact(state))
+        state = compact(state)  # (not a row of the advance's buffers, which go back now)
         if longest >= p.storage.step:  # those buffers (lower levels' outputs) are no recording's:
             ops.memory_limit(0)  # given back, not kept beside the next segment's
         return state, kept
@@ -522,7 +481,7 @@ def walk(
                 size = nbytes([pt[3] for pt in parts], data)
                 held("tapes", size)
                 if node.b == T:
-                    final = _compact(last)  # (not a row of the segment's buffers, which go back now)
+                    final = compact(last)  # (not a row of the segment's buffers, which go back now)
                 del last
                 while parts:
                     a, e, y, tapes = parts.pop()
@@ -554,13 +513,3 @@ def walk(
         "planned_peak_bytes": p.peak_bytes,
     }
     return dstate, final, stats
-
-
-def _compact(state: ModelState) -> ModelState:
-    """A state of arrays of its own (a scan's final state may be a row of its buffers, which
-    would stay held with it)."""
-    return {k: type(v)(*(np.array(a, copy=True) for a in v)) for k, v in state.items()}
-
-
-def _consume(cell, params, tape, douts, dstate, grads, scale=None):
-    return scan_backward(cell, params, tape, douts, dstate, grads, scale=scale, consume=True)

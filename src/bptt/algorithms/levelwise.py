@@ -33,6 +33,7 @@ from ..errors import BpttError
 from ..scan import scan_forward
 from .base import Gradient
 from .plan import Storage, plan
+from .rows import consume
 
 if TYPE_CHECKING:
     from ..model import Batch, Model
@@ -72,14 +73,12 @@ class _Direction:
         return out, state[self.d.key]
 
     def backward(self, a: int, e: int, y: Any, tapes: list, dstate: Any) -> Any:
-        from .budget import _consume
-
         d, r = self.d, self.rows(a, e)
         xs, tape = tapes
         dT = (dstate or {}).get(d.key)
         if dT is None:
             dT = d.cell.zero_state(xs.shape[1], self.douts.dtype)
-        dxp, ds = _consume(d.cell, self.p, tape, self.douts[r], dT, self.g)
+        dxp, ds = consume(d.cell, self.p, tape, self.douts[r], dT, self.g)
         part = d.cell.project_back(self.p, xs, dxp, self.g, self.dx is not None)
         if self.dx is not None and self.accumulate:
             self.dx[r] += part  # the level's input gradient: directions added in order
