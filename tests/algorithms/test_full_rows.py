@@ -138,3 +138,29 @@ def test_full_bptt_runs_whole_where_rows_do_not_apply(counted, centred):
         for k in results[0].grads:
             _close(results[1].grads[k], results[0].grads[k], 2e-6)
         fast_cells.LEAF_ROWS_MACS = 0
+
+
+def test_a_step_by_rows_builds_each_token_table_once(counted, monkeypatch):
+    """The runs share their step's memo: a recurrent level's token table (a token input's
+    projection, the only use of its folded bias here) is built once a step, by whichever run
+    comes first, not once a run."""
+    import threading
+    import time
+
+    from bptt.cells.base import Cell
+    from bptt.fast import engine
+
+    model, params, x, y, state0 = _problem("learned")  # (one recurrent level, on tokens)
+    built: list = []
+    real = Cell._folded_bias
+
+    def slow(self, p):  # (slow enough that both runs reach the table before either has built it)
+        built.append(threading.get_ident())
+        time.sleep(0.05)
+        return real(self, p)
+
+    monkeypatch.setattr(Cell, "_folded_bias", slow)
+    with engine.split(2):
+        bptt.full_bptt(model, params, x, y, state0=state0)
+    assert len(counted) == 1
+    assert len(built) == 1, built

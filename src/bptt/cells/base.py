@@ -27,12 +27,26 @@ state), never recomputed.
 
 from __future__ import annotations
 
+import os
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from .. import _checks, ops
+
+_TABLES = threading.Lock()  # a step's token tables, built by one of the calls that share its memo
+
+
+def _new_tables_lock() -> None:
+    """In a child of os.fork, a new lock (another thread may have held the old one)."""
+    global _TABLES
+    _TABLES = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX)
+    os.register_at_fork(after_in_child=_new_tables_lock)
 
 Params = dict[str, np.ndarray]
 State = Any  # a NamedTuple of (B, n) arrays, e.g. LSTMState(h, c)
@@ -128,9 +142,10 @@ class Cell(ABC):
         if x.ndim == 2:  # tokens: one-hot(x) W_ih^T = W_ih^T[x], the table built once a step
             held = tuple(params.values())  # (the weights and biases it is built from among them)
             memo, key = ops.memo(), ("token table", *map(id, held))
-            if key not in memo or any(a is not b for a, b in zip(held, memo[key][0])):
-                memo[key] = (held, np.ascontiguousarray(W.T + self._folded_bias(params)))
-            return TokenRows(memo[key][1], x)
+            with _TABLES:  # (runs of batch rows side by side share their step's memo: one builds it)
+                if key not in memo or any(a is not b for a, b in zip(held, memo[key][0])):
+                    memo[key] = (held, np.ascontiguousarray(W.T + self._folded_bias(params)))
+                return TokenRows(memo[key][1], x)
         b = self._folded_bias(params)
         T, B, D = x.shape
         xp = ops.matmul(x.reshape(T * B, D), W.T)
