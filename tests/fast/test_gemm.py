@@ -269,3 +269,47 @@ def test_pack_rows_packs_the_selected_rows_transposed(K, n, order):
     gemm.pack_rows(W, rows.astype(np.int64), got)
     np.testing.assert_array_equal(got, want)
     assert not np.isnan(got).any()
+
+
+@needs_scans
+@pytest.mark.parametrize("N", [1, 15, 16, 17, 47, 48, 49, 96, 128, 130])
+@pytest.mark.parametrize("layout", ["rows", "strided rows", "columns"])
+def test_pack_panels_packs_any_layout(N, layout):
+    """pack_panels(B) holds B's columns PANEL at a time, zeros past the last, whatever B's
+    layout: rows of unit stride (copied a vector at a time, whole vectors and the rest), rows
+    of a wider array, and a transposed array (element by element)."""
+    from bptt.fast import gemm
+
+    K = 7
+    rng = np.random.default_rng(N)
+    B = {
+        "rows": lambda: rng.standard_normal((K, N)).astype(f4),
+        "strided rows": lambda: rng.standard_normal((K, N + 21)).astype(f4)[:, 3 : 3 + N],
+        "columns": lambda: rng.standard_normal((N, K)).astype(f4).T,
+    }[layout]()
+    panels = -(-N // gemm.PANEL)
+    want = np.zeros((K, panels * gemm.PANEL), f4)
+    want[:, :N] = B
+    want = want.reshape(K, panels, gemm.PANEL).transpose(1, 0, 2)
+    got = np.full((panels, K, gemm.PANEL), np.nan, f4)
+    gemm.pack_panels(B, got)
+    np.testing.assert_array_equal(got, want)
+
+
+@needs_scans
+@pytest.mark.parametrize("M", [1, 7, 8, 9, 17, 65])
+@pytest.mark.parametrize("layout", ["transposed", "rows"])
+def test_pack_tiles_packs_any_layout(M, layout):
+    """pack_tiles(A) holds A's rows TILE at a time along k, zeros past the last row and in
+    tiles beyond them: a transposed array (whole tiles copied at once) and one of rows."""
+    from bptt.fast import gemm
+
+    K, T = 5, 10  # (tiles: more than M's)
+    rng = np.random.default_rng(M)
+    A = rng.standard_normal((K, M)).astype(f4).T if layout == "transposed" else rng.standard_normal((M, K)).astype(f4)
+    want = np.zeros((T * gemm.TILE, K), f4)
+    want[:M] = A
+    want = want.reshape(T, gemm.TILE, K).transpose(0, 2, 1)
+    got = np.full((T, K, gemm.TILE), np.nan, f4)
+    gemm.pack_tiles(A, got)
+    np.testing.assert_array_equal(got, want)
