@@ -19,12 +19,10 @@ summed over the runs' rows, then across the runs).
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import ops
 from ..cells.base import Params
-from ..scan import scan_backward
 from . import rows
 from .base import Algorithm, Gradient, register
 
@@ -55,8 +53,8 @@ def full_bptt(
         y, final, tapes = model.forward_levels(params, b.x, b.mask, b.state0, keep=True)
         loss, dy = model.loss_fn.value_and_grad(y, b.targets, b.mask)
         grads = model.zero_grads(params)
-        # the tapes are used once (scan_backward consume=True: a compiled scan may reuse their buffers)
-        dstate0 = model.backward_levels(params, tapes, dy, None, grads, partial(scan_backward, consume=True))
+        # the tapes are used once (rows.consume: a compiled scan may reuse their buffers)
+        dstate0 = model.backward_levels(params, tapes, dy, None, grads, rows.consume)
     model.add_init_grads(grads, dstate0, b.given)
     return Gradient(loss, grads, dstate0, final)
 
