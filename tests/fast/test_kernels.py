@@ -188,10 +188,13 @@ def test_kernel_step_equals_numpy_step(kind):
 
 
 @needs_numba
-@pytest.mark.parametrize("H", [1, 7, 64, 131])
+@pytest.mark.parametrize("H", [1, 5, 7, 8, 9, 15, 16, 64, 131])
 def test_lstm_cells_in_one_pass_equal_the_gate_by_gate_pass_in_place(H):
     """The split scans' one-pass LSTM cells (gates into their own arrays) and the step kernels'
-    gate-by-gate pass (gates over the product) give the same numbers bit for bit."""
+    gate-by-gate pass (gates over the product) give the same gates and c bit for bit, and h
+    within 4 ulp: with the kernels' fast-math flags the compiler may contract h = o tanh(c)
+    differently in the two loops' vector remainders (seen on AMD Zen 4: up to 2 ulp at H = 5 ..
+    15, the same bits at 1 .. 3 and 16 and up; H = 7 gave the same bits on an Intel Xeon)."""
     import numba as nb
 
     from bptt.fast.jit import FLAGS
@@ -211,7 +214,8 @@ def test_lstm_cells_in_one_pass_equal_the_gate_by_gate_pass_in_place(H):
     w, c1, h1, c2, h2 = np.empty(4 * H, np.float32), *(np.empty(H, np.float32) for _ in range(4))
     gates = a.copy()
     both(x, gates, cp, w, c1, h1, c2, h2)
-    assert np.array_equal(w, gates) and np.array_equal(c1, c2) and np.array_equal(h1, h2)
+    assert np.array_equal(w, gates) and np.array_equal(c1, c2)
+    assert np.abs(h1.view(np.int32).astype(np.int64) - h2.view(np.int32)).max() <= 4  # (same signs: |h| < 1)
     assert not np.array_equal(gates, a)  # (the gates were written over the product)
 
 
@@ -300,11 +304,22 @@ def test_consumed_compiled_tape_is_released():
     assert np.shares_memory(dxp, work)  # the gradients live where the gates were
 
 
+LAYOUTS = {  # rows of index_sums as the cells pass them, and others
+    "contiguous": lambda a: a[:, :6].copy(),
+    "first columns of wider rows (GRU's dxp)": lambda a: a[:, :6],
+    "inner columns of wider rows": lambda a: a[:, 3:9],
+    "every other column": lambda a: a[:, ::2][:, :6],
+    "transposed": lambda a: np.asfortranarray(a[:, :6]),
+    "rows reversed": lambda a: a[::-1, 2:8],
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_scatter_add_equals_add_at(dtype):
+def test_scatter_add_equals_add_at(dtype, layout):
     rng = np.random.default_rng(1)
     idx = rng.integers(0, 9, 500)
-    rows = rng.standard_normal((500, 6)).astype(dtype)
+    rows = LAYOUTS[layout](rng.standard_normal((500, 13)).astype(dtype))
     for on in (True, False):
         with fast.use(on):
             got = np.ones((6, 9), dtype).T  # a transposed view, as the cells pass it
@@ -314,6 +329,19 @@ def test_scatter_add_equals_add_at(dtype):
         np.testing.assert_allclose(
             got, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 0
         )
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("n", [0, 1, 500])
+def test_add_column_sums_equals_numpy(layout, n):
+    from bptt.fast import rows as kernels
+
+    rng = np.random.default_rng(2)
+    rows = LAYOUTS[layout](rng.standard_normal((n, 13)).astype(np.float32))
+    out = rng.standard_normal(8).astype(np.float32)[1:7]  # a contiguous view, as a bias gradient's block
+    ref = out + rows.sum(axis=0)
+    kernels.add_column_sums(out, rows)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_environment_switches_fast_off():

@@ -147,7 +147,8 @@ def _index_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
         return ops.DEFAULTS["index_sums"](idx, rows, size)
     acc = np.zeros((size, rows.shape[1]), dtype=rows.dtype)
     if len(idx):
-        k[0].scatter_add(acc, np.ascontiguousarray(idx, dtype=np.int64), rows)
+        flat = k[0].flat_rows(rows) or k[0].flat_rows(np.ascontiguousarray(rows))
+        k[0].scatter_add(acc, np.ascontiguousarray(idx, dtype=np.int64), *flat)
     return acc
 
 

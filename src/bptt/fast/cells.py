@@ -417,7 +417,7 @@ class FastGRU(_Fast):
         w2, hp = work.reshape(T * B, G4), h_prev.reshape(T * B, -1)
         pool.matmul_add(w2[:, : 2 * H].T, hp, grads["W_hh"][: 2 * H])
         pool.matmul_add(w2[:, 3 * H :].T, hp, grads["W_hh"][2 * H :])
-        grads["b_hh"][2 * H :] += w2[:, 3 * H :].sum(axis=0)
+        rows.add_column_sums(grads["b_hh"][2 * H :], w2[:, 3 * H :])
         return work[..., : 3 * H]
 
     def forward_scan(

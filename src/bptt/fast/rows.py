@@ -209,7 +209,8 @@ def _lstm_cells(xi, xf, xg, xo, ai, af, ag, ao, wi, wf, wg, wo, cp, cr, hr):
 @inline
 def _lstm_cells_inplace(xi, xf, xg, xo, ai, af, ag, ao, cp, cr, hr):
     """_lstm_cells with the gates written over the a* they are computed from (the step
-    kernels' and whole scans' gate buffer): the same cell, the same numbers bit for bit."""
+    kernels' and whole scans' gate buffer): the same cell, the same gates and c bit for bit
+    and h within a few ulp (fast-math contraction may differ in the loops' vector remainders)."""
     for j in range(cr.shape[0]):
         ai[j], af[j], ag[j], ao[j], cr[j], hr[j] = _lstm_cell(
             xi[j], xf[j], xg[j], xo[j], ai[j], af[j], ag[j], ao[j], cp[j]
@@ -360,12 +361,56 @@ def gru_bwd(work, h, dh, dout, da, drec, dhz):
 
 
 @jit
-def scatter_add(target, idx, rows):
-    """target[idx[n]] += rows[n] for every n; target (V, G) C-contiguous."""
+def scatter_add(target, idx, flat, stride):
+    """target[idx[n]] += row n for every n, row n being flat[n * stride : n * stride + G];
+    target (V, G) C-contiguous, flat 1-D contiguous (`flat_rows`: rows of a wider buffer, as
+    GRU's (N, 3H) view of its (N, 4H) gradients, stay contiguous loops: 3.5x faster than the
+    same loop over a strided 2-D view)."""
+    G = target.shape[1]
     for n in range(idx.shape[0]):
-        t, r = target[idx[n]], rows[n]
-        for k in range(r.shape[0]):
+        t, r = target[idx[n]], flat[n * stride : n * stride + G]  # (a slice: the loop vectorises)
+        for k in range(G):
             t[k] += r[k]
+
+
+@jit
+def column_sums_add(out, flat, stride):
+    """out[k] += the sum over n of flat[n * stride + k] (rows added in order, as NumPy's
+    sum(axis=0) adds them), k < out.shape[0]; flat from `flat_rows`."""
+    G = out.shape[0]
+    n_rows = (flat.shape[0] - G) // stride + 1 if flat.shape[0] >= G > 0 else 0
+    acc = np.zeros(G, out.dtype)
+    for n in range(n_rows):
+        r = flat[n * stride : n * stride + G]
+        for k in range(G):
+            acc[k] += r[k]
+    for k in range(G):
+        out[k] += acc[k]
+
+
+def add_column_sums(out: np.ndarray, rows: np.ndarray) -> None:
+    """out += rows.sum(axis=0) for 2-D float32 rows and a contiguous 1-D out (a strided view of
+    wider rows, as GRU's block of its gradients, in one pass where NumPy's reduction takes
+    about 9 times as long on it: 0.27 against 0.03 ms at 3,200 x 128)."""
+    flat = flat_rows(rows) if out.flags.c_contiguous and out.dtype == rows.dtype else None
+    if flat is None or rows.shape[0] == 0:
+        out += rows.sum(axis=0)
+        return
+    column_sums_add(out, *flat)
+
+
+def flat_rows(rows: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """A 2-D array whose rows are each contiguous, as (a 1-D view from its first element to its
+    last, the row stride in elements) for scatter_add; None for another layout."""
+    N, G = rows.shape
+    item = rows.itemsize
+    if N == 0 or G == 0:
+        return np.zeros(0, rows.dtype), G
+    if (G > 1 and rows.strides[1] != item) or rows.strides[0] % item or rows.strides[0] < G * item:
+        return None
+    stride = rows.strides[0] // item if N > 1 else G
+    size = (N - 1) * stride + G
+    return np.lib.stride_tricks.as_strided(rows, shape=(size,), strides=(item,)), stride  # (read only)
 
 
 # ---- whole scans: the time loop itself compiled, BLAS called per step (bptt._blas) ----------

@@ -77,10 +77,9 @@ def _compile() -> None:
     v1 = np.zeros(1, f)
     rows.adam_moments(v1, v1, v1, v1.copy(), v1.copy(), v1.copy(), *(f(c) for c in (0.9, 0.1, 0.99, 0.01, 1, 1, 1e-8)))
     rows.softmax_xent(g, np.zeros(1, i8), f(1.0), g.copy())
-    rows.scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), g)
-    rows.scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 4)))
-    rows.scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), np.zeros((1, 5), f)[:, :4])  # GRU's strided dxp
-    rows.scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros((1, 5))[:, :4])
+    rows.scatter_add(np.zeros((1, 4), f), np.zeros(1, i8), np.zeros(4, f), 4)  # (rows.flat_rows' views)
+    rows.scatter_add(np.zeros((1, 4)), np.zeros(1, i8), np.zeros(4), 4)
+    rows.column_sums_add(np.zeros(4, f), np.zeros(4, f), 4)
     ix, s3, _, g4_ = np.zeros((1, 1), i8), np.zeros((1, 1, 1), f), np.zeros((1, 1, 3), f), np.zeros((1, 1, 4), f)
     none = (np.zeros(0, i8), np.zeros((0, 2), i8))  # no stops (scans.py's _STOPS)
     if SCANS and not SPLIT:  # with split scans, the unsplit ones serve only steps off the engine
