@@ -18,7 +18,7 @@ def _cpuinfo() -> dict[str, str]:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key in ("model name", "flags", "Features") and key not in out:
+                if key in ("model name", "flags", "Features", "vendor_id", "cpu family") and key not in out:
                     out[key] = value.strip()
     except OSError:
         pass
@@ -36,6 +36,14 @@ def vector_isa() -> str:
     if flags & {"asimd", "neon"}:
         return "NEON"
     return platform.machine() or "unknown"
+
+
+def avx512_on_256_bit_units() -> bool:
+    """Whether the CPU runs its AVX-512 instructions on 256-bit units, two halves each (AMD Zen
+    4: family 25 with AVX-512), so that 16-float vectors do no more work a cycle than 8-float
+    ones. (Zen 5, family 26, has full-width units in its server parts.)"""
+    info = _cpuinfo()
+    return vector_isa() == "AVX-512" and info.get("vendor_id") == "AuthenticAMD" and info.get("cpu family") == "25"
 
 
 def lanes() -> int:
@@ -93,11 +101,14 @@ def own_products() -> bool:
     """Whether a step's big float32 products (readouts, weight gradients; bptt.fast.pool) go to
     bptt's own packed kernel instead of NumPy's BLAS (never where the kernels are off:
     BPTT_FAST=0, or no Numba). BPTT_GEMM=own or blas where it is set;
-    else own where the kernel's vectors are AVX-512's 16 floats and NumPy's OpenBLAS runs a
-    kernel family without AVX-512 (OPENBLAS_CORETYPE=Haswell, or a build that lacks them):
-    measured on an AVX-512 Xeon, one thread, the products of the benchmark steps ran 1.2-1.8x
-    faster in bptt's kernel than in OpenBLAS's Haswell kernels, and 0.75-0.8x as fast as in
-    its SkylakeX kernels. A BPTT_GEMM of another value is one line."""
+    else own where the kernel's vectors are AVX-512's 16 floats on full-width units and NumPy's
+    OpenBLAS runs a kernel family without AVX-512 (OPENBLAS_CORETYPE=Haswell, or a build that
+    lacks them): measured on an AVX-512 Xeon, one thread, the products of the benchmark steps
+    ran 1.2-1.8x faster in bptt's kernel than in OpenBLAS's Haswell kernels, and 0.75-0.8x as
+    fast as in its SkylakeX kernels. On AMD Zen 4 (AVX-512 on 256-bit units) OpenBLAS's Haswell
+    kernels are as wide as the CPU's units: whole steps with them under the pin took 0.96-0.98x
+    the time with bptt's on one thread, 0.97-1.02x on two, so there NumPy's BLAS keeps them.
+    A BPTT_GEMM of another value is one line."""
     given = os.environ.get("BPTT_GEMM", "").strip().lower()
     if given not in ("", "auto", "own", "blas"):
         from .errors import BpttError
@@ -108,7 +119,8 @@ def own_products() -> bool:
     if given in ("own", "blas"):
         return given == "own"
     family = _numpy_blas_family()
-    return vector_isa() == "AVX-512" and lanes() == 16 and family is not None and family not in _AVX512_BLAS
+    wide = vector_isa() == "AVX-512" and lanes() == 16 and not avx512_on_256_bit_units()
+    return wide and family is not None and family not in _AVX512_BLAS
 
 
 def cpu() -> str:

@@ -213,6 +213,8 @@ def test_whole_gradients_with_the_own_products_equal_numpys(case, own_products):
         ("own", "skylakex", 8, True),
         ("", "haswell", 16, "AVX2"),  # (BPTT_LANES=16 on an AVX2 CPU: Haswell's kernels are its own)
         ("blas", "haswell", 16, False),
+        ("", "haswell", 16, "Zen 4"),  # (AVX-512 on 256-bit units: Haswell's kernels are as wide)
+        ("own", "haswell", 16, "Zen 4 own"),
     ],
 )
 def test_own_products_where_the_blas_runs_narrower_vectors(monkeypatch, env, family, lanes, want):
@@ -221,8 +223,13 @@ def test_own_products_where_the_blas_runs_narrower_vectors(monkeypatch, env, fam
     monkeypatch.setenv("BPTT_GEMM", env)
     monkeypatch.setattr(machine, "_numpy_blas_family", lambda: family)
     monkeypatch.setattr(machine, "lanes", lambda: lanes)
-    isa = want if isinstance(want, str) else "AVX-512"
+    isa = want if want == "AVX2" else "AVX-512"
     monkeypatch.setattr(machine, "vector_isa", lambda: isa)
+    zen4 = isinstance(want, str) and want.startswith("Zen 4")
+    cpu = {"vendor_id": "AuthenticAMD", "cpu family": "25" if zen4 else "26"}
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: cpu)
+    assert machine.avx512_on_256_bit_units() is zen4
+    want = want == "Zen 4 own" if zen4 else want
     want = False if isinstance(want, str) else want
     assert machine.own_products() is want
     monkeypatch.setenv("BPTT_FAST", "0")  # (the kernels off: NumPy's BLAS, whatever is asked)
@@ -236,8 +243,8 @@ def test_numpys_openblas_family_is_found():
 
 @pytest.mark.skipif(os.environ.get("BPTT_FAST") == "0", reason="the compiled kernels are off (BPTT_FAST=0)")
 def test_the_pin_chooses_the_own_products_and_the_bench_header_says_so():
-    """Under OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU the products go to bptt's kernel, and
-    the bench header names which code ran them."""
+    """Under OPENBLAS_CORETYPE=Haswell on a CPU with full-width AVX-512 units the products go to
+    bptt's kernel (on AMD Zen 4, NumPy's BLAS), and the bench header names which code ran them."""
     code = (
         "from bptt.bench.harness import _kernels_line\nfrom bptt.fast import pool\n"
         "line = _kernels_line()\nprint(pool.own_gemm is not None)\nprint(line)"
@@ -247,7 +254,7 @@ def test_the_pin_chooses_the_own_products_and_the_bench_header_says_so():
     env.pop("BPTT_LANES", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     own, line = out.stdout.strip().splitlines()
-    assert own == str(machine.vector_isa() == "AVX-512")
+    assert own == str(machine.vector_isa() == "AVX-512" and not machine.avx512_on_256_bit_units())
     assert line.endswith("big products: " + ("bptt's packed kernel" if own == "True" else "NumPy's BLAS"))
 
 
