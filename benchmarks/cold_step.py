@@ -6,7 +6,9 @@ step cold: worker threads asleep, caches holding other data. For each case and c
 times: sleep `idle` seconds, time one step (cold), run one more, then time --warm steps
 back to back (warm: their median); the extra cost is cold - warm of the same repetition (paired, so that the drift of
 this machine's speed over minutes cancels), contenders alternated within every repetition.
-Prints the medians of warm, cold and extra of each, and bptt's extra cost over torch's.
+Prints the medians of warm, cold and extra of each (the extra's quartiles beside it: a cold step
+is one sample of a machine's wake-up, and its spread is milliseconds), and bptt's extra cost over
+torch's.
 
     python benchmarks/cold_step.py [--cells elman,lstm] [--sizes small] [--idle 0.05,0.5] [--threads 2]
 """
@@ -44,8 +46,11 @@ def main(argv=None) -> int:
         f"medians of {args.repeats} repetitions of: sleep, one step (cold), one more, {args.warm} steps (warm: their median); "
         "extra = cold - warm of the same repetition"
     )
-    print("| case | idle | bptt warm / cold / extra (ms) | torch warm / cold / extra (ms) | bptt extra / torch extra |")
-    print("|---|---|---|---|---|")
+    print(
+        "| case | idle | bptt warm / cold / extra (ms) | torch warm / cold / extra (ms) | bptt extra / torch extra "
+        "| extra quartiles bptt; torch (ms) |"
+    )
+    print("|---|---|---|---|---|---|")
     with _blas_limit(args.threads):
         for case in all_cases(tuple(args.cells.split(",")), tuple(args.sizes.split(","))):
             params = case_params(case)
@@ -74,10 +79,12 @@ def main(argv=None) -> int:
                 extra = {n: statistics.median(a - w for a, w in v) for n, v in runs.items()}
                 ratio = extra["bptt"] / extra["torch"] if extra["torch"] > 0 else float("inf")
                 b, t = "bptt", "torch"
+                quart = {n: statistics.quantiles([a - w for a, w in v], n=4) for n, v in runs.items()}
+                spread = "; ".join(f"{1e3 * quart[n][0]:.1f} to {1e3 * quart[n][2]:.1f}" for n in (b, t))
                 print(
                     f"| {case.cell} {case.size} | {idle:g} s | {1e3 * warm[b]:.1f} / {1e3 * med[b]:.1f} / "
                     f"{1e3 * extra[b]:.1f} | {1e3 * warm[t]:.1f} / {1e3 * med[t]:.1f} / {1e3 * extra[t]:.1f} | "
-                    f"{ratio:.2f} |",
+                    f"{ratio:.2f} | {spread} |",
                     flush=True,
                 )
     return 0
