@@ -8,7 +8,8 @@ back to back (warm: their median); the extra cost is cold - warm of the same rep
 this machine's speed over minutes cancels), contenders alternated within every repetition.
 Prints the medians of warm, cold and extra of each (the extra's quartiles beside it: a cold step
 is one sample of a machine's wake-up, and its spread is milliseconds), and bptt's extra cost over
-torch's.
+torch's. With --claims, also how long after a step's first hand-off bptt's worker claimed its job
+(in the cold step and in the first warm one): whether waking the thread is what a cold step pays.
 
     python benchmarks/cold_step.py [--cells elman,lstm] [--sizes small] [--idle 0.05,0.5] [--threads 2]
 """
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=9, help="cold steps per idle time and contender")
     ap.add_argument("--warm", type=int, default=3, help="steps right after each cold one, for its warm median")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--claims", action="store_true", help="also time bptt's worker's first claim in each step")
     args = ap.parse_args(argv)
 
     from bptt.bench.harness import _blas_limit, _kernels_line, _machine, set_threads
@@ -40,6 +42,7 @@ def main(argv=None) -> int:
     from bptt.bench.contenders import case_params, make_bptt, make_torch
 
     torch.set_num_threads(args.threads)
+    claims = _Claims() if args.claims else None
     idles = [float(s) for s in args.idle.split(",")]
     print(f"cold steps: {args.threads} thread(s); {_machine()}; {_kernels_line()}; torch {torch.__version__}")
     print(
@@ -61,18 +64,28 @@ def main(argv=None) -> int:
                     c.step()
             for idle in idles:
                 runs: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cs}
+                delays: dict[str, list[float]] = {"cold": [], "warm": []}
                 for r in range(args.repeats):
                     for c in cs if r % 2 == 0 else cs[::-1]:
                         time.sleep(idle)
+                        mine = claims is not None and c.name == "bptt"
+                        if mine:
+                            claims.start()
                         t0 = time.perf_counter()
                         c.step()
                         cold = time.perf_counter() - t0
+                        if mine:
+                            delays["cold"].append(claims.delay())
                         c.step()  # (the warm steps start one step after the cold one)
                         ts = []
-                        for _ in range(args.warm):
+                        for i in range(args.warm):
+                            if mine and i == 0:
+                                claims.start()
                             t0 = time.perf_counter()
                             c.step()
                             ts.append(time.perf_counter() - t0)
+                            if mine and i == 0:
+                                delays["warm"].append(claims.delay())
                         runs[c.name].append((cold, statistics.median(ts)))
                 med = {n: statistics.median(a for a, _ in v) for n, v in runs.items()}
                 warm = {n: statistics.median(w for _, w in v) for n, v in runs.items()}
@@ -87,7 +100,56 @@ def main(argv=None) -> int:
                     f"{ratio:.2f} | {spread} |",
                     flush=True,
                 )
+                if claims is not None:
+                    print(
+                        f"  bptt's worker claimed its first job after the post: {_spread(delays['cold'])} cold, "
+                        f"{_spread(delays['warm'])} warm (ms: median, range)",
+                        flush=True,
+                    )
     return 0
+
+
+class _Claims:
+    """Records, for one bptt step at a time, the delay between the engine's first hand-off
+    (engine.run with more than one call) and the first claim of a posted job by a worker thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from bptt.fast import engine
+
+        self.posted: float | None = None
+        self.claimed: float | None = None
+        run, claim = engine.run, engine._Job.claim
+
+        def timed_run(calls):
+            if len(calls) > 1 and self.posted is None:
+                self.posted = time.perf_counter()
+            return run(calls)
+
+        def timed_claim(job):
+            fn = claim(job)
+            if fn is not None and self.claimed is None and threading.current_thread() is not threading.main_thread():
+                self.claimed = time.perf_counter()
+            return fn
+
+        engine.run, engine._Job.claim = timed_run, timed_claim
+
+    def start(self) -> None:
+        self.posted = self.claimed = None
+
+    def delay(self) -> float:
+        """ms from the first hand-off to the worker's first claim (nan: none in this step)."""
+        if self.posted is None or self.claimed is None:
+            return float("nan")
+        return 1e3 * (self.claimed - self.posted)
+
+
+def _spread(ms: list[float]) -> str:
+    ms = [m for m in ms if m == m]
+    if not ms:
+        return "none"
+    return f"{statistics.median(ms):.2f} ({min(ms):.2f}-{max(ms):.2f})"
 
 
 if __name__ == "__main__":
