@@ -24,7 +24,7 @@ and the batch has no mask; other steps keep OpenBLAS's own threads. Results equa
 path's to float32 rounding (tests compare them).
 
 Threads. P - 1 daemon threads, started on first use (again after a fork), each with its own
-inbox; the calling thread runs part 0. Between jobs a thread spins for ~6 ms on a counter (in
+inbox; the calling thread runs part 0. Between jobs a thread spins for ~5 ms on a counter (in
 compiled code, without the GIL), then sleeps: the hand-offs within a step stay cheap, and an
 idle process leaves its cores alone. A part's exception reaches the caller after all parts have
 returned; a scan part that waits on a task another thread took and never finished returns -1
@@ -208,7 +208,7 @@ def _let_go() -> None:
 
 
 _getcpu = blas.find_getcpu()
-_SPINS = 200_000  # pauses an engine thread spins for between jobs (~6 ms measured here)
+_SPINS = 200_000  # pauses an engine thread spins for between jobs (4.9 ms on AMD Zen 4: 25 ns a pause)
 _team: _Team | None = None
 _team_lock = threading.Lock()
 

@@ -3,7 +3,7 @@
 The parts of a split scan (split.py) meet once per step at a counter in shared memory and claim
 their tasks by compare-and-swap: atomic add, load and compare-and-swap, and x86's pause, are
 written as Numba intrinsics in LLVM IR; a part waiting for the others spins `_SPINS` pauses
-(~70 us measured here), then yields its core (sched_yield, another part may share it), and
+(51 us on AMD Zen 4), then yields its core (sched_yield, another part may share it), and
 gives up after a number of yields (~10 s) or when another part raised its abort flag. `spin_until` keeps an engine thread awake between jobs (engine.py).
 
 AVAILABLE is False where sched_yield is not found (the split scans are then off).
@@ -75,7 +75,7 @@ if AVAILABLE:
 
         return nt.void(), codegen
 
-    _SPINS = 2000  # pauses before yielding the core (~70 us measured here)
+    _SPINS = 2000  # pauses before yielding the core (51 us on AMD Zen 4)
 
     @inline
     def _wait(bar, target):
