@@ -89,10 +89,11 @@ def main(argv=None) -> int:
                         runs[c.name].append((cold, statistics.median(ts)))
                 med = {n: statistics.median(a for a, _ in v) for n, v in runs.items()}
                 warm = {n: statistics.median(w for _, w in v) for n, v in runs.items()}
-                extra = {n: statistics.median(a - w for a, w in v) for n, v in runs.items()}
+                extras = {n: [a - w for a, w in v] for n, v in runs.items()}
+                extra = {n: statistics.median(e) for n, e in extras.items()}
                 ratio = extra["bptt"] / extra["torch"] if extra["torch"] > 0 else float("inf")
                 b, t = "bptt", "torch"
-                quart = {n: statistics.quantiles([a - w for a, w in v], n=4) for n, v in runs.items()}
+                quart = {n: statistics.quantiles(e, n=4) for n, e in extras.items()}
                 spread = "; ".join(f"{1e3 * quart[n][0]:.1f} to {1e3 * quart[n][2]:.1f}" for n in (b, t))
                 print(
                     f"| {case.cell} {case.size} | {idle:g} s | {1e3 * warm[b]:.1f} / {1e3 * med[b]:.1f} / "
