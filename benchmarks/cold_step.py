@@ -8,7 +8,10 @@ back to back (warm: their median); the extra cost is cold - warm of the same rep
 this machine's speed over minutes cancels), contenders alternated within every repetition.
 Prints the medians of warm, cold and extra of each (the extra's quartiles beside it: a cold step
 is one sample of a machine's wake-up, and its spread is milliseconds), and bptt's extra cost over
-torch's. With --claims, also how long after a step's first hand-off bptt's worker claimed its job
+torch's with its 90% bootstrap interval (the repetitions resampled with replacement, 10,000
+times, both contenders' samples of a repetition together; the ratio of the medians' 5th and
+95th percentiles): a ratio of two medians of about a millisecond each is decided by that
+interval, not by one run's value. With --claims, also how long after a step's first hand-off bptt's worker claimed its job
 (in the cold step and in the first warm one): whether waking the thread is what a cold step pays.
 
     python benchmarks/cold_step.py [--cells elman,lstm] [--sizes small] [--idle 0.05,0.5] [--threads 2]
@@ -51,9 +54,9 @@ def main(argv=None) -> int:
     )
     print(
         "| case | idle | bptt warm / cold / extra (ms) | torch warm / cold / extra (ms) | bptt extra / torch extra "
-        "| extra quartiles bptt; torch (ms) |"
+        "| 90% interval | extra quartiles bptt; torch (ms) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     with _blas_limit(args.threads):
         for case in all_cases(tuple(args.cells.split(",")), tuple(args.sizes.split(","))):
             params = case_params(case)
@@ -91,14 +94,15 @@ def main(argv=None) -> int:
                 warm = {n: statistics.median(w for _, w in v) for n, v in runs.items()}
                 extras = {n: [a - w for a, w in v] for n, v in runs.items()}
                 extra = {n: statistics.median(e) for n, e in extras.items()}
-                ratio = extra["bptt"] / extra["torch"] if extra["torch"] > 0 else float("inf")
                 b, t = "bptt", "torch"
+                ratio = _ratio(extras[b], extras[t])
+                lo, hi = _interval(extras[b], extras[t])
                 quart = {n: statistics.quantiles(e, n=4) for n, e in extras.items()}
                 spread = "; ".join(f"{1e3 * quart[n][0]:.1f} to {1e3 * quart[n][2]:.1f}" for n in (b, t))
                 print(
                     f"| {case.cell} {case.size} | {idle:g} s | {1e3 * warm[b]:.1f} / {1e3 * med[b]:.1f} / "
                     f"{1e3 * extra[b]:.1f} | {1e3 * warm[t]:.1f} / {1e3 * med[t]:.1f} / {1e3 * extra[t]:.1f} | "
-                    f"{ratio:.2f} | {spread} |",
+                    f"{ratio:.2f} | {lo:.2f} to {hi:.2f} | {spread} |",
                     flush=True,
                 )
                 if claims is not None:
@@ -144,6 +148,26 @@ class _Claims:
         if self.posted is None or self.claimed is None:
             return float("nan")
         return 1e3 * (self.claimed - self.posted)
+
+
+def _ratio(a: list[float], b: list[float]) -> float:
+    """The ratio of the medians of a and b (inf where b's is not positive)."""
+    mb = statistics.median(b)
+    return statistics.median(a) / mb if mb > 0 else float("inf")
+
+
+def _interval(a: list[float], b: list[float], n: int = 10_000) -> tuple[float, float]:
+    """The 5th and 95th percentiles of _ratio over n bootstrap resamples of the repetitions (a[i]
+    and b[i] are repetition i's: drawn together)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pairs = np.array([a, b])  # (2, repetitions)
+    picks = rng.integers(0, pairs.shape[1], size=(n, pairs.shape[1]))
+    med = np.median(pairs[:, picks], axis=2)  # (2, n)
+    ratios = np.where(med[1] > 0, med[0] / np.where(med[1] > 0, med[1], 1.0), np.inf)
+    lo, hi = np.percentile(ratios, [5, 95])
+    return float(lo), float(hi)
 
 
 def _spread(ms: list[float]) -> str:

@@ -436,6 +436,53 @@ def test_compiled_scan_equals_step_loop(kind, reverse, tokens):
         _close(g1[k], g0[k])
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_the_weight_gradient_pairs_each_step_with_the_state_before_it(reverse):
+    """_prev_pairs: for every range of steps a .. b-1, the pairs cover each step once, with the
+    output of the step before it in the scan's order (h0 for its first step)."""
+    from bptt.fast.cells import _prev_pairs
+
+    T, B = 6, 2
+    work = np.arange(T, dtype=np.float32)[:, None, None] + np.zeros((T, B, 3), np.float32)  # step t holds t
+    outs = 100 + work[..., :2]  # the output of step t holds 100 + t
+    h0 = np.full((B, 2), -1.0, np.float32)
+    for a in range(T):
+        for b in range(a + 1, T + 1):
+            seen = {}
+            for w, h in _prev_pairs(work, outs, h0, reverse, a, b):
+                assert w.shape[:2] == h.shape[:2]
+                for wt, ht in zip(w, h):
+                    seen[int(wt[0, 0])] = float(ht[0, 0])
+            first = T - 1 if reverse else 0
+            want = {t: -1.0 if t == first else 100.0 + (t + 1 if reverse else t - 1) for t in range(a, b)}
+            assert seen == want, (a, b)
+
+
+@needs_scans
+@pytest.mark.parametrize("kind", CELLS)
+def test_a_consumed_backward_scan_makes_no_copy_of_the_states(kind, monkeypatch):
+    """The weight gradient reads h_{t-1} where the forward scan left it: the consumed backward
+    scan asks the pool for no (T, B, H) array."""
+    from bptt.fast import pool
+
+    cell, p, state, xp = _scan_problem(kind, True, T=40, B=4, H=64)
+    T, B, H = xp.shape[0], xp.shape[1], cell.hidden_size
+    douts = np.random.default_rng(5).standard_normal((T, B, H)).astype(np.float32)
+    asked = []
+    empty = pool.buffers.empty
+
+    def record(shape, dtype):
+        asked.append(tuple(shape))
+        return empty(shape, dtype)
+
+    with fast.use(True, scans=True):
+        _, _, tape = scan_forward(cell, p, xp, state)
+        monkeypatch.setattr(pool.buffers, "empty", record)
+        grads = {k: np.zeros_like(v) for k, v in p.items()}
+        scan_backward(cell, p, tape, douts, cell.zero_state(B, np.float32), grads, consume=True)
+    assert (T, B, H) not in asked and all(np.isfinite(g).all() for g in grads.values())
+
+
 @needs_scans
 @pytest.mark.parametrize("kind", CELLS)
 def test_compiled_scan_tapes_serve_truncated_and_randomized_backward(kind):

@@ -115,9 +115,9 @@ def measure_storage(model: Model, params: Params, B: int, masked: bool = False) 
 def _measure_storage(model: Model, params: Params, B: int, masked: bool = False) -> Storage:
     """The bytes a plan holds, measured on the model at batch B: its carried state, and, by
     running them (tracemalloc's peak over each, the buffer pool emptied first), recorded
-    segments of 1, 4 and 16 steps from their forward to the end of their backward (the tapes,
-    the loss gradient and the backward's own arrays: a step's part from 4 to 16, the fixed
-    part such that neither 1 nor 4 steps exceed it) and advances of 4 and 16 steps
+    segments of 1, 4, 16 and 32 steps from their forward to the end of their backward (the
+    tapes, the loss gradient and the backward's own arrays: a step's part from 16 to 32, the
+    fixed part such that no shorter one exceeds it) and advances of 4 and 16 steps
     (Storage.advance: per step; its fixed part is no more than a recorded segment's). masked: with a mask that holds some sequences at every step
     (a held state is an array of its own: the most a masked step keeps). Not counted: the
     weights, their gradients (the result) and the batch, which the caller holds anyway."""
@@ -182,23 +182,34 @@ def stored_bytes(state: Any) -> int:
     return max(held, nbytes(state))
 
 
-def probed(record: Any, advance: Any, state_bytes: int, longest: int = 16) -> Storage:
+def probed(record: Any, advance: Any, state_bytes: int, longest: int = 16, twice: bool = True) -> Storage:
     """Storage from probes: record(n), the peak bytes of a recorded segment of n steps from its
     forward to the end of its backward, and advance(n), of a forward run for its final state,
-    for n in 1, 4, 16 (those up to `longest`). A step's part from the two longest, the fixed
-    part such that no probe exceeds it; each probe the least of three runs (after one untimed:
-    it may load kernels or fill caches), since a Python object that grows once inside a probe
-    (a cache, a dict) is not the step's memory and would make two processes plan differently."""
+    for n in 1, 4, 16 (those up to `longest`), and with `twice` record(32) as well. A
+    step's part from the two longest, the fixed part such that no probe exceeds it; each probe
+    the least of three runs (after one untimed: it may load kernels or fill caches), since a
+    Python object that grows once inside a probe (a cache, a dict) is not the step's memory and
+    would make two processes plan differently.
+
+    Why a recorded segment twice the longest. Where a segment's peak falls moves with its
+    length: in 16 steps of LSTM 128 under GRU 64 (B = 16) the forward's transient arrays peaked
+    as high as the backward, whose own arrays (the GRU's input gradient and its contiguous
+    copy) grow with the length; 4 to 16 steps recorded 79 KB a step, 16 to 32 and 64 to 88
+    steps 92 KB, and a plan from the first under-counted an 88-step segment by 0.9 MB."""
     lengths = [n for n in (1, 4, 16) if n <= longest] or [1]
+    recorded = lengths + [2 * lengths[-1]] if twice and lengths[-1] >= 16 else lengths
+    for n in recorded:
+        record(n)
     for n in lengths:
-        record(n), advance(n)
-    rec = {n: min(record(n) for _ in range(3)) for n in lengths}
+        advance(n)
+    rec = {n: min(record(n) for _ in range(3)) for n in recorded}
     adv = {n: min(advance(n) for _ in range(3)) for n in lengths}
-    # (the scans of a few steps take other paths: with 16 steps probed, a step from 4 and 16)
+    # (the scans of a few steps take other paths: a step from the two longest probes beyond 1)
     lo, hi = lengths[1] if len(lengths) > 2 else lengths[0], lengths[-1]
-    step = max(-(-(rec[hi] - rec[lo]) // (hi - lo)), 1) if hi > lo else max(rec[lo], 1)
+    rlo, rhi = recorded[-2] if len(recorded) > 2 else recorded[0], recorded[-1]
+    step = max(-(-(rec[rhi] - rec[rlo]) // (rhi - rlo)), 1) if rhi > rlo else max(rec[rlo], 1)
     per = max(-(-(adv[hi] - adv[lo]) // (hi - lo)), 1) if hi > lo else max(adv[lo], 1)
-    fixed = max(max(rec[n] - n * step for n in lengths), 0)
+    fixed = max(max(rec[n] - n * step for n in recorded), 0)
     return Storage(max(state_bytes, 1), step, fixed, per)
 
 

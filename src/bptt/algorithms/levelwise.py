@@ -114,7 +114,7 @@ def _measure(d: Any, p: Params, X: np.ndarray, mask: np.ndarray | None, need_dx:
             run.forward(0, n, state, False)
         return peak()
 
-    return probed(record, advance, stored_bytes(state), n)
+    return probed(record, advance, stored_bytes(state), n, twice=False)  # (X holds 16 steps)
 
 
 def levelwise(model: Model, params: Params, b: Batch, budget: int, policy: str, cache: dict) -> tuple[Gradient, dict]:

@@ -240,15 +240,40 @@ class _Fast:
         """Rows of a forward scan's buffers: T, or two for a scan run for its final state."""
         return min(T, 2) if ring else T
 
-    def _weight_grad(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
+    def _weight_grad(
+        self,
+        params: Params,
+        work: np.ndarray,
+        outs: np.ndarray,
+        h0: np.ndarray,
+        reverse: bool,
+        grads: Params,
+        a=0,
+        b=None,
+    ) -> None:
         """After a consumed backward scan whose work rows hold dL/dxp_t, also the gradient at
-        h W_hh^T (Elman, LSTM): dW_hh = sum_t work_t^T h_{t-1} as one product; returns dL/dxp."""
-        T, B, W = work.shape
-        pool.matmul_add(work.reshape(T * B, W).T, h_prev.reshape(T * B, -1), grads["W_hh"])
-        return work
+        h W_hh^T (Elman, LSTM): dW_hh += sum over steps a .. b-1 (default all) of work_t^T
+        h_{t-1}, h_{t-1} read where the forward scan left it (_prev_pairs): one product for
+        the steps after the first, one for the first step's rows and h0."""
+        for w, h in _prev_pairs(work, outs, h0, reverse, a, work.shape[0] if b is None else b):
+            n = w.shape[0] * w.shape[1]
+            self._products(w.reshape(n, -1), h.reshape(n, -1), grads)
+
+    def _products(self, w: np.ndarray, h: np.ndarray, grads: Params) -> None:
+        """dW_hh += w^T h for rows w (n, work) of the consumed work and h (n, H) the states they
+        follow."""
+        pool.matmul_add(w.T, h, grads["W_hh"])
 
     def _overlapped_back(
-        self, params: Params, tape: Tape, douts: np.ndarray, scale: Any, grads: Params, chunks: Callable
+        self,
+        params: Params,
+        tape: Tape,
+        douts: np.ndarray,
+        scale: Any,
+        grads: Params,
+        chunks: Callable,
+        outs: np.ndarray,
+        h0: np.ndarray,
     ) -> np.ndarray | None:
         """A consumed backward split scan in chunks of steps from the last, each chunk's weight
         gradient product (dW_hh += work^T h_prev over its rows) formed on the calling thread while
@@ -256,9 +281,10 @@ class _Fast:
         product and the scan overlap, where a split scan of a small cell gains little from its
         second thread. The scan's numbers are the whole scan's bit for bit (a chunk starts from
         the messages the last one left); the weight gradient is summed chunk by chunk (float32
-        rounding). chunks() gives chunk(a, b, h_prev, f, g), which runs steps [a, b) alone.
-        Returns dL/dxp (the work rows), or None where this does not apply (no compiled scans, a
-        reversed direction, a scan of under 32 steps, one part, a scan that splits by rows)."""
+        rounding). chunks() gives chunk(a, b, f, g), which runs steps [a, b) alone; outs and h0
+        the forward scan's outputs and initial h (the products' h_{t-1}). Returns dL/dxp (the
+        work rows), or None where this does not apply (no compiled scans, a reversed direction,
+        a scan of under 32 steps, one part, a scan that splits by rows)."""
         T, B = douts.shape[:2]
         n = min(8, T // 16)
         if not (SCANS and switch.scans_on()) or tape.reverse or n < 2 or engine.parts() < 2 or not engine.engaged():
@@ -272,39 +298,37 @@ class _Fast:
             return None
         chunk = chunks()
         work = tape.aux[0]
-        h_prev, f, g = self._back_arrays(douts, scale)
+        f, g = self._back_arrays(douts, scale)
         cuts = [T * i // n for i in range(n + 1)]
 
         def grad(a: int, b: int) -> None:
             with engine.split(1):  # (the caller's own call stays whole: no run within this run)
-                self._weight_grad(params, work[a:b], h_prev[a:b], grads)
+                self._weight_grad(params, work, outs, h0, False, grads, a, b)
 
         done = None
         for a, b in reversed(list(zip(cuts[:-1], cuts[1:]))):
-            scan = partial(chunk, a, b, h_prev, f, g)
+            scan = partial(chunk, a, b, f, g)
             if done is None:
                 scan()
             else:
                 engine.run([partial(grad, *done), scan])
             done = (a, b)
         a, b = done  # (the first steps' product alone, split between the threads)
-        self._weight_grad(params, work[a:b], h_prev[a:b], grads)
+        self._weight_grad(params, work, outs, h0, False, grads, a, b)
         tape.caches.release()
         return work
 
-    def _back_arrays(self, douts: np.ndarray, scale: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What a backward kernel takes beside the tape: h_prev (T, B, H) from the pool, which it
-        fills; the message factors (empty: none); the output gradients, C-contiguous."""
-        T, B = douts.shape[:2]
-        h_prev = pool.empty((T, B, self.cell.hidden_size), douts.dtype)
+    @staticmethod
+    def _back_arrays(douts: np.ndarray, scale: Any) -> tuple[np.ndarray, np.ndarray]:
+        """What a backward kernel takes beside the tape: the message factors (empty: none); the
+        output gradients, C-contiguous."""
         f = np.zeros((0, 0), douts.dtype) if scale is None else np.ascontiguousarray(scale, douts.dtype)
-        return h_prev, f, np.ascontiguousarray(douts)
+        return f, np.ascontiguousarray(douts)
 
-    def _back_scan(self, params: Params, tape: Tape, douts: np.ndarray, scale: Any, run: Callable) -> tuple:
-        h_prev, f, g = self._back_arrays(douts, scale)
-        dstate = run(h_prev, f, g)
+    def _back_scan(self, params: Params, tape: Tape, douts: np.ndarray, scale: Any, run: Callable) -> Any:
+        dstate = run(*self._back_arrays(douts, scale))
         tape.caches.release()
-        return h_prev, dstate
+        return dstate
 
 
 class FastLSTM(_Fast):
@@ -364,20 +388,20 @@ class FastLSTM(_Fast):
             P = engine.parts()
             shared, per = self._own(params, B, dh.dtype, P, P, False, False)
 
-            def chunk(a, b, h_prev, f, g):
-                hp, cp = (h0, c0) if a == 0 else (outs[a - 1], cs[a - 1])
+            def chunk(a, b, f, g):
+                cp = c0 if a == 0 else cs[a - 1]
                 fs = f[a:b] if f.shape[0] else f
-                args = (hp, cp, work[a:b], cs[a:b], outs[a:b], g[a:b], dh, dc, h_prev[a:b], fs, False)
+                args = (cp, work[a:b], cs[a:b], g[a:b], dh, dc, fs, False)
                 engine.scan_alone(split.lstm_scan_back_part, P, *args, *shared, *per, (0, B))
 
             return chunk
 
-        dxp = self._overlapped_back(params, tape, douts, scale, grads, chunks)
+        dxp = self._overlapped_back(params, tape, douts, scale, grads, chunks, outs, h0)
         if dxp is not None:
             return dxp, LSTMState(dh, dc)
 
-        def run(h_prev, f, g):
-            args = (h0, c0, work, cs, outs, g, dh, dc, h_prev, f, tape.reverse)
+        def run(f, g):
+            args = (c0, work, cs, g, dh, dc, f, tape.reverse)
             if engine.engaged():
                 macs = self._macs(params, *douts.shape[:2])
                 self._split_scan(split.lstm_scan_back_part, params, args, B, macs, False, False)
@@ -385,8 +409,9 @@ class FastLSTM(_Fast):
                 scans.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return LSTMState(dh, dc)
 
-        h_prev, d0 = self._back_scan(params, tape, douts, scale, run)
-        return self._weight_grad(params, work, h_prev, grads), d0
+        d0 = self._back_scan(params, tape, douts, scale, run)
+        self._weight_grad(params, work, outs, h0, tape.reverse, grads)
+        return work, d0
 
 
 class FastGRU(_Fast):
@@ -409,16 +434,13 @@ class FastGRU(_Fast):
         grads["b_hh"][2 * H :] += drec[:, 2 * H :].sum(axis=0)
         return GRUState(dhz + drec @ params["W_hh"]), da[:, : 3 * H]
 
-    def _weight_grad(self, params: Params, work: np.ndarray, h_prev: np.ndarray, grads: Params) -> np.ndarray:
+    def _products(self, w: np.ndarray, h: np.ndarray, grads: Params) -> None:
         """After the consumed scan the work rows hold [da_r, da_z, da_n, da_n r]: the gradient
-        at h W_hh^T is [da_r, da_z, da_n r]; dL/dxp is the first three blocks."""
-        T, B, G4 = work.shape
-        H = G4 // 4
-        w2, hp = work.reshape(T * B, G4), h_prev.reshape(T * B, -1)
-        pool.matmul_add(w2[:, : 2 * H].T, hp, grads["W_hh"][: 2 * H])
-        pool.matmul_add(w2[:, 3 * H :].T, hp, grads["W_hh"][2 * H :])
-        rows.add_column_sums(grads["b_hh"][2 * H :], w2[:, 3 * H :])
-        return work[..., : 3 * H]
+        at h W_hh^T is [da_r, da_z, da_n r] (dL/dxp is the first three blocks)."""
+        H = w.shape[1] // 4
+        pool.matmul_add(w[:, : 2 * H].T, h, grads["W_hh"][: 2 * H])
+        pool.matmul_add(w[:, 3 * H :].T, h, grads["W_hh"][2 * H :])
+        rows.add_column_sums(grads["b_hh"][2 * H :], w[:, 3 * H :])
 
     def forward_scan(
         self, params: Params, xp: Any, state: GRUState, reverse: bool, ring: bool = False, stops=(), kept=None
@@ -457,21 +479,20 @@ class FastGRU(_Fast):
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         B, H = dh.shape
 
-        def run(h_prev, f, g):
+        def run(f, g):
             if engine.engaged():
                 drec = np.empty((2, B, 3 * H), dtype=dh.dtype)  # shared, alternate halves on alternate steps
-                args = (h0, work, outs, g, dh, drec, h_prev, f, tape.reverse)
+                args = (h0, work, outs, g, dh, drec, f, tape.reverse)
                 macs = self._macs(params, *douts.shape[:2])
                 self._split_scan(split.gru_scan_back_part, params, args, B, macs, False, False)
             else:
                 drec = np.empty((B, 3 * H), dtype=dh.dtype)
-                scans.gru_scan_back(
-                    np.ascontiguousarray(params["W_hh"]), h0, work, outs, g, dh, drec, h_prev, f, tape.reverse
-                )
+                scans.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, work, outs, g, dh, drec, f, tape.reverse)
             return GRUState(dh)
 
-        h_prev, d0 = self._back_scan(params, tape, douts, scale, run)
-        return self._weight_grad(params, work, h_prev, grads), d0
+        d0 = self._back_scan(params, tape, douts, scale, run)
+        self._weight_grad(params, work, outs, h0, tape.reverse, grads)
+        return work[..., : 3 * H], d0
 
 
 class FastElman(_Fast):
@@ -512,11 +533,12 @@ class FastElman(_Fast):
 
         if ring:
             return None, ElmanState(outs[(0 if reverse else T - 1) % outs.shape[0]]), None
-        return outs, ElmanState(outs[0 if reverse else T - 1]), Tape(StepCaches(cache, T), None, reverse, (work, h0))
+        tape = Tape(StepCaches(cache, T), None, reverse, (work, h0, outs))
+        return outs, ElmanState(outs[0 if reverse else T - 1]), tape
 
     def backward_scan(self, params: Params, tape: Tape, douts, scale, dstate: ElmanState, grads: Params):
         check_scan_back(self.cell, douts, dstate, tape.aux[0].shape[:2])
-        work, h0 = tape.aux
+        work, h0, outs = tape.aux
         dh = np.array(dstate.h, dtype=douts.dtype, order="C")
         B = dh.shape[0]
 
@@ -524,20 +546,19 @@ class FastElman(_Fast):
             P = engine.parts()
             shared, per = self._own(params, B, dh.dtype, P, P, False, False, floats=1)
 
-            def chunk(a, b, h_prev, f, g):
-                hp = h0 if a == 0 else work[a - 1]  # (still h: that step's cells come later)
+            def chunk(a, b, f, g):
                 fs = f[a:b] if f.shape[0] else f
-                args = (hp, work[a:b], g[a:b], dh, h_prev[a:b], fs, False)
+                args = (work[a:b], g[a:b], dh, fs, False)
                 engine.scan_alone(split.elman_scan_back_part, P, *args, *shared, *per, (0, B))
 
             return chunk
 
-        dxp = self._overlapped_back(params, tape, douts, scale, grads, chunks)
+        dxp = self._overlapped_back(params, tape, douts, scale, grads, chunks, outs, h0)
         if dxp is not None:
             return dxp, ElmanState(dh)
 
-        def run(h_prev, f, g):
-            args = (h0, work, g, dh, h_prev, f, tape.reverse)
+        def run(f, g):
+            args = (work, g, dh, f, tape.reverse)
             if engine.engaged():
                 macs = self._macs(params, *douts.shape[:2])
                 self._split_scan(split.elman_scan_back_part, params, args, B, macs, False, False, floats=1)
@@ -545,8 +566,28 @@ class FastElman(_Fast):
                 scans.elman_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return ElmanState(dh)
 
-        h_prev, d0 = self._back_scan(params, tape, douts, scale, run)
-        return self._weight_grad(params, work, h_prev, grads), d0
+        d0 = self._back_scan(params, tape, douts, scale, run)
+        self._weight_grad(params, work, outs, h0, tape.reverse, grads)
+        return work, d0
+
+
+def _prev_pairs(
+    work: np.ndarray, outs: np.ndarray, h0: np.ndarray, reverse: bool, a: int, b: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For the steps a .. b-1 of a scan (work, outs: (T, B, .)), pairs of rows (work_t, h_{t-1})
+    that cover them: the state each step started from is the output of the step before (t - 1,
+    or t + 1 reversed), which the forward scan left in outs, and h0 for the first step. So the
+    weight gradient reads them in place: no (T, B, H) copy of the states is made (a quarter of
+    an Elman tape, an eighth of an LSTM's)."""
+    T = work.shape[0]
+    first = T - 1 if reverse else 0  # (the step that starts from h0)
+    pairs = []
+    lo, hi = (a, min(b, T - 1)) if reverse else (max(a, 1), b)
+    if hi > lo:
+        pairs.append((work[lo:hi], outs[lo + 1 : hi + 1] if reverse else outs[lo - 1 : hi - 1]))
+    if a <= first < b:
+        pairs.append((work[first : first + 1], h0[None]))
+    return pairs
 
 
 _IMPLEMENTATIONS: dict[type, type[_Fast]] = {LSTM: FastLSTM, GRU: FastGRU, Elman: FastElman}

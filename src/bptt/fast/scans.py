@@ -138,14 +138,14 @@ if AVAILABLE:
                 k += 1
 
     @jit
-    def elman_scan_back(W, h0, work, douts, dh, h_prev, scale, reverse):
-        """Consumed tape: work[t] <- delta_t, h_prev[t] <- h_{t-1}; dh: dL/dh_T in, dL/dh_0 out;
-        the message leaving step t is multiplied by scale[t] ((T, B), or (0, 0): none)."""
+    def elman_scan_back(W, work, douts, dh, scale, reverse):
+        """Consumed tape: work[t] <- delta_t; dh: dL/dh_T in, dL/dh_0 out; the message leaving
+        step t is multiplied by scale[t] ((T, B), or (0, 0): none). (The weight gradient's
+        h_{t-1} are the outputs the forward scan left: cells.py, _prev_pairs.)"""
         T = work.shape[0]
         row = np.empty(dh.shape[1], dh.dtype)
         for s in range(T - 1, -1, -1):
             t = _at(s, T, reverse)
-            h_prev[t] = _before(h0, work, s, T, reverse)
             w, g = work[t], douts[t]
             for b in range(w.shape[0]):
                 _elman_row_back(w[b], dh[b], g[b], w[b], row)
@@ -170,14 +170,13 @@ if AVAILABLE:
                 k += 1
 
     @jit
-    def lstm_scan_back(W, h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse):
-        """Consumed tape: work[t] <- dL/d(pre-activations), h_prev[t] <- h_{t-1};
-        dh, dc: dL/d(h_T, c_T) in, dL/d(h_0, c_0) out."""
+    def lstm_scan_back(W, c0, work, cs, douts, dh, dc, scale, reverse):
+        """Consumed tape: work[t] <- dL/d(pre-activations); dh, dc: dL/d(h_T, c_T) in,
+        dL/d(h_0, c_0) out."""
         T = work.shape[0]
         for s in range(T - 1, -1, -1):
             t = _at(s, T, reverse)
-            hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
-            h_prev[t] = hp
+            cp = _before(c0, cs, s, T, reverse)
             a, c, g = work[t], cs[t], douts[t]
             for b in range(a.shape[0]):
                 _lstm_row_back(a[b], cp[b], c[b], dh[b], g[b], dc[b])
@@ -202,14 +201,13 @@ if AVAILABLE:
                 k += 1
 
     @jit
-    def gru_scan_back(W, h0, work, outs, douts, dh, drec, h_prev, scale, reverse):
-        """Consumed tape: work[t] <- [da_r, da_z, da_n, da_n r], h_prev[t] <- h_{t-1};
-        dh: dL/dh_T in, dL/dh_0 out; drec (B, 3H) scratch."""
+    def gru_scan_back(W, h0, work, outs, douts, dh, drec, scale, reverse):
+        """Consumed tape: work[t] <- [da_r, da_z, da_n, da_n r]; dh: dL/dh_T in, dL/dh_0 out;
+        drec (B, 3H) scratch."""
         T = work.shape[0]
         for s in range(T - 1, -1, -1):
             t = _at(s, T, reverse)
             hp = _before(h0, outs, s, T, reverse)
-            h_prev[t] = hp
             w, g = work[t], douts[t]
             for b in range(w.shape[0]):  # dh <- (dh + dout) z, the direct path, in place
                 _gru_row_back(w[b], hp[b], dh[b], g[b], drec[b])

@@ -51,13 +51,6 @@ def _copy(a, b):
 
 
 @inline
-def _copy_part(a, b, lo, hi):
-    """b[:, lo:hi] = a[:, lo:hi], row by row."""
-    for r in range(a.shape[0]):
-        _copy(a[r, lo:hi], b[r, lo:hi])
-
-
-@inline
 def _share(H, part, parts):
     return part * H // parts, (part + 1) * H // parts
 
@@ -134,9 +127,7 @@ def lstm_scan_part(
 
 
 @jit
-def lstm_scan_back_part(
-    h0, c0, work, cs, outs, douts, dh, dc, h_prev, scale, reverse, panels, offs, edges, span, me, parts, bar, claims
-):
+def lstm_scan_back_part(c0, work, cs, douts, dh, dc, scale, reverse, panels, offs, edges, span, me, parts, bar, claims):
     """lstm_scan_back split by hidden units (same arguments but W_hh): part q's panels its
     units' columns of W_hh ((4H, n)), packed; edges (parts, TILE, PANEL) scratch (the cells
     write their gradients over the gates). Returns 0, or -1 if the parts lost each other."""
@@ -159,8 +150,7 @@ def lstm_scan_back_part(
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
                 t = _at(s, T, reverse)
-                hp, cp = _before(h0, outs, s, T, reverse), _before(c0, cs, s, T, reverse)
-                _copy_part(hp[b0:b1], h_prev[t][b0:b1], lo, hi)
+                cp = _before(c0, cs, s, T, reverse)
                 a, c, g = work[t], cs[t], douts[t]
                 for b in range(b0, b1):
                     ar = a[b]
@@ -203,9 +193,7 @@ def elman_scan_part(src, idx, h0, work, outs, reverse, stops, kept, panels, offs
 
 
 @jit
-def elman_scan_back_part(
-    h0, work, douts, dh, h_prev, scale, reverse, panels, offs, rows, edges, span, me, parts, bar, claims
-):
+def elman_scan_back_part(work, douts, dh, scale, reverse, panels, offs, rows, edges, span, me, parts, bar, claims):
     """elman_scan_back split by hidden units (part q's panels W_hh's columns for its units,
     packed); rows (parts, >= n) and edges (parts, TILE, PANEL) scratch. 0, or -1 if lost."""
     T, H = work.shape[0], dh.shape[1]
@@ -226,7 +214,6 @@ def elman_scan_back_part(
             if k < T:  # step T - 1 - k's cells
                 s = T - 1 - k
                 t = _at(s, T, reverse)
-                _copy_part(_before(h0, work, s, T, reverse)[b0:b1], h_prev[t][b0:b1], lo, hi)
                 w, g, row = work[t], douts[t], rows[q]
                 for b in range(b0, b1):
                     _elman_row_back(w[b, lo:hi], dh[b, lo:hi], g[b, lo:hi], w[b, lo:hi], row[: hi - lo])
@@ -284,7 +271,7 @@ def gru_scan_part(
 
 @jit
 def gru_scan_back_part(
-    h0, work, outs, douts, dh, drec, h_prev, scale, reverse, panels, offs, edges, span, me, parts, bar, claims
+    h0, work, outs, douts, dh, drec, scale, reverse, panels, offs, edges, span, me, parts, bar, claims
 ):
     """gru_scan_back split by hidden units: part q's panels its units' columns of W_hh,
     packed; drec (2, B, 3H) shared by the parts, step s in half s % 2 (a part may write step
@@ -309,7 +296,6 @@ def gru_scan_back_part(
                 s = T - 1 - k
                 t = _at(s, T, reverse)
                 hp = _before(h0, outs, s, T, reverse)
-                _copy_part(hp[b0:b1], h_prev[t][b0:b1], lo, hi)
                 w, g, d = work[t], douts[t], drec[s % 2]
                 for b in range(b0, b1):
                     wb, db = w[b], d[b]

@@ -84,11 +84,11 @@ def _compile() -> None:
     none = (np.zeros(0, i8), np.zeros((0, 2), i8))  # no stops (scans.py's _STOPS)
     if SCANS and not SPLIT:  # with split scans, the unsplit ones serve only steps off the engine
         scans.elman_scan(s, ix, s, s, s3.copy(), s3.copy(), False, *none)
-        scans.elman_scan_back(s, s, s3.copy(), s3, s.copy(), s3.copy(), s, False)
+        scans.elman_scan_back(s, s3.copy(), s3, s.copy(), s, False)
         scans.lstm_scan(g, ix, np.zeros((4, 1), f), s, s, g4_.copy(), s3.copy(), s3.copy(), False, *none)
-        scans.lstm_scan_back(np.zeros((4, 1), f), s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False)
+        scans.lstm_scan_back(np.zeros((4, 1), f), s, g4_.copy(), s3, s3, s.copy(), s.copy(), s, False)
         scans.gru_scan(g3, ix, np.zeros((3, 1), f), np.zeros(1, f), s, g4_.copy(), s3.copy(), g3.copy(), False, *none)
-        scans.gru_scan_back(np.zeros((3, 1), f), s, g4_.copy(), s3, s3, s.copy(), g3.copy(), s3.copy(), s, False)
+        scans.gru_scan_back(np.zeros((3, 1), f), s, g4_.copy(), s3, s3, s.copy(), g3.copy(), s, False)
     if SCANS:  # the spiking cells' scans (never split)
         from . import spiking
 
@@ -121,13 +121,13 @@ def _compile() -> None:
             g, ix, s, s, g4_.copy(), s3.copy(), s3.copy(), False, *none, *one, wide.copy(), edges, *at()
         )  # fmt: skip
         split.lstm_scan_back_part(
-            s, s, g4_.copy(), s3, s3, s3, s.copy(), s.copy(), s3.copy(), s, False, *one4, edges, *at()
+            s, g4_.copy(), s3, s3, s.copy(), s.copy(), s, False, *one4, edges, *at()
         )  # fmt: skip
         split.elman_scan_part(s, ix, s, s3.copy(), s3.copy(), False, *none, *one, edges, *at())
-        split.elman_scan_back_part(s, s3.copy(), s3, s.copy(), s3.copy(), s, False, *one, s.copy(), edges, *at())
+        split.elman_scan_back_part(s3.copy(), s3, s.copy(), s, False, *one, s.copy(), edges, *at())
         split.gru_scan_part(
             g3, ix, np.zeros(1, f), s, g4_.copy(), s3.copy(), False, *none, *one, wide.copy(), edges, *at()
         )  # fmt: skip
         split.gru_scan_back_part(
-            s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s3.copy(), s, False, *one3, edges, *at(),
+            s, g4_.copy(), s3, s3, s.copy(), np.zeros((2, 1, 3), f), s, False, *one3, edges, *at(),
         )  # fmt: skip
