@@ -9,8 +9,8 @@ this machine's speed over minutes cancels), contenders alternated within every r
 Prints the medians of warm, cold and extra of each (the extra's quartiles beside it: a cold step
 is one sample of a machine's wake-up, and its spread is milliseconds), and bptt's extra cost over
 torch's with its 90% bootstrap interval (the repetitions resampled with replacement, 10,000
-times, both contenders' samples of a repetition together; the ratio of the medians' 5th and
-95th percentiles): a ratio of two medians of about a millisecond each is decided by that
+times, both contenders' samples of a repetition together; the 5th and 95th percentiles of the
+ratio of the medians, inf where torch's median extra is not positive): a ratio of two medians of about a millisecond each is decided by that
 interval, not by one run's value. With --claims, also how long after a step's first hand-off bptt's worker claimed its job
 (in the cold step and in the first warm one): whether waking the thread is what a cold step pays.
 
@@ -166,8 +166,8 @@ def _interval(a: list[float], b: list[float], n: int = 10_000) -> tuple[float, f
     picks = rng.integers(0, pairs.shape[1], size=(n, pairs.shape[1]))
     med = np.median(pairs[:, picks], axis=2)  # (2, n)
     ratios = np.where(med[1] > 0, med[0] / np.where(med[1] > 0, med[1], 1.0), np.inf)
-    lo, hi = np.percentile(ratios, [5, 95])
-    return float(lo), float(hi)
+    # (percentiles taken as samples, not interpolated: between a ratio and inf that is nan)
+    return float(np.percentile(ratios, 5, method="lower")), float(np.percentile(ratios, 95, method="higher"))
 
 
 def _spread(ms: list[float]) -> str:

@@ -15,7 +15,8 @@ Implementations of a cell (`implementation`) follow the cell contract (bptt.cell
 offer more, which the time loop uses where present (bptt.scan): a whole compiled forward scan
 (`forward_scan`, unmasked, tape kept; with `ring=True` the final state alone, in two steps'
 buffers) and a consumed backward scan of its tape (`backward_scan`:
-the tape's buffers overwritten by the gradients, the recurrent weights' gradient as one product).
+the tape's buffers overwritten by the gradients, the recurrent weights' gradient as products
+over all its rows afterwards).
 """
 
 from __future__ import annotations

@@ -185,7 +185,8 @@ def stored_bytes(state: Any) -> int:
 def probed(record: Any, advance: Any, state_bytes: int, longest: int = 16, twice: bool = True) -> Storage:
     """Storage from probes: record(n), the peak bytes of a recorded segment of n steps from its
     forward to the end of its backward, and advance(n), of a forward run for its final state,
-    for n in 1, 4, 16 (those up to `longest`), and with `twice` record(32) as well. A
+    for n in 1, 4, 16 (those up to `longest`), and with `twice` record(32) as well (where
+    `longest` is 16). A
     step's part from the two longest, the fixed part such that no probe exceeds it; each probe
     the least of three runs (after one untimed: it may load kernels or fill caches), since a
     Python object that grows once inside a probe (a cache, a dict) is not the step's memory and

@@ -13,7 +13,8 @@ offers the time loop (bptt.scan) two more things:
   backward (TBPTT k1 < k2) uses them unchanged.
 - `backward_scan`: the consumed backward scan of such a tape (full BPTT, randomized truncation):
   the gradients overwrite the tape's gate buffer step by step and the recurrent weights'
-  gradient is ONE matrix product over all T * B rows afterwards.
+  gradient is two matrix products afterwards, over the (T - 1) * B rows whose h_{t-1} is the
+  level's output one step earlier and the B rows of the first step with h0 (`_prev_pairs`).
 
 Everything else (sizes, parameters, projections) is the cell's own. The cells' NumPy code is
 the reference every number here is tested against (tests/fast).
@@ -577,8 +578,9 @@ def _prev_pairs(
     """For the steps a .. b-1 of a scan (work, outs: (T, B, .)), pairs of rows (work_t, h_{t-1})
     that cover them: the state each step started from is the output of the step before (t - 1,
     or t + 1 reversed), which the forward scan left in outs, and h0 for the first step. So the
-    weight gradient reads them in place: no (T, B, H) copy of the states is made (a quarter of
-    an Elman tape, an eighth of an LSTM's)."""
+    weight gradient reads them in place: no (T, B, H) copy of the states is made (7.4-7.7 MiB
+    of the 35.7, 59.5 and 67.5 MiB that full BPTT of Elman, GRU and LSTM 128 took at B = 16,
+    T = 1000)."""
     T = work.shape[0]
     first = T - 1 if reverse else 0  # (the step that starts from h0)
     pairs = []
