@@ -63,3 +63,26 @@ def test_float32_on_the_compiled_scans_agrees_with_full_bptt():
         assert algo.stats["forward_steps"] > 4 * 60 * 2  # recomputed
         for k in full.grads:
             assert np.abs(g.grads[k] - full.grads[k]).max() <= 2e-5 * max(1.0, np.abs(full.grads[k]).max()), k
+
+
+@pytest.mark.parametrize("times", [1.05, 1.5, 2.5])
+def test_what_a_bidirectional_budgeted_step_allocates_stays_within_its_budget(times, allocated_peak):
+    """The arrays a float32 level-by-level step allocates at their peak (tracemalloc; the
+    buffer pool emptied first), less the weight-sized arrays it holds whatever the budget (the
+    gradients; the recurrent weights packed forward and backward, and their gradient's
+    product), stay within the budget, from about the least it accepts up. (The first pass's chunk
+    buffers, held by a final state that was a row of them or carved into the input gradients'
+    fronts, once took 25-38% beyond it.)"""
+    D, B, T = 11, 16, 300
+    model = bptt.Model(D, [*bptt.rnn("lstm", 128, bidirectional=True), bptt.rnn("gru", 64), bptt.Dense(D)], tokens=True)
+    params = model.init_params(np.random.default_rng(3), np.float32)
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(0, D, (T, B)), rng.integers(0, D, (T, B))
+    with pytest.raises(BpttError, match="memory budget: expected at least") as e:
+        make("budget", budget=1)(model, params, x, y)
+    least = int(str(e.value).split("(")[1].split(" bytes")[0].replace(",", ""))
+    budget = int(times * least)
+    algo = make("budget", budget=budget, policy="mixed")
+    allocated = allocated_peak(algo, model, params, x, y)
+    assert algo.stats["peak_bytes"] <= budget
+    assert allocated <= budget, (times, allocated / budget)
