@@ -99,7 +99,8 @@ def _base(a: np.ndarray) -> np.ndarray:
     return a
 
 
-_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(B, dtype, masked): Storage}
+# model -> {(B, dtype, masked): Storage}, and levelwise.py's directions' {(level, direction, T, B, dtype, masked): Storage}
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def measure_storage(model: Model, params: Params, B: int, masked: bool = False) -> Storage:
@@ -182,34 +183,37 @@ def stored_bytes(state: Any) -> int:
     return max(held, nbytes(state))
 
 
-def probed(record: Any, advance: Any, state_bytes: int, longest: int = 16, twice: bool = True) -> Storage:
+def probed(record: Any, advance: Any, state_bytes: int, longest: int = 32) -> Storage:
     """Storage from probes: record(n), the peak bytes of a recorded segment of n steps from its
-    forward to the end of its backward, and advance(n), of a forward run for its final state,
-    for n in 1, 4, 16 (those up to `longest`), and with `twice` record(32) as well (where
-    `longest` is 16). A
-    step's part from the two longest, the fixed part such that no probe exceeds it; each probe
+    forward to the end of its backward, for n in 1, 4, 16, 32, and advance(n), of a forward run
+    for its final state, for n in 1, 4, 16 (those up to `longest`). A step's part of each from
+    its two longest probes, the fixed part such that no recorded probe exceeds it; each probe
     the least of three runs (after one untimed: it may load kernels or fill caches), since a
     Python object that grows once inside a probe (a cache, a dict) is not the step's memory and
     would make two processes plan differently.
 
-    Why a recorded segment twice the longest. Where a segment's peak falls moves with its
-    length: in 16 steps of LSTM 128 under GRU 64 (B = 16) the forward's transient arrays peaked
-    as high as the backward, whose own arrays (the GRU's input gradient and its contiguous
-    copy) grow with the length; 4 to 16 steps recorded 79 KB a step, 16 to 32 and 64 to 88
-    steps 92 KB, and a plan from the first under-counted an 88-step segment by 0.9 MB."""
-    lengths = [n for n in (1, 4, 16) if n <= longest] or [1]
-    recorded = lengths + [2 * lengths[-1]] if twice and lengths[-1] >= 16 else lengths
+    Why records up to 32 steps. Where a segment's peak falls moves with its length: in 16 steps
+    of LSTM 128 under GRU 64 (B = 16) the forward's transient arrays peaked as high as the
+    backward, whose own arrays (the GRU's input gradient and its contiguous copy) grow with the
+    length; 4 to 16 steps recorded 79 KB a step, 16 to 32 and 64 to 88 steps 92 KB, and a plan
+    from the first under-counted an 88-step segment by 0.9 MB. Advances stay at 4 to 16: from
+    16 to 32 their step halved, and plans from it ran 6-20 steps over."""
+    recorded = [n for n in (1, 4, 16, 32) if n <= longest] or [1]
+    advanced = [n for n in (1, 4, 16) if n <= longest] or [1]
     for n in recorded:
         record(n)
-    for n in lengths:
+    for n in advanced:
         advance(n)
     rec = {n: min(record(n) for _ in range(3)) for n in recorded}
-    adv = {n: min(advance(n) for _ in range(3)) for n in lengths}
-    # (the scans of a few steps take other paths: a step from the two longest probes beyond 1)
-    lo, hi = lengths[1] if len(lengths) > 2 else lengths[0], lengths[-1]
-    rlo, rhi = recorded[-2] if len(recorded) > 2 else recorded[0], recorded[-1]
-    step = max(-(-(rec[rhi] - rec[rlo]) // (rhi - rlo)), 1) if rhi > rlo else max(rec[rlo], 1)
-    per = max(-(-(adv[hi] - adv[lo]) // (hi - lo)), 1) if hi > lo else max(adv[lo], 1)
+    adv = {n: min(advance(n) for _ in range(3)) for n in advanced}
+
+    def per_step(probes: dict[int, int]) -> int:
+        # (the scans of a few steps take other paths: from the two longest probes beyond 1)
+        ns = list(probes)
+        lo, hi = ns[-2] if len(ns) > 1 else ns[0], ns[-1]
+        return max(-(-(probes[hi] - probes[lo]) // (hi - lo)), 1) if hi > lo else max(probes[lo], 1)
+
+    step, per = per_step(rec), per_step(adv)
     fixed = max(max(rec[n] - n * step for n in recorded), 0)
     return Storage(max(state_bytes, 1), step, fixed, per)
 

@@ -242,15 +242,7 @@ class _Fast:
         return min(T, 2) if ring else T
 
     def _weight_grad(
-        self,
-        params: Params,
-        work: np.ndarray,
-        outs: np.ndarray,
-        h0: np.ndarray,
-        reverse: bool,
-        grads: Params,
-        a=0,
-        b=None,
+        self, work: np.ndarray, outs: np.ndarray, h0: np.ndarray, reverse: bool, grads: Params, a=0, b=None
     ) -> None:
         """After a consumed backward scan whose work rows hold dL/dxp_t, also the gradient at
         h W_hh^T (Elman, LSTM): dW_hh += sum over steps a .. b-1 (default all) of work_t^T
@@ -304,7 +296,7 @@ class _Fast:
 
         def grad(a: int, b: int) -> None:
             with engine.split(1):  # (the caller's own call stays whole: no run within this run)
-                self._weight_grad(params, work, outs, h0, False, grads, a, b)
+                self._weight_grad(work, outs, h0, False, grads, a, b)
 
         done = None
         for a, b in reversed(list(zip(cuts[:-1], cuts[1:]))):
@@ -315,7 +307,7 @@ class _Fast:
                 engine.run([partial(grad, *done), scan])
             done = (a, b)
         a, b = done  # (the first steps' product alone, split between the threads)
-        self._weight_grad(params, work, outs, h0, False, grads, a, b)
+        self._weight_grad(work, outs, h0, False, grads, a, b)
         tape.caches.release()
         return work
 
@@ -326,9 +318,14 @@ class _Fast:
         f = np.zeros((0, 0), douts.dtype) if scale is None else np.ascontiguousarray(scale, douts.dtype)
         return f, np.ascontiguousarray(douts)
 
-    def _back_scan(self, params: Params, tape: Tape, douts: np.ndarray, scale: Any, run: Callable) -> Any:
+    def _back_scan(
+        self, tape: Tape, douts: np.ndarray, scale: Any, run: Callable, outs: np.ndarray, h0: np.ndarray, grads: Params
+    ) -> Any:
+        """The consumed backward scan run(f, g) (f, g: _back_arrays) and then the weight
+        gradient's products; returns what run returns (the initial-state gradient)."""
         dstate = run(*self._back_arrays(douts, scale))
         tape.caches.release()
+        self._weight_grad(tape.aux[0], outs, h0, tape.reverse, grads)
         return dstate
 
 
@@ -410,8 +407,7 @@ class FastLSTM(_Fast):
                 scans.lstm_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return LSTMState(dh, dc)
 
-        d0 = self._back_scan(params, tape, douts, scale, run)
-        self._weight_grad(params, work, outs, h0, tape.reverse, grads)
+        d0 = self._back_scan(tape, douts, scale, run, outs, h0, grads)
         return work, d0
 
 
@@ -491,8 +487,7 @@ class FastGRU(_Fast):
                 scans.gru_scan_back(np.ascontiguousarray(params["W_hh"]), h0, work, outs, g, dh, drec, f, tape.reverse)
             return GRUState(dh)
 
-        d0 = self._back_scan(params, tape, douts, scale, run)
-        self._weight_grad(params, work, outs, h0, tape.reverse, grads)
+        d0 = self._back_scan(tape, douts, scale, run, outs, h0, grads)
         return work[..., : 3 * H], d0
 
 
@@ -567,8 +562,7 @@ class FastElman(_Fast):
                 scans.elman_scan_back(np.ascontiguousarray(params["W_hh"]), *args)
             return ElmanState(dh)
 
-        d0 = self._back_scan(params, tape, douts, scale, run)
-        self._weight_grad(params, work, outs, h0, tape.reverse, grads)
+        d0 = self._back_scan(tape, douts, scale, run, outs, h0, grads)
         return work, d0
 
 
